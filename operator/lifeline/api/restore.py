@@ -1,0 +1,66 @@
+"""Restore: a real restore into a real target, behind two-person approval."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import DNSLabel, DNSName, Model, StatusBase, exactly_one, one_of_rule
+
+TARGET_KINDS = ("pvc", "command")
+
+
+class PVCTarget(Model):
+    claim_name: DNSName = Field(description="PVC to restore into (or to create, with strategy NewClaim).")
+    path: str = Field("/", description="Directory inside the volume.")
+    storage_class_name: DNSName | None = None
+    size: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+
+
+class CommandTarget(Model):
+    """Pipe the point's byte stream into a command, such as ``pg_restore -d his``."""
+
+    image: str = Field(min_length=1)
+    command: list[str] = Field(min_length=1)
+
+
+class Target(Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [one_of_rule(TARGET_KINDS, "target")]})
+
+    namespace: DNSLabel | None = Field(None, description="Target namespace; the Restore's own when left out.")
+    pvc: PVCTarget | None = None
+    command: CommandTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        exactly_one(self, TARGET_KINDS, "target")
+        return self
+
+
+class RestoreSpec(Model):
+    recovery_point: DNSName = Field(description="RecoveryPoint to restore.")
+    destination: DNSLabel | None = Field(None, description="Which copy to read; the first reachable when left out.")
+    target: Target
+    strategy: Literal["InPlace", "NewClaim"] = Field(
+        "NewClaim", description="NewClaim restores beside the old claim and switches only after verification."
+    )
+    overwrite: bool = Field(False, description="Allow restoring into a target that already holds data.")
+    reason: str = Field(min_length=1, description="Why this restore is needed; recorded in the audit trail.")
+    required_approvals: int = Field(2, ge=2, le=5, description="Distinct approvers needed; never fewer than two.")
+
+
+class Approval(Model):
+    user: str = Field(description="Identity from the API server's admission request.")
+    time: datetime
+    decision: Literal["Approved", "Rejected"]
+    comment: str | None = None
+
+
+class RestoreStatus(StatusBase):
+    phase: Literal["PendingApproval", "Approved", "Running", "Succeeded", "Failed", "Rejected"] | None = None
+    requested_by: str | None = None
+    approvals: list[Approval] = Field(default_factory=list)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    bytes_restored: int | None = Field(None, ge=0)

@@ -1,0 +1,97 @@
+"""RestoreDrill: a rehearsal that restores a point into a sandbox and measures it."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import Cron, DNSName, Duration, Model, StatusBase
+
+
+class PointSelector(Model):
+    """Which recovery point a drill restores."""
+
+    strategy: Literal["Latest", "Random", "Named"] = Field("Latest")
+    window: Duration | None = Field(None, description="With Random: how far back to choose from.")
+    name: DNSName | None = Field(None, description="With Named: the RecoveryPoint to restore.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.strategy != 'Named' || has(self.name)", "message": "strategy Named needs name"},
+                {"rule": "self.strategy == 'Named' || !has(self.name)", "message": "name goes only with strategy Named"},
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _fits_strategy(self):
+        if self.strategy == "Named" and not self.name:
+            raise ValueError("strategy Named needs name: the RecoveryPoint to restore")
+        if self.strategy != "Named" and self.name:
+            raise ValueError(f"name goes only with strategy Named (strategy is {self.strategy})")
+        if self.strategy != "Random" and self.window:
+            raise ValueError(f"window goes only with strategy Random (strategy is {self.strategy})")
+        return self
+
+
+class Sandbox(Model):
+    """Where a drill restores to; created per run and removed afterwards."""
+
+    namespace_prefix: str = Field("lifeline-drill-", pattern=r"^[a-z0-9]([-a-z0-9]*)?$", max_length=40)
+    ttl: Duration = Field("1h", description="How long a finished sandbox is kept before clean-up.")
+    keep_on_failure: bool = Field(False, description="Keep a failed drill's sandbox for debugging.")
+    storage_class_name: DNSName | None = None
+
+
+class VerifyCommand(Model):
+    """A command that checks the restored data, for example a SQL row count."""
+
+    image: str = Field(min_length=1)
+    command: list[str] = Field(min_length=1)
+    expect_output: str | None = Field(None, description="Output the command must print (trimmed).")
+    compare_to_backup: bool = Field(False, description="Expect the output recorded when the point was taken.")
+
+
+class Verification(Model):
+    timeout: Duration = Field("10m")
+    command: VerifyCommand | None = None
+
+
+class RestoreDrillSpec(Model):
+    policy_name: DNSName = Field(description="BackupPolicy whose points are rehearsed.")
+    schedule: Cron | None = Field(None, description="When to run; the policy tier's rhythm when left out.")
+    mode: Literal["Scheduled", "Once"] = Field("Scheduled")
+    point: PointSelector = Field(default_factory=PointSelector)
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    verify: Verification = Field(default_factory=Verification)
+    history_limit: int = Field(10, ge=1, le=100, description="Runs kept in status.history.")
+    suspend: bool = False
+
+
+class DrillRun(Model):
+    """One drill run's measurements."""
+
+    name: str
+    recovery_point: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    restore_seconds: float | None = Field(None, ge=0)
+    verify_seconds: float | None = Field(None, ge=0)
+    total_seconds: float | None = Field(None, ge=0)
+    rto_seconds: float | None = Field(None, alias="rtoSeconds", ge=0)
+    rto_met: bool | None = Field(None, alias="rtoMet")
+    point_age_seconds: float | None = Field(None, ge=0)
+    rpo_seconds: float | None = Field(None, alias="rpoSeconds", ge=0)
+    rpo_met: bool | None = Field(None, alias="rpoMet")
+    bytes_restored: int | None = Field(None, ge=0)
+    outcome: Literal["Running", "Succeeded", "Failed"] | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class RestoreDrillStatus(StatusBase):
+    last_run: DrillRun | None = None
+    next_run_time: datetime | None = None
+    history: list[DrillRun] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The embedded default: an API emulator and friends, for `make demo` and the tests."""

@@ -1,0 +1,6 @@
+"""Test-wide fixtures: each area's fixtures live in their own plugin module."""
+
+pytest_plugins = [
+    "tests.realparts.fixtures",
+    "tests.kube_fixtures",
+]

@@ -1,0 +1,1 @@
+"""Real servers for tests: OpenBao, S3 (moto), PostgreSQL, kubectl and helm."""
