@@ -47,8 +47,13 @@ def _check_duration(text: str) -> str:
     return text
 
 
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
 def _check_cron(text: str) -> str:
-    if not croniter.is_valid(text):
+    # CronJob takes five fields or a macro; croniter alone would also take a seconds field.
+    shape_ok = text.strip() in _CRON_MACROS or len(text.split()) == 5
+    if not shape_ok or not croniter.is_valid(text):
         raise ValueError(
             f"'{text}' is not a cron schedule: write five fields "
             "(minute hour day-of-month month day-of-week), for example '*/15 * * * *', "
@@ -59,7 +64,8 @@ def _check_cron(text: str) -> str:
 
 Duration = Annotated[
     str,
-    Field(pattern=DURATION_PATTERN, json_schema_extra={"x-lifeline-format": "duration"}),
+    # The pattern is for the API server; the model's own check gives the friendlier message.
+    Field(json_schema_extra={"pattern": DURATION_PATTERN}),
     AfterValidator(_check_duration),
 ]
 """A duration written as a string: ``30s``, ``5m``, ``2h``, ``1h30m``, ``7d``."""
@@ -143,7 +149,11 @@ class StatusBase(Model):
     """What every kind's status has: the generation seen and the conditions."""
 
     observed_generation: int | None = Field(None, ge=0, description="The metadata.generation last reconciled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 def exactly_one(obj: BaseModel, fields: tuple[str, ...], what: str) -> None:

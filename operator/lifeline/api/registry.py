@@ -58,7 +58,6 @@ KINDS: tuple[KindInfo, ...] = (
         description="What to protect, when, where to, for how long, and with which key.",
         printer_columns=(
             {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
-            {"name": "Source", "type": "string", "jsonPath": ".spec.source", "priority": 1},
             {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulBackupTime"},
             {"name": "RPO", "type": "integer", "jsonPath": ".status.currentRPOSeconds",
              "description": "Seconds since the last successful backup."},
