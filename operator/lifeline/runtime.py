@@ -38,6 +38,7 @@ class Context:
     clock: Clock
     metrics: OperatorMetrics
     options: Options
+    health_port: int | None = None  # known once the health server listens
 
 
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:
@@ -76,20 +77,22 @@ def configure_settings(settings: kopf.OperatorSettings, options: Options) -> Non
         settings.peering.standalone = True
 
 
-async def run(
-    options: Options,
-    *,
-    clock: Clock | None = None,
-    stop: asyncio.Event | None = None,
-    ready: asyncio.Event | None = None,
-    kube: Kube | None = None,
-) -> Context:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI's main thread)."""
+def make_context(options: Options, *, clock: Clock | None = None, kube: Kube | None = None) -> Context:
+    """Connect to the API and gather what the handlers share."""
     kube = kube or Kube.connect(options.kubeconfig, options.context)
-    ctx = Context(kube=kube, clock=clock or SystemClock(), metrics=OperatorMetrics(), options=options)
+    return Context(kube=kube, clock=clock or SystemClock(), metrics=OperatorMetrics(), options=options)
+
+
+async def run(ctx: Context, *, stop=None, ready=None) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when run from the CLI's main thread).
+
+    ``stop`` and ``ready`` may be asyncio or threading events (or futures), as kopf takes them.
+    """
+    options = ctx.options
     ready = ready or asyncio.Event()
     health = HealthServer(ctx.metrics.registry, ready, options.health_host, options.health_port)
     await health.start()
+    ctx.health_port = health.port
     log.info("health and metrics on %s:%s (/healthz /readyz /metrics)", options.health_host, health.port)
     try:
         await kopf.operator(
@@ -104,5 +107,4 @@ async def run(
         )
     finally:
         await health.stop()
-        kube.close()
-    return ctx
+        ctx.kube.close()

@@ -39,7 +39,7 @@ def namespaces_from(args) -> list[str]:
 
 
 def run(args) -> int:
-    from lifeline.runtime import Options, run as run_operator
+    from lifeline.runtime import Options, make_context, run as run_operator
 
     fmt = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=fmt)
@@ -52,5 +52,5 @@ def run(args) -> int:
         peering=args.peering,
         priority=args.priority,
     )
-    asyncio.run(run_operator(options))
+    asyncio.run(run_operator(make_context(options)))
     return 0

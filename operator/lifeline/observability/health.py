@@ -6,14 +6,12 @@ kopf's business, not the probe's).
 """
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 class HealthServer:
-    def __init__(self, registry, ready: asyncio.Event, host: str = "0.0.0.0", port: int = 8080):
+    def __init__(self, registry, ready, host: str = "0.0.0.0", port: int = 8080):
         self._registry = registry
         self._ready = ready
         self._host, self._port = host, port

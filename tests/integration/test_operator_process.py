@@ -1,0 +1,46 @@
+"""`lifeline operator` as a process: probes come up, SIGTERM stops it cleanly."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import aiohttp
+
+from tests.realparts.ports import free_port
+
+from .operator_harness import until, watching
+
+
+async def test_the_operator_process_serves_probes_and_stops_cleanly_on_sigterm(emulator, kubeconfig):
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lifeline.cli", "operator", "--kubeconfig", str(kubeconfig),
+        "--health-host", "127.0.0.1", "--health-port", str(port), "--log-format", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def ready():
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            async with asyncio.timeout(30):
+                while not await ready():
+                    assert proc.returncode is None, (await proc.stdout.read()).decode()
+                    await asyncio.sleep(0.05)
+        await until(lambda: len(watching(emulator)) == 5, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            output = (await proc.stdout.read()).decode()
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, output
+    assert "SIGTERM" in output, output
+    assert "Traceback" not in output
