@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "lifeline-operator"
 
-# (api group, resource, verb) for every call made below; the Helm chart's ClusterRole
-# must grant these and no more (checked by a test when the chart grows).
+# (api group, resource, verb) for every call the operator makes below; the Helm chart's
+# ClusterRole must grant these (a test checks it).
 VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
     {
         ("dr.lifeline.io", "backuppolicies/status", "patch"),
@@ -36,6 +36,13 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("dr.lifeline.io", "failoverplans/status", "patch"),
         ("", "events", "create"),
     }
+)
+
+# Calls made on a person's behalf by the CLI and the demo (their own credentials).
+CLI_VERBS: frozenset[tuple[str, str, str]] = frozenset(
+    {("dr.lifeline.io", plural, verb)
+     for plural in ("backuppolicies", "recoverypoints", "restoredrills", "restores", "failoverplans")
+     for verb in ("create", "list")}
 )
 
 
@@ -125,6 +132,25 @@ class Kube:
             self._custom.patch_namespaced_custom_object_status,
             info.group, info.version, namespace, info.plural, name, {"status": status},
         )
+
+    async def create(self, info: KindInfo, namespace: str, body: dict) -> dict:
+        """Create one of Lifeline's objects (as `kubectl create` would)."""
+        name = (body.get("metadata") or {}).get("name", "")
+        return await self._call(
+            f"create {info.kind} {namespace}/{name}",
+            self._custom.create_namespaced_custom_object, info.group, info.version, namespace, info.plural, body,
+        )
+
+    async def list(self, info: KindInfo, namespace: str | None = None) -> list[dict]:
+        """Every object of a kind, in one namespace or all."""
+        if namespace:
+            result = await self._call(f"list {info.plural} in {namespace}",
+                                      self._custom.list_namespaced_custom_object,
+                                      info.group, info.version, namespace, info.plural)
+        else:
+            result = await self._call(f"list {info.plural}", self._custom.list_cluster_custom_object,
+                                      info.group, info.version, info.plural)
+        return result.get("items", [])
 
     async def emit_event(self, ref: ObjectRef, type_: str, reason: str, message: str, now: str) -> None:
         """Post a core/v1 Event about ``ref``; losing one is logged, never fatal."""

@@ -1,81 +1,24 @@
-"""Run the real operator (kopf + the kubernetes client) inside a test's event loop."""
+"""The operator inside a test: a frozen clock by default, and its metrics at hand."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from pathlib import Path
 
-from lifeline.api import KINDS
 from lifeline.clock import FrozenClock
-from lifeline.runtime import Context, Options, make_context, run
+from lifeline.devstack.operator_thread import running_operator as _running, until, watching
+from lifeline.runtime import Context
 
 START = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
 
+__all__ = ["START", "metric", "running_operator", "until", "watching"]
+
 
 @contextlib.asynccontextmanager
-async def running_operator(kubeconfig: Path, emulator, clock: FrozenClock | None = None,
-                           namespaces: list[str] | None = None) -> AsyncIterator[Context]:
-    """Start the operator in its own thread and loop, as in a pod; stop it cleanly on exit.
-
-    Its own loop, because kopf treats every task born in its loop after start-up as
-    its own and waits for them at shutdown: the emulator's open watch streams would
-    hold every stop for kopf's five-second grace period.
-    """
-    options = Options(health_host="127.0.0.1", health_port=0, kubeconfig=str(kubeconfig),
-                      namespaces=namespaces or [])
-    ctx = make_context(options, clock=clock or FrozenClock(START))
-    stop, ready = threading.Event(), threading.Event()
-    failure: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            asyncio.run(run(ctx, stop=stop, ready=ready))
-        except BaseException as exc:  # reported to the test below
-            failure.append(exc)
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=main, name="operator", daemon=True)
-    thread.start()
-    await asyncio.to_thread(ready.wait, 30)
-    if failure:
-        raise RuntimeError("operator failed to start") from failure[0]
-    if not ready.is_set():
-        raise TimeoutError("operator did not become ready in 30s")
-    # kopf says ready before its first list; a test's first write must not race the watches.
-    await until(lambda: watching(emulator) >= {k.plural for k in KINDS}, timeout=30)
-    try:
+async def running_operator(kubeconfig, emulator, clock: FrozenClock | None = None, namespaces=None):
+    async with _running(kubeconfig, emulator, clock=clock or FrozenClock(START), namespaces=namespaces) as ctx:
         yield ctx
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
-        if thread.is_alive():
-            raise TimeoutError("operator did not stop within 30s of its stop flag")
-        if failure:
-            raise RuntimeError("operator failed") from failure[0]
-
-
-def watching(emulator) -> set[str]:
-    """Plurals of Lifeline kinds that have been asked for with ?watch=true."""
-    return {
-        r.resource.plural for r in list(emulator)
-        if r.params.get("watch") in ("true", "1", "True") and r.resource is not None
-        and r.resource.group == KINDS[0].group
-    }
 
 
 def metric(ctx: Context, sample: str, **labels) -> float:
     """A sample's value from the operator's own metrics registry (0 when absent)."""
-    value = ctx.metrics.registry.get_sample_value(sample, labels)
-    return value or 0.0
-
-
-async def until(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``predicate`` (for outcomes that cause no API write to wake on); return its value."""
-    async with asyncio.timeout(timeout):
-        while not (value := predicate()):
-            await asyncio.sleep(0.02)
-    return value
+    return ctx.metrics.registry.get_sample_value(sample, labels) or 0.0

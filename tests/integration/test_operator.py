@@ -81,6 +81,9 @@ async def test_every_example_gets_observed_generation_and_ready(emulator, kubeco
             cond = ready(obj)
             assert (cond["status"], cond["reason"]) == ("True", "SpecValid"), cond
             assert cond["observedGeneration"] == obj["metadata"]["generation"] == 1
+    failed = [(w.method, w.path, w.status) for w in emulator.writes if w.status is None or w.status >= 400]
+    assert failed == [], "every write the operator made must succeed"
+    assert emulator.count_writes(subresource="status") == len(docs), "one status write per object"
 
 
 async def test_an_invalid_manifest_gets_ready_false_with_the_reason_and_a_warning_event(emulator, kubeconfig, api):
