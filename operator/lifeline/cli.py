@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lifeline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for area in _AREAS:
-        try:
-            module = importlib.import_module(area)
-        except ModuleNotFoundError as exc:
-            if exc.name == area:  # area not written yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(area).register(sub)
     return parser
 
 

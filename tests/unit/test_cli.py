@@ -1,0 +1,46 @@
+"""The `lifeline` command: help lists every area; validate reports and exits as a CI step needs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lifeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "lifeline.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("crds", "operator", "validate", "demo", "agent"):
+        assert f"    {command} " in out, out
+
+
+def test_validate_accepts_the_examples(capsys):
+    assert main(["validate", *map(str, sorted((ROOT / "examples").glob("*.yaml")))]) == 0
+    assert capsys.readouterr().out.count(": valid") >= 6
+
+
+def test_validate_names_each_problem_and_fails(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "examples" / "backuppolicy-pacs-images.yaml").read_text()
+                   .replace("tier: B", "tier: Z").replace("keepDaily: 30", "keepDaily: -30"))
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: BackupPolicy/pacs-images: spec.tier: Input should be 'A', 'B' or 'C' (got 'Z')" in err
+    assert "spec.retention.keepDaily: Input should be greater than or equal to 0 (got -30)" in err
+
+
+def test_validate_says_when_a_file_is_not_yaml(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: [unclosed")
+    assert main(["validate", str(bad)]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_an_unknown_command_is_a_usage_error():
+    with pytest.raises(SystemExit) as exit_:
+        main(["frobnicate"])
+    assert exit_.value.code == 2
