@@ -41,11 +41,27 @@ class Context:
     health_port: int | None = None  # known once the health server listens
 
 
+# Controllers that own a kind's whole status (they fold readiness into their own plan).
+# Each module has OWNS (kind names) and register(registry, ctx). Add a line to add one.
+CONTROLLERS: tuple[str, ...] = ()
+
+
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:
-    """A fresh registry with every controller's handlers bound to ``ctx``."""
+    """A fresh registry with every controller's handlers bound to ``ctx``.
+
+    One writer per kind's status: a kind owned by a dedicated controller gets no
+    generic readiness handler, so two handlers never race over ``conditions``.
+    """
+    import importlib
+
     from lifeline.controllers import readiness
 
     registry = kopf.OperatorRegistry()
+    owned: set[str] = set()
+    for name in CONTROLLERS:
+        module = importlib.import_module(name)
+        module.register(registry, ctx)
+        owned |= set(module.OWNS)
 
     @kopf.on.login(registry=registry)
     def login(**_):
@@ -56,7 +72,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     def configure(settings: kopf.OperatorSettings, **_):
         configure_settings(settings, ctx.options)
 
-    readiness.register(registry, ctx)
+    readiness.register(registry, ctx, skip=owned)
     return registry
 
 

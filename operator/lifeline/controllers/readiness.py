@@ -20,9 +20,11 @@ from lifeline.planning import readiness
 log = logging.getLogger(__name__)
 
 
-def register(registry: kopf.OperatorRegistry, ctx) -> None:
+def register(registry: kopf.OperatorRegistry, ctx, skip: set[str] = frozenset()) -> None:
+    """Handle every kind whose status no dedicated controller owns."""
     for info in KINDS:
-        _register_kind(registry, ctx, info)
+        if info.kind not in skip:
+            _register_kind(registry, ctx, info)
 
 
 def _register_kind(registry: kopf.OperatorRegistry, ctx, info: KindInfo) -> None:
