@@ -37,10 +37,11 @@ def watching(emulator) -> set[str]:
 
 @contextlib.asynccontextmanager
 async def running_operator(kubeconfig: Path, emulator, *, clock: Clock | None = None,
-                           namespaces: list[str] | None = None) -> AsyncIterator[Context]:
+                           namespaces: list[str] | None = None, peering: str | None = None,
+                           priority: int = 0) -> AsyncIterator[Context]:
     """Start the operator, wait until it watches every kind, stop it cleanly on exit."""
     options = Options(health_host="127.0.0.1", health_port=0, kubeconfig=str(kubeconfig),
-                      namespaces=namespaces or [])
+                      namespaces=namespaces or [], peering=peering, priority=priority)
     ctx = make_context(options, clock=clock)
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []
