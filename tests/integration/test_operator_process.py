@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 
@@ -42,5 +43,8 @@ async def test_the_operator_process_serves_probes_and_stops_cleanly_on_sigterm(e
             proc.kill()
             await proc.wait()
     assert code == 0, output
-    assert "SIGTERM" in output, output
     assert "Traceback" not in output
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert records, "the operator logged nothing"
+    assert all({"message", "timestamp", "severity"} <= set(r) for r in records), records[:3]
+    assert any("SIGTERM" in r["message"] for r in records)
