@@ -1,0 +1,451 @@
+"""`lifeline agent backup`: read a source, store new chunks, publish a point last.
+
+Order of writes (what makes ``kill -9`` harmless):
+
+1. ``keys/<epoch>`` (only for a full backup, which opens a new key epoch);
+2. packs, each written atomically;
+3. one index segment naming the new packs (after all packs are stored);
+4. ``points/<id>`` — the commit. Until it exists the backup does not exist;
+   whatever 1–3 left behind is reported by ``check`` and removed by ``prune``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from lifeline.repository.chunker import Chunker
+from lifeline.repository.crypto import EpochKeys
+from lifeline.repository.errors import LifelineError, UsageError
+from lifeline.repository.index import Index, PackInfo
+from lifeline.repository.layout import FORMAT_VERSION, key_name
+from lifeline.repository.pack import PackBuilder
+from lifeline.repository.repo import PointRef, Repository, rfc3339
+
+from .progress import Progress
+
+TYPES = ("full", "incremental", "differential")
+
+
+class SourceError(LifelineError):
+    exit_code = 2
+
+
+class PartialBackup(LifelineError):
+    """The point was published but some files could not be read."""
+
+    exit_code = 7
+
+
+# --- sources ---------------------------------------------------------------------------
+@dataclass
+class Source:
+    kind: str  # "dir" | "stdin" | "command"
+    name: str  # identity used to find the parent point
+    path: str | None = None  # dir
+    command: list[str] | None = None
+    stream_name: str = "stdin"
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "name": self.name}
+
+
+def dir_source(path: str, name: str | None = None) -> Source:
+    p = os.path.abspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise SourceError(f"source directory {p} does not exist") from None
+    except PermissionError:
+        raise SourceError(f"source directory {p} is not accessible (permission denied)") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SourceError(f"source {p} is not a directory (to back up one file's bytes use --stdin < {p})")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise SourceError(f"source directory {p} is not readable by this user (uid {os.geteuid()})")
+    return Source("dir", name or p, path=p)
+
+
+def stream_source(kind: str, *, command: str | None = None, name: str | None = None,
+                  stream_name: str | None = None) -> Source:
+    if kind == "command":
+        try:
+            argv = shlex.split(command or "")
+        except ValueError as exc:
+            raise UsageError(f"--command: {exc}") from None
+        if not argv:
+            raise UsageError("--command is empty")
+        return Source("command", name or command, command=argv,
+                      stream_name=stream_name or (os.path.basename(argv[0]) + ".out"))
+    return Source("stdin", name or "stdin", stream_name=stream_name or "stdin")
+
+
+# --- scanning ----------------------------------------------------------------------------
+def _entry_for(rel: str, st: os.stat_result, full: str) -> dict:
+    mode = st.st_mode
+    e = {"path": rel, "mode": stat.S_IMODE(mode), "uid": st.st_uid, "gid": st.st_gid,
+         "mtime_ns": st.st_mtime_ns}
+    if stat.S_ISREG(mode):
+        e.update(type="file", size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
+    elif stat.S_ISDIR(mode):
+        e["type"] = "dir"
+    elif stat.S_ISLNK(mode):
+        e["type"] = "symlink"
+        e["target"] = os.readlink(full)
+    elif stat.S_ISFIFO(mode):
+        e["type"] = "fifo"
+    elif stat.S_ISCHR(mode):
+        e.update(type="chardev", rdev=st.st_rdev)
+    elif stat.S_ISBLK(mode):
+        e.update(type="blockdev", rdev=st.st_rdev)
+    elif stat.S_ISSOCK(mode):
+        e["type"] = "socket"
+    else:
+        e["type"] = "unknown"
+    return e
+
+
+def scan_tree(root: str, warn) -> list[dict]:
+    """All entries under root, parents first, names sorted (root itself is path "")."""
+    out = [_entry_for("", os.lstat(root), root)]
+
+    def walk(dirpath: str, rel: str) -> None:
+        try:
+            with os.scandir(dirpath) as it:
+                items = sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            warn(rel or ".", f"cannot list directory: {exc.strerror}")
+            return
+        for d in items:
+            r = f"{rel}/{d.name}" if rel else d.name
+            try:
+                st = d.stat(follow_symlinks=False)
+                e = _entry_for(r, st, d.path)
+            except OSError as exc:
+                warn(r, f"cannot stat: {exc.strerror}")
+                continue
+            out.append(e)
+            if e["type"] == "dir":
+                walk(d.path, r)
+
+    walk(root, "")
+    return out
+
+
+# --- the engine --------------------------------------------------------------------------
+@dataclass
+class Stats:
+    size_bytes: int = 0
+    stored_bytes: int = 0
+    files: int = 0
+    chunks_total: int = 0
+    chunks_new: int = 0
+    files_reused: int = 0
+    skipped: list = field(default_factory=list)
+
+
+class ChunkStore:
+    """Hashes, deduplicates, seals and packs chunks with a pool of worker threads.
+
+    ``submit`` returns immediately; results are applied in submission order, so
+    every file's chunk list is in order. Hashing, zstd and AES-GCM release the GIL.
+    """
+
+    def __init__(self, repo: Repository, keys: EpochKeys, known, stats: Stats, *, workers: int):
+        self.repo, self.keys, self.known, self.stats = repo, keys, known, stats
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk")
+        self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
+        self.window: deque[tuple[Future, list]] = deque()
+        self.max_window = workers * 3
+        self.claimed: set[bytes] = set()
+        self.claim_lock = threading.Lock()
+        self.pack = PackBuilder(keys)
+        self.pending_uploads: deque[Future] = deque()
+        self.packs: list[PackInfo] = []
+
+    def _work(self, data: bytes):
+        cid = self.keys.chunk_id(data)
+        with self.claim_lock:
+            if cid in self.claimed or cid in self.known:
+                return cid, None, len(data)
+            self.claimed.add(cid)
+        return cid, self.keys.seal_chunk(cid, data), len(data)
+
+    def submit(self, data: bytes, chunk_list: list) -> None:
+        self.window.append((self.pool.submit(self._work, data), chunk_list))
+        while len(self.window) > self.max_window:
+            self._apply_one()
+
+    def _apply_one(self) -> None:
+        fut, chunk_list = self.window.popleft()
+        cid, blob, raw_len = fut.result()
+        chunk_list.append(cid.hex())
+        self.stats.chunks_total += 1
+        if blob is not None:
+            self.pack.add(cid, blob, raw_len)
+            self.stats.chunks_new += 1
+            if self.pack.size >= self.repo.pack_target:
+                self._flush_pack()
+
+    def _flush_pack(self) -> None:
+        if not len(self.pack):
+            return
+        builder, self.pack = self.pack, PackBuilder(self.keys)
+        while len(self.pending_uploads) >= 1:  # one pack uploading while the next fills
+            self._finish_upload(self.pending_uploads.popleft())
+        self.pending_uploads.append(self.uploads.submit(self.repo.store_pack, builder))
+
+    def _finish_upload(self, fut: Future) -> None:
+        info = fut.result()
+        self.packs.append(info)
+        self.stats.stored_bytes += info.size
+
+    def drain(self) -> None:
+        while self.window:
+            self._apply_one()
+
+    def finish(self) -> list[PackInfo]:
+        self.drain()
+        self._flush_pack()
+        while self.pending_uploads:
+            self._finish_upload(self.pending_uploads.popleft())
+        return self.packs
+
+    def close(self) -> None:
+        for fut, _ in self.window:
+            fut.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.uploads.shutdown(wait=True, cancel_futures=True)
+
+
+def _parent_for(points: list[PointRef], source: Source, kind: str) -> PointRef | None:
+    same = [p for p in points if p.header.get("source") == source.describe()]
+    if kind == "differential":
+        same = [p for p in same if p.header.get("type") == "full"]
+    return max(same, key=lambda p: (p.header.get("start_time", ""), p.id)) if same else None
+
+
+def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incremental",
+               tags: list[str] | None = None, at: float | None = None, progress: Progress | None = None,
+               workers: int | None = None, notice=None, lock_wait: float = 0.0) -> dict:
+    notice = notice or (lambda msg: None)
+    if kind not in TYPES:
+        raise UsageError(f"unknown backup type {kind!r} (use one of {', '.join(TYPES)})")
+    workers = workers or max(2, min(4, os.cpu_count() or 2))
+    start = time.time()
+    start_time = at if at is not None else start
+    progress = progress or Progress("backup", enabled=False)
+    lock = repo.lock(exclusive=False, command=f"backup {source.kind}:{source.name}", wait=lock_wait)
+    try:
+        points, _bad = repo.list_points()
+        parent = None
+        if kind != "full":
+            parent = _parent_for(points, source, kind)
+            if parent is None:
+                notice(f"no earlier {'full ' if kind == 'differential' else ''}point for this source: "
+                       "taking a full backup")
+                kind = "full"
+
+        parent_entries: dict[str, dict] = {}
+        known: set | Index | dict
+        if parent is not None and not repo.backend.exists(key_name(parent.header["epoch"])):
+            notice(f"the key epoch of parent point {parent.id} was destroyed: taking a full backup")
+            kind, parent = "full", None
+        if kind == "full":
+            _check_provider(repo, provider, points)
+            keys = repo.new_epoch(provider)
+            known = set()
+        else:
+            _h, entries, keys = repo.load_point(parent.id, provider)
+            index = repo.load_index()
+            parent_entries = {e["path"]: e for e in entries if e.get("type") == "file"}
+            if kind == "differential":
+                known = {bytes.fromhex(c) for e in entries for c in e.get("chunks", ())}
+                known &= index.chunks.keys()  # only what is really stored
+            else:
+                known = index.chunks
+        chunker = Chunker(keys.cdc_seed, **repo.chunk_params)
+        stats = Stats()
+        store = ChunkStore(repo, keys, known, stats, workers=workers)
+        try:
+            if source.kind == "dir":
+                entries = _backup_tree(source, chunker, store, stats, parent_entries, known, progress)
+            else:
+                entries = _backup_stream(source, chunker, store, stats, progress)
+            packs = store.finish()
+        finally:
+            store.close()
+        if packs:
+            seg = encode_and_store_index(repo, keys.epoch_id, packs)
+            stats.stored_bytes += seg
+        completion = time.time() if at is None else start_time + (time.time() - start)
+        point_id = secrets.token_hex(16)
+        header = {
+            "version": FORMAT_VERSION,
+            "id": point_id,
+            "type": kind,
+            "parent": parent.id if parent else None,
+            "epoch": keys.epoch_id,
+            "key_ref": repo.epoch_record(keys.epoch_id).get("key_ref", provider.ref),
+            "source": source.describe(),
+            "hostname": socket.gethostname(),
+            "tags": sorted(set(tags or [])),
+            "start_time": rfc3339(start_time),
+            "completion_time": rfc3339(completion),
+            "size_bytes": stats.size_bytes,
+            "stored_bytes": stats.stored_bytes,
+            "files": stats.files,
+            "chunks_total": stats.chunks_total,
+            "chunks_new": stats.chunks_new,
+            "skipped": len(stats.skipped),
+        }
+        checksum = repo.write_point(keys, header, entries)
+    finally:
+        lock.release()
+    summary = {
+        "point_id": point_id,
+        "type": kind,
+        "parent_id": header["parent"],
+        "repository": repo.url,
+        "epoch": keys.epoch_id,
+        "source": header["source"],
+        "size_bytes": stats.size_bytes,
+        "stored_bytes": stats.stored_bytes,
+        "files": stats.files,
+        "files_unchanged": stats.files_reused,
+        "chunks_total": stats.chunks_total,
+        "chunks_new": stats.chunks_new,
+        "manifest_checksum": checksum,
+        "key_ref": header["key_ref"],
+        "start_time": header["start_time"],
+        "completion_time": header["completion_time"],
+        "duration_seconds": round(time.time() - start, 3),
+        "tags": header["tags"],
+        "skipped": stats.skipped,
+    }
+    return summary
+
+
+def _check_provider(repo: Repository, provider, points: list[PointRef]) -> None:
+    """Refuse a key that cannot open the newest existing epoch (a wrong --key would
+    otherwise start a new epoch nobody else can read)."""
+    if not points:
+        return
+    newest = max(points, key=lambda p: p.header.get("start_time", ""))
+    try:
+        repo.epoch_keys(newest.header["epoch"], provider)
+    except LifelineError as exc:
+        if exc.__class__.__name__ == "ShreddedEpoch":
+            return
+        raise
+
+
+def encode_and_store_index(repo: Repository, epoch: str, packs: list[PackInfo]) -> int:
+    from lifeline.repository.index import encode_segment
+    from lifeline.repository.layout import index_name
+
+    data = encode_segment(epoch, packs)
+    repo.backend.put(index_name(secrets.token_hex(16)), data)
+    return len(data)
+
+
+def _same_file(old: dict | None, new: dict) -> bool:
+    return (old is not None and old.get("size") == new["size"] and old.get("mtime_ns") == new["mtime_ns"]
+            and old.get("ino") == new["ino"] and old.get("ctime_ns") == new["ctime_ns"])
+
+
+def _backup_tree(source: Source, chunker: Chunker, store: ChunkStore, stats: Stats,
+                 parent_entries: dict, known, progress: Progress) -> list[dict]:
+    def warn(path, why):
+        stats.skipped.append({"path": path, "error": why})
+
+    entries = scan_tree(source.path, warn)
+    progress.files_total = sum(1 for e in entries if e["type"] == "file")
+    progress.bytes_total = sum(e.get("size", 0) for e in entries if e["type"] == "file")
+    kept: list[dict] = []
+    for e in entries:
+        if e["type"] != "file":
+            kept.append(e)
+            continue
+        old = parent_entries.get(e["path"])
+        if _same_file(old, e) and all(bytes.fromhex(c) in known for c in old.get("chunks", ())):
+            e["chunks"] = list(old["chunks"])
+            stats.chunks_total += len(e["chunks"])
+            stats.files_reused += 1
+        else:
+            full = os.path.join(source.path, e["path"])
+            chunks: list = []
+            e["chunks"] = chunks
+            size = 0
+            try:
+                with open(full, "rb", buffering=0) as f:
+                    for data in chunker.chunk_file(f, size_hint=e["size"]):
+                        size += len(data)
+                        store.submit(data, chunks)
+                        progress.bytes_done += len(data)
+            except OSError as exc:
+                store.drain()  # chunks already submitted must land before we drop the entry
+                warn(e["path"], f"cannot read: {exc.strerror or exc}")
+                progress.files_done += 1
+                continue
+            if size != e["size"]:
+                e["size"] = size  # changed while reading: record what was read
+        stats.files += 1
+        stats.size_bytes += e["size"]
+        progress.files_done += 1
+        kept.append(e)
+    store.drain()
+    return kept
+
+
+def _backup_stream(source: Source, chunker: Chunker, store: ChunkStore, stats: Stats,
+                   progress: Progress) -> list[dict]:
+    import sys
+
+    proc = None
+    if source.kind == "command":
+        try:
+            proc = subprocess.Popen(source.command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise SourceError(f"--command: program {source.command[0]!r} not found") from None
+        except PermissionError:
+            raise SourceError(f"--command: program {source.command[0]!r} is not executable") from None
+        stream = proc.stdout
+    else:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("--stdin given but standard input is a terminal; pipe the data in")
+        stream = sys.stdin.buffer
+    chunks: list = []
+    size = 0
+    readinto = stream.readinto
+    try:
+        for data in chunker.chunk_stream(readinto):
+            size += len(data)
+            store.submit(data, chunks)
+            progress.bytes_done += len(data)
+    finally:
+        if proc is not None:
+            try:
+                proc.stdout.close()
+            finally:
+                rc = proc.wait()
+    if proc is not None and rc != 0:
+        raise SourceError(f"--command {shlex.join(source.command)} exited with status {rc}; "
+                          "nothing was published")
+    store.drain()
+    now = time.time_ns()
+    stats.files = 1
+    stats.size_bytes = size
+    progress.files_done = 1
+    return [
+        {"path": "", "type": "dir", "mode": 0o700, "uid": os.getuid(), "gid": os.getgid(), "mtime_ns": now},
+        {"path": source.stream_name, "type": "file", "mode": 0o600, "uid": os.getuid(),
+         "gid": os.getgid(), "mtime_ns": now, "size": size, "chunks": chunks},
+    ]

@@ -1,0 +1,381 @@
+"""`lifeline agent ...`: the data-plane commands.
+
+Exit codes (stable; the operator and scripts rely on them):
+
+  0  success
+  1  error (storage unreachable, I/O error, repository missing/invalid)
+  2  usage error (bad arguments, unreadable or missing source)
+  3  damaged data found (verify/check/restore), or prune refused to run on a damaged repository
+  4  key problem (wrong key, missing key file, key file permissions)
+  5  recovery point not found
+  6  repository locked by another process
+  7  backup published, but some files could not be read (listed)
+  130 interrupted
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lifeline.repository.backend import S3Options, open_backend
+from lifeline.repository.errors import LifelineError, UsageError
+from lifeline.repository.repo import Repository, parse_rfc3339
+
+EXIT_CODES = __doc__.split("Exit codes", 1)[1].split(":", 1)[1]
+
+
+def register(subparsers) -> None:
+    agent = subparsers.add_parser(
+        "agent", help="back up, restore, verify, check and prune a repository (the data plane)",
+        description="The data-plane agent: encrypted, deduplicated backups to file:// and s3:// repositories.",
+        epilog="exit codes:" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("repository")
+    g.add_argument("--repo", "-r", default=os.environ.get("LIFELINE_REPOSITORY"),
+                   help="file:///path or s3://bucket/prefix (env LIFELINE_REPOSITORY)")
+    g.add_argument("--key", "-k", default=os.environ.get("LIFELINE_KEY"),
+                   help="key provider reference, e.g. file:///etc/lifeline/key (env LIFELINE_KEY; "
+                        "default: the reference recorded at init)")
+    g.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    g.add_argument("--lock-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="wait this long for a conflicting lock (default 30)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: when stderr is a terminal)")
+    s3 = common.add_argument_group("S3 (defaults from AWS_* environment variables)")
+    s3.add_argument("--s3-endpoint", help="endpoint URL (env AWS_ENDPOINT_URL)")
+    s3.add_argument("--s3-region", help="region (env AWS_REGION)")
+    s3.add_argument("--s3-access-key-id", help="access key id (env AWS_ACCESS_KEY_ID)")
+    s3.add_argument("--s3-secret-access-key", help="secret key (env AWS_SECRET_ACCESS_KEY)")
+    s3.add_argument("--s3-allow-http", action="store_true", default=None,
+                    help="allow plain http to a non-loopback endpoint")
+
+    p = sub.add_parser("init", parents=[common], help="create a repository")
+    p.add_argument("--create-key", action="store_true",
+                   help="create the key file named by --key if it does not exist (mode 0600)")
+    p.add_argument("--compression-level", type=int, default=1,
+                   help="zstd level for new data, 0 = off (default 1: fastest; 3 packs ~5%% tighter on text)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("backup", parents=[common], help="back up a directory, stdin or a command's output")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("path", nargs="?", help="directory to back up")
+    src.add_argument("--stdin", action="store_true", help="back up standard input")
+    src.add_argument("--command", metavar="CMD", help="back up the standard output of CMD, e.g. 'pg_dump -Fc db'")
+    p.add_argument("--type", default="incremental", choices=["full", "incremental", "differential"],
+                   help="full = new key epoch, no dedup against older points; incremental = against the "
+                        "latest point of this source; differential = against the latest full (default "
+                        "incremental; falls back to full when there is no parent)")
+    p.add_argument("--tag", action="append", default=[], help="tag the point (repeatable)")
+    p.add_argument("--source-name", help="identity of the source for parent lookup (default: absolute "
+                                         "path, 'stdin', or the command line)")
+    p.add_argument("--stdin-name", help="file name of the stream inside the point (default stdin / <prog>.out)")
+    p.add_argument("--time", help="record this RFC 3339 time as the point's start (imports, tests)")
+    p.add_argument("--workers", type=int, default=None, help="worker threads (default: cores, 2..4)")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", parents=[common], help="restore a point to a directory or stdout")
+    p.add_argument("point", help="point id (a unique prefix is enough) or 'latest'")
+    p.add_argument("--to", "--target", dest="target", required=True, help="directory, or - for stdout")
+    p.add_argument("--path", action="append", default=[], help="only this path (repeatable)")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="restore every undamaged file and list the damaged ones (exit 3)")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("verify", parents=[common], help="check that points are restorable")
+    p.add_argument("points", nargs="*", help="point ids (default: all)")
+    p.add_argument("--read-data", action="store_true", help="read, decrypt and hash every chunk")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("check", parents=[common], help="check repository structure and report leftovers")
+    p.add_argument("--read-data", action="store_true", help="also read and authenticate every chunk")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("prune", parents=[common], help="apply retention and delete unreferenced data")
+    for rule in ("last", "daily", "weekly", "monthly", "yearly"):
+        p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("points", parents=[common], help="list recovery points")
+    p.add_argument("--tag", action="append", default=[], help="only points with this tag")
+    p.add_argument("--source", help="only points of this source name")
+    p.set_defaults(func=cmd_points)
+
+    p = sub.add_parser("shred", parents=[common],
+                       help="crypto-shred: destroy a key epoch's wrapped key and its points")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--epoch")
+    which.add_argument("--point", help="shred the epoch this point belongs to")
+    p.add_argument("--yes", action="store_true", help="confirm: the data becomes unreadable for good")
+    p.set_defaults(func=cmd_shred)
+
+
+# --- plumbing ---------------------------------------------------------------------------
+def _guard(fn):
+    def wrapped(args) -> int:
+        try:
+            return fn(args)
+        except LifelineError as exc:
+            _err(args, str(exc))
+            return exc.exit_code
+        except KeyboardInterrupt:
+            _err(args, "interrupted; nothing was published by an unfinished backup")
+            return 130
+        except BrokenPipeError:
+            return 1
+        except OSError as exc:
+            where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+            _err(args, f"{exc.strerror or exc}{where}")
+            return 1
+
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def _err(args, msg: str) -> None:
+    cmd = getattr(args, "agent_command", "")
+    print(f"lifeline agent {cmd}: error: {msg}", file=sys.stderr)
+
+
+def _s3(args) -> S3Options:
+    return S3Options(endpoint=args.s3_endpoint, region=args.s3_region, access_key_id=args.s3_access_key_id,
+                     secret_access_key=args.s3_secret_access_key, allow_http=args.s3_allow_http)
+
+
+def _open(args) -> Repository:
+    return Repository.open(open_backend(args.repo, _s3(args)))
+
+
+def _provider(args, repo: Repository | None):
+    from lifeline.keys import provider_from_ref
+
+    ref = args.key or (repo.config.get("key_ref") if repo else None)
+    return provider_from_ref(ref)
+
+
+def _progress(args, verb: str):
+    from .progress import Progress
+
+    return Progress(verb, enabled=args.progress)
+
+
+def _emit(args, obj: dict, human: str, *, stream=None) -> None:
+    if args.json:
+        print(json.dumps(obj, indent=1, sort_keys=True), file=stream or sys.stdout)
+    elif human:
+        print(human, file=stream or sys.stdout)
+
+
+def _damage_lines(damaged: list[dict]) -> str:
+    out = []
+    for d in damaged:
+        if d.get("point"):
+            where = f"point {d['point']}" + (f", file {d['path']!r}" if d.get("path") is not None else "")
+        else:
+            where = d.get("object", "?")
+        out.append(f"DAMAGED {where}: {d['error']}")
+    return "\n".join(out)
+
+
+# --- commands ---------------------------------------------------------------------------
+@_guard
+def cmd_init(args) -> int:
+    from lifeline.keys import LocalKeyFileProvider, create_key_file, provider_from_ref
+
+    if not args.key:
+        raise UsageError("init needs --key (e.g. --key file:///root/.config/lifeline/key --create-key)")
+    provider = provider_from_ref(args.key)
+    created = False
+    if args.create_key and isinstance(provider, LocalKeyFileProvider) and not provider.path.exists():
+        create_key_file(provider.path)
+        created = True
+    provider.new_data_key()  # proves the provider works before anything is written
+    backend = open_backend(args.repo, _s3(args), create=True)
+    repo = Repository.init(backend, provider.ref, compression_level=args.compression_level)
+    msg = f"created repository {repo.url} (format v{repo.config['version']}, id {repo.config['id']})"
+    if created:
+        msg += f"\ncreated key file {provider.path}: keep a copy apart from the repository, without it the data is lost"
+    _emit(args, {"repository": repo.url, "id": repo.config["id"], "format_version": repo.config["version"],
+                 "key_ref": provider.ref, "key_created": created}, msg)
+    return 0
+
+
+@_guard
+def cmd_backup(args) -> int:
+    from .backup import dir_source, run_backup, stream_source
+
+    if args.path:
+        source = dir_source(args.path, args.source_name)
+    elif args.stdin:
+        source = stream_source("stdin", name=args.source_name, stream_name=args.stdin_name)
+    else:
+        source = stream_source("command", command=args.command, name=args.source_name,
+                               stream_name=args.stdin_name)
+    at = None
+    if args.time:
+        try:
+            at = parse_rfc3339(args.time)
+        except ValueError:
+            raise UsageError(f"--time {args.time!r} is not an RFC 3339 time") from None
+    repo = _open(args)
+    provider = _provider(args, repo)
+    with _progress(args, "backup") as progress:
+        summary = run_backup(repo, provider, source, kind=args.type, tags=args.tag, at=at,
+                             progress=progress, workers=args.workers, lock_wait=args.lock_wait,
+                             notice=lambda m: print(f"lifeline agent backup: {m}", file=sys.stderr))
+    from .progress import human_bytes
+
+    human = (f"point {summary['point_id']} ({summary['type']}) saved: {summary['files']} files, "
+             f"{human_bytes(summary['size_bytes'])} read, {human_bytes(summary['stored_bytes'])} stored, "
+             f"{summary['chunks_new']}/{summary['chunks_total']} new chunks in {summary['duration_seconds']} s")
+    _emit(args, summary, human)
+    if summary["skipped"]:
+        for s in summary["skipped"]:
+            print(f"lifeline agent backup: warning: skipped {s['path']!r}: {s['error']}", file=sys.stderr)
+        return 7
+    return 0
+
+
+@_guard
+def cmd_restore(args) -> int:
+    from .restore import Restorer
+
+    repo = _open(args)
+    provider = _provider(args, repo)
+    point = repo.resolve_point(args.point)
+    lock = repo.lock(exclusive=False, command="restore", wait=args.lock_wait)
+    try:
+        r = Restorer(repo, provider, point.id, skip_damaged=args.skip_damaged,
+                     progress=_progress(args, "restore"))
+        with r.progress:
+            if args.target == "-":
+                if len(args.path) > 1:
+                    raise UsageError("restore to stdout takes at most one --path")
+                summary = r.to_stream(sys.stdout.buffer, args.path[0] if args.path else None)
+            else:
+                summary = r.to_directory(args.target, args.path or None)
+    finally:
+        lock.release()
+    out = sys.stderr if args.target == "-" else sys.stdout
+    human = "" if args.target == "-" else (
+        f"restored point {summary['point_id']}: {summary['files']} files, {summary['bytes']} bytes "
+        f"to {summary['target']} in {summary['duration_seconds']} s")
+    _emit(args, summary, human, stream=out)
+    if summary["damaged"]:
+        print(_damage_lines(summary["damaged"]), file=sys.stderr)
+        print(f"lifeline agent restore: {len(summary['damaged'])} damaged file(s) were not restored",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def _report_exit(args, report, verb: str) -> int:
+    d = report.as_dict()
+    d.pop("trees", None)
+    lines = []
+    if report.damaged:
+        lines.append(_damage_lines(report.damaged))
+    for kind, items in report.leftovers.items():
+        lines.append(f"leftover {kind.replace('_', ' ')} ({len(items)}; `prune` removes them):")
+        lines.extend(f"  {i}" for i in items[:20])
+        if len(items) > 20:
+            lines.append(f"  ... and {len(items) - 20} more")
+    for p in report.shredded:
+        lines.append(f"point {p}: key destroyed (crypto-shredded), not readable")
+    lines.extend(report.notes)
+    status = "damaged data found" if report.damaged else "no damage found"
+    lines.append(f"{verb}: {report.points_checked} points, {report.chunks_checked} chunks read, {status}")
+    _emit(args, d, "\n".join(lines))
+    return 3 if report.damaged else 0
+
+
+@_guard
+def cmd_verify(args) -> int:
+    from .verify import run_verify
+
+    repo = _open(args)
+    provider = _provider(args, repo)
+    with _progress(args, "verify") as progress:
+        report = run_verify(repo, provider, args.points, read_data=args.read_data, progress=progress)
+    return _report_exit(args, report, "verify")
+
+
+@_guard
+def cmd_check(args) -> int:
+    from .verify import run_check
+
+    repo = _open(args)
+    provider = _provider(args, repo)
+    with _progress(args, "check") as progress:
+        report = run_check(repo, provider, read_data=args.read_data, progress=progress)
+    return _report_exit(args, report, "check")
+
+
+@_guard
+def cmd_prune(args) -> int:
+    from .progress import human_bytes
+    from .prune import Policy, run_prune
+
+    policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly, args.keep_yearly)
+    if any(v < 0 for v in (policy.last, policy.daily, policy.weekly, policy.monthly, policy.yearly)):
+        raise UsageError("--keep-* values must be 0 or more")
+    repo = _open(args)
+    provider = _provider(args, repo)
+    report = run_prune(repo, provider, policy, dry_run=args.dry_run, lock_wait=args.lock_wait)
+    verb = "would forget" if args.dry_run else "forgot"
+    lines = [f"{verb} point {f['point_id']} ({f['type']}, {f['start_time']})" for f in report["forget"]]
+    lines.append(f"{'would delete' if args.dry_run else 'deleted'} {report['packs_deleted']} packs "
+                 f"({human_bytes(report['bytes_freed'])}), {len(report['epoch_keys_deleted'])} unused epoch keys, "
+                 f"{report['temporary_files_deleted']} temporary files, {report['stale_locks_deleted']} stale locks; "
+                 f"{len(report['keep'])} points kept")
+    _emit(args, report, "\n".join(lines))
+    return 0
+
+
+@_guard
+def cmd_points(args) -> int:
+    from .progress import human_bytes
+
+    repo = _open(args)
+    points, bad = repo.list_points()
+    rows = []
+    for p in points:
+        h = p.header
+        if args.tag and not set(args.tag) <= set(h.get("tags", [])):
+            continue
+        if args.source and h.get("source", {}).get("name") != args.source:
+            continue
+        rows.append({"point_id": p.id, "type": h.get("type"), "parent_id": h.get("parent"),
+                     "epoch": h.get("epoch"), "source": h.get("source"), "tags": h.get("tags", []),
+                     "start_time": h.get("start_time"), "completion_time": h.get("completion_time"),
+                     "size_bytes": h.get("size_bytes"), "stored_bytes": h.get("stored_bytes"),
+                     "files": h.get("files"), "key_ref": h.get("key_ref")})
+    lines = [f"{'ID':12}  {'TYPE':12}  {'TIME':20}  {'SIZE':>10}  {'STORED':>10}  SOURCE  TAGS"]
+    for r in rows:
+        lines.append(f"{r['point_id'][:12]}  {r['type']:12}  {r['start_time'][:19]:20}  "
+                     f"{human_bytes(r['size_bytes'] or 0):>10}  {human_bytes(r['stored_bytes'] or 0):>10}  "
+                     f"{r['source'].get('name')}  {','.join(r['tags'])}")
+    for name, why in bad.items():
+        lines.append(f"UNREADABLE {name}: {why}")
+    _emit(args, {"points": rows, "unreadable": bad}, "\n".join(lines))
+    return 3 if bad else 0
+
+
+@_guard
+def cmd_shred(args) -> int:
+    from .prune import run_shred
+
+    if not args.yes:
+        raise UsageError("shred makes data unreadable for good: add --yes to confirm")
+    repo = _open(args)
+    result = run_shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait)
+    _emit(args, result, f"destroyed the data key of epoch {result['epoch']}; "
+                        f"{len(result['points_shredded'])} point(s) are gone: "
+                        + ", ".join(result["points_shredded"]) + "\nrun `prune` to delete the unreadable packs")
+    return 0
+
+

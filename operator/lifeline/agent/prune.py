@@ -1,0 +1,185 @@
+"""`prune` (retention + garbage collection) and `shred` (crypto-shredding of an epoch).
+
+Prune holds the exclusive lock, so no backup is half-way while it decides what is
+garbage. Deletion order keeps every step crash-safe:
+
+1. forgotten points (after this their chunks are merely unreferenced);
+2. a fresh index segment per epoch for the packs that stay;
+3. the old index segments;
+4. packs with no live chunk, and packs no index names (left by killed backups);
+5. epoch keys no point or pack uses, temporary files, stale locks.
+
+A crash between any two steps leaves duplicates or garbage, never a dangling reference.
+Prune refuses to collect garbage when it cannot see every live reference (an unreadable
+point, a damaged index segment, a chunk missing from the index).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from lifeline.repository.errors import DamagedData, LifelineError
+from lifeline.repository.index import encode_segment
+from lifeline.repository.layout import index_name, key_name, pack_name, point_name
+from lifeline.repository.locks import list_locks
+from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_rfc3339
+
+
+class PruneRefused(LifelineError):
+    exit_code = 3
+
+
+@dataclass
+class Policy:
+    last: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+
+    def empty(self) -> bool:
+        return not (self.last or self.daily or self.weekly or self.monthly or self.yearly)
+
+
+def _buckets():
+    return [
+        ("daily", lambda t: t.strftime("%Y-%m-%d")),
+        ("weekly", lambda t: "%d-W%02d" % t.isocalendar()[:2]),
+        ("monthly", lambda t: t.strftime("%Y-%m")),
+        ("yearly", lambda t: t.strftime("%Y")),
+    ]
+
+
+def apply_retention(points: list[PointRef], policy: Policy) -> tuple[list[PointRef], list[PointRef], dict]:
+    """(keep, forget, reasons) per source, restic semantics: newest point of each of the last N buckets."""
+    if policy.empty():
+        return list(points), [], {}
+    groups: dict[str, list[PointRef]] = {}
+    for p in points:
+        src = p.header.get("source", {})
+        groups.setdefault(f"{src.get('kind')}:{src.get('name')}", []).append(p)
+    keep_ids: dict[str, list[str]] = {}
+    for pts in groups.values():
+        pts = sorted(pts, key=lambda p: (p.header.get("start_time", ""), p.id), reverse=True)
+        for p in pts[:policy.last]:
+            keep_ids.setdefault(p.id, []).append("last")
+        for rule, bucket in _buckets():
+            n = getattr(policy, rule)
+            last = None
+            for p in pts:
+                if n <= 0:
+                    break
+                t = dt.datetime.fromtimestamp(parse_rfc3339(p.header["start_time"]), dt.timezone.utc)
+                b = bucket(t)
+                if b != last:
+                    keep_ids.setdefault(p.id, []).append(rule)
+                    n -= 1
+                    last = b
+    keep = [p for p in points if p.id in keep_ids]
+    forget = [p for p in points if p.id not in keep_ids]
+    return keep, forget, keep_ids
+
+
+def run_prune(repo: Repository, provider, policy: Policy, *, dry_run: bool = False,
+              lock_wait: float = 0.0) -> dict:
+    lock = repo.lock(exclusive=True, command="prune", wait=lock_wait)
+    try:
+        return _prune(repo, provider, policy, dry_run)
+    finally:
+        lock.release()
+
+
+def _prune(repo: Repository, provider, policy: Policy, dry_run: bool) -> dict:
+    points, bad = repo.list_points()
+    if bad:
+        raise PruneRefused("prune stopped: some points cannot be read (" + "; ".join(bad.values())
+                           + "). Run `lifeline agent check`; nothing was deleted")
+    keep, forget, reasons = apply_retention(points, policy)
+    index = repo.load_index()
+    if index.damaged:
+        raise PruneRefused("prune stopped: damaged index segments (" + ", ".join(index.damaged)
+                           + "); nothing was deleted")
+    live: set[bytes] = set()
+    for p in keep:
+        try:
+            _h, entries, _k = repo.load_point(p.id, provider)
+        except ShreddedEpoch:
+            raise PruneRefused(f"prune stopped: point {p.id} belongs to epoch {p.header.get('epoch')} whose "
+                               "key object is missing. Restore keys/<epoch> from a copy, or confirm the "
+                               "loss with `lifeline agent shred --epoch ...`; nothing was deleted") from None
+        except DamagedData as exc:
+            raise PruneRefused(f"prune stopped: point {p.id} cannot be read ({exc}); nothing was deleted") from None
+        for e in entries:
+            for c in e.get("chunks", ()):
+                cid = bytes.fromhex(c)
+                if cid not in index:
+                    raise PruneRefused(f"prune stopped: point {p.id} file {e['path']!r} references chunk "
+                                       f"{c} which no index names; run `lifeline agent check`; nothing was deleted")
+                live.add(cid)
+    stored = repo.list_packs()
+    keep_packs = {pid: info for pid, info in index.packs.items()
+                  if pid in stored and any(en[0] in live for en in info.entries)}
+    drop_packs = sorted(set(stored) - set(keep_packs))
+    keep_epochs = {p.header.get("epoch") for p in keep} | {i.epoch for i in keep_packs.values()}
+    drop_epochs = sorted(set(repo.list_epochs()) - keep_epochs)
+    tmp = repo.backend.list_temporaries()
+    stale = [lk for lk in list_locks(repo.backend) if lk.is_stale()]
+    freed = sum(stored[p] for p in drop_packs)
+    report = {
+        "dry_run": dry_run,
+        "keep": [{"point_id": p.id, "start_time": p.header.get("start_time"), "reasons": reasons.get(p.id, [])}
+                 for p in keep],
+        "forget": [{"point_id": p.id, "start_time": p.header.get("start_time"), "type": p.header.get("type")}
+                   for p in forget],
+        "packs_deleted": len(drop_packs),
+        "bytes_freed": freed,
+        "epoch_keys_deleted": drop_epochs,
+        "temporary_files_deleted": len(tmp),
+        "stale_locks_deleted": len(stale),
+        "index_segments_rewritten": 0,
+    }
+    if dry_run:
+        return report
+    for p in forget:
+        repo.backend.delete(point_name(p.id))
+    old_segments = list(index.segments)
+    by_epoch: dict[str, list] = {}
+    for info in keep_packs.values():
+        by_epoch.setdefault(info.epoch, []).append(info)
+    rewrite = bool(drop_packs) or len(old_segments) > len(by_epoch)
+    if rewrite:
+        import secrets
+
+        for epoch, infos in by_epoch.items():
+            repo.backend.put(index_name(secrets.token_hex(16)), encode_segment(epoch, infos))
+        for name in old_segments:
+            repo.backend.delete(name)
+        report["index_segments_rewritten"] = len(old_segments)
+    for pid in drop_packs:
+        repo.backend.delete(pack_name(pid))
+    for epoch in drop_epochs:
+        repo.backend.delete(key_name(epoch))
+    for t in tmp:
+        repo.backend.delete_temporary(t.name)
+    for lk in stale:
+        repo.backend.delete(lk.name)
+    return report
+
+
+def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None = None,
+              lock_wait: float = 0.0) -> dict:
+    """Destroy an epoch's wrapped key (and drop its now unreadable points)."""
+    lock = repo.lock(exclusive=True, command="shred", wait=lock_wait)
+    try:
+        points, _bad = repo.list_points()
+        if point:
+            epoch = repo.resolve_point(point, points).header["epoch"]
+        if not epoch or epoch not in repo.list_epochs():
+            raise LifelineError(f"no key epoch {epoch!r} in {repo.url}")
+        victims = [p for p in points if p.header.get("epoch") == epoch]
+        repo.shred_epoch(epoch)  # from here on the data is unreadable
+        for p in victims:
+            repo.backend.delete(point_name(p.id))
+        return {"epoch": epoch, "points_shredded": [p.id for p in victims]}
+    finally:
+        lock.release()

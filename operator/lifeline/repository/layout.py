@@ -1,0 +1,44 @@
+"""Names and constants of the on-storage format (see docs/repository-format.md)."""
+from __future__ import annotations
+
+FORMAT_NAME = "lifeline-repository"
+FORMAT_VERSION = 1
+
+CONFIG = "config"
+KEYS_DIR = "keys/"
+DATA_DIR = "data/"
+INDEX_DIR = "index/"
+POINTS_DIR = "points/"
+LOCKS_DIR = "locks/"
+
+# Chunker defaults (FastCDC, "normalized chunking" level 1).
+CHUNK_MIN = 256 * 1024
+CHUNK_AVG = 1024 * 1024
+CHUNK_MAX = 4 * 1024 * 1024
+
+PACK_TARGET = 32 * 1024 * 1024
+
+PACK_MAGIC = b"LLPACK01"
+PACK_END_MAGIC = b"LLPEND01"
+INDEX_MAGIC = b"LLIDX001"
+POINT_MAGIC = b"LLPOINT1"
+
+
+def pack_name(pack_id: str) -> str:
+    return f"{DATA_DIR}{pack_id[:2]}/{pack_id}"
+
+
+def index_name(index_id: str) -> str:
+    return f"{INDEX_DIR}{index_id}"
+
+
+def point_name(point_id: str) -> str:
+    return f"{POINTS_DIR}{point_id}"
+
+
+def key_name(epoch_id: str) -> str:
+    return f"{KEYS_DIR}{epoch_id}"
+
+
+def lock_name(lock_id: str) -> str:
+    return f"{LOCKS_DIR}{lock_id}"

@@ -1,0 +1,71 @@
+"""Recovery point objects (``points/<id>``): a clear header and a sealed file tree.
+
+Layout::
+
+    "LLPOINT1" | header length (u32 LE) | header (UTF-8 JSON) | sealed tree
+
+The header holds what the catalogue needs without the key (id, type, parent, epoch,
+times, sizes, tags, source). The tree is zstd-compressed JSON sealed with the
+epoch's AES-GCM key; the AAD is everything before it, so the header is
+authenticated too and cannot be edited without detection on restore/verify.
+
+Tree entries (one per path, parents before children; ``""`` is the root)::
+
+    {"path": "a/b.txt", "type": "file", "mode": 0o644, "uid": 0, "gid": 0,
+     "mtime_ns": ..., "size": 123, "chunks": ["<64 hex>", ...]}
+
+Types: ``file``, ``dir``, ``symlink`` (``target``), ``fifo``, ``chardev``/``blockdev``
+(``rdev``), ``socket``. Files may also carry ``ino``/``ctime_ns`` (used only to skip
+unchanged files on the next backup).
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import zstandard
+
+from .crypto import EpochKeys
+from .errors import DamagedData, FormatError
+from .layout import FORMAT_VERSION, POINT_MAGIC
+
+
+def encode_point(keys: EpochKeys, header: dict, entries: list[dict]) -> bytes:
+    hdr = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    prefix = POINT_MAGIC + struct.pack("<I", len(hdr)) + hdr
+    tree = json.dumps({"entries": entries}, separators=(",", ":"), ensure_ascii=True).encode()
+    sealed = keys.seal_object(zstandard.ZstdCompressor(level=3).compress(tree), prefix)
+    return prefix + sealed
+
+
+def _split(name: str, data: bytes) -> tuple[bytes, dict, bytes]:
+    if len(data) < len(POINT_MAGIC) + 4 or data[:len(POINT_MAGIC)] != POINT_MAGIC:
+        raise DamagedData(f"point {name}: bad header magic", obj=name)
+    (hlen,) = struct.unpack_from("<I", data, len(POINT_MAGIC))
+    end = len(POINT_MAGIC) + 4 + hlen
+    if end > len(data):
+        raise DamagedData(f"point {name}: truncated header", obj=name)
+    try:
+        header = json.loads(data[len(POINT_MAGIC) + 4:end])
+    except ValueError:
+        raise DamagedData(f"point {name}: header is not valid JSON", obj=name) from None
+    if not isinstance(header, dict):
+        raise DamagedData(f"point {name}: header is not an object", obj=name)
+    if header.get("version", 0) > FORMAT_VERSION:
+        raise FormatError(f"point {name} uses format version {header.get('version')}; this "
+                          f"lifeline reads up to {FORMAT_VERSION}: upgrade lifeline")
+    return data[:end], header, data[end:]
+
+
+def decode_header(name: str, data: bytes) -> dict:
+    return _split(name, data)[1]
+
+
+def decode_tree(keys: EpochKeys, name: str, data: bytes) -> tuple[dict, list[dict]]:
+    prefix, header, sealed = _split(name, data)
+    plain = keys.open_object(sealed, prefix, f"point {name}")
+    try:
+        tree = json.loads(zstandard.ZstdDecompressor().decompress(plain))
+    except (ValueError, zstandard.ZstdError) as exc:
+        raise DamagedData(f"point {name}: tree cannot be decoded: {exc}", obj=name) from None
+    return header, tree["entries"]

@@ -1,0 +1,76 @@
+"""Incremental and differential backups store what changed, not more."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .helpers import Repo, assert_same_tree, write_random
+
+MiB = 1 << 20
+
+
+@pytest.mark.slow
+def test_one_percent_change_uploads_about_one_percent(repo: Repo, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for d in range(10):
+        sub = src / f"dir{d}"
+        sub.mkdir()
+        for i in range(20):  # 200 files x 1 MiB = 200 MiB
+            write_random(sub / f"f{i:02d}", MiB)
+    full = repo.backup(src, "--type", "full")
+    assert full["size_bytes"] == 200 * MiB
+    assert 200 * MiB <= full["stored_bytes"] < 202 * MiB  # random: no compression, small overhead
+
+    # change 1 % (2 MiB): one file rewritten, two half files overwritten in place
+    write_random(src / "dir3" / "f07", MiB)
+    for name in ("dir5/f01", "dir8/f19"):
+        with open(src / name, "r+b") as f:
+            f.seek(256 * 1024)
+            f.write(os.urandom(MiB // 2))
+    inc = repo.backup(src)
+    assert inc["type"] == "incremental" and inc["parent_id"] == full["point_id"]
+    assert inc["files_unchanged"] == 197
+    changed = 2 * MiB
+    # CDC granularity (~1 MiB chunks) costs at most a chunk per edit; allow 2x and metadata
+    assert changed <= inc["stored_bytes"] <= 2 * changed + 256 * 1024, inc["stored_bytes"]
+    out = tmp_path / "out"
+    repo.ok("restore", inc["point_id"], "--to", out)
+    assert_same_tree(src, out)
+
+    # a differential after a further change stores both changes (relative to the full)
+    write_random(src / "dir0" / "f00", MiB)
+    diff = repo.backup(src, "--type", "differential")
+    assert diff["parent_id"] == full["point_id"] and diff["type"] == "differential"
+    assert 3 * MiB <= diff["stored_bytes"] <= 2 * 3 * MiB + 256 * 1024
+    # ...and the next incremental only the newest one
+    write_random(src / "dir1" / "f00", MiB)
+    inc2 = repo.backup(src)
+    assert inc2["parent_id"] == diff["point_id"]
+    assert MiB <= inc2["stored_bytes"] <= 2 * MiB + 256 * 1024
+    out2 = tmp_path / "out2"
+    repo.ok("restore", diff["point_id"], "--to", out2)
+    assert (out2 / "dir0" / "f00").read_bytes() != (src / "dir1" / "f00").read_bytes()
+    assert (out2 / "dir3" / "f07").read_bytes() == (src / "dir3" / "f07").read_bytes()
+
+
+def test_insert_shifts_few_chunks(repo: Repo, tmp_path):
+    """Content-defined chunking: bytes inserted near the start do not re-store the file."""
+    data = os.urandom(24 * MiB)
+    first = repo.backup("--stdin", input=data)
+    second = repo.backup("--stdin", input=data[:1000] + b"inserted!" + data[1000:])
+    assert second["stored_bytes"] < 6 * MiB, second
+    assert second["chunks_new"] <= 3
+    assert repo.ok("restore", second["point_id"], "--to", "-").out == data[:1000] + b"inserted!" + data[1000:]
+    assert repo.ok("restore", first["point_id"], "--to", "-").out == data
+
+
+def test_full_opens_a_new_epoch(repo: Repo):
+    data = os.urandom(2 * MiB)
+    a = repo.backup("--stdin", input=data)
+    b = repo.backup("--stdin", "--type", "full", input=data)
+    assert a["epoch"] != b["epoch"] and b["parent_id"] is None
+    assert b["stored_bytes"] >= 2 * MiB  # a full is independent of earlier data (own key epoch)
+    c = repo.backup("--stdin", input=data)
+    assert c["epoch"] == b["epoch"] and c["stored_bytes"] == 0
