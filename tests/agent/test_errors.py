@@ -122,3 +122,14 @@ def test_usage_errors(repo: Repo):
     assert r.rc == 2 and "RFC 3339" in r.err
     r = _clean(repo.run("restore", "latest", "--to", "-"))
     assert r.rc == 5 and "no recovery points" in r.err
+
+
+def test_s3_errors(s3_server, tmp_path):
+    key = make_key(tmp_path / "key")
+    r = _clean(run_agent("init", "--repo", "s3://no-such-bucket-here/p", "--key", key, env=s3_server.env()))
+    assert r.rc == 1 and "does not exist" in r.err and "create it first" in r.err
+    env = {**s3_server.env(), "AWS_ENDPOINT_URL": "http://10.1.2.3:9000"}
+    r = _clean(run_agent("points", "--repo", "s3://bucket/p", env=env))
+    assert r.rc == 2 and "--s3-allow-http" in r.err
+    r = _clean(run_agent("points", "--repo", "s3://user:pw@bucket/p", env=s3_server.env()))
+    assert r.rc == 2 and "credentials" in r.err

@@ -16,7 +16,7 @@ MiB = 1 << 20
 def _tree(root: Path) -> None:
     root.mkdir()
     for i in range(5):
-        write_random(root / f"file{i}.bin", 2 * MiB + i)
+        write_random(root / f"file{i}.bin", 5 * MiB + i)  # > max chunk: at least two chunks
     (root / "notes.txt").write_text("keep me\n" * 1000)
 
 

@@ -31,6 +31,9 @@ def build_tree(root: Path, *, big: int = 110 * MiB, sparse: int = 64 * MiB) -> N
             f.write(os.urandom(70_000))
             f.seek(sparse - 5)
             f.write(b"tail!")
+        with open(root / "trailing-hole.img", "wb") as f:  # data, then only zeros to the end
+            f.write(os.urandom(300_000) + bytes(5 * MiB))
+            f.truncate(sparse // 2)
     uni = root / "ünïcødé 文件 🩺"
     uni.mkdir()
     (uni / "résumé – naïve.txt").write_text("unicode ✓\n")
@@ -160,3 +163,32 @@ def test_s3_flags_instead_of_env(s3_server, tmp_path):
     assert r.rc == 0, r.err
     r = run_agent("restore", "latest", "--to", "-", "--repo", url, "--key", key, *flags)
     assert r.out == b"hello s3"
+
+
+def test_backup_summary_contract(repo: Repo, tmp_path):
+    """The JSON the operator turns into a RecoveryPoint: fields, formats, checksum of the stored manifest."""
+    import re
+    import subprocess
+    import sys
+
+    import blake3
+
+    s = repo.backup("--stdin", "--tag", "nightly", "--tag", "his", input=b"rows" * 1000)
+    for field in ("point_id", "type", "parent_id", "repository", "size_bytes", "stored_bytes", "files",
+                  "chunks_total", "chunks_new", "manifest_checksum", "key_ref", "start_time",
+                  "completion_time", "tags"):
+        assert field in s, field
+    assert re.fullmatch(r"blake3:[0-9a-f]{64}", s["manifest_checksum"])
+    stored = (Path(repo.url[len("file://"):]) / "points" / s["point_id"]).read_bytes()
+    assert s["manifest_checksum"] == "blake3:" + blake3.blake3(stored).hexdigest()
+    rfc3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
+    assert re.fullmatch(rfc3339, s["start_time"]) and re.fullmatch(rfc3339, s["completion_time"])
+    assert s["tags"] == ["his", "nightly"] and s["key_ref"] == repo.key
+    listed = repo.ok("points", "--json").json["points"]
+    assert listed[0]["point_id"] == s["point_id"] and listed[0]["tags"] == ["his", "nightly"]
+    # the same commands hang off the top-level CLI
+    r = subprocess.run([sys.executable, "-m", "lifeline.cli", "agent", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("init", "backup", "restore", "verify", "check", "prune", "points"):
+        assert cmd in r.stdout
+    assert "exit codes" in r.stdout

@@ -43,7 +43,7 @@ def test_kill_9_mid_backup(repo: Repo, tmp_path):
 
     # A stream backup that has stored packs (but not its index or point) when killed.
     proc = _start_stream_backup(repo, "--source-name", "killed")
-    for _ in range(12):  # 96 MiB of fresh data: at least two 32 MiB packs are written
+    for _ in range(14):  # 112 MiB of fresh data: at least two 32 MiB packs are written
         proc.stdin.write(os.urandom(8 * MiB))
     proc.stdin.flush()
     _wait_for(lambda: len(_packs(repo)) >= 3)
@@ -141,3 +141,57 @@ def test_prune_waits_for_running_backup(repo: Repo):
     assert proc.wait(timeout=60) == 0
     repo.ok("prune", "--lock-wait", "0")
     assert len(repo.ok("points", "--json").json["points"]) == 1
+
+
+@pytest.mark.slow
+def test_kill_9_and_concurrency_on_s3(s3_server, tmp_path):
+    import json
+    import uuid
+
+    from .helpers import make_key
+
+    bucket = s3_server.make_bucket(f"ll-{uuid.uuid4().hex[:12]}")
+    repo = Repo(f"s3://{bucket}/r", make_key(tmp_path / "key"), env=s3_server.env())
+    repo.ok("init")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LIFELINE_"))}
+    env.update(s3_server.env())
+    client = s3_server.client()
+
+    def packs():
+        resp = client.list_objects_v2(Bucket=bucket, Prefix="r/data/")
+        return resp.get("Contents", [])
+
+    proc = subprocess.Popen([*AGENT, "backup", "--stdin", "--repo", repo.url, "--key", repo.key],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    for _ in range(14):  # 112 MiB: two 32 MiB packs stored (the rest is in flight or buffered)
+        proc.stdin.write(os.urandom(8 * MiB))
+    proc.stdin.flush()
+    _wait_for(lambda: len(packs()) >= 2, timeout=90)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    assert repo.ok("points", "--json").json["points"] == []
+    left = repo.ok("check", "--json").json["leftovers"]
+    assert left.get("unindexed_packs") and left.get("stale_locks")
+
+    srcs = []
+    for n in range(2):
+        s = tmp_path / f"src{n}"
+        s.mkdir()
+        for i in range(3):
+            write_random(s / f"f{i}", 2 * MiB)
+        srcs.append(s)
+    procs = [subprocess.Popen([*AGENT, "backup", str(s), "--json", "--repo", repo.url, "--key", repo.key],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for s in srcs]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    repo.ok("prune")
+    r = repo.ok("check", "--read-data", "--json")
+    assert r.json["ok"] and r.json["leftovers"] == {}
+    for (out, _err), s in zip(outs, srcs):
+        target = tmp_path / f"out-{s.name}"
+        repo.ok("restore", json.loads(out)["point_id"], "--to", target)
+        assert_same_tree(s, target)

@@ -10,6 +10,7 @@ Order of writes (what makes ``kill -9`` harmless):
 """
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shlex
@@ -369,6 +370,13 @@ def _backup_tree(source: Source, chunker: Chunker, store: ChunkStore, stats: Sta
     entries = scan_tree(source.path, warn)
     progress.files_total = sum(1 for e in entries if e["type"] == "file")
     progress.bytes_total = sum(e.get("size", 0) for e in entries if e["type"] == "file")
+    # A file no bigger than the minimum chunk size is exactly one chunk: read it whole.
+    small_max = chunker.min_size
+
+    def read_small(path: str) -> bytes:
+        with open(path, "rb", buffering=0) as f:
+            return f.readall()
+
     kept: list[dict] = []
     for e in entries:
         if e["type"] != "file":
@@ -385,11 +393,22 @@ def _backup_tree(source: Source, chunker: Chunker, store: ChunkStore, stats: Sta
             e["chunks"] = chunks
             size = 0
             try:
-                with open(full, "rb", buffering=0) as f:
-                    for data in chunker.chunk_file(f, size_hint=e["size"]):
-                        size += len(data)
-                        store.submit(data, chunks)
-                        progress.bytes_done += len(data)
+                if e["size"] <= small_max:
+                    data = read_small(full)
+                    # (a file that grew past the minimum while we looked is chunked normally)
+                    pieces = [data] if len(data) <= small_max else chunker.chunk_stream(io.BytesIO(data).readinto)
+                else:
+                    f = open(full, "rb", buffering=0)
+                    pieces = chunker.chunk_file(f, size_hint=e["size"])
+                try:
+                    for piece in pieces:
+                        if len(piece):
+                            size += len(piece)
+                            store.submit(piece, chunks)
+                            progress.bytes_done += len(piece)
+                finally:
+                    if e["size"] > small_max:
+                        f.close()
             except OSError as exc:
                 store.drain()  # chunks already submitted must land before we drop the entry
                 warn(e["path"], f"cannot read: {exc.strerror or exc}")

@@ -49,7 +49,8 @@ def register(subparsers) -> None:
     s3.add_argument("--s3-endpoint", help="endpoint URL (env AWS_ENDPOINT_URL)")
     s3.add_argument("--s3-region", help="region (env AWS_REGION)")
     s3.add_argument("--s3-access-key-id", help="access key id (env AWS_ACCESS_KEY_ID)")
-    s3.add_argument("--s3-secret-access-key", help="secret key (env AWS_SECRET_ACCESS_KEY)")
+    s3.add_argument("--s3-secret-access-key",
+                    help="secret key (env AWS_SECRET_ACCESS_KEY; prefer the variable: arguments show in ps)")
     s3.add_argument("--s3-allow-http", action="store_true", default=None,
                     help="allow plain http to a non-loopback endpoint")
 
@@ -64,7 +65,9 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("path", nargs="?", help="directory to back up")
     src.add_argument("--stdin", action="store_true", help="back up standard input")
-    src.add_argument("--command", metavar="CMD", help="back up the standard output of CMD, e.g. 'pg_dump -Fc db'")
+    src.add_argument("--command", metavar="CMD",
+                     help="back up the standard output of CMD, e.g. 'pg_dump -Fc db' (split like a shell, "
+                          "run without one: use \"sh -c '...'\" for pipes); a non-zero exit publishes nothing")
     p.add_argument("--type", default="incremental", choices=["full", "incremental", "differential"],
                    help="full = new key epoch, no dedup against older points; incremental = against the "
                         "latest point of this source; differential = against the latest full (default "

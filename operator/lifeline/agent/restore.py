@@ -116,6 +116,7 @@ class Restorer:
         self.workers = workers or max(4, min(16, 4 * (os.cpu_count() or 2)))
         self.damaged: list[dict] = []
         self.is_root = os.geteuid() == 0
+        self.euid, self.egid = os.geteuid(), os.getegid()
 
     def _damage(self, path: str, exc: DamagedData) -> None:
         rec = {"point": self.point_id, "path": path, "chunk": exc.chunk, "error": str(exc)}
@@ -183,11 +184,12 @@ class Restorer:
         slots = threading.BoundedSemaphore(self.workers * 4)
 
         class FileJob:
-            __slots__ = ("entry", "path", "fd", "remaining", "failed", "error")
+            __slots__ = ("entry", "path", "fd", "remaining", "failed", "error", "end")
 
             def __init__(self, entry, path, nseg):
                 self.entry, self.path, self.fd = entry, path, None
                 self.remaining, self.failed, self.error = nseg, False, None
+                self.end = 0  # highest offset written so far
 
         def finalize(job: FileJob) -> None:
             e = job.entry
@@ -205,7 +207,8 @@ class Restorer:
                 return
             fd = job.fd
             try:
-                os.ftruncate(fd, e.get("size", 0))
+                if job.end != e.get("size", 0):  # trailing hole (or a file that was longer)
+                    os.ftruncate(fd, e.get("size", 0))
                 self._apply_file_meta(fd, e)
             finally:
                 os.close(fd)
@@ -240,7 +243,9 @@ class Restorer:
                         if _is_zero(data):
                             zero_ids.add(cid)
                         else:
-                            _write_sparse(job.fd, data, pos)
+                            wrote_to = _write_sparse(job.fd, data, pos)
+                            with lock:
+                                job.end = max(job.end, wrote_to)
                         n = len(data)
                     pos += n
                     self.progress.bytes_done += n
@@ -331,7 +336,7 @@ class Restorer:
 
     # --- metadata ---------------------------------------------------------------------
     def _apply_file_meta(self, fd: int, e: dict) -> None:
-        if self.is_root:
+        if self.is_root and (e.get("uid"), e.get("gid")) != (self.euid, self.egid):
             try:
                 os.fchown(fd, e.get("uid", -1), e.get("gid", -1))
             except OSError:
@@ -400,24 +405,29 @@ _HOLE = 64 * 1024
 _ZERO_BLOCK = bytes(_HOLE)
 
 
-def _write_sparse(fd: int, data: bytes, pos: int) -> None:
-    """Write data at pos, leaving 64 KiB blocks of zeros as holes."""
+def _write_sparse(fd: int, data: bytes, pos: int) -> int:
+    """Write data at pos, leaving 64 KiB blocks of zeros as holes; return the end of
+    the last byte range actually written (the caller truncates up to the file size)."""
     # Any 64 KiB run of zeros covers a byte at a multiple of 32 KiB: sample those first.
     if len(data) < 2 * _HOLE or 0 not in data[::_HOLE // 2] or _ZERO_BLOCK not in data:
         _pwrite_all(fd, data, pos)
-        return
+        return pos + len(data)
     mv = memoryview(data)
     start = None  # start of the pending non-zero run
+    end = pos
     for off in range(0, len(data), _HOLE):
         block = mv[off:off + _HOLE]
         if len(block) == _HOLE and block == _ZERO_BLOCK:
             if start is not None:
                 _pwrite_all(fd, mv[start:off], pos + start)
+                end = pos + off
                 start = None
         elif start is None:
             start = off
     if start is not None:
         _pwrite_all(fd, mv[start:], pos + start)
+        end = pos + len(data)
+    return end
 
 
 def _pwrite_all(fd: int, data, pos: int) -> None:

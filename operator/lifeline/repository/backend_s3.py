@@ -109,7 +109,11 @@ class S3Backend(Backend):
         except RepositoryExists:
             raise
         except Exception as exc:
-            raise self._err(exc, "write", name) from exc
+            err = self._err(exc, "write", name)
+            if isinstance(err, ObjectNotFound):  # a PUT only 404s when the bucket is missing
+                err = BackendError(f"S3 bucket {self.bucket!r} does not exist at "
+                                   f"{self.endpoint or 'AWS'}; create it first")
+            raise err from exc
 
     def get(self, name: str) -> bytes:
         import obstore
