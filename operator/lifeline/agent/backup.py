@@ -307,6 +307,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             "chunks_new": stats.chunks_new,
             "skipped": len(stats.skipped),
         }
+        _confirm_key(repo, provider, keys)
         checksum = repo.write_point(keys, header, entries)
     finally:
         lock.release()
@@ -332,6 +333,23 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         "skipped": stats.skipped,
     }
     return summary
+
+
+def _confirm_key(repo: Repository, provider, keys: EpochKeys) -> None:
+    """Publish a point only if its data key can be unwrapped *now*: a key service that went
+    away (or a key version retired) during the backup must not yield a point nobody can read."""
+    import base64
+
+    record = repo.epoch_record(keys.epoch_id)
+    try:
+        dek = provider.unwrap(base64.b64decode(record["wrapped"]))
+    except LifelineError as exc:
+        exc.args = (f"the backup was not published: its data key could not be unwrapped again "
+                    f"before publishing ({exc})",)
+        raise
+    if EpochKeys(keys.epoch_id, dek).id_key != keys.id_key:
+        raise LifelineError(f"the backup was not published: keys/{keys.epoch_id} no longer opens "
+                            "to the key this backup used")
 
 
 def _check_provider(repo: Repository, provider, points: list[PointRef]) -> None:

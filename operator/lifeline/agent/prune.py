@@ -166,9 +166,27 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool) -> dict:
     return report
 
 
+def default_actor() -> str:
+    import getpass
+    import os
+    import socket
+
+    actor = os.environ.get("LIFELINE_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None = None,
-              lock_wait: float = 0.0) -> dict:
-    """Destroy an epoch's wrapped key (and drop its now unreadable points)."""
+              lock_wait: float = 0.0, actor: str | None = None, reason: str | None = None) -> dict:
+    """Destroy an epoch's wrapped key (and drop its now unreadable points).
+
+    A tombstone ``shredded/<epoch>`` (time, actor, reason, point ids; no key material) is
+    written first, so a later restore says when and by whom the key was destroyed."""
     lock = repo.lock(exclusive=True, command="shred", wait=lock_wait)
     try:
         points, _bad = repo.list_points()
@@ -177,9 +195,18 @@ def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None =
         if not epoch or epoch not in repo.list_epochs():
             raise LifelineError(f"no key epoch {epoch!r} in {repo.url}")
         victims = [p for p in points if p.header.get("epoch") == epoch]
-        repo.shred_epoch(epoch)  # from here on the data is unreadable
+        import time
+
+        from lifeline.repository.repo import rfc3339
+
+        record = repo.epoch_record(epoch)
+        tombstone = {"version": 1, "epoch": epoch, "key_ref": record.get("key_ref"),
+                     "points": [p.id for p in victims], "shredded_at": rfc3339(time.time()),
+                     "actor": actor or default_actor(), "reason": reason or ""}
+        repo.shred_epoch(epoch, tombstone)  # from here on the data is unreadable
         for p in victims:
             repo.backend.delete(point_name(p.id))
-        return {"epoch": epoch, "points_shredded": [p.id for p in victims]}
+        return {"epoch": epoch, "points_shredded": [p.id for p in victims],
+                "shredded_at": tombstone["shredded_at"], "actor": tombstone["actor"]}
     finally:
         lock.release()

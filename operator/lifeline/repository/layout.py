@@ -10,6 +10,7 @@ DATA_DIR = "data/"
 INDEX_DIR = "index/"
 POINTS_DIR = "points/"
 LOCKS_DIR = "locks/"
+SHREDDED_DIR = "shredded/"  # tombstones of crypto-shredded epochs (who, when)
 
 # Chunker defaults (FastCDC, "normalized chunking" level 1).
 CHUNK_MIN = 256 * 1024
@@ -38,6 +39,10 @@ def point_name(point_id: str) -> str:
 
 def key_name(epoch_id: str) -> str:
     return f"{KEYS_DIR}{epoch_id}"
+
+
+def tombstone_name(epoch_id: str) -> str:
+    return f"{SHREDDED_DIR}{epoch_id}"
 
 
 def lock_name(lock_id: str) -> str:

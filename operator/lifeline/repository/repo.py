@@ -16,8 +16,8 @@ from .errors import (DamagedData, FormatError, LifelineError, ObjectNotFound, Po
                      RepositoryExists, RepositoryNotFound, UsageError)
 from .index import Index, PackInfo, decode_segment, encode_segment
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, FORMAT_NAME, FORMAT_VERSION,
-                     INDEX_DIR, KEYS_DIR, PACK_TARGET, POINTS_DIR, index_name, key_name, pack_name,
-                     point_name)
+                     INDEX_DIR, KEYS_DIR, PACK_TARGET, POINTS_DIR, SHREDDED_DIR, index_name, key_name,
+                     pack_name, point_name, tombstone_name)
 from .locks import Lock
 from .manifest import decode_header, decode_tree, encode_point
 from .pack import PackBuilder
@@ -128,7 +128,7 @@ class Repository:
         try:
             raw = self.backend.get(key_name(epoch))
         except ObjectNotFound:
-            raise ShreddedEpoch(epoch) from None
+            raise ShreddedEpoch(epoch, self.tombstone(epoch)) from None
         try:
             obj = json.loads(raw)
             base64.b64decode(obj["wrapped"], validate=True)
@@ -147,9 +147,26 @@ class Repository:
     def list_epochs(self) -> list[str]:
         return [o.name[len(KEYS_DIR):] for o in self.backend.list(KEYS_DIR)]
 
-    def shred_epoch(self, epoch: str) -> None:
+    def shred_epoch(self, epoch: str, tombstone: dict | None = None) -> None:
+        """Delete the epoch's wrapped key; first record who destroyed it and when (no key material)."""
+        if tombstone is not None:
+            self.backend.put(tombstone_name(epoch), json.dumps(tombstone, indent=1, sort_keys=True).encode())
         self.backend.delete(key_name(epoch))
         self._epochs.pop(epoch, None)
+
+    def tombstone(self, epoch: str) -> dict | None:
+        try:
+            return json.loads(self.backend.get(tombstone_name(epoch)))
+        except (ObjectNotFound, ValueError):
+            return None
+
+    def tombstones(self) -> list[dict]:
+        out = []
+        for o in self.backend.list(SHREDDED_DIR):
+            t = self.tombstone(o.name[len(SHREDDED_DIR):])
+            if isinstance(t, dict):
+                out.append(t)
+        return out
 
     # --- index ------------------------------------------------------------------------
     def load_index(self, *, strict: bool = False) -> Index:
@@ -238,6 +255,9 @@ class Repository:
         if len(matches) == 1:
             return matches[0]
         if not matches:
+            for t in self.tombstones():
+                if any(str(pid).startswith(spec) for pid in t.get("points", ())):
+                    raise PointShredded(spec, t)
             raise PointNotFound(f"no recovery point {spec!r} in {self.url}; list them with "
                                 f"`lifeline agent points --repo {self.url}`")
         raise UsageError(f"recovery point prefix {spec!r} is ambiguous ({len(matches)} match); give more characters")
@@ -270,7 +290,20 @@ class ShreddedEpoch(LifelineError):
 
     exit_code = 3
 
-    def __init__(self, epoch: str):
-        super().__init__(f"the data key of epoch {epoch} has been destroyed (crypto-shredded); "
+    def __init__(self, epoch: str, tombstone: dict | None = None):
+        when = ""
+        if tombstone:
+            when = (f" at {tombstone.get('shredded_at', '?')} by {tombstone.get('actor', '?')}"
+                    + (f" (reason: {tombstone['reason']})" if tombstone.get("reason") else ""))
+        super().__init__(f"the data key of epoch {epoch} was destroyed (crypto-shredded){when}; "
                          "points of this epoch cannot be read")
         self.epoch = epoch
+        self.tombstone = tombstone
+
+
+class PointShredded(PointNotFound):
+    """The point was removed by a crypto-shred; the tombstone says when and by whom."""
+
+    def __init__(self, spec: str, tombstone: dict):
+        super().__init__(f"recovery point {spec} no longer exists: {ShreddedEpoch(tombstone.get('epoch', '?'), tombstone)}")
+        self.tombstone = tombstone
