@@ -14,7 +14,10 @@ _AREAS = (
     "lifeline.commands.operator",
     "lifeline.commands.validate",
     "lifeline.commands.dev",
+    "lifeline.commands.failover",
+    "lifeline.commands.backup",
     "lifeline.agent.cli",
+    "lifeline.commands.keys",
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 
 import kopf
@@ -28,6 +29,19 @@ class Options:
     health_port: int = 8080
     peering: str | None = None  # kopf peering name; None runs standalone
     priority: int = 0
+    # Image of the backup Jobs' agent container (the same image as the operator's by default).
+    agent_image: str = field(default_factory=lambda: os.environ.get("LIFELINE_AGENT_IMAGE") or _default_agent_image())
+    # How often each BackupPolicy's RPO is re-evaluated (seconds), and how long a looked-up
+    # PVC/Secret fact is trusted before it is read again.
+    rpo_check_interval: float = field(
+        default_factory=lambda: float(os.environ.get("LIFELINE_RPO_CHECK_INTERVAL") or 10))
+    facts_ttl: float = field(default_factory=lambda: float(os.environ.get("LIFELINE_FACTS_TTL") or 300))
+
+
+def _default_agent_image() -> str:
+    from lifeline import __version__
+
+    return f"ghcr.io/lifeline-dr/lifeline:{__version__}"
 
 
 @dataclass
@@ -43,7 +57,7 @@ class Context:
 
 # Controllers that own a kind's whole status (they fold readiness into their own plan).
 # Each module has OWNS (kind names) and register(registry, ctx). Add a line to add one.
-CONTROLLERS: tuple[str, ...] = ()
+CONTROLLERS: tuple[str, ...] = ("lifeline.controllers.failover", "lifeline.controllers.backuppolicy")
 
 
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_prints_real_status_and_leaves_its_state(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "lifeline.cli", "demo", "--dir", str(tmp_path / "demo")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
@@ -33,4 +33,14 @@ def test_demo_prints_real_status_and_leaves_its_state(tmp_path):
     ready = next(c for c in policy["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert (tmp_path / "demo" / "kubeconfig").exists()
+
+    # the DR loop: two real backups recorded as RecoveryPoints, a failover with a measured RTO
+    assert "backup     2 recovery points (full, incremental)" in text and "ok=True" in text
+    points = [p for p in stored["RecoveryPoint"] if p["spec"]["policyName"] == "icu-trends"]
+    assert sorted(p["spec"]["type"] for p in points) == ["full", "incremental"]
+    summary = next(line for line in text.splitlines() if line.startswith("failover   "))
+    figures = dict(part.split("=") for part in summary.split()[1:] if "=" in part)
+    figures = {k.rstrip(","): v.rstrip(",") for k, v in figures.items()}
+    assert float(figures["achieved_rto_seconds"]) >= float(figures["breach_window_seconds"])
+    assert figures["fenced_on_return"] == "True"
     assert "Traceback" not in out.stderr

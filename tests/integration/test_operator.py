@@ -91,6 +91,11 @@ async def test_an_invalid_manifest_gets_ready_false_with_the_reason_and_a_warnin
     bad["metadata"]["name"] = "broken"
     bad["spec"]["tier"] = "D"
     bad["spec"]["schedule"]["incremental"] = "every 15 minutes"
+    # The PVCs and the Secret the policy names exist: once fixed, it has nothing else to warn about.
+    for claim in ("pacs-images", "backup-nfs"):
+        emulator.seed("v1/persistentvolumeclaims", {"metadata": {"name": claim, "namespace": NS}})
+    emulator.seed("v1/secrets", {"metadata": {"name": "offsite-s3-credentials", "namespace": NS},
+                                 "data": {"AWS_ACCESS_KEY_ID": "a2V5", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}})
     async with running_operator(kubeconfig, emulator) as ctx:
         await api.create(bad)
         obj = await emulator.wait_for(lambda: settled(emulator, "BackupPolicy", "broken"))

@@ -201,6 +201,14 @@ class PodOptions(Model):
     priority_class_name: str | None = None
     resources: Resources | None = None
     service_account_name: DNSName | None = None
+    run_as_user: int | None = Field(
+        None, ge=1, description="User id the backup containers run as (the owner of the source's files); 65532 when left out."
+    )
+    run_as_group: int | None = Field(None, ge=0, description="Group id the backup containers run as; 65532 when left out.")
+    active_deadline: Duration | None = Field(
+        None, description="Longest a backup Job may run; its schedule's interval (10m to 24h) when left out."
+    )
+    backoff_limit: int | None = Field(None, ge=0, le=10, description="Retries of a failed backup pod; 1 when left out.")
 
 
 # ---- the kind ------------------------------------------------------------------
@@ -248,6 +256,19 @@ class LastBackup(Model):
     completion_time: datetime | None = None
     outcome: Literal["Running", "Succeeded", "Failed"] | None = None
     message: str | None = None
+    job: str | None = Field(None, description="The Job that ran (or runs) this backup.")
+    trigger: Literal["Schedule", "OnDemand"] | None = None
+
+
+class DestinationStatus(Model):
+    """How the latest backups fared at one destination (fan-out: each has its own repository)."""
+
+    name: DNSLabel
+    off_site: bool = False
+    last_outcome: Literal["Succeeded", "Failed"] | None = None
+    last_attempt_time: datetime | None = None
+    last_success_time: datetime | None = None
+    message: str | None = None
 
 
 class BackupPolicyStatus(StatusBase):
@@ -255,6 +276,17 @@ class BackupPolicyStatus(StatusBase):
     last_successful_backup_time: datetime | None = None
     current_rpo_seconds: int | None = Field(None, alias="currentRPOSeconds", ge=0)
     rpo_target_seconds: int | None = Field(None, alias="rpoTargetSeconds", ge=0)
+    schedule_interval_seconds: int | None = Field(
+        None, ge=0, description="Longest gap between two scheduled backups of any type (what RPOAchievable compares)."
+    )
     recovery_points: int | None = Field(None, ge=0)
+    cron_jobs: list[str] = Field(default_factory=list, description="The CronJobs that run this policy's schedules.")
+    destinations: list[DestinationStatus] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    backup_now_handled: str | None = Field(
+        None, description="The last dr.lifeline.io/backup-now annotation value a Job was started for."
+    )
 
 

@@ -18,6 +18,11 @@ class PointCopy(Model):
     repository: str = Field(min_length=1, description="Repository URL, without credentials.")
     snapshot_id: str = Field(min_length=1, description="Id of the point's manifest in that repository.")
     stored_bytes: int | None = Field(None, ge=0, description="Bytes newly written to this repository.")
+    type: BackupType | None = Field(None, description="Type this copy was taken as, when it differs from the point's.")
+    parent_snapshot_id: str | None = Field(None, description="Id of this copy's parent in the same repository.")
+    manifest_checksum: str | None = Field(
+        None, pattern=r"^(sha256|blake3):[0-9a-f]{64}$", description="Checksum of this copy's manifest."
+    )
 
 
 class ChunkCounts(Model):

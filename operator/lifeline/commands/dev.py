@@ -43,6 +43,30 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def _scenes():
+    """The areas the demo walks through, in the order of the DR loop."""
+    from lifeline.devstack.scenes import backup, failover
+
+    return (("backup", backup), ("failover", failover))
+
+
+def _summary(figures: dict, seconds: float) -> None:
+    """One line per area with the figures the scenes measured."""
+    _say("\n=== summary " + "=" * 62)
+    backup = figures.get("backup") or {}
+    if backup:
+        points = backup.get("recoveryPoints") or []
+        _say(f"backup     {len(points)} recovery points "
+             f"({', '.join(p['spec']['type'] for p in points)}), "
+             f"{sum(p['spec']['sizeBytes'] for p in points)} bytes protected, ok={backup.get('ok')}")
+    failover = figures.get("failover") or {}
+    if failover:
+        shown = {k: v for k, v in failover.items() if isinstance(v, (int, float, str, bool))}
+        _say("failover   " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in shown.items()))
+    _say(f"demo took  {seconds:.1f}s")
+
+
 def _broken_policy(examples: list[dict]) -> dict:
     """A copy of the first example policy with two mistakes a person makes."""
     base = next(d for d in examples if d["kind"] == "BackupPolicy")
@@ -117,9 +141,17 @@ async def _demo(args) -> int:
                     for part in ready["message"].split("; "):
                         _say(f"  - {part}")
 
+            figures = {}
+            for title, scene in _scenes():
+                _say(f"\n=== {title} " + "=" * (70 - len(title)))
+                figures[title] = await scene.run(emulator, kubeconfig, state, _say)
+
+            objects = {info.kind: await kube.list(info, NAMESPACE) for info in KINDS}
             dump = state / "objects.json"
             dump.write_text(json.dumps(objects, indent=2, sort_keys=True))
-            _say(f"\noutput in {state}/: objects.json (every object as stored), operator.log, kubeconfig")
+            _summary(figures, time.monotonic() - started)
+            _say(f"\noutput in {state}/: objects.json (every object as stored), operator.log, kubeconfig, "
+                 "and each scene's files")
             if args.keep:
                 _say(f"\nkeeping it running; try:  kubectl --kubeconfig {kubeconfig} get lifeline")
                 _say("Ctrl-C to stop.")

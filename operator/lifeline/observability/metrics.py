@@ -1,7 +1,7 @@
 """The operator's Prometheus metrics, in one registry so tests can read them cleanly."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from lifeline import __version__
 
@@ -25,6 +25,78 @@ class OperatorMetrics:
             ["kind", "namespace", "name"],
             registry=self.registry,
         )
+        # FailoverPlan (lifeline.failover): one series set per plan.
+        plan = ["namespace", "name"]
+        check = ["namespace", "name", "site", "check"]
+        self.failover_phase = Gauge(
+            "lifeline_failover_phase", "1 for the phase each FailoverPlan is in, 0 for the others.",
+            [*plan, "phase"], registry=self.registry)
+        self.failover_transitions = Counter(
+            "lifeline_failover_transitions",
+            "State machine transitions (SiteDegraded, FailingOver, FailoverComplete, FailbackComplete, ...).",
+            [*plan, "transition"], registry=self.registry)
+        self.failover_achieved_rto = Gauge(
+            "lifeline_failover_achieved_rto_seconds",
+            "Achieved RTO of the last completed failover: standby healthy minus the first failed check.",
+            plan, registry=self.registry)
+        self.failover_recommended = Gauge(
+            "lifeline_failover_recommended",
+            "1 while a breached failover waits for `lifeline failover approve` (Manual mode, cap reached).",
+            plan, registry=self.registry)
+        self.failover_fenced_unverified = Gauge(
+            "lifeline_failover_fenced_unverified",
+            "1 while an old primary could not be reached to fence it (it is fenced when it answers).",
+            plan, registry=self.registry)
+        self.failover_checks = Counter(
+            "lifeline_failover_checks", "Health check results, by result (success, failure).",
+            [*check, "result"], registry=self.registry)
+        self.failover_check_healthy = Gauge(
+            "lifeline_failover_check_healthy", "1 when the check's last probe passed, 0 when it failed.",
+            check, registry=self.registry)
+        self.failover_check_latency = Histogram(
+            "lifeline_failover_check_latency_seconds", "How long each health probe took.",
+            check, registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.failover_rounds = Counter(
+            "lifeline_failover_probe_rounds", "Probe rounds each FailoverPlan's loop has completed.",
+            plan, registry=self.registry)
+        self._per_plan = (self.failover_phase, self.failover_transitions, self.failover_achieved_rto,
+                          self.failover_recommended, self.failover_fenced_unverified, self.failover_checks,
+                          self.failover_check_healthy, self.failover_check_latency, self.failover_rounds)
+        # BackupPolicy (lifeline.controllers.backuppolicy): labels start with namespace, policy.
+        policy = ["namespace", "policy", "tier"]
+        dest = [*policy, "destination"]
+        self.backup_last_success = Gauge(
+            "lifeline_backup_last_success_timestamp_seconds",
+            "Completion time of the last backup that reached the destination (Unix seconds).",
+            dest, registry=self.registry)
+        self.backup_duration = Histogram(
+            "lifeline_backup_duration_seconds", "How long the agent took to back up to one destination.",
+            [*dest, "type"], registry=self.registry,
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400))
+        self.backup_bytes = Counter(
+            "lifeline_backup_bytes", "Bytes backups newly stored at a destination (after dedup and compression).",
+            dest, registry=self.registry)
+        self.backup_source_bytes = Counter(
+            "lifeline_backup_source_bytes", "Bytes backups read from the source.", policy, registry=self.registry)
+        self.backup_failures = Counter(
+            "lifeline_backup_failures",
+            "Failed backups, by destination ('' when the whole Job failed before reaching one) and reason.",
+            [*dest, "reason"], registry=self.registry)
+        self.rpo_seconds = Gauge(
+            "lifeline_rpo_seconds", "Age of the data in the newest recovery point (the RPO right now).",
+            policy, registry=self.registry)
+        self.rpo_target = Gauge(
+            "lifeline_rpo_target_seconds", "The policy's recovery point objective.", policy, registry=self.registry)
+        self.rpo_achievable = Gauge(
+            "lifeline_rpo_achievable", "1 when the schedules can meet the RPO, 0 when their longest gap exceeds it.",
+            policy, registry=self.registry)
+        self.backup_schedule_gap = Gauge(
+            "lifeline_backup_schedule_gap_seconds", "Longest gap between two scheduled backups of the policy.",
+            policy, registry=self.registry)
+        self._per_policy = (self.backup_last_success, self.backup_duration, self.backup_bytes,
+                            self.backup_source_bytes, self.backup_failures, self.rpo_seconds, self.rpo_target,
+                            self.rpo_achievable, self.backup_schedule_gap)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """Drop the series of a deleted object so dashboards do not show ghosts."""
@@ -32,3 +104,13 @@ class OperatorMetrics:
             self.spec_valid.remove(kind, namespace, name)
         except KeyError:
             pass
+        if kind == "FailoverPlan":
+            for metric in self._per_plan:
+                for labels in list(metric._metrics):  # prometheus_client keeps children by label values
+                    if labels[:2] == (namespace, name):
+                        metric.remove(*labels)
+        if kind == "BackupPolicy":
+            for metric in self._per_policy:
+                for labels in list(metric._metrics):
+                    if labels[:2] == (namespace, name):
+                        metric.remove(*labels)

@@ -1,0 +1,466 @@
+"""BackupPolicy -> the CronJobs (and on-demand Jobs) that run its backups. Pure.
+
+``plan(policy_body, facts)`` returns every child object the policy should have, as
+complete manifests: one CronJob per schedule kind (``<policy>-full``,
+``<policy>-incremental``, ``<policy>-differential``) and a prune CronJob
+(``<policy>-prune``). ``on_demand_job`` renders the Job a ``backup-now`` request
+runs. The controller compares these with what exists and applies the difference.
+
+What a backup pod looks like:
+
+- one ``agent`` container running ``python -m lifeline.agent.jobs backup``, which reads its
+  whole task from the ``LIFELINE_JOB_PLAN`` environment variable (JSON, no secrets:
+  S3 credentials come from ``secretKeyRef`` variables named in the plan), backs the
+  source up to every destination (each its own repository) and writes a compact JSON
+  summary to its termination message, from which the operator records the
+  RecoveryPoint;
+- a PVC (or continuous) source mounted read-only at ``/source``; filesystem
+  destinations' PVCs at ``/destinations/<name>``; a ``secret://`` key at
+  ``/etc/lifeline/key``; an emptyDir at ``/tmp``;
+- for a dump (``command``) source, the dump tool runs in its own image and needs
+  only ``/bin/sh``: an init container makes a FIFO in a shared emptyDir
+  (``/dump/stream``), the ``dump`` container writes the command's stdout into it and
+  its exit status to ``/dump/exit-code``, the agent reads the FIFO and publishes the
+  point only when the dump exited 0;
+- non-root (65532 unless ``pod.runAsUser``), read-only root filesystem, every
+  capability dropped, seccomp RuntimeDefault, no service account token (unless the
+  key lives in Vault, whose Kubernetes auth needs it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from lifeline import API_VERSION
+from lifeline.api.backuppolicy import BackupPolicySpec, Destination
+
+from .backup_schedule import longest_gap
+
+TYPES = ("full", "incremental", "differential")
+AGENT = "agent"
+PART_OF = "lifeline"
+
+LABEL_POLICY = "dr.lifeline.io/policy"
+LABEL_TYPE = "dr.lifeline.io/backup-type"
+LABEL_TRIGGER = "dr.lifeline.io/trigger"
+ANN_POLICY = "dr.lifeline.io/policy"  # the full name: a label value stops at 63 characters
+ANN_HASH = "dr.lifeline.io/spec-hash"
+ANN_BACKUP_NOW = "dr.lifeline.io/backup-now"
+ANN_BACKUP_NOW_TYPE = "dr.lifeline.io/backup-now-type"
+ANN_RECORDED = "dr.lifeline.io/recorded"
+ANN_RESULT = "dr.lifeline.io/result"
+
+CRONJOB_NAME_MAX = 52  # the CronJob controller appends an 11-character suffix to Job names
+JOB_NAME_MAX = 63  # a Job's name becomes its pods' job-name label
+RUN_AS = 65532  # the image's lifeline user
+
+SOURCE_MOUNT = "/source"
+DESTINATIONS_MOUNT = "/destinations"
+KEY_MOUNT = "/etc/lifeline/key"
+DUMP_MOUNT = "/dump"
+FIFO = f"{DUMP_MOUNT}/stream"
+EXIT_CODE = f"{DUMP_MOUNT}/exit-code"
+TERMINATION_LOG = "/dev/termination-log"
+JOB_COMMAND = ("python", "-m", "lifeline.agent.jobs")  # the image's entry point is `lifeline`
+
+# The dump container's whole program: run the command into the FIFO, publish its status.
+DUMP_SCRIPT = (
+    f'"$@" > {FIFO}; rc=$?; echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
+)
+
+DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
+class PlanError(ValueError):
+    """The policy cannot be turned into objects; ``condition`` says which condition reports it."""
+
+    def __init__(self, condition: str, reason: str, message: str):
+        super().__init__(message)
+        self.condition, self.reason, self.message = condition, reason, message
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the planner needs besides the policy: only the operator's settings."""
+
+    agent_image: str
+
+
+# ---- names and labels --------------------------------------------------------------
+
+
+def _short_hash(text: str, n: int = 6) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def child_name(policy: str, suffix: str, limit: int = CRONJOB_NAME_MAX) -> str:
+    """``<policy>-<suffix>``, truncated with a hash of the policy name when too long."""
+    name = f"{policy}-{suffix}"
+    if len(name) <= limit:
+        return name
+    h = _short_hash(policy)
+    keep = limit - len(suffix) - len(h) - 2
+    return f"{policy[:keep].rstrip('-.')}-{h}-{suffix}"
+
+
+def label_value(name: str) -> str:
+    """A name as a label value (at most 63 characters)."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:56].rstrip('-.')}-{_short_hash(name)}"
+
+
+def labels(policy: str, component: str, type_: str | None = None) -> dict:
+    out = {
+        "app.kubernetes.io/name": "lifeline",
+        "app.kubernetes.io/instance": label_value(policy),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "lifeline",
+        "app.kubernetes.io/part-of": PART_OF,
+        LABEL_POLICY: label_value(policy),
+    }
+    if type_:
+        out[LABEL_TYPE] = type_
+    return out
+
+
+def owner_reference(body: dict) -> dict:
+    meta = body.get("metadata") or {}
+    # No blockOwnerDeletion: setting it needs update rights on the policy's finalizers.
+    return {"apiVersion": body.get("apiVersion") or API_VERSION, "kind": body.get("kind") or "BackupPolicy",
+            "name": meta["name"], "uid": meta.get("uid", ""), "controller": True}
+
+
+def spec_hash(manifest: dict) -> str:
+    """A digest of what Lifeline sets on a child, stored on it to see when it must change."""
+    meta = dict(manifest.get("metadata") or {})
+    ann = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANN_HASH}
+    meta["annotations"] = ann
+    text = json.dumps({**manifest, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stamp(manifest: dict) -> dict:
+    manifest = json.loads(json.dumps(manifest))  # no shared sub-objects between parts of the tree
+    manifest["metadata"].setdefault("annotations", {})[ANN_HASH] = spec_hash(manifest)
+    return manifest
+
+
+# ---- the spec ---------------------------------------------------------------------
+
+
+def parse_spec(body: dict) -> BackupPolicySpec:
+    return BackupPolicySpec.model_validate(body.get("spec") or {})
+
+
+def schedules(spec: BackupPolicySpec) -> list[tuple[str, str]]:
+    """``(kind, cron)`` for every scheduled backup type, full first."""
+    return [(t, getattr(spec.schedule, t)) for t in TYPES if getattr(spec.schedule, t)]
+
+
+def interval_seconds(expression: str) -> int:
+    return longest_gap((("x", expression),)).seconds
+
+
+def prune_schedule(namespace: str, policy: str) -> str:
+    """Once a day between 03:00 and 05:59, at a minute spread by the policy's name."""
+    h = int(_short_hash(f"{namespace}/{policy}", 8), 16)
+    return f"{h % 60} {3 + (h // 60) % 3} * * *"
+
+
+def parse_key_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``(scheme, secret name, secret key)``; the name and key only for ``secret://name/key``."""
+    scheme = ref.split("://", 1)[0]
+    if scheme != "secret":
+        return scheme, None, None
+    rest = ref.split("://", 1)[1]
+    name, _, key = rest.partition("/")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
+        raise PlanError("KeysAvailable", "InvalidKeyRef",
+                        f"encryption.keyRef {ref!r}: write secret://<secret name>/<key in that secret>, "
+                        "for example secret://his-backup-key/key")
+    return scheme, name, key
+
+
+def _inside(mount: str, path: str, what: str) -> str:
+    parts = [p for p in (path or "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PlanError("SourceAvailable", "InvalidPath",
+                        f"{what} {path!r} climbs out of its volume ('..'); give a path inside the volume")
+    return posixpath.join(mount, *parts) if parts else mount
+
+
+def s3_env_prefix(index: int) -> str:
+    return f"LIFELINE_S3_{index}_"
+
+
+def destination_plan(index: int, dest: Destination) -> dict:
+    out: dict = {"name": dest.name, "offSite": dest.off_site}
+    if dest.filesystem is not None:
+        path = _inside(f"{DESTINATIONS_MOUNT}/{dest.name}", dest.filesystem.path,
+                       f"destination {dest.name}: filesystem.path")
+        out["repository"] = f"file://{path}"
+    else:
+        s3 = dest.s3
+        prefix = s3.prefix.strip("/")
+        out["repository"] = f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}"
+        out["region"] = s3.region
+        if s3.endpoint:
+            out["endpoint"] = s3.endpoint
+        out["credentialsEnv"] = s3_env_prefix(index)
+    return out
+
+
+def key_plan(spec: BackupPolicySpec) -> dict:
+    ref = spec.encryption.key_ref
+    scheme, _, key = parse_key_ref(ref)
+    out = {"ref": ref}
+    if scheme == "secret":
+        out["file"] = f"{KEY_MOUNT}/{key}"
+    return out
+
+
+def source_plan(namespace: str, policy: str, spec: BackupPolicySpec) -> dict:
+    src = spec.source
+    name = f"{namespace}/{policy}"
+    if src.pvc is not None:
+        return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.pvc.path, "source.pvc.path"), "name": name}
+    if src.continuous is not None:
+        return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.continuous.path, "source.continuous.path"),
+                "name": name}
+    if src.command is not None:
+        program = posixpath.basename(src.command.command[0]) or "dump"
+        return {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE, "name": name, "streamName": f"{program}.out"}
+    raise PlanError("SourceAvailable", "VolumeSnapshotNotImplemented",
+                    "volumeSnapshot sources are not implemented yet: no backup is scheduled for this policy. "
+                    "Use a pvc source (the live volume mounted read-only) until CSI snapshots land")
+
+
+def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str, type_: str | None) -> dict:
+    """The task ``python -m lifeline.agent.jobs`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
+    plan: dict = {"v": 1, "operation": operation, "namespace": namespace, "policy": policy}
+    if operation == "backup":
+        plan["type"] = type_
+        plan["source"] = source_plan(namespace, policy, spec)
+        plan["tags"] = [f"policy={namespace}/{policy}"]
+    else:
+        r = spec.retention
+        plan["retention"] = {"last": r.keep_last, "daily": r.keep_daily, "weekly": r.keep_weekly,
+                             "monthly": r.keep_monthly, "yearly": r.keep_yearly}
+    plan["destinations"] = [destination_plan(i, d) for i, d in enumerate(spec.destinations)]
+    plan["key"] = key_plan(spec)
+    return plan
+
+
+# ---- pods --------------------------------------------------------------------------
+
+
+def _container_security() -> dict:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+def _resources(spec: BackupPolicySpec) -> dict:
+    res = spec.pod.resources
+    if res is None:
+        return json.loads(json.dumps(DEFAULT_RESOURCES))
+    return {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
+
+
+def _env(entry) -> dict:
+    if entry.value_from_secret is not None:
+        ref = entry.value_from_secret
+        return {"name": entry.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    return {"name": entry.name, "value": entry.value or ""}
+
+
+def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str, type_: str | None,
+             facts: Facts) -> dict:
+    plan = job_plan(namespace, policy, spec, operation, type_)
+    key_scheme, key_secret, key_key = parse_key_ref(spec.encryption.key_ref)
+    env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
+           {"name": "HOME", "value": "/tmp"}]
+    for i, dest in enumerate(spec.destinations):
+        if dest.s3 is not None:
+            for var, key in (("ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
+                env.append({"name": s3_env_prefix(i) + var,
+                            "valueFrom": {"secretKeyRef": {"name": dest.s3.credentials_secret, "key": key}}})
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    src = spec.source
+    claim = (src.pvc or src.continuous).claim_name if (src.pvc or src.continuous) and operation == "backup" else None
+    if claim:
+        mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    for i, dest in enumerate(spec.destinations):
+        if dest.filesystem is not None:
+            mounts.append({"name": f"dest-{i}", "mountPath": f"{DESTINATIONS_MOUNT}/{dest.name}"})
+            volumes.append({"name": f"dest-{i}", "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name}})
+    if key_secret:
+        mounts.append({"name": "key", "mountPath": KEY_MOUNT, "readOnly": True})
+        # World-readable inside the pod only (the agent copies it to a 0600 file); no fsGroup needed.
+        volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
+                                                  "items": [{"key": key_key, "path": key_key}]}})
+    resources = _resources(spec)
+    agent = {
+        "name": AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
+        "command": list(JOB_COMMAND), "args": [operation], "env": env, "resources": resources,
+        "securityContext": _container_security(), "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod: dict = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": key_scheme.startswith("vault"),
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": spec.pod.run_as_user or RUN_AS,
+            "runAsGroup": spec.pod.run_as_group if spec.pod.run_as_group is not None else RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [agent],
+        "volumes": volumes,
+    }
+    if src.command is not None and operation == "backup":
+        volumes.append({"name": "dump", "emptyDir": {}})
+        agent["volumeMounts"].append({"name": "dump", "mountPath": DUMP_MOUNT})
+        pod["initContainers"] = [{
+            "name": "prepare", "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
+            "command": list(JOB_COMMAND), "args": ["prepare", "--fifo", FIFO],
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "securityContext": _container_security(),
+            "volumeMounts": [{"name": "dump", "mountPath": DUMP_MOUNT}],
+        }]
+        pod["containers"].insert(0, {
+            "name": "dump", "image": src.command.image,
+            "command": ["/bin/sh", "-c", DUMP_SCRIPT, "lifeline-dump", *src.command.command],
+            "env": [_env(e) for e in src.command.env] + [{"name": "HOME", "value": "/tmp"}],
+            "resources": resources, "securityContext": _container_security(),
+            "volumeMounts": [{"name": "dump", "mountPath": DUMP_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        })
+    opts = spec.pod
+    if opts.service_account_name:
+        pod["serviceAccountName"] = opts.service_account_name
+    if opts.priority_class_name:
+        pod["priorityClassName"] = opts.priority_class_name
+    if opts.node_selector:
+        pod["nodeSelector"] = dict(opts.node_selector)
+    if opts.tolerations:
+        pod["tolerations"] = [t.wire() for t in opts.tolerations]
+    return pod
+
+
+def _deadline(spec: BackupPolicySpec, interval: int | None) -> int:
+    from lifeline.api.common import parse_duration
+
+    if spec.pod.active_deadline:
+        return int(parse_duration(spec.pod.active_deadline))
+    return min(86400, max(600, interval or 6 * 3600))
+
+
+def job_template(body: dict, spec: BackupPolicySpec, facts: Facts, operation: str, type_: str | None,
+                 interval: int | None, extra_labels: dict | None = None) -> dict:
+    meta = body["metadata"]
+    policy, namespace = meta["name"], meta.get("namespace", "")
+    component = "backup" if operation == "backup" else "prune"
+    lbl = {**labels(policy, component, type_), **(extra_labels or {})}
+    return {
+        "metadata": {"labels": lbl, "annotations": {ANN_POLICY: policy}},
+        "spec": {
+            "backoffLimit": spec.pod.backoff_limit if spec.pod.backoff_limit is not None else 1,
+            "activeDeadlineSeconds": _deadline(spec, interval),
+            "template": {
+                "metadata": {"labels": dict(lbl)},
+                "spec": pod_spec(namespace, policy, spec, operation, type_, facts),
+            },
+        },
+    }
+
+
+def _cronjob(body: dict, spec: BackupPolicySpec, facts: Facts, name: str, schedule: str, operation: str,
+             type_: str | None) -> dict:
+    meta = body["metadata"]
+    interval = interval_seconds(schedule)
+    component = "backup" if operation == "backup" else "prune"
+    cron: dict = {
+        "schedule": schedule,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": min(300, interval),
+        "suspend": bool(spec.suspend),
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": job_template(body, spec, facts, operation, type_,
+                                    interval if operation == "backup" else None),
+    }
+    if spec.schedule.time_zone:
+        cron["timeZone"] = spec.schedule.time_zone
+    return _stamp({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": name,
+            "namespace": meta.get("namespace", ""),
+            "labels": labels(meta["name"], component, type_),
+            "annotations": {ANN_POLICY: meta["name"]},
+            "ownerReferences": [owner_reference(body)],
+        },
+        "spec": cron,
+    })
+
+
+def plan(policy_body: dict, facts: Facts) -> list[dict]:
+    """Every CronJob the policy should have, complete and stamped with its spec hash.
+
+    Raises pydantic's ValidationError for an invalid spec and :class:`PlanError` for a
+    valid spec that still cannot be scheduled (the message says what to change).
+    """
+    spec = parse_spec(policy_body)
+    meta = policy_body["metadata"]
+    policy = meta["name"]
+    children = [
+        _cronjob(policy_body, spec, facts, child_name(policy, kind), expr, "backup", kind)
+        for kind, expr in schedules(spec)
+    ]
+    children.append(_cronjob(policy_body, spec, facts, child_name(policy, "prune"),
+                             prune_schedule(meta.get("namespace", ""), policy), "prune", None))
+    return children
+
+
+def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "incremental") -> dict:
+    """The Job a ``dr.lifeline.io/backup-now=<request>`` annotation runs (name fixed by the request)."""
+    spec = parse_spec(policy_body)
+    if type_ not in TYPES:
+        raise PlanError("Ready", "InvalidBackupNowType",
+                        f"annotation {ANN_BACKUP_NOW_TYPE}={type_!r}: use one of {', '.join(TYPES)}")
+    meta = policy_body["metadata"]
+    policy = meta["name"]
+    expr = getattr(spec.schedule, type_)
+    template = job_template(policy_body, spec, facts, "backup", type_, interval_seconds(expr) if expr else None,
+                            extra_labels={LABEL_TRIGGER: "on-demand"})
+    template["metadata"]["annotations"][ANN_BACKUP_NOW] = request
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": child_name(policy, f"now-{_short_hash(request, 8)}", JOB_NAME_MAX),
+            "namespace": meta.get("namespace", ""),
+            "labels": template["metadata"]["labels"],
+            "annotations": template["metadata"]["annotations"],
+            "ownerReferences": [owner_reference(policy_body)],
+        },
+        # A finished on-demand Job stays a week for `kubectl logs`, then the TTL controller removes it.
+        "spec": {**template["spec"], "ttlSecondsAfterFinished": 7 * 86400},
+    }
+    return json.loads(json.dumps(job))
+
+
+__all__ = [
+    "ANN_BACKUP_NOW", "ANN_BACKUP_NOW_TYPE", "ANN_HASH", "ANN_POLICY", "ANN_RECORDED", "ANN_RESULT", "Facts",
+    "LABEL_POLICY", "LABEL_TRIGGER", "LABEL_TYPE", "PlanError", "TYPES", "ValidationError", "child_name",
+    "interval_seconds", "job_plan", "label_value", "labels", "on_demand_job", "owner_reference", "parse_key_ref",
+    "parse_spec", "plan", "prune_schedule", "schedules", "spec_hash",
+]

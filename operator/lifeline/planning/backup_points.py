@@ -1,0 +1,237 @@
+"""Finished backup Jobs -> RecoveryPoints and recorded outcomes. Pure.
+
+The agent's Job writes a compact JSON summary (:mod:`lifeline.agent.jobs`) to its
+container's termination message; the operator reads it from the pod, and these
+functions turn it into the RecoveryPoint manifest and into the small outcome it
+stores on the Job (annotation ``dr.lifeline.io/result``) so the policy's status can
+be planned from the Jobs alone, after a restart too.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from lifeline import API_VERSION
+
+from . import backup
+
+RP_NAME_MAX = 253
+ANN_JOB = "dr.lifeline.io/job"
+ANN_JOB_UID = "dr.lifeline.io/job-uid"
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _condition(job: dict, type_: str) -> dict | None:
+    return next((c for c in (job.get("status") or {}).get("conditions") or []
+                 if c.get("type") == type_ and c.get("status") == "True"), None)
+
+
+def job_fact(job: dict) -> dict:
+    """What the controller keeps of a backup or prune Job (the value of its index)."""
+    meta = job.get("metadata") or {}
+    labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
+    status = job.get("status") or {}
+    complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
+    phase = "Succeeded" if complete else "Failed" if failed else "Running"
+    finished = complete or failed
+    result = None
+    if ann.get(backup.ANN_RESULT):
+        try:
+            result = json.loads(ann[backup.ANN_RESULT])
+        except ValueError:
+            result = None
+    return {
+        "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace"),
+        "policy": ann.get(backup.ANN_POLICY) or labels.get(backup.LABEL_POLICY),
+        "operation": "prune" if labels.get("app.kubernetes.io/component") == "prune" else "backup",
+        "type": labels.get(backup.LABEL_TYPE),
+        "trigger": "OnDemand" if labels.get(backup.LABEL_TRIGGER) == "on-demand" else "Schedule",
+        "backupNow": ann.get(backup.ANN_BACKUP_NOW),
+        "created": meta.get("creationTimestamp"),
+        "start": status.get("startTime") or meta.get("creationTimestamp"),
+        "completion": status.get("completionTime") or (finished or {}).get("lastTransitionTime"),
+        "phase": phase,
+        "reason": (failed or {}).get("reason"), "failMessage": (failed or {}).get("message"),
+        "recorded": ann.get(backup.ANN_RECORDED), "result": result,
+    }
+
+
+def parse_summary(message: str | None) -> dict | None:
+    """The agent's compact summary from a termination message; None when it is not one."""
+    if not message:
+        return None
+    try:
+        data = json.loads(message.strip())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("v") == 1 and data.get("op") in ("backup", "prune") else None
+
+
+def terminated(pod: dict, container: str = backup.AGENT) -> dict | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == container:
+            return (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+    return None
+
+
+def pod_report(pods: list[dict]) -> tuple[dict | None, str]:
+    """The newest pod's agent summary, and a sentence on how its containers ended."""
+    ended = [(p, terminated(p)) for p in pods]
+    ended = [(p, t) for p, t in ended if t]
+    if not ended:
+        return None, "no pod of the Job reported a finished agent container"
+    pod, state = max(ended, key=lambda pt: (pt[1].get("finishedAt") or "", pt[0]["metadata"].get("name", "")))
+    summary = parse_summary(state.get("message"))
+    parts = [f"agent exited {state.get('exitCode')}" + (f" ({state['reason']})" if state.get("reason") else "")]
+    dump = terminated(pod, "dump")
+    if dump is not None:
+        parts.append(f"dump exited {dump.get('exitCode')}" + (f" ({dump['reason']})" if dump.get("reason") else ""))
+    if summary is None and state.get("message"):
+        parts.append("last output: " + state["message"].strip().replace("\n", " ")[-300:])
+    return summary, "; ".join(parts)
+
+
+def point_name(policy: str, start: datetime, taken: set[str], type_: str) -> str:
+    """``<policy>-<yyyymmdd-hhmmss>`` of the backup's start; a second point in that second gets its type."""
+    stamp = start.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    head = policy[: RP_NAME_MAX - len(stamp) - 20]
+    name = f"{head}-{stamp}"
+    if name not in taken:
+        return name
+    name = f"{head}-{stamp}-{type_}"
+    n = 2
+    while name in taken:
+        name, n = f"{head}-{stamp}-{type_}-{n}", n + 1
+    return name
+
+
+def recovery_point(policy_body: dict, job: dict, summary: dict, name: str,
+                   parent: str | None, retain: bool) -> dict:
+    """The RecoveryPoint of one successful backup (every destination that took it is a copy)."""
+    meta = policy_body["metadata"]
+    policy = meta["name"]
+    copies = summary["ok"]
+    # The agent falls back to a full where a destination has no parent yet: when every copy did,
+    # the point is a full; when only some did, the point keeps the requested type and those
+    # copies say their own.
+    types = {c["t"] for c in copies}
+    type_ = copies[0]["t"] if len(types) == 1 else (summary.get("type") or copies[0]["t"])
+    spec = {
+        "policyName": policy,
+        "type": type_,
+        "copies": [],
+        "sizeBytes": int(summary.get("size") or 0),
+        "files": int(summary.get("files") or 0),
+        "chunks": {"total": int(copies[0]["chunks"][0]), "new": int(copies[0]["chunks"][1])},
+        "manifestChecksum": copies[0]["sum"],
+        "keyRef": summary.get("keyRef") or "unknown",
+        "startTime": summary["start"],
+        "completionTime": summary["end"],
+        "tags": {"job": job["name"], "trigger": job["trigger"]},
+    }
+    if parent:
+        spec["parent"] = parent
+    for c in copies:
+        copy_ = {"destination": c["d"], "repository": c["repo"], "snapshotId": c["id"],
+                 "storedBytes": int(c.get("stored") or 0), "manifestChecksum": c["sum"]}
+        if c["t"] != type_:
+            copy_["type"] = c["t"]
+        if c.get("p"):
+            copy_["parentSnapshotId"] = c["p"]
+        spec["copies"].append(copy_)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "RecoveryPoint",
+        "metadata": {
+            "name": name,
+            "namespace": meta.get("namespace", ""),
+            "labels": backup.labels(policy, "recovery-point", type_),
+            "annotations": {backup.ANN_POLICY: policy, ANN_JOB: job["name"], ANN_JOB_UID: job["uid"]},
+        },
+        "spec": spec,
+    }
+    if not retain:
+        body["metadata"]["ownerReferences"] = [{**backup.owner_reference(policy_body), "controller": False}]
+    return body
+
+
+def result_of(job: dict, summary: dict | None, report: str, point: str | None) -> dict:
+    """The compact outcome stored on the Job (``dr.lifeline.io/result``) once it is recorded."""
+    if job["operation"] == "prune":
+        return {"o": job["phase"], "op": "prune", "msg": report[:300],
+                "failed": {f["d"]: f.get("error", "")[:200] for f in (summary or {}).get("failed") or []}}
+    out = {"o": job["phase"], "op": "backup", "msg": report[:300]}
+    if summary:
+        out["start"], out["end"] = summary.get("start"), summary.get("end")
+        out["ok"] = [c["d"] for c in summary.get("ok") or []]
+        out["failed"] = {f["d"]: f.get("error", "")[:200] for f in summary.get("failed") or []}
+        out["rc"] = {f["d"]: f.get("rc") for f in summary.get("failed") or []}
+        if summary.get("error"):
+            out["error"] = summary["error"][:200]
+        if summary.get("ok"):
+            out["type"] = summary["ok"][0]["t"]
+    if point:
+        out["rp"] = point
+    return out
+
+
+def point_fact(rp: dict) -> dict:
+    """What the controller keeps of a RecoveryPoint (the value of its index)."""
+    meta, spec = rp.get("metadata") or {}, rp.get("spec") or {}
+    return {
+        "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace"),
+        "policy": spec.get("policyName"), "type": spec.get("type"),
+        "start": spec.get("startTime"), "completion": spec.get("completionTime"),
+        "copies": [(c.get("destination"), c.get("snapshotId")) for c in spec.get("copies") or []],
+        "offSiteDestinations": None,
+        "jobUid": (meta.get("annotations") or {}).get(ANN_JOB_UID),
+        "phase": (rp.get("status") or {}).get("phase"),
+        "ownerUids": [r.get("uid") for r in meta.get("ownerReferences") or []],
+        "ownerReferences": meta.get("ownerReferences") or [],
+    }
+
+
+def pruned_points(points: list[dict], forgot: dict[str, list[str]]) -> list[str]:
+    """Names of points every copy of which the prune forgot (ids compared by their first 16 digits)."""
+    gone = {d: {i[:16] for i in ids} for d, ids in forgot.items()}
+    out = []
+    for p in points:
+        copies = p["copies"]
+        if copies and all(d in gone and (sid or "")[:16] in gone[d] for d, sid in copies):
+            out.append(p["name"])
+    return out
+
+
+def plan_point_status(body: dict, now: str, pruned: bool = False):
+    """A RecoveryPoint's status: the generic Ready (is the spec valid) plus its phase.
+
+    Returns ``(patch or None, EventPlan or None)``; ``pruned`` marks the point Pruned for
+    good (every copy was forgotten by a prune). The phase is otherwise kept (verify, shred
+    and restore set Damaged or Shredded), Available when unset.
+    """
+    from lifeline.api import BY_KIND
+
+    from . import readiness
+
+    decision = readiness.plan(BY_KIND["RecoveryPoint"], body, now)
+    old = body.get("status") or {}
+    phase = "Pruned" if pruned else (old.get("phase") or "Available")
+    patch = dict(decision.patch or {})
+    if old.get("phase") != phase:
+        patch["phase"] = phase
+    event = decision.event
+    if pruned and old.get("phase") != "Pruned":
+        from .readiness import EventPlan
+
+        event = EventPlan("Normal", "Pruned", "retention forgot every copy of this recovery point")
+    return (patch or None), event

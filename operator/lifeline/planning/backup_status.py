@@ -1,0 +1,478 @@
+"""A BackupPolicy's whole status, from the policy and the facts around it. Pure.
+
+One writer per status: this planner folds the spec-validity ``Ready`` of
+:mod:`lifeline.planning.readiness` into the policy's own conditions:
+
+- ``Ready`` — the spec is valid and its CronJobs are in place (reason ``SpecValid``,
+  kept from the generic readiness contract), or why not (``InvalidSpec``,
+  ``ApplyFailed``, a plan error such as ``InvalidKeyRef``);
+- ``RPOAchievable`` — the longest gap between scheduled backups against the RPO,
+  with the arithmetic in the message; ``False`` is accepted, but loud;
+- ``RPOMet`` — the age of the newest recovery point's data against the RPO,
+  re-planned on a timer (the message names the moment it runs out, so it only
+  changes when the status flips);
+- ``SourceAvailable``, ``DestinationsReachable``, ``KeysAvailable`` — what the
+  referenced PVCs and Secrets and the latest backups say; a Vault key is not
+  checked by the operator yet (``Unknown`` until a backup used it);
+- ``OffSiteCopy`` — whether the newest recovery point has a copy off site.
+
+The planner returns the merge patch to write (``None`` when nothing changed) and
+the Events that go with the changes: Warnings on every condition turning False,
+Normal ones when it recovers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from lifeline.api import BY_KIND
+from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.api.common import format_duration
+from lifeline.api.validation import problems_in_spec
+
+from . import conditions
+from .backup import PlanError, parse_key_ref, schedules
+from .backup_points import parse_time, rfc3339
+from .backup_schedule import describe, longest_gap
+from .readiness import EventPlan
+
+INFO = BY_KIND["BackupPolicy"]
+READY = "Ready"
+ORDER = ("Ready", "RPOAchievable", "RPOMet", "SourceAvailable", "DestinationsReachable", "KeysAvailable",
+         "OffSiteCopy")
+RECOVERED = {"RPOMet": "RPORecovered"}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """What a lookup found: ``exists`` None means the lookup failed (``error`` says why)."""
+
+    exists: bool | None
+    keys: frozenset[str] = frozenset()
+    error: str | None = None
+
+
+@dataclass
+class Inputs:
+    now: datetime
+    refs: dict[str, Ref] = field(default_factory=dict)  # "pvc/<name>" and "secret/<name>"
+    jobs: list[dict] = field(default_factory=list)  # backup_points.job_fact() of this policy's Jobs
+    points: list[dict] = field(default_factory=list)  # backup_points.point_fact() of its RecoveryPoints
+    cron_jobs: list[tuple[str, str]] = field(default_factory=list)  # (name, schedule) in place
+    apply_error: str | None = None
+    plan_error: PlanError | None = None
+    backup_now_handled: str | None = None
+    # The parsed spec and its problems, when the caller has them already (they only change with
+    # the generation; validating cron expressions is the expensive part of a plan).
+    spec: BackupPolicySpec | None = None
+    problems: list | None = None
+
+
+@dataclass
+class StatusPlan:
+    patch: dict | None
+    events: list[EventPlan]
+    valid: bool
+    data_age_seconds: float | None = None
+    rpo_target_seconds: float | None = None
+    achievable: bool | None = None
+
+
+def required_refs(spec: BackupPolicySpec) -> list[str]:
+    """Every ``pvc/<name>`` and ``secret/<name>`` the policy's Jobs need."""
+    refs: list[str] = []
+    src = spec.source
+    for claim in (src.pvc, src.continuous):
+        if claim is not None:
+            refs.append(f"pvc/{claim.claim_name}")
+    if src.command is not None:
+        refs += [f"secret/{e.value_from_secret.name}" for e in src.command.env if e.value_from_secret]
+    for d in spec.destinations:
+        if d.s3 is not None:
+            refs.append(f"secret/{d.s3.credentials_secret}")
+        else:
+            refs.append(f"pvc/{d.filesystem.claim_name}")
+    try:
+        scheme, secret, _ = parse_key_ref(spec.encryption.key_ref)
+    except PlanError:
+        secret = None
+    if secret:
+        refs.append(f"secret/{secret}")
+    return list(dict.fromkeys(refs))
+
+
+# ---- the conditions ------------------------------------------------------------------
+
+
+def _achievable(spec: BackupPolicySpec, rpo: float) -> tuple[dict, int]:
+    gap = longest_gap(tuple(schedules(spec)))
+    where = f"after the {gap.after} run '{gap.expression}'"
+    if gap.seconds <= rpo:
+        return (conditions.make("RPOAchievable", True, "ScheduleMeetsRPO",
+                                f"the longest gap between scheduled backups is {describe(gap.seconds)}, {where}; "
+                                f"within the RPO of {describe(rpo)}", None), gap.seconds)
+    ratio = gap.seconds / rpo if rpo else float("inf")
+    text = (f"the longest gap between scheduled backups is {describe(gap.seconds)}, {where}; the RPO is "
+            f"{describe(rpo)}: up to {format_duration(gap.seconds)} of data could be lost, {ratio:.1f}x the "
+            f"objective. Schedule a backup at least every {format_duration(rpo)}, or raise spec.objectives.rpo")
+    if rpo < 60:
+        text += ("; no cron schedule runs more than once a minute: only a continuous (log-shipping) source "
+                 f"can meet an RPO of {format_duration(rpo)}")
+    return conditions.make("RPOAchievable", False, "ScheduleTooSparse", text, None), gap.seconds
+
+
+def _rpo_met(rpo: float, data_time: datetime | None, created: datetime | None, now: datetime) -> dict:
+    r = describe(rpo)
+    if data_time is None:
+        since = created or now
+        runs_out = rfc3339(since + timedelta(seconds=rpo))
+        if (now - since).total_seconds() > rpo:
+            return conditions.make("RPOMet", False, "NoSuccessfulBackup",
+                                   f"no successful backup since the policy was created at {rfc3339(since)}; "
+                                   f"the RPO of {r} ran out at {runs_out}", None)
+        return conditions.make("RPOMet", None, "AwaitingFirstBackup",
+                               f"no successful backup yet; the RPO of {r} runs out at {runs_out}", None)
+    limit = data_time + timedelta(seconds=rpo)
+    if now <= limit:
+        return conditions.make("RPOMet", True, "WithinRPO",
+                               f"the newest recovery point holds data as of {rfc3339(data_time)}: within the RPO "
+                               f"of {r} until {rfc3339(limit)}", None)
+    return conditions.make("RPOMet", False, "RPOBreached",
+                           f"the newest recovery point holds data as of {rfc3339(data_time)}: the RPO of {r} ran "
+                           f"out at {rfc3339(limit)}. Look at the latest backup Jobs and the policy's Events", None)
+
+
+def _secret_problem(ref: Ref | None, ns: str, name: str, need: tuple[str, ...], what: str) -> tuple[str, str] | None:
+    if ref is None or ref.exists is None:
+        return None
+    if not ref.exists:
+        return "SecretNotFound", f"{what}: Secret {ns}/{name} does not exist: create it" + (
+            f" with the keys {', '.join(need)}" if need else "")
+    missing = [k for k in need if k not in ref.keys]
+    if missing:
+        return "SecretKeyMissing", (f"{what}: Secret {ns}/{name} has no key {', '.join(missing)} "
+                                    f"(it has: {', '.join(sorted(ref.keys)) or 'none'})")
+    return None
+
+
+def _pvc_problem(ref: Ref | None, ns: str, name: str, what: str, field_: str) -> tuple[str, str] | None:
+    if ref is None or ref.exists is None or ref.exists:
+        return None
+    return "PVCNotFound", f"{what}: PersistentVolumeClaim {ns}/{name} does not exist: create it, or fix {field_}"
+
+
+def _source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
+    if x.plan_error is not None and x.plan_error.condition == "SourceAvailable":
+        return conditions.make("SourceAvailable", False, x.plan_error.reason, x.plan_error.message, None)
+    src = spec.source
+    claim = src.pvc or src.continuous
+    if claim is not None:
+        field_ = "spec.source.pvc.claimName" if src.pvc else "spec.source.continuous.claimName"
+        ref = x.refs.get(f"pvc/{claim.claim_name}")
+        problem = _pvc_problem(ref, ns, claim.claim_name, "source", field_)
+        if problem:
+            return conditions.make("SourceAvailable", False, *problem, None)
+        if ref is None or ref.exists is None:
+            return conditions.make("SourceAvailable", None, "LookupFailed",
+                                   f"could not look up PersistentVolumeClaim {ns}/{claim.claim_name}: "
+                                   f"{(ref.error if ref else None) or 'not looked up yet'}", None)
+        extra = "" if src.pvc else "; continuous shipping is not implemented yet: the directory is backed up on " \
+                                   "the schedules like a pvc source"
+        return conditions.make("SourceAvailable", True, "PVCFound",
+                               f"PersistentVolumeClaim {claim.claim_name} exists; backups mount it read-only{extra}",
+                               None)
+    cmd = src.command
+    for e in cmd.env:
+        if e.value_from_secret:
+            ref = x.refs.get(f"secret/{e.value_from_secret.name}")
+            problem = _secret_problem(ref, ns, e.value_from_secret.name, (e.value_from_secret.key,),
+                                      f"source: env {e.name} of the dump command")
+            if problem:
+                return conditions.make("SourceAvailable", False, *problem, None)
+    return conditions.make("SourceAvailable", True, "DumpCommand",
+                           f"the dump runs {' '.join(cmd.command)!r} in image {cmd.image} (it needs /bin/sh; "
+                           "its stdout is streamed to the agent through a FIFO)", None)
+
+
+def _destinations(spec: BackupPolicySpec, ns: str, x: Inputs, dest_status: list[dict]) -> dict:
+    problems = []
+    for d in spec.destinations:
+        if d.s3 is not None:
+            p = _secret_problem(x.refs.get(f"secret/{d.s3.credentials_secret}"), ns, d.s3.credentials_secret,
+                                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                                f"destination {d.name} (S3 credentials)")
+        else:
+            p = _pvc_problem(x.refs.get(f"pvc/{d.filesystem.claim_name}"), ns, d.filesystem.claim_name,
+                             f"destination {d.name}", "its filesystem.claimName")
+        if p:
+            problems.append(p)
+    if problems:
+        return conditions.make("DestinationsReachable", False, problems[0][0], "; ".join(m for _, m in problems), None)
+    failed = [d for d in dest_status if d.get("lastOutcome") == "Failed"]
+    if failed:
+        text = "; ".join(f"{d['name']}: the latest backup failed there: {d.get('message') or 'no reason given'}"
+                         for d in failed)
+        return conditions.make("DestinationsReachable", False, "DestinationFailed", text, None)
+    tried = [d for d in dest_status if d.get("lastOutcome") == "Succeeded"]
+    if tried and len(tried) == len(dest_status):
+        return conditions.make("DestinationsReachable", True, "LatestBackupsStored",
+                               "every destination took its latest backup: " + ", ".join(d["name"] for d in tried),
+                               None)
+    if tried:
+        untried = [d["name"] for d in dest_status if d.get("lastOutcome") is None]
+        return conditions.make("DestinationsReachable", None, "NotAllTried",
+                               f"no backup has reached {', '.join(untried)} yet", None)
+    return conditions.make("DestinationsReachable", None, "NotProbedYet",
+                           "no backup has reached a destination yet; Lifeline learns reachability from backups "
+                           "(there is no active probe yet)", None)
+
+
+def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None, last_result: dict | None) -> dict:
+    if x.plan_error is not None and x.plan_error.condition == "KeysAvailable":
+        return conditions.make("KeysAvailable", False, x.plan_error.reason, x.plan_error.message, None)
+    ref = spec.encryption.key_ref
+    scheme, secret, key = parse_key_ref(ref)
+    if last_result and last_result.get("o") == "Failed" and last_result.get("rc") and \
+            all(rc == 4 for rc in last_result["rc"].values()):
+        errors = "; ".join(f"{d}: {e}" for d, e in (last_result.get("failed") or {}).items())
+        return conditions.make("KeysAvailable", False, "KeyRefused",
+                               f"the latest backup could not use the key {ref}: {errors}", None)
+    if secret:
+        problem = _secret_problem(x.refs.get(f"secret/{secret}"), ns, secret, (key,), f"encryption.keyRef {ref}")
+        if problem:
+            reason, text = problem
+            return conditions.make("KeysAvailable", False, "KeySecretNotFound" if reason == "SecretNotFound"
+                                   else reason, text, None)
+        looked = x.refs.get(f"secret/{secret}")
+        if looked is None or looked.exists is None:
+            return conditions.make("KeysAvailable", None, "LookupFailed",
+                                   f"could not look up Secret {ns}/{secret}: "
+                                   f"{(looked.error if looked else None) or 'not looked up yet'}", None)
+        return conditions.make("KeysAvailable", True, "KeySecretFound",
+                               f"the key-encryption key is in Secret {secret}, key {key}", None)
+    if last_backup and last_backup.get("outcome") == "Succeeded":
+        return conditions.make("KeysAvailable", True, "UsedByLatestBackup",
+                               f"the latest backup used the key {ref}; the operator does not check {scheme} keys "
+                               "itself yet", None)
+    return conditions.make("KeysAvailable", None, "NotCheckedYet",
+                           f"{scheme} keys are not checked by the operator yet (the Vault check has not landed); "
+                           "the first backup shows whether the key can be used", None)
+
+
+def _off_site(spec: BackupPolicySpec, newest: dict | None, dest_status: list[dict]) -> dict:
+    off = [d.name for d in spec.destinations if d.off_site]
+    if not off:
+        return conditions.make("OffSiteCopy", False, "NoOffSiteDestination",
+                               "no destination is marked offSite: losing this site loses every copy; add a "
+                               "destination in another site with offSite: true", None)
+    if newest is None:
+        return conditions.make("OffSiteCopy", None, "NoBackupYet", "no recovery point yet", None)
+    held = [d for d, _ in newest["copies"] if d in off]
+    if held:
+        return conditions.make("OffSiteCopy", True, "OffSiteCopyStored",
+                               f"the newest recovery point {newest['name']} has an off-site copy at "
+                               f"{', '.join(held)}", None)
+    why = "; ".join(f"{d['name']}: {d.get('message')}" for d in dest_status
+                    if d["name"] in off and d.get("lastOutcome") == "Failed")
+    return conditions.make("OffSiteCopy", False, "NoOffSiteCopy",
+                           f"the newest recovery point {newest['name']} has no off-site copy"
+                           + (f" ({why})" if why else ""), None)
+
+
+# ---- last backup, destinations ----------------------------------------------------------------
+
+
+def _job_key(job: dict) -> tuple:
+    return (job.get("start") or "", job.get("created") or "", job.get("name") or "")
+
+
+def _last_backup(job: dict) -> dict:
+    lb = {"job": job["name"], "trigger": job["trigger"], "startTime": job["start"]}
+    if job.get("type"):
+        lb["type"] = job["type"]
+    if job["phase"] == "Running":
+        lb.update(outcome="Running", message=f"Job {job['name']} is running")
+        return lb
+    r = job.get("result") or {}
+    lb["outcome"] = r.get("o") or job["phase"]
+    if r.get("type"):
+        lb["type"] = r["type"]
+    if job.get("completion"):
+        lb["completionTime"] = job["completion"]
+    if r.get("rp"):
+        lb["recoveryPoint"] = r["rp"]
+    failed = r.get("failed") or {}
+    if lb["outcome"] == "Succeeded":
+        text = f"stored at {', '.join(r.get('ok') or [])}" if r.get("ok") else r.get("msg", "")
+        if failed:
+            text += "; failed at " + "; ".join(f"{d}: {e}" for d, e in failed.items())
+    else:
+        text = r.get("error") or ("; ".join(f"{d}: {e}" for d, e in failed.items()) if failed else "")
+        if not text:  # no summary from the agent: what the Job and its pod said
+            text = r.get("msg") or job.get("failMessage") or "the Job failed"
+            if job.get("reason") and job["reason"] not in text:
+                text = f"{job['reason']}: {text}"
+    lb["message"] = text[:1000]
+    return lb
+
+
+def _destination_status(spec: BackupPolicySpec, stored: list[dict], jobs: list[dict]) -> list[dict]:
+    by_name = {d["name"]: dict(d) for d in stored or []}
+    for job in jobs:
+        r, t = job.get("result") or {}, job.get("completion")
+        if not t:
+            continue
+        for name in r.get("ok") or []:
+            entry = by_name.setdefault(name, {"name": name})
+            if (entry.get("lastAttemptTime") or "") <= t:
+                entry.update(lastOutcome="Succeeded", lastAttemptTime=t, lastSuccessTime=t)
+                entry.pop("message", None)
+        for name, error in (r.get("failed") or {}).items():
+            entry = by_name.setdefault(name, {"name": name})
+            if (entry.get("lastAttemptTime") or "") <= t:
+                entry.update(lastOutcome="Failed", lastAttemptTime=t, message=error or "no reason given")
+    out = []
+    for d in spec.destinations:
+        entry = {k: v for k, v in by_name.get(d.name, {}).items() if k != "offSite"}
+        out.append({"name": d.name, "offSite": d.off_site, **{k: v for k, v in entry.items() if k != "name"}})
+    return out
+
+
+# ---- the plan ----------------------------------------------------------------------------------
+
+
+def merge_patch(old: dict, new: dict) -> dict:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (top level and nested objects)."""
+    patch = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            if isinstance(value, dict) and isinstance(old[key], dict):
+                patch[key] = merge_patch(old[key], value)
+            else:
+                patch[key] = value
+    return patch
+
+
+def _events(old_conds: list[dict], new_conds: list[dict]) -> list[EventPlan]:
+    events = []
+    for new in new_conds:
+        type_ = new["type"]
+        old = conditions.find(old_conds, type_)
+        if type_ == READY:
+            if new["status"] == "False" and (old is None or old.get("message") != new["message"]
+                                             or old.get("status") != "False"):
+                events.append(EventPlan("Warning", new["reason"], new["message"]))
+            elif new["status"] == "True" and old is not None and old.get("status") == "False":
+                events.append(EventPlan("Normal", "SpecValid", "BackupPolicy spec is valid again"))
+            continue
+        if new["status"] == "False" and (old is None or old.get("status") != "False"
+                                         or old.get("reason") != new["reason"]):
+            events.append(EventPlan("Warning", new["reason"], new["message"]))
+        elif new["status"] == "True" and old is not None and old.get("status") == "False":
+            events.append(EventPlan("Normal", RECOVERED.get(type_, new["reason"]), new["message"]))
+    return events
+
+
+def _merged(old_conds: list[dict], wanted: list[dict], generation, now: str) -> list[dict]:
+    merged = list(old_conds)
+    for cond in wanted:
+        cond = dict(cond, observedGeneration=generation)
+        merged = conditions.merge(merged, cond, now)
+    return merged
+
+
+def plan_status(body: dict, x: Inputs) -> StatusPlan:
+    meta, old = body.get("metadata") or {}, body.get("status") or {}
+    generation = meta.get("generation")
+    ns = meta.get("namespace", "")
+    now_s = rfc3339(x.now)
+    old_conds = old.get("conditions") or []
+    problems = x.problems if x.problems is not None else problems_in_spec(INFO, body.get("spec"))[1]
+
+    if problems:
+        ready = conditions.make(READY, False, "InvalidSpec", "; ".join(str(p) for p in problems), generation)
+        new = dict(old, observedGeneration=generation, conditions=_merged(old_conds, [ready], generation, now_s))
+        patch = merge_patch(old, new) or None
+        return StatusPlan(patch, _events(old_conds, [ready]) if patch else [], valid=False)
+
+    spec = x.spec or BackupPolicySpec.model_validate(body["spec"])
+    rpo = spec.rpo_seconds
+
+    # Ready
+    if x.apply_error:
+        ready = conditions.make(READY, False, "ApplyFailed", x.apply_error, None)
+    elif x.plan_error is not None and x.plan_error.reason != "VolumeSnapshotNotImplemented":
+        ready = conditions.make(READY, False, x.plan_error.reason, x.plan_error.message, None)
+    elif x.plan_error is not None:
+        ready = conditions.make(READY, True, "SpecValid",
+                                f"BackupPolicy spec is valid; nothing is scheduled: {x.plan_error.message}", None)
+    else:
+        runs = ", ".join(f"{n} ({s})" for n, s in x.cron_jobs)
+        verb = "suspended (no new backups start)" if spec.suspend else "scheduled"
+        ready = conditions.make(READY, True, "SpecValid", f"BackupPolicy spec is valid; {verb}: {runs}", None)
+
+    # Backups: the newest Job that is running or recorded, the destinations, the points
+    backup_jobs = sorted((j for j in x.jobs if j["operation"] == "backup"), key=_job_key)
+    known = [j for j in backup_jobs if j["phase"] == "Running" or j.get("recorded")]
+    last_backup = old.get("lastBackup")
+    newest_job = known[-1] if known else None
+    if newest_job is not None and (last_backup is None
+                                   or (newest_job["start"] or "") >= (last_backup.get("startTime") or "")):
+        last_backup = _last_backup(newest_job)
+    last_result = (newest_job or {}).get("result") if newest_job and last_backup and \
+        last_backup.get("job") == newest_job["name"] else None
+    dest_status = _destination_status(spec, old.get("destinations") or [],
+                                      [j for j in backup_jobs if j.get("recorded") and j.get("result")])
+
+    available = [p for p in x.points if p.get("phase") != "Pruned" and p.get("completion")]
+    newest_point = max(available, key=lambda p: (parse_time(p["start"]), p["name"])) if available else None
+    last_success = max((parse_time(p["completion"]) for p in available), default=None)
+    stored_success = parse_time(old.get("lastSuccessfulBackupTime"))
+    if stored_success and (last_success is None or stored_success > last_success):
+        last_success = stored_success
+    data_time = parse_time(newest_point["start"]) if newest_point else stored_success
+    created = parse_time(meta.get("creationTimestamp"))
+
+    achievable, gap = _achievable(spec, rpo)
+    wanted = [
+        ready,
+        achievable,
+        _rpo_met(rpo, data_time, created, x.now),
+        _source(spec, ns, x),
+        _destinations(spec, ns, x, dest_status),
+        _keys(spec, ns, x, last_backup, last_result),
+        _off_site(spec, newest_point, dest_status),
+    ]
+    new_conds = _merged(old_conds, wanted, generation, now_s)
+
+    new = {k: v for k, v in old.items()}
+    new.update(observedGeneration=generation, conditions=new_conds, rpoTargetSeconds=int(rpo),
+               scheduleIntervalSeconds=gap, recoveryPoints=len(available),
+               cronJobs=[n for n, _ in x.cron_jobs], destinations=dest_status)
+    for key, value in (("lastBackup", last_backup), ("lastSuccessfulBackupTime", rfc3339(last_success)),
+                       ("backupNowHandled", x.backup_now_handled or old.get("backupNowHandled"))):
+        if value is None:
+            new.pop(key, None)
+        else:
+            new[key] = value
+
+    # currentRPOSeconds: exact whenever the status is written anyway; otherwise refreshed only
+    # when it drifted by a quarter of the RPO (at least a minute), so the timer rarely writes.
+    age = max(0.0, (x.now - data_time).total_seconds()) if data_time else None
+    new.pop("currentRPOSeconds", None)
+    rest_old = {k: v for k, v in old.items() if k != "currentRPOSeconds"}
+    if age is not None:
+        stored_age = old.get("currentRPOSeconds")
+        quantum = max(60.0, rpo / 4)
+        if new != rest_old or stored_age is None or abs(age - stored_age) >= quantum:
+            new["currentRPOSeconds"] = int(age)
+        else:
+            new["currentRPOSeconds"] = stored_age
+    patch = merge_patch(old, new) or None
+    events = _events(old_conds, [dict(c, observedGeneration=generation) for c in wanted]) if patch else []
+    return StatusPlan(patch, events, valid=True, data_age_seconds=age, rpo_target_seconds=rpo,
+                      achievable=achievable["status"] == "True")
