@@ -267,13 +267,15 @@ class JobRunner:
         command = list(container.get("command") or [])
         args = list(container.get("args") or [])
         agent = AGENT_IMAGE_HINT in container.get("image", "")
+        # This machine's interpreter is not a path inside the pod: never map it through the mounts
+        # (a checkout under /tmp would otherwise land inside the pod's /tmp emptyDir).
         if not command:
             if not agent:
                 raise RunnerError(f"container {container['name']}: an image's entry point is unknown here; "
                                   "give a command")
-            command = [sys.executable, "-m", "lifeline.cli"]
-        elif agent and command[0] in ("python", "python3"):
-            command[0] = sys.executable
+            return [sys.executable, "-m", "lifeline.cli", *(rewrite(a) for a in args)]
+        if agent and command[0] in ("python", "python3"):
+            return [sys.executable, *(rewrite(a) for a in command[1:] + args)]
         return [rewrite(a) for a in command + args]
 
     async def _container(self, namespace: str, container: dict, local: dict[str, Path], root: Path,
