@@ -175,6 +175,7 @@ async def main() -> int:
     ap.add_argument("--policies", type=int, default=1000)
     ap.add_argument("--namespaces", type=int, default=10)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the operators' logs even when all goals are met")
     ap.add_argument("--slow-emulator", action="store_true",
                     help="keep kmock's request dispatch as is (it costs O(requests so far) per request)")
     args = ap.parse_args()
@@ -289,8 +290,12 @@ async def main() -> int:
               f"{out['resync_reads']} reads, {out['resync_requests']} requests in all")
         print(f"  operator peak memory        {out['peak_rss_mib']} MiB (first run {out['peak_rss_mib_first']}, "
               f"resync {out['peak_rss_mib_resync']}; goal < 300 MiB)")
-        print(f"  logs in {workdir}")
+        print(f"  logs in {workdir}" + ("" if args.keep_logs else " (removed when every goal is met)"))
     ok = out["ready_seconds"] < 60 and out["resync_writes"] == 0 and out["peak_rss_mib"] < 300
+    if ok and not args.keep_logs:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -2,6 +2,8 @@
 operator records what it did as a RecoveryPoint, in the policy's status, Events and metrics."""
 from __future__ import annotations
 
+import kmock
+
 from lifeline.api import BY_KIND
 from lifeline.planning import conditions
 from tests.integration.operator_harness import metric, running_operator
@@ -21,14 +23,8 @@ def cond(obj, type_):
 
 
 def points(emulator, policy_name="pacs"):
-    return sorted((o for (r, ns, n), o in emulator._objects_of() if r == emulator_resource(POINT)
-                   and o["spec"]["policyName"] == policy_name), key=lambda o: o["spec"]["startTime"])
-
-
-def emulator_resource(res):
-    import kmock
-
-    return kmock.resource(res)
+    return sorted((o for _, o in emulator._objects_of(kmock.resource(POINT))
+                   if o["spec"]["policyName"] == policy_name), key=lambda o: o["spec"]["startTime"])
 
 
 async def settled(emulator, name="pacs"):
@@ -116,3 +112,23 @@ async def test_a_failed_destination_is_reported_without_hiding_the_other(
                                                tier="B", destination="offsite", reason="DestinationFailed") == 1)
         await wait_event(emulator, "pacs", "DestinationFailed")
         await wait_event(emulator, "pacs", "NoOffSiteCopy")
+
+
+async def test_retention_prunes_the_repositories_and_the_catalogue_follows(
+        emulator, kubeconfig, api, cluster, runner, clock):
+    body = policy(retention={"keepLast": 1, "keepDaily": 0, "keepWeekly": 0, "keepMonthly": 0, "keepYearly": 0})
+    async with running_operator(kubeconfig, emulator, clock=clock):
+        await api.create(body)
+        await settled(emulator)
+        for kind in ("full", "incremental"):
+            assert (await runner.trigger(NS, f"pacs-{kind}")).phase == "Succeeded"
+            clock.advance(900)
+        await emulator.wait_for(lambda: stored(emulator)["status"].get("recoveryPoints") == 2, timeout=20)
+        pruned = await runner.trigger(NS, "pacs-prune")
+        assert pruned.phase == "Succeeded", pruned.containers["agent"].log.read_text()
+        obj = await emulator.wait_for(lambda: (o := stored(emulator)) and o["status"].get("recoveryPoints") == 1
+                                      and o, timeout=20)
+        old, new = points(emulator)
+        assert old["status"]["phase"] == "Pruned" and new["status"]["phase"] == "Available"
+        assert obj["status"]["lastBackup"]["recoveryPoint"] == new["metadata"]["name"]
+        await wait_event(emulator, old["metadata"]["name"], "Pruned")

@@ -94,7 +94,7 @@ async def _now(args) -> int:
         except KubeError as exc:
             print(f"lifeline backup now: {exc}", file=sys.stderr)
             return 1 if exc.status != 404 else 2
-        job = backup.child_name(args.name, f"now-{backup._short_hash(value, 8)}", backup.JOB_NAME_MAX)
+        job = backup.on_demand_name(args.name, value)
         print(f"asked for a {args.type} backup of {namespace}/{args.name} ({backup.ANN_BACKUP_NOW}={value}); "
               f"its Job will be {job}")
         if not args.wait:

@@ -26,6 +26,7 @@ import copy
 import fnmatch
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 
@@ -65,13 +66,28 @@ def _rv(obj: dict | None) -> int:
         return 0
 
 
+# What is compared besides the spec hash, to put right a CronJob someone edited by hand (other
+# fields are compared by the hash only: a real API server adds defaults to the pod template).
+CRONJOB_FIELDS = ("schedule", "suspend", "timeZone", "concurrencyPolicy")
+
+
+# Vault settings the operator passes on to Jobs whose key is in Vault: never a secret (tokens come
+# from the pod's service account through Kubernetes auth, or a Secret the user mounts).
+VAULT_SETTINGS = ("VAULT_ADDR", "BAO_ADDR", "VAULT_NAMESPACE", "BAO_NAMESPACE", "LIFELINE_VAULT_AUTH",
+                  "LIFELINE_VAULT_ROLE", "LIFELINE_VAULT_TIMEOUT", "LIFELINE_VAULT_RETRIES")
+
+
+def vault_env() -> tuple[tuple[str, str], ...]:
+    return tuple((k, os.environ[k]) for k in VAULT_SETTINGS if os.environ.get(k))
+
+
 def cronjob_fact(body) -> dict:
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     return {
         "name": meta.get("name"), "resourceVersion": meta.get("resourceVersion"),
         "hash": (meta.get("annotations") or {}).get(backup.ANN_HASH),
         "owners": [r.get("uid") for r in meta.get("ownerReferences") or []],
-        "fields": {k: spec.get(k) for k in ("schedule", "suspend", "timeZone", "concurrencyPolicy")},
+        "fields": {k: spec.get(k) for k in CRONJOB_FIELDS},
     }
 
 
@@ -106,12 +122,13 @@ class RefCache:
             self._seen[key] = (started, found)
         return found
 
-    async def get(self, namespace: str, refs: list[str], fresh: bool = False) -> dict[str, Ref]:
+    async def get(self, namespace: str, refs: list[str], newer_than: float = 0.0) -> dict[str, Ref]:
+        """The refs' facts, looked up again when older than ``ttl`` or than ``newer_than`` (monotonic)."""
         now = time.monotonic()
         out, todo = {}, []
         for ref in refs:
             seen = self._seen.get((namespace, ref))
-            if seen and not fresh and now - seen[0] < self.ttl and seen[1].exists is not None:
+            if seen and seen[0] >= newer_than and now - seen[0] < self.ttl and seen[1].exists is not None:
                 out[ref] = seen[1]
             else:
                 todo.append(ref)
@@ -171,7 +188,8 @@ class BackupController:
     def __init__(self, ctx):
         self.ctx = ctx
         self.kube = ctx.kube
-        self.facts = backup.Facts(ctx.options.agent_image)
+        self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
+        self._key_checks: dict[str, asyncio.Future] = {}
         self.refs = RefCache(ctx.kube, ctx.options.facts_ttl)
         self.locks: dict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.stores = {
@@ -188,7 +206,7 @@ class BackupController:
         self._children: dict[tuple, object] = {}  # (uid, generation) -> manifests | PlanError | ValidationError
         self._applied: dict[tuple, tuple] = {}  # (ns, name) -> (cron jobs, apply error, plan error)
         self._written: dict[tuple, dict] = {}  # (ns, name) -> the policy as our last status write returned it
-        self._looked_up: dict[tuple, int] = {}  # (ns, name) -> generation whose refs were looked up
+        self._looked_up: dict[tuple, tuple] = {}  # (ns, name) -> (generation, when it was first seen)
         # CronJobs written but not yet seen back through the watch: (ns, name) -> spec hash, and
         # the resourceVersion a replace started from (a newer one means the watch caught up)
         self._pending: dict[tuple, str] = {}
@@ -225,9 +243,11 @@ class BackupController:
         found = self._values("backup_policies", (namespace, name))
         body = found[0] if found else None
         written = self._written.get((namespace, name))
-        if body is not None and written is not None and _rv(written) > _rv(body) and \
-                written["metadata"].get("uid") == body["metadata"].get("uid"):
-            body = dict(body, status=written.get("status"))  # the watch has not brought our write back yet
+        if body is not None and written is not None:
+            if _rv(written) > _rv(body) and written["metadata"].get("uid") == body["metadata"].get("uid"):
+                body = dict(body, status=written.get("status"))  # the watch has not brought our write back yet
+            else:
+                self._written.pop((namespace, name), None)
         return body
 
     # ---- metrics ---------------------------------------------------------------------------
@@ -240,6 +260,9 @@ class BackupController:
         self.ctx.metrics.forget("BackupPolicy", namespace, name)
         for store in (self._applied, self._written, self._looked_up):
             store.pop((namespace, name), None)
+        lock = self.locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            del self.locks[(namespace, name)]
 
     # ---- the reconcile ---------------------------------------------------------------------
 
@@ -251,7 +274,10 @@ class BackupController:
             _, problems = problems_in_spec(POLICY, body.get("spec"))
             spec = None if problems else BackupPolicySpec.model_validate(body["spec"])
             try:
-                desired = backup.plan(body, self.facts)
+                # Only what tells a CronJob apart is kept; the manifests are rendered again to write one.
+                desired = [{"name": m["metadata"]["name"], "hash": m["metadata"]["annotations"][backup.ANN_HASH],
+                            "spec": {k: m["spec"].get(k) for k in CRONJOB_FIELDS}}
+                           for m in backup.plan(body, self.facts)]
             except (ValidationError, backup.PlanError) as exc:
                 desired = exc
             self._children[key] = (desired, spec, problems)
@@ -283,29 +309,52 @@ class BackupController:
                 plan_error = desired if isinstance(desired, backup.PlanError) else None
                 manifests = [] if plan_error else desired
                 apply_error = await self._apply(body, manifests)
-                cron_jobs = [(m["metadata"]["name"], m["spec"]["schedule"]) for m in manifests]
+                cron_jobs = [(m["name"], m["spec"]["schedule"]) for m in manifests]
                 self._applied[key] = (cron_jobs, apply_error, plan_error)
                 inputs.backup_now_handled = await self._backup_now(body)
                 await self.sync_owners(body, self._values("backup_points", key))
             inputs.cron_jobs, inputs.apply_error, inputs.plan_error = self._applied[key]
-            fresh = self._looked_up.get(key) != meta.get("generation")
-            inputs.refs = await self.refs.get(namespace, backup_status.required_refs(spec), fresh=fresh)
-            self._looked_up[key] = meta.get("generation")
+            # A new generation (a new policy, or a changed spec) looks its references up again; other
+            # policies' lookups made since then count (many policies share a Secret).
+            seen = self._looked_up.get(key)
+            if seen is None or seen[0] != meta.get("generation"):
+                seen = self._looked_up[key] = (meta.get("generation"), time.monotonic())
+            inputs.refs = await self.refs.get(namespace, backup_status.required_refs(spec), newer_than=seen[1])
             inputs.jobs = self._values("backup_jobs", key)
             inputs.points = self._values("backup_points", key)
+            inputs.key_check = await self.key_check(spec.encryption.key_ref)
         plan = backup_status.plan_status(body, inputs)
         self._observe(body, plan)
         if plan.patch is None:
             self.ctx.metrics.reconciles.labels("BackupPolicy", "unchanged").inc()
             return
         written = await self.kube.patch_status(POLICY, namespace, name, plan.patch)
-        if isinstance(written, dict):
-            self._written[key] = written
+        if isinstance(written, dict):  # kept until the watch brings the write back (see policy())
+            self._written[key] = {"metadata": {k: written["metadata"].get(k) for k in ("uid", "resourceVersion")},
+                                  "status": written.get("status")}
         self.ctx.metrics.reconciles.labels("BackupPolicy", "written").inc()
         stamp = rfc3339(now)
         for ev in plan.events:
-            await self.kube.emit_event(ObjectRef.of(written if isinstance(written, dict) else body),
-                                       ev.type, ev.reason, ev.message, stamp)
+            await self.kube.emit_event(ObjectRef.of(body), ev.type, ev.reason, ev.message, stamp)
+
+    async def key_check(self, ref: str) -> tuple[str, str, str] | None:
+        """What the key provider says about a Vault key (lifeline.keys.health: cached, one check at a time)."""
+        if not ref.startswith("vault-transit://"):
+            return None  # secret:// keys are checked through their Secret; vault-kv has no provider
+        if "addr=" not in ref and not (os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR")):
+            return ("Unknown", "VaultNotConfigured",
+                    f"the operator has no Vault address (set VAULT_ADDR on the operator, or addr= in the key "
+                    f"reference) so it cannot check {ref}; the first backup shows whether the key works")
+        task = self._key_checks.get(ref)
+        if task is None:
+            from lifeline.keys import health
+
+            task = self._key_checks[ref] = asyncio.ensure_future(asyncio.to_thread(health.check, ref))
+            task.add_done_callback(lambda _: self._key_checks.pop(ref, None))
+        try:
+            return await asyncio.shield(task)
+        except Exception as exc:  # noqa: BLE001 - a check that breaks says so, it does not stop the reconcile
+            return ("Unknown", "CheckFailed", f"checking {ref} failed: {exc}")
 
     def _observe(self, body: dict, plan) -> None:
         labels = self._policy_labels(body)
@@ -327,9 +376,9 @@ class BackupController:
         namespace, uid = meta.get("namespace", ""), meta.get("uid")
         existing = {f["name"]: f for f in self._values("backup_cronjobs", (namespace, meta["name"]))}
         errors = []
-        for manifest in desired:
-            name = manifest["metadata"]["name"]
-            digest = manifest["metadata"]["annotations"][backup.ANN_HASH]
+        rendered: dict[str, dict] = {}
+        for want in desired:
+            name, digest = want["name"], want["hash"]
             current = existing.pop(name, None)
             pending = self._pending.get((namespace, name))
             if current is not None and current["hash"] == pending:
@@ -337,17 +386,20 @@ class BackupController:
             elif pending == digest and (current is None or current["resourceVersion"] == self._pending_rv.get(
                     (namespace, name))):
                 continue  # written a moment ago; the watch has not brought it back yet
+            if current is not None and current["hash"] == digest and \
+                    all(current["fields"].get(k) == want["spec"].get(k) for k in CRONJOB_FIELDS):
+                continue
+            if not rendered:
+                rendered = {m["metadata"]["name"]: m for m in backup.plan(body, self.facts)}
+            manifest = rendered[name]
             try:
                 if current is None:
                     await self._create_cronjob(namespace, manifest, uid)
-                elif current["hash"] != digest or \
-                        any(current["fields"].get(k) != manifest["spec"].get(k) for k in current["fields"]):
+                else:
                     body_ = copy.deepcopy(manifest)
                     body_["metadata"]["resourceVersion"] = current["resourceVersion"]
                     await self.kube.replace_object("batch/v1", "cronjobs", namespace, name, body_)
                     self._pending_rv[(namespace, name)] = current["resourceVersion"]
-                else:
-                    continue
                 self._pending[(namespace, name)] = digest
             except KubeError as exc:
                 if exc.status == 409:  # someone wrote in between: the next event brings it, and we retry

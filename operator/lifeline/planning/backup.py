@@ -34,8 +34,6 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from lifeline import API_VERSION
 from lifeline.api.backuppolicy import BackupPolicySpec, Destination
 
@@ -89,6 +87,8 @@ class Facts:
     """What the planner needs besides the policy: only the operator's settings."""
 
     agent_image: str
+    # Non-secret Vault settings (VAULT_ADDR, LIFELINE_VAULT_ROLE, ...) handed to Jobs whose key is in Vault.
+    vault_env: tuple[tuple[str, str], ...] = ()
 
 
 # ---- names and labels --------------------------------------------------------------
@@ -285,6 +285,8 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     key_scheme, key_secret, key_key = parse_key_ref(spec.encryption.key_ref)
     env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
            {"name": "HOME", "value": "/tmp"}]
+    if key_scheme.startswith("vault"):
+        env += [{"name": k, "value": v} for k, v in facts.vault_env]
     for i, dest in enumerate(spec.destinations):
         if dest.s3 is not None:
             for var, key in (("ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
@@ -430,6 +432,11 @@ def plan(policy_body: dict, facts: Facts) -> list[dict]:
     return children
 
 
+def on_demand_name(policy: str, request: str) -> str:
+    """The Job a ``backup-now`` request starts: named by the request, so it starts at most once."""
+    return child_name(policy, f"now-{_short_hash(request, 8)}", JOB_NAME_MAX)
+
+
 def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "incremental") -> dict:
     """The Job a ``dr.lifeline.io/backup-now=<request>`` annotation runs (name fixed by the request)."""
     spec = parse_spec(policy_body)
@@ -446,7 +453,7 @@ def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "i
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": child_name(policy, f"now-{_short_hash(request, 8)}", JOB_NAME_MAX),
+            "name": on_demand_name(policy, request),
             "namespace": meta.get("namespace", ""),
             "labels": template["metadata"]["labels"],
             "annotations": template["metadata"]["annotations"],
@@ -456,11 +463,3 @@ def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "i
         "spec": {**template["spec"], "ttlSecondsAfterFinished": 7 * 86400},
     }
     return json.loads(json.dumps(job))
-
-
-__all__ = [
-    "ANN_BACKUP_NOW", "ANN_BACKUP_NOW_TYPE", "ANN_HASH", "ANN_POLICY", "ANN_RECORDED", "ANN_RESULT", "Facts",
-    "LABEL_POLICY", "LABEL_TRIGGER", "LABEL_TYPE", "PlanError", "TYPES", "ValidationError", "child_name",
-    "interval_seconds", "job_plan", "label_value", "labels", "on_demand_job", "owner_reference", "parse_key_ref",
-    "parse_spec", "plan", "prune_schedule", "schedules", "spec_hash",
-]

@@ -66,6 +66,8 @@ class Inputs:
     # the generation; validating cron expressions is the expensive part of a plan).
     spec: BackupPolicySpec | None = None
     problems: list | None = None
+    # (status, reason, message) of the key provider's own check (lifeline.keys.health), when asked
+    key_check: tuple[str, str, str] | None = None
 
 
 @dataclass
@@ -232,6 +234,8 @@ def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None, 
         return conditions.make("KeysAvailable", False, x.plan_error.reason, x.plan_error.message, None)
     ref = spec.encryption.key_ref
     scheme, secret, key = parse_key_ref(ref)
+    if x.key_check is not None and x.key_check[0] == "False":  # what the key provider says now comes first
+        return conditions.make("KeysAvailable", False, x.key_check[1], x.key_check[2], None)
     if last_result and last_result.get("o") == "Failed" and last_result.get("rc") and \
             all(rc == 4 for rc in last_result["rc"].values()):
         errors = "; ".join(f"{d}: {e}" for d, e in (last_result.get("failed") or {}).items())
@@ -250,6 +254,9 @@ def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None, 
                                    f"{(looked.error if looked else None) or 'not looked up yet'}", None)
         return conditions.make("KeysAvailable", True, "KeySecretFound",
                                f"the key-encryption key is in Secret {secret}, key {key}", None)
+    if x.key_check is not None:
+        status, reason, message = x.key_check
+        return conditions.make("KeysAvailable", {"True": True, "False": False}.get(status), reason, message, None)
     if last_backup and last_backup.get("outcome") == "Succeeded":
         return conditions.make("KeysAvailable", True, "UsedByLatestBackup",
                                f"the latest backup used the key {ref}; the operator does not check {scheme} keys "

@@ -9,7 +9,6 @@ recorded and the policy's status.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 from pathlib import Path
 
@@ -134,7 +133,6 @@ async def run(emulator, kubeconfig, workdir, say) -> dict:
         say(f"  {p['metadata']['name']}: {p['spec']['type']}, {p['spec']['sizeBytes']} bytes, parent "
             f"{p['spec'].get('parent', '-')}, copies {copies}")
     ready = conditions.find(status.get("conditions"), "Ready") or {}
-    await asyncio.sleep(0)
     return {
         "policy": obj,
         "recoveryPoints": points,
