@@ -1,17 +1,17 @@
 """The real operator against the emulator over HTTP: status, Events, and no needless writes."""
 from __future__ import annotations
 
-import asyncio
 import copy
 from pathlib import Path
 
 import aiohttp
-import kubernetes
 import pytest
 import yaml
 
 from lifeline.api import BY_KIND, KINDS
 from lifeline.planning import conditions
+
+from tests.kube_client import Api
 
 from .operator_harness import metric, running_operator, until
 
@@ -22,31 +22,6 @@ NS = "hospital"
 
 def examples() -> list[dict]:
     return [doc for p in EXAMPLES for doc in yaml.safe_load_all(p.read_text()) if doc]
-
-
-class Api:
-    """The kubernetes client, called from a thread so the emulator's loop keeps serving."""
-
-    def __init__(self, kubeconfig: Path):
-        self.client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
-        self.custom = kubernetes.client.CustomObjectsApi(self.client)
-        self.core = kubernetes.client.CoreV1Api(self.client)
-
-    async def create(self, body: dict, namespace: str = NS) -> dict:
-        info = BY_KIND[body["kind"]]
-        return await asyncio.to_thread(
-            self.custom.create_namespaced_custom_object, info.group, info.version, namespace, info.plural, body
-        )
-
-    async def patch_spec(self, kind: str, name: str, patch: dict, namespace: str = NS) -> dict:
-        info = BY_KIND[kind]
-        return await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object, info.group, info.version, namespace, info.plural, name,
-            {"spec": patch},
-        )
-
-    async def events(self, namespace: str = NS) -> list:
-        return (await asyncio.to_thread(self.core.list_namespaced_event, namespace)).items
 
 
 def settled(emulator, kind: str, name: str, namespace: str = NS):
@@ -112,7 +87,7 @@ async def test_an_invalid_manifest_gets_ready_false_with_the_reason_and_a_warnin
         assert metric(ctx, "lifeline_spec_valid", kind="BackupPolicy", namespace=NS, name="broken") == 0
 
         # fixing the spec flips Ready back, at the new generation, with a Normal event
-        await api.patch_spec("BackupPolicy", "broken", {"tier": "B", "schedule": {"incremental": "*/15 * * * *"}})
+        await api.patch("BackupPolicy", "broken", {"spec": {"tier": "B", "schedule": {"incremental": "*/15 * * * *"}}})
         obj = await emulator.wait_for(lambda: settled(emulator, "BackupPolicy", "broken"))
         assert obj["metadata"]["generation"] == 2
         assert (ready(obj)["status"], ready(obj)["reason"]) == ("True", "SpecValid")
@@ -126,7 +101,7 @@ async def test_a_spec_change_is_observed_at_its_new_generation(emulator, kubecon
     async with running_operator(kubeconfig, emulator):
         await api.create(doc)
         first = await emulator.wait_for(lambda: settled(emulator, "RestoreDrill", doc["metadata"]["name"]))
-        await api.patch_spec("RestoreDrill", doc["metadata"]["name"], {"historyLimit": 24})
+        await api.patch("RestoreDrill", doc["metadata"]["name"], {"spec": {"historyLimit": 24}})
         second = await emulator.wait_for(
             lambda: (o := settled(emulator, "RestoreDrill", doc["metadata"]["name"])) and
             o["metadata"]["generation"] == 2 and o
