@@ -18,6 +18,10 @@ _AREAS = (
     "lifeline.commands.backup",
     "lifeline.agent.cli",
     "lifeline.commands.keys",
+    "lifeline.commands.audit",
+    "lifeline.commands.report",
+    "lifeline.commands.restore",
+    "lifeline.commands.drill",
 )
 
 

@@ -43,6 +43,13 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("apps", "deployments", "patch"),
         ("apps", "statefulsets", "get"),
         ("apps", "statefulsets", "patch"),
+        # backup, continuous sources: the policy's shipping Deployment (one replica); its status.json is
+        # read with pods list + pods/exec, which backups already use
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),
+        ("apps", "deployments", "create"),
+        ("apps", "deployments", "update"),
+        ("apps", "deployments", "delete"),
         # failover: the traffic switch (a Service's selector, or an annotation for external-dns/GitOps)
         ("", "services", "patch"),
         ("networking.k8s.io", "ingresses", "patch"),
@@ -67,9 +74,46 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("", "persistentvolumeclaims", "get"),
         # backup: the RecoveryPoint catalogue, its owner references (deletionPolicy) and a fresh policy read
         ("dr.lifeline.io", "recoverypoints", "get"),
+        # recoverypoint (deletionPolicy Shred): the shred finalizer (a metadata patch), the fresh list of
+        # a point's epoch mates before its key is destroyed, and the shred Job (jobs create/list/watch above)
+        ("dr.lifeline.io", "recoverypoints", "list"),
         ("dr.lifeline.io", "recoverypoints", "create"),
         ("dr.lifeline.io", "recoverypoints", "patch"),
         ("dr.lifeline.io", "backuppolicies", "get"),
+        # backup, volumeSnapshot sources: the snapshot, the PVC made from it, and old snapshots pruned;
+        # the class named by a policy (does it exist?)
+        ("snapshot.storage.k8s.io", "volumesnapshots", "get"),
+        ("snapshot.storage.k8s.io", "volumesnapshots", "list"),
+        ("snapshot.storage.k8s.io", "volumesnapshots", "create"),
+        ("snapshot.storage.k8s.io", "volumesnapshots", "delete"),
+        ("snapshot.storage.k8s.io", "volumesnapshotclasses", "get"),
+        ("", "persistentvolumeclaims", "create"),
+        ("", "persistentvolumeclaims", "delete"),
+        # backup hooks: a command in a workload's container (websocket exec is a GET upgrade; newer
+        # API servers check create for it too)
+        ("", "pods/exec", "get"),
+        ("", "pods/exec", "create"),
+        # backup: the trigger Job of a snapshot pipeline, read back after an operator restart
+        ("batch", "jobs", "get"),
+        # /report (lifeline.observability.report): every kind it reports on, read only
+        ("dr.lifeline.io", "backuppolicies", "list"),
+        ("dr.lifeline.io", "restoredrills", "list"),
+        ("dr.lifeline.io", "failoverplans", "list"),
+        # restore: the approval webhook asks whether a person may `approve` restores (a custom verb)
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        # restore: the target claim is labelled with the restore's outcome (verified / failed)
+        ("", "persistentvolumeclaims", "patch"),
+        # drills: a sandbox namespace per run (deleted only when it carries dr.lifeline.io/sandbox=true),
+        # its quota, deny-egress policies, Secret copies, PVCs, throwaway database, restore and verify Jobs
+        ("", "namespaces", "get"),
+        ("", "namespaces", "create"),
+        ("", "namespaces", "delete"),
+        ("", "resourcequotas", "create"),
+        ("networking.k8s.io", "networkpolicies", "create"),
+        ("", "secrets", "create"),
+        ("", "pods", "create"),
+        ("", "services", "create"),
+        ("dr.lifeline.io", "restoredrills", "get"),
     }
 )
 
@@ -82,9 +126,12 @@ CLI_VERBS: frozenset[tuple[str, str, str]] = frozenset(
     | {("dr.lifeline.io", "failoverplans", verb) for verb in ("get", "patch", "delete")}
     # `lifeline backup now|status`: annotate a policy with a backup-now request, read policies
     | {("dr.lifeline.io", "backuppolicies", verb) for verb in ("get", "patch")}
+    # `lifeline drill run|report`: annotate a drill with a run-now request, read its status
+    | {("dr.lifeline.io", "restoredrills", verb) for verb in ("get", "patch")}
 )
 
 MERGE_PATCH = "application/merge-patch+json"
+SANDBOX_LABEL = "dr.lifeline.io/sandbox"  # the only namespaces Lifeline ever deletes carry it (drills)
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 # Kinds an annotation switch may write to (lifeline.api.failoverplan.ANNOTATABLE), as (group, version, plural).
 ANNOTATABLE = {
@@ -419,12 +466,114 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    async def exec(self, namespace: str, pod: str, container: str | None, command: list[str],
+                   timeout: float = 60.0) -> "ExecResult":
+        """Run a command in a container (pods/exec); see :func:`exec_in_pod`."""
+        return await exec_in_pod(self, namespace, pod, container, command, timeout)
+
+    async def access_review(self, *, user: str, groups: list[str], namespace: str, verb: str, group: str,
+                            resource: str, name: str | None = None, uid: str | None = None,
+                            extra: dict | None = None) -> bool:
+        """May ``user`` (with ``groups``) do ``verb`` on the resource? A SubjectAccessReview answers."""
+        attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": resource}
+        if name:
+            attributes["name"] = name
+        spec: dict = {"user": user, "groups": groups, "resourceAttributes": attributes}
+        if uid:
+            spec["uid"] = uid
+        if extra:
+            spec["extra"] = extra
+        review = await self.create_object("authorization.k8s.io/v1", "subjectaccessreviews", None,
+                                          {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                                           "spec": spec})
+        return bool((review.get("status") or {}).get("allowed"))
+
+    async def create_sandbox_namespace(self, body: dict) -> dict:
+        """Create a drill's sandbox namespace; refused unless it carries Lifeline's sandbox label."""
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        if labels.get(SANDBOX_LABEL) != "true":
+            raise KubeError(f"refusing to create namespace {body['metadata'].get('name')}: not labelled "
+                            f"{SANDBOX_LABEL}=true", 400)
+        return await self.create_object("v1", "namespaces", None, body)
+
+    async def delete_sandbox_namespace(self, name: str) -> bool:
+        """Delete a drill's sandbox namespace, only if Lifeline labelled it so; False when it was not one."""
+        found = await self.get_object("v1", "namespaces", None, name)
+        if found is None:
+            return True
+        if ((found.get("metadata") or {}).get("labels") or {}).get(SANDBOX_LABEL) != "true":
+            log.error("not deleting namespace %s: it is not a Lifeline sandbox (no %s=true)", name, SANDBOX_LABEL)
+            return False
+        await self.delete_object("v1", "namespaces", None, name)
+        return True
+
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         """The key names of a Secret (None when it does not exist); its values are dropped at once."""
         secret = await self.get_object("v1", "secrets", namespace, name)
         if secret is None:
             return None
         return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run in a container ended (``exit_code`` None: it did not end in time)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+
+
+def _exec_blocking(api_client: kubernetes.client.ApiClient, namespace: str, pod: str, container: str | None,
+                   command: list[str], timeout: float) -> ExecResult:
+    from kubernetes.stream import stream
+
+    # stream() swaps the request method of the ApiClient it is given while it runs: a private client
+    # keeps the operator's other threads (sharing the main one) off the websocket.
+    private = kubernetes.client.ApiClient(api_client.configuration)
+    try:
+        core = kubernetes.client.CoreV1Api(private)
+        kwargs = {"container": container} if container else {}
+        try:
+            ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=list(command), stdin=False,
+                        stdout=True, stderr=True, tty=False, _preload_content=False, **kwargs)
+        except (ApiException, AttributeError) as exc:
+            # A refused handshake surfaces as ApiException(status=0), which the client's own error path
+            # then trips over (AttributeError): dig the server's answer out of the reason text.
+            raise _exec_refusal(exc) from None
+        try:
+            ws.run_forever(timeout=timeout)
+            code = ws.returncode if not ws.is_open() else None
+            return ExecResult(code, ws.read_stdout(timeout=0) or "", ws.read_stderr(timeout=0) or "")
+        finally:
+            ws.close()
+    finally:
+        private.close()
+
+
+def _exec_refusal(exc: Exception) -> KubeError:
+    import json
+    import re
+
+    cause = exc if isinstance(exc, ApiException) else exc.__context__
+    text = str(getattr(cause, "reason", None) or cause or exc)
+    found = re.search(r"Handshake status (\d+)", text)
+    status = int(found.group(1)) if found else 0
+    message = text
+    body = re.search(r"b'(\{.*\})'", text)
+    if body:
+        try:
+            message = json.loads(body.group(1)).get("message") or text
+        except ValueError:
+            pass
+    return KubeError(f"{status or ''} {message}".strip(), status)
+
+
+async def exec_in_pod(kube: "Kube", namespace: str, pod: str, container: str | None, command: list[str],
+                      timeout: float) -> ExecResult:
+    """Run ``command`` in a pod's container through pods/exec (the v4 channel websocket protocol)."""
+    return await kube._call(f"exec in pod {namespace}/{pod}", _exec_blocking, kube._api, namespace, pod,
+                            container, command, timeout)
 
 
 def _short(reason) -> str:

@@ -36,6 +36,14 @@ class Options:
     rpo_check_interval: float = field(
         default_factory=lambda: float(os.environ.get("LIFELINE_RPO_CHECK_INTERVAL") or 10))
     facts_ttl: float = field(default_factory=lambda: float(os.environ.get("LIFELINE_FACTS_TTL") or 300))
+    # The hash-chained audit log kept with the backups (file:///path or s3://bucket/prefix); None: log lines only.
+    audit_url: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_AUDIT_URL") or None)
+    # Admission webhooks (lifeline.webhooks): HTTPS port (0: off), tls.crt/tls.key directory (None: a
+    # self-signed dev certificate), and the host name clients reach it by (the certificate's SAN).
+    webhook_port: int = field(default_factory=lambda: int(os.environ.get("LIFELINE_WEBHOOK_PORT") or 0))
+    webhook_cert_dir: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CERT_DIR") or None)
+    webhook_host: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_HOST") or None)
+    webhook_addr: str = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_ADDR") or "0.0.0.0")
 
 
 def _default_agent_image() -> str:
@@ -57,7 +65,9 @@ class Context:
 
 # Controllers that own a kind's whole status (they fold readiness into their own plan).
 # Each module has OWNS (kind names) and register(registry, ctx). Add a line to add one.
-CONTROLLERS: tuple[str, ...] = ("lifeline.controllers.failover", "lifeline.controllers.backuppolicy")
+CONTROLLERS: tuple[str, ...] = ("lifeline.controllers.failover", "lifeline.controllers.backuppolicy",
+                               "lifeline.controllers.recoverypoint", "lifeline.controllers.restoredrill",
+                               "lifeline.controllers.restore")
 
 
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:
@@ -87,6 +97,10 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         configure_settings(settings, ctx.options)
 
     readiness.register(registry, ctx, skip=owned)
+    if ctx.options.webhook_port:  # kopf refuses admission handlers without a server
+        from lifeline import webhooks
+
+        webhooks.register(registry, ctx)
     return registry
 
 
@@ -99,6 +113,10 @@ def configure_settings(settings: kopf.OperatorSettings, options: Options) -> Non
     settings.networking.request_timeout = 30
     # Only the kinds we serve: no cluster-wide CRD discovery needing extra RBAC.
     settings.scanning.disabled = True
+    if options.webhook_port:
+        from lifeline.webhooks import server
+
+        settings.admission.server = server(options)
     if options.peering:
         settings.peering.name = options.peering
         settings.peering.mandatory = True
@@ -120,7 +138,12 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
     """
     options = ctx.options
     ready = ready or asyncio.Event()
-    health = HealthServer(ctx.metrics.registry, ready, options.health_host, options.health_port)
+    from lifeline.observability import audit
+    from lifeline.observability.report import operator_report
+
+    audit_sink = audit.use_store(options.audit_url) if options.audit_url else None
+    health = HealthServer(ctx.metrics.registry, ready, options.health_host, options.health_port,
+                          report=lambda: operator_report(ctx))
     await health.start()
     ctx.health_port = health.port
     log.info("health and metrics on %s:%s (/healthz /readyz /metrics)", options.health_host, health.port)
@@ -137,4 +160,7 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
         )
     finally:
         await health.stop()
+        if audit_sink is not None:
+            audit_sink.flush()
+            audit.remove_sink(audit_sink)
         ctx.kube.close()

@@ -44,3 +44,16 @@ def test_an_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_:
         main(["frobnicate"])
     assert exit_.value.code == 2
+
+
+def test_replicas_of_one_deployment_get_distinct_peering_priorities():
+    """kopf freezes all replicas that tie on priority; names must break the tie."""
+    from lifeline.commands.operator import peering_priority
+
+    names = [f"lifeline-operator-7d9f8c6b5-{suffix}" for suffix in ("x2kq9", "p8m4z", "q1w2e")]
+    derived = [peering_priority(None, "lifeline", n) for n in names]
+    assert len(set(derived)) == len(derived)
+    assert all(p > 0 for p in derived)
+    assert peering_priority(None, "lifeline", names[0]) == derived[0]  # stable across restarts of one pod
+    assert peering_priority(250, "lifeline", names[0]) == 250  # an explicit priority wins
+    assert peering_priority(None, None, names[0]) == 0  # standalone: kopf's default

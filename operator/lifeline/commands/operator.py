@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import socket
 
 import kopf
 
@@ -22,11 +24,42 @@ def register(sub) -> None:
     p.add_argument("--health-host", default="0.0.0.0")
     p.add_argument("--peering", default=os.environ.get("LIFELINE_PEERING") or None,
                    help="kopf peering name: only the highest-priority replica acts (default: standalone)")
-    p.add_argument("--priority", type=int, default=int(os.environ.get("LIFELINE_PRIORITY", "0")))
+    p.add_argument("--priority", type=int, default=_env_int("LIFELINE_PRIORITY"),
+                   help="kopf peering priority; default with --peering: derived from $POD_NAME (or the host "
+                        "name) so replicas never tie — kopf freezes every replica when two share a priority")
+    p.add_argument("--audit-url", default=os.environ.get("LIFELINE_AUDIT_URL") or None,
+                   help="hash-chained audit log kept with the backups: file:///path/audit or s3://bucket/audit "
+                        "(env LIFELINE_AUDIT_URL; S3 credentials from AWS_*); also read by /report")
+    p.add_argument("--webhook-port", type=int, default=int(os.environ.get("LIFELINE_WEBHOOK_PORT") or 0),
+                   help="serve the admission webhooks (/validate, /restore-approvals) over HTTPS on this port "
+                        "(default 0: off; the chart uses 8443)")
+    p.add_argument("--webhook-cert-dir", default=os.environ.get("LIFELINE_WEBHOOK_CERT_DIR") or None,
+                   help="directory with tls.crt and tls.key for the webhooks (default: a self-signed dev certificate)")
     p.add_argument("--log-format", choices=("plain", "full", "json"), default=os.environ.get("LIFELINE_LOG_FORMAT", "plain"))
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=run)
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def peering_priority(explicit: int | None, peering: str | None, replica: str) -> int:
+    """The replica's peering priority: the given one, else a stable number from its name.
+
+    kopf pauses every operator that sees a peer of the same priority, so two
+    replicas of one Deployment left at the default 0 would both stand still.
+    A hash of the pod name differs per replica and stays put across restarts
+    of the same pod; the highest one acts, the others wait as standbys.
+    """
+    if explicit is not None:
+        return explicit
+    if not peering:
+        return 0
+    digest = hashlib.sha256(replica.encode()).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % 1_000_000_000
 
 
 def namespaces_from(args) -> list[str]:
@@ -50,7 +83,11 @@ def run(args) -> int:
         health_host=args.health_host,
         health_port=args.health_port,
         peering=args.peering,
-        priority=args.priority,
+        priority=peering_priority(args.priority, args.peering,
+                                  os.environ.get("POD_NAME") or socket.gethostname()),
+        audit_url=args.audit_url,
+        webhook_port=args.webhook_port,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
     asyncio.run(run_operator(make_context(options)))
     return 0

@@ -94,9 +94,46 @@ class OperatorMetrics:
         self.backup_schedule_gap = Gauge(
             "lifeline_backup_schedule_gap_seconds", "Longest gap between two scheduled backups of the policy.",
             policy, registry=self.registry)
+        self.backup_condition = Gauge(
+            "lifeline_backup_condition", "1 when the BackupPolicy's condition of that type is True, else 0.",
+            ["namespace", "name", "type"], registry=self.registry)
         self._per_policy = (self.backup_last_success, self.backup_duration, self.backup_bytes,
                             self.backup_source_bytes, self.backup_failures, self.rpo_seconds, self.rpo_target,
-                            self.rpo_achievable, self.backup_schedule_gap)
+                            self.rpo_achievable, self.backup_schedule_gap, self.backup_condition)
+
+        # RestoreDrill (lifeline.controllers.restoredrill): one series set per drill.
+        drill = ["namespace", "name", "policy", "tier"]
+        self.drill_last_run = Gauge(
+            "lifeline_drill_last_run_timestamp_seconds", "When the drill's last run finished (Unix seconds).",
+            drill, registry=self.registry)
+        self.drill_last_success = Gauge(
+            "lifeline_drill_last_success_timestamp_seconds", "When the drill last succeeded (Unix seconds).",
+            drill, registry=self.registry)
+        self.drill_success = Gauge(
+            "lifeline_drill_success", "1 when the drill's last run succeeded, 0 when it failed.",
+            drill, registry=self.registry)
+        self.drill_rto_met = Gauge(
+            "lifeline_drill_rto_met", "1 when the last run's total time was within the RTO, else 0.",
+            drill, registry=self.registry)
+        self.drill_duration = Gauge(
+            "lifeline_drill_duration_seconds", "Total time of the last run: restore plus verification.",
+            drill, registry=self.registry)
+        self.drill_rto_target = Gauge(
+            "lifeline_drill_rto_target_seconds", "The policy's recovery time objective.", drill, registry=self.registry)
+        self.drill_max_interval = Gauge(
+            "lifeline_drill_max_interval_seconds",
+            "The longest the drill may go without a run (the tier's rhythm): alert when the last run is older.",
+            drill, registry=self.registry)
+        self.drill_runs = Counter(
+            "lifeline_drill_runs", "Finished drill runs, by outcome (Succeeded, Failed).", [*drill, "outcome"],
+            registry=self.registry)
+        self._per_drill = (self.drill_last_run, self.drill_last_success, self.drill_success, self.drill_rto_met,
+                           self.drill_duration, self.drill_rto_target, self.drill_max_interval, self.drill_runs)
+
+        # Restore (lifeline.controllers.restore): 1 for the current phase, 0 for the others.
+        self.restore_phase = Gauge(
+            "lifeline_restore_phase", "1 for the Restore's current phase, 0 for every other phase.",
+            ["namespace", "name", "phase"], registry=self.registry)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """Drop the series of a deleted object so dashboards do not show ghosts."""
@@ -107,6 +144,15 @@ class OperatorMetrics:
         if kind == "FailoverPlan":
             for metric in self._per_plan:
                 for labels in list(metric._metrics):  # prometheus_client keeps children by label values
+                    if labels[:2] == (namespace, name):
+                        metric.remove(*labels)
+        if kind == "Restore":
+            for labels in list(self.restore_phase._metrics):
+                if labels[:2] == (namespace, name):
+                    self.restore_phase.remove(*labels)
+        if kind == "RestoreDrill":
+            for metric in self._per_drill:
+                for labels in list(metric._metrics):
                     if labels[:2] == (namespace, name):
                         metric.remove(*labels)
         if kind == "BackupPolicy":
