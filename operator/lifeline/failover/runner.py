@@ -365,6 +365,7 @@ class PlanRunner:
                 await previous
             for ev in events:
                 await self.ctx.kube.emit_event(ref, ev.type, ev.reason, ev.message, now)
+            await asyncio.to_thread(audit_transitions, ref, events, now)  # off the failover's critical path
 
         self.events_task = asyncio.get_running_loop().create_task(post())
 
@@ -392,6 +393,25 @@ class PlanRunner:
         if decision.events and state.history and state.history[-1].achieved_rto is not None \
                 and any(e.reason.endswith("Complete") for e in decision.events):
             m.failover_achieved_rto.labels(ns, name).set(state.history[-1].achieved_rto)
+
+
+# Event reasons that are audited failover/failback transitions: (action, outcome).
+AUDITED = {"FailingOver": ("failover", "started"), "FailingBack": ("failback", "started"),
+           "FailoverComplete": ("failover", "succeeded"), "FailbackComplete": ("failback", "succeeded"),
+           "SwitchComplete": ("failover", "succeeded"), "SwitchoverAborted": ("failover", "failed")}
+
+
+def audit_transitions(ref: ObjectRef, events, now: str) -> None:
+    """One audit record per failover/failback transition the machine announced as an Event."""
+    from lifeline.observability import audit
+
+    when = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    for ev in events:
+        if ev.reason in AUDITED:
+            action, outcome = AUDITED[ev.reason]
+            audit.record(action, actor="system:lifeline-operator", outcome=outcome, when=when,
+                         subject={"kind": ref.kind or "FailoverPlan", "namespace": ref.namespace, "name": ref.name},
+                         details={"reason": ev.reason, "message": ev.message})
 
 
 def machine_phases() -> tuple[str, ...]:

@@ -1,0 +1,122 @@
+"""A hospital's DR objects with realistic statuses, written through the API as the controllers would.
+
+Specs come from examples/ (what a user applies); statuses are what the operator writes after
+a month of running: PACS meets its RPO, the HIS database misses it, one drill missed its RTO,
+the monitoring stack failed over once and came back.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from lifeline.api import BY_KIND
+
+NS = "hospital"
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def ts(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ago(**delta) -> str:
+    return ts(NOW - timedelta(**delta))
+
+
+def _example(name: str) -> dict:
+    body = yaml.safe_load((EXAMPLES / name).read_text())
+    body["metadata"]["namespace"] = NS
+    return body
+
+
+def cond(type_: str, status: str, reason: str, message: str = "") -> dict:
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": ago(days=1), "observedGeneration": 1}
+
+
+def point(name: str, policy: str, type_: str, done: str, size: int, copies: list[str], key_ref: str) -> dict:
+    return {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RecoveryPoint",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"policyName": policy, "type": type_, "sizeBytes": size, "keyRef": key_ref,
+                     "manifestChecksum": "sha256:" + "ab" * 32, "startTime": done, "completionTime": done,
+                     "copies": [{"destination": c, "repository": f"s3://dr-{c}/{policy}", "snapshotId": "f00d" * 16}
+                                for c in copies]}}
+
+
+def objects() -> list[tuple[dict, dict]]:
+    """(body, status) pairs in the order they are created."""
+    pacs, his = _example("backuppolicy-pacs-images.yaml"), _example("backuppolicy-his-database.yaml")
+    drill_his = _example("restoredrill-his-monthly.yaml")
+    drill_pacs = {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RestoreDrill",
+                  "metadata": {"name": "pacs-images-quarterly", "namespace": NS},
+                  "spec": {"policyName": "pacs-images"}}
+    plan = _example("failoverplan-monitoring.yaml")
+    pacs_key, his_key = pacs["spec"]["encryption"]["keyRef"], his["spec"]["encryption"]["keyRef"]
+    out = [
+        (pacs, {
+            "observedGeneration": 1, "currentRPOSeconds": 420, "rpoTargetSeconds": 900, "recoveryPoints": 3,
+            "lastSuccessfulBackupTime": ago(minutes=7),
+            "lastBackup": {"recoveryPoint": "pacs-images-20261123-0953", "type": "incremental",
+                           "startTime": ago(minutes=9), "completionTime": ago(minutes=7), "outcome": "Succeeded"},
+            "destinations": [
+                {"name": "local-nfs", "lastOutcome": "Succeeded", "lastSuccessTime": ago(minutes=7)},
+                {"name": "offsite-s3", "offSite": True, "lastOutcome": "Succeeded", "lastSuccessTime": ago(minutes=7)}],
+            "conditions": [cond("Ready", "True", "Reconciled"), cond("RPOMet", "True", "WithinObjective", "7m ≤ 15m"),
+                           cond("RPOAchievable", "True", "ScheduleFits"), cond("KeysAvailable", "True", "KeyUsable"),
+                           cond("OffSiteCopy", "True", "OffSiteCopyPresent")]}),
+        (his, {
+            "observedGeneration": 1, "currentRPOSeconds": 5400, "rpoTargetSeconds": 300, "recoveryPoints": 2,
+            "lastSuccessfulBackupTime": ago(minutes=90),
+            "lastBackup": {"type": "full", "startTime": ago(minutes=5), "completionTime": ago(minutes=4),
+                           "outcome": "Failed", "message": "destination site-b-s3: S3 bucket 'dr-site-b' unreachable"},
+            "destinations": [{"name": "site-b-s3", "offSite": True, "lastOutcome": "Failed",
+                              "lastSuccessTime": ago(minutes=90), "lastAttemptTime": ago(minutes=4)}],
+            "conditions": [cond("Ready", "True", "Reconciled"),
+                           cond("RPOMet", "False", "RPOBreached", "newest point is 1h30m old; the RPO is 5m"),
+                           cond("KeysAvailable", "True", "KeyUsable")]}),
+        (point("pacs-images-20261123-0953", "pacs-images", "incremental", ago(minutes=7), 7 * 2**30,
+               ["local-nfs", "offsite-s3"], pacs_key), {"phase": "Available"}),
+        (point("pacs-images-20261123-0938", "pacs-images", "incremental", ago(minutes=22), 6 * 2**30,
+               ["local-nfs", "offsite-s3"], pacs_key), {"phase": "Available"}),
+        (point("pacs-images-20261123-0000", "pacs-images", "full", ago(hours=10), 812 * 2**30,
+               ["local-nfs", "offsite-s3"], pacs_key), {"phase": "Available"}),
+        (point("his-database-20261123-0830", "his-database", "full", ago(minutes=90), 38 * 2**30,
+               ["site-b-s3"], his_key), {"phase": "Available"}),
+        (drill_his, {"observedGeneration": 1, "history": [
+            {"name": "his-database-monthly-20261101", "recoveryPoint": "his-database-20261101-0300",
+             "startTime": ago(days=22), "completionTime": ago(days=22) , "totalSeconds": 241.5,
+             "restoreSeconds": 200.2, "rtoSeconds": 300, "rtoMet": True, "pointAgeSeconds": 120,
+             "rpoSeconds": 300, "rpoMet": True, "outcome": "Succeeded"}]}),
+        (drill_pacs, {"observedGeneration": 1, "history": [
+            {"name": "pacs-images-quarterly-20260801", "recoveryPoint": "pacs-images-20260801-0000",
+             "startTime": ago(days=114), "totalSeconds": 1250, "rtoSeconds": 1800, "rtoMet": True,
+             "outcome": "Succeeded"},
+            {"name": "pacs-images-quarterly-20261101", "recoveryPoint": "pacs-images-20261101-0000",
+             "startTime": ago(days=22), "totalSeconds": 2710, "rtoSeconds": 1800, "rtoMet": False,
+             "outcome": "Succeeded", "message": "restore took 45m10s; the RTO is 30m"}]}),
+        (plan, {"observedGeneration": 1, "phase": "Monitoring", "activeSite": "site-a", "history": [
+            {"phase": "Degraded", "time": ago(days=3, minutes=10), "activeSite": "site-a", "reason": "ChecksFailing"},
+            {"phase": "FailingOver", "time": ago(days=3, minutes=8), "activeSite": "site-a",
+             "reason": "BreachWindowElapsed"},
+            {"phase": "FailedOver", "time": ago(days=3, minutes=6, seconds=28), "activeSite": "site-b",
+             "reason": "FailoverComplete", "message": "site site-b healthy; achieved RTO 212.0s",
+             "achievedRTOSeconds": 212.0, "detectionSeconds": 120, "switchoverSeconds": 92},
+            {"phase": "FailingBack", "time": ago(days=2), "activeSite": "site-b", "reason": "FailbackRequested"},
+            {"phase": "Monitoring", "time": ago(days=2) , "activeSite": "site-a", "reason": "FailbackComplete",
+             "message": "site site-a healthy after 61.0s", "switchoverSeconds": 61}]}),
+    ]
+    return out
+
+
+async def apply(kube, emulator) -> dict[str, list[dict]]:
+    """Create every object and write its status through the status subresource; return them as listed."""
+    emulator.seed("v1/namespaces", {"metadata": {"name": NS}})
+    for body, status in objects():
+        info = BY_KIND[body["kind"]]
+        await kube.create(info, NS, body)
+        await kube.patch_status(info, NS, body["metadata"]["name"], status)
+    return {kind: await kube.list(BY_KIND[kind], NS)
+            for kind in ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan")}
