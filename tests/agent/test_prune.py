@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from lifeline.agent.prune import Policy, apply_retention
@@ -87,8 +90,15 @@ def test_shred_epoch(repo: Repo, tmp_path):
     assert a2["epoch"] == a["epoch"] != b["epoch"]
     r = repo.run("shred", "--point", a2["point_id"])
     assert r.rc == 2 and "--yes" in r.err
-    r = repo.ok("shred", "--point", a2["point_id"], "--yes", "--json")
+    audit_url = (tmp_path / "audit").as_uri()
+    r = repo.ok("shred", "--point", a2["point_id"], "--yes", "--json",
+                env={"LIFELINE_AUDIT_URL": audit_url, "LIFELINE_ACTOR": "dr-oncall@hospital"})
     assert set(r.json["points_shredded"]) == {a["point_id"], a2["point_id"]}
+    # the shred is in the audit trail, with who did it
+    log = subprocess.run([sys.executable, "-m", "lifeline.cli", "audit", "log", "--url", audit_url, "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    shreds = [rec for rec in map(json.loads, log.splitlines()) if rec["action"] == "key-shred"]
+    assert [(rec["actor"], rec["outcome"]) for rec in shreds] == [("dr-oncall@hospital", "succeeded")]
     assert {p["point_id"] for p in repo.ok("points", "--json").json["points"]} == {b["point_id"]}
     r = repo.run("restore", a["point_id"], "--to", "-")
     assert r.rc == 5

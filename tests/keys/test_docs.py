@@ -10,6 +10,7 @@ import pytest
 
 from lifeline.keys import health
 from lifeline.keys.vault import VaultPermissionDenied, VaultTransitProvider
+from lifeline.keys.vault_kv import VaultKeyDestroyed, VaultKVProvider
 from tests.realparts.openbao import OpenBaoServer
 from tests.realparts.tools import bao_path
 
@@ -58,6 +59,24 @@ def test_docs_commands_work_as_written(fresh_openbao, tmp_path):
     pr = VaultTransitProvider(ref, env={"VAULT_ADDR": fresh_openbao.addr, "VAULT_TOKEN": rot})
     assert pr.rotate() == 2 and pr.version_of(pr.rewrap(wrapped)) == 2
     pr.set_min_decryption_version(2)
+
+    # the KV section: the agent policy reads the key, nothing more; the rotation policy rotates
+    kv_ref = "vault-kv://lifeline/his?mount=secret&field=key"
+    kv_env = {"VAULT_ADDR": fresh_openbao.addr,
+              "VAULT_TOKEN": c.auth.token.create(policies=["lifeline-his-kv"], ttl="5m")["auth"]["client_token"]}
+    kv = VaultKVProvider(kv_ref, env=kv_env)
+    dek, wrapped = kv.new_data_key()
+    assert kv.unwrap(wrapped) == dek
+    with pytest.raises(VaultPermissionDenied, match="'update' capability on path 'secret/data/lifeline/his'"):
+        kv.rotate()
+    health.clear_cache()
+    assert health.check(kv_ref, env=kv_env)[:2] == ("True", "KeyUsable")
+    kv_rot = VaultKVProvider(kv_ref, env={"VAULT_ADDR": fresh_openbao.addr, "VAULT_TOKEN": c.auth.token.create(
+        policies=["lifeline-his-kv-rotate"], ttl="5m")["auth"]["client_token"]})
+    assert kv_rot.rotate() == 2 and kv_rot.version_of(kv_rot.rewrap(wrapped)) == 2
+    kv_rot.set_min_decryption_version(2)
+    with pytest.raises(VaultKeyDestroyed):
+        VaultKVProvider(kv_ref, env=kv_env).unwrap(wrapped)
 
 
 def _self_signed_ca() -> bytes:

@@ -1,4 +1,8 @@
-"""`lifeline keys rotate|shred|check`: key rotation, crypto-shredding and a key health check."""
+"""`lifeline keys rotate|shred|check`: key rotation, crypto-shredding and a key health check.
+
+Rotation and shredding are DR actions: each ends in one ``audit.record`` (``key-rotation``,
+``key-shred``) whose actor is ``--actor``, else ``LIFELINE_ACTOR``, else the Vault token's
+display name (when the key is in Vault and Vault answers), else ``user@host``."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +12,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    keys = subparsers.add_parser("keys", help="rotate, shred and check encryption keys (Vault transit)",
+    keys = subparsers.add_parser("keys", help="rotate, shred and check encryption keys (Vault transit/KV)",
                                  description="Key management for lifeline repositories.")
     sub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
 
@@ -37,6 +41,9 @@ def register(subparsers) -> None:
     which.add_argument("--point", help="shred the epoch this point belongs to")
     p.add_argument("--reason", default="", help="recorded in the tombstone")
     p.add_argument("--yes", action="store_true", help="confirm: the data becomes unreadable for good")
+    p.add_argument("--destroy-key-version", action="store_true",
+                   help="vault-kv:// keys: also destroy the KV version that wrapped this epoch (`kv destroy`; "
+                        "refused while another epoch still needs it)")
     p.set_defaults(func=cmd_shred)
 
     p = sub.add_parser("check", help="is this key usable now? (reachable, exists, permitted)")
@@ -67,10 +74,40 @@ def _open(args):
     return Repository.open(open_backend(args.repo, S3Options()))
 
 
-def _actor(args) -> str:
+def _actor(args, provider=None) -> str:
+    """--actor, LIFELINE_ACTOR, the Vault token's display name, or user@host."""
     from lifeline.agent.prune import default_actor
+    from lifeline.repository.errors import LifelineError
 
-    return args.actor or default_actor()
+    if args.actor or os.environ.get("LIFELINE_ACTOR"):
+        return args.actor or os.environ["LIFELINE_ACTOR"]
+    if provider is not None and hasattr(provider, "client"):
+        try:
+            provider.client()
+        except LifelineError:
+            pass
+        if getattr(provider, "identity", None):
+            return f"vault:{provider.identity}"
+    return default_actor()
+
+
+def _audit_to_stderr() -> None:
+    """A command-line run prints its audit records (the operator's logging config does that for it)."""
+    import logging
+
+    audit_log = logging.getLogger("lifeline.audit")
+    if not audit_log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lifeline keys: %(message)s"))
+        audit_log.addHandler(handler)
+        audit_log.setLevel(logging.INFO)
+
+
+def _provider(args, repo):
+    from lifeline.keys import provider_from_ref
+
+    ref = args.key or repo.config.get("key_ref")
+    return provider_from_ref(ref) if ref else None
 
 
 def _emit(args, obj: dict, human: str) -> None:
@@ -81,38 +118,64 @@ def _emit(args, obj: dict, human: str) -> None:
 def cmd_rotate(args) -> int:
     from lifeline.keys import provider_from_ref
     from lifeline.keys.rotation import rotate
+    from lifeline.observability import audit
+    from lifeline.repository.errors import LifelineError
 
+    _audit_to_stderr()
     repo = _open(args)
     provider = provider_from_ref(args.key or repo.config.get("key_ref"))
-    result = rotate(repo, provider, rotate_key=not args.no_rotate,
-                    min_decryption_version=args.min_decryption_version, actor=_actor(args),
-                    lock_wait=args.lock_wait)
-    human = (f"transit key {provider.ref} is at version {result['latest_version']}; rewrapped "
+    actor = _actor(args, provider)
+    subject = {"kind": "Key", "namespace": "", "name": provider.ref, "repository": repo.url}
+    try:
+        result = rotate(repo, provider, rotate_key=not args.no_rotate,
+                        min_decryption_version=args.min_decryption_version, actor=actor,
+                        lock_wait=args.lock_wait)
+    except LifelineError as exc:
+        audit.record("key-rotation", actor=actor, outcome="failed", subject=subject,
+                     details={"repository": repo.url, "error": str(exc)})
+        raise
+    audit.record("key-rotation", actor=actor, outcome="succeeded", subject=subject,
+                 details={"repository": repo.url, "latest_version": result["latest_version"],
+                          "rewrapped": len(result["rewrapped"]), "epochs": result["epochs"],
+                          "min_decryption_version": result["min_decryption_version"]})
+    human = (f"key {provider.ref} is at version {result['latest_version']}; rewrapped "
              f"{len(result['rewrapped'])} of {result['epochs']} epoch key(s); no data object was touched")
     if result["min_decryption_version"]:
         human += f"\nversions below {result['min_decryption_version']} can no longer decrypt"
     for s in result["skipped"]:
         human += f"\nskipped epoch {s['epoch']}: wrapped by another key ({s['key_ref']})"
-    print(f"lifeline keys rotate: {json.dumps({k: result[k] for k in ('key_ref', 'latest_version', 'actor', 'time')})}"
-          f" rewrapped={len(result['rewrapped'])}", file=sys.stderr)  # the record
     _emit(args, result, human)
     return 0
 
 
 @_guard
 def cmd_shred(args) -> int:
-    from lifeline.agent.prune import run_shred
+    from lifeline.keys.shred import shred
     from lifeline.repository.errors import UsageError
 
     if not args.yes:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
+    _audit_to_stderr()
     repo = _open(args)
-    result = run_shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait,
-                       actor=_actor(args), reason=args.reason)
-    _emit(args, result, f"destroyed the data key of epoch {result['epoch']} at {result['shredded_at']} "
-                        f"(by {result['actor']}); {len(result['points_shredded'])} point(s) are gone: "
-                        + ", ".join(result["points_shredded"]) + "\nrun `lifeline agent prune` to delete the "
-                        "unreadable packs")
+    provider = None  # needed for --destroy-key-version; otherwise only to name the actor, best effort
+    if args.destroy_key_version:
+        provider = _provider(args, repo)
+    elif not (args.actor or os.environ.get("LIFELINE_ACTOR")):
+        from lifeline.repository.errors import LifelineError
+
+        try:
+            provider = _provider(args, repo)
+        except LifelineError:
+            provider = None
+    result = shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait,
+                   actor=_actor(args, provider), reason=args.reason, provider=provider,
+                   destroy_key_version=args.destroy_key_version)
+    human = (f"destroyed the data key of epoch {result['epoch']} at {result['shredded_at']} "
+             f"(by {result['actor']}); {len(result['points_shredded'])} point(s) are gone: "
+             + ", ".join(result["points_shredded"]))
+    if "destroyed_key_version" in result:
+        human += f"\ndestroyed version {result['destroyed_key_version']} of {result['key_ref']}"
+    _emit(args, result, human + "\nrun `lifeline agent prune` to delete the unreadable packs")
     return 0
 
 

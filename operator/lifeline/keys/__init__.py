@@ -4,6 +4,7 @@
 
 * ``file:///abs/path/keyfile`` (or a plain path) → :class:`LocalKeyFileProvider`
 * ``vault-transit://<key>?mount=transit`` → Vault transit (registered by its own module)
+* ``vault-kv://<path>?mount=secret&field=key`` → a key stored in Vault KV (the weaker choice)
 
 Other providers plug in through :func:`register_scheme` without any change to the
 repository format: it only stores ``(provider ref, wrapped key bytes)``.
@@ -22,7 +23,7 @@ __all__ = ["KeyProvider", "KeyProviderError", "KeyMismatch", "LocalKeyFileProvid
 
 _SCHEMES: dict[str, Callable[[str], KeyProvider]] = {}
 # Modules that register a scheme when imported (lazy: only when that scheme is asked for).
-_LAZY = {"vault-transit": "lifeline.keys.vault"}
+_LAZY = {"vault-transit": "lifeline.keys.vault", "vault-kv": "lifeline.keys.vault_kv"}
 
 
 def register_scheme(scheme: str, factory: Callable[[str], KeyProvider]) -> None:

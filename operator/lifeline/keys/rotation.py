@@ -25,7 +25,7 @@ from .base import KeyProviderError
 def rotate(repo: Repository, provider, *, rotate_key: bool = True, min_decryption_version: int | None = None,
            actor: str = "", lock_wait: float = 0.0) -> dict:
     if not hasattr(provider, "rewrap"):
-        raise UsageError(f"key provider {provider.ref} does not support rotation (use a vault-transit:// key)")
+        raise UsageError(f"key provider {provider.ref} does not support rotation (use a vault-transit:// or vault-kv:// key)")
     lock = repo.lock(exclusive=True, command="keys rotate", wait=lock_wait)
     try:
         latest = provider.rotate() if rotate_key else provider.key_info()["latest_version"]
@@ -65,13 +65,15 @@ def rotate(repo: Repository, provider, *, rotate_key: bool = True, min_decryptio
 
 
 def _key_id(ref: str) -> tuple:
-    """(mount, key) of a transit reference; other refs compare as themselves."""
+    """What names the key-encryption key: (mount, key) for transit, (mount, path, field) for KV."""
     import urllib.parse
 
     p = urllib.parse.urlparse(ref)
+    q = dict(urllib.parse.parse_qsl(p.query))
+    if p.scheme == "vault-kv":
+        return ("kv", q.get("mount", "secret").strip("/"), (p.netloc + p.path).strip("/"), q.get("field") or "key")
     if p.scheme != "vault-transit":
         return (ref,)
-    q = dict(urllib.parse.parse_qsl(p.query))
     return (q.get("mount", "transit").strip("/"), (p.netloc + p.path).strip("/"))
 
 

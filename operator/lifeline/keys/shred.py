@@ -1,0 +1,80 @@
+"""Crypto-shredding, one code path for `lifeline keys shred` and for RecoveryPoint deletion.
+
+The unit is the key epoch (a full backup and the incrementals/differentials on it):
+:func:`lifeline.agent.prune.run_shred` writes the tombstone (time, actor, reason) and
+deletes the epoch's wrapped key. With ``destroy_key_version`` and a ``vault-kv://`` key,
+the KV version that wrapped it is destroyed too (``kv destroy``) — refused, before
+anything is touched, while another epoch of the repository still needs that version.
+Every outcome goes to the audit trail as ``key-shred``.
+"""
+from __future__ import annotations
+
+import base64
+
+from lifeline.observability import audit
+from lifeline.repository.errors import LifelineError, UsageError
+
+
+def epoch_of(repo, *, epoch: str | None, point: str | None) -> str:
+    if point:
+        return repo.resolve_point(point).header["epoch"]
+    if not epoch:
+        raise UsageError("give --epoch or --point")
+    return epoch
+
+
+def _kv_version_plan(repo, epoch: str, provider) -> int:
+    """The KV version to destroy with this epoch; raises when another epoch still needs it."""
+    from .rotation import _key_id
+
+    if provider is None or not hasattr(provider, "destroy_versions"):
+        raise UsageError("--destroy-key-version applies to vault-kv:// keys only: a transit key's versions are "
+                         "shared by every epoch (the wrapped key's deletion is the shred; retire old transit "
+                         "versions with `lifeline keys rotate --min-decryption-version N`)")
+    record = repo.epoch_record(epoch)
+    version = provider.version_of(base64.b64decode(record["wrapped"]))
+    if version == 0:
+        raise UsageError("the key sits on a KV v1 mount, which has no versions to destroy; only the wrapped key "
+                         "can be shredded (leave out --destroy-key-version)")
+    others = []
+    for e in repo.list_epochs():
+        if e == epoch:
+            continue
+        rec = repo.epoch_record(e)
+        if _key_id(rec.get("key_ref") or "") == _key_id(provider.ref) and \
+                provider.version_of(base64.b64decode(rec["wrapped"])) == version:
+            others.append(e)
+    if others:
+        raise UsageError(f"not destroying version {version} of {provider.cfg.data_path}: epoch(s) "
+                         f"{', '.join(sorted(others))} are still wrapped under it. Rotate first (`lifeline keys "
+                         "rotate` moves them to a new version), then shred")
+    return version
+
+
+def shred(repo, *, epoch: str | None = None, point: str | None = None, actor: str, reason: str = "",
+          provider=None, destroy_key_version: bool = False, lock_wait: float = 0.0,
+          subject: dict | None = None) -> dict:
+    """Shred one epoch (by id or by one of its points) and audit it; returns what happened."""
+    from lifeline.agent.prune import run_shred
+
+    subject = subject or {"kind": "KeyEpoch", "namespace": "", "name": epoch or point or "?",
+                          "repository": repo.url}
+    details = {"repository": repo.url, "reason": reason}
+    try:
+        epoch = epoch_of(repo, epoch=epoch, point=point)
+        details["epoch"] = epoch
+        version = _kv_version_plan(repo, epoch, provider) if destroy_key_version else None
+        result = run_shred(repo, epoch=epoch, lock_wait=lock_wait, actor=actor, reason=reason)
+        if version is not None:
+            provider.destroy_versions([version])
+            result["destroyed_key_version"] = version
+            result["key_ref"] = provider.ref
+    except LifelineError as exc:
+        audit.record("key-shred", actor=actor, outcome="failed", subject=subject,
+                     details={**details, "error": str(exc)})
+        raise
+    audit.record("key-shred", actor=actor, outcome="succeeded", subject=subject,
+                 details={**details, "points": result["points_shredded"], "shredded_at": result["shredded_at"],
+                          **({"destroyed_key_version": result["destroyed_key_version"]}
+                             if "destroyed_key_version" in result else {})})
+    return result
