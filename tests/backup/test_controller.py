@@ -8,6 +8,7 @@ import kmock
 
 from lifeline.api import BY_KIND
 from lifeline.cli import main
+from lifeline.observability import audit
 from lifeline.planning import conditions
 from tests.integration.operator_harness import metric, running_operator, until
 
@@ -259,6 +260,12 @@ async def test_bad_references_each_get_their_own_reason(emulator, kubeconfig, ap
         }
         got = {t: (cond(obj, t)["status"], cond(obj, t)["reason"]) for t in want}
         assert got == want
+        gauge = lambda t: ctx.metrics.registry.get_sample_value(  # noqa: E731 - None when the series is absent
+            "lifeline_backup_condition", {"namespace": NS, "name": "pacs", "type": t})
+        await until(lambda: gauge("KeysAvailable") == 0)
+        assert {t: gauge(t) for t in want} == {"Ready": 1, "RPOAchievable": 0, "SourceAvailable": 0,
+                                               "DestinationsReachable": 0, "KeysAvailable": 0}
+        assert gauge("RPOMet") == 0 and gauge("OffSiteCopy") == 0, "Unknown counts as not True"
         assert "Secret hospital/pacs-key does not exist" in cond(obj, "KeysAvailable")["message"]
         assert "destination offsite: PersistentVolumeClaim hospital/backup-offsite does not exist" in \
             cond(obj, "DestinationsReachable")["message"]
@@ -274,6 +281,20 @@ async def test_bad_references_each_get_their_own_reason(emulator, kubeconfig, ap
         assert cond(obj, "SourceAvailable")["reason"] == "PVCFound"
         await until(lambda: emulator.count_writes("events", method="POST") >= 5)
         assert [e.type for e in await api.events("pacs") if e.reason == "PVCFound"] == ["Normal"]
+        await until(lambda: gauge("SourceAvailable") == 1)
+
+        # deleting the policy drops its series and leaves an audit record
+        records = []
+        audit.add_sink(records.append)
+        try:
+            await api.delete("BackupPolicy", "pacs")
+            await until(lambda: gauge("Ready") is None and records)
+        finally:
+            audit.remove_sink(records.append)
+        [record] = records
+        assert (record["action"], record["subject"]["kind"], record["subject"]["name"]) == (
+            "deletion", "BackupPolicy", "pacs")
+        assert record["details"]["deletionPolicy"] == "Retain"
 
 
 async def test_status_command_reports_each_policy(emulator, kubeconfig, api, cluster, capsys):

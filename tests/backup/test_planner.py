@@ -285,3 +285,73 @@ def test_a_pod_report_reads_the_agent_message_and_says_how_the_dump_ended():
     assert summary["error"] == "dump exited 3"
     assert report == "agent exited 1 (Error); dump exited 3 (Error)"
     assert backup_points.pod_report([])[0] is None
+
+
+# ---- volumeSnapshot sources and the Vault CA bundle ----------------------------------------------
+
+
+def snapshot_body(**source) -> dict:
+    b = body()
+    b["spec"]["source"] = {"volumeSnapshot": {"claimName": "lis-data", **source}}
+    return b
+
+
+def test_a_snapshot_policy_schedules_triggers_and_its_mover_mounts_the_snapshot_pvc_read_only():
+    from lifeline.planning import snapshot
+
+    b = snapshot_body(path="/db")
+    docs = by_name(backup.plan(b, FACTS))
+    trigger_pod = pod(docs["pacs-full"])
+    assert [c["name"] for c in trigger_pod["containers"]] == ["trigger"] and "volumes" not in trigger_pod
+    assert docs["pacs-full"]["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/component"] == "snapshot"
+    assert docs["pacs-prune"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["prune"]
+    trig = {"name": "pacs-full-1", "uid": "u", "type": "full", "trigger": "OnDemand"}
+    mover = snapshot.mover_job(b, FACTS, trig, "pacs-full-1-data")
+    spec = mover["spec"]["template"]["spec"]
+    assert {"name": "source", "persistentVolumeClaim": {"claimName": "pacs-full-1-data", "readOnly": True}} \
+        in spec["volumes"]
+    plan = json.loads(next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == "LIFELINE_JOB_PLAN"))
+    assert plan["source"]["path"] == "/source/db" and plan["type"] == "full"
+    assert mover["metadata"]["labels"][backup.LABEL_TRIGGER] == "on-demand"
+    assert mover["metadata"]["ownerReferences"][0]["kind"] == "BackupPolicy"
+    kubernetes_validate.validate(mover, "1.30", strict=True)
+
+
+def test_where_a_snapshot_stands_and_which_ones_are_pruned():
+    from lifeline.planning import snapshot
+
+    snap = {"metadata": {"name": "s"}, "status": {}}
+    assert snapshot.snapshot_state(None, NOW, NOW, "10m").phase == "Missing"
+    assert snapshot.snapshot_state(snap, NOW, NOW + timedelta(minutes=9), "10m").phase == "Pending"
+    late = snapshot.snapshot_state(snap, NOW, NOW + timedelta(minutes=11), "10m")
+    assert late.phase == "TimedOut" and "readyTimeout" in late.message
+    snap["status"] = {"creationTime": "x"}
+    assert snapshot.snapshot_state(snap, NOW, NOW, "10m").cut
+    snap["status"] = {"creationTime": "x", "readyToUse": True}
+    assert snapshot.snapshot_state(snap, NOW, NOW + timedelta(days=1), "10m").phase == "Ready"
+    snap["status"] = {"error": {"message": "quota"}}
+    assert snapshot.snapshot_state(snap, NOW, NOW, "10m") == snapshot.SnapshotState("Failed", "VolumeSnapshot s failed: quota")
+    snaps = [{"metadata": {"name": n, "creationTimestamp": t}} for n, t in
+             (("a", "2026-11-20T00:00:00Z"), ("b", "2026-11-21T00:00:00Z"), ("c", "2026-11-22T00:00:00Z"),
+              ("d", "2026-11-23T00:00:00Z"))]
+    assert snapshot.snapshots_to_delete(snaps, 2, running={"d"}) == ["a"]
+    assert snapshot.snapshots_to_delete(snaps, 0, running=set()) == ["d", "c", "b", "a"]
+
+
+@pytest.mark.parametrize("ca,volume", [
+    ({"secret": "vault-ca", "key": "bundle.pem"},
+     {"name": "vault-ca", "secret": {"secretName": "vault-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}}),
+    ({"configMap": "root-ca"},
+     {"name": "vault-ca", "configMap": {"name": "root-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}),
+])
+def test_the_vault_ca_bundle_is_mounted_and_named_by_vault_cacert(ca, volume):
+    b = body()
+    b["spec"]["encryption"] = {"keyRef": "vault-transit://pacs?mount=transit", "caBundle": ca}
+    spec = pod(by_name(backup.plan(b, FACTS))["pacs-full"])
+    assert volume in spec["volumes"]
+    agent = spec["containers"][0]
+    path = f"/etc/lifeline/vault-ca/{ca.get('key', 'ca.crt')}"
+    assert {"name": "VAULT_CACERT", "value": path} in agent["env"]
+    assert {"name": "vault-ca", "mountPath": "/etc/lifeline/vault-ca", "readOnly": True} in agent["volumeMounts"]
+    b["spec"]["encryption"]["keyRef"] = "secret://pacs-key/key"  # no Vault, no CA bundle
+    assert "vault-ca" not in json.dumps(backup.plan(b, FACTS))

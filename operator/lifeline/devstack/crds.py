@@ -83,6 +83,8 @@ THIRD_PARTY_CRDS = (
     simple_crd("snapshot.storage.k8s.io", "v1", "volumesnapshots", "VolumeSnapshot", short_names=("vs",)),
     simple_crd("snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", "VolumeSnapshotClass",
                namespaced=False, status=False, short_names=("vsclass", "vsclasses")),
+    simple_crd("snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", "VolumeSnapshotContent",
+               namespaced=False, short_names=("vsc", "vscs")),
     simple_crd("kopf.dev", "v1", "kopfpeerings", "KopfPeering", status=False),
     simple_crd("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, status=False),
 )
