@@ -10,6 +10,8 @@ Exit codes (stable; the operator and scripts rely on them):
   5  recovery point not found
   6  repository locked by another process
   7  backup published, but some files could not be read (listed)
+  8  wal-push: a different segment is already stored under that name (wal-fetch: 5 = no such segment,
+     126 = storage unreachable after retries: PostgreSQL then aborts recovery instead of ending it)
   130 interrupted
 """
 from __future__ import annotations
@@ -115,6 +117,10 @@ def register(subparsers) -> None:
     which.add_argument("--point", help="shred the epoch this point belongs to")
     p.add_argument("--yes", action="store_true", help="confirm: the data becomes unreadable for good")
     p.set_defaults(func=cmd_shred)
+
+    from .wal_cli import register as register_continuous  # wal-push, wal-fetch, ship, restore-pitr (issue 10)
+
+    register_continuous(sub)
 
 
 # --- plumbing ---------------------------------------------------------------------------
@@ -370,12 +376,15 @@ def cmd_points(args) -> int:
 
 @_guard
 def cmd_shred(args) -> int:
-    from .prune import run_shred
+    from lifeline.agent.prune import default_actor
+    from lifeline.keys.shred import shred
 
     if not args.yes:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
     repo = _open(args)
-    result = run_shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait)
+    # the same audited path as `lifeline keys shred`: every shred leaves an audit record
+    result = shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait,
+                   actor=os.environ.get("LIFELINE_ACTOR") or default_actor(), reason="lifeline agent shred")
     _emit(args, result, f"destroyed the data key of epoch {result['epoch']}; "
                         f"{len(result['points_shredded'])} point(s) are gone: "
                         + ", ".join(result["points_shredded"]) + "\nrun `prune` to delete the unreadable packs")

@@ -121,6 +121,10 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool) -> dict:
                   if pid in stored and any(en[0] in live for en in info.entries)}
     drop_packs = sorted(set(stored) - set(keep_packs))
     keep_epochs = {p.header.get("epoch") for p in keep} | {i.epoch for i in keep_packs.values()}
+    from . import wal_retention  # log segments: keep what a kept base backup needs (continuous protection)
+
+    wal = wal_retention.plan(repo, keep)
+    keep_epochs |= wal["keep_epochs"]
     drop_epochs = sorted(set(repo.list_epochs()) - keep_epochs)
     tmp = repo.backend.list_temporaries()
     stale = [lk for lk in list_locks(repo.backend) if lk.is_stale()]
@@ -137,11 +141,13 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool) -> dict:
         "temporary_files_deleted": len(tmp),
         "stale_locks_deleted": len(stale),
         "index_segments_rewritten": 0,
+        "wal_segments_deleted": len(wal["delete"]),
     }
     if dry_run:
         return report
     for p in forget:
         repo.backend.delete(point_name(p.id))
+    wal_retention.apply(repo, wal)
     old_segments = list(index.segments)
     by_epoch: dict[str, list] = {}
     for info in keep_packs.values():

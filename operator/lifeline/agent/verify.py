@@ -193,6 +193,9 @@ def run_check(repo: Repository, provider, *, read_data: bool = False,
         if unused:
             left["unreferenced_packs"] = sorted(unused)
     used_epochs = {p.header.get("epoch") for p in points}
+    from .wal_retention import plan as _wal_plan  # log segments' epochs are in use too
+
+    used_epochs |= _wal_plan(repo, [])["keep_epochs"]
     unused_epochs = sorted(set(repo.list_epochs()) - used_epochs
                            - {info.epoch for info in index.packs.values()})
     if unused_epochs:

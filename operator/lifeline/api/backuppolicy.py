@@ -39,6 +39,13 @@ class VolumeSnapshotSource(Model):
 
     claim_name: DNSName = Field(description="PVC to snapshot.")
     volume_snapshot_class_name: DNSName | None = Field(None, description="VolumeSnapshotClass; the default class when left out.")
+    path: str = Field("/", description="Directory inside the snapshot to back up.")
+    keep_snapshots: int = Field(
+        0, ge=0, le=50,
+        description="VolumeSnapshots kept in the cluster after their data left it (fast local restores); "
+                    "0 deletes each one as soon as its data-mover Job succeeded.")
+    ready_timeout: Duration = Field(
+        "10m", description="How long a VolumeSnapshot may take to become readyToUse before the backup fails.")
 
 
 class EnvVar(Model):
@@ -57,12 +64,26 @@ class CommandSource(Model):
     env: list[EnvVar] = Field(default_factory=list, description="Environment for the dump command.")
 
 
+class PostgresBaseBackup(Model):
+    """Base backups of a PostgreSQL server: pg_basebackup in its own image, as a replication user."""
+
+    image: str = Field("postgres:16", min_length=1,
+                       description="Image with pg_basebackup, of the server's major version (it needs no Python).")
+    env: list[EnvVar] = Field(default_factory=list,
+                              description="libpq settings for pg_basebackup: PGHOST, PGPORT, PGUSER, and PGPASSWORD "
+                                          "from a Secret.")
+    args: list[str] = Field(default_factory=list, description="More pg_basebackup arguments.")
+
+
 class ContinuousSource(Model):
     """A directory of closed, append-only log segments (for example PostgreSQL WAL)."""
 
     claim_name: DNSName = Field(description="PVC the workload writes its segments to.")
     path: str = Field("/", description="Directory of segments inside the volume.")
     segment_pattern: str = Field("*", description="Glob of a closed segment's file name.")
+    postgres: PostgresBaseBackup | None = Field(
+        None, description="PostgreSQL: the full schedule takes a base backup with pg_basebackup (the starting point "
+                          "of point-in-time restore); without it, the full schedule copies the segment directory.")
 
 
 class Source(Model):
@@ -155,6 +176,23 @@ class Retention(Model):
 KEY_SCHEMES = ("vault-transit", "vault-kv", "secret")
 
 
+class CABundle(Model):
+    """A CA bundle (PEM) in a ConfigMap or a Secret of the policy's namespace."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [one_of_rule(("config_map", "secret"), "CA bundle source")]}
+    )
+
+    config_map: DNSName | None = Field(None, description="ConfigMap that holds the bundle.")
+    secret: DNSName | None = Field(None, description="Secret that holds the bundle.")
+    key: str = Field("ca.crt", pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the bundle in it.")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        exactly_one(self, ("config_map", "secret"), "CA bundle source")
+        return self
+
+
 class Encryption(Model):
     """Which key protects the data keys of this policy's points."""
 
@@ -162,6 +200,8 @@ class Encryption(Model):
         pattern=r"^(vault-transit|vault-kv|secret)://[^\s]+$",
         description="Key reference, for example vault-transit://lifeline-his?mount=transit or secret://name/key.",
     )
+    ca_bundle: CABundle | None = Field(
+        None, description="CA bundle the backup Jobs trust for Vault's TLS (mounted, and named by VAULT_CACERT).")
 
 
 class Hook(Model):
@@ -227,8 +267,9 @@ class BackupPolicySpec(Model):
     hooks: Hooks = Field(default_factory=Hooks)
     pod: PodOptions = Field(default_factory=PodOptions)
     suspend: bool = Field(False, description="Stop scheduling new backups; running ones finish.")
-    deletion_policy: Literal["Retain", "Delete"] = Field(
-        "Retain", description="What happens to RecoveryPoints and data when the policy is deleted."
+    deletion_policy: Literal["Retain", "Delete", "Shred"] = Field(
+        "Retain", description="What happens to RecoveryPoints and data when the policy is deleted. "
+        "Shred: deleting one of its RecoveryPoints crypto-shreds the point's key epoch first (finalizer).",
     )
 
     @field_validator("destinations")

@@ -38,8 +38,11 @@ from lifeline.api import BY_KIND
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
+from lifeline.controllers.backup_continuous import ShippingDeployments, deployment_fact
+from lifeline.controllers.backup_snapshots import ACTOR, SnapshotPipelines
+from lifeline.observability import audit
 from lifeline.kube import KubeError, ObjectRef
-from lifeline.planning import backup, backup_points, backup_status
+from lifeline.planning import backup, backup_points, backup_status, continuous
 from lifeline.planning.backup_status import Ref
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,9 @@ class RefCache:
         try:
             if kind == "pvc":
                 found = await self.kube.get_object("v1", "persistentvolumeclaims", namespace, name)
+                return Ref(found is not None)
+            if kind == "vsclass":  # cluster-scoped
+                found = await self.kube.get_object("snapshot.storage.k8s.io/v1", "volumesnapshotclasses", None, name)
                 return Ref(found is not None)
             keys = await self.kube.secret_keys(namespace, name)
             return Ref(keys is not None, frozenset(keys or ()))
@@ -198,6 +204,7 @@ class BackupController:
             "backup_jobs": Store(lambda b: (_ns(b), _policy_of(b)), _uid, backup_points.job_fact),
             "backup_points": Store(lambda b: (_ns(b), (b.get("spec") or {}).get("policyName")), _name,
                                    backup_points.point_fact),
+            "backup_deployments": Store(lambda b: (_ns(b), _policy_of(b)), _name, deployment_fact),
         }
         self.synced = asyncio.Event()
         self.ticker: asyncio.Task | None = None
@@ -211,6 +218,8 @@ class BackupController:
         # the resourceVersion a replace started from (a newer one means the watch caught up)
         self._pending: dict[tuple, str] = {}
         self._pending_rv: dict[tuple, str] = {}
+        self.snapshots = SnapshotPipelines(self)
+        self.shipping = ShippingDeployments(self)  # continuous sources: the shipper and what it shipped
 
     # ---- what exists ------------------------------------------------------------------------
 
@@ -220,6 +229,7 @@ class BackupController:
         ("backup_cronjobs", "batch/v1", "cronjobs", backup.LABEL_POLICY),
         ("backup_jobs", "batch/v1", "jobs", backup.LABEL_POLICY),
         ("backup_points", f"{GROUP}/{VERSION}", "recoverypoints", None),
+        ("backup_deployments", "apps/v1", "deployments", backup.LABEL_POLICY),
     )
 
     async def prime(self) -> None:
@@ -260,6 +270,7 @@ class BackupController:
         self.ctx.metrics.forget("BackupPolicy", namespace, name)
         for store in (self._applied, self._written, self._looked_up):
             store.pop((namespace, name), None)
+        self.shipping.forget(namespace, name)
         lock = self.locks.get((namespace, name))
         if lock is not None and not lock.locked():
             del self.locks[(namespace, name)]
@@ -296,6 +307,8 @@ class BackupController:
                 self.ctx.metrics.reconciles.labels("BackupPolicy", "error").inc()
                 if exc.status != 404:
                     log.warning("BackupPolicy %s/%s: %s", namespace, name, exc)
+            if self.policy(namespace, name) is None:  # deleted while this round ran: drop what it observed
+                self.ctx.metrics.forget("BackupPolicy", namespace, name)
 
     async def _reconcile(self, body: dict, children: bool) -> None:
         meta = body["metadata"]
@@ -309,6 +322,8 @@ class BackupController:
                 plan_error = desired if isinstance(desired, backup.PlanError) else None
                 manifests = [] if plan_error else desired
                 apply_error = await self._apply(body, manifests)
+                ship_error = await self._apply_shipping(body, spec, plan_error)
+                apply_error = "; ".join(e for e in (apply_error, ship_error) if e) or None
                 cron_jobs = [(m["name"], m["spec"]["schedule"]) for m in manifests]
                 self._applied[key] = (cron_jobs, apply_error, plan_error)
                 inputs.backup_now_handled = await self._backup_now(body)
@@ -323,6 +338,8 @@ class BackupController:
             inputs.jobs = self._values("backup_jobs", key)
             inputs.points = self._values("backup_points", key)
             inputs.key_check = await self.key_check(spec.encryption.key_ref)
+            if spec.source.continuous is not None and not spec.suspend:
+                inputs.shipped = await self.shipping.shipped(body)
         plan = backup_status.plan_status(body, inputs)
         self._observe(body, plan)
         if plan.patch is None:
@@ -339,8 +356,8 @@ class BackupController:
 
     async def key_check(self, ref: str) -> tuple[str, str, str] | None:
         """What the key provider says about a Vault key (lifeline.keys.health: cached, one check at a time)."""
-        if not ref.startswith("vault-transit://"):
-            return None  # secret:// keys are checked through their Secret; vault-kv has no provider
+        if not ref.startswith(("vault-transit://", "vault-kv://")):
+            return None  # secret:// keys are checked through their Secret
         if "addr=" not in ref and not (os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR")):
             return ("Unknown", "VaultNotConfigured",
                     f"the operator has no Vault address (set VAULT_ADDR on the operator, or addr= in the key "
@@ -369,6 +386,10 @@ class BackupController:
                 m.backup_schedule_gap.labels(*labels).set(gap)
         if plan.data_age_seconds is not None:
             m.rpo_seconds.labels(*labels).set(plan.data_age_seconds)
+        conds = ((plan.patch or {}).get("conditions") if plan.patch and "conditions" in plan.patch
+                 else (body.get("status") or {}).get("conditions")) or []
+        for c in conds:
+            m.backup_condition.labels(labels[0], labels[1], c["type"]).set(1 if c.get("status") == "True" else 0)
 
     async def _apply(self, body: dict, desired: list[dict]) -> str | None:
         """Create, replace or delete CronJobs until they are ``desired``; the error text, if any."""
@@ -412,6 +433,17 @@ class BackupController:
                 except KubeError as exc:
                     errors.append(f"CronJob {name}: {exc}")
         return "; ".join(errors) or None
+
+    async def _apply_shipping(self, body: dict, spec: BackupPolicySpec, plan_error) -> str | None:
+        """A continuous policy's shipping Deployment (lifeline.controllers.backup_continuous)."""
+        key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
+        if spec.source.continuous is None and not self._values("backup_deployments", key):
+            return None
+        try:
+            desired = [] if plan_error is not None else continuous.plan(body, self.facts)
+        except (ValidationError, backup.PlanError):
+            desired = []  # the CronJob plan said the same (plan_error), or says it on the next round
+        return await self.shipping.apply(body, desired)
 
     async def _create_cronjob(self, namespace: str, manifest: dict, uid: str) -> None:
         name = manifest["metadata"]["name"]
@@ -460,8 +492,8 @@ class BackupController:
     async def record(self, job: dict) -> None:
         """Turn a finished Job into its RecoveryPoint, Events and metrics, once."""
         if job["phase"] == "Running" or job.get("recorded") or job["uid"] in self.recording \
-                or job["uid"] in self.recorded:
-            return
+                or job["uid"] in self.recorded or job["operation"] == "trigger":
+            return  # (a snapshot trigger is recorded by its pipeline)
         self.recording.add(job["uid"])
         try:
             await self._record(job)
@@ -505,6 +537,7 @@ class BackupController:
                 m.backup_bytes.labels(*labels, c["d"]).inc(int(c.get("stored") or 0))
             m.backup_source_bytes.labels(*labels).inc(int(summary.get("size") or 0))
             stored = ", ".join(c["d"] for c in summary["ok"])
+            self.audit_backup(job, body, "succeeded", point, summary)
             await self.kube.emit_event(ref, "Normal", "BackupSucceeded",
                                        f"{summary['ok'][0]['t']} backup recorded as RecoveryPoint {point}, stored at "
                                        f"{stored} ({summary.get('size', 0)} bytes read)", now)
@@ -522,6 +555,7 @@ class BackupController:
             why = (summary or {}).get("error") or "; ".join(f"{f['d']}: {f.get('error')}" for f in failed) or \
                 job.get("failMessage") or ("the Job succeeded but left no summary" if job["phase"] == "Succeeded"
                                            else "")
+            self.audit_backup(job, body, "failed", None, summary, why)
             await self.kube.emit_event(ref, "Warning", "BackupFailed",
                                        f"{job.get('type') or ''} backup Job {job['name']} failed: {why} ({report})"
                                        .replace("  ", " "), now)
@@ -541,7 +575,7 @@ class BackupController:
         first = summary["ok"][0]
         parent = next((p["name"] for p in points if first.get("p") and (first["d"], first["p"]) in
                        [tuple(c) for c in p["copies"]]), None)
-        retain = (body.get("spec") or {}).get("deletionPolicy", "Retain") != "Delete"
+        retain = (body.get("spec") or {}).get("deletionPolicy", "Retain") not in ("Delete", "Shred")
         taken = {p["name"] for p in points}
         start = backup_points.parse_time(summary["start"])
         for _ in range(3):
@@ -603,7 +637,7 @@ class BackupController:
     async def sync_owners(self, policy: dict, points: list[dict]) -> None:
         """Owner references of points follow their policy's deletionPolicy (Delete: owned, so collected)."""
         uid = policy["metadata"].get("uid")
-        want = (policy.get("spec") or {}).get("deletionPolicy", "Retain") == "Delete"
+        want = (policy.get("spec") or {}).get("deletionPolicy", "Retain") in ("Delete", "Shred")  # Shred: finalizer
         for point in points:
             refs = point.get("ownerReferences") or []
             if want == any(r.get("uid") == uid for r in refs):
@@ -616,6 +650,41 @@ class BackupController:
             except KubeError as exc:
                 if exc.status != 404:
                     log.warning("RecoveryPoint %s/%s: %s", point["namespace"], point["name"], exc)
+
+    # ---- audit ---------------------------------------------------------------------------------
+
+    def audit_deletion(self, body) -> None:
+        """A policy or a point is gone (seen by the watch: who deleted it is in the API server's audit log)."""
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        kind = body.get("kind") or "BackupPolicy"
+        if kind == "BackupPolicy":
+            policy = spec.get("deletionPolicy", "Retain")
+            details = {"deletionPolicy": policy,
+                       "recoveryPoints": "deleted with the policy (owner references)" if policy == "Delete"
+                       else "retained", "repositoryData": "retained (see docs/backup.md, deletionPolicy)"}
+        else:
+            details = {"policy": spec.get("policyName"), "type": spec.get("type"),
+                       "phase": (body.get("status") or {}).get("phase"),
+                       "copies": [c.get("destination") for c in spec.get("copies") or []]}
+        audit.record("deletion", actor=ACTOR, outcome="succeeded",
+                     subject={"kind": kind, "namespace": meta.get("namespace", ""), "name": meta.get("name", ""),
+                              "uid": meta.get("uid", "")},
+                     details=details, when=self.ctx.clock.now())
+
+    def audit_backup(self, job: dict, body: dict, outcome: str, point: str | None, summary: dict | None,
+                     why: str = "") -> None:
+        details = {"job": job["name"], "type": job.get("type"), "trigger": job.get("trigger"),
+                   "recoveryPoint": point,
+                   "storedAt": [c["d"] for c in (summary or {}).get("ok") or []],
+                   "failedAt": [f["d"] for f in (summary or {}).get("failed") or []]}
+        if why:
+            details["message"] = why[:500]
+        if job.get("triggerJob"):
+            details["volumeSnapshot"] = job["triggerJob"]
+        audit.record("backup", actor=ACTOR, outcome=outcome,
+                     subject={"kind": "BackupPolicy", "namespace": job["namespace"], "name": job["policy"],
+                              "uid": body["metadata"].get("uid", "")},
+                     details=details, when=self.ctx.clock.now())
 
     # ---- the timer -------------------------------------------------------------------------------
 
@@ -632,7 +701,9 @@ class BackupController:
     async def tick(self) -> None:
         for key in self.stores["backup_jobs"].groups():
             for job in self._values("backup_jobs", key):
-                if job["phase"] != "Running" and not job.get("recorded"):
+                if job["operation"] == "trigger" and not job.get("recorded"):
+                    await self.snapshots.advance(job)
+                elif job["phase"] != "Running" and not job.get("recorded"):
                     await self.record(job)
         for namespace, name in self.stores["backup_policies"].groups():
             await self.reconcile(namespace, name, children=False)
@@ -668,6 +739,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
         if event.get("type") == "DELETED":
             controller.stores["backup_policies"].remove(body)
             controller.forget(namespace, name)
+            controller.audit_deletion(body)
             return
         controller.stores["backup_policies"].put(body)
         await controller.reconcile(namespace, name)
@@ -688,8 +760,19 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
         controller.stores["backup_jobs"].put(body)
         job = backup_points.job_fact(body)
         await controller.record(job)
+        trigger = job if job["operation"] == "trigger" else controller.snapshots.trigger_of(job)
+        if trigger is not None:
+            await controller.snapshots.advance(trigger)
         if job["policy"] and controller.policy(namespace, job["policy"]) is not None:
             await controller.reconcile(namespace, job["policy"], children=False)
+
+    @kopf.on.event("apps", "v1", "deployments", labels=PRESENT, registry=registry, id="backup-deployment")
+    async def on_deployment(event, body, namespace, **_):
+        store = controller.stores["backup_deployments"]
+        store.remove(body) if event.get("type") == "DELETED" else store.put(body)
+        policy = _policy_of(body)
+        if policy and controller.policy(namespace, policy) is not None:
+            await controller.reconcile(namespace, policy)
 
     @kopf.on.event(GROUP, VERSION, "recoverypoints", registry=registry, id="backup-recoverypoint")
     async def on_point(event, body, namespace, name, **_):
@@ -704,5 +787,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
                 await controller.sync_owners(owner, [backup_points.point_fact(plain)])
         else:
             ctx.metrics.forget("RecoveryPoint", namespace, name)
+            if event.get("type") == "DELETED":
+                controller.audit_deletion(body)
         if policy and controller.policy(namespace, policy) is not None:
             await controller.reconcile(namespace, policy, children=False)

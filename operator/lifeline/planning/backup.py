@@ -22,6 +22,11 @@ What a backup pod looks like:
   (``/dump/stream``), the ``dump`` container writes the command's stdout into it and
   its exit status to ``/dump/exit-code``, the agent reads the FIFO and publishes the
   point only when the dump exited 0;
+- for a ``volumeSnapshot`` source the CronJobs' pod is only a trigger (see
+  :mod:`lifeline.planning.snapshot`): the operator takes the snapshot and starts a data-mover
+  Job, rendered here with ``source_claim`` (the PVC made from the snapshot) as its ``/source``;
+- a ``vault-*`` key with ``encryption.caBundle`` mounts the bundle at ``/etc/lifeline/vault-ca``
+  and sets ``VAULT_CACERT``;
 - non-root (65532 unless ``pod.runAsUser``), read-only root filesystem, every
   capability dropped, seccomp RuntimeDefault, no service account token (unless the
   key lives in Vault, whose Kubernetes auth needs it).
@@ -60,16 +65,25 @@ RUN_AS = 65532  # the image's lifeline user
 SOURCE_MOUNT = "/source"
 DESTINATIONS_MOUNT = "/destinations"
 KEY_MOUNT = "/etc/lifeline/key"
+VAULT_CA_MOUNT = "/etc/lifeline/vault-ca"
 DUMP_MOUNT = "/dump"
 FIFO = f"{DUMP_MOUNT}/stream"
 EXIT_CODE = f"{DUMP_MOUNT}/exit-code"
 TERMINATION_LOG = "/dev/termination-log"
 JOB_COMMAND = ("python", "-m", "lifeline.agent.jobs")  # the image's entry point is `lifeline`
+# Continuous PostgreSQL sources: pg_basebackup (in the database's image, an init container) writes a
+# plain copy here; the agent stores it tagged as a base backup (lifeline.agent.base_backup_job).
+BASEBACKUP_MOUNT = "/basebackup"
+BASEBACKUP_DATA = f"{BASEBACKUP_MOUNT}/data"
+BASEBACKUP_COMMAND = ("python", "-m", "lifeline.agent.base_backup_job")
 
 # The dump container's whole program: run the command into the FIFO, publish its status.
 DUMP_SCRIPT = (
     f'"$@" > {FIFO}; rc=$?; echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
 )
+
+# What each operation's Jobs are (app.kubernetes.io/component); "snapshot": a snapshot trigger.
+COMPONENTS = {"backup": "backup", "prune": "prune", "snapshot": "snapshot"}
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
 
@@ -230,15 +244,17 @@ def source_plan(namespace: str, policy: str, spec: BackupPolicySpec) -> dict:
     name = f"{namespace}/{policy}"
     if src.pvc is not None:
         return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.pvc.path, "source.pvc.path"), "name": name}
+    if src.continuous is not None and src.continuous.postgres is not None:
+        return {"kind": "pg-basebackup", "path": BASEBACKUP_DATA, "name": name}
     if src.continuous is not None:
         return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.continuous.path, "source.continuous.path"),
                 "name": name}
     if src.command is not None:
         program = posixpath.basename(src.command.command[0]) or "dump"
         return {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE, "name": name, "streamName": f"{program}.out"}
-    raise PlanError("SourceAvailable", "VolumeSnapshotNotImplemented",
-                    "volumeSnapshot sources are not implemented yet: no backup is scheduled for this policy. "
-                    "Use a pvc source (the live volume mounted read-only) until CSI snapshots land")
+    # volumeSnapshot: the data-mover Job mounts a PVC made from the snapshot at /source
+    return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.volume_snapshot.path, "source.volumeSnapshot.path"),
+            "name": name}
 
 
 def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str, type_: str | None) -> dict:
@@ -280,7 +296,12 @@ def _env(entry) -> dict:
 
 
 def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str, type_: str | None,
-             facts: Facts) -> dict:
+             facts: Facts, source_claim: str | None = None) -> dict:
+    """The backup (or prune) pod; ``source_claim`` is the PVC made from a snapshot (data-mover Jobs)."""
+    if operation == "snapshot":
+        from .snapshot import trigger_pod_spec
+
+        return trigger_pod_spec(spec, facts)
     plan = job_plan(namespace, policy, spec, operation, type_)
     key_scheme, key_secret, key_key = parse_key_ref(spec.encryption.key_ref)
     env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
@@ -296,6 +317,10 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
     src = spec.source
     claim = (src.pvc or src.continuous).claim_name if (src.pvc or src.continuous) and operation == "backup" else None
+    base_backup = src.continuous.postgres if src.continuous is not None and operation == "backup" else None
+    if base_backup is not None:
+        claim = None  # the copy comes from the server, not from the segment directory
+    claim = source_claim if operation == "backup" and source_claim else claim
     if claim:
         mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
@@ -308,6 +333,13 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
         # World-readable inside the pod only (the agent copies it to a 0600 file); no fsGroup needed.
         volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
                                                   "items": [{"key": key_key, "path": key_key}]}})
+    ca = spec.encryption.ca_bundle
+    if ca is not None and key_scheme.startswith("vault"):
+        mounts.append({"name": "vault-ca", "mountPath": VAULT_CA_MOUNT, "readOnly": True})
+        item = {"items": [{"key": ca.key, "path": ca.key}]}
+        volumes.append({"name": "vault-ca", **({"configMap": {"name": ca.config_map, **item}} if ca.config_map
+                                               else {"secret": {"secretName": ca.secret, **item}})})
+        env.append({"name": "VAULT_CACERT", "value": f"{VAULT_CA_MOUNT}/{ca.key}"})
     resources = _resources(spec)
     agent = {
         "name": AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
@@ -344,6 +376,8 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
             "resources": resources, "securityContext": _container_security(),
             "volumeMounts": [{"name": "dump", "mountPath": DUMP_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         })
+    if base_backup is not None:
+        _add_base_backup(pod, agent, base_backup, resources)
     opts = spec.pod
     if opts.service_account_name:
         pod["serviceAccountName"] = opts.service_account_name
@@ -356,19 +390,39 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     return pod
 
 
+def _add_base_backup(pod: dict, agent: dict, pg, resources: dict) -> None:
+    """pg_basebackup first (an init container in the database's image), then the agent stores the copy.
+
+    The agent image has no PostgreSQL client; the server's own image has the matching pg_basebackup.
+    The copy lives in an emptyDir (node disk, the database's size) only until the Job ends."""
+    pod["volumes"].append({"name": "basebackup", "emptyDir": {}})
+    agent["command"] = list(BASEBACKUP_COMMAND)
+    agent["volumeMounts"].append({"name": "basebackup", "mountPath": BASEBACKUP_MOUNT, "readOnly": True})
+    pod["initContainers"] = [{
+        "name": "pg-basebackup", "image": pg.image, "imagePullPolicy": "IfNotPresent",
+        "command": ["pg_basebackup", "-D", BASEBACKUP_DATA, "-Fp", "-X", "fetch", "--checkpoint=fast",
+                    "--no-sync", "--no-password", *pg.args],
+        "env": [_env(e) for e in pg.env] + [{"name": "HOME", "value": "/tmp"}],
+        "resources": resources, "securityContext": _container_security(),
+        "volumeMounts": [{"name": "basebackup", "mountPath": BASEBACKUP_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+    }]
+
+
 def _deadline(spec: BackupPolicySpec, interval: int | None) -> int:
     from lifeline.api.common import parse_duration
 
-    if spec.pod.active_deadline:
+    if spec.pod.active_deadline and interval != 0:
         return int(parse_duration(spec.pod.active_deadline))
+    if interval == 0:  # a snapshot trigger: its pod only says "now"
+        return 300
     return min(86400, max(600, interval or 6 * 3600))
 
 
 def job_template(body: dict, spec: BackupPolicySpec, facts: Facts, operation: str, type_: str | None,
-                 interval: int | None, extra_labels: dict | None = None) -> dict:
+                 interval: int | None, extra_labels: dict | None = None, source_claim: str | None = None) -> dict:
     meta = body["metadata"]
     policy, namespace = meta["name"], meta.get("namespace", "")
-    component = "backup" if operation == "backup" else "prune"
+    component = COMPONENTS[operation]
     lbl = {**labels(policy, component, type_), **(extra_labels or {})}
     return {
         "metadata": {"labels": lbl, "annotations": {ANN_POLICY: policy}},
@@ -377,7 +431,7 @@ def job_template(body: dict, spec: BackupPolicySpec, facts: Facts, operation: st
             "activeDeadlineSeconds": _deadline(spec, interval),
             "template": {
                 "metadata": {"labels": dict(lbl)},
-                "spec": pod_spec(namespace, policy, spec, operation, type_, facts),
+                "spec": pod_spec(namespace, policy, spec, operation, type_, facts, source_claim),
             },
         },
     }
@@ -387,7 +441,7 @@ def _cronjob(body: dict, spec: BackupPolicySpec, facts: Facts, name: str, schedu
              type_: str | None) -> dict:
     meta = body["metadata"]
     interval = interval_seconds(schedule)
-    component = "backup" if operation == "backup" else "prune"
+    component = COMPONENTS[operation]
     cron: dict = {
         "schedule": schedule,
         "concurrencyPolicy": "Forbid",
@@ -396,7 +450,7 @@ def _cronjob(body: dict, spec: BackupPolicySpec, facts: Facts, name: str, schedu
         "successfulJobsHistoryLimit": 3,
         "failedJobsHistoryLimit": 3,
         "jobTemplate": job_template(body, spec, facts, operation, type_,
-                                    interval if operation == "backup" else None),
+                                    {"backup": interval, "snapshot": 0}.get(operation)),
     }
     if spec.schedule.time_zone:
         cron["timeZone"] = spec.schedule.time_zone
@@ -423,8 +477,11 @@ def plan(policy_body: dict, facts: Facts) -> list[dict]:
     spec = parse_spec(policy_body)
     meta = policy_body["metadata"]
     policy = meta["name"]
+    # A volumeSnapshot policy's CronJobs only say "now" (their pod exits at once); the operator takes
+    # the snapshot and starts the data-mover Job (lifeline.planning.snapshot).
+    operation = "snapshot" if spec.source.volume_snapshot is not None else "backup"
     children = [
-        _cronjob(policy_body, spec, facts, child_name(policy, kind), expr, "backup", kind)
+        _cronjob(policy_body, spec, facts, child_name(policy, kind), expr, operation, kind)
         for kind, expr in schedules(spec)
     ]
     children.append(_cronjob(policy_body, spec, facts, child_name(policy, "prune"),
@@ -446,7 +503,9 @@ def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "i
     meta = policy_body["metadata"]
     policy = meta["name"]
     expr = getattr(spec.schedule, type_)
-    template = job_template(policy_body, spec, facts, "backup", type_, interval_seconds(expr) if expr else None,
+    snapshot = spec.source.volume_snapshot is not None
+    template = job_template(policy_body, spec, facts, "snapshot" if snapshot else "backup", type_,
+                            0 if snapshot else interval_seconds(expr) if expr else None,
                             extra_labels={LABEL_TRIGGER: "on-demand"})
     template["metadata"]["annotations"][ANN_BACKUP_NOW] = request
     job = {

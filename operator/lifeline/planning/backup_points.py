@@ -53,7 +53,12 @@ def job_fact(job: dict) -> dict:
     return {
         "name": meta.get("name"), "uid": meta.get("uid"), "namespace": meta.get("namespace"),
         "policy": ann.get(backup.ANN_POLICY) or labels.get(backup.LABEL_POLICY),
-        "operation": "prune" if labels.get("app.kubernetes.io/component") == "prune" else "backup",
+        # "trigger": a volumeSnapshot policy's CronJob run, which the operator turns into a snapshot
+        # and a data-mover Job (lifeline.planning.snapshot)
+        "operation": {"prune": "prune", "snapshot": "trigger"}.get(labels.get("app.kubernetes.io/component"),
+                                                                  "backup"),
+        "hooks": ann.get("dr.lifeline.io/hooks"),
+        "triggerJob": ann.get("dr.lifeline.io/trigger-job"),  # a data-mover Job's snapshot trigger
         "type": labels.get(backup.LABEL_TYPE),
         "trigger": "OnDemand" if labels.get(backup.LABEL_TRIGGER) == "on-demand" else "Schedule",
         "backupNow": ann.get(backup.ANN_BACKUP_NOW),

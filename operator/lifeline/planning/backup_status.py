@@ -7,10 +7,13 @@ One writer per status: this planner folds the spec-validity ``Ready`` of
   kept from the generic readiness contract), or why not (``InvalidSpec``,
   ``ApplyFailed``, a plan error such as ``InvalidKeyRef``);
 - ``RPOAchievable`` — the longest gap between scheduled backups against the RPO,
-  with the arithmetic in the message; ``False`` is accepted, but loud;
+  with the arithmetic in the message; ``False`` is accepted, but loud (a continuous
+  source: the shipper's scan interval against the RPO, and the segment close
+  interval that leaves);
 - ``RPOMet`` — the age of the newest recovery point's data against the RPO,
   re-planned on a timer (the message names the moment it runs out, so it only
-  changes when the status flips);
+  changes when the status flips); for a continuous source, the close time of the
+  newest shipped segment (what the shipper reports, ``Inputs.shipped``);
 - ``SourceAvailable``, ``DestinationsReachable``, ``KeysAvailable`` — what the
   referenced PVCs and Secrets and the latest backups say; a Vault key is not
   checked by the operator yet (``Unknown`` until a backup used it);
@@ -34,7 +37,9 @@ from . import conditions
 from .backup import PlanError, parse_key_ref, schedules
 from .backup_points import parse_time, rfc3339
 from .backup_schedule import describe, longest_gap
+from .continuous import SHIP_SCAN_SECONDS
 from .readiness import EventPlan
+from .snapshot import SNAPSHOT_REASONS
 
 INFO = BY_KIND["BackupPolicy"]
 READY = "Ready"
@@ -68,6 +73,9 @@ class Inputs:
     problems: list | None = None
     # (status, reason, message) of the key provider's own check (lifeline.keys.health), when asked
     key_check: tuple[str, str, str] | None = None
+    # continuous sources: what the shipper last said it shipped (lifeline.controllers.backup_continuous.Shipped:
+    # .segment, .closed_at, .error), None when it was not asked (not continuous, or suspended)
+    shipped: object | None = None
 
 
 @dataclass
@@ -84,11 +92,15 @@ def required_refs(spec: BackupPolicySpec) -> list[str]:
     """Every ``pvc/<name>`` and ``secret/<name>`` the policy's Jobs need."""
     refs: list[str] = []
     src = spec.source
-    for claim in (src.pvc, src.continuous):
+    for claim in (src.pvc, src.continuous, src.volume_snapshot):
         if claim is not None:
             refs.append(f"pvc/{claim.claim_name}")
+    if src.volume_snapshot is not None and src.volume_snapshot.volume_snapshot_class_name:
+        refs.append(f"vsclass/{src.volume_snapshot.volume_snapshot_class_name}")
     if src.command is not None:
         refs += [f"secret/{e.value_from_secret.name}" for e in src.command.env if e.value_from_secret]
+    if src.continuous is not None and src.continuous.postgres is not None:
+        refs += [f"secret/{e.value_from_secret.name}" for e in src.continuous.postgres.env if e.value_from_secret]
     for d in spec.destinations:
         if d.s3 is not None:
             refs.append(f"secret/{d.s3.credentials_secret}")
@@ -121,6 +133,41 @@ def _achievable(spec: BackupPolicySpec, rpo: float) -> tuple[dict, int]:
         text += ("; no cron schedule runs more than once a minute: only a continuous (log-shipping) source "
                  f"can meet an RPO of {format_duration(rpo)}")
     return conditions.make("RPOAchievable", False, "ScheduleTooSparse", text, None), gap.seconds
+
+
+def _achievable_continuous(rpo: float) -> tuple[dict, int]:
+    """A shipped log: the loss bound is the workload's segment close interval plus one scan and upload."""
+    scan = SHIP_SCAN_SECONDS
+    if rpo <= scan:
+        return (conditions.make("RPOAchievable", False, "ShippingTooSlow",
+                                f"the shipper looks for closed segments every {scan:g}s, which alone uses up the "
+                                f"RPO of {describe(rpo)}: raise spec.objectives.rpo", None), int(scan))
+    budget = rpo - scan
+    return (conditions.make("RPOAchievable", True, "ContinuousShipping",
+                            f"continuous source: a closed segment is shipped within about {scan:g}s plus its "
+                            f"upload; data loss is at most the workload's segment close interval plus that, so the "
+                            f"RPO of {describe(rpo)} holds while segments close at least every "
+                            f"{format_duration(int(budget)) if budget >= 1 else f'{budget:.1f}s'} "
+                            f"(PostgreSQL: archive_timeout <= {budget:g}s; see docs/continuous.md)", None),
+            int(scan))
+
+
+def _rpo_met_shipped(rpo: float, shipped, data_time: datetime | None, created: datetime | None,
+                     now: datetime) -> dict:
+    """RPOMet of a continuous policy: now minus the close time of the newest shipped segment."""
+    if shipped is None or shipped.closed_at is None:
+        cond = _rpo_met(rpo, data_time, created, now)
+        why = (shipped.error if shipped is not None else None) or "not read yet"
+        return dict(cond, message=f"{cond['message']}; the shipper's newest segment is not known ({why})")
+    r, limit = describe(rpo), shipped.closed_at + timedelta(seconds=rpo)
+    what = f"the newest shipped segment {shipped.segment} closed at {rfc3339(shipped.closed_at)}"
+    if now <= limit:
+        return conditions.make("RPOMet", True, "WithinRPO", f"{what}: within the RPO of {r} until {rfc3339(limit)}",
+                               None)
+    return conditions.make("RPOMet", False, "RPOBreached",
+                           f"{what}: the RPO of {r} ran out at {rfc3339(limit)}. Is the workload still writing "
+                           f"and closing segments, is the shipper running, and can it reach every destination? "
+                           f"(its lifeline_wal_* metrics and logs; docs/runbooks.md)", None)
 
 
 def _rpo_met(rpo: float, data_time: datetime | None, created: datetime | None, now: datetime) -> dict:
@@ -163,10 +210,65 @@ def _pvc_problem(ref: Ref | None, ns: str, name: str, what: str, field_: str) ->
     return "PVCNotFound", f"{what}: PersistentVolumeClaim {ns}/{name} does not exist: create it, or fix {field_}"
 
 
+def _hooks_note(spec: BackupPolicySpec) -> str:
+    if spec.source.volume_snapshot is None and (spec.hooks.pre or spec.hooks.post):
+        return ("; spec.hooks are not run for this source (hooks run around a volumeSnapshot's cut only: "
+                "a backup Job of a pvc or command source starts without the operator)")
+    return ""
+
+
+def _snapshot_failure(jobs: list[dict]) -> dict | None:
+    """The newest snapshot pipeline's failure about the source, unless a backup succeeded since."""
+    newest = None
+    for job in sorted(jobs, key=_job_key):
+        r = job.get("result") or {}
+        if job["operation"] == "trigger" and r.get("o") == "Failed" and r.get("reason") in SNAPSHOT_REASONS:
+            newest = r
+        elif r.get("o") == "Succeeded" and job["operation"] == "backup":
+            newest = None
+    return newest
+
+
 def _source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
+    cond = _source_only(spec, ns, x)
+    note = _hooks_note(spec)
+    return dict(cond, message=cond["message"] + note) if note else cond
+
+
+def _snapshot_source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
+    vs = spec.source.volume_snapshot
+    ref = x.refs.get(f"pvc/{vs.claim_name}")
+    problem = _pvc_problem(ref, ns, vs.claim_name, "source", "spec.source.volumeSnapshot.claimName")
+    if problem:
+        return conditions.make("SourceAvailable", False, *problem, None)
+    cls = vs.volume_snapshot_class_name
+    looked = x.refs.get(f"vsclass/{cls}") if cls else None
+    if looked is not None and looked.exists is False:
+        return conditions.make("SourceAvailable", False, "VolumeSnapshotClassNotFound",
+                               f"VolumeSnapshotClass {cls} does not exist: create it for the PVC's CSI driver "
+                               "(kubectl get volumesnapshotclasses), or fix "
+                               "spec.source.volumeSnapshot.volumeSnapshotClassName", None)
+    failure = _snapshot_failure(x.jobs)
+    if failure is not None:
+        return conditions.make("SourceAvailable", False, failure["reason"], failure.get("error") or "", None)
+    if ref is None or ref.exists is None:
+        return conditions.make("SourceAvailable", None, "LookupFailed",
+                               f"could not look up PersistentVolumeClaim {ns}/{vs.claim_name}: "
+                               f"{(ref.error if ref else None) or 'not looked up yet'}", None)
+    hooks = (f"; {len(spec.hooks.pre)} pre- and {len(spec.hooks.post)} post-hook(s) run around the cut"
+             if spec.hooks.pre or spec.hooks.post else "; crash-consistent (no hooks)")
+    return conditions.make("SourceAvailable", True, "PVCFound",
+                           f"PersistentVolumeClaim {vs.claim_name} exists; each backup takes a VolumeSnapshot of "
+                           f"it (class {cls or 'the default'}) and a data-mover Job reads a PVC made from that "
+                           f"snapshot{hooks}", None)
+
+
+def _source_only(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
     if x.plan_error is not None and x.plan_error.condition == "SourceAvailable":
         return conditions.make("SourceAvailable", False, x.plan_error.reason, x.plan_error.message, None)
     src = spec.source
+    if src.volume_snapshot is not None:
+        return _snapshot_source(spec, ns, x)
     claim = src.pvc or src.continuous
     if claim is not None:
         field_ = "spec.source.pvc.claimName" if src.pvc else "spec.source.continuous.claimName"
@@ -178,8 +280,17 @@ def _source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
             return conditions.make("SourceAvailable", None, "LookupFailed",
                                    f"could not look up PersistentVolumeClaim {ns}/{claim.claim_name}: "
                                    f"{(ref.error if ref else None) or 'not looked up yet'}", None)
-        extra = "" if src.pvc else "; continuous shipping is not implemented yet: the directory is backed up on " \
-                                   "the schedules like a pvc source"
+        extra = "" if src.pvc else "; the shipper Deployment (<policy>-ship) ships each closed segment from it"
+        pg = src.continuous.postgres if src.continuous is not None else None
+        for e in pg.env if pg is not None else ():
+            if e.value_from_secret:
+                ref = x.refs.get(f"secret/{e.value_from_secret.name}")
+                problem = _secret_problem(ref, ns, e.value_from_secret.name, (e.value_from_secret.key,),
+                                          f"source: env {e.name} of pg_basebackup")
+                if problem:
+                    return conditions.make("SourceAvailable", False, *problem, None)
+        if pg is not None:
+            extra += f"; base backups run pg_basebackup from image {pg.image}"
         return conditions.make("SourceAvailable", True, "PVCFound",
                                f"PersistentVolumeClaim {claim.claim_name} exists; backups mount it read-only{extra}",
                                None)
@@ -289,6 +400,18 @@ def _off_site(spec: BackupPolicySpec, newest: dict | None, dest_status: list[dic
 # ---- last backup, destinations ----------------------------------------------------------------
 
 
+def _as_backup(job: dict) -> dict | None:
+    """A Job as a backup attempt: a snapshot trigger counts while its pipeline runs or when it failed early."""
+    if job["operation"] == "backup":
+        return job
+    if job["operation"] != "trigger":
+        return None
+    if not job.get("recorded"):
+        return dict(job, phase="Running")
+    r = job.get("result") or {}
+    return job if r.get("o") == "Failed" and not r.get("mover") else None
+
+
 def _job_key(job: dict) -> tuple:
     return (job.get("start") or "", job.get("created") or "", job.get("name") or "")
 
@@ -298,7 +421,9 @@ def _last_backup(job: dict) -> dict:
     if job.get("type"):
         lb["type"] = job["type"]
     if job["phase"] == "Running":
-        lb.update(outcome="Running", message=f"Job {job['name']} is running")
+        text = (f"taking a VolumeSnapshot and moving its data (trigger Job {job['name']})"
+                if job["operation"] == "trigger" else f"Job {job['name']} is running")
+        lb.update(outcome="Running", message=text)
         return lb
     r = job.get("result") or {}
     lb["outcome"] = r.get("o") or job["phase"]
@@ -412,18 +537,15 @@ def plan_status(body: dict, x: Inputs) -> StatusPlan:
     # Ready
     if x.apply_error:
         ready = conditions.make(READY, False, "ApplyFailed", x.apply_error, None)
-    elif x.plan_error is not None and x.plan_error.reason != "VolumeSnapshotNotImplemented":
-        ready = conditions.make(READY, False, x.plan_error.reason, x.plan_error.message, None)
     elif x.plan_error is not None:
-        ready = conditions.make(READY, True, "SpecValid",
-                                f"BackupPolicy spec is valid; nothing is scheduled: {x.plan_error.message}", None)
+        ready = conditions.make(READY, False, x.plan_error.reason, x.plan_error.message, None)
     else:
         runs = ", ".join(f"{n} ({s})" for n, s in x.cron_jobs)
         verb = "suspended (no new backups start)" if spec.suspend else "scheduled"
         ready = conditions.make(READY, True, "SpecValid", f"BackupPolicy spec is valid; {verb}: {runs}", None)
 
     # Backups: the newest Job that is running or recorded, the destinations, the points
-    backup_jobs = sorted((j for j in x.jobs if j["operation"] == "backup"), key=_job_key)
+    backup_jobs = sorted(filter(None, (_as_backup(j) for j in x.jobs)), key=_job_key)
     known = [j for j in backup_jobs if j["phase"] == "Running" or j.get("recorded")]
     last_backup = old.get("lastBackup")
     newest_job = known[-1] if known else None
@@ -444,11 +566,19 @@ def plan_status(body: dict, x: Inputs) -> StatusPlan:
     data_time = parse_time(newest_point["start"]) if newest_point else stored_success
     created = parse_time(meta.get("creationTimestamp"))
 
-    achievable, gap = _achievable(spec, rpo)
+    if spec.source.continuous is not None:
+        achievable, gap = _achievable_continuous(rpo)
+        shipped_at = getattr(x.shipped, "closed_at", None)
+        rpo_met = _rpo_met_shipped(rpo, x.shipped, data_time, created, x.now)
+        if shipped_at is not None and (data_time is None or shipped_at > data_time):
+            data_time = shipped_at
+    else:
+        achievable, gap = _achievable(spec, rpo)
+        rpo_met = _rpo_met(rpo, data_time, created, x.now)
     wanted = [
         ready,
         achievable,
-        _rpo_met(rpo, data_time, created, x.now),
+        rpo_met,
         _source(spec, ns, x),
         _destinations(spec, ns, x, dest_status),
         _keys(spec, ns, x, last_backup, last_result),

@@ -1,0 +1,68 @@
+"""What a continuous PostgreSQL policy's backup Job runs: ``python -m lifeline.agent.base_backup_job``.
+
+``pg_basebackup`` has already run, in the database's own image, as the pod's init container, and
+left a plain-format copy in ``/basebackup/data`` (the agent image has no PostgreSQL client). This
+module stores that copy at every destination exactly as ``lifeline agent base-backup`` would: an
+ordinary directory backup tagged ``base-backup`` and ``wal-start=<first segment it needs>`` (read
+from the copy's ``backup_label``), so ``restore-pitr`` finds it. Everything else, the per-destination
+fan-out, the compact summary in the termination message the operator turns into a RecoveryPoint,
+the exit codes, is :mod:`lifeline.agent.jobs`'s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import jobs
+from .wal_pitr import BASE_TAG, START_TAG, wal_start_of
+
+
+def plan_for_directory(plan: dict) -> dict:
+    """The job plan with its ``pg-basebackup`` source turned into a tagged directory backup."""
+    source = plan.get("source") or {}
+    if source.get("kind") != "pg-basebackup":
+        raise SystemExit(jobs._usage(f"this plan's source is {source.get('kind')!r}, not 'pg-basebackup'"))
+    label = Path(source["path"]) / "backup_label"
+    try:
+        start = wal_start_of(label.read_text())
+    except OSError as exc:
+        raise ValueError(f"pg_basebackup left no {label} ({exc.strerror or exc}): did the init container run?") \
+            from None
+    if start is None:
+        raise ValueError(f"{label} has no START WAL LOCATION: not a pg_basebackup copy")
+    tags = [t for t in plan.get("tags") or [] if t != BASE_TAG and not t.startswith(START_TAG)]
+    return {**plan, "source": {**source, "kind": "dir"}, "tags": tags + [BASE_TAG, START_TAG + start]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lifeline.agent.base_backup_job",
+                                     description="Store a pg_basebackup copy as a base backup (the operator's Job).")
+    parser.add_argument("operation", choices=["backup"], nargs="?", default="backup")
+    parser.add_argument("--plan", default=os.environ.get("LIFELINE_JOB_PLAN"))
+    parser.add_argument("--termination-log",
+                        default=os.environ.get("LIFELINE_TERMINATION_LOG") or jobs.DEFAULT_TERMINATION_LOG)
+    args = parser.parse_args(argv)
+    plan = jobs._load_plan(args.plan)
+    workdir = Path(tempfile.mkdtemp(prefix="lifeline-job-"))
+    try:
+        task = jobs.Task(plan_for_directory(plan), jobs._key_ref(plan, workdir), dict(os.environ))
+        rc, summary = jobs.run_backup(task)
+    except (OSError, ValueError) as exc:
+        message = f"{exc.strerror or exc}{' ' + exc.filename if exc.filename else ''}" if isinstance(exc, OSError) \
+            else str(exc)
+        rc, summary = 1, {"v": 1, "op": "backup", "type": plan.get("type"), "ok": [], "failed": [], "error": message}
+        jobs._log(f"error: {message}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = jobs.compact(summary)
+    jobs._write_termination(args.termination_log, text)
+    print(text, flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
