@@ -39,6 +39,11 @@ class Target(Model):
 
 
 class RestoreSpec(Model):
+    """What to restore where; immutable once created (approvals are given for exactly this)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self == oldSelf", "message": "spec is immutable: delete this Restore and create a new one"}]})
+
     recovery_point: DNSName = Field(description="RecoveryPoint to restore.")
     destination: DNSLabel | None = Field(None, description="Which copy to read; the first reachable when left out.")
     target: Target
@@ -64,3 +69,6 @@ class RestoreStatus(StatusBase):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     bytes_restored: int | None = Field(None, ge=0)
+    reason: str | None = Field(None, description="Why the Restore is in its phase, one CamelCase word.")
+    message: str | None = Field(None, description="What happened and what to do next, for a person.")
+    job_name: str | None = Field(None, description="The restore Job.")

@@ -1,0 +1,96 @@
+"""`lifeline restore approve|reject NAME` and `lifeline restore status NAME`.
+
+``approve``/``reject`` do exactly what ``kubectl annotate restore NAME
+dr.lifeline.io/approve="comment"`` does, with the caller's own credentials: the
+admission webhook takes the identity from the API server, checks the approver role
+and records the decision -- or refuses, and the refusal is printed as it came.
+``status`` prints the phase, the requester, every recorded decision and what is next.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from lifeline.api import BY_KIND
+from lifeline.planning import restore as rules
+
+from .backup import _common, _kube, _namespace
+
+INFO = BY_KIND["Restore"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("restore", help="approve, reject or inspect a production Restore",
+                       description="Two people holding the lifeline-restore-approver role must approve a Restore "
+                                   "before it runs; the requester cannot be one of them.")
+    inner = p.add_subparsers(dest="restore_command", metavar="COMMAND", required=True)
+    common = _common()
+    for verb, helptext in (("approve", "approve a Restore (as yourself: your kubeconfig's identity)"),
+                           ("reject", "reject a Restore: it ends Rejected and never runs")):
+        q = inner.add_parser(verb, parents=[common], help=helptext)
+        q.add_argument("name", help="the Restore")
+        q.add_argument("--comment", "-m", default="", help="recorded with your decision (and in the audit trail)")
+        q.set_defaults(func=run_decide, decision=verb)
+    q = inner.add_parser("status", parents=[common], help="show a Restore's phase and approvals")
+    q.add_argument("name", help="the Restore")
+    q.set_defaults(func=run_status)
+
+
+def run_decide(args) -> int:
+    return asyncio.run(_decide(args))
+
+
+async def _decide(args) -> int:
+    from lifeline.kube import KubeError
+
+    namespace = _namespace(args)
+    key = rules.ANN_APPROVE if args.decision == "approve" else rules.ANN_REJECT
+    kube = _kube(args)
+    try:
+        await kube.patch_metadata(INFO, namespace, args.name, {"annotations": {key: args.comment}})
+        body = await kube.get(INFO, namespace, args.name)
+    except KubeError as exc:
+        print(f"lifeline restore {args.decision}: {exc}", file=sys.stderr)
+        return 2 if exc.status == 404 else 1
+    finally:
+        kube.close()
+    mine = rules.decisions((body.get("metadata") or {}).get("annotations"))
+    print(f"{args.decision} recorded on {namespace}/{args.name} as {mine[-1]['user'] if mine else '?'}")
+    print(_describe(body))
+    return 0
+
+
+def run_status(args) -> int:
+    return asyncio.run(_status(args))
+
+
+async def _status(args) -> int:
+    from lifeline.kube import KubeError
+
+    kube = _kube(args)
+    try:
+        body = await kube.get(INFO, _namespace(args), args.name)
+    except KubeError as exc:
+        print(f"lifeline restore status: {exc}", file=sys.stderr)
+        return 2 if exc.status == 404 else 1
+    finally:
+        kube.close()
+    print(_describe(body))
+    return 1 if (body.get("status") or {}).get("phase") in (rules.FAILED, rules.REJECTED) else 0
+
+
+def _describe(body: dict) -> str:
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    requester = (meta.get("annotations") or {}).get(rules.ANN_REQUESTED_BY) or status.get("requestedBy") or "?"
+    lines = [f"Restore {meta.get('namespace')}/{meta['name']}: {status.get('phase') or 'not reconciled yet'}",
+             f"  recovery point: {spec.get('recoveryPoint')}   strategy: {spec.get('strategy', 'NewClaim')}   "
+             f"overwrite: {str(spec.get('overwrite', False)).lower()}",
+             f"  requested by:   {requester} -- {spec.get('reason', '')}",
+             f"  approvals:      {len([a for a in status.get('approvals') or [] if a.get('decision') == 'Approved'])}"
+             f" of {spec.get('requiredApprovals', 2)}"]
+    for a in status.get("approvals") or []:
+        comment = f" ({a['comment']})" if a.get("comment") else ""
+        lines.append(f"    {a.get('decision'):<9} {a.get('user')} at {a.get('time')}{comment}")
+    if status.get("message"):
+        lines.append(f"  {status.get('reason', '')}: {status['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""Restore: approvals into status, then one restore Job, then the outcome. Thin.
+
+Every event about a Restore or its Job ends in :meth:`RestoreController.reconcile`: the
+pure phase machine (:func:`lifeline.planning.restore.plan`) says what the status should be
+and what to do; this module reads the facts it needs (the Job and its pods' termination
+messages, the target claim, the RecoveryPoint and its policy when the Job is to be
+made), acts, writes the status only when it changed, and then posts the Events and audit
+records of the transitions it wrote. The identities in the approvals come from the
+admission webhook's annotations (:mod:`lifeline.webhooks.approvals`), never from here.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+
+import kopf
+from pydantic import ValidationError
+
+from lifeline.api import BY_KIND
+from lifeline.clock import rfc3339
+from lifeline.controllers.backuppolicy import vault_env
+from lifeline.kube import KubeError, ObjectRef
+from lifeline.observability import audit
+from lifeline.planning import backup, restore, restore_run
+
+log = logging.getLogger(__name__)
+
+OWNS = ("Restore",)
+INFO = BY_KIND["Restore"]
+POINT = BY_KIND["RecoveryPoint"]
+POLICY = BY_KIND["BackupPolicy"]
+OPERATOR = "lifeline-operator"
+
+
+def _job_phase(job: dict) -> str:
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            return "Succeeded" if cond["type"] == "Complete" else "Failed"
+    return "Running" if status.get("startTime") else "Pending"
+
+
+def _summary(pods: list[dict]) -> tuple[str, int | None]:
+    """The agent's (or the guard's) message, and the bytes restored when it says so."""
+    messages = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("message"):
+                messages.append((cs.get("name"), term.get("exitCode"), term["message"]))
+    for name, _, text in messages:
+        try:
+            summary = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(summary, dict) and summary.get("op") == "restore":
+            if summary.get("ok"):
+                return "restored", summary.get("bytes")
+            return f"{summary.get('reason') or 'RestoreFailed'}: {summary.get('error') or ''}".strip(), None
+    failed = [f"{n} exited {c}: {t.strip()[-500:]}" for n, c, t in messages if c]
+    return ("; ".join(failed), None)
+
+
+class RestoreController:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.kube = ctx.kube
+        self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
+        self.locks: dict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _job(self, body: dict) -> restore.JobFacts | None:
+        namespace = restore_run.target_namespace(body)
+        name = restore_run.job_name(body["metadata"]["name"])
+        job = await self.kube.get_object("batch/v1", "jobs", namespace, name)
+        if job is None:
+            return None
+        phase = _job_phase(job)
+        message, size = "", None
+        if phase in ("Succeeded", "Failed"):
+            pods = await self.kube.list_objects("v1", "pods", namespace, f"job-name={name}")
+            message, size = _summary(pods)
+            if not message and phase == "Failed":
+                conds = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"]
+                message = (conds[0].get("message") if conds else "") or "the Job failed"
+        status = job.get("status") or {}
+        return restore.JobFacts(name, phase, message, status.get("startTime"), status.get("completionTime"), size)
+
+    async def _claim(self, body: dict) -> dict | None:
+        pvc = ((body.get("spec") or {}).get("target") or {}).get("pvc")
+        if not pvc:
+            return None
+        return await self.kube.get_object("v1", "persistentvolumeclaims", restore_run.target_namespace(body),
+                                          pvc["claimName"])
+
+    async def _start(self, body: dict) -> tuple[str, str] | None:
+        """Create the claim (NewClaim) and the Job; ``(reason, message)`` when it cannot start."""
+        spec, namespace = body["spec"], body["metadata"]["namespace"]
+        point = await self.kube.get_object(POINT.api_version, POINT.plural, namespace, spec["recoveryPoint"])
+        if point is None:
+            return "RecoveryPointNotFound", (f"RecoveryPoint {spec['recoveryPoint']} does not exist in {namespace}: "
+                                             "create a new Restore naming an existing one (kubectl get recoverypoints)")
+        policy_name = (point.get("spec") or {}).get("policyName", "")
+        policy = await self.kube.get_object(POLICY.api_version, POLICY.plural, namespace, policy_name)
+        if policy is None:
+            return "PolicyNotFound", (f"BackupPolicy {policy_name}, which made {spec['recoveryPoint']}, is gone: its "
+                                      "key reference and destinations are needed; restore by hand with "
+                                      "`lifeline agent restore`")
+        try:
+            manifest = restore_run.job(body, point, policy, self.facts)
+        except backup.PlanError as exc:
+            return exc.reason, exc.message
+        except ValidationError as exc:
+            return "InvalidPolicy", f"BackupPolicy {policy_name} is invalid: {exc.errors()[0]['msg']}"
+        claim = restore_run.new_claim(body)
+        if claim is not None and await self._claim(body) is None:
+            await self.kube.create_object("v1", "persistentvolumeclaims", claim["metadata"]["namespace"], claim)
+        try:
+            await self.kube.create_object("batch/v1", "jobs", manifest["metadata"]["namespace"], manifest)
+        except KubeError as exc:
+            if exc.status != 409:  # 409: created before, the status write was lost
+                raise
+        return None
+
+    async def reconcile(self, namespace: str, name: str, body: dict | None = None) -> None:
+        async with self.locks[(namespace, name)]:
+            try:
+                body = body or await self.kube.get_object(INFO.api_version, INFO.plural, namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                await self._reconcile(body)
+            except KubeError as exc:
+                self.ctx.metrics.reconciles.labels("Restore", "error").inc()
+                if exc.status != 404:
+                    log.warning("Restore %s/%s: %s", namespace, name, exc)
+
+    async def _reconcile(self, body: dict) -> None:
+        now = rfc3339(self.ctx.clock.now())
+        phase = (body.get("status") or {}).get("phase")
+        job = None if phase in restore.FINAL else await self._job(body)
+        claim = await self._claim(body) if phase not in restore.FINAL else None
+        switched = ((claim or {}).get("metadata", {}).get("labels") or {}).get(restore_run.LABEL_STATE) == "verified"
+        plan = restore.plan(body, job, now, switched=switched)
+        if plan.create_job:
+            blocked = await self._start(body)
+            plan = restore.plan(body, await self._job(body), now, switched=switched, blocked=blocked)
+        if plan.switch_claim:
+            await self._label_claim(body, "verified")
+            plan = restore.plan(body, job, now, switched=True)
+        if plan.mark_failed:
+            await self._label_claim(body, "failed")
+        self._metrics(body, plan.phase)
+        if restore.unchanged(body, plan.status):
+            self.ctx.metrics.reconciles.labels("Restore", "unchanged").inc()
+            return
+        meta = body["metadata"]
+        await self.kube.patch_status(INFO, meta["namespace"], meta["name"], plan.status,
+                                     resource_version=meta.get("resourceVersion"))
+        self.ctx.metrics.reconciles.labels("Restore", "written").inc()
+        ref = ObjectRef.of(body)
+        subject = {"kind": "Restore", "namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid", "")}
+        for note in plan.notes:
+            if note.audit is not None:
+                action, actor, outcome = note.audit
+                audit.record(action, actor=actor, outcome=outcome, subject=subject,
+                             details={"recoveryPoint": body["spec"].get("recoveryPoint"), "phase": plan.phase,
+                                      "message": note.message})
+            await self.kube.emit_event(ref, note.type, note.reason, note.message, now)
+
+    async def _label_claim(self, body: dict, state: str) -> None:
+        pvc = ((body.get("spec") or {}).get("target") or {}).get("pvc")
+        if pvc:
+            try:
+                await self.kube.patch_object("v1", "persistentvolumeclaims", restore_run.target_namespace(body),
+                                             pvc["claimName"], restore_run.claim_state_patch(body, state))
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+
+    def _metrics(self, body: dict, phase: str) -> None:
+        meta = body["metadata"]
+        for p in restore.PHASES:
+            self.ctx.metrics.restore_phase.labels(meta["namespace"], meta["name"], p).set(1 if p == phase else 0)
+
+
+def register(registry: kopf.OperatorRegistry, ctx) -> None:
+    controller = RestoreController(ctx)
+
+    @kopf.on.event(INFO.group, INFO.version, INFO.plural, registry=registry, id="restore")
+    async def on_restore(event, body, namespace, name, **_):
+        if event.get("type") == "DELETED":
+            ctx.metrics.forget(INFO.kind, namespace, name)
+            return
+        await controller.reconcile(namespace, name, json.loads(json.dumps(dict(body))))
+
+    @kopf.on.event("batch", "v1", "jobs", labels={restore_run.LABEL_RESTORE: kopf.PRESENT}, registry=registry,
+                   id="restore-job")
+    async def on_job(event, body, **_):
+        owner = ((body.get("metadata") or {}).get("annotations") or {}).get(restore_run.LABEL_RESTORE, "")
+        if "/" in owner and event.get("type") != "DELETED":
+            namespace, name = owner.split("/", 1)
+            await controller.reconcile(namespace, name)

@@ -1,0 +1,307 @@
+"""Restore: the approval rules and the phase machine, as pure functions.
+
+A production Restore runs only after ``spec.requiredApprovals`` (at least two)
+distinct people approved it, none of them the requester. Who is who comes only
+from the API server's admission requests: the mutating webhook
+(:mod:`lifeline.webhooks.approvals`) writes the requester and every decision into
+annotations that no request may edit directly (:data:`PROTECTED`), and this module
+reads them back. Nothing a user types into the spec or the status counts.
+
+Phases::
+
+    PendingApproval --(enough approvals)--> Approved --(Job created)--> Running
+          |                                                           |      |
+          +--(any rejection)--> Rejected                  Succeeded <-+      +-> Failed
+
+Rejected, Succeeded and Failed are final: a Restore is not retried in place
+(create a new one, which needs new approvals).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from lifeline.api import BY_KIND
+from lifeline.api.validation import problems_in_spec
+
+from . import conditions
+
+INFO = BY_KIND["Restore"]
+
+# Requests a person writes (consumed by the webhook: it removes them and records a decision).
+ANN_APPROVE = "dr.lifeline.io/approve"
+ANN_REJECT = "dr.lifeline.io/reject"
+# Written by the webhook alone; any request that edits them directly is refused.
+ANN_REQUESTED_BY = "dr.lifeline.io/requested-by"
+ANN_DECISIONS = "dr.lifeline.io/approvals"
+PROTECTED = (ANN_REQUESTED_BY, ANN_DECISIONS)
+REQUESTS = (ANN_APPROVE, ANN_REJECT)
+
+# The custom RBAC verb the ClusterRole lifeline-restore-approver grants on restores.
+APPROVE_VERB = "approve"
+APPROVER_ROLE = "lifeline-restore-approver"
+
+PENDING, APPROVED, RUNNING = "PendingApproval", "Approved", "Running"
+SUCCEEDED, FAILED, REJECTED = "Succeeded", "Failed", "Rejected"
+PHASES = (PENDING, APPROVED, RUNNING, SUCCEEDED, FAILED, REJECTED)
+FINAL = (SUCCEEDED, FAILED, REJECTED)
+MAX_COMMENT = 256
+
+
+# ---- the approval records ------------------------------------------------------------------------
+
+
+def decisions(annotations: dict | None) -> list[dict]:
+    """The decisions the webhook recorded, oldest first (an unreadable record counts as none)."""
+    raw = (annotations or {}).get(ANN_DECISIONS)
+    if not raw:
+        return []
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return []
+    return [d for d in found if isinstance(d, dict) and d.get("user") and d.get("decision") in ("Approved", "Rejected")] \
+        if isinstance(found, list) else []
+
+
+def encode(records: list[dict]) -> str:
+    return json.dumps(records, separators=(",", ":"), sort_keys=True)
+
+
+def counted(records: list[dict], requester: str | None) -> list[dict]:
+    """The decisions that count: one per person (their first), never the requester's."""
+    seen: set[str] = set()
+    out = []
+    for d in records:
+        if d["user"] == requester or d["user"] in seen:
+            continue
+        seen.add(d["user"])
+        out.append(d)
+    return out
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an admission request asks of the approval records."""
+
+    decision: str | None  # "Approved" | "Rejected" | None (no approve/reject annotation)
+    comment: str = ""
+    forged: tuple[str, ...] = ()  # protected annotations the request tried to change
+
+
+def read_request(old_annotations: dict | None, new_annotations: dict | None) -> Request:
+    """Which decision a CREATE (old None) or UPDATE asks for, and which protected keys it touches."""
+    old, new = old_annotations or {}, new_annotations or {}
+    forged = tuple(k for k in PROTECTED if old.get(k) != new.get(k))
+    if ANN_REJECT in new:
+        return Request("Rejected", str(new[ANN_REJECT])[:MAX_COMMENT], forged)
+    if ANN_APPROVE in new:
+        return Request("Approved", str(new[ANN_APPROVE])[:MAX_COMMENT], forged)
+    return Request(None, "", forged)
+
+
+def refusal(request: Request, *, user: str, requester: str | None, records: list[dict], phase: str | None,
+            may_decide: bool) -> str | None:
+    """Why the webhook must refuse this decision, or None when it may be recorded.
+
+    ``may_decide``: the SubjectAccessReview's answer to "may ``user`` approve this restore?".
+    """
+    verb = "approve" if request.decision == "Approved" else "reject"
+    if phase in FINAL or phase == RUNNING:
+        return f"this Restore is {phase}: it can no longer be {verb}d"
+    if request.decision == "Approved" and user == requester:
+        return (f"{user} requested this restore and cannot approve it: two other people holding the "
+                f"{APPROVER_ROLE} role must approve it")
+    if not may_decide and not (request.decision == "Rejected" and user == requester):
+        return (f"{user} may not {verb} restores here: {verb}al needs the RBAC verb '{APPROVE_VERB}' on "
+                f"restores.dr.lifeline.io, granted by a RoleBinding to the ClusterRole {APPROVER_ROLE}")
+    if any(d["user"] == user for d in records):
+        return (f"{user} already decided on this restore; a second decision by the same person does not "
+                "count: ask another approver")
+    return None
+
+
+# ---- the phase machine ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the restore Job says: phase Pending|Running|Succeeded|Failed, the agent's message."""
+
+    name: str
+    phase: str
+    message: str = ""
+    start: str | None = None
+    end: str | None = None
+    bytes_restored: int | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """An Event to post and/or an audit record to write once the status write succeeded."""
+
+    type: str
+    reason: str
+    message: str
+    audit: tuple[str, str, str] | None = None  # (action, actor, outcome)
+
+
+@dataclass
+class Plan:
+    status: dict  # the status as it should be
+    notes: list[Note] = field(default_factory=list)
+    create_job: bool = False
+    switch_claim: bool = False  # NewClaim: mark the verified claim ready (the switch)
+    mark_failed: bool = False  # label the target claim dr.lifeline.io/restore-state=failed
+
+    @property
+    def phase(self) -> str:
+        return self.status["phase"]
+
+
+def _approvals_status(records: list[dict], requester: str | None) -> list[dict]:
+    return [{k: v for k, v in (("user", d["user"]), ("time", d.get("time")), ("decision", d["decision"]),
+                               ("comment", d.get("comment") or None)) if v is not None}
+            for d in counted(records, requester)]
+
+
+def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
+         blocked: tuple[str, str] | None = None) -> Plan:
+    """The status a Restore should have now, and what to do to get on.
+
+    ``job`` is the restore Job (None until created); ``switched`` says the NewClaim switch
+    (see :mod:`lifeline.planning.restore_run`) was applied; ``blocked`` is ``(reason, message)``
+    when an approved restore cannot start (its RecoveryPoint or policy is gone, no copy is readable).
+    """
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    old = dict(body.get("status") or {})
+    generation = meta.get("generation")
+    annotations = meta.get("annotations") or {}
+    requester = annotations.get(ANN_REQUESTED_BY) or old.get("requestedBy")
+    records = decisions(annotations)
+    valid = counted(records, requester)
+    required = int(spec.get("requiredApprovals") or 2)
+    phase = old.get("phase")
+    _, problems = problems_in_spec(INFO, spec)
+
+    status = {k: v for k, v in old.items()}
+    status["observedGeneration"] = generation
+    if requester:
+        status["requestedBy"] = requester
+    status["approvals"] = _approvals_status(records, requester)
+    notes: list[Note] = []
+    out = Plan(status, notes)
+    cond = list(old.get("conditions") or [])
+
+    def set_cond(type_: str, value: bool | None, reason: str, message: str) -> None:
+        nonlocal cond
+        cond = conditions.merge(cond, conditions.make(type_, value, reason, message, generation), now)
+
+    if problems:
+        message = "; ".join(str(p) for p in problems)
+        set_cond("Ready", False, "InvalidSpec", message + " (delete this Restore and create a corrected one)")
+    else:
+        set_cond("Ready", True, "SpecValid", "Restore spec is valid")
+
+    approved_by = [d["user"] for d in valid if d["decision"] == "Approved"]
+    rejected = [d for d in valid if d["decision"] == "Rejected"]
+    if phase is None:
+        notes.append(Note("Normal", "RestoreRequested",
+                          f"restore of {spec.get('recoveryPoint')} requested by {requester or 'unknown'}: "
+                          f"{spec.get('reason', '')}; waiting for {required} approvals",
+                          ("restore", requester or "unknown", "requested")))
+    # Newly recorded decisions (audited once, when they first appear in status).
+    before = {(a.get("user"), a.get("decision")) for a in old.get("approvals") or []}
+    for d in valid:
+        if (d["user"], d["decision"]) in before:
+            continue
+        action = "approval" if d["decision"] == "Approved" else "rejection"
+        comment = f": {d['comment']}" if d.get("comment") else ""
+        notes.append(Note("Normal" if action == "approval" else "Warning",
+                          "Approved" if action == "approval" else "Rejected",
+                          f"{action} by {d['user']}{comment}", (action, d["user"], "succeeded")))
+
+    if phase in FINAL:
+        pass
+    elif problems:
+        phase = FAILED
+        status.update(reason="InvalidSpec", message="; ".join(str(p) for p in problems))
+        notes.append(Note("Warning", "InvalidSpec", status["message"], ("restore", "lifeline-operator", "refused")))
+    elif rejected and phase in (None, PENDING, APPROVED):
+        phase = REJECTED
+        who = ", ".join(d["user"] for d in rejected)
+        status.update(reason="Rejected", message=f"rejected by {who}" + (
+            f": {rejected[0]['comment']}" if rejected[0].get("comment") else ""))
+    elif phase in (None, PENDING):
+        if len(approved_by) >= required:
+            phase = APPROVED
+            status.update(reason="Approved", message=f"approved by {', '.join(approved_by)}")
+        else:
+            phase = PENDING
+            status.update(reason="WaitingForApprovals",
+                          message=f"{len(approved_by)} of {required} approvals"
+                                  + (f" ({', '.join(approved_by)})" if approved_by else "")
+                                  + f"; the requester ({requester or 'unknown'}) cannot approve")
+    if phase == APPROVED:
+        if job is None and blocked is not None:
+            phase = FAILED
+            status.update(reason=blocked[0], message=blocked[1])
+            status["completionTime"] = now
+            notes.append(Note("Warning", blocked[0], blocked[1], ("restore", requester or "unknown", "failed")))
+        elif job is None:
+            out.create_job = True
+        else:
+            phase = RUNNING
+            status.update(reason="Restoring", message=f"Job {job.name} restores {spec.get('recoveryPoint')}")
+            status.setdefault("startTime", job.start or now)
+            status["jobName"] = job.name
+            notes.append(Note("Normal", "RestoreStarted", status["message"],
+                              ("restore", requester or "unknown", "started")))
+    if phase == RUNNING and job is not None and job.phase in ("Succeeded", "Failed"):
+        if job.phase == "Failed":
+            phase = FAILED
+            status.update(reason="RestoreFailed", message=_failure_message(job, spec))
+            status["completionTime"] = job.end or now
+            notes.append(Note("Warning", "RestoreFailed", status["message"],
+                              ("restore", requester or "unknown", "failed")))
+            out.mark_failed = "not empty" not in (job.message or "") and bool((spec.get("target") or {}).get("pvc"))
+        elif (spec.get("strategy") or "NewClaim") == "NewClaim" and not switched:
+            out.switch_claim = True
+        else:
+            phase = SUCCEEDED
+            if job.bytes_restored is not None:
+                status["bytesRestored"] = job.bytes_restored
+            status["completionTime"] = job.end or now
+            target = (spec.get("target") or {}).get("pvc") or {}
+            switch = (f"; claim {target.get('claimName')} marked ready "
+                      f"(label dr.lifeline.io/restore-state=verified)") if switched else ""
+            status.update(reason="Restored", message=f"{spec.get('recoveryPoint')} restored by Job {job.name}"
+                                                     f"{switch}")
+            notes.append(Note("Normal", "RestoreSucceeded", status["message"],
+                              ("restore", requester or "unknown", "succeeded")))
+    status["phase"] = phase
+    if phase in (APPROVED, RUNNING, SUCCEEDED) or approved_by:
+        set_cond("Approved", len(approved_by) >= required, "Approved" if len(approved_by) >= required
+                 else "WaitingForApprovals", f"{len(approved_by)} of {required} approvals")
+    if phase == REJECTED:
+        set_cond("Approved", False, "Rejected", status["message"])
+    if phase in (SUCCEEDED, FAILED):
+        set_cond("Complete", phase == SUCCEEDED, status["reason"], status["message"])
+    status["conditions"] = cond
+    return out
+
+
+def _failure_message(job: JobFacts, spec: dict) -> str:
+    text = (job.message or "").strip() or "the restore Job failed without a message"
+    hint = ""
+    if "not empty" in text and not spec.get("overwrite"):
+        hint = " — nothing was written; to replace the data there, create a new Restore with overwrite: true"
+    elif "not empty" not in text:
+        hint = (" — the target may hold a partial restore: it is marked dr.lifeline.io/restore-state=failed; "
+                "create a new Restore (overwrite: true) to restore again")
+    return f"Job {job.name}: {text[:1500]}{hint}"
+
+
+def unchanged(body: dict, status: dict) -> bool:
+    """Whether writing ``status`` would change nothing (a resync writes nothing)."""
+    return (body.get("status") or {}) == status

@@ -1,0 +1,145 @@
+"""The production Restore's children: its Job, its new claim, and the claim's outcome labels. Pure.
+
+The Job itself comes from :func:`lifeline.planning.restore_job.restore_job` (shared with
+RestoreDrill); this module wraps it with what a restore into production needs besides:
+
+- **an emptiness guard**: unless ``spec.overwrite`` is true, an init container looks at the
+  target directory first and stops the Job, having written nothing, when it holds anything
+  (``lost+found`` aside). The agent's own restore writes into whatever is there, so the guard
+  is here, in front of it;
+- **its own labels** (``dr.lifeline.io/restore``) instead of the policy label: a restore Job
+  must not be read as one of the policy's backup Jobs by the BackupPolicy controller;
+- **an ownerReference** to the Restore (the Job goes with it), while the claims it writes
+  into never get one: deleting a Restore must never delete restored data;
+- **the NewClaim strategy**: the data goes to a new PVC (``target.pvc.claimName``, created
+  here, labelled ``dr.lifeline.io/restore-state=restoring``). "Switching" means: only after
+  the Job succeeded -- the agent authenticated and re-hashed every chunk and checked the
+  manifest checksum recorded at backup time -- the claim is labelled
+  ``dr.lifeline.io/restore-state=verified`` and annotated with the point it holds. Workloads
+  (or the GitOps change that points them at the new claim) select on that label; Lifeline
+  never edits a workload's ``claimName`` itself. A failed restore labels the target
+  ``dr.lifeline.io/restore-state=failed``, so half-written data never passes for good data.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from lifeline import GROUP, VERSION
+
+from . import backup, restore_job
+
+LABEL_RESTORE = "dr.lifeline.io/restore"
+LABEL_STATE = "dr.lifeline.io/restore-state"
+ANN_RESTORED_FROM = "dr.lifeline.io/restored-from"
+GUARD = "check-target"
+# Run by the guard container (the agent image's python): refuse a target that holds anything.
+GUARD_SCRIPT = """
+import os, sys
+path = sys.argv[1]
+entries = sorted(e for e in os.listdir(path) if e != "lost+found") if os.path.isdir(path) else []
+if entries:
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    message = (f"target {sys.argv[2]} is not empty ({len(entries)} entries: {shown}): nothing was written; "
+               "set overwrite: true in a new Restore to restore over it")
+    with open(os.environ.get("LIFELINE_TERMINATION_LOG", "/dev/termination-log"), "w") as out:
+        out.write(json.dumps({"v": 1, "op": "restore", "ok": False, "reason": "TargetNotEmpty", "error": message}))
+    print(message, file=sys.stderr)
+    sys.exit(2)
+""".replace("import os, sys", "import json, os, sys").strip()
+
+
+def job_name(restore: str) -> str:
+    """``restore-<name>``, shortened with a hash to fit a Job name (63) when needed."""
+    name = f"restore-{restore}"
+    if len(name) <= backup.JOB_NAME_MAX:
+        return name
+    digest = hashlib.sha256(restore.encode()).hexdigest()[:8]
+    return f"{name[:backup.JOB_NAME_MAX - 9].rstrip('-.')}-{digest}"
+
+
+def labels(restore: str) -> dict:
+    return {
+        "app.kubernetes.io/name": "lifeline", "app.kubernetes.io/instance": backup.label_value(restore),
+        "app.kubernetes.io/component": "restore", "app.kubernetes.io/managed-by": "lifeline",
+        "app.kubernetes.io/part-of": backup.PART_OF, LABEL_RESTORE: backup.label_value(restore),
+    }
+
+
+def owner_reference(body: dict) -> dict:
+    meta = body["metadata"]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore", "name": meta["name"], "uid": meta.get("uid", ""),
+            "controller": True}
+
+
+def target_of(spec: dict) -> restore_job.RestoreTarget:
+    target = spec.get("target") or {}
+    if target.get("pvc"):
+        pvc = target["pvc"]
+        return restore_job.RestoreTarget(claim_name=pvc["claimName"], path=pvc.get("path") or "/")
+    cmd = target["command"]
+    return restore_job.RestoreTarget(image=cmd["image"], command=tuple(cmd["command"]))
+
+
+def target_namespace(body: dict) -> str:
+    return ((body.get("spec") or {}).get("target") or {}).get("namespace") or body["metadata"].get("namespace", "")
+
+
+def job(body: dict, point: dict, policy_body: dict, facts: backup.Facts) -> dict:
+    """The restore Job for ``body`` (a Restore), reading ``point`` made by ``policy_body``.
+
+    Raises :class:`~lifeline.planning.backup.PlanError` when no copy of the point is readable.
+    """
+    meta, spec = body["metadata"], body.get("spec") or {}
+    name = meta["name"]
+    namespace = target_namespace(body)
+    same_namespace = namespace == meta.get("namespace")
+    manifest = restore_job.restore_job(
+        point, policy_body, target_of(spec), namespace=namespace, name=job_name(name), facts=facts,
+        destination=spec.get("destination"),
+        options=restore_job.Options(owner=owner_reference(body) if same_namespace else None,
+                                    annotations={LABEL_RESTORE: f"{meta.get('namespace', '')}/{name}"}))
+    own = labels(name)
+    for m in (manifest["metadata"], manifest["spec"]["template"]["metadata"]):
+        m["labels"] = {k: v for k, v in m["labels"].items() if k != backup.LABEL_POLICY} | own
+    manifest["metadata"]["annotations"].pop(backup.ANN_POLICY, None)
+    pod = manifest["spec"]["template"]["spec"]
+    if spec.get("target", {}).get("pvc") and not spec.get("overwrite"):
+        agent = next(c for c in pod["containers"] if c["name"] == backup.AGENT)
+        task = json.loads(next(e["value"] for e in agent["env"] if e["name"] == "LIFELINE_JOB_PLAN"))
+        path = task["target"]["path"]
+        shown = f"{spec['target']['pvc']['claimName']}:{spec['target']['pvc'].get('path') or '/'}"
+        pod.setdefault("initContainers", []).insert(0, {
+            "name": GUARD, "image": agent["image"], "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-c", GUARD_SCRIPT, path, shown],
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "securityContext": agent["securityContext"],
+            "volumeMounts": [m for m in agent["volumeMounts"] if m["name"] == "target"],
+            "terminationMessagePath": backup.TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
+        })
+    return manifest
+
+
+def new_claim(body: dict, default_size: str = "10Gi") -> dict | None:
+    """The PVC a NewClaim restore writes into (None for other strategies and command targets)."""
+    spec = body.get("spec") or {}
+    pvc = (spec.get("target") or {}).get("pvc")
+    if (spec.get("strategy") or "NewClaim") != "NewClaim" or not pvc:
+        return None
+    claim: dict = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": pvc["claimName"], "namespace": target_namespace(body),
+                     "labels": {**labels(body["metadata"]["name"]), LABEL_STATE: "restoring"},
+                     "annotations": {ANN_RESTORED_FROM: spec.get("recoveryPoint", "")}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": pvc.get("size") or default_size}}},
+    }
+    if pvc.get("storageClassName"):
+        claim["spec"]["storageClassName"] = pvc["storageClassName"]
+    return claim
+
+
+def claim_state_patch(body: dict, state: str) -> dict:
+    """Labels for the target claim: ``verified`` (the switch) or ``failed``."""
+    spec = body.get("spec") or {}
+    return {"metadata": {"labels": {LABEL_STATE: state, LABEL_RESTORE: backup.label_value(body["metadata"]["name"])},
+                         "annotations": {ANN_RESTORED_FROM: spec.get("recoveryPoint", "")}}}

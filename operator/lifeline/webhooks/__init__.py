@@ -1,0 +1,29 @@
+"""The operator's admission webhooks, served by kopf.
+
+Two endpoints (handler ids are the URL paths, as the chart's webhook configurations expect):
+
+- ``/validate`` (validating; all five dr.lifeline.io kinds; CREATE and UPDATE): a bad spec
+  is refused with the same field-path messages as ``lifeline validate``
+  (:mod:`lifeline.webhooks.validate`);
+- ``/restore-approvals`` (mutating; restores; CREATE and UPDATE): records the requester and
+  turns ``dr.lifeline.io/approve``/``reject`` annotations into approval records, with the
+  identity from the admission request (:mod:`lifeline.webhooks.approvals`).
+
+They exist only when the operator runs with ``--webhook-port`` (kopf refuses admission
+handlers without a server), see :func:`register` and :func:`server`.
+"""
+from __future__ import annotations
+
+import kopf
+
+from .server import server
+
+__all__ = ["register", "server"]
+
+
+def register(registry: kopf.OperatorRegistry, ctx) -> None:
+    """Add both webhooks' handlers to ``registry`` (only when the server is configured)."""
+    from . import approvals, validate
+
+    validate.register(registry, ctx)
+    approvals.register(registry, ctx)

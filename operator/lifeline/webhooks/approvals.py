@@ -1,0 +1,116 @@
+"""``/restore-approvals``: who asked for a restore, and who approved or rejected it.
+
+The identity is the admission request's ``userInfo`` -- what the API server
+authenticated -- never a field a user fills in. On CREATE the requester is recorded
+in ``dr.lifeline.io/requested-by``. On UPDATE a ``dr.lifeline.io/approve`` or
+``dr.lifeline.io/reject`` annotation (as ``kubectl annotate`` or ``lifeline restore
+approve`` write it) is consumed: the webhook checks with a SubjectAccessReview that the
+user may ``approve`` this restore, refuses the requester and a second decision by the
+same person, removes the request annotation and appends the decision to
+``dr.lifeline.io/approvals``. Both records are the webhook's alone: any request that
+changes them directly is refused, whoever sends it.
+
+Refused attempts are audited here (the controller audits recorded decisions when it
+copies them into ``status.approvals``); dry runs are checked but not audited.
+"""
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from lifeline.api import BY_KIND
+from lifeline.clock import rfc3339
+from lifeline.kube import KubeError
+from lifeline.observability import audit
+from lifeline.planning import restore as rules
+
+log = logging.getLogger(__name__)
+
+HANDLER_ID = "restore-approvals"
+INFO = BY_KIND["Restore"]
+
+
+def _forged_message(keys: tuple[str, ...]) -> str:
+    return (f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} written by Lifeline's admission webhook "
+            f"only: approve with `kubectl annotate restore NAME {rules.ANN_APPROVE}=\"comment\"` "
+            f"or `lifeline restore approve NAME`")
+
+
+def _refuse(message: str, *, user: str, body: dict, dryrun: bool, action: str = "approval") -> None:
+    if not dryrun:
+        meta = body.get("metadata") or {}
+        audit.record(action, actor=user, outcome="refused",
+                     subject={"kind": "Restore", "namespace": meta.get("namespace", ""), "name": meta.get("name", "")},
+                     details={"reason": message})
+    raise kopf.AdmissionError(message, code=403)
+
+
+def _annotations(patch) -> dict:
+    return patch.setdefault("metadata", {}).setdefault("annotations", {})
+
+
+class Approvals:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def may_decide(self, userinfo: dict, namespace: str, name: str) -> bool:
+        return await self.ctx.kube.access_review(
+            user=userinfo.get("username", ""), groups=list(userinfo.get("groups") or []),
+            uid=userinfo.get("uid"), extra=userinfo.get("extra"),
+            namespace=namespace, verb=rules.APPROVE_VERB, group=INFO.group, resource=INFO.plural, name=name)
+
+    async def review(self, body: dict, old: dict | None, operation: str, userinfo: dict, patch, dryrun: bool) -> None:
+        user = userinfo.get("username") or ""
+        meta = body.get("metadata") or {}
+        new_ann = meta.get("annotations") or {}
+        old_ann = ((old or {}).get("metadata") or {}).get("annotations") or {} if operation == "UPDATE" else None
+        request = rules.read_request(old_ann, new_ann)
+        if request.forged:
+            _refuse(_forged_message(request.forged), user=user, body=body, dryrun=dryrun)
+        if operation == "CREATE":
+            if request.decision:
+                _refuse("a Restore cannot carry an approval when it is created: the requester cannot approve; "
+                        f"remove {rules.ANN_APPROVE}/{rules.ANN_REJECT}", user=user, body=body, dryrun=dryrun)
+            _annotations(patch)[rules.ANN_REQUESTED_BY] = user
+            return
+        if not request.decision:
+            return
+        action = "approval" if request.decision == "Approved" else "rejection"
+        requester = new_ann.get(rules.ANN_REQUESTED_BY)
+        if not requester:
+            _refuse(f"this Restore has no recorded requester ({rules.ANN_REQUESTED_BY}): it was created while the "
+                    "admission webhook was not running; delete it and create it again", user=user, body=body,
+                    dryrun=dryrun, action=action)
+        records = rules.decisions(new_ann)
+        try:
+            allowed = await self.may_decide(userinfo, meta.get("namespace", ""), meta.get("name", ""))
+        except KubeError as exc:
+            log.warning("SubjectAccessReview for %s failed: %s", user, exc)
+            raise kopf.AdmissionError(f"could not check whether {user} may decide on restores "
+                                      f"(SubjectAccessReview failed: {exc}); try again", code=503) from None
+        phase = (body.get("status") or {}).get("phase")
+        why = rules.refusal(request, user=user, requester=requester, records=records, phase=phase,
+                            may_decide=allowed)
+        if why:
+            _refuse(why, user=user, body=body, dryrun=dryrun, action=action)
+        record = {"user": user, "time": rfc3339(self.ctx.clock.now()), "decision": request.decision}
+        if request.comment:
+            record["comment"] = request.comment
+        annotations = _annotations(patch)
+        annotations[rules.ANN_DECISIONS] = rules.encode(records + [record])
+        for key in rules.REQUESTS:
+            if key in new_ann:
+                annotations[key] = None  # consumed: the next `kubectl annotate` needs no --overwrite
+
+
+def register(registry: kopf.OperatorRegistry, ctx) -> None:
+    approvals = Approvals(ctx)
+
+    @kopf.on.mutate(INFO.group, INFO.version, INFO.plural, id=HANDLER_ID, registry=registry,
+                    operations=["CREATE", "UPDATE"])
+    async def restore_approvals(body, old, operation, userinfo, patch, dryrun, subresource, **_):
+        if subresource:
+            return
+        await approvals.review(dict(body), dict(old) if old is not None else None, operation, dict(userinfo or {}),
+                               patch, bool(dryrun))
