@@ -54,6 +54,38 @@ class VerifyCommand(Model):
     compare_to_backup: bool = Field(False, description="Expect the output recorded when the point was taken.")
 
 
+class LiteralEnv(Model):
+    """An environment variable given literally (a drill copies no Secret into a user's container)."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = ""
+
+
+class ThrowawayDatabase(Model):
+    """A database the drill starts in the sandbox (a Pod and a Service named ``drill-db``) for dump sources."""
+
+    image: str = Field(min_length=1, description="Database image, for example postgres:16.")
+    port: int = Field(ge=1, le=65535, description="Port the database listens on.")
+    env: list[LiteralEnv] = Field(default_factory=list, description="Environment, such as POSTGRES_PASSWORD.")
+
+
+class LoadCommand(Model):
+    """The command a dump point's byte stream is piped into, such as ``pg_restore`` or ``psql``."""
+
+    image: str = Field(min_length=1)
+    command: list[str] = Field(min_length=1)
+    env: list[LiteralEnv] = Field(default_factory=list)
+
+
+class DrillRestore(Model):
+    """How a dump (command) source is restored; directory sources need nothing here (a fresh PVC)."""
+
+    size: str = Field("10Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
+                      description="Size of the sandbox PVC a directory point is restored into.")
+    load: LoadCommand | None = Field(None, description="For dump sources: the command the stream is piped into.")
+    database: ThrowawayDatabase | None = Field(None, description="For dump sources: a database to load into.")
+
+
 class Verification(Model):
     timeout: Duration = Field("10m")
     command: VerifyCommand | None = None
@@ -65,6 +97,7 @@ class RestoreDrillSpec(Model):
     mode: Literal["Scheduled", "Once"] = Field("Scheduled")
     point: PointSelector = Field(default_factory=PointSelector)
     sandbox: Sandbox = Field(default_factory=Sandbox)
+    restore: DrillRestore = Field(default_factory=DrillRestore)
     verify: Verification = Field(default_factory=Verification)
     history_limit: int = Field(10, ge=1, le=100, description="Runs kept in status.history.")
     suspend: bool = False
@@ -89,9 +122,16 @@ class DrillRun(Model):
     outcome: Literal["Running", "Succeeded", "Failed"] | None = None
     reason: str | None = None
     message: str | None = None
+    phase: Literal["Restoring", "Verifying", "Done"] | None = Field(None, description="Step of a running drill.")
+    sandbox: str | None = Field(None, description="Sandbox namespace of this run.")
+    cleanup_time: datetime | None = Field(None, description="When the sandbox is (or was) removed.")
+    sandbox_deleted: bool | None = None
+    verify_output: str | None = Field(None, max_length=512, description="What the verify command printed (trimmed).")
+    trigger: str | None = Field(None, description="schedule, once, or the run-now request.")
 
 
 class RestoreDrillStatus(StatusBase):
     last_run: DrillRun | None = None
     next_run_time: datetime | None = None
     history: list[DrillRun] = Field(default_factory=list)
+    last_request: str | None = Field(None, description="The last dr.lifeline.io/run-now value acted on.")

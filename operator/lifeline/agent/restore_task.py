@@ -1,0 +1,177 @@
+"""What a restore Job runs: ``python -m lifeline.agent.restore_task restore``.
+
+The operator renders the task into ``LIFELINE_JOB_PLAN`` (:mod:`lifeline.planning.restore_job`).
+Here, in order: the stored manifest of the point is hashed and compared with the checksum the
+RecoveryPoint recorded at backup time (a replaced or damaged manifest stops the restore before
+a byte is written); then the point is restored, to a directory or as one byte stream into the
+FIFO a ``load`` container reads (every chunk is authenticated and re-hashed on the way, so a
+corrupted chunk fails the restore); for a stream, the load command's exit status decides.
+
+The summary written to the termination message (at most 4 KiB) carries the measurements the
+operator records: ``checksumSeconds`` and ``restoreSeconds`` measured here with a monotonic
+clock, bytes and files restored, and on failure a ``reason`` (one CamelCase word) and an
+``error`` sentence. Exit codes: 0 restored and checked, 1 failed (the summary says why),
+2 the plan is unusable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .jobs import DEFAULT_TERMINATION_LOG, Destination, _key_ref, _log, _read_exit_code, _usage, _write_termination
+
+LOAD_WAIT = 6 * 3600.0  # the Job's deadline ends a load that never finishes; this only bounds the wait
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Failed(Exception):
+    def __init__(self, reason: str, error: str):
+        super().__init__(error)
+        self.reason, self.error = reason, error
+
+
+def _reason(exc: Exception) -> str:
+    from lifeline.repository.errors import DamagedData, KeyMismatch, LockConflict, PointNotFound
+
+    for cls, reason in ((DamagedData, "DamagedData"), (KeyMismatch, "KeyUnavailable"),
+                        (PointNotFound, "PointNotFound"), (LockConflict, "RepositoryLocked")):
+        if isinstance(exc, cls):
+            return reason
+    return "RestoreFailed"
+
+
+def _open(dest: Destination, env: dict):
+    from lifeline.repository.backend import S3Options, open_backend
+    from lifeline.repository.repo import Repository
+
+    s3 = S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
+                   access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
+    return Repository.open(open_backend(dest.repository, s3))
+
+
+def _provider(key_ref: str, repo):
+    from lifeline.keys import provider_from_ref
+
+    return provider_from_ref(key_ref or repo.config.get("key_ref"))
+
+
+def _check_manifest(repo, plan: dict) -> str:
+    """The stored manifest's checksum; Failed when it is not the one recorded at backup time."""
+    from lifeline.repository.errors import ObjectNotFound
+
+    try:
+        actual = repo.point_checksum(plan["snapshotId"])
+    except ObjectNotFound:
+        raise Failed("PointNotFound", f"the manifest of point {plan['snapshotId']} is gone from "
+                                      f"{repo.url}; was it pruned or shredded?") from None
+    expected = plan.get("manifestChecksum")
+    if expected and actual != expected:
+        raise Failed("ChecksumMismatch", f"the manifest of point {plan['snapshotId']} has checksum {actual}, "
+                                         f"but {expected} was recorded at backup time: it was changed or damaged")
+    return actual
+
+
+def _to_fifo(restorer, target: dict) -> dict:
+    """Write the point's one stream into the FIFO; then wait for the load command's status."""
+    fifo = target["path"]
+    summary = None
+    error: Exception | None = None
+    # Opening a FIFO for writing waits for the load container to open it for reading.
+    with open(fifo, "wb", buffering=0) as out:
+        try:
+            summary = restorer.to_stream(out)
+        except Exception as exc:  # noqa: BLE001 - reported below, after the loader saw EOF
+            error = exc
+    status = _read_exit_code(target["exitCode"], LOAD_WAIT)
+    if error is not None:
+        raise error
+    if status != 0:
+        why = (f"the load command exited with status {status}" if status is not None
+               else "the load command's exit status never appeared (did the load container start?)")
+        raise Failed("LoadFailed", why)
+    return summary
+
+
+def run_restore(plan: dict, key_ref: str, env: dict) -> dict:
+    from lifeline.repository.errors import LifelineError
+
+    from .restore import Restorer
+
+    dest = Destination.from_plan(plan["destinations"][0])
+    denv = dest.env(env)
+    out: dict = {"v": 1, "op": "restore", "point": plan.get("point"), "snapshotId": plan.get("snapshotId"),
+                 "d": dest.name, "start": _now()}
+    try:
+        t0 = time.monotonic()
+        try:
+            repo = _open(dest, denv)
+            out["checksum"] = _check_manifest(repo, plan)
+        except LifelineError as exc:
+            raise Failed(_reason(exc), str(exc)) from None
+        out["checksumSeconds"] = round(time.monotonic() - t0, 3)
+        t1 = time.monotonic()
+        try:
+            restorer = Restorer(repo, _provider(key_ref, repo), plan["snapshotId"])
+            target = plan["target"]
+            if target["kind"] == "dir":
+                result = restorer.to_directory(target["path"])
+            elif target["kind"] == "fifo":
+                result = _to_fifo(restorer, target)
+            else:
+                raise Failed("InvalidPlan", f"unknown target kind {target['kind']!r}")
+        except LifelineError as exc:
+            raise Failed(_reason(exc), str(exc)) from None
+        out["restoreSeconds"] = round(time.monotonic() - t1, 3)
+        out.update(ok=True, bytes=int(result.get("bytes") or 0), files=int(result.get("files") or 0))
+    except Failed as exc:
+        out.update(ok=False, reason=exc.reason, error=exc.error[:600])
+    except OSError as exc:
+        out.update(ok=False, reason="RestoreFailed",
+                   error=f"{exc.strerror or exc}{' ' + exc.filename if exc.filename else ''}"[:600])
+    out["end"] = _now()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lifeline.agent.restore_task",
+                                     description="Run one restore Job's plan (rendered by the operator).")
+    sub = parser.add_subparsers(dest="operation", required=True)
+    p = sub.add_parser("restore")
+    p.add_argument("--plan", default=os.environ.get("LIFELINE_JOB_PLAN"),
+                   help="the plan as JSON, or @file (default: $LIFELINE_JOB_PLAN)")
+    p.add_argument("--termination-log", default=os.environ.get("LIFELINE_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
+    args = parser.parse_args(argv)
+    text = args.plan or ""
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        plan = json.loads(text)
+    except ValueError:
+        return _usage("no usable plan: set LIFELINE_JOB_PLAN (the operator renders it)")
+    if not isinstance(plan, dict) or plan.get("operation") != "restore" or not plan.get("destinations"):
+        return _usage("this plan is not a restore plan with a destination")
+    workdir = Path(tempfile.mkdtemp(prefix="lifeline-restore-"))
+    try:
+        summary = run_restore(plan, _key_ref(plan, workdir), dict(os.environ))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _log(f"restore of {plan.get('point')}: " + ("ok, %s bytes in %ss" % (summary.get("bytes"), summary.get("restoreSeconds"))
+                                                if summary["ok"] else f"FAILED ({summary['reason']}): {summary['error']}"))
+    text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
+    _write_termination(args.termination_log, text)
+    print(text, flush=True)
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

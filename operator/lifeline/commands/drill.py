@@ -1,0 +1,250 @@
+"""`lifeline drill run NAME` and `lifeline drill report NAME`: rehearse a restore now, read the record.
+
+``drill run`` sets the ``dr.lifeline.io/run-now`` annotation to a new value (what
+``kubectl annotate restoredrill NAME dr.lifeline.io/run-now=...`` does); the operator starts a
+run for it (after the current one, if one is running) and marks it ``trigger: run-now:<value>``,
+which is how this command knows the run it asked for. It then follows that run with a progress
+line (phase, elapsed) and exits 0 when it succeeded, 1 when it failed (with the reason) or could
+not start; ``--no-wait`` returns once asked.
+
+``drill report`` prints ``status.history`` (newest first): start, point, restore and verify
+seconds, total against the RTO, the point's age against the RPO, bytes and the outcome;
+``-o json`` prints the same records as JSON for scripts and auditors.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+
+from lifeline.api import BY_KIND
+from lifeline.planning import conditions
+
+from .backup import _common, _kube, _namespace
+
+INFO = BY_KIND["RestoreDrill"]
+ANN_RUN_NOW = "dr.lifeline.io/run-now"  # read by lifeline.controllers.restoredrill
+# Ready=False reasons that may clear by themselves (an API hiccup): keep waiting through them.
+TRANSIENT = ("ApplyFailed", "LookupFailed")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("drill", help="run a restore drill now, or print a drill's history",
+                       description="Rehearse a restore (RestoreDrill) now and follow it, or print the measured "
+                                   "history of a drill.")
+    inner = p.add_subparsers(dest="drill_command", metavar="COMMAND", required=True)
+    common = _common()
+    run = inner.add_parser("run", parents=[common], help="start a run of a RestoreDrill now and follow it")
+    run.add_argument("name", help="the RestoreDrill")
+    run.add_argument("--no-wait", action="store_true", help="return once the run is asked for")
+    run.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                     help="give up following after this long (default 3600; the run goes on)")
+    run.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    run.set_defaults(func=run_now)
+    report = inner.add_parser("report", parents=[common], help="print a RestoreDrill's run history")
+    report.add_argument("name", help="the RestoreDrill")
+    report.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    report.set_defaults(func=run_report)
+
+
+# ---- formatting (shared with the demo) ----------------------------------------------------------------
+
+def _secs(value) -> str:
+    return "-" if value is None else f"{float(value):.2f}s"
+
+
+def _limit(value) -> str:
+    if value is None:
+        return "-"
+    from lifeline.api.common import format_duration
+
+    value = float(value)
+    return format_duration(value) if value >= 1 else f"{value * 1000:g}ms"
+
+
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def describe(run: dict) -> str:
+    """One line with a finished run's measurements: what an on-call person reads first."""
+    head = f"{run.get('outcome', '?')} ({run.get('reason') or '-'})"
+    timing = (f"restore {_secs(run.get('restoreSeconds'))}, verify {_secs(run.get('verifySeconds'))}, "
+              f"total {_secs(run.get('totalSeconds'))} against an RTO of {_limit(run.get('rtoSeconds'))}: "
+              f"RTO {'met' if run.get('rtoMet') else 'NOT met' if run.get('rtoMet') is False else 'not measured'}")
+    age = (f"; point {run.get('recoveryPoint')} was {_secs(run.get('pointAgeSeconds'))} old against an RPO of "
+           f"{_limit(run.get('rpoSeconds'))}" if run.get("pointAgeSeconds") is not None else "")
+    size = f"; {run['bytesRestored']} bytes restored" if run.get("bytesRestored") is not None else ""
+    return f"{head}: {timing}{age}{size}"
+
+
+HEADER = ("START", "POINT", "RESTORE", "VERIFY", "TOTAL/RTO", "RTO MET", "AGE/RPO", "BYTES", "OUTCOME")
+
+
+def rows(history: list[dict]) -> list[tuple[str, ...]]:
+    out = []
+    for r in history:
+        outcome = r.get("outcome") or "-"
+        if r.get("reason"):
+            outcome += f"/{r['reason']}"
+        out.append((r.get("startTime") or "-", r.get("recoveryPoint") or "-", _secs(r.get("restoreSeconds")),
+                    _secs(r.get("verifySeconds")), f"{_secs(r.get('totalSeconds'))}/{_limit(r.get('rtoSeconds'))}",
+                    _yes(r.get("rtoMet")), f"{_secs(r.get('pointAgeSeconds'))}/{_limit(r.get('rpoSeconds'))}",
+                    str(r["bytesRestored"]) if r.get("bytesRestored") is not None else "-", outcome))
+    return out
+
+
+def table(history: list[dict]) -> str:
+    lines = [HEADER, *rows(history)]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(HEADER))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
+
+
+# ---- drill run ------------------------------------------------------------------------------------------
+
+def run_now(args) -> int:
+    return asyncio.run(_run(args))
+
+
+def _mine(status: dict, value: str) -> dict | None:
+    """The run started for our request (in lastRun, or already in the history), else None."""
+    trigger = f"run-now:{value}"
+    for run in [status.get("lastRun") or {}, *(status.get("history") or [])]:
+        if run.get("trigger") == trigger:
+            return run
+    return None
+
+
+def _blocked(body: dict, value: str) -> str | None:
+    """Why the operator cannot start the run (Ready=False for a reason a person must fix), else None."""
+    status = body.get("status") or {}
+    if status.get("lastRequest") == value:
+        return None
+    ready = conditions.find(status.get("conditions"), "Ready") or {}
+    if ready.get("status") == "False" and ready.get("reason") not in TRANSIENT \
+            and status.get("observedGeneration") == body["metadata"].get("generation"):
+        return f"{ready.get('reason')}: {ready.get('message')}"
+    return None
+
+
+class Progress:
+    """The progress line: rewritten in place on a terminal, one line per change otherwise."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.last = None
+
+    def show(self, text: str, key) -> None:
+        if self.tty:
+            self.out.write("\r" + text.ljust(78))
+            self.out.flush()
+        elif key != self.last:
+            print(text, file=self.out, flush=True)
+        self.last = key
+
+    def end(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+async def _run(args) -> int:
+    from lifeline.kube import KubeError
+
+    namespace = _namespace(args)
+    value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    kube = _kube(args)
+    try:
+        try:
+            await kube.patch_metadata(INFO, namespace, args.name, {"annotations": {ANN_RUN_NOW: value}})
+        except KubeError as exc:
+            print(f"lifeline drill run: {exc}", file=sys.stderr)
+            return 2 if exc.status == 404 else 1
+        print(f"asked for a run of RestoreDrill {namespace}/{args.name} ({ANN_RUN_NOW}={value})", flush=True)
+        if args.no_wait:
+            print(f"follow it: lifeline drill report {args.name} -n {namespace}")
+            return 0
+        started = time.monotonic()
+        progress = Progress()
+        while time.monotonic() - started < args.timeout:
+            try:
+                body = await kube.get(INFO, namespace, args.name)
+            except KubeError as exc:
+                progress.end()
+                print(f"lifeline drill run: {exc}", file=sys.stderr)
+                return 1
+            status = body.get("status") or {}
+            run = _mine(status, value)
+            elapsed = time.monotonic() - started
+            if run is None:
+                why = _blocked(body, value)
+                if why:
+                    progress.end()
+                    print(f"the drill cannot run: {why}", file=sys.stderr)
+                    return 1
+                busy = (status.get("lastRun") or {}).get("outcome") == "Running"
+                progress.show(f"waiting for the operator{' (a run is in progress)' if busy else ''}"
+                              f"   elapsed {elapsed:.1f}s", ("waiting", busy))
+            elif run.get("outcome") == "Running":
+                phase = run.get("phase") or "Starting"
+                progress.show(f"run {run['name']}: {phase} {run.get('recoveryPoint', '')} in sandbox "
+                              f"{run.get('sandbox', '-')}   elapsed {elapsed:.1f}s", ("run", phase))
+            else:
+                progress.end()
+                print(f"run {run['name']}: {describe(run)}")
+                if run.get("message"):
+                    print(f"  {run['message']}")
+                if run["outcome"] == "Succeeded":
+                    return 0
+                print(f"lifeline drill run: the drill failed: {run.get('reason')}: {run.get('message')}",
+                      file=sys.stderr)
+                return 1
+            await asyncio.sleep(args.poll)
+        progress.end()
+        print(f"lifeline drill run: not finished after {args.timeout:g}s; the run goes on "
+              f"(lifeline drill report {args.name} -n {namespace})", file=sys.stderr)
+        return 1
+    finally:
+        kube.close()
+
+
+# ---- drill report ---------------------------------------------------------------------------------------
+
+def run_report(args) -> int:
+    return asyncio.run(_report(args))
+
+
+async def _report(args) -> int:
+    from lifeline.kube import KubeError
+
+    namespace = _namespace(args)
+    kube = _kube(args)
+    try:
+        body = await kube.get(INFO, namespace, args.name)
+    except KubeError as exc:
+        print(f"lifeline drill report: {exc}", file=sys.stderr)
+        return 2 if exc.status == 404 else 1
+    finally:
+        kube.close()
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    history = status.get("history") or []
+    if args.output == "json":
+        print(json.dumps({"namespace": namespace, "name": args.name, "policy": spec.get("policyName"),
+                          "nextRunTime": status.get("nextRunTime"), "history": history}, indent=2, sort_keys=True))
+        return 0
+    print(f"RestoreDrill {namespace}/{args.name} of policy {spec.get('policyName')}: {len(history)} runs recorded"
+          + (f", next run {status['nextRunTime']}" if status.get("nextRunTime") else ""))
+    running = status.get("lastRun") or {}
+    if running.get("outcome") == "Running":
+        print(f"running now: {running.get('name')} ({running.get('phase')}) in sandbox {running.get('sandbox')}")
+    if history:
+        print(table(history))
+        for r in history:
+            if r.get("outcome") == "Failed":
+                print(f"{r.get('name')}: {r.get('reason')}: {r.get('message')}")
+    return 0

@@ -1,0 +1,383 @@
+"""RestoreDrill: start runs when due, follow their Jobs, record the measurements, clean sandboxes up.
+
+Thin and level-triggered: a timer (``LIFELINE_DRILL_INTERVAL`` seconds, default 5), every
+watch event of a drill and the end of each sandbox Job end in :func:`reconcile`, which reads
+the drill's status, decides with the planners in :mod:`lifeline.planning` (``drill_schedule``, ``drill_points``,
+``drill_sandbox``, ``drill_measure``) and writes the status only when it changed. The state of
+a run lives in ``status.lastRun`` (phase Restoring -> Verifying -> Done), so an operator restart
+resumes it. Deletions are limited to namespaces labelled ``dr.lifeline.io/sandbox=true``
+(:meth:`lifeline.kube.Kube.delete_sandbox_namespace`); nothing outside the sandbox is written
+but the drill's own status and Events.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import random
+
+import kopf
+from lifeline.api import BY_KIND
+from lifeline.api.restoredrill import RestoreDrillSpec
+from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.api.common import parse_duration
+from lifeline.api.validation import problems_in_spec
+from lifeline.clock import rfc3339
+from lifeline.controllers.backuppolicy import vault_env
+from lifeline.kube import KubeError, ObjectRef
+from lifeline.observability import audit
+from lifeline.planning import backup, conditions, drill_measure, drill_points, drill_sandbox, drill_schedule
+from lifeline.planning.backup_points import parse_time
+
+log = logging.getLogger(__name__)
+
+OWNS = ("RestoreDrill",)
+DRILL = BY_KIND["RestoreDrill"]
+POLICY = BY_KIND["BackupPolicy"]
+POINT = BY_KIND["RecoveryPoint"]
+ANN_RUN_NOW = "dr.lifeline.io/run-now"
+ACTOR = "lifeline-operator"
+RNG = random.SystemRandom()  # tests replace it with a seeded random.Random
+PLURALS = {"Namespace": ("v1", "namespaces"), "ResourceQuota": ("v1", "resourcequotas"),
+           "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"), "Secret": ("v1", "secrets"),
+           "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"), "Pod": ("v1", "pods"),
+           "Service": ("v1", "services"), "Job": ("batch/v1", "jobs")}
+
+
+class Stop(Exception):
+    """The drill cannot go on: ``reason``/``message`` end up in Ready=False and an Event."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def _job_done(job: dict | None) -> str | None:
+    for c in (job or {}).get("status", {}).get("conditions") or []:
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+            return c["type"]
+    return None
+
+
+def _job_failure(job: dict) -> str:
+    c = next((c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"), {})
+    return f"the Job failed: {c.get('reason', '')} {c.get('message', '')}".strip()
+
+
+class DrillController:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.kube = ctx.kube
+        self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.known: set[tuple[str, str]] = set()  # drills seen by the watch: what the timer walks
+        self.ticker: asyncio.Task | None = None
+
+    async def tick_forever(self, interval: float) -> None:
+        """The timer: one task of our own, so shutdown cancels it at once (a kopf timer per drill lingers)."""
+        while True:
+            await asyncio.sleep(interval)
+            for namespace, name in sorted(self.known):
+                try:
+                    await self.reconcile({"metadata": {"namespace": namespace, "name": name}})
+                except Exception:  # noqa: BLE001 - the timer must survive one bad round
+                    log.exception("RestoreDrill %s/%s: timer round failed", namespace, name)
+
+    # ---- reading ------------------------------------------------------------------------------------
+
+    async def _policy(self, namespace: str, name: str) -> dict:
+        try:
+            return await self.kube.get(POLICY, namespace, name)
+        except KubeError as exc:
+            if exc.status == 404:
+                raise Stop("PolicyNotFound", f"BackupPolicy {namespace}/{name} does not exist; "
+                                             "fix spec.policyName or create the policy") from None
+            raise Stop("LookupFailed", str(exc)) from None
+
+    async def _message(self, sandbox: str, job: str, container: str) -> str | None:
+        pods = await self.kube.list_objects("v1", "pods", sandbox, label_selector=f"job-name={job}")
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        for pod in reversed(pods):
+            for st in (pod.get("status") or {}).get("containerStatuses") or []:
+                if st.get("name") == container and (st.get("state") or {}).get("terminated"):
+                    return st["state"]["terminated"].get("message")
+        return None
+
+    # ---- the run ------------------------------------------------------------------------------------
+
+    async def _create_all(self, objects: list[dict]) -> None:
+        for obj in objects:
+            api, plural = PLURALS[obj["kind"]]
+            try:
+                if obj["kind"] == "Namespace":
+                    await self.kube.create_sandbox_namespace(obj)
+                else:
+                    await self.kube.create_object(api, plural, obj["metadata"]["namespace"], obj)
+            except KubeError as exc:
+                if exc.status != 409:  # already there: a resumed start
+                    raise
+
+    async def _start(self, body: dict, spec: RestoreDrillSpec, policy: dict, trigger: str) -> dict:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        now = self.ctx.clock.now()
+        run = drill_sandbox.run_name(name, now)
+        points = await self.kube.list(POINT, ns)
+        run_record = {"name": run, "startTime": rfc3339(now), "outcome": "Running", "trigger": trigger}
+        try:
+            point = drill_points.select_point(points, spec.point, spec.policy_name, now, RNG)
+            run_record["recoveryPoint"] = point["metadata"]["name"]
+            pspec = backup.parse_spec(policy)
+            taken = parse_time(point["spec"].get("completionTime"))
+            if taken is not None:  # the age of the data this restore brings back, against the RPO
+                age = max(0.0, (now - taken).total_seconds())
+                run_record.update(pointAgeSeconds=round(age, 3), rpoSeconds=pspec.rpo_seconds,
+                                  rpoMet=age <= pspec.rpo_seconds)
+            copy_ = drill_sandbox.restore_job.choose_copy(point, pspec)
+            secrets = {}
+            for sname in drill_sandbox.restore_job.secrets_needed(pspec, copy_):
+                found = await self.kube.get_object("v1", "secrets", ns, sname)
+                if found is not None:
+                    secrets[sname] = found
+            sandbox = drill_sandbox.sandbox_name(spec.sandbox.namespace_prefix, ns, name, run)
+            objects = drill_sandbox.sandbox_objects(body, policy, point, run, sandbox, self.facts, secrets,
+                                                    os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR"))
+        except backup.PlanError as exc:
+            return {**run_record, "outcome": "Failed", "reason": exc.reason, "message": exc.message,
+                    "completionTime": rfc3339(now), "phase": "Done"}
+        run_record.update(sandbox=sandbox, phase="Restoring")
+        try:
+            await self._create_all(objects)
+        except KubeError as exc:
+            return {**run_record, "outcome": "Failed", "reason": "SandboxFailed",
+                    "message": f"could not create the sandbox: {exc}", "completionTime": rfc3339(now),
+                    "phase": "Done", "cleanupTime": rfc3339(now)}
+        audit.record("drill", actor=ACTOR, outcome="started", when=now,
+                     subject={"kind": "RestoreDrill", "namespace": ns, "name": name},
+                     details={"run": run, "recoveryPoint": run_record["recoveryPoint"], "sandbox": sandbox,
+                              "trigger": trigger})
+        await self.kube.emit_event(ObjectRef.of(body), "Normal", "DrillStarted",
+                                   f"run {run}: restoring {run_record['recoveryPoint']} into sandbox {sandbox}",
+                                   rfc3339(now))
+        return run_record
+
+    async def _advance(self, body: dict, spec: RestoreDrillSpec, policy: dict, run: dict) -> dict:
+        """One step of a running run: nothing until its current Job ends."""
+        sandbox = run["sandbox"]
+        restore_job = await self.kube.get_object("batch/v1", "jobs", sandbox, drill_sandbox.RESTORE_JOB)
+        if restore_job is None:
+            return self._finish(body, spec, policy, run, restore=None,
+                                failure="the restore Job is gone (was the sandbox deleted by hand?)")
+        if run.get("phase") == "Restoring":
+            done = _job_done(restore_job)
+            if done is None:
+                return run
+            summary = drill_measure.parse_restore_summary(
+                await self._message(sandbox, drill_sandbox.RESTORE_JOB, backup.AGENT))
+            if summary is None or not summary.get("ok"):
+                return self._finish(body, spec, policy, run, restore=summary, failure=_job_failure(restore_job),
+                                    spans=(restore_job["status"].get("startTime"),
+                                           restore_job["status"].get("completionTime")))
+            verify = drill_sandbox.verify_job(body, policy, run["name"], sandbox)
+            if verify is None:
+                return self._finish(body, spec, policy, run, restore=summary,
+                                    spans=(restore_job["status"].get("startTime"),
+                                           restore_job["status"].get("completionTime")))
+            await self._create_all([verify])
+            return {**run, "phase": "Verifying", "bytesRestored": int(summary.get("bytes") or 0),
+                    "restoreSeconds": round(float(summary.get("restoreSeconds") or 0)
+                                            + float(summary.get("checksumSeconds") or 0), 3)}
+        verify_job = await self.kube.get_object("batch/v1", "jobs", sandbox, drill_sandbox.VERIFY_JOB)
+        if verify_job is not None and _job_done(verify_job) is None:
+            return run
+        output = None
+        if verify_job is not None:
+            output = drill_measure.parse_verify_message(await self._message(sandbox, drill_sandbox.VERIFY_JOB, "verify"))
+        summary = {"ok": True, "restoreSeconds": run.get("restoreSeconds"), "bytes": run.get("bytesRestored")}
+        point = await self._point(body, run)
+        recorded = ((point or {}).get("spec", {}).get("tags") or {}).get("verifyOutput")
+        return self._finish(body, spec, policy, run, restore=summary, verify=output,
+                            verdict=drill_measure.verify_verdict(spec, output, recorded),
+                            spans=(restore_job["status"].get("startTime"),
+                                   (verify_job or {}).get("status", {}).get("completionTime")))
+
+    async def _point(self, body: dict, run: dict) -> dict | None:
+        try:
+            return await self.kube.get(POINT, body["metadata"]["namespace"], run.get("recoveryPoint") or "")
+        except KubeError:
+            return None
+
+    def _finish(self, body, spec, policy, run, *, restore, failure=None, verify=None, verdict=None,
+                spans=(None, None)) -> dict:
+        pspec = BackupPolicySpec.model_validate(policy.get("spec") or {})
+        return drill_measure.finish(
+            run, restore=restore, restore_job_failure=failure, verify=verify,
+            verify_needed=spec.verify.command is not None, verify_ok=verdict, spans=spans,
+            rto=pspec.rto_seconds, rpo=pspec.rpo_seconds, point_time=None, now=self.ctx.clock.now(),
+            ttl=parse_duration(spec.sandbox.ttl), keep_on_failure=spec.sandbox.keep_on_failure)
+
+    async def _finished(self, body: dict, spec: RestoreDrillSpec, policy: dict | None, run: dict) -> None:
+        """Event, metrics and audit record of a run that just ended."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        now = self.ctx.clock.now()
+        ok = run["outcome"] == "Succeeded"
+        pspec = BackupPolicySpec.model_validate((policy or {}).get("spec") or {}) if policy else None
+        tier = pspec.tier if pspec else ""
+        labels = (ns, name, spec.policy_name, tier)
+        m = self.ctx.metrics
+        m.drill_last_run.labels(*labels).set(now.timestamp())
+        if ok:
+            m.drill_last_success.labels(*labels).set(now.timestamp())
+        m.drill_success.labels(*labels).set(1 if ok else 0)
+        if run.get("rtoMet") is not None:
+            m.drill_rto_met.labels(*labels).set(1 if run["rtoMet"] else 0)
+        if run.get("totalSeconds") is not None:
+            m.drill_duration.labels(*labels).set(run["totalSeconds"])
+        if pspec:
+            m.drill_rto_target.labels(*labels).set(pspec.rto_seconds)
+        m.drill_max_interval.labels(*labels).set(drill_schedule.max_interval_seconds(spec, tier or None))
+        m.drill_runs.labels(*labels, run["outcome"]).inc()
+        total = run.get("totalSeconds")
+        timing = (f"restore {run.get('restoreSeconds')}s, verify {run.get('verifySeconds', '-')}s, total {total}s "
+                  f"against an RTO of {run.get('rtoSeconds')}s ({'met' if run.get('rtoMet') else 'NOT met'})"
+                  if total is not None else "no time measured")
+        message = f"run {run['name']} {run['outcome'].lower()} ({run.get('reason')}): {timing}; {run.get('message')}"
+        await self.kube.emit_event(ObjectRef.of(body), "Normal" if ok and run.get("rtoMet") is not False else "Warning",
+                                   "DrillSucceeded" if ok else "DrillFailed", message, rfc3339(now))
+        audit.record("drill", actor=ACTOR, outcome="succeeded" if ok else "failed", when=now,
+                     subject={"kind": "RestoreDrill", "namespace": ns, "name": name},
+                     details={k: run.get(k) for k in ("name", "recoveryPoint", "sandbox", "reason", "restoreSeconds",
+                                                      "verifySeconds", "totalSeconds", "rtoSeconds", "rtoMet",
+                                                      "pointAgeSeconds", "rpoMet", "bytesRestored")})
+
+    async def _cleanup(self, body: dict, runs: list[dict]) -> list[dict]:
+        now = self.ctx.clock.now()
+        out = []
+        for run in runs:
+            if drill_measure.cleanup_due(run, now):
+                if await self.kube.delete_sandbox_namespace(run["sandbox"]):
+                    run = {**run, "sandboxDeleted": True}
+                    await self.kube.emit_event(ObjectRef.of(body), "Normal", "SandboxDeleted",
+                                               f"run {run['name']}: sandbox {run['sandbox']} deleted", rfc3339(now))
+            out.append(run)
+        return out
+
+    # ---- the reconcile --------------------------------------------------------------------------------
+
+    async def reconcile(self, body: dict) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            try:
+                fresh = await self.kube.get(DRILL, *key)
+            except KubeError:
+                return
+            if fresh["metadata"].get("deletionTimestamp"):
+                return
+            await self._reconcile(fresh)
+
+    async def _reconcile(self, body: dict) -> None:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        status = copy.deepcopy(body.get("status") or {})
+        new = copy.deepcopy(status)
+        now = self.ctx.clock.now()
+        generation = meta.get("generation")
+        ready = (True, "SpecValid", "")
+        policy = None
+        spec, problems = problems_in_spec(DRILL, body.get("spec"))
+        if problems:
+            ready = (False, "InvalidSpec", "; ".join(str(p) for p in problems))
+        if spec is not None:
+            try:
+                policy = await self._policy(ns, spec.policy_name)
+                tier = (policy.get("spec") or {}).get("tier")
+                last = new.get("lastRun")
+                finished_now = None
+                if last and last.get("outcome") == "Running":
+                    last = await self._advance(body, spec, policy, last)
+                    if last.get("outcome") != "Running":
+                        finished_now = last
+                    new["lastRun"] = last
+                request = (meta.get("annotations") or {}).get(ANN_RUN_NOW)
+                trigger, next_time = drill_schedule.due(spec, tier, status, now, parse_time(meta.get("creationTimestamp")))
+                if next_time is not None:
+                    new["nextRunTime"] = rfc3339(next_time)
+                running = (new.get("lastRun") or {}).get("outcome") == "Running"
+                if request and request != status.get("lastRequest") and not running:
+                    trigger = f"run-now:{request}"
+                    new["lastRequest"] = request
+                if trigger and not running:
+                    started = await self._start(body, spec, policy, trigger)
+                    if started["outcome"] != "Running":
+                        finished_now = started
+                    new["lastRun"] = started
+                if finished_now is not None:
+                    new["history"] = drill_measure.with_history(new.get("history") or [], finished_now,
+                                                                spec.history_limit)
+                    await self._finished(body, spec, policy, finished_now)
+                    if finished_now["outcome"] == "Failed":
+                        ready = (True, "LastRunFailed", f"last run failed: {finished_now.get('message')}")
+                new["history"] = await self._cleanup(body, new.get("history") or [])
+                if new.get("lastRun") and new["history"] and new["lastRun"].get("name") == new["history"][0].get("name"):
+                    new["lastRun"] = new["history"][0]
+            except Stop as exc:
+                ready = (False, exc.reason, exc.message)
+            except KubeError as exc:
+                ready = (False, "ApplyFailed", str(exc))
+        if ready[0] and ready[1] == "SpecValid":  # the generic reason for a valid spec, with the schedule
+            nxt = new.get("nextRunTime")
+            when = f"next run {nxt}" if nxt else ("ran once" if spec and spec.mode == "Once" else "waiting")
+            ready = (True, "SpecValid", f"RestoreDrill spec is valid; {when}")
+        new["conditions"] = conditions.merge(status.get("conditions"),
+                                             conditions.make("Ready", ready[0], ready[1], ready[2], generation),
+                                             rfc3339(now))
+        new["observedGeneration"] = generation
+        if new != status:
+            try:
+                await self.kube.patch_status(DRILL, ns, name, new)
+            except KubeError as exc:
+                log.warning("RestoreDrill %s/%s: %s", ns, name, exc)
+                return
+            old_ready = conditions.find(status.get("conditions"), "Ready") or {}
+            if not ready[0] and (old_ready.get("reason") != ready[1] or old_ready.get("status") != "False"):
+                await self.kube.emit_event(ObjectRef.of(body), "Warning", ready[1], ready[2], rfc3339(now))
+
+
+def register(registry: kopf.OperatorRegistry, ctx) -> None:
+    controller = DrillController(ctx)
+    interval = float(os.environ.get("LIFELINE_DRILL_INTERVAL") or 5)
+
+    @kopf.on.startup(registry=registry, id="restoredrill-start")
+    async def start(**_):
+        controller.ticker = asyncio.create_task(controller.tick_forever(interval), name="lifeline-drill-timer")
+
+    @kopf.on.cleanup(registry=registry, id="restoredrill-timer-stop")
+    async def stop(**_):
+        if controller.ticker is not None:
+            controller.ticker.cancel()
+            try:
+                await controller.ticker
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    @kopf.on.event(DRILL.group, DRILL.version, DRILL.plural, registry=registry, id="restoredrill-event")
+    async def on_event(event, body, namespace, name, **_):
+        if event.get("type") == "DELETED":
+            controller.known.discard((namespace, name))
+            ctx.metrics.forget("RestoreDrill", namespace, name)
+            return
+        controller.known.add((namespace, name))
+        await controller.reconcile(dict(body))
+
+    # A sandbox Job that ended moves its run on at once (the timer alone would take up to an interval).
+    @kopf.on.event("batch", "v1", "jobs", labels={drill_sandbox.LABEL_SANDBOX: "true"}, registry=registry,
+                   id="restoredrill-job")
+    async def on_job(event, body, **_):
+        owner = ((body.get("metadata") or {}).get("annotations") or {}).get(drill_sandbox.ANN_DRILL, "")
+        if "/" in owner and event.get("type") != "DELETED" and _job_done(dict(body)) is not None:
+            namespace, name = owner.split("/", 1)
+            await controller.reconcile({"metadata": {"namespace": namespace, "name": name}})

@@ -1,0 +1,266 @@
+"""A drill run's sandbox: the namespace and everything in it, as manifests. Pure.
+
+One namespace per run, labelled so Lifeline can prove it made it (the operator deletes only
+namespaces carrying :data:`LABEL_SANDBOX`), holding:
+
+- a ResourceQuota, so a drill cannot starve the cluster;
+- a NetworkPolicy denying all egress (and ingress from outside the sandbox) by default, and one
+  letting only the restore agent reach DNS and the ports its repository or Vault listen on;
+- copies of the Secrets the restore Job reads by name (the key, S3 credentials): a pod can only
+  mount Secrets of its own namespace;
+- for a filesystem destination, a read-only claim of the same name (see docs/drills.md: on a real
+  cluster it must bind to the same share, for example a static NFS volume);
+- a fresh PVC ``restored`` for directory points, or a throwaway database (Pod + Service
+  ``drill-db``) for dump points;
+- the restore Job (:mod:`lifeline.planning.restore_job`) and, later, the verify Job.
+
+Namespaced objects cannot be owned across namespaces; the sandbox's objects live and die with
+the namespace, which names its drill in labels and annotations.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import urlparse
+
+from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.api.restoredrill import RestoreDrillSpec
+
+from . import backup, restore_job
+from .backup import Facts
+
+LABEL_SANDBOX = "dr.lifeline.io/sandbox"
+LABEL_DRILL = "dr.lifeline.io/drill"
+LABEL_DRILL_NAMESPACE = "dr.lifeline.io/drill-namespace"
+LABEL_RUN = "dr.lifeline.io/drill-run"
+ANN_DRILL = "dr.lifeline.io/drill"  # namespace/name in full
+ANN_MIRROR = "dr.lifeline.io/mirror-of"
+RESTORED_CLAIM = "restored"
+DATABASE = "drill-db"
+RESTORE_JOB = "restore"
+VERIFY_JOB = "verify"
+RESTORED_MOUNT = "/restored"
+QUOTA = {"pods": "10", "persistentvolumeclaims": "6", "requests.cpu": "4", "requests.memory": "8Gi",
+         "limits.memory": "16Gi", "services.loadbalancers": "0", "services.nodeports": "0"}
+SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+DB_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}}
+# The verify container's whole program: run the command, time it, keep its output and status.
+VERIFY_SCRIPT = (
+    's=$(date +%s%N); out=$("$@" 2>&1); rc=$?; e=$(date +%s%N); '
+    'case "$s$e" in *[!0-9]*) d="";; *) d=$((e - s));; esac; '
+    'printf "lifeline-verify rc=%s ns=%s\\n%s" "$rc" "$d" "$out" | head -c 3500 '
+    '> "${LIFELINE_TERMINATION_LOG:-/dev/termination-log}"; exit "$rc"'
+)
+
+
+def sandbox_name(prefix: str, namespace: str, drill: str, run: str) -> str:
+    """``<prefix><drill>-<hash>``: unique per run, at most 63 characters."""
+    h = hashlib.sha256(f"{namespace}/{drill}/{run}".encode()).hexdigest()[:8]
+    head = f"{prefix}{drill}"[: 63 - 9].rstrip("-.")
+    return f"{head}-{h}"
+
+
+def run_name(drill: str, started) -> str:
+    return f"{drill[:40]}-{started.strftime('%Y%m%d-%H%M%S')}"
+
+
+def sandbox_labels(namespace: str, drill: str, run: str, component: str = "drill-sandbox") -> dict:
+    return {
+        "app.kubernetes.io/name": "lifeline", "app.kubernetes.io/instance": backup.label_value(drill),
+        "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": "lifeline",
+        "app.kubernetes.io/part-of": backup.PART_OF,
+        LABEL_SANDBOX: "true", LABEL_DRILL: backup.label_value(drill),
+        LABEL_DRILL_NAMESPACE: namespace, LABEL_RUN: backup.label_value(run),
+    }
+
+
+def _meta(name: str, sandbox: str | None, labels: dict, drill_ref: str, **extra) -> dict:
+    meta = {"name": name, "labels": dict(labels), "annotations": {ANN_DRILL: drill_ref, **extra}}
+    if sandbox:
+        meta["namespace"] = sandbox
+    return meta
+
+
+def _egress_ports(policy: BackupPolicySpec, copy: dict, vault_addr: str | None) -> list[int]:
+    """TCP ports the restore agent must reach outside the sandbox: its S3 endpoint, Vault."""
+    ports = set()
+    dest = next(d for d in policy.destinations if d.name == copy["destination"])
+    if dest.s3 is not None:
+        url = urlparse(dest.s3.endpoint or "https://s3.amazonaws.com")
+        ports.add(url.port or (80 if url.scheme == "http" else 443))
+    if policy.encryption.key_ref.startswith("vault"):
+        url = urlparse(vault_addr or "https://vault:8200")
+        ports.add(url.port or 8200)
+    return sorted(ports)
+
+
+def network_policies(sandbox: str, labels: dict, drill_ref: str, ports: list[int]) -> list[dict]:
+    deny = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta("default-deny", sandbox, labels, drill_ref),
+        # every pod: no egress at all, ingress only from the sandbox itself (the database's clients)
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": [{"from": [{"podSelector": {}}]}]},
+    }
+    agent_rules = [{"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 53},
+                                                                 {"protocol": "TCP", "port": 53}]},
+                   {"to": [{"podSelector": {}}]}]  # the loader reaches the sandbox's database
+    if ports:
+        agent_rules.append({"ports": [{"protocol": "TCP", "port": p} for p in ports]})
+    allow = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta("restore-egress", sandbox, labels, drill_ref),
+        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/component": restore_job.COMPONENT}},
+                 "policyTypes": ["Egress"], "egress": agent_rules},
+    }
+    # the verify pods talk to the sandbox's database and nothing else
+    verify = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta("verify-egress", sandbox, labels, drill_ref),
+        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "drill-verify"}},
+                 "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"podSelector": {}}]},
+                            {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 53}]}]},
+    }
+    return [deny, allow, verify]
+
+
+def secret_copy(secret: dict, sandbox: str, labels: dict, drill_ref: str) -> dict:
+    """A copy of a Secret the restore reads, data only (never written anywhere but the API)."""
+    meta = secret.get("metadata") or {}
+    return {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type") or "Opaque",
+            "metadata": _meta(meta["name"], sandbox, labels, drill_ref,
+                              **{"dr.lifeline.io/copied-from": f"{meta.get('namespace')}/{meta['name']}"}),
+            "data": dict(secret.get("data") or {})}
+
+
+def _pvc(name: str, sandbox: str, labels: dict, drill_ref: str, size: str, modes: list[str],
+         storage_class: str | None, **ann) -> dict:
+    spec: dict = {"accessModes": modes, "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _meta(name, sandbox, labels, drill_ref, **ann), "spec": spec}
+
+
+def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str) -> list[dict]:
+    db = spec.restore.database
+    if db is None:
+        return []
+    lbl = {**labels, "app.kubernetes.io/component": "drill-database"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(DATABASE, sandbox, lbl, drill_ref),
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                    "containers": [{"name": "database", "image": db.image,
+                                    "env": [{"name": e.name, "value": e.value} for e in db.env],
+                                    "ports": [{"containerPort": db.port}], "resources": DB_RESOURCES,
+                                    "securityContext": {"allowPrivilegeEscalation": False,
+                                                        "capabilities": {"drop": ["ALL"]}}}],
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(DATABASE, sandbox, lbl, drill_ref),
+           "spec": {"selector": {"app.kubernetes.io/component": "drill-database", LABEL_RUN: labels[LABEL_RUN]},
+                    "ports": [{"port": db.port, "targetPort": db.port}]}}
+    return [pod, svc]
+
+
+def target_of(drill: RestoreDrillSpec, point: dict, policy: BackupPolicySpec) -> restore_job.RestoreTarget:
+    """A fresh PVC for directory points; the load command for dump points."""
+    if policy.source.command is not None:
+        load = drill.restore.load
+        if load is None:
+            raise backup.PlanError(
+                "Ready", "NoLoadCommand",
+                f"policy {point['spec']['policyName']} backs up a dump ({policy.source.command.command[0]}): "
+                "say how to load it with spec.restore.load (image and command, for example "
+                "[pg_restore, -h, drill-db, -U, postgres, -d, postgres]) and usually spec.restore.database")
+        env = tuple((e.name, e.value) for e in load.env)
+        if drill.restore.database is not None:
+            env += (("LIFELINE_DB_HOST", DATABASE), ("LIFELINE_DB_PORT", str(drill.restore.database.port)))
+        return restore_job.RestoreTarget(image=load.image, command=tuple(load.command), env=env)
+    return restore_job.RestoreTarget(claim_name=RESTORED_CLAIM)
+
+
+def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, sandbox: str, facts: Facts,
+                    secrets: dict[str, dict], vault_addr: str | None = None) -> list[dict]:
+    """Everything a run creates, in creation order (the namespace first, the restore Job last)."""
+    meta = drill_body["metadata"]
+    ns, drill = meta.get("namespace", ""), meta["name"]
+    ref = f"{ns}/{drill}"
+    spec = RestoreDrillSpec.model_validate(drill_body.get("spec") or {})
+    policy = backup.parse_spec(policy_body)
+    copy = restore_job.choose_copy(point, policy)
+    labels = sandbox_labels(ns, drill, run)
+    out: list[dict] = [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": sandbox, "labels": {**labels, "pod-security.kubernetes.io/enforce": "baseline"},
+                      "annotations": {ANN_DRILL: ref, "dr.lifeline.io/recovery-point": point["metadata"]["name"]}}},
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta("drill", sandbox, labels, ref),
+         "spec": {"hard": dict(QUOTA)}},
+        *network_policies(sandbox, labels, ref, _egress_ports(policy, copy, vault_addr)),
+    ]
+    for name in restore_job.secrets_needed(policy, copy):
+        if name not in secrets:
+            raise backup.PlanError("Ready", "SecretMissing",
+                                   f"Secret {ns}/{name}, which policy {policy_body['metadata']['name']} names, "
+                                   "does not exist; create it, then the drill runs at its next time")
+        out.append(secret_copy(secrets[name], sandbox, labels, ref))
+    for claim in restore_job.claims_needed(policy, copy):
+        out.append(_pvc(claim, sandbox, labels, ref, "1Gi", ["ReadOnlyMany"], None,
+                        **{ANN_MIRROR: f"{ns}/{claim}"}))
+    target = target_of(spec, point, policy)
+    if target.claim_name:
+        out.append(_pvc(RESTORED_CLAIM, sandbox, labels, ref, spec.restore.size, ["ReadWriteOnce"],
+                        spec.sandbox.storage_class_name))
+    out += database(spec, sandbox, labels, ref)
+    from lifeline.api.common import parse_duration
+
+    out.append(restore_job.restore_job(
+        point, policy_body, target, namespace=sandbox, name=RESTORE_JOB, facts=facts, destination=copy["destination"],
+        options=restore_job.Options(labels={LABEL_SANDBOX: "true", LABEL_DRILL: backup.label_value(drill),
+                                            LABEL_RUN: labels[LABEL_RUN]},
+                                    annotations={ANN_DRILL: ref},
+                                    deadline_seconds=int(max(600, 4 * policy.rto_seconds, parse_duration(spec.verify.timeout))))))
+    return json.loads(json.dumps(out))
+
+
+def verify_job(drill_body: dict, policy_body: dict, run: str, sandbox: str) -> dict | None:
+    """The Job running the user's verify command, or None when the drill has none."""
+    meta = drill_body["metadata"]
+    ns, drill = meta.get("namespace", ""), meta["name"]
+    spec = RestoreDrillSpec.model_validate(drill_body.get("spec") or {})
+    cmd = spec.verify.command
+    if cmd is None:
+        return None
+    from lifeline.api.common import parse_duration
+
+    policy = backup.parse_spec(policy_body)
+    labels = {**sandbox_labels(ns, drill, run), "app.kubernetes.io/component": "drill-verify"}
+    env = [{"name": "HOME", "value": "/tmp"}]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    if policy.source.command is None:
+        env.append({"name": "LIFELINE_RESTORED", "value": RESTORED_MOUNT})
+        mounts.append({"name": "restored", "mountPath": RESTORED_MOUNT, "readOnly": True})
+        volumes.append({"name": "restored", "persistentVolumeClaim": {"claimName": RESTORED_CLAIM, "readOnly": True}})
+    if spec.restore.database is not None:
+        env += [{"name": "LIFELINE_DB_HOST", "value": DATABASE},
+                {"name": "LIFELINE_DB_PORT", "value": str(spec.restore.database.port)}]
+        env += [{"name": e.name, "value": e.value} for e in spec.restore.database.env]
+    group = policy.pod.run_as_group if policy.pod.run_as_group is not None else backup.RUN_AS
+    pod = {
+        "restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": policy.pod.run_as_user or backup.RUN_AS,
+                            "runAsGroup": group, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "verify", "image": cmd.image, "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "-c", VERIFY_SCRIPT, "lifeline-verify", *cmd.command],
+            "env": env, "resources": SMALL, "securityContext": backup._container_security(),
+            "volumeMounts": mounts, "terminationMessagePath": backup.TERMINATION_LOG,
+        }],
+        "volumes": volumes,
+    }
+    return json.loads(json.dumps({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": _meta(VERIFY_JOB, sandbox, labels, f"{ns}/{drill}"),
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": int(parse_duration(spec.verify.timeout)),
+                 "template": {"metadata": {"labels": dict(labels)}, "spec": pod}},
+    }))

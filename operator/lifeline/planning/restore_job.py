@@ -1,0 +1,272 @@
+"""RecoveryPoint + policy + target -> the batch/v1 Job that restores it. Pure.
+
+Shared by RestoreDrill (restores into a sandbox) and Restore (restores into production):
+both decide *where*; this module only renders *how*.
+
+``restore_job(point, policy_body, target, namespace=..., name=..., facts=...)`` returns one
+complete Job manifest:
+
+- ``point`` is the RecoveryPoint object (a dict as the API serves it). Its
+  ``spec.copies`` says which destinations hold it; :func:`choose_copy` picks the
+  ``destination`` asked for, else the first copy in an S3 destination (readable from any
+  namespace), else the first copy at all.
+- ``policy_body`` is the BackupPolicy that made the point: the encryption ``keyRef``,
+  the destinations (repository URL, S3 endpoint/region, the credentials Secret, the PVC of
+  a filesystem destination) and the pod options (runAsUser, resources, node selector...).
+  The Secrets and PVCs it names are mounted *by name in the Job's namespace*: a Job in
+  another namespace (a drill's sandbox) needs copies of those Secrets there, see
+  :func:`secrets_needed` and :func:`claims_needed`.
+- ``target`` (:class:`RestoreTarget`) is either a PVC (+ a directory inside it) that the
+  tree is written into, or a command (in its own image, which needs ``/bin/sh``) that the
+  point's byte stream is piped into, such as ``pg_restore -d his`` or ``psql``.
+
+What the pod runs: an ``agent`` container, ``python -m lifeline.agent.restore_task restore``,
+reading its task from ``LIFELINE_JOB_PLAN`` (JSON, no secret in it). It checks the stored
+manifest against the checksum the RecoveryPoint recorded, restores (every chunk is
+authenticated on the way), and writes a compact JSON summary to its termination message:
+``{"v":1,"op":"restore","ok":bool,"reason":..,"error":..,"bytes":..,"files":..,
+"restoreSeconds":..,"checksumSeconds":..,"start":..,"end":..,"snapshotId":..,"checksum":..}``
+(see :func:`lifeline.planning.drill_measure.parse_restore_summary`). Durations are measured by
+the agent itself (monotonic clock), so they are real whatever clock the cluster keeps.
+
+For a command target the pod mirrors a dump backup: an init container makes a FIFO in a shared
+emptyDir (``/restore/stream``), the agent writes the stream into it, the ``load`` container runs
+the command with the FIFO as stdin and publishes its exit status (``/restore/exit-code``), and the
+agent reports success only when the command exited 0; its restore time ends when the load ends.
+
+Pod hardening is the backup pod's (:mod:`lifeline.planning.backup`): non-root, read-only root
+filesystem, no capabilities, seccomp RuntimeDefault, no service-account token unless the key is
+in Vault.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from lifeline.api.backuppolicy import BackupPolicySpec
+
+from . import backup
+from .backup import Facts, PlanError
+
+RESTORE_COMMAND = ("python", "-m", "lifeline.agent.restore_task")
+TARGET_MOUNT = "/target"
+STREAM_MOUNT = "/restore"
+FIFO = f"{STREAM_MOUNT}/stream"
+EXIT_CODE = f"{STREAM_MOUNT}/exit-code"
+LOADER = "load"
+COMPONENT = "restore"
+# The load container's whole program: the command reads the FIFO, its status is published.
+LOAD_SCRIPT = (
+    f'"$@" < {FIFO}; rc=$?; echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
+)
+DEFAULT_DEADLINE = 6 * 3600
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Where the data goes: ``claim_name`` (+ ``path``), or ``command`` run in ``image``."""
+
+    claim_name: str | None = None
+    path: str = "/"
+    image: str | None = None
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # literal variables for the command (no secrets)
+
+    def __post_init__(self):
+        if bool(self.claim_name) == bool(self.command):
+            raise ValueError("a restore target is either a PVC (claim_name) or a command, exactly one")
+        if self.command and not self.image:
+            raise ValueError("a command target needs the image that holds the command")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What differs between a drill's Job and a production restore's Job."""
+
+    labels: dict = field(default_factory=dict)  # added to the Job's and pod's labels
+    annotations: dict = field(default_factory=dict)
+    owner: dict | None = None  # an ownerReference (same namespace only)
+    deadline_seconds: int | None = None  # activeDeadlineSeconds; 6 h when left out
+    ttl_seconds_after_finished: int | None = None
+
+
+def choose_copy(point: dict, policy: BackupPolicySpec, destination: str | None = None) -> dict:
+    """The copy to read: the one asked for, else the first in S3, else the first."""
+    copies = (point.get("spec") or {}).get("copies") or []
+    known = {d.name: d for d in policy.destinations}
+    usable = [c for c in copies if c.get("destination") in known]
+    name = (point.get("metadata") or {}).get("name", "?")
+    if destination:
+        for c in usable:
+            if c["destination"] == destination:
+                return c
+        raise PlanError("Ready", "NoSuchCopy",
+                        f"recovery point {name} has no copy in destination {destination!r} of the policy "
+                        f"(copies: {', '.join(c.get('destination', '?') for c in copies) or 'none'})")
+    if not usable:
+        raise PlanError("Ready", "NoReadableCopy",
+                        f"recovery point {name}: none of its copies ({', '.join(c.get('destination', '?') for c in copies) or 'none'}) "
+                        "is in a destination the policy still names; restore it by hand with `lifeline agent restore`")
+    s3 = [c for c in usable if known[c["destination"]].s3 is not None]
+    return (s3 or usable)[0]
+
+
+def secrets_needed(policy: BackupPolicySpec, copy: dict) -> list[str]:
+    """Secrets the Job mounts or reads by name: the key (secret://) and the copy's S3 credentials."""
+    out = []
+    _, key_secret, _ = backup.parse_key_ref(policy.encryption.key_ref)
+    if key_secret:
+        out.append(key_secret)
+    dest = next(d for d in policy.destinations if d.name == copy["destination"])
+    if dest.s3 is not None:
+        out.append(dest.s3.credentials_secret)
+    return sorted(set(out))
+
+
+def claims_needed(policy: BackupPolicySpec, copy: dict) -> list[str]:
+    """PVCs of a filesystem destination the Job mounts (read-only) to read the copy."""
+    dest = next(d for d in policy.destinations if d.name == copy["destination"])
+    return [dest.filesystem.claim_name] if dest.filesystem is not None else []
+
+
+def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: BackupPolicySpec, copy: dict,
+                 target: RestoreTarget) -> dict:
+    """The task ``python -m lifeline.agent.restore_task`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
+    index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])
+    dest = backup.destination_plan(index, spec.destinations[index])
+    p_spec = point.get("spec") or {}
+    plan: dict = {
+        "v": 1, "operation": "restore", "namespace": policy_namespace, "policy": policy_name,
+        "point": (point.get("metadata") or {}).get("name"),
+        "snapshotId": copy["snapshotId"],
+        # the copy's own checksum when it differs from the point's (another repository, another manifest)
+        "manifestChecksum": copy.get("manifestChecksum") or p_spec.get("manifestChecksum"),
+        "destinations": [dest],
+        "key": backup.key_plan(spec),
+    }
+    if target.claim_name:
+        plan["target"] = {"kind": "dir", "path": backup._inside(TARGET_MOUNT, target.path, "target path")}
+    else:
+        plan["target"] = {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE}
+    return plan
+
+
+def _labels(policy: str, extra: dict) -> dict:
+    return {**backup.labels(policy, COMPONENT), **extra}
+
+
+def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarget, facts: Facts) -> dict:
+    key_scheme, key_secret, key_key = backup.parse_key_ref(spec.encryption.key_ref)
+    env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
+           {"name": "HOME", "value": "/tmp"}]
+    if key_scheme.startswith("vault"):
+        env += [{"name": k, "value": v} for k, v in facts.vault_env]
+    index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])
+    dest = spec.destinations[index]
+    if dest.s3 is not None:
+        for var, key in (("ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
+            env.append({"name": backup.s3_env_prefix(index) + var,
+                        "valueFrom": {"secretKeyRef": {"name": dest.s3.credentials_secret, "key": key}}})
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    if dest.filesystem is not None:
+        mounts.append({"name": "repository", "mountPath": f"{backup.DESTINATIONS_MOUNT}/{dest.name}",
+                       "readOnly": True})
+        volumes.append({"name": "repository",
+                        "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name, "readOnly": True}})
+    if key_secret:
+        mounts.append({"name": "key", "mountPath": backup.KEY_MOUNT, "readOnly": True})
+        volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
+                                                  "items": [{"key": key_key, "path": key_key}]}})
+    ca = spec.encryption.ca_bundle
+    if ca is not None and key_scheme.startswith("vault"):
+        mounts.append({"name": "vault-ca", "mountPath": backup.VAULT_CA_MOUNT, "readOnly": True})
+        item = {"items": [{"key": ca.key, "path": ca.key}]}
+        volumes.append({"name": "vault-ca", **({"configMap": {"name": ca.config_map, **item}} if ca.config_map
+                                               else {"secret": {"secretName": ca.secret, **item}})})
+        env.append({"name": "VAULT_CACERT", "value": f"{backup.VAULT_CA_MOUNT}/{ca.key}"})
+    resources = backup._resources(spec)
+    agent = {
+        "name": backup.AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
+        "command": list(RESTORE_COMMAND), "args": ["restore"], "env": env, "resources": resources,
+        "securityContext": backup._container_security(), "volumeMounts": mounts,
+        "terminationMessagePath": backup.TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod: dict = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": key_scheme.startswith("vault"),
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": spec.pod.run_as_user or backup.RUN_AS,
+            "runAsGroup": spec.pod.run_as_group if spec.pod.run_as_group is not None else backup.RUN_AS,
+            # the restored files belong to the pod's group, so a verify pod of the same policy can read them
+            "fsGroup": spec.pod.run_as_group if spec.pod.run_as_group is not None else backup.RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [agent],
+        "volumes": volumes,
+    }
+    if target.claim_name:
+        mounts.append({"name": "target", "mountPath": TARGET_MOUNT})
+        volumes.append({"name": "target", "persistentVolumeClaim": {"claimName": target.claim_name}})
+    else:
+        volumes.append({"name": "stream", "emptyDir": {}})
+        mounts.append({"name": "stream", "mountPath": STREAM_MOUNT})
+        pod["initContainers"] = [{
+            "name": "prepare", "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
+            "command": list(backup.JOB_COMMAND), "args": ["prepare", "--fifo", FIFO],
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "securityContext": backup._container_security(),
+            "volumeMounts": [{"name": "stream", "mountPath": STREAM_MOUNT}],
+        }]
+        pod["containers"].append({
+            "name": LOADER, "image": target.image,
+            "command": ["/bin/sh", "-c", LOAD_SCRIPT, "lifeline-load", *target.command],
+            "env": [{"name": k, "value": v} for k, v in target.env] + [{"name": "HOME", "value": "/tmp"}],
+            "resources": resources, "securityContext": backup._container_security(),
+            "volumeMounts": [{"name": "stream", "mountPath": STREAM_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        })
+    opts = spec.pod
+    if opts.service_account_name and key_scheme.startswith("vault"):
+        pod["serviceAccountName"] = opts.service_account_name
+    if opts.priority_class_name:
+        pod["priorityClassName"] = opts.priority_class_name
+    if opts.node_selector:
+        pod["nodeSelector"] = dict(opts.node_selector)
+    if opts.tolerations:
+        pod["tolerations"] = [t.wire() for t in opts.tolerations]
+    return pod
+
+
+def restore_job(point: dict, policy_body: dict, target: RestoreTarget, *, namespace: str, name: str,
+                facts: Facts, destination: str | None = None, options: Options | None = None) -> dict:
+    """The Job that restores ``point`` (a RecoveryPoint dict) into ``target``, in ``namespace``.
+
+    Raises :class:`~lifeline.planning.backup.PlanError` when no copy can be read and pydantic's
+    ValidationError for an invalid policy.
+    """
+    options = options or Options()
+    spec = backup.parse_spec(policy_body)
+    meta = policy_body["metadata"]
+    policy, policy_ns = meta["name"], meta.get("namespace", "")
+    copy = choose_copy(point, spec, destination)
+    plan = restore_plan(point, policy_ns, policy, spec, copy, target)
+    lbl = _labels(policy, options.labels)
+    annotations = {backup.ANN_POLICY: policy, **options.annotations}
+    job_meta: dict = {"name": name[: backup.JOB_NAME_MAX], "namespace": namespace, "labels": lbl,
+                      "annotations": annotations}
+    if options.owner:
+        job_meta["ownerReferences"] = [options.owner]
+    job_spec: dict = {
+        "backoffLimit": 0,  # a second attempt would measure a different restore; the caller decides
+        "activeDeadlineSeconds": int(options.deadline_seconds or DEFAULT_DEADLINE),
+        "template": {"metadata": {"labels": dict(lbl)},
+                     "spec": pod_spec(plan, spec, copy, target, facts)},
+    }
+    if options.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = int(options.ttl_seconds_after_finished)
+    return json.loads(json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}))
+
+
+__all__ = ["Options", "RestoreTarget", "choose_copy", "claims_needed", "restore_job", "restore_plan",
+           "secrets_needed"]
