@@ -1,0 +1,206 @@
+"""`helm lint` and `helm template` over the default values and the variants people install.
+
+Every rendered object of a built-in kind passes kubernetes-validate for Kubernetes 1.30
+(strict: unknown fields fail). Kinds backed by CRDs kubernetes-validate does not know are
+checked otherwise: kopf's peerings against the CRD schema the chart ships; ServiceMonitor,
+PrometheusRule, Issuer and Certificate structurally (the fields their operators require).
+"""
+from __future__ import annotations
+
+import subprocess
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .render import CHART, NAMESPACE, one, render
+
+CERT_MANAGER = ("--api-versions", "cert-manager.io/v1")
+VARIANTS = {
+    "defaults": ((), ()),
+    "namespaced": (("watchNamespaces={his,pacs}",), ()),
+    "cert-manager": ((), CERT_MANAGER),
+    "cert-manager-issuer": (("webhook.certManager.issuerRef.name=hospital-ca",
+                             "webhook.certManager.issuerRef.kind=ClusterIssuer"), CERT_MANAGER),
+    "monitoring": (("metrics.serviceMonitor.enabled=true", "prometheusRule.enabled=true",
+                    "metrics.serviceMonitor.labels.release=kps"), ()),
+    "webhook-off": (("webhook.enabled=false",), ()),
+    "standalone": (("peering=", "replicaCount=1", "podDisruptionBudget.enabled=false",
+                    "rbac.peopleRoles=false", "dashboard.enabled=false"), ()),
+}
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema of every CRD in the chart's crds/."""
+    out = {}
+    for path in (CHART / "crds").glob("*.yaml"):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if crd and crd["kind"] == "CustomResourceDefinition":
+                for version in crd["spec"]["versions"]:
+                    key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                    out[key] = version["schema"]["openAPIV3Schema"]
+    return out
+
+
+def check_servicemonitor(doc: dict) -> None:
+    spec = doc["spec"]
+    assert spec["selector"]["matchLabels"] and spec["endpoints"], "a ServiceMonitor selects a Service and an endpoint"
+    assert set(spec) <= {"jobLabel", "selector", "namespaceSelector", "endpoints"}
+    for endpoint in spec["endpoints"]:
+        assert set(endpoint) <= {"port", "path", "interval", "scheme"} and endpoint["port"]
+
+
+def check_prometheusrule(doc: dict) -> None:
+    assert set(doc["spec"]) == {"groups"}
+    for group in doc["spec"]["groups"]:
+        assert set(group) == {"name", "rules"}
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+            assert isinstance(rule["expr"], str) and ("alert" in rule) != ("record" in rule)
+            assert all(isinstance(v, str) for v in {**rule.get("labels", {}), **rule.get("annotations", {})}.values())
+
+
+def check_issuer(doc: dict) -> None:
+    assert doc["spec"] == {"selfSigned": {}}
+
+
+def check_certificate(doc: dict) -> None:
+    spec = doc["spec"]
+    assert spec["secretName"] and spec["dnsNames"] and spec["issuerRef"]["name"]
+    assert spec["issuerRef"].get("kind", "Issuer") in {"Issuer", "ClusterIssuer"}
+    assert set(spec) <= {"secretName", "duration", "dnsNames", "issuerRef", "privateKey"}
+
+
+STRUCTURAL = {"monitoring.coreos.com/v1/ServiceMonitor": check_servicemonitor,
+              "monitoring.coreos.com/v1/PrometheusRule": check_prometheusrule,
+              "cert-manager.io/v1/Issuer": check_issuer,
+              "cert-manager.io/v1/Certificate": check_certificate}
+
+
+def validate(doc: dict, schemas: dict) -> str:
+    """Validate one object; returns how it was checked."""
+    key = (doc["apiVersion"], doc["kind"])
+    if key in schemas:
+        jsonschema.validate({k: v for k, v in doc.items() if k not in {"apiVersion", "kind", "metadata"}},
+                            schemas[key])
+        return "crd-schema"
+    check = STRUCTURAL.get(f"{doc['apiVersion']}/{doc['kind']}")
+    if check:
+        check(doc)
+        return "structural"
+    kubernetes_validate.validate(doc, "1.30", strict=True)
+    return "kubernetes-validate"
+
+
+def test_chart_lints_strict(helm_bin):
+    for values in ([], ["--set", "watchNamespaces={his}"], ["--set", "prometheusRule.enabled=true"]):
+        result = subprocess.run([str(helm_bin), "lint", "--strict", str(CHART), *values],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_rendered_object_is_valid(helm_bin, variant):
+    values, extra = VARIANTS[variant]
+    docs = render(helm_bin, *values, extra=extra)
+    schemas = crd_schemas()
+    checked = {f"{d['kind']}/{d['metadata']['name']}": validate(d, schemas) for d in docs}
+    assert "kubernetes-validate" in checked.values()
+    for doc in docs:  # every object says what it belongs to
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lifeline", doc["metadata"]["name"]
+        if doc["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
+                               "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}:
+            assert doc["metadata"].get("namespace"), f"{doc['kind']}/{doc['metadata']['name']} has no namespace"
+
+
+def test_the_variants_render_what_they_promise(helm_bin):
+    kinds = {v: {d["kind"] for d in render(helm_bin, *vals, extra=ex)} for v, (vals, ex) in VARIANTS.items()}
+    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
+            "PodDisruptionBudget", "ClusterKopfPeering", "ConfigMap", "Secret",
+            "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} <= kinds["defaults"]
+    assert {"ServiceMonitor", "PrometheusRule"} & kinds["defaults"] == set()
+    assert {"ServiceMonitor", "PrometheusRule"} <= kinds["monitoring"]
+    assert {"Role", "RoleBinding", "KopfPeering"} <= kinds["namespaced"] and "ClusterKopfPeering" not in kinds["namespaced"]
+    assert {"Issuer", "Certificate"} <= kinds["cert-manager"] and "Secret" not in kinds["cert-manager"]
+    assert "Issuer" not in kinds["cert-manager-issuer"] and "Certificate" in kinds["cert-manager-issuer"]
+    assert not {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Secret"} & kinds["webhook-off"]
+    assert not {"PodDisruptionBudget", "ClusterKopfPeering", "ConfigMap"} & kinds["standalone"]
+
+
+def deployment(helm_bin, *values: str) -> dict:
+    return one(render(helm_bin, *values), "Deployment")
+
+
+def test_pod_is_hardened_probed_and_spread(helm_bin):
+    deploy = deployment(helm_bin)
+    pod = deploy["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deploy["spec"]["replicas"] >= 2
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    spread = pod["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert all(c["labelSelector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"] for c in spread)
+    pdb = one(render(helm_bin), "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == deploy["spec"]["selector"] and pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_leader_election_by_kopf_peering(helm_bin):
+    args = deployment(helm_bin)["spec"]["template"]["spec"]["containers"][0]["args"]
+    peering = one(render(helm_bin), "ClusterKopfPeering")
+    assert f"--peering={peering['metadata']['name']}" in args
+    namespaced = render(helm_bin, "watchNamespaces={his,pacs}")
+    assert sorted(d["metadata"]["namespace"] for d in namespaced if d["kind"] == "KopfPeering") == ["his", "pacs"]
+
+
+def test_operator_args_and_env(helm_bin):
+    container = deployment(helm_bin, "watchNamespaces={his,pacs}", "agentImage.repository=registry.local/agent",
+                           "agentImage.tag=1.2.3", "audit.url=s3://audit/lifeline")["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[0] == "operator"
+    assert args[args.index("--webhook-port") + 1] == "8443"
+    cert_dir = args[args.index("--webhook-cert-dir") + 1]
+    assert [a for a in args if a.startswith("--namespace=")] == ["--namespace=his", "--namespace=pacs"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LIFELINE_AGENT_IMAGE"] == "registry.local/agent:1.2.3"
+    assert env["LIFELINE_AUDIT_URL"] == "s3://audit/lifeline"
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == cert_dir)
+    assert mount["readOnly"] is True
+    default = deployment(helm_bin, "image.tag=9.9.9")["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in default["env"]}["LIFELINE_AGENT_IMAGE"] == \
+        "ghcr.io/lifeline-dr/lifeline:9.9.9"
+    off = deployment(helm_bin, "webhook.enabled=false")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--webhook-port" not in off
+
+
+def test_services_reach_the_pod_ports(helm_bin):
+    docs = render(helm_bin, "metrics.serviceMonitor.enabled=true")
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    webhook = one(docs, "Service", "lifeline-webhook")["spec"]["ports"]
+    assert webhook == [{"name": "https", "port": 443, "targetPort": "webhook"}] and ports["webhook"] == 8443
+    metrics = one(docs, "Service", "lifeline-operator")
+    assert metrics["spec"]["ports"][0]["targetPort"] == "http" and ports["http"] == 8080
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert metrics["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "lifeline"  # the job OperatorDown watches
+    assert NAMESPACE in monitor["spec"]["namespaceSelector"]["matchNames"]
+
+
+def test_the_operator_cli_accepts_the_chart_args(helm_bin):
+    from lifeline.cli import build_parser
+
+    container = deployment(helm_bin, "watchNamespaces={his,pacs}")["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "operator"
+    assert (args.webhook_port, args.webhook_cert_dir) == (8443, "/etc/lifeline/webhook-tls")
+    assert (args.peering, args.namespaces, args.health_port) == ("lifeline", ["his", "pacs"], 8080)
+    probe_port = container["livenessProbe"]["httpGet"]["port"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}[probe_port] == args.health_port
