@@ -13,6 +13,10 @@ as in a pod, so its memory is its own. Reported:
   (goal: zero writes); the reads it made are reported too;
 - the operator's peak memory (VmHWM of its process; goal: under 300 MiB).
 
+The emulator picks the reaction for each request in constant time
+(``lifeline.devstack.request_dispatch``); kmock's own dispatch re-filters the whole request
+log per request, which made this benchmark quadratic.
+
 Each policy has its own source PVC; the destination PVC, the S3 credentials and the key Secret
 are shared per namespace, as a platform team would set them up.
 """
@@ -132,40 +136,6 @@ def ready(emulator, cronjobs: int) -> int:
     return done
 
 
-def accelerate_kmock() -> None:
-    """Make the emulator's per-request dispatch O(1) in this process.
-
-    kmock decides which handler serves a request by asking, for every registered handler,
-    whether the request is in that handler's *view*, and a view answers by filtering the
-    whole request log: each request costs O(requests so far), 1,000 policies (~10,000
-    requests) take hours. For views that are plain chains of filters over the root (all the
-    emulator registers), "is this request in the view" is just "does it pass every filter";
-    anything else falls back to kmock's own check. Same answers, constant time.
-    """
-    from kmock._internal import dsl, rendering
-
-    original = dsl.View.__contains__
-
-    def match(view, request):
-        if isinstance(view, dsl.Root):
-            return True
-        if type(view) is dsl.Filter:
-            inner = match(view._source, request)
-            return None if inner is None else (inner and bool(view.criteria(request)))
-        if type(view) is dsl.Priority:
-            return match(view._source, request)
-        return None
-
-    def contains(self, item):
-        if isinstance(item, rendering.Request):
-            found = match(self, item)
-            if found is not None:
-                return found
-        return original(self, item)
-
-    dsl.View.__contains__ = contains
-
-
 def requests_since(emulator, since: int) -> list:
     return list(emulator)[since:]
 
@@ -176,12 +146,8 @@ async def main() -> int:
     ap.add_argument("--namespaces", type=int, default=10)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the operators' logs even when all goals are met")
-    ap.add_argument("--slow-emulator", action="store_true",
-                    help="keep kmock's request dispatch as is (it costs O(requests so far) per request)")
     args = ap.parse_args()
 
-    if not args.slow_emulator:
-        accelerate_kmock()
     namespaces = [f"wards-{n}" for n in range(args.namespaces)]
     per_ns = args.policies // args.namespaces
     emulator = make_emulator()

@@ -54,7 +54,18 @@ async def test_every_example_gets_observed_generation_and_ready(emulator, kubeco
             name = doc["metadata"]["name"]
             obj = await emulator.wait_for(lambda: settled(emulator, doc["kind"], name))
             cond = ready(obj)
-            assert (cond["status"], cond["reason"]) == ("True", "SpecValid"), cond
+            if doc["kind"] == "FailoverPlan":
+                # valid, but its workloads and the remote site's kubeconfig Secret do not exist here:
+                # a person must fix that, so Ready says what and kstatus sees Stalled (held_ready)
+                assert cond["status"] == "False", cond
+                assert cond["reason"] in ("WorkloadNotFound", "KubeconfigSecretMissing"), cond
+                assert cond["message"].startswith("SitesResolved: ") and "create Secret" in cond["message"]
+                assert conditions.find(obj["status"]["conditions"], "Stalled")["status"] == "True"
+            else:
+                # every other kind says SpecValid for a valid spec; owners add what they know
+                # (a BackupPolicy its CronJobs, a RestoreDrill its next run) after the common words
+                assert (cond["status"], cond["reason"]) == ("True", "SpecValid"), cond
+                assert cond["message"].startswith(f"{doc['kind']} spec is valid"), cond
             assert cond["observedGeneration"] == obj["metadata"]["generation"] == 1
     failed = [(w.method, w.path, w.status) for w in emulator.writes if w.status is None or w.status >= 400]
     assert failed == [], "every write the operator made must succeed"
@@ -94,6 +105,19 @@ async def test_an_invalid_manifest_gets_ready_false_with_the_reason_and_a_warnin
         await emulator.wait_for(lambda: emulator.count_writes("events", namespace=NS, method="POST") == 2)
         reasons = sorted(e.reason for e in await api.events() if e.involved_object.name == "broken")
         assert reasons == ["InvalidSpec", "SpecValid"]
+
+
+async def test_an_invalid_drill_names_the_field_by_its_yaml_path(emulator, kubeconfig, api):
+    doc = yaml.safe_load((ROOT / "examples" / "restoredrill-his-monthly.yaml").read_text())
+    doc["spec"]["point"]["strategy"] = "Sometimes"  # the emulator, like a CRD without CEL, stores it
+    async with running_operator(kubeconfig, emulator):
+        await api.create(doc)
+        obj = await emulator.wait_for(lambda: settled(emulator, "RestoreDrill", doc["metadata"]["name"]))
+    cond = ready(obj)
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec")
+    assert cond["message"].startswith("spec.point.strategy: Input should be 'Latest', 'Random' or 'Named'"), cond
+    [event] = [e for e in await api.events() if e.involved_object.name == doc["metadata"]["name"]]
+    assert (event.type, event.reason) == ("Warning", "InvalidSpec") and "spec.point.strategy" in event.message
 
 
 async def test_a_spec_change_is_observed_at_its_new_generation(emulator, kubeconfig, api):

@@ -21,6 +21,12 @@ container's command, args and environment are rewritten to those directories (``
 file ``$LIFELINE_TERMINATION_LOG`` names (``FallbackToLogsOnError`` honoured). Retries
 (``backoffLimit``) are not simulated: a failed pod fails its Job. With a ``clock``, object times
 and the backup's recorded time (``LIFELINE_BACKUP_TIME``) come from it.
+
+Each container is its own process group (a new session), and the whole group is killed when the
+container ends: when its main process exits, when it outlives the Job's ``activeDeadlineSeconds``
+(or the runner's ``timeout``), when :meth:`JobRunner.run` is cancelled, and at :meth:`JobRunner.cleanup`.
+In Kubernetes nothing of a container survives it; a child left running here would go on writing
+(a manifest, say) after its pod was reported dead.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +55,14 @@ MERGE = "application/merge-patch+json"
 
 class RunnerError(RuntimeError):
     pass
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of a container's group (gone already: nothing to do)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @dataclass
@@ -101,13 +116,16 @@ class JobRunner:
     """Runs the emulator's Jobs on this machine; ``url`` is the emulator's base URL."""
 
     def __init__(self, url: str, *, workdir: Path, volumes: dict[str, Path] | None = None,
-                 clock: Clock | None = None, extra_path: list[str] | None = None, env: dict | None = None):
+                 clock: Clock | None = None, extra_path: list[str] | None = None, env: dict | None = None,
+                 timeout: float | None = None):
         self.url = url.rstrip("/")
         self.workdir = Path(workdir)
         self.volumes = {k: Path(v) for k, v in (volumes or {}).items()}
         self.clock = clock or SystemClock()
         self.extra_path = list(extra_path or [])
         self.env = dict(env or {})
+        self.timeout = timeout  # seconds a container may run when its Job sets no activeDeadlineSeconds
+        self._groups: set[int] = set()  # process groups of the containers running now
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -215,8 +233,15 @@ class JobRunner:
             name = vol["name"]
             if "persistentVolumeClaim" in vol:
                 claim = vol["persistentVolumeClaim"]["claimName"]
-                if await self._req("GET", _path("v1", "persistentvolumeclaims", namespace, claim)) is None:
+                pvc = await self._req("GET", _path("v1", "persistentvolumeclaims", namespace, claim))
+                if pvc is None:
                     raise RunnerError(f'FailedMount: persistentvolumeclaim "{claim}" not found')
+                sandbox = ((pvc.get("metadata") or {}).get("labels") or {}).get("dr.lifeline.io/sandbox") == "true"
+                if claim not in self.volumes and sandbox:
+                    # A drill's fresh PVC: an empty local directory of its own, as a provisioner would give.
+                    local[name] = self.workdir / "claims" / namespace / claim
+                    local[name].mkdir(parents=True, exist_ok=True)
+                    continue
                 if claim not in self.volumes:
                     raise RunnerError(f"FailedMount: no local directory for PVC {claim} (give it in volumes=)")
                 local[name] = self.volumes[claim]
@@ -249,6 +274,11 @@ class JobRunner:
         for key in ("PYTHONPATH", "LANG", "LC_ALL", "VIRTUAL_ENV"):
             if key in os.environ:
                 env[key] = os.environ[key]
+        # The pod's Vault identity (Kubernetes auth in a cluster): this machine's token, as
+        # `lifeline dev up` sets it. The address comes from the Job's own env (the operator's).
+        for key in ("VAULT_TOKEN", "BAO_TOKEN"):
+            if key in os.environ:
+                env[key] = os.environ[key]
         for e in container.get("env") or []:
             if "value" in e:
                 env[e["name"]] = rewrite(e["value"])
@@ -279,7 +309,7 @@ class JobRunner:
         return [rewrite(a) for a in command + args]
 
     async def _container(self, namespace: str, container: dict, local: dict[str, Path], root: Path,
-                         extra_env: dict) -> ContainerResult:
+                         extra_env: dict, deadline: float | None = None) -> ContainerResult:
         mounts = [(m["mountPath"], local[m["name"]]) for m in container.get("volumeMounts") or []]
         rewrite = _rewriter(mounts)
         env = await self._env(namespace, container, rewrite)
@@ -289,15 +319,46 @@ class JobRunner:
         log_path = root / f"{container['name']}.log"
         started = self.now()
         with open(log_path, "wb") as log:
-            proc = await asyncio.create_subprocess_exec(*self._argv(container, rewrite), env=env,
-                                                        stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-                                                        cwd=str(root))
-            code = await proc.wait()
+            spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
+                *self._argv(container, rewrite), env=env, stdout=log, stderr=log,
+                stdin=asyncio.subprocess.DEVNULL, cwd=str(root), start_new_session=True))
+            try:
+                proc = await asyncio.shield(spawn)
+            except asyncio.CancelledError:  # cancelled while starting: it may be running already
+                proc = await spawn
+                kill_group(proc.pid)
+                await proc.wait()
+                raise
+            code, timed_out = await self._wait(proc, deadline)
         message = term.read_text(errors="replace")[:MAX_MESSAGE] if term.exists() else ""
+        if timed_out:
+            message = (f"DeadlineExceeded: container {container['name']} ran longer than {deadline:g}s "
+                       f"and was killed\n{message}")[:MAX_MESSAGE]
         if not message and code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             lines = log_path.read_text(errors="replace").splitlines()[-80:]
             message = "\n".join(lines)[-2048:]
         return ContainerResult(container["name"], code, message, log_path, started, self.now())
+
+    async def _wait(self, proc: asyncio.subprocess.Process, deadline: float | None) -> tuple[int, bool]:
+        """The exit code of a container's main process and whether it timed out; its whole group dies here."""
+        pgid = proc.pid  # a new session: the group's id is the leader's pid
+        self._groups.add(pgid)
+        timed_out = False
+        try:
+            try:
+                code = await asyncio.wait_for(proc.wait(), deadline)
+            except TimeoutError:
+                timed_out = True
+                kill_group(pgid)
+                code = await proc.wait()
+        except BaseException:  # cancelled: the pod is going away, and so is everything it started
+            kill_group(pgid)
+            await asyncio.shield(proc.wait())
+            raise
+        finally:
+            kill_group(pgid)  # what the main process left behind ends with the container
+            self._groups.discard(pgid)
+        return (137 if timed_out else code), timed_out
 
     @staticmethod
     def _state(result: ContainerResult) -> dict:
@@ -334,22 +395,25 @@ class JobRunner:
         root.mkdir(parents=True, exist_ok=True)
         result = RunResult(job_name, pod_name, "Failed")
         extra = {"LIFELINE_BACKUP_TIME": started} if not isinstance(self.clock, SystemClock) else {}
+        deadline = job["spec"].get("activeDeadlineSeconds") or self.timeout
         failure = None
         try:
             local = await self._volumes(namespace, template["spec"], root)
             for c in template["spec"].get("initContainers") or []:
-                r = await self._container(namespace, c, local, root, extra)
+                r = await self._container(namespace, c, local, root, extra, deadline)
                 result.containers[r.name] = r
                 if r.exit_code != 0:
                     failure = f"init container {r.name} exited {r.exit_code}"
                     break
             if failure is None:
-                outcomes = await asyncio.gather(*(self._container(namespace, c, local, root, extra)
+                outcomes = await asyncio.gather(*(self._container(namespace, c, local, root, extra, deadline)
                                                   for c in template["spec"]["containers"]))
                 for r in outcomes:
                     result.containers[r.name] = r
                 if all(r.exit_code == 0 for r in outcomes):
                     result.phase = "Succeeded"
+                elif any(r.message.startswith("DeadlineExceeded") for r in outcomes):
+                    failure = "DeadlineExceeded: Job was active longer than specified deadline"
         except RunnerError as exc:
             failure = str(exc)
         init_names = {c["name"] for c in template["spec"].get("initContainers") or []}
@@ -367,13 +431,19 @@ class JobRunner:
         else:
             job_status = {"active": None, "failed": 1, "ready": 0,
                           "conditions": [{"type": "Failed", "status": "True", "lastProbeTime": finished,
-                                          "lastTransitionTime": finished, "reason": "BackoffLimitExceeded",
+                                          "lastTransitionTime": finished,
+                                          "reason": "DeadlineExceeded" if (failure or "").startswith("DeadlineExceeded")
+                                          else "BackoffLimitExceeded",
                                           "message": failure or "Job has reached the specified backoff limit"}]}
         await self._req("PATCH", _path("batch/v1", "jobs", namespace, job_name, "status"),
                         {"status": job_status}, MERGE)
         return result
 
     def cleanup(self) -> None:
+        """Kill every container still running (its whole process group), then remove the pods' files."""
+        for pgid in list(self._groups):
+            kill_group(pgid)
+        self._groups.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

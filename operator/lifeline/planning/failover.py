@@ -18,6 +18,11 @@ Conditions besides Ready:
 - ``FailoverRecommended``: a breached failover waits for ``lifeline failover approve``
   (reasons ``ManualMode``, ``CapReached``, ``StandbyUnavailable``) or a switchover
   step is blocked (``FencingBlocked``).
+
+``Ready`` is more than a valid spec here (:func:`held_ready`): sites a person must fix
+(a missing or bad kubeconfig, a workload not found, Forbidden) make it False with that
+reason, so kstatus (Flux) sees ``Stalled``; a switchover under way makes it Unknown and an
+unreachable cluster False for a transient reason, both ``Reconciling`` (Flux waits).
 """
 from __future__ import annotations
 
@@ -30,12 +35,13 @@ from lifeline.api.common import TIER_DEFAULTS, format_duration
 from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.clock import rfc3339
 from lifeline.failover import codec
-from lifeline.failover.machine import FENCE, Event, SiteView, State
+from lifeline.failover.machine import FAILING_BACK, FAILING_OVER, FENCE, Event, SiteView, State
 from lifeline.failover.probes import MISCONFIGURED
 
 from . import conditions, readiness
 from .readiness import EventPlan
 
+READY = conditions.READY
 RTO_ACHIEVABLE, SITES_RESOLVED, CHECKS_VALID, RECOMMENDED = (
     "RTOAchievable", "SitesResolved", "HealthChecksValid", "FailoverRecommended")
 # Conditions whose turning False (or changing message while False) is worth a Warning Event.
@@ -63,14 +69,21 @@ def plan(info: KindInfo, body: dict, now: datetime, *, spec: FailoverPlanSpec | 
     name = (body.get("metadata") or {}).get("name", "")
     generation = (body.get("metadata") or {}).get("generation")
     ready = readiness.plan(info, body, when)
-    events: list[EventPlan] = [ready.event] if ready.event else []
-
     current_conditions = status.get("conditions") or []
+    old_ready = conditions.find(current_conditions, READY) or {}
+    # "valid again" only after an invalid spec: a Ready held False by the world has its own Events
+    events: list[EventPlan] = [ready.event] if ready.event and (
+        ready.event.reason != "SpecValid" or old_ready.get("reason") == "InvalidSpec") else []
+
     wanted_conditions = ready.patch["conditions"] if ready.patch else list(current_conditions)
     desired: dict = {"observedGeneration": generation}
     if ready.valid and spec is not None and state is not None:
         desired.update(codec.to_status(state))
-        for cond in failover_conditions(spec, state, sites, generation, name):
+        found = failover_conditions(spec, state, sites, generation, name)
+        held = held_ready(state, next((c for c in found if c["type"] == SITES_RESOLVED), None), generation)
+        if held is not None:  # merged onto what is stored, so its transition time holds across rounds
+            wanted_conditions = conditions.merge(current_conditions, held, when)
+        for cond in found:
             old = conditions.find(wanted_conditions, cond["type"])
             wanted_conditions = conditions.merge(wanted_conditions, cond, when)
             event = _condition_event(old, cond)
@@ -104,6 +117,24 @@ def merge_patch(old, new):
         if key not in old or old[key] != value:
             out[key] = merge_patch(old.get(key), value)
     return out
+
+
+def held_ready(state: State, sites: dict | None, generation: int | None) -> dict | None:
+    """Ready for a valid plan that is not Current: None when SpecValid tells the whole story.
+
+    Sites a person must fix come first (Ready False with SitesResolved's reason: Stalled), then a
+    switchover under way (Unknown: Reconciling), then a cluster not answering (False for a
+    transient reason: Reconciling, the plan retries by itself every round).
+    """
+    broken = sites is not None and sites["status"] == "False"
+    if broken and sites["reason"] not in conditions.TRANSIENT_REASONS:
+        return conditions.make(READY, False, sites["reason"], f"SitesResolved: {sites['message']}", generation)
+    if state.phase in (FAILING_OVER, FAILING_BACK):
+        return conditions.make(READY, None, state.phase,
+                               f"{state.phase}: switching traffic away from {state.active}", generation)
+    if broken:
+        return conditions.make(READY, False, sites["reason"], f"SitesResolved: {sites['message']}", generation)
+    return None
 
 
 def failover_conditions(spec: FailoverPlanSpec, state: State, sites: Mapping[str, SiteView] | None,

@@ -1,5 +1,9 @@
 """Decide a resource's Ready condition from whether its spec is valid.
 
+Ready carries kstatus's companions (``Stalled`` True on an invalid spec; see
+:func:`lifeline.planning.conditions.companions`), so Flux health checks read a broken
+object as Failed rather than Current, and ``observedGeneration`` marks a spec not yet seen.
+
 Pure: body in, the status patch to write (or nothing) and the Event to post
 (or nothing) out. The controller only acts on the answer.
 """
@@ -44,7 +48,10 @@ def plan(info: KindInfo, body: dict, now: str) -> StatusPlan:
 
     old = conditions.find(status.get("conditions"), READY)
     new_conditions = conditions.merge(status.get("conditions"), wanted, now)
-    unchanged = status.get("observedGeneration") == generation and old is not None and _same(old, wanted)
+    # Unchanged also covers Ready's kstatus companions (Stalled, Reconciling: see conditions.merge),
+    # so a status written before they existed gains them on the next event.
+    unchanged = (status.get("observedGeneration") == generation and old is not None and _same(old, wanted)
+                 and new_conditions == list(status.get("conditions") or []))
     if unchanged:
         return StatusPlan(patch=None, event=None, valid=not problems)
 

@@ -1,0 +1,139 @@
+"""The real operator in its own process, so a test can kill it the hard way (SIGKILL: no shutdown
+handlers, no final writes), with a clock the test moves through a file.
+
+Run as a program (``python -m tests.e2e.operator_process KUBECONFIG CLOCK_FILE HEALTH_PORT [NS...]``)
+it starts :func:`lifeline.runtime.run` exactly as ``lifeline operator`` does, except that its clock
+reads the time from ``CLOCK_FILE``. :class:`SharedClock` is the test's side: a FrozenClock
+that writes every move to that file, so the emulator, the job runner and the operator process
+agree on the time.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+
+from lifeline.clock import FrozenClock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FileClock:
+    """Time as the file says (ISO 8601), re-read only when the file changes."""
+
+    def __init__(self, path: Path):
+        self.path, self._stamp, self._now = Path(path), None, None
+
+    def now(self) -> datetime:
+        stamp = self.path.stat().st_mtime_ns
+        if stamp != self._stamp:
+            self._now, self._stamp = datetime.fromisoformat(self.path.read_text().strip()), stamp
+        return self._now
+
+
+class SharedClock(FrozenClock):
+    """The test's clock; every advance is written where the operator process reads it."""
+
+    def __init__(self, start: datetime, path: Path):
+        self.path = Path(path)
+        super().__init__(start)
+        self._publish()
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        self._publish()
+
+    def _publish(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(self.now().isoformat())
+        os.replace(tmp, self.path)
+
+
+class OperatorProcess:
+    """``lifeline operator`` with a file clock, as a child process of the test; killable."""
+
+    def __init__(self, kubeconfig: Path, clock: SharedClock, log: Path, namespaces: list[str] = (),
+                 env: dict | None = None):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log = log
+        self._log_file = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.operator_process", str(kubeconfig), str(clock.path), str(self.port),
+             *namespaces],
+            cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT)]), **(env or {})})
+
+    async def metrics(self) -> str:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as r:
+                return await r.text()
+        except aiohttp.ClientError:
+            return ""
+
+    async def metric(self, sample: str, /, **labels) -> float:
+        want = {f'{k}="{v}"' for k, v in labels.items()}
+        total = 0.0
+        for line in (await self.metrics()).splitlines():
+            if line.startswith(sample + "{") and want <= set(line[len(sample) + 1:line.index("}")].split(",")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    async def ready(self, emulator, kinds: set[str], timeout: float = 60) -> "OperatorProcess":
+        """Wait until it answers /readyz and watches every kind in ``kinds``."""
+        from lifeline.devstack.operator_thread import watching
+
+        async def check():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited {self.proc.returncode}; see {self.log}")
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/readyz") as r:
+                    up = r.status == 200
+            except aiohttp.ClientError:
+                up = False
+            return up and watching(emulator) >= kinds
+
+        async with asyncio.timeout(timeout):
+            while not await check():
+                await asyncio.sleep(0.05)  # polling a process that reports nothing through the API
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to finish anything."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log_file.close()
+
+    async def stop(self, timeout: float = 20) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``. Waits in a thread: the emulator the operator
+        talks to while it shuts down is served by this very event loop."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+def main(argv: list[str]) -> None:
+    from lifeline.runtime import Options, make_context, run
+
+    kubeconfig, clock_file, port, *namespaces = argv
+    options = Options(health_host="127.0.0.1", health_port=int(port), kubeconfig=kubeconfig, namespaces=namespaces)
+    ctx = make_context(options, clock=FileClock(Path(clock_file)))
+    asyncio.run(run(ctx))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
