@@ -30,7 +30,7 @@ test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: deps
-	$(PY) -m lifeline.cli demo
+	$(PY) -m lifeline.cli dev up
 
 crds: $(STAMP)
 	$(PY) -m lifeline.cli crds

@@ -1,17 +1,17 @@
-"""`lifeline demo`: the control plane on this machine, no cluster, real state printed.
+"""`lifeline dev up` (alias `lifeline demo`): the control plane on this machine, real state printed.
 
-Starts the honest API emulator on loopback, runs the real operator against it,
-applies the manifests in ``examples/`` (and one broken policy, to show what a
-mistake looks like), waits until the operator has observed every object, and
-prints them the way ``kubectl get`` would, from the status the operator wrote.
-It grows with every controller that lands.
+Starts everything under one state directory (:class:`lifeline.devstack.stack.DevStack`: OpenBao,
+the HIS PostgreSQL, the audit log, the honest API emulator and the real operator, all on
+loopback), applies the manifests in ``examples/`` (and one broken policy, to show what a
+mistake looks like) and the hospital scenario in ``examples/hospital/``, prints them the way
+``kubectl get`` would, runs the scenes (backup, drill, failover), writes the HTML report and
+prints a summary of measured figures. Ctrl-C or the end stops every server and child process.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -24,12 +24,20 @@ from lifeline.planning import conditions
 NAMESPACE = "hospital"
 
 
-def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the control plane locally against an API emulator and show its work")
+def _options(p) -> None:
     p.add_argument("--dir", type=Path, default=Path(".demo"), help="where logs, kubeconfig and state go (default .demo)")
     p.add_argument("--examples", type=Path, default=Path("examples"), help="manifests to apply (default examples/)")
+    p.add_argument("--hospital", type=Path, default=None,
+                   help="the hospital scenario's manifests (default <examples>/hospital)")
     p.add_argument("--keep", action="store_true", help="keep running (Ctrl-C to stop) so you can use kubectl")
     p.set_defaults(func=run)
+
+
+def register(sub) -> None:
+    dev = sub.add_parser("dev", help="the whole control plane on this machine (no cluster, no Docker)")
+    verbs = dev.add_subparsers(dest="dev_command", required=True)
+    _options(verbs.add_parser("up", help="start everything on loopback, run the DR scenes, print measured figures"))
+    _options(sub.add_parser("demo", help="same as `lifeline dev up`"))
 
 
 def run(args) -> int:
@@ -45,9 +53,9 @@ def _say(text: str = "") -> None:
 
 def _scenes():
     """The areas the demo walks through, in the order of the DR loop."""
-    from lifeline.devstack.scenes import backup, failover
+    from lifeline.devstack.scenes import backup, drill, failover
 
-    return (("backup", backup), ("failover", failover))
+    return (("backup", backup), ("drill", drill), ("failover", failover))
 
 
 def _summary(figures: dict, seconds: float) -> None:
@@ -59,11 +67,23 @@ def _summary(figures: dict, seconds: float) -> None:
         _say(f"backup     {len(points)} recovery points "
              f"({', '.join(p['spec']['type'] for p in points)}), "
              f"{sum(p['spec']['sizeBytes'] for p in points)} bytes protected, ok={backup.get('ok')}")
+        for run in backup.get("runs") or []:
+            _say(f"  {run['policy']:14} {run['type']:12} {run['seconds']:.2f}s {run['bytes']} bytes "
+                 f"to {'+'.join(run['destinations'])}  key {run['key']}")
+    drill = figures.get("drill") or {}
+    if drill:
+        _say(f"drill      restore {drill.get('restoreSeconds')}s + verify {drill.get('verifySeconds')}s = total "
+             f"{drill.get('totalSeconds')}s against an RTO of {drill.get('rtoSeconds')}s, "
+             f"rtoMet={drill.get('rtoMet')}, outcome={drill.get('outcome')}, ok={drill.get('ok')}")
     failover = figures.get("failover") or {}
     if failover:
         shown = {k: v for k, v in failover.items() if isinstance(v, (int, float, str, bool))}
         _say("failover   " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in shown.items()))
+    report = figures.get("report") or {}
+    if report:
+        _say(f"report     {report['path']} ({report['bytes']} bytes)")
+        _say(f"audit      chain ok={report['audit_ok']}: {report['audit_summary']}")
     _say(f"demo took  {seconds:.1f}s")
 
 
@@ -86,18 +106,12 @@ def _settled(emulator, body: dict):
 
 
 async def _demo(args) -> int:
-    from lifeline.devstack.emulator import make_emulator, serve, write_kubeconfig
-    from lifeline.devstack.operator_thread import running_operator
+    from lifeline.devstack.scenes import backup as backup_scene
+    from lifeline.devstack.stack import DevStack
     from lifeline.kube import Kube
     from lifeline.printing import table
 
     state = args.dir.resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    log_path = state / "operator.log"
-    handler = logging.FileHandler(log_path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-
     paths = sorted(args.examples.glob("*.yaml"))
     if not paths:
         print(f"no manifests in {args.examples}/", file=sys.stderr)
@@ -105,19 +119,18 @@ async def _demo(args) -> int:
     examples = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
     started = time.monotonic()
 
-    emulator = make_emulator()
-    emulator.seed("v1/namespaces", {"metadata": {"name": NAMESPACE}})
-    async with serve(emulator) as url:
-        kubeconfig = write_kubeconfig(url, state / "kubeconfig", namespace=NAMESPACE)
-        _say(f"API emulator      {url}   (kubeconfig: {kubeconfig})")
-        async with running_operator(kubeconfig, emulator) as ctx:
-            _say(f"operator          running; probes and metrics on http://127.0.0.1:{ctx.health_port}/metrics")
-            kube = Kube.connect(kubeconfig)
-            docs = examples + [_broken_policy(examples)]
+    stack = DevStack(state, args.examples, _say, hospital=args.hospital or args.examples / "hospital",
+                     extra_key_refs=[backup_scene.VAULT_KEY_REF])
+    async with stack:
+        emulator, kubeconfig, ctx = stack.emulator, stack.kubeconfig, stack.ctx
+        kube = Kube.connect(kubeconfig)
+        try:
+            hospital = stack.applicable_hospital()
+            docs = examples + [_broken_policy(examples)] + hospital
             for doc in docs:
                 await kube.create(BY_KIND[doc["kind"]], NAMESPACE, doc)
-            _say(f"applied           {len(examples)} manifests from {args.examples}/ and 1 broken policy "
-                 f"into namespace {NAMESPACE}")
+            _say(f"applied           {len(examples)} manifests from {args.examples}/, 1 broken policy and "
+                 f"{len(hospital)} from the hospital scenario into namespace {NAMESPACE}")
             for doc in docs:
                 await emulator.wait_for(lambda: _settled(emulator, doc), timeout=30)
             # the broken policy's Warning Event follows its status write
@@ -149,12 +162,27 @@ async def _demo(args) -> int:
             objects = {info.kind: await kube.list(info, NAMESPACE) for info in KINDS}
             dump = state / "objects.json"
             dump.write_text(json.dumps(objects, indent=2, sort_keys=True))
+            figures["report"] = await _report(kube, state, stack.audit_url)
             _summary(figures, time.monotonic() - started)
             _say(f"\noutput in {state}/: objects.json (every object as stored), operator.log, kubeconfig, "
-                 "and each scene's files")
+                 "report.html, audit/, and each scene's files")
             if args.keep:
-                _say(f"\nkeeping it running; try:  kubectl --kubeconfig {kubeconfig} get lifeline")
-                _say("Ctrl-C to stop.")
+                _say(f"\nkubeconfig        {kubeconfig}")
+                _say(f"try               kubectl --kubeconfig {kubeconfig} get backuppolicies")
+                _say("keeping it running; Ctrl-C to stop.")
                 await asyncio.Event().wait()
+        finally:
             kube.close()
+    _say("stopped           every server and child process (state kept in " + str(state) + ")")
     return 0
+
+
+async def _report(kube, state: Path, audit_url: str) -> dict:
+    """The HTML report and the audit chain's verification, both from what is stored."""
+    from lifeline.audit import open_store, verify
+    from lifeline.observability.report import write_report_async
+
+    path = await write_report_async(kube, state / "report.html", audit_url)
+    result = await asyncio.to_thread(lambda: verify(open_store(audit_url, create=False)))
+    return {"path": str(path), "bytes": path.stat().st_size, "audit_ok": result.ok,
+            "audit_records": result.records, "audit_summary": result.summary()}
