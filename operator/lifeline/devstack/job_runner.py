@@ -126,6 +126,7 @@ class JobRunner:
         self.env = dict(env or {})
         self.timeout = timeout  # seconds a container may run when its Job sets no activeDeadlineSeconds
         self._groups: set[int] = set()  # process groups of the containers running now
+        self._cleaned_up = False
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -329,6 +330,9 @@ class JobRunner:
                 kill_group(proc.pid)
                 await proc.wait()
                 raise
+            self._groups.add(proc.pid)
+            if self._cleaned_up:  # cleanup() ran while this container was starting: it dies too
+                kill_group(proc.pid)
             code, timed_out = await self._wait(proc, deadline)
         message = term.read_text(errors="replace")[:MAX_MESSAGE] if term.exists() else ""
         if timed_out:
@@ -441,6 +445,7 @@ class JobRunner:
 
     def cleanup(self) -> None:
         """Kill every container still running (its whole process group), then remove the pods' files."""
+        self._cleaned_up = True
         for pgid in list(self._groups):
             kill_group(pgid)
         self._groups.clear()

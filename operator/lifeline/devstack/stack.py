@@ -254,8 +254,14 @@ class DevStack:
             try:
                 await endpoint.start()
             except OSError as exc:
-                self.say(f"monitoring        port {port} is taken ({exc.strerror}): {site}'s checks will fail")
-                continue
+                # another demo (or anything) holds the port the example names: take a free one and
+                # point the hospital FailoverPlan at it (applicable_hospital rewrites the URL)
+                from lifeline.devstack.children import free_port
+
+                endpoint = PodEndpoint(f"ward-{site}")
+                endpoint.port = free_port()
+                await endpoint.start()
+                self.say(f"monitoring        port {port} is taken ({exc.strerror}): {site} on {endpoint.port}")
             self._stack.push_async_callback(endpoint.stop)
             self.endpoints[site] = endpoint
         self.say("monitoring        ward Prometheus endpoints: " +
@@ -337,8 +343,19 @@ class DevStack:
                 continue
             if m["kind"] == "BackupPolicy" and self.vault is None:
                 m = {**m, "spec": {**spec, "encryption": {**spec["encryption"], "keyRef": LOCAL_KEY_REF}}}
+            if m["kind"] == "FailoverPlan":
+                m = self._with_monitoring_ports(m)
             out.append(m)
         return out
+
+    def _with_monitoring_ports(self, manifest: dict) -> dict:
+        """The plan with each site's check URL on the port its endpoint really listens on."""
+        text = json.dumps(manifest)
+        for site, port in MONITORING_PORTS.items():
+            endpoint = getattr(self, "endpoints", {}).get(site)
+            if endpoint is not None and endpoint.port != port:
+                text = text.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{endpoint.port}/")
+        return json.loads(text)
 
 
 def connect_postgres(pg: dict):
