@@ -39,53 +39,87 @@ def _verify_cli(url, capsys) -> tuple[int, str]:
     return code, out.err + out.out
 
 
-def test_edited_record_is_named(audit_url, chained, capsys):
-    write_records(6)
-    store = store_of(audit_url)
+# ---- one tampering each: what it does to a log of six records, and the words verify must name it with --------
+
+def _edit(store) -> None:
     record = _raw(store, 3)
     record["actor"] = "someone-else"  # rewrite who did it, keep the old hash
     _put(store, 3, record)
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "record 3 was edited: its content no longer matches its hash" in text
 
 
-def test_edited_record_with_a_recomputed_hash_is_named(audit_url, chained, capsys):
-    write_records(6)
-    store = store_of(audit_url)
+def _edit_and_rehash(store) -> None:
     record = _raw(store, 3)
     record["outcome"] = "failed"
     record["hash"] = chain.record_hash(record)  # a careful forger fixes the record's own hash
     _put(store, 3, record)
+
+
+def _remove(*seqs):
+    def tamper(store) -> None:
+        for seq in seqs:
+            store.backend.delete(chain.record_name(seq))
+    return tamper
+
+
+def _swap(store) -> None:
+    two, three = store.backend.get(chain.record_name(2)), store.backend.get(chain.record_name(3))
+    store.backend.put(chain.record_name(2), three)
+    store.backend.put(chain.record_name(3), two)
+
+
+def _swap_and_renumber(store) -> None:
+    two, three = _raw(store, 2), _raw(store, 3)
+    two["seq"], three["seq"] = 3, 2  # swap and renumber, fixing their own hashes
+    for rec in (two, three):
+        rec["hash"] = chain.record_hash(rec)
+    _put(store, 2, three)
+    _put(store, 3, two)
+
+
+def _insert_object(store) -> None:
+    store.backend.put("records/000000000002-extra.json", b"{}")
+
+
+def _insert_and_renumber(store) -> None:
+    # Shift records 3..5 up by one and slip a forged, well-linked record in at 3.
+    for seq in (5, 4, 3):
+        rec = _raw(store, seq)
+        rec["seq"] = seq + 1
+        rec["hash"] = chain.record_hash(rec)
+        _put(store, seq + 1, rec)
+    forged = chain.seal({"time": "2026-11-23T09:12:00+00:00", "action": "approval", "actor": "mallory",
+                         "outcome": "succeeded", "subject": {"kind": "Restore", "namespace": "hospital",
+                                                             "name": "his-db-2026-11"}, "details": {}},
+                        seq=3, prev=_raw(store, 2)["hash"], writer="mallory")
+    _put(store, 3, forged)
+
+
+TAMPERING = [
+    pytest.param(6, _edit, "record 3 was edited: its content no longer matches its hash", id="edited"),
+    pytest.param(6, _edit_and_rehash, "record 3 was edited or replaced: record 4 links to",
+                 id="edited-with-recomputed-hash"),
+    pytest.param(6, _remove(2), "record 2 removed (the log jumps from 1 to 3)", id="removed-from-the-middle"),
+    pytest.param(6, _remove(0, 1), "records 0..1 removed from the start: no checkpoint allows pruning",
+                 id="removed-from-the-start-without-checkpoint"),
+    pytest.param(6, _remove(5), "record 5 removed from the end", id="removed-from-the-end"),
+    pytest.param(6, _swap, "record 2 was reordered or renamed: records/000000000002.json holds record 3",
+                 id="reordered"),
+    pytest.param(6, _swap_and_renumber, "record 2 was reordered or replaced: record 3 links to record 1",
+                 id="reordered-and-renumbered"),
+    pytest.param(4, _insert_object, "unexpected object records/000000000002-extra.json among the records",
+                 id="inserted-object"),
+    pytest.param(6, _insert_and_renumber, "record 3 was inserted: record 4 links straight to record 2",
+                 id="inserted-with-renumbering"),
+]
+
+
+@pytest.mark.parametrize(("records", "tamper", "named"), TAMPERING)
+def test_tampering_is_named(audit_url, chained, capsys, records, tamper, named):
+    write_records(records)
+    tamper(store_of(audit_url))
     code, text = _verify_cli(audit_url, capsys)
     assert code == 1
-    assert "record 3 was edited or replaced: record 4 links to" in text
-
-
-def test_record_removed_from_the_middle(audit_url, chained, capsys):
-    write_records(6)
-    store_of(audit_url).backend.delete(chain.record_name(2))
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "record 2 removed (the log jumps from 1 to 3)" in text
-
-
-def test_records_removed_from_the_start_without_a_checkpoint(audit_url, chained, capsys):
-    write_records(6)
-    store = store_of(audit_url)
-    store.backend.delete(chain.record_name(0))
-    store.backend.delete(chain.record_name(1))
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "records 0..1 removed from the start: no checkpoint allows pruning" in text
-
-
-def test_records_removed_from_the_end(audit_url, chained, capsys):
-    write_records(6)
-    store_of(audit_url).backend.delete(chain.record_name(5))
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "record 5 removed from the end" in text
+    assert named in text
 
 
 def test_truncation_that_also_rewrites_the_head_hint_is_caught_by_an_anchor(audit_url, chained, capsys):
@@ -99,58 +133,6 @@ def test_truncation_that_also_rewrites_the_head_hint_is_caught_by_an_anchor(audi
     out = capsys.readouterr()
     assert code == 1 and "record 5 (anchor) is gone: the log ends at 4" in out.err
     assert written[5]["actor"]  # the record existed
-
-
-def test_reordered_records_are_named(audit_url, chained, capsys):
-    write_records(6)
-    store = store_of(audit_url)
-    two, three = store.backend.get(chain.record_name(2)), store.backend.get(chain.record_name(3))
-    store.backend.put(chain.record_name(2), three)
-    store.backend.put(chain.record_name(3), two)
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "record 2 was reordered or renamed: records/000000000002.json holds record 3" in text
-
-
-def test_reordered_and_renumbered_records_are_named(audit_url, chained, capsys):
-    write_records(6)
-    store = store_of(audit_url)
-    two, three = _raw(store, 2), _raw(store, 3)
-    two["seq"], three["seq"] = 3, 2  # swap and renumber, fixing their own hashes
-    for rec in (two, three):
-        rec["hash"] = chain.record_hash(rec)
-    _put(store, 2, three)
-    _put(store, 3, two)
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "record 2 was reordered or replaced: record 3 links to record 1" in text
-
-
-def test_inserted_object_is_named(audit_url, chained, capsys):
-    write_records(4)
-    store_of(audit_url).backend.put("records/000000000002-extra.json", b"{}")
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "unexpected object records/000000000002-extra.json among the records" in text
-
-
-def test_inserted_record_with_renumbering_is_named(audit_url, chained, capsys):
-    write_records(6)
-    store = store_of(audit_url)
-    # Shift records 3..5 up by one and slip a forged, well-linked record in at 3.
-    for seq in (5, 4, 3):
-        rec = _raw(store, seq)
-        rec["seq"] = seq + 1
-        rec["hash"] = chain.record_hash(rec)
-        _put(store, seq + 1, rec)
-    forged = chain.seal({"time": "2026-11-23T09:12:00+00:00", "action": "approval", "actor": "mallory",
-                         "outcome": "succeeded", "subject": {"kind": "Restore", "namespace": "hospital",
-                                                             "name": "his-db-2026-11"}, "details": {}},
-                        seq=3, prev=_raw(store, 2)["hash"], writer="mallory")
-    _put(store, 3, forged)
-    code, text = _verify_cli(audit_url, capsys)
-    assert code == 1
-    assert "record 3 was inserted: record 4 links straight to record 2" in text
 
 
 def test_verify_json_names_kind_and_seq(audit_url, chained, capsys):

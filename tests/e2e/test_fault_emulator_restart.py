@@ -3,33 +3,14 @@ starts on the same port over the same store, as an apiserver restart keeps etcd)
 re-establishes its watches and reconciles a change made after the restart."""
 from __future__ import annotations
 
-import contextlib
 import socket
 
-from lifeline.devstack.emulator import serve, write_kubeconfig
+from lifeline.devstack.emulator import write_kubeconfig
 from lifeline.devstack.operator_thread import watching
 from tests.integration.operator_harness import running_operator
+from tests.served import Served
 
 from .conftest import NS, policy, settled, stored
-
-
-class Restartable:
-    """The emulator served on a fixed port that can be stopped and started again."""
-
-    def __init__(self, emulator):
-        self.emulator, self.port, self.url = emulator, 0, ""
-        self._stack: contextlib.AsyncExitStack | None = None
-
-    async def up(self) -> str:
-        self._stack = contextlib.AsyncExitStack()
-        self.url = await self._stack.enter_async_context(serve(self.emulator, port=self.port))
-        self.port = int(self.url.rsplit(":", 1)[1])
-        return self.url
-
-    async def down(self) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
 
 
 def refuses(port: int) -> bool:
@@ -44,7 +25,7 @@ async def test_the_operator_recovers_its_watches_after_an_api_restart(
     for claim in ("pacs-data", "backup-local", "backup-offsite"):
         seed_pvc(emulator, claim)
     seed_secret(emulator, "pacs-key", {"key": key_text})
-    server = Restartable(emulator)
+    server = Served(emulator)
     url = await server.up()
     kubeconfig = write_kubeconfig(url, tmp_path / "kubeconfig")
     try:

@@ -21,9 +21,10 @@ import yaml
 
 from lifeline.api import BY_KIND
 from lifeline.clock import FrozenClock
-from lifeline.devstack.emulator import make_emulator, serve, write_kubeconfig
+from lifeline.devstack.emulator import make_emulator, write_kubeconfig
 from lifeline.devstack.kubelet import FakeKubelet, PodEndpoint
 from lifeline.devstack.operator_thread import running_operator, until
+from tests.served import Served
 
 NS = "hospital"  # the plan, the Service, and the standby site's namespace
 PRIMARY_NS = "monitoring"  # in the other cluster
@@ -135,27 +136,6 @@ def kubeconfig_secret(name: str, kubeconfig: Path) -> dict:
     data = base64.b64encode(kubeconfig.read_bytes()).decode()
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
             "type": "Opaque", "data": {"kubeconfig": data}}
-
-
-class Served:
-    """An emulator served on a fixed port that a test can take down and bring back (a site going dark)."""
-
-    def __init__(self, emulator):
-        self.emulator = emulator
-        self.port = 0
-        self.url = ""
-        self._stack: contextlib.AsyncExitStack | None = None
-
-    async def up(self) -> str:
-        self._stack = contextlib.AsyncExitStack()
-        self.url = await self._stack.enter_async_context(serve(self.emulator, port=self.port))
-        self.port = int(self.url.rsplit(":", 1)[1])
-        return self.url
-
-    async def down(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
 
 
 @pytest.fixture

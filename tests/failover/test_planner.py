@@ -9,6 +9,7 @@ import yaml
 
 from lifeline.api import BY_KIND
 from lifeline.api.failoverplan import FailoverPlanSpec, FailoverPlanStatus
+from lifeline.devstack.patching import merge_patch as apply  # the emulator's: null deletes, maps merge
 from lifeline.failover import codec, machine
 from lifeline.failover.machine import CheckResult, Inputs, Settings, SiteView, State
 from lifeline.planning import conditions
@@ -29,19 +30,6 @@ def body(**spec_overrides) -> dict:
 
 def spec_of(doc: dict) -> FailoverPlanSpec:
     return FailoverPlanSpec.model_validate(doc["spec"])
-
-
-def apply(status, patch):
-    """A JSON merge patch applied, as the API server would (null deletes, maps merge)."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(status) if isinstance(status, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = apply(out.get(key), value)
-    return out
 
 
 def cond(status: dict, type_: str) -> dict:

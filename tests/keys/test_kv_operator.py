@@ -2,40 +2,23 @@
 reason), and a backup Job whose agent reads its key from KV."""
 from __future__ import annotations
 
-from lifeline.api import BY_KIND
-from lifeline.keys import health
-from lifeline.planning import conditions
 from tests.backup.conftest import (NS, api, clock, cluster, emulator, fast_timers,  # noqa: F401
                                    key_text, policy, runner, volumes)
+from tests.backup.key_verdicts import operator_uses_vault, verdicts
 from tests.integration.operator_harness import running_operator
 from tests.keys.test_shred_deletion import points
 from tests.keys.test_vault_kv import make_kv
-
-POLICY = BY_KIND["BackupPolicy"].resource
-
-
-def keys_condition(emulator, name):
-    obj = emulator.stored(POLICY, NS, name)
-    return conditions.find(((obj or {}).get("status") or {}).get("conditions"), "KeysAvailable") or {}
 
 
 async def test_kv_keys_available_and_a_backup_job_reads_its_key_from_kv(
         emulator, kubeconfig, api, cluster, runner, clock, openbao, monkeypatch):
     kv = make_kv(openbao)
-    health.clear_cache()
-    monkeypatch.setenv("VAULT_ADDR", kv.addr)
-    monkeypatch.setenv("VAULT_TOKEN", kv.token)
-    monkeypatch.setenv("LIFELINE_VAULT_RETRIES", "1")
+    operator_uses_vault(monkeypatch, kv.addr, kv.token)
     good = policy("good", encryption={"keyRef": kv.ref})
     missing = policy("missing", encryption={"keyRef": f"vault-kv://nothing/here?mount={kv.mount}"})
     async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(good)
-        await api.create(missing)
-        refused = await emulator.wait_for(lambda: (c := keys_condition(emulator, "missing")) and
-                                          c["status"] == "False" and c, timeout=30)
+        refused, usable = await verdicts(emulator, api, good, missing)
         assert refused["reason"] == "KeyMissing" and f"{kv.mount}/metadata/nothing/here" in refused["message"]
-        usable = await emulator.wait_for(lambda: (c := keys_condition(emulator, "good")) and
-                                         c["status"] == "True" and c, timeout=30)
         assert usable["reason"] == "KeyUsable" and kv.path in usable["message"]
 
         runner.env["VAULT_TOKEN"] = kv.token

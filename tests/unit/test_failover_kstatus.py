@@ -15,6 +15,7 @@ import yaml
 
 from lifeline.api import BY_KIND
 from lifeline.api.failoverplan import FailoverPlanSpec
+from lifeline.devstack.patching import merge_patch as apply  # as the API server applies a status patch
 from lifeline.failover.machine import FAILING_BACK, FAILING_OVER, Settings, SiteView, State
 from lifeline.planning import conditions
 from lifeline.planning.failover import plan
@@ -37,19 +38,6 @@ def new_plan() -> tuple[dict, FailoverPlanSpec, State]:
     doc["metadata"].update(namespace="hospital", generation=1, uid="u-1")
     spec = FailoverPlanSpec.model_validate(doc["spec"])
     return doc, spec, State.initial(Settings.from_spec(spec))
-
-
-def apply(status, patch):
-    """A JSON merge patch applied as the API server would."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(status) if isinstance(status, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = apply(out.get(key), value)
-    return out
 
 
 def round_(doc: dict, spec, state, sites, minutes: int = 0):

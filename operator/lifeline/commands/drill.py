@@ -25,6 +25,7 @@ from lifeline.api import BY_KIND
 from lifeline.planning import conditions
 
 from .backup import _common, _kube, _namespace
+from .fetch import get_named
 
 INFO = BY_KIND["RestoreDrill"]
 ANN_RUN_NOW = "dr.lifeline.io/run-now"  # read by lifeline.controllers.restoredrill
@@ -220,17 +221,10 @@ def run_report(args) -> int:
 
 
 async def _report(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
-    kube = _kube(args)
-    try:
-        body = await kube.get(INFO, namespace, args.name)
-    except KubeError as exc:
-        print(f"lifeline drill report: {exc}", file=sys.stderr)
-        return 2 if exc.status == 404 else 1
-    finally:
-        kube.close()
+    body, code = await get_named(_kube(args), INFO, namespace, args.name, "lifeline drill report")
+    if body is None:
+        return code
     spec, status = body.get("spec") or {}, body.get("status") or {}
     history = status.get("history") or []
     if args.output == "json":

@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 
 from lifeline.api import BY_KIND
 
+from .fetch import get_named
+
 INFO = BY_KIND["FailoverPlan"]
 REQUEST_ANNOTATION = "dr.lifeline.io/request"
 
@@ -116,17 +118,11 @@ async def _request(args) -> int:
 
 
 async def _status(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
-    kube = _connect(args)
-    try:
-        obj = await kube.get(INFO, namespace, args.name)
-    except KubeError as exc:
-        print(f"failover status {namespace}/{args.name}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        kube.close()
+    obj, code = await get_named(_connect(args), INFO, namespace, args.name,
+                                f"failover status {namespace}/{args.name}", not_found_exit=1)
+    if obj is None:
+        return code
     if args.output == "json":
         print(json.dumps(obj.get("status") or {}, indent=2, sort_keys=True))
         return 0

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+from lifeline.cli_stderr import audit_to_stderr, guard
 
 
 def register(subparsers) -> None:
@@ -52,19 +53,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_check)
 
 
-def _guard(fn):
-    def wrapped(args) -> int:
-        from lifeline.repository.errors import LifelineError
-
-        try:
-            return fn(args)
-        except LifelineError as exc:
-            print(f"lifeline keys {args.keys_command}: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            return 130
-    wrapped.__name__ = fn.__name__
-    return wrapped
+_guard = guard(lambda args: f"lifeline keys {args.keys_command}")
 
 
 def _open(args):
@@ -91,18 +80,6 @@ def _actor(args, provider=None) -> str:
     return default_actor()
 
 
-def _audit_to_stderr() -> None:
-    """A command-line run prints its audit records (the operator's logging config does that for it)."""
-    import logging
-
-    audit_log = logging.getLogger("lifeline.audit")
-    if not audit_log.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("lifeline keys: %(message)s"))
-        audit_log.addHandler(handler)
-        audit_log.setLevel(logging.INFO)
-
-
 def _provider(args, repo):
     from lifeline.keys import provider_from_ref
 
@@ -121,7 +98,7 @@ def cmd_rotate(args) -> int:
     from lifeline.observability import audit
     from lifeline.repository.errors import LifelineError
 
-    _audit_to_stderr()
+    audit_to_stderr("lifeline keys")
     repo = _open(args)
     provider = provider_from_ref(args.key or repo.config.get("key_ref"))
     actor = _actor(args, provider)
@@ -155,7 +132,7 @@ def cmd_shred(args) -> int:
 
     if not args.yes:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
-    _audit_to_stderr()
+    audit_to_stderr("lifeline keys")
     repo = _open(args)
     provider = None  # needed for --destroy-key-version; otherwise only to name the actor, best effort
     if args.destroy_key_version:

@@ -15,6 +15,7 @@ from lifeline.api import BY_KIND
 from lifeline.planning import restore as rules
 
 from .backup import _common, _kube, _namespace
+from .fetch import get_named
 
 INFO = BY_KIND["Restore"]
 
@@ -65,16 +66,9 @@ def run_status(args) -> int:
 
 
 async def _status(args) -> int:
-    from lifeline.kube import KubeError
-
-    kube = _kube(args)
-    try:
-        body = await kube.get(INFO, _namespace(args), args.name)
-    except KubeError as exc:
-        print(f"lifeline restore status: {exc}", file=sys.stderr)
-        return 2 if exc.status == 404 else 1
-    finally:
-        kube.close()
+    body, code = await get_named(_kube(args), INFO, _namespace(args), args.name, "lifeline restore status")
+    if body is None:
+        return code
     print(_describe(body))
     return 1 if (body.get("status") or {}).get("phase") in (rules.FAILED, rules.REJECTED) else 0
 

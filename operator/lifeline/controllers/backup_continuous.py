@@ -16,7 +16,6 @@ ReplicaSet of the policy's Deployment owns is asked.
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from lifeline.controllers.common import delete_owned, replace_current
 from lifeline.kube import KubeError
 from lifeline.planning import backup, continuous
 
@@ -109,20 +109,14 @@ class ShippingDeployments:
                     await self._create(namespace, manifest, uid)
                     self._pending[(namespace, name)] = (digest, None)
                 else:
-                    body_ = copy.deepcopy(manifest)
-                    body_["metadata"]["resourceVersion"] = current["resourceVersion"]
-                    await self.kube.replace_object(*DEPLOYMENTS, namespace, name, body_)
-                    self._pending[(namespace, name)] = (digest, current["resourceVersion"])
+                    written = await replace_current(self.kube, *DEPLOYMENTS, namespace, name, manifest, current)
+                    self._pending[(namespace, name)] = (digest, written)
             except KubeError as exc:
                 if exc.status == 409:  # someone wrote in between: the watch event brings it, and we retry
                     continue
                 errors.append(f"Deployment {name}: {exc}")
-        for name, current in existing.items():
-            if uid in current["owners"]:  # the policy is no longer continuous
-                try:
-                    await self.kube.delete_object(*DEPLOYMENTS, namespace, name)
-                except KubeError as exc:
-                    errors.append(f"Deployment {name}: {exc}")
+        # what is left: the policy is no longer continuous
+        await delete_owned(self.kube, *DEPLOYMENTS, "Deployment", namespace, existing, uid, errors)
         return "; ".join(errors) or None
 
     async def _create(self, namespace: str, manifest: dict, uid: str) -> None:

@@ -40,6 +40,7 @@ from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_continuous import ShippingDeployments, deployment_fact
 from lifeline.controllers.backup_snapshots import ACTOR, SnapshotPipelines
+from lifeline.controllers.common import delete_owned, replace_current, stop_ticker
 from lifeline.observability import audit
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, backup_status, continuous
@@ -417,21 +418,15 @@ class BackupController:
                 if current is None:
                     await self._create_cronjob(namespace, manifest, uid)
                 else:
-                    body_ = copy.deepcopy(manifest)
-                    body_["metadata"]["resourceVersion"] = current["resourceVersion"]
-                    await self.kube.replace_object("batch/v1", "cronjobs", namespace, name, body_)
-                    self._pending_rv[(namespace, name)] = current["resourceVersion"]
+                    self._pending_rv[(namespace, name)] = await replace_current(
+                        self.kube, "batch/v1", "cronjobs", namespace, name, manifest, current)
                 self._pending[(namespace, name)] = digest
             except KubeError as exc:
                 if exc.status == 409:  # someone wrote in between: the next event brings it, and we retry
                     continue
                 errors.append(f"CronJob {name}: {exc}")
-        for name, current in existing.items():
-            if uid in current["owners"]:  # a schedule kind left the spec
-                try:
-                    await self.kube.delete_object("batch/v1", "cronjobs", namespace, name)
-                except KubeError as exc:
-                    errors.append(f"CronJob {name}: {exc}")
+        # what is left: a schedule kind left the spec
+        await delete_owned(self.kube, "batch/v1", "cronjobs", "CronJob", namespace, existing, uid, errors)
         return "; ".join(errors) or None
 
     async def _apply_shipping(self, body: dict, spec: BackupPolicySpec, plan_error) -> str | None:
@@ -727,12 +722,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
 
     @kopf.on.cleanup(registry=registry, id="backup-timer-stop")
     async def stop(**_):
-        if controller.ticker is not None:
-            controller.ticker.cancel()
-            try:
-                await controller.ticker
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await stop_ticker(controller.ticker)
 
     @kopf.on.event(GROUP, VERSION, "backuppolicies", registry=registry, id="backup-policy")
     async def on_policy(event, body, namespace, name, **_):
@@ -744,13 +734,17 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
         controller.stores["backup_policies"].put(body)
         await controller.reconcile(namespace, name)
 
-    @kopf.on.event("batch", "v1", "cronjobs", labels=PRESENT, registry=registry, id="backup-cronjob")
-    async def on_cronjob(event, body, namespace, **_):
-        store = controller.stores["backup_cronjobs"]
+    async def child_changed(store_name: str, event, body, namespace) -> None:
+        """A policy's CronJob or Deployment changed (or went): cache it, and put the policy's children right."""
+        store = controller.stores[store_name]
         store.remove(body) if event.get("type") == "DELETED" else store.put(body)
         policy = _policy_of(body)
         if policy and controller.policy(namespace, policy) is not None:
             await controller.reconcile(namespace, policy)
+
+    @kopf.on.event("batch", "v1", "cronjobs", labels=PRESENT, registry=registry, id="backup-cronjob")
+    async def on_cronjob(event, body, namespace, **_):
+        await child_changed("backup_cronjobs", event, body, namespace)
 
     @kopf.on.event("batch", "v1", "jobs", labels=PRESENT, registry=registry, id="backup-job")
     async def on_job(event, body, namespace, **_):
@@ -768,11 +762,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
 
     @kopf.on.event("apps", "v1", "deployments", labels=PRESENT, registry=registry, id="backup-deployment")
     async def on_deployment(event, body, namespace, **_):
-        store = controller.stores["backup_deployments"]
-        store.remove(body) if event.get("type") == "DELETED" else store.put(body)
-        policy = _policy_of(body)
-        if policy and controller.policy(namespace, policy) is not None:
-            await controller.reconcile(namespace, policy)
+        await child_changed("backup_deployments", event, body, namespace)
 
     @kopf.on.event(GROUP, VERSION, "recoverypoints", registry=registry, id="backup-recoverypoint")
     async def on_point(event, body, namespace, name, **_):

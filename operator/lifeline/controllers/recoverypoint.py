@@ -22,6 +22,7 @@ import kopf
 
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
+from lifeline.controllers.common import stop_ticker
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup_points
@@ -229,12 +230,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
 
     @kopf.on.cleanup(registry=registry, id="shred-timer-stop")
     async def stop(**_):
-        if controller.ticker is not None:
-            controller.ticker.cancel()
-            try:
-                await controller.ticker
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await stop_ticker(controller.ticker)
 
     @kopf.on.event(POINT.group, POINT.version, POINT.plural, registry=registry, id="shred-recoverypoint")
     async def on_point(event, body, **_):

@@ -25,6 +25,7 @@ from lifeline.api.common import parse_duration
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
 from lifeline.controllers.backuppolicy import vault_env
+from lifeline.controllers.common import stop_ticker
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup, conditions, drill_measure, drill_points, drill_sandbox, drill_schedule
@@ -357,12 +358,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
 
     @kopf.on.cleanup(registry=registry, id="restoredrill-timer-stop")
     async def stop(**_):
-        if controller.ticker is not None:
-            controller.ticker.cancel()
-            try:
-                await controller.ticker
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await stop_ticker(controller.ticker)
 
     @kopf.on.event(DRILL.group, DRILL.version, DRILL.plural, registry=registry, id="restoredrill-event")
     async def on_event(event, body, namespace, name, **_):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from lifeline.api.backuppolicy import BackupPolicySpec
 
-from .backup import (ANN_POLICY, DESTINATIONS_MOUNT, KEY_MOUNT, RUN_AS, SOURCE_MOUNT, VAULT_CA_MOUNT, Facts,
-                     PlanError, _container_security, _inside, _stamp, child_name, destination_plan, labels,
-                     owner_reference, parse_key_ref, parse_spec, s3_env_prefix)
+from .backup import (ANN_POLICY, KEY_MOUNT, SOURCE_MOUNT, Facts, PlanError, _container_security, _inside, _stamp,
+                     child_name, destination_plan, labels, owner_reference, parse_key_ref, parse_spec, s3_env_prefix)
+from .pod_security import add_destination_volumes, add_key_volumes, apply_placement, pod_security_context
 
 COMPONENT = "wal-shipper"
 CONTAINER = "shipper"
@@ -76,30 +76,17 @@ def _resources(spec: BackupPolicySpec) -> dict:
 
 def pod_spec(spec: BackupPolicySpec, facts: Facts) -> dict:
     src = spec.source.continuous
-    key_scheme, key_secret, key_key = parse_key_ref(spec.encryption.key_ref)
+    key_scheme = parse_key_ref(spec.encryption.key_ref)[0]
     mounts = [{"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True},
               {"name": "state", "mountPath": STATE_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [
         {"name": "source", "persistentVolumeClaim": {"claimName": src.claim_name, "readOnly": True}},
         {"name": "state", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}},
     ]
-    for i, dest in enumerate(spec.destinations):
-        if dest.filesystem is not None:
-            mounts.append({"name": f"dest-{i}", "mountPath": f"{DESTINATIONS_MOUNT}/{dest.name}"})
-            volumes.append({"name": f"dest-{i}", "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name}})
-    if key_secret:
-        mounts.append({"name": "key", "mountPath": KEY_MOUNT, "readOnly": True})
-        # Readable inside the pod only; the shipper copies it to a 0600 file in its state directory.
-        volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
-                                                  "items": [{"key": key_key, "path": key_key}]}})
-    ca = spec.encryption.ca_bundle
     env = _env(spec, facts)
-    if ca is not None and key_scheme.startswith("vault"):  # Vault's TLS CA, as the backup Jobs get it
-        mounts.append({"name": "vault-ca", "mountPath": VAULT_CA_MOUNT, "readOnly": True})
-        item = {"items": [{"key": ca.key, "path": ca.key}]}
-        volumes.append({"name": "vault-ca", **({"configMap": {"name": ca.config_map, **item}} if ca.config_map
-                                               else {"secret": {"secretName": ca.secret, **item}})})
-        env.append({"name": "VAULT_CACERT", "value": f"{VAULT_CA_MOUNT}/{ca.key}"})
+    # as the backup Jobs get them; the shipper copies a secret:// key to a 0600 file in its state directory
+    add_destination_volumes(spec, mounts, volumes)
+    add_key_volumes(spec, mounts, volumes, env)
     probe = {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 5,
              "failureThreshold": 6}
     container = {
@@ -109,27 +96,15 @@ def pod_spec(spec: BackupPolicySpec, facts: Facts) -> dict:
         "readinessProbe": probe, "livenessProbe": {**probe, "initialDelaySeconds": 30},
         "resources": _resources(spec), "securityContext": _container_security(), "volumeMounts": mounts,
     }
-    opts = spec.pod
     pod: dict = {
         "automountServiceAccountToken": key_scheme.startswith("vault"),
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True, "runAsUser": opts.run_as_user or RUN_AS,
-            "runAsGroup": opts.run_as_group if opts.run_as_group is not None else RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(spec),
         "terminationGracePeriodSeconds": 30,
         "containers": [container],
         "volumes": volumes,
     }
-    if opts.service_account_name:
-        pod["serviceAccountName"] = opts.service_account_name
-    if opts.priority_class_name:
-        pod["priorityClassName"] = opts.priority_class_name
-    if opts.node_selector:
-        pod["nodeSelector"] = dict(opts.node_selector)
-    if opts.tolerations:
-        pod["tolerations"] = [t.wire() for t in opts.tolerations]
+    apply_placement(pod, spec)
     return pod
 
 

@@ -1,0 +1,51 @@
+"""What a `lifeline …` command writes to stderr besides its own output: errors and audit records.
+
+Errors: one line and an exit code instead of a traceback. A
+:class:`~lifeline.repository.errors.LifelineError` already says what went wrong and what to do;
+the command only prefixes its own name and exits with the error's code (130 when interrupted).
+The repository package is imported only when a command runs, so ``lifeline --help`` stays fast.
+
+Audit records: a command run by a person shows the records its DR action writes (in the
+operator, its logging configuration does that instead).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Callable
+
+
+def guard(command: Callable[[object], str], *, os_errors: bool = False):
+    """Decorator for a ``func(args) -> int`` command; ``command(args)`` names it, e.g. ``lifeline keys rotate``."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapped(args) -> int:
+            from lifeline.repository.errors import LifelineError
+
+            try:
+                return fn(args)
+            except LifelineError as exc:
+                print(f"{command(args)}: error: {exc}", file=sys.stderr)
+                return exc.exit_code
+            except KeyboardInterrupt:
+                return 130
+            except OSError as exc:
+                if not os_errors:
+                    raise
+                where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+                print(f"{command(args)}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+                return 1
+
+        return wrapped
+    return decorate
+
+
+def audit_to_stderr(prefix: str) -> None:
+    """Print ``lifeline.audit`` records as ``<prefix>: <record>`` unless logging is configured already."""
+    log = logging.getLogger("lifeline.audit")
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)

@@ -1,0 +1,61 @@
+"""Pieces every agent pod of a BackupPolicy shares (backup Jobs, the WAL shipper, restore Jobs). Pure.
+
+One place for how such a pod is hardened and what it mounts, so the pods cannot drift apart:
+a non-root pod with seccomp RuntimeDefault, the policy's placement options, filesystem
+destinations, a ``secret://`` key and Vault's CA bundle.
+"""
+from __future__ import annotations
+
+from lifeline.api.backuppolicy import BackupPolicySpec
+
+from .backup import DESTINATIONS_MOUNT, KEY_MOUNT, RUN_AS, VAULT_CA_MOUNT, parse_key_ref
+
+
+def pod_security_context(spec: BackupPolicySpec) -> dict:
+    """Non-root as the policy's user and group (the image's lifeline user unless set)."""
+    opts = spec.pod
+    return {
+        "runAsNonRoot": True, "runAsUser": opts.run_as_user or RUN_AS,
+        "runAsGroup": opts.run_as_group if opts.run_as_group is not None else RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def apply_placement(pod: dict, spec: BackupPolicySpec, *, service_account: bool = True) -> None:
+    """The policy's ``pod`` options that say where and as whom the pod runs, set only when given
+    (``service_account=False``: not the service account, for a pod that needs no token)."""
+    opts = spec.pod
+    if service_account and opts.service_account_name:
+        pod["serviceAccountName"] = opts.service_account_name
+    if opts.priority_class_name:
+        pod["priorityClassName"] = opts.priority_class_name
+    if opts.node_selector:
+        pod["nodeSelector"] = dict(opts.node_selector)
+    if opts.tolerations:
+        pod["tolerations"] = [t.wire() for t in opts.tolerations]
+
+
+def add_destination_volumes(spec: BackupPolicySpec, mounts: list[dict], volumes: list[dict]) -> None:
+    """Every filesystem destination's PVC at ``/destinations/<name>`` (writable: backups and shipping)."""
+    for i, dest in enumerate(spec.destinations):
+        if dest.filesystem is not None:
+            mounts.append({"name": f"dest-{i}", "mountPath": f"{DESTINATIONS_MOUNT}/{dest.name}"})
+            volumes.append({"name": f"dest-{i}", "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name}})
+
+
+def add_key_volumes(spec: BackupPolicySpec, mounts: list[dict], volumes: list[dict], env: list[dict]) -> None:
+    """A ``secret://`` key at ``KEY_MOUNT`` and, for a ``vault-*`` key with ``encryption.caBundle``, the
+    bundle with ``VAULT_CACERT`` pointing at it."""
+    key_scheme, key_secret, key_key = parse_key_ref(spec.encryption.key_ref)
+    if key_secret:
+        mounts.append({"name": "key", "mountPath": KEY_MOUNT, "readOnly": True})
+        # World-readable inside the pod only (the agent copies it to a 0600 file); no fsGroup needed.
+        volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
+                                                  "items": [{"key": key_key, "path": key_key}]}})
+    ca = spec.encryption.ca_bundle
+    if ca is not None and key_scheme.startswith("vault"):
+        mounts.append({"name": "vault-ca", "mountPath": VAULT_CA_MOUNT, "readOnly": True})
+        item = {"items": [{"key": ca.key, "path": ca.key}]}
+        volumes.append({"name": "vault-ca", **({"configMap": {"name": ca.config_map, **item}} if ca.config_map
+                                               else {"secret": {"secretName": ca.secret, **item}})})
+        env.append({"name": "VAULT_CACERT", "value": f"{VAULT_CA_MOUNT}/{ca.key}"})
