@@ -17,6 +17,12 @@ teed into one ``agent backup --stdin`` per destination; when the stream ends, th
 exit status decides: anything but 0 kills the agents before they publish, so a
 failed dump never becomes a recovery point.
 
+Fingerprint (``spec.fingerprint``): its container writes the command's output and status into
+``/fingerprint``; after a successful backup the agent waits for the status and puts the trimmed
+output (at most 256 characters, else an error: a fingerprint is a count or checksum, not data) into
+the summary as ``fp``, which the operator records as the point's ``verifyOutput`` tag. A failed
+fingerprint does not fail the backup; the summary says why (``fp.error``).
+
 Exit codes: 0 at least one destination succeeded (or prune ran everywhere it could),
 1 every destination failed, 2 the plan is unusable.
 """
@@ -37,6 +43,8 @@ from pathlib import Path
 MAX_MESSAGE = 4096  # the kubelet keeps at most 4 KiB of a termination message
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 EXIT_CODE_WAIT = 60.0  # seconds to wait for the dump's exit status after its stream ended
+FINGERPRINT_WAIT = 300.0  # seconds to wait for the fingerprint command after the backup finished
+FINGERPRINT_MAX = 256  # characters of a fingerprint kept: a count or a checksum, never data
 BLOCK = 1 << 20
 
 
@@ -339,6 +347,27 @@ def _write_termination(path: str, text: str) -> None:
         _log(f"could not write the termination message to {path}: {exc.strerror or exc}")
 
 
+def read_fingerprint(spec: dict, wait: float = FINGERPRINT_WAIT) -> dict:
+    """``{"out": value}`` or ``{"error": why}`` from the fingerprint container's files."""
+    status = _read_exit_code(spec["exitCode"], wait)
+    if status is None:
+        return {"error": "the fingerprint command's exit status never appeared (did its container start?)"}
+    if status != 0:
+        return {"error": f"the fingerprint command exited with status {status}"}
+    try:
+        with open(spec["output"], "rb") as f:
+            raw = f.read(FINGERPRINT_MAX * 4 + 1)
+    except OSError as exc:
+        return {"error": f"the fingerprint output could not be read: {exc.strerror or exc}"}
+    text = raw.decode("utf-8", "replace").strip()
+    if len(text) > FINGERPRINT_MAX:
+        return {"error": f"the fingerprint command printed more than {FINGERPRINT_MAX} characters; "
+                         "print a count or a checksum, not data"}
+    if not text:
+        return {"error": "the fingerprint command printed nothing"}
+    return {"out": text}
+
+
 def run_backup(task: Task) -> tuple[int, dict]:
     source = task.plan.get("source") or {}
     if source.get("kind") == "dir":
@@ -348,6 +377,10 @@ def run_backup(task: Task) -> tuple[int, dict]:
     else:
         raise SystemExit(_usage(f"unknown source kind {source.get('kind')!r} in the plan"))
     summary = backup_summary(task.plan, outcomes, source_error)
+    if task.plan.get("fingerprint") and summary["ok"]:
+        summary["fp"] = read_fingerprint(task.plan["fingerprint"])
+        if "error" in summary["fp"]:
+            _log(f"fingerprint: {summary['fp']['error']}")
     for o in outcomes:
         if o.ok:
             s = o.summary

@@ -81,6 +81,27 @@ def _check_manifest(repo, plan: dict) -> str:
     return actual
 
 
+# Lines that may quote rows (PostgreSQL's DETAIL/CONTEXT, a failed statement): never in a status.
+_QUOTING = ("detail:", "context:", "command was:", "hint:", "line ")
+
+
+def load_error(path: str | None, limit: int = 300) -> str:
+    """The load command's last error line from its stderr file, without lines that may quote data."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.lower().startswith(_QUOTING)]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()] or lines
+    return errors[-1][:limit] if errors else ""
+
+
 def _to_fifo(restorer, target: dict) -> dict:
     """Write the point's one stream into the FIFO; then wait for the load command's status."""
     fifo = target["path"]
@@ -98,7 +119,8 @@ def _to_fifo(restorer, target: dict) -> dict:
     if status != 0:
         why = (f"the load command exited with status {status}" if status is not None
                else "the load command's exit status never appeared (did the load container start?)")
-        raise Failed("LoadFailed", why)
+        reason = load_error(target.get("errors"))
+        raise Failed("LoadFailed", f"{why}: {reason}" if reason else why)
     return summary
 
 

@@ -64,6 +64,20 @@ class CommandSource(Model):
     env: list[EnvVar] = Field(default_factory=list, description="Environment for the dump command.")
 
 
+class Fingerprint(Model):
+    """A command whose short output (a count or a checksum, never data) is recorded with each point.
+
+    It runs in the backup Job next to the agent (for a dump source with the dump's environment, so
+    against the same database); its trimmed output becomes the RecoveryPoint's ``verifyOutput`` tag,
+    which a RestoreDrill with ``verify.command.compareToBackup`` compares with the restored copy's."""
+
+    image: str = Field(min_length=1, description="Image that holds the command (for example postgres:16); "
+                                                 "it needs only /bin/sh.")
+    command: list[str] = Field(min_length=1, description="Prints a count or checksum, for example "
+                               "psql -tAc 'select count(*) from patients'; at most 256 characters are kept.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment, added to the dump command's.")
+
+
 class PostgresBaseBackup(Model):
     """Base backups of a PostgreSQL server: pg_basebackup in its own image, as a replication user."""
 
@@ -265,6 +279,9 @@ class BackupPolicySpec(Model):
     retention: Retention = Field(default_factory=Retention)
     encryption: Encryption
     hooks: Hooks = Field(default_factory=Hooks)
+    fingerprint: Fingerprint | None = Field(
+        None, description="Record a count or checksum of the data with each point (its verifyOutput tag) "
+                          "for drills that compare the restored copy with it.")
     pod: PodOptions = Field(default_factory=PodOptions)
     suspend: bool = Field(False, description="Stop scheduling new backups; running ones finish.")
     deletion_policy: Literal["Retain", "Delete", "Shred"] = Field(

@@ -76,6 +76,15 @@ JOB_COMMAND = ("python", "-m", "lifeline.agent.jobs")  # the image's entry point
 BASEBACKUP_MOUNT = "/basebackup"
 BASEBACKUP_DATA = f"{BASEBACKUP_MOUNT}/data"
 BASEBACKUP_COMMAND = ("python", "-m", "lifeline.agent.base_backup_job")
+# spec.fingerprint: its container writes the command's output and then its status into this emptyDir;
+# it always exits 0 (a failed fingerprint is reported in the point's tags, it does not fail the backup).
+FINGERPRINT_MOUNT = "/fingerprint"
+FINGERPRINT_OUTPUT = f"{FINGERPRINT_MOUNT}/output"
+FINGERPRINT_EXIT_CODE = f"{FINGERPRINT_MOUNT}/exit-code"
+FINGERPRINT_SCRIPT = (
+    f'"$@" > {FINGERPRINT_OUTPUT}; rc=$?; '
+    f'echo "$rc" > {FINGERPRINT_EXIT_CODE}.tmp && mv {FINGERPRINT_EXIT_CODE}.tmp {FINGERPRINT_EXIT_CODE}'
+)
 
 # The dump container's whole program: run the command into the FIFO, publish its status.
 DUMP_SCRIPT = (
@@ -270,6 +279,8 @@ def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
                              "monthly": r.keep_monthly, "yearly": r.keep_yearly}
     plan["destinations"] = [destination_plan(i, d) for i, d in enumerate(spec.destinations)]
     plan["key"] = key_plan(spec)
+    if operation == "backup" and spec.fingerprint is not None:
+        plan["fingerprint"] = {"output": FINGERPRINT_OUTPUT, "exitCode": FINGERPRINT_EXIT_CODE}
     return plan
 
 
@@ -302,8 +313,10 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
         from .snapshot import trigger_pod_spec
 
         return trigger_pod_spec(spec, facts)
+    from .pod_security import add_destination_volumes, add_key_volumes, apply_placement, pod_security_context
+
     plan = job_plan(namespace, policy, spec, operation, type_)
-    key_scheme, key_secret, key_key = parse_key_ref(spec.encryption.key_ref)
+    key_scheme = parse_key_ref(spec.encryption.key_ref)[0]
     env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
            {"name": "HOME", "value": "/tmp"}]
     if key_scheme.startswith("vault"):
@@ -324,22 +337,8 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     if claim:
         mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-    for i, dest in enumerate(spec.destinations):
-        if dest.filesystem is not None:
-            mounts.append({"name": f"dest-{i}", "mountPath": f"{DESTINATIONS_MOUNT}/{dest.name}"})
-            volumes.append({"name": f"dest-{i}", "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name}})
-    if key_secret:
-        mounts.append({"name": "key", "mountPath": KEY_MOUNT, "readOnly": True})
-        # World-readable inside the pod only (the agent copies it to a 0600 file); no fsGroup needed.
-        volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
-                                                  "items": [{"key": key_key, "path": key_key}]}})
-    ca = spec.encryption.ca_bundle
-    if ca is not None and key_scheme.startswith("vault"):
-        mounts.append({"name": "vault-ca", "mountPath": VAULT_CA_MOUNT, "readOnly": True})
-        item = {"items": [{"key": ca.key, "path": ca.key}]}
-        volumes.append({"name": "vault-ca", **({"configMap": {"name": ca.config_map, **item}} if ca.config_map
-                                               else {"secret": {"secretName": ca.secret, **item}})})
-        env.append({"name": "VAULT_CACERT", "value": f"{VAULT_CA_MOUNT}/{ca.key}"})
+    add_destination_volumes(spec, mounts, volumes)
+    add_key_volumes(spec, mounts, volumes, env)
     resources = _resources(spec)
     agent = {
         "name": AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
@@ -351,11 +350,7 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
         "restartPolicy": "Never",
         "automountServiceAccountToken": key_scheme.startswith("vault"),
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True, "runAsUser": spec.pod.run_as_user or RUN_AS,
-            "runAsGroup": spec.pod.run_as_group if spec.pod.run_as_group is not None else RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(spec),
         "containers": [agent],
         "volumes": volumes,
     }
@@ -378,15 +373,9 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
         })
     if base_backup is not None:
         _add_base_backup(pod, agent, base_backup, resources)
-    opts = spec.pod
-    if opts.service_account_name:
-        pod["serviceAccountName"] = opts.service_account_name
-    if opts.priority_class_name:
-        pod["priorityClassName"] = opts.priority_class_name
-    if opts.node_selector:
-        pod["nodeSelector"] = dict(opts.node_selector)
-    if opts.tolerations:
-        pod["tolerations"] = [t.wire() for t in opts.tolerations]
+    if spec.fingerprint is not None and operation == "backup":
+        _add_fingerprint(pod, agent, spec, resources, with_source=bool(claim))
+    apply_placement(pod, spec)
     return pod
 
 
@@ -406,6 +395,27 @@ def _add_base_backup(pod: dict, agent: dict, pg, resources: dict) -> None:
         "resources": resources, "securityContext": _container_security(),
         "volumeMounts": [{"name": "basebackup", "mountPath": BASEBACKUP_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
     }]
+
+
+def _add_fingerprint(pod: dict, agent: dict, spec: BackupPolicySpec, resources: dict, with_source: bool) -> None:
+    """The ``fingerprint`` container: the user's command in its image, next to the agent.
+
+    A dump source's environment comes first (the same database), then the fingerprint's own; a volume
+    source is mounted read-only at /source as in the agent. The agent waits for the status file."""
+    fp = spec.fingerprint
+    pod["volumes"].append({"name": "fingerprint", "emptyDir": {"sizeLimit": "1Mi"}})
+    agent["volumeMounts"].append({"name": "fingerprint", "mountPath": FINGERPRINT_MOUNT, "readOnly": True})
+    mounts = [{"name": "fingerprint", "mountPath": FINGERPRINT_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
+    if with_source:
+        mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
+    env = [_env(e) for e in (spec.source.command.env if spec.source.command is not None else [])]
+    env = [e for e in env if e["name"] not in {f.name for f in fp.env}] + [_env(e) for e in fp.env]
+    pod["containers"].append({
+        "name": "fingerprint", "image": fp.image,
+        "command": ["/bin/sh", "-c", FINGERPRINT_SCRIPT, "lifeline-fingerprint", *fp.command],
+        "env": env + [{"name": "HOME", "value": "/tmp"}],
+        "resources": resources, "securityContext": _container_security(), "volumeMounts": mounts,
+    })
 
 
 def _deadline(spec: BackupPolicySpec, interval: int | None) -> int:

@@ -146,6 +146,7 @@ def recovery_point(policy_body: dict, job: dict, summary: dict, name: str,
     }
     if parent:
         spec["parent"] = parent
+    spec["tags"].update(fingerprint_tags(summary.get("fp")))
     for c in copies:
         copy_ = {"destination": c["d"], "repository": c["repo"], "snapshotId": c["id"],
                  "storedBytes": int(c.get("stored") or 0), "manifestChecksum": c["sum"]}
@@ -168,6 +169,15 @@ def recovery_point(policy_body: dict, job: dict, summary: dict, name: str,
     if not retain:
         body["metadata"]["ownerReferences"] = [{**backup.owner_reference(policy_body), "controller": False}]
     return body
+
+
+def fingerprint_tags(fp: dict | None) -> dict:
+    """spec.fingerprint's result as tags: ``verifyOutput`` (what drills compare) or why it is missing."""
+    if not isinstance(fp, dict):
+        return {}
+    if isinstance(fp.get("out"), str):
+        return {"verifyOutput": fp["out"][:256]}
+    return {"verifyOutputError": str(fp.get("error") or "the fingerprint left no result")[:200]}
 
 
 def result_of(job: dict, summary: dict | None, report: str, point: str | None) -> dict:

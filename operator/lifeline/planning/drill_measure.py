@@ -50,7 +50,8 @@ def verify_verdict(spec, output: dict | None, recorded: str | None) -> tuple[boo
     if cmd.compare_to_backup:
         if recorded is None:
             return False, "NoRecordedValue", ("compareToBackup is set but the recovery point carries no "
-                                              "verifyOutput tag; record the value at backup time or use expectOutput")
+                                              "verifyOutput tag; set the BackupPolicy's spec.fingerprint to record it at "
+                                              "backup time, or use expectOutput")
         if output["output"] != recorded.strip():
             return False, "UnexpectedOutput", (f"the verify command printed {shown!r}, but {recorded.strip()!r} "
                                                "was recorded at backup time")

@@ -296,6 +296,9 @@ def _failure_message(job: JobFacts, spec: dict) -> str:
     hint = ""
     if "not empty" in text and not spec.get("overwrite"):
         hint = " — nothing was written; to replace the data there, create a new Restore with overwrite: true"
+    elif (spec.get("target") or {}).get("command"):
+        hint = (" — the database may hold a partial restore: empty it (or restore into a fresh one) "
+                "before restoring again")
     elif "not empty" not in text:
         hint = (" — the target may hold a partial restore: it is marked dr.lifeline.io/restore-state=failed; "
                 "create a new Restore (overwrite: true) to restore again")
