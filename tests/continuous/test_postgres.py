@@ -201,9 +201,9 @@ def _closed(st, name: str) -> float:
     return st.read_header(f"wal/00000001/{name}")["closed_at"]
 
 
-def _break_a_segment(sc: Scenario, how: str) -> tuple[str, str, Path]:
+def _break_a_segment(sc: Scenario, how: str, tag: str = "") -> tuple[str, str, Path]:
     """Copy R1, damage one segment in the middle; (repo, damaged name, path of the copy)."""
-    copy = sc.base / f"r1-{how}"
+    copy = sc.base / f"r1-{how}{tag}"
     shutil.copytree(sc.base / "r1", copy)
     chown_postgres(copy)  # restore_command runs as the server's user
     names = store(f"file://{copy}", sc.key).list()["00000001"]
@@ -248,4 +248,72 @@ def test_a_corrupted_segment_stops_recovery_at_the_last_good_point_and_is_named(
     assert f"DAMAGED {victim}" in rc.stdout and "authentication failed" in rc.stdout
     rows, log = recovered(sc, dest)
     assert "authentication failed" in log  # restore_command refused it during replay as well
+    _assert_stopped_before(sc, rows, repo, victim)
+
+
+# --- self-contained restores (--prefetch-wal): the database replays with no agent, key or repository
+def restore_prefetched(sc: Scenario, repo: str, target: str, name: str, *extra: str):
+    dest = sc.base / name
+    key_file = sc.key[len("file://"):]  # as a Job mounts it: a file, copied private by the agent
+    rc = run_agent("restore-pitr", "--repo", repo, "--key-file", key_file, "--target-time", target, str(dest),
+                   "--prefetch-wal", "--no-archive", *extra)
+    return rc, dest
+
+
+def recovered_offline(sc: Scenario, dest: Path, repo_dir: Path) -> tuple[dict, str]:
+    """Replay with the repository moved away: only the claim's own copy of the WAL can serve."""
+    text = (dest / "postgresql.auto.conf").read_text()
+    assert "restore_command = 'cp lifeline-wal/%f %p'" in text
+    assert "wal-fetch" not in text and "--key" not in text
+    away = repo_dir.with_name(repo_dir.name + ".away")
+    repo_dir.rename(away)
+    try:
+        return recovered(sc, dest)
+    finally:
+        away.rename(repo_dir)
+
+
+def test_a_prefetched_restore_to_a_time_replays_offline_exactly_to_it(scenario):
+    sc = scenario
+    ordered = sorted(sc.truth.items(), key=lambda kv: kv[1])
+    k = next(j for j in range(len(ordered) // 2, len(ordered) - 1) if ordered[j + 1][1] - ordered[j][1] > 0.004)
+    target = (ordered[k][1] + ordered[k + 1][1]) / 2
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(target)) + f".{int(target % 1 * 1e6):06d}Z"
+    rc, dest = restore_prefetched(sc, sc.r1, stamp, "prefetch-at-t", "--json")
+    assert rc.returncode == 0, rc.stderr + rc.stdout
+    result = json.loads(rc.stdout)
+    fetched = sorted(p.name for p in (dest / "lifeline-wal").iterdir())
+    assert result["wal"]["prefetched"]["segments"] == len(fetched)
+    shipped = [n for n in store(sc.r1, sc.key).list()["00000001"] if n >= result["wal"]["start"]]
+    assert fetched == shipped[:len(fetched)] and len(fetched) < len(shipped)  # up to the target, not all
+    assert not list(sc.base.glob("prefetch-at-t/**/key"))  # the key copy stayed outside the claim
+    rows, log = recovered_offline(sc, dest, sc.base / "r1")
+    assert set(rows) == {i for i, t in sc.truth.items() if t <= target}
+    assert "restored log file" in log
+
+
+def test_a_prefetched_restore_to_latest_replays_every_shipped_row_offline(scenario):
+    sc = scenario
+    rc, dest = restore_prefetched(sc, sc.r1, "latest", "prefetch-latest")
+    assert rc.returncode == 0, rc.stderr + rc.stdout
+    fetched = sorted(p.name for p in (dest / "lifeline-wal").iterdir())
+    assert fetched and fetched == [n for n in store(sc.r1, sc.key).list()["00000001"] if n >= fetched[0]]
+    rows, _log = recovered_offline(sc, dest, sc.base / "r1")
+    assert rows and is_prefix(set(rows), sorted(sc.truth))
+    assert all(i in rows for i, at in sc.acked if at < sc.destroyed_at - RPO)
+
+
+@pytest.mark.parametrize("how", ["missing", "corrupt"])
+def test_a_prefetched_restore_names_the_gap_and_replays_to_the_last_good_segment(scenario, how):
+    sc = scenario
+    repo, victim, copy = _break_a_segment(sc, how, "-prefetch")
+    rc, dest = restore_prefetched(sc, repo, "latest", f"prefetch-{how}")
+    assert rc.returncode == 3, rc.stderr + rc.stdout
+    if how == "missing":
+        assert f"GAP missing 1 segment(s) {victim}" in rc.stdout
+    else:
+        assert f"DAMAGED {victim}" in rc.stdout and "authentication failed" in rc.stdout
+    fetched = sorted(p.name for p in (dest / "lifeline-wal").iterdir())
+    assert fetched and max(fetched) < victim  # nothing past the hole, and no damaged bytes in the claim
+    rows, _log = recovered_offline(sc, dest, copy)
     _assert_stopped_before(sc, rows, repo, victim)

@@ -4,12 +4,13 @@ exactly one run."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from lifeline.api.restoredrill import PointSelector, RestoreDrillSpec
-from lifeline.planning import backup, drill_points, drill_sandbox, drill_schedule, restore_job
+from lifeline.planning import backup, drill_points, drill_sandbox, drill_schedule, restore_job, restore_pitr
 from tests.integration.operator_harness import START, running_operator
 
 from .conftest import NS, events, policy
@@ -192,3 +193,47 @@ async def test_a_scheduled_drill_starts_exactly_one_run_when_the_clock_passes_it
         assert [r["name"] for r in status["history"]] == [run["name"]]
         assert status["nextRunTime"] == "2026-11-24T12:00:00Z"
         assert len(events(emulator, "pacs-drill", "DrillStarted")) == 1
+
+
+def test_a_point_in_time_drill_restores_with_restore_pitr_and_prefetches_the_wal_into_the_sandbox():
+    secrets = {"pacs-key": {"metadata": {"name": "pacs-key", "namespace": NS}, "data": {"key": "a2V5"}}}
+    continuous = policy(source={"continuous": {"claimName": "icu-db-wal", "path": "/wal-archive",
+                                               "postgres": {"image": "postgres:16"}}}, incremental=None)
+    continuous["metadata"]["namespace"] = NS
+    body = _drill_body(point={"strategy": "Latest", "targetTime": "latest"})
+    objects = drill_sandbox.sandbox_objects(body, continuous, POINTS[2], "pacs-drill-1", "sbx", FACTS, secrets)
+    job = objects[-1]
+    agent = next(c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == backup.AGENT)
+    assert agent["command"] == restore_pitr.command()
+    args = agent["args"]
+    assert args[args.index("--target-time") + 1] == "latest"
+    assert restore_pitr.PREFETCH in args and "--no-archive" in args  # self-contained, never archives
+    assert args[-1] == restore_job.TARGET_MOUNT + drill_sandbox.PITR_DATA  # not the root: lost+found
+    assert any(o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] == drill_sandbox.RESTORED_CLAIM
+               for o in objects)
+    # a dump policy has no WAL to replay: refused with what to do, not silently restored without it
+    dump = policy(source={"command": {"image": "postgres:16", "command": ["pg_dump", "-Fc", "his"]}})
+    dump["metadata"]["namespace"] = NS
+    with pytest.raises(backup.PlanError) as err:
+        drill_sandbox.sandbox_objects(body, dump, POINTS[2], "pacs-drill-1", "sbx", FACTS, secrets)
+    assert err.value.reason == "NotContinuous"
+
+
+def test_the_point_in_time_drill_example_plans_a_prefetching_restore_of_the_continuous_example():
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    body = yaml.safe_load((root / "examples" / "restoredrill-icu-charting-pitr.yaml").read_text())
+    pol = yaml.safe_load((root / "examples" / "backuppolicy-icu-charting-continuous.yaml").read_text())
+    for obj in (body, pol):
+        obj["metadata"]["namespace"] = NS
+    pt = point("icu-charting-20261123-0100", timedelta(hours=3), "icu-charting")
+    pt["spec"]["copies"][0]["destination"] = pol["spec"]["destinations"][0]["name"]
+    secrets = {name: {"metadata": {"name": name, "namespace": NS}, "data": {"k": "dg=="}}
+               for name in restore_job.secrets_needed(backup.parse_spec(pol), pt["spec"]["copies"][0])}
+    objects = drill_sandbox.sandbox_objects(body, pol, pt, "icu-pitr-1", "sbx", FACTS, secrets)
+    args = objects[-1]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--target-time") + 1] == "latest" and restore_pitr.PREFETCH in args
+    verify = drill_sandbox.verify_job(body, pol, "icu-pitr-1", "sbx")
+    assert "$LIFELINE_RESTORED" + drill_sandbox.PITR_DATA in verify["spec"]["template"]["spec"]["containers"][0][
+        "command"][-1]

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from lifeline.cli_stderr import audit_to_stderr, guard
 from lifeline.repository.backend import S3Options
 from lifeline.repository.errors import LifelineError, UsageError
 
@@ -87,26 +88,17 @@ def register(sub) -> None:
                    help="how restore_command calls the agent (default: this python -m lifeline.agent)")
     p.add_argument("--no-archive", action="store_true",
                    help="set archive_mode=off in the restored cluster (drills: never archive into production)")
+    p.add_argument("--prefetch-wal", action="store_true",
+                   help="fetch and authenticate every segment recovery needs into DEST/lifeline-wal now and "
+                        "set restore_command to copy from there: the database needs no agent, key or network")
+    p.add_argument("--key-file",
+                   help="a mounted Secret's key file: copied to a private 0600 temporary file (never into DEST) "
+                        "and used as --key")
     p.set_defaults(func=cmd_restore_pitr)
 
 
 # --- plumbing ---------------------------------------------------------------------------
-def _guard(fn):
-    def wrapped(args) -> int:
-        try:
-            return fn(args)
-        except LifelineError as exc:
-            print(f"lifeline agent {args.agent_command}: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            return 130
-        except OSError as exc:
-            where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-            print(f"lifeline agent {args.agent_command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-            return 1
-
-    wrapped.__name__ = fn.__name__
-    return wrapped
+_guard = guard(lambda args: f"lifeline agent {args.agent_command}", os_errors=True)
 
 
 def _dests(args):
@@ -232,18 +224,11 @@ def _private_key_copy(source: str, state: str) -> str:
 def _audited(action: str, subject_name: str, details: dict, run):
     """Base backups and restores are DR actions: one audit record when each ends (not wal-push,
     which runs every second and leaves its trace in the repository itself)."""
-    import logging
-
     from lifeline.observability import audit
 
     from .prune import default_actor
 
-    log = logging.getLogger("lifeline.audit")
-    if not log.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("lifeline agent: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+    audit_to_stderr("lifeline agent")
     subject = {"kind": "PostgreSQL", "namespace": "", "name": subject_name}
     try:
         result = run()
@@ -276,17 +261,31 @@ def cmd_base_backup(args) -> int:
 
 @_guard
 def cmd_restore_pitr(args) -> int:
-    from .wal_pitr import restore_pitr
-
     if not (args.target_time == "latest" or args.target_time):
         raise UsageError("--target-time is empty")
+    if not args.key_file:
+        return _restore_pitr(args)
+    import shutil
+    import tempfile
+
+    private = tempfile.mkdtemp(prefix="lifeline-key-")
+    try:
+        args.key = _private_key_copy(args.key_file, private)
+        return _restore_pitr(args)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _restore_pitr(args) -> int:
+    from .wal_pitr import restore_pitr
+
     stores = _stores(args)
     result = _audited("restore", args.source or os.path.abspath(args.dest),
                       {"type": "point-in-time", "target": args.target_time, "directory": os.path.abspath(args.dest),
                        "repositories": [s.repo.url for s in stores]},
                       lambda: restore_pitr(stores, args.target_time, args.dest, source=args.source,
                                            verify=args.verify, fetch_prefix=args.fetch_command, key=args.key,
-                                           no_archive=args.no_archive))
+                                           no_archive=args.no_archive, prefetch=args.prefetch_wal))
     wal = result["wal"]
     human = (f"restored base backup {result['base_backup']} ({result['base_backup_completed']}) to "
              f"{result['directory']}; WAL {wal['start']}..{wal['last_good']} ({wal['segments']} segments)"
@@ -294,6 +293,8 @@ def cmd_restore_pitr(args) -> int:
                 else "; recovers to the end of the shipped WAL")
              + "".join(f"\nGAP {g}" for g in wal["gaps"])
              + (f"\nDAMAGED {wal['damaged']['name']}: {wal['damaged']['error']}" if wal["damaged"] else "")
+             + (f"\nprefetched {wal['prefetched']['segments']} segments into {wal['prefetched']['directory']}/ "
+                "(restore_command copies from there)" if wal.get("prefetched") else "")
              + "\nstart PostgreSQL on it to replay (recovery.signal is set)")
     _emit(args, result, human)
     return 3 if result["outcome"] != "complete" else 0

@@ -10,6 +10,11 @@ so that starting PostgreSQL on the directory replays to the target. When the WAL
 hole or a damaged segment before the target, recovery can only reach the last good
 segment: the settings then recover to the end of the good WAL and the command says which
 segments are missing, and exits 3.
+
+With ``prefetch`` (``--prefetch-wal``) the restored directory is self-contained: every segment
+recovery needs is fetched and authenticated now into ``<dest>/lifeline-wal/``, and
+``restore_command`` is a plain ``cp`` from there, so the database pod that starts on it later
+needs no agent, no repository access and no key.
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ from lifeline.repository.repo import parse_rfc3339
 from lifeline.repository.segments import SegmentStore, parse_name
 
 BASE_TAG = "base-backup"
+PREFETCH_DIR = "lifeline-wal"  # inside the data directory; named relative to it (see PREFETCH_COMMAND)
+# PostgreSQL runs restore_command in the data directory, so a relative path works wherever the
+# claim is mounted later (the restore Job's /target/pgdata is not the database pod's path).
+PREFETCH_COMMAND = f"cp {PREFETCH_DIR}/%f %p"
+PREFETCH_PAST_TARGET = 1  # segments fetched after the first one closed past the target (see _Prefetcher)
 START_TAG = "wal-start="
 _LABEL_START = re.compile(r"START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)")
 
@@ -105,8 +115,11 @@ def _pg_time(ts: float) -> str:
 
 
 # --- the WAL after it --------------------------------------------------------------------
-def examine_wal(store: SegmentStore, start: str, *, verify: bool = False) -> dict:
-    """Segments from ``start`` on in its timeline: newest good one, holes, damaged ones."""
+def examine_wal(store: SegmentStore, start: str, *, verify: bool = False, fetch=None) -> dict:
+    """Segments from ``start`` on in its timeline: newest good one, holes, damaged ones.
+
+    ``fetch(position) -> bool`` replaces the plain verification: it fetches (and so authenticates)
+    one segment, raises DamagedData for a bad one, and returns False once it needs no more."""
     listing = store.list()
     stream = start[:8]
     names = listing.get(stream, [])
@@ -122,15 +135,17 @@ def examine_wal(store: SegmentStore, start: str, *, verify: bool = False) -> dic
             break
         chain.append(p)
     damaged = None
-    if verify:
+    if verify or fetch is not None:
         good = []
         for p in chain:
             try:
-                store.fetch(p.name)
+                more = fetch(p) if fetch is not None else store.fetch(p.name) is not None
             except DamagedData as exc:
                 damaged = {"name": p.name, "error": str(exc)}
                 break
             good.append(p)
+            if not more:
+                break
         chain = good
     last = chain[-1].name if chain else None
     last_closed = None
@@ -176,9 +191,31 @@ def write_recovery(dest: str, restore_command: str, target: float | None, *, no_
     return lines
 
 
+class _Prefetcher:
+    """Fetches segments (authenticated, atomically, from the first repository with a good copy)
+    into the directory, up to the target: every segment that closed before it, the first that
+    closed after it (it holds the target), and PREFETCH_PAST_TARGET more, because recovery stops
+    only on the first commit *after* the target, and PostgreSQL refuses to promote when the WAL
+    ends before it (a switch right after the target can put that commit in the next segment)."""
+
+    def __init__(self, stores: list[SegmentStore], directory: str, target: float | None):
+        self.stores, self.directory, self.target = stores, directory, target
+        self.past = 0
+        self.count = self.bytes = 0
+
+    def __call__(self, position) -> bool:
+        from .wal import fetch
+
+        got = fetch(self.stores, position.name, os.path.join(self.directory, position.name))
+        self.count, self.bytes = self.count + 1, self.bytes + got["size"]
+        if self.target is not None and (got.get("closed_at") or 0) > self.target:
+            self.past += 1
+        return self.past <= PREFETCH_PAST_TARGET
+
+
 def restore_pitr(stores: list[SegmentStore], target_text: str, dest: str, *, source: str | None = None,
                  verify: bool = False, fetch_prefix: str | None = None, key: str | None = None,
-                 no_archive: bool = False, notice=None) -> dict:
+                 no_archive: bool = False, prefetch: bool = False, notice=None) -> dict:
     from .restore import Restorer
 
     notice = notice or (lambda m: print(f"lifeline agent restore-pitr: {m}", file=sys.stderr))
@@ -197,7 +234,12 @@ def restore_pitr(stores: list[SegmentStore], target_text: str, dest: str, *, sou
     if start is None:
         with open(os.path.join(dest, "backup_label")) as f:
             start = wal_start_of(f.read())
-    wal = examine_wal(store, start, verify=verify)
+    prefetcher = None
+    if prefetch:
+        wal_dir = os.path.join(dest, PREFETCH_DIR)
+        os.makedirs(wal_dir, mode=0o700)
+        prefetcher = _Prefetcher(stores, wal_dir, target)
+    wal = examine_wal(store, start, verify=verify, fetch=prefetcher)
     used_target = target
     outcome = "complete"
     last_closed = wal["last_good_closed_at"]
@@ -215,8 +257,12 @@ def restore_pitr(stores: list[SegmentStore], target_text: str, dest: str, *, sou
         notice(f"the newest shipped segment {wal['last_good']} closed "
                f"{_pg_time(last_closed) if last_closed else 'before the base backup'}, not after the target "
                f"{_pg_time(target)}: recovering everything that was shipped")
-    prefix = fetch_prefix or f"{shlex.quote(sys.executable)} -m lifeline.agent"
-    command = fetch_command(prefix, [s.repo.url for s in stores], key)
+    if prefetcher is not None:
+        command = PREFETCH_COMMAND
+        wal["prefetched"] = {"directory": PREFETCH_DIR, "segments": prefetcher.count, "bytes": prefetcher.bytes}
+    else:
+        prefix = fetch_prefix or f"{shlex.quote(sys.executable)} -m lifeline.agent"
+        command = fetch_command(prefix, [s.repo.url for s in stores], key)
     settings = write_recovery(dest, command, used_target, no_archive=no_archive)
     return {"target": target_text, "recovery_target_time": _pg_time(used_target) if used_target else None,
             "base_backup": point.id, "base_backup_completed": point.header.get("completion_time"),

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from .common import DNSLabel, DNSName, Model, StatusBase, exactly_one, one_of_rule
 
 TARGET_KINDS = ("pvc", "command")
+# Point-in-time targets: an RFC 3339 time (with a zone) or the word latest.
+TargetTime = Annotated[str, Field(pattern=r"^(latest|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+                                          r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))$")]
 
 
 class PVCTarget(Model):
@@ -53,6 +56,16 @@ class RestoreSpec(Model):
     overwrite: bool = Field(False, description="Allow restoring into a target that already holds data.")
     reason: str = Field(min_length=1, description="Why this restore is needed; recorded in the audit trail.")
     required_approvals: int = Field(2, ge=2, le=5, description="Distinct approvers needed; never fewer than two.")
+    target_time: TargetTime | None = Field(
+        None, description="Point-in-time restore (policies with a continuous source only): an RFC 3339 time or "
+                          "'latest'. The agent restores the newest base backup that finished before it and "
+                          "replays the shipped WAL up to it; recoveryPoint then names any point of that policy.")
+
+    @model_validator(mode="after")
+    def _pitr_into_a_directory(self):
+        if self.target_time is not None and self.target.pvc is None:
+            raise ValueError("targetTime restores a PostgreSQL data directory: give target.pvc, not target.command")
+        return self
 
 
 class Approval(Model):

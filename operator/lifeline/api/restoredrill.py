@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .common import Cron, DNSName, Duration, Model, StatusBase
+from .restore import TargetTime
 
 
 class PointSelector(Model):
@@ -15,6 +16,11 @@ class PointSelector(Model):
     strategy: Literal["Latest", "Random", "Named"] = Field("Latest")
     window: Duration | None = Field(None, description="With Random: how far back to choose from.")
     name: DNSName | None = Field(None, description="With Named: the RecoveryPoint to restore.")
+    target_time: TargetTime | None = Field(
+        None, description="Point-in-time drill (policies with a continuous PostgreSQL source only): an RFC 3339 "
+                          "time or 'latest'. The agent restores the newest base backup that finished before it and "
+                          "prefetches the shipped WAL up to it into the sandbox claim; the chosen point then only "
+                          "names the policy and copy.")
 
     model_config = ConfigDict(
         json_schema_extra={

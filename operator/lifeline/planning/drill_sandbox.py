@@ -40,6 +40,7 @@ DATABASE = "drill-db"
 RESTORE_JOB = "restore"
 VERIFY_JOB = "verify"
 RESTORED_MOUNT = "/restored"
+PITR_DATA = "/pgdata"  # where a point-in-time drill puts the data directory inside the restored claim
 QUOTA = {"pods": "10", "persistentvolumeclaims": "6", "requests.cpu": "4", "requests.memory": "8Gi",
          "limits.memory": "16Gi", "services.loadbalancers": "0", "services.nodeports": "0"}
 SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
@@ -163,7 +164,10 @@ def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str)
 
 
 def target_of(drill: RestoreDrillSpec, point: dict, policy: BackupPolicySpec) -> restore_job.RestoreTarget:
-    """A fresh PVC for directory points; the load command for dump points."""
+    """A fresh PVC for directory points; the load command for dump points. With point.targetTime a
+    fresh PVC replayed to that time (restore_job refuses a policy that is not continuous PostgreSQL)."""
+    if drill.point.target_time:  # a subdirectory: a fresh volume's root may hold lost+found
+        return restore_job.RestoreTarget(claim_name=RESTORED_CLAIM, path=PITR_DATA, target_time=drill.point.target_time)
     if policy.source.command is not None:
         load = drill.restore.load
         if load is None:

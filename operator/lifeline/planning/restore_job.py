@@ -34,6 +34,9 @@ emptyDir (``/restore/stream``), the agent writes the stream into it, the ``load`
 the command with the FIFO as stdin and publishes its exit status (``/restore/exit-code``), and the
 agent reports success only when the command exited 0; its restore time ends when the load ends.
 
+With ``target.target_time`` (a continuous PostgreSQL policy) the agent container runs
+``lifeline agent restore-pitr --target-time T|latest`` instead: see :mod:`.restore_pitr`.
+
 Pod hardening is the backup pod's (:mod:`lifeline.planning.backup`): non-root, read-only root
 filesystem, no capabilities, seccomp RuntimeDefault, no service-account token unless the key is
 in Vault.
@@ -45,7 +48,7 @@ from dataclasses import dataclass, field
 
 from lifeline.api.backuppolicy import BackupPolicySpec
 
-from . import backup
+from . import backup, restore_pitr as pitr
 from .backup import Facts, PlanError
 
 RESTORE_COMMAND = ("python", "-m", "lifeline.agent.restore_task")
@@ -53,11 +56,14 @@ TARGET_MOUNT = "/target"
 STREAM_MOUNT = "/restore"
 FIFO = f"{STREAM_MOUNT}/stream"
 EXIT_CODE = f"{STREAM_MOUNT}/exit-code"
+LOAD_ERRORS = f"{STREAM_MOUNT}/load-errors"  # the command's stderr: its last error line is the failure's reason
 LOADER = "load"
 COMPONENT = "restore"
-# The load container's whole program: the command reads the FIFO, its status is published.
+# The load container's whole program: the command reads the FIFO, its stderr is kept for the agent
+# (and copied to the log), then its status is published.
 LOAD_SCRIPT = (
-    f'"$@" < {FIFO}; rc=$?; echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
+    f'"$@" < {FIFO} 2> {LOAD_ERRORS}; rc=$?; cat {LOAD_ERRORS} >&2; '
+    f'echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
 )
 DEFAULT_DEADLINE = 6 * 3600
 
@@ -71,8 +77,11 @@ class RestoreTarget:
     image: str | None = None
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # literal variables for the command (no secrets)
+    target_time: str | None = None  # point-in-time (continuous policies): RFC 3339 or "latest"
 
     def __post_init__(self):
+        if self.target_time and not self.claim_name:
+            raise ValueError("a point-in-time restore writes a PostgreSQL data directory: it needs a PVC target")
         if bool(self.claim_name) == bool(self.command):
             raise ValueError("a restore target is either a PVC (claim_name) or a command, exactly one")
         if self.command and not self.image:
@@ -147,7 +156,7 @@ def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: Bac
     if target.claim_name:
         plan["target"] = {"kind": "dir", "path": backup._inside(TARGET_MOUNT, target.path, "target path")}
     else:
-        plan["target"] = {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE}
+        plan["target"] = {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE, "errors": LOAD_ERRORS}
     return plan
 
 
@@ -186,6 +195,8 @@ def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarg
                                                else {"secret": {"secretName": ca.secret, **item}})})
         env.append({"name": "VAULT_CACERT", "value": f"{backup.VAULT_CA_MOUNT}/{ca.key}"})
     resources = backup._resources(spec)
+    if target.target_time:
+        env = pitr.env(env, spec, copy)
     agent = {
         "name": backup.AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
         "command": list(RESTORE_COMMAND), "args": ["restore"], "env": env, "resources": resources,
@@ -206,6 +217,8 @@ def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarg
         "containers": [agent],
         "volumes": volumes,
     }
+    if target.target_time:
+        agent["command"], agent["args"] = pitr.command(), pitr.args(plan, target.target_time, no_archive=True)
     if target.claim_name:
         mounts.append({"name": "target", "mountPath": TARGET_MOUNT})
         volumes.append({"name": "target", "persistentVolumeClaim": {"claimName": target.claim_name}})
@@ -250,6 +263,8 @@ def restore_job(point: dict, policy_body: dict, target: RestoreTarget, *, namesp
     meta = policy_body["metadata"]
     policy, policy_ns = meta["name"], meta.get("namespace", "")
     copy = choose_copy(point, spec, destination)
+    if target.target_time:
+        pitr.require_continuous(spec, policy)
     plan = restore_plan(point, policy_ns, policy, spec, copy, target)
     lbl = _labels(policy, options.labels)
     annotations = {backup.ANN_POLICY: policy, **options.annotations}

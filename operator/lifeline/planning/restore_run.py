@@ -23,7 +23,6 @@ RestoreDrill); this module wraps it with what a restore into production needs be
 from __future__ import annotations
 
 import hashlib
-import json
 
 from lifeline import GROUP, VERSION
 
@@ -76,7 +75,8 @@ def target_of(spec: dict) -> restore_job.RestoreTarget:
     target = spec.get("target") or {}
     if target.get("pvc"):
         pvc = target["pvc"]
-        return restore_job.RestoreTarget(claim_name=pvc["claimName"], path=pvc.get("path") or "/")
+        return restore_job.RestoreTarget(claim_name=pvc["claimName"], path=pvc.get("path") or "/",
+                                         target_time=spec.get("targetTime"))
     cmd = target["command"]
     return restore_job.RestoreTarget(image=cmd["image"], command=tuple(cmd["command"]))
 
@@ -106,8 +106,7 @@ def job(body: dict, point: dict, policy_body: dict, facts: backup.Facts) -> dict
     pod = manifest["spec"]["template"]["spec"]
     if spec.get("target", {}).get("pvc") and not spec.get("overwrite"):
         agent = next(c for c in pod["containers"] if c["name"] == backup.AGENT)
-        task = json.loads(next(e["value"] for e in agent["env"] if e["name"] == "LIFELINE_JOB_PLAN"))
-        path = task["target"]["path"]
+        path = backup._inside(restore_job.TARGET_MOUNT, spec["target"]["pvc"].get("path") or "/", "target path")
         shown = f"{spec['target']['pvc']['claimName']}:{spec['target']['pvc'].get('path') or '/'}"
         pod.setdefault("initContainers", []).insert(0, {
             "name": GUARD, "image": agent["image"], "imagePullPolicy": "IfNotPresent",
