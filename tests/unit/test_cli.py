@@ -57,3 +57,25 @@ def test_replicas_of_one_deployment_get_distinct_peering_priorities():
     assert peering_priority(None, "lifeline", names[0]) == derived[0]  # stable across restarts of one pod
     assert peering_priority(250, "lifeline", names[0]) == 250  # an explicit priority wins
     assert peering_priority(None, None, names[0]) == 0  # standalone: kopf's default
+
+
+def test_failover_commands_take_the_namespace_of_the_context_they_connect_with(tmp_path):
+    """`lifeline failover … --context site-b` must act in site-b's namespace, not the current one's."""
+    import argparse
+
+    import yaml
+
+    from lifeline.commands.failover import _namespace
+
+    cluster = {"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}
+    user = {"name": "u", "user": {"token": "t"}}
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster], "users": [user],
+        "contexts": [{"name": "site-a", "context": {"cluster": "c", "user": "u", "namespace": "ward-a"}},
+                     {"name": "site-b", "context": {"cluster": "c", "user": "u", "namespace": "ward-b"}}],
+        "current-context": "site-a"}))
+    args = argparse.Namespace(namespace=None, kubeconfig=str(config), context="site-b")
+    assert _namespace(args) == "ward-b"
+    assert _namespace(argparse.Namespace(namespace=None, kubeconfig=str(config), context=None)) == "ward-a"
+    assert _namespace(argparse.Namespace(namespace="icu", kubeconfig=str(config), context="site-b")) == "icu"

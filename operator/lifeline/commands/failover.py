@@ -57,15 +57,10 @@ def register(sub) -> None:
 
 
 def _namespace(args) -> str:
-    if args.namespace:
-        return args.namespace
-    try:
-        import kubernetes
+    """The namespace given, else the one of the kubeconfig context in use (--context included)."""
+    from .backup import _namespace as namespace_of
 
-        _, current = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
-        return (current or {}).get("context", {}).get("namespace") or "default"
-    except Exception:  # no kubeconfig: in-cluster, or the API call will say what is wrong
-        return "default"
+    return namespace_of(args)
 
 
 def request(args) -> int:
