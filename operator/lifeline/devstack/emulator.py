@@ -541,7 +541,8 @@ class HonestEmulator(ObjectStore):
                 yield {"type": "ERROR", "object": expired(cursor, self._forgotten_rv + 1).status()}
                 return
             wakeup = self._wakeup
-            start = bisect.bisect_right([c.rv for c in self._changes], cursor)
+            # O(log n): every watch wakes on every change, so no list of all rvs per wakeup
+            start = bisect.bisect_right(self._changes, cursor, key=lambda c: c.rv)
             for change in self._changes[start:]:
                 cursor = change.rv
                 event = self._project(change, matches) if change.resource == res else None

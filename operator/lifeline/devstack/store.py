@@ -48,6 +48,13 @@ def _spec_part(obj: Mapping[str, Any]) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
 
 
+def _kind_of(res) -> tuple:
+    """(group, version, plural): what kmock.resource equality compares, usable as a dict key."""
+    if isinstance(res, str):
+        res = kmock.resource(res)
+    return (res.group, res.version, res.plural)
+
+
 @attrs.define(kw_only=True)
 class ObjectStore(kmock.KubernetesEmulator):
     """kmock's emulator with the API server's rules for what a write stores.
@@ -68,6 +75,9 @@ class ObjectStore(kmock.KubernetesEmulator):
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)  # resources served for a CRD
     _crd_served: dict[str, set[kmock.resource]] = attrs.field(factory=dict, init=False)
     _columns: dict[kmock.resource, list[dict]] = attrs.field(factory=dict, init=False)  # printer columns
+    # keys ever stored, by (group, version, plural): reading one kind must not walk every object
+    # (webhook configurations are looked up on each write; thousands of objects made that quadratic)
+    _keys_by_kind: dict[tuple, dict[tuple, None]] = attrs.field(factory=dict, init=False)
 
     # ---- reading the stored state
 
@@ -78,8 +88,13 @@ class ObjectStore(kmock.KubernetesEmulator):
         return None if obj.deleted else obj.last.raw
 
     def _objects_of(self, res: kmock.resource | None = None) -> Iterator[tuple[tuple, dict]]:
-        for key, obj in list(self._objects.items()):
-            if (res is None or key[0] == res) and not obj.deleted:
+        if res is None:
+            keys = list(self._objects)
+        else:
+            keys = list(self._keys_by_kind.get(_kind_of(res), ()))
+        for key in keys:
+            obj = self._objects[key]
+            if not obj.deleted:
                 yield key, obj.last.raw
 
     def _now(self) -> str:
@@ -100,6 +115,7 @@ class ObjectStore(kmock.KubernetesEmulator):
                 self._objects[key].history.append(new)
         else:
             self._objects[key] = new
+            self._keys_by_kind.setdefault(_kind_of(key[0]), {})[key] = None
         self._changes.append(Change(self._rv, key[0], key[1], type_, copy.deepcopy(new), copy.deepcopy(old)))
         if len(self._changes) > self.history_limit:
             drop = len(self._changes) - self.history_limit // 2
