@@ -253,3 +253,21 @@ def test_ctrl_c_in_the_middle_stops_everything(tmp_path):
     assert _leftovers(state, pids) == []
     if OpenBaoServer.available()[0]:
         assert pids, text
+
+
+def test_without_the_real_parts_dev_up_says_so_and_still_runs_the_loop(tmp_path):
+    """A machine without OpenBao or PostgreSQL gets the fallbacks, each announced in one line."""
+    state = tmp_path / "demo"
+    out = subprocess.run(_dev_up(state, "--without", "vault", "--without", "postgres"), cwd=ROOT,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "keys              no OpenBao: left out (--without vault); backups use local keys" in text
+    assert "HIS database      skipped: left out (--without postgres)" in text
+    end = text.split("=== summary")[-1]
+    assert "his-patients" not in end  # the dump policy is left out ...
+    assert _line(end, "backup     ").startswith("backup     4 recovery points")  # ... the other two ran
+    stored = json.loads((state / "objects.json").read_text())
+    points = stored["RecoveryPoint"]
+    assert points and {p["spec"]["keyRef"].split(":")[0] for p in points} == {"secret"}
+    assert "rtoMet=True" in text.split("=== summary")[-1]  # the drill still ran on local keys

@@ -30,6 +30,8 @@ def _options(p) -> None:
     p.add_argument("--hospital", type=Path, default=None,
                    help="the hospital scenario's manifests (default <examples>/hospital)")
     p.add_argument("--keep", action="store_true", help="keep running (Ctrl-C to stop) so you can use kubectl")
+    p.add_argument("--without", action="append", choices=("vault", "postgres"), default=[],
+                   help="leave a real part out and use its fallback (local keys / no HIS database); repeatable")
     p.set_defaults(func=run)
 
 
@@ -120,7 +122,7 @@ async def _demo(args) -> int:
     started = time.monotonic()
 
     stack = DevStack(state, args.examples, _say, hospital=args.hospital or args.examples / "hospital",
-                     extra_key_refs=[backup_scene.VAULT_KEY_REF])
+                     extra_key_refs=[backup_scene.VAULT_KEY_REF], without=frozenset(args.without))
     async with stack:
         emulator, kubeconfig, ctx = stack.emulator, stack.kubeconfig, stack.ctx
         kube = Kube.connect(kubeconfig)

@@ -112,6 +112,7 @@ class DevStack:
     say: Callable[[str], None]
     hospital: Path | None = None
     extra_key_refs: list[str] = field(default_factory=list)
+    without: frozenset[str] = frozenset()  # "vault", "postgres": run the fallback even when present
     # filled in on start
     vault: object | None = None
     postgres: object | None = None
@@ -184,7 +185,7 @@ class DevStack:
     async def _start_vault(self) -> None:
         from lifeline.devstack.openbao import OpenBaoServer, prepare_keys
 
-        ok, why = OpenBaoServer.available()
+        ok, why = (False, "left out (--without vault)") if "vault" in self.without else OpenBaoServer.available()
         if not ok:
             self.say(f"keys              no OpenBao: {why}; backups use local keys (secret://) instead")
             return
@@ -201,7 +202,7 @@ class DevStack:
     async def _start_postgres(self) -> None:
         from lifeline.devstack.postgres import PostgresServer
 
-        ok, why = PostgresServer.available()
+        ok, why = (False, "left out (--without postgres)") if "postgres" in self.without else PostgresServer.available()
         if not ok:
             self.say(f"HIS database      skipped: {why}")
             return
