@@ -28,7 +28,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,15 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from lifeline.api import BY_KIND  # noqa: E402
+from lifeline.devstack.children import free_port  # noqa: E402
 from lifeline.devstack.emulator import make_emulator, serve, write_kubeconfig  # noqa: E402
 
 PLURAL = BY_KIND["BackupPolicy"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def policy(i: int) -> dict:

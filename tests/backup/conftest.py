@@ -7,16 +7,21 @@ import base64
 import copy
 from pathlib import Path
 
+import kmock
 import pytest
 
+from lifeline.api import BY_KIND
 from lifeline.clock import FrozenClock
 from lifeline.devstack.emulator import make_emulator
 from lifeline.devstack.job_runner import JobRunner
 from lifeline.keys import create_key_file
+from lifeline.planning import conditions
 from tests.integration.operator_harness import START
 from tests.kube_client import Api
 
 NS = "hospital"
+POLICY = BY_KIND["BackupPolicy"].resource
+POINTS = kmock.resource(BY_KIND["RecoveryPoint"].resource)
 
 
 @pytest.fixture
@@ -127,3 +132,29 @@ def events(emulator, name: str, reason: str | None = None) -> list[dict]:
 
 async def wait_event(emulator, name: str, reason: str, timeout: float = 10) -> list[dict]:
     return await emulator.wait_for(lambda: events(emulator, name, reason), timeout=timeout)
+
+
+def stored(emulator, name: str = "pacs") -> dict | None:
+    return emulator.stored(POLICY, NS, name)
+
+
+def cond(obj, type_: str) -> dict:
+    return conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_) or {}
+
+
+def points(emulator, policy_name: str = "pacs") -> list[dict]:
+    """The policy's RecoveryPoints, oldest first."""
+    return sorted((o for _, o in emulator._objects_of(POINTS) if o["spec"]["policyName"] == policy_name),
+                  key=lambda o: o["spec"]["startTime"])
+
+
+async def settled(emulator, name: str = "pacs", generation: int | None = None) -> dict:
+    """The policy once the operator has observed its current generation (and that is ``generation``)."""
+    def check():
+        o = stored(emulator, name)
+        st = (o or {}).get("status") or {}
+        ok = st.get("observedGeneration") == o["metadata"]["generation"] if o else False
+        if ok and generation is not None:
+            ok = o["metadata"]["generation"] == generation
+        return ok and o
+    return await emulator.wait_for(check, timeout=20)

@@ -12,8 +12,7 @@ import pytest
 from lifeline.controllers.backup_continuous import STATUS_COMMAND
 from tests.integration.operator_harness import metric, running_operator, until
 
-from .conftest import NS, events, policy, wait_event
-from .test_controller import cond, settled, stored
+from .conftest import NS, cond, events, policy, settled, stored, wait_event
 
 DEPLOYMENTS = "apps/v1/deployments"
 CONTINUOUS = {"continuous": {"claimName": "pacs-data", "path": "/wal", "segmentPattern": "0*"}}

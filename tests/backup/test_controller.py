@@ -6,49 +6,21 @@ import asyncio
 
 import kmock
 
-from lifeline.api import BY_KIND
 from lifeline.cli import main
 from lifeline.observability import audit
-from lifeline.planning import conditions
 from tests.integration.operator_harness import metric, running_operator, until
 
-from .conftest import NS, policy, seed_pvc, seed_secret, wait_event
+from .conftest import NS, cond, points, policy, seed_pvc, seed_secret, settled, stored, wait_event
 
-POLICY = BY_KIND["BackupPolicy"].resource
-POINTS = kmock.resource(BY_KIND["RecoveryPoint"].resource)
 CRONJOBS = "batch/v1/cronjobs"
-
-
-def stored(emulator, name="pacs"):
-    return emulator.stored(POLICY, NS, name)
-
-
-def cond(obj, type_):
-    return conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_) or {}
 
 
 def cronjob(emulator, name):
     return emulator.stored(CRONJOBS, NS, name)
 
 
-def points(emulator, policy_name="pacs"):
-    return sorted((o for (r, _, _), o in emulator._objects_of() if r == POINTS
-                   and o["spec"]["policyName"] == policy_name), key=lambda o: o["spec"]["startTime"])
-
-
 def jobs(emulator):
     return [o for (r, _, _), o in emulator._objects_of() if r == kmock.resource("batch/v1/jobs")]
-
-
-async def settled(emulator, name="pacs", generation=None):
-    def check():
-        o = stored(emulator, name)
-        st = (o or {}).get("status") or {}
-        ok = st.get("observedGeneration") == o["metadata"]["generation"] if o else False
-        if ok and generation is not None:
-            ok = o["metadata"]["generation"] == generation
-        return ok and o
-    return await emulator.wait_for(check, timeout=20)
 
 
 async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(emulator, kubeconfig, api, cluster):

@@ -8,16 +8,10 @@ import subprocess
 import sys
 import uuid
 
-import kmock
-
-from lifeline.api import BY_KIND
 from lifeline.devstack.job_runner import JobRunner
 from tests.integration.operator_harness import running_operator
 
-from .conftest import NS, policy, seed_pvc, seed_secret, wait_event
-
-POLICY = BY_KIND["BackupPolicy"].resource
-POINTS = kmock.resource(BY_KIND["RecoveryPoint"].resource)
+from .conftest import NS, POLICY, points, policy, seed_pvc, seed_secret, settled, wait_event
 
 
 def dump_policy(name: str, command: list[str], env: list | None = None) -> dict:
@@ -29,15 +23,6 @@ def dump_policy(name: str, command: list[str], env: list | None = None) -> dict:
     return body
 
 
-def points(emulator, name):
-    return [o for (r, _, _), o in emulator._objects_of(POINTS) if o["spec"]["policyName"] == name]
-
-
-async def settled(emulator, name):
-    return await emulator.wait_for(lambda: (o := emulator.stored(POLICY, NS, name)) and
-                                   (o.get("status") or {}).get("observedGeneration") == 1 and o, timeout=20)
-
-
 async def test_a_dump_streams_into_every_destination_and_a_failed_dump_publishes_nothing(
         emulator, kubeconfig, api, cluster, runner, clock):
     good = dump_policy("lab", ["/bin/sh", "-c", "printf 'id,result\\n1,4.2\\n'"])
@@ -45,8 +30,8 @@ async def test_a_dump_streams_into_every_destination_and_a_failed_dump_publishes
     async with running_operator(kubeconfig, emulator, clock=clock):
         await api.create(good)
         await api.create(bad)
-        await settled(emulator, "lab")
-        await settled(emulator, "broken")
+        await settled(emulator, "lab", generation=1)
+        await settled(emulator, "broken", generation=1)
 
         ok = await runner.trigger(NS, "lab-full")
         assert ok.phase == "Succeeded", ok.containers["agent"].log.read_text()
@@ -83,7 +68,7 @@ async def test_pg_dump_of_a_real_database_restores_with_the_same_rows(
                          extra_path=[str(postgres.bin_dir)]) as runner:
         async with running_operator(kubeconfig, emulator, clock=clock):
             await api.create(body)
-            await settled(emulator, "lab-db")
+            await settled(emulator, "lab-db", generation=1)
             result = await runner.trigger(NS, "lab-db-full")
             assert result.phase == "Succeeded", result.containers["agent"].log.read_text()
             await emulator.wait_for(lambda: points(emulator, "lab-db"), timeout=20)

@@ -2,35 +2,9 @@
 operator records what it did as a RecoveryPoint, in the policy's status, Events and metrics."""
 from __future__ import annotations
 
-import kmock
-
-from lifeline.api import BY_KIND
-from lifeline.planning import conditions
 from tests.integration.operator_harness import metric, running_operator
 
-from .conftest import NS, policy, wait_event
-
-POLICY = BY_KIND["BackupPolicy"].resource
-POINT = BY_KIND["RecoveryPoint"].resource
-
-
-def stored(emulator, name="pacs"):
-    return emulator.stored(POLICY, NS, name)
-
-
-def cond(obj, type_):
-    return conditions.find((obj.get("status") or {}).get("conditions"), type_) or {}
-
-
-def points(emulator, policy_name="pacs"):
-    return sorted((o for _, o in emulator._objects_of(kmock.resource(POINT))
-                   if o["spec"]["policyName"] == policy_name), key=lambda o: o["spec"]["startTime"])
-
-
-async def settled(emulator, name="pacs"):
-    return await emulator.wait_for(
-        lambda: (o := stored(emulator, name)) and (o.get("status") or {}).get("observedGeneration") ==
-        o["metadata"]["generation"] and o, timeout=20)
+from .conftest import NS, cond, points, policy, settled, stored, wait_event
 
 
 async def test_a_scheduled_backup_becomes_a_recovery_point_and_an_incremental_follows(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 
 from lifeline.devstack.job_runner import JobRunner
+from tests.backup.conftest import points
 from tests.integration.operator_harness import running_operator
 
 from .conftest import NS, seed_pvc, seed_secret, wait_event
-from tests.backup.test_dump import points
 
 from .test_drill_e2e import last_run
 from .test_dump_drill import ROWS, dump_drill, dump_policy, kube_url

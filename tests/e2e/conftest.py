@@ -3,30 +3,15 @@ operator, the job runner playing kubelet for the real agent, and real OpenBao / 
 test needs them. One frozen clock for all of it (tests/backup's fixtures), so no test waits for time."""
 from __future__ import annotations
 
-import kmock
 import pytest
 
 from lifeline.api import BY_KIND
-from lifeline.planning import conditions
-from tests.backup.conftest import (  # noqa: F401  (fixtures)
-    NS, api, clock, cluster, emulator, fast_timers, key_text, policy, runner, seed_secret, volumes,
+from tests.backup.conftest import (  # noqa: F401  (fixtures, and the readers the tests here share)
+    NS, api, clock, cluster, cond, emulator, fast_timers, key_text, points, policy, runner, seed_secret, stored,
+    volumes,
 )
 
-POLICY = BY_KIND["BackupPolicy"].resource
 POINT = BY_KIND["RecoveryPoint"].resource
-
-
-def stored(emulator, name: str = "pacs") -> dict | None:
-    return emulator.stored(POLICY, NS, name)
-
-
-def cond(obj, type_: str) -> dict:
-    return conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_) or {}
-
-
-def points(emulator, policy_name: str = "pacs") -> list[dict]:
-    return sorted((o for _, o in emulator._objects_of(kmock.resource(POINT))
-                   if o["spec"]["policyName"] == policy_name), key=lambda o: o["spec"]["startTime"])
 
 
 async def settled(emulator, name: str = "pacs", timeout: float = 20) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from lifeline.clock import FrozenClock
+from lifeline.devstack.children import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,11 +61,7 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: Path, clock: SharedClock, log: Path, namespaces: list[str] = (),
                  env: dict | None = None):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.log = log
         self._log_file = open(log, "ab")
         self.proc = subprocess.Popen(

@@ -13,14 +13,11 @@ import asyncio
 import json
 
 from lifeline.cli import main as lifeline
+from tests.integration.operator_harness import metric
 
 from .conftest import (
     NS, PRIMARY_NS, PodEndpoint, condition, event_reasons, operator, phase, tick, until, wait_condition,
 )
-
-
-def metric(ctx, sample: str, **labels) -> float:
-    return ctx.metrics.registry.get_sample_value(sample, labels) or 0.0
 
 
 async def cli(world, *args: str) -> int:

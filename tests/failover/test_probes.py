@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from datetime import datetime, timezone
 
@@ -10,6 +9,7 @@ import aiohttp.web
 import pytest
 
 from lifeline.api.failoverplan import HealthCheck
+from lifeline.devstack.children import free_port
 from lifeline.devstack.kubelet import PodEndpoint
 from lifeline.failover import probes
 from lifeline.kube import KubeError
@@ -24,12 +24,6 @@ def check(**kind) -> HealthCheck:
 async def run(c: HealthCheck, read=None):
     async with probes.new_session() as session:
         return await probes.probe(c, "site-a", session=session, read_workload=read, now=NOW)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from .argo import KINDS, health
+from .argo import KINDS, health, script
 from .samples import INVALID, READY, cond, obj
 
 
@@ -109,3 +109,20 @@ def test_failoverplan_phases():
     assert plan("Degraded", waiting) == {"status": "Suspended", "message": "ManualMode: run lifeline failover approve icu"}
     not_waiting = cond("FailoverRecommended", "False", "NoBreach", "")
     assert plan("Monitoring", not_waiting)["status"] == "Healthy"
+
+
+# ---- the lines every check repeats (argocd-cm takes each file whole, so they cannot be shared)
+
+
+def _shared_head(kind: str) -> str:
+    """From ``local hs`` through the Stalled verdict: the part that must read the same in every file."""
+    lines = script(kind).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("local hs = "))
+    stalled = next(i for i, line in enumerate(lines) if line.startswith("if stalled ~= nil"))
+    return "\n".join(line for line in lines[start:stalled + 4] if not line.startswith("local stalled"))
+
+
+def test_the_condition_reading_lines_are_the_same_in_every_check():
+    first, *rest = KINDS
+    for kind in rest:
+        assert _shared_head(kind) == _shared_head(first), f"{kind.lower()}.lua drifted from {first.lower()}.lua"

@@ -5,10 +5,9 @@ import contextlib
 import io
 from pathlib import Path
 
-import kmock
-
 from lifeline.cli import build_parser
 from lifeline.commands import restore as restore_cmd
+from tests.backup.conftest import events  # noqa: F401 - the restore tests' Events, as the backup tests read them
 
 NS = "hospital"
 
@@ -29,9 +28,3 @@ def stored(emulator, name: str) -> dict:
 
 def phase(emulator, name: str) -> str | None:
     return ((stored(emulator, name) or {}).get("status") or {}).get("phase")
-
-
-def events(emulator, name: str, reason: str | None = None) -> list[dict]:
-    res = kmock.resource("v1/events")
-    return [o for _, o in emulator._objects_of(res)
-            if o.get("involvedObject", {}).get("name") == name and (reason is None or o.get("reason") == reason)]

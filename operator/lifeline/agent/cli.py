@@ -384,7 +384,7 @@ def cmd_shred(args) -> int:
     repo = _open(args)
     # the same audited path as `lifeline keys shred`: every shred leaves an audit record
     result = shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait,
-                   actor=os.environ.get("LIFELINE_ACTOR") or default_actor(), reason="lifeline agent shred")
+                   actor=default_actor(), reason="lifeline agent shred")
     _emit(args, result, f"destroyed the data key of epoch {result['epoch']}; "
                         f"{len(result['points_shredded'])} point(s) are gone: "
                         + ", ".join(result["points_shredded"]) + "\nrun `prune` to delete the unreadable packs")

@@ -176,14 +176,20 @@ def _finish(proc: subprocess.Popen, outcome: Outcome) -> Outcome:
     return outcome
 
 
+def s3_options(env: dict):
+    """S3 settings of one destination's agent environment (see :meth:`Destination.env`)."""
+    from lifeline.repository.backend import S3Options
+
+    return S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
+                     access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
+
+
 def _repository_exists(dest: Destination, env: dict) -> bool:
-    from lifeline.repository.backend import S3Options, open_backend
+    from lifeline.repository.backend import open_backend
     from lifeline.repository.layout import CONFIG
 
-    s3 = S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
-                   access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
     try:
-        return open_backend(dest.repository, s3).exists(CONFIG)
+        return open_backend(dest.repository, s3_options(env)).exists(CONFIG)
     except Exception:  # noqa: BLE001 - unreachable or missing: let `init` say what is wrong
         return False
 

@@ -25,7 +25,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .jobs import DEFAULT_TERMINATION_LOG, Destination, _key_ref, _log, _read_exit_code, _usage, _write_termination
+from .jobs import (DEFAULT_TERMINATION_LOG, Destination, _key_ref, _log, _read_exit_code, _usage, _write_termination,
+                   s3_options)
 
 LOAD_WAIT = 6 * 3600.0  # the Job's deadline ends a load that never finishes; this only bounds the wait
 
@@ -51,12 +52,10 @@ def _reason(exc: Exception) -> str:
 
 
 def _open(dest: Destination, env: dict):
-    from lifeline.repository.backend import S3Options, open_backend
+    from lifeline.repository.backend import open_backend
     from lifeline.repository.repo import Repository
 
-    s3 = S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
-                   access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
-    return Repository.open(open_backend(dest.repository, s3))
+    return Repository.open(open_backend(dest.repository, s3_options(env)))
 
 
 def _provider(key_ref: str, repo):

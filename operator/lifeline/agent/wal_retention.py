@@ -13,16 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lifeline.repository.segments import AUX_STREAM, WAL_DIR, SegmentStore, parse_name
 
-from .wal_pitr import BASE_TAG, START_TAG
+from .wal_pitr import BASE_TAG, _wal_start
 
 
 def _start_seq(point, seg_size: int) -> int | None:
-    if BASE_TAG not in point.header.get("tags", []):
-        return None
-    for t in point.header.get("tags", []):
-        if t.startswith(START_TAG):
-            return parse_name(t[len(START_TAG):], seg_size).seq
-    return None
+    start = _wal_start(point) if BASE_TAG in point.header.get("tags", []) else None
+    return parse_name(start, seg_size).seq if start else None
 
 
 def plan(repo, keep_points: list) -> dict:
@@ -51,8 +47,7 @@ def plan(repo, keep_points: list) -> dict:
         return h.get("epoch")
 
     with ThreadPoolExecutor(8) as ex:
-        epochs |= {e for e in ex.map(epoch_of, [k for k in kept if not k.startswith(f"{WAL_DIR}{AUX_STREAM}/")]) if e}
-        epochs |= {e for e in ex.map(epoch_of, [k for k in kept if k.startswith(f"{WAL_DIR}{AUX_STREAM}/")]) if e}
+        epochs |= {e for e in ex.map(epoch_of, kept) if e}
     return {"delete": sorted(delete), "keep_epochs": epochs, "segments_kept": len(kept)}
 
 

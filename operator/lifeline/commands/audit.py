@@ -7,10 +7,13 @@ summary, or 1 naming the first record that was edited, removed, inserted or reor
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from datetime import datetime, timedelta, timezone
+
+from lifeline.cli_stderr import guard
 
 
 def register(subparsers) -> None:
@@ -42,20 +45,16 @@ def register(subparsers) -> None:
 
 
 def _guard(fn):
+    """cli_stderr.guard (LifelineError -> its exit code, named `lifeline audit VERB`), after checking --url."""
+    @guard(lambda args: f"lifeline audit {args.audit_command}")
+    @functools.wraps(fn)
     def wrapped(args) -> int:
-        from lifeline.repository.errors import LifelineError
+        if not args.url:
+            from lifeline.repository.errors import UsageError
 
-        try:
-            if not args.url:
-                from lifeline.repository.errors import UsageError
-
-                raise UsageError("no audit log given: pass --url (file:///path/audit or s3://bucket/audit) "
-                                 "or set LIFELINE_AUDIT_URL")
-            return fn(args)
-        except LifelineError as exc:
-            print(f"lifeline audit {args.audit_command}: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-    wrapped.__name__ = fn.__name__
+            raise UsageError("no audit log given: pass --url (file:///path/audit or s3://bucket/audit) "
+                             "or set LIFELINE_AUDIT_URL")
+        return fn(args)
     return wrapped
 
 

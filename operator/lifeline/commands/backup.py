@@ -55,9 +55,8 @@ def _namespace(args) -> str:
     try:
         import kubernetes
 
-        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
+        contexts, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
         if args.context:
-            contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
             active = next((c for c in contexts if c["name"] == args.context), active)
         return (active or {}).get("context", {}).get("namespace") or "default"
     except Exception:  # noqa: BLE001 - no kubeconfig: the Kube connection below says so

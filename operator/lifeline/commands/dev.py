@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from lifeline.api import BY_KIND, KINDS
 from lifeline.planning import conditions
 
@@ -114,17 +112,16 @@ async def _demo(args) -> int:
     from lifeline.printing import table
 
     state = args.dir.resolve()
-    paths = sorted(args.examples.glob("*.yaml"))
-    if not paths:
+    if not any(args.examples.glob("*.yaml")):
         print(f"no manifests in {args.examples}/", file=sys.stderr)
         return 2
-    examples = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
     started = time.monotonic()
 
     stack = DevStack(state, args.examples, _say, hospital=args.hospital or args.examples / "hospital",
                      extra_key_refs=[backup_scene.VAULT_KEY_REF], without=frozenset(args.without))
     async with stack:
         emulator, kubeconfig, ctx = stack.emulator, stack.kubeconfig, stack.ctx
+        examples = stack.manifests  # every document of <examples>/*.yaml, read once by the stack
         kube = Kube.connect(kubeconfig)
         try:
             hospital = stack.applicable_hospital()

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from lifeline.api import BY_KIND
 
+from .backup import _common, _kube, _namespace
 from .fetch import get_named
 
 INFO = BY_KIND["FailoverPlan"]
@@ -38,12 +39,10 @@ def register(sub) -> None:
         "switch": "planned switchover to the other site, for maintenance",
         "status": "show phase, active site, checks, conditions and history",
     }
+    common = _common()
     for verb, text in helps.items():
-        v = verbs.add_parser(verb, help=text, description=text)
+        v = verbs.add_parser(verb, parents=[common], help=text, description=text)
         v.add_argument("name", metavar="NAME", help="the FailoverPlan")
-        v.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
-        v.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
-        v.add_argument("--context", help="kubeconfig context")
         if verb == "status":
             v.add_argument("-o", "--output", choices=("text", "json"), default="text")
             v.set_defaults(func=status)
@@ -56,25 +55,12 @@ def register(sub) -> None:
             v.set_defaults(func=request)
 
 
-def _namespace(args) -> str:
-    """The namespace given, else the one of the kubeconfig context in use (--context included)."""
-    from .backup import _namespace as namespace_of
-
-    return namespace_of(args)
-
-
 def request(args) -> int:
     return asyncio.run(_request(args))
 
 
 def status(args) -> int:
     return asyncio.run(_status(args))
-
-
-def _connect(args):
-    from lifeline.kube import Kube
-
-    return Kube.connect(args.kubeconfig, args.context)
 
 
 async def _request(args) -> int:
@@ -86,7 +72,7 @@ async def _request(args) -> int:
                "requestedAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if getattr(args, "accept_unfenced", False):
         payload["acceptUnfenced"] = True
-    kube = _connect(args)
+    kube = _kube(args)
     try:
         try:
             await kube.patch_metadata(INFO, namespace, args.name,
@@ -114,7 +100,7 @@ async def _request(args) -> int:
 
 async def _status(args) -> int:
     namespace = _namespace(args)
-    obj, code = await get_named(_connect(args), INFO, namespace, args.name,
+    obj, code = await get_named(_kube(args), INFO, namespace, args.name,
                                 f"failover status {namespace}/{args.name}", not_found_exit=1)
     if obj is None:
         return code

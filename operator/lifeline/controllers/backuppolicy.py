@@ -40,7 +40,7 @@ from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_continuous import ShippingDeployments, deployment_fact
 from lifeline.controllers.backup_snapshots import ACTOR, SnapshotPipelines
-from lifeline.controllers.common import delete_owned, replace_current, stop_ticker
+from lifeline.controllers.common import delete_owned, replace_current, stop_ticker, vault_env
 from lifeline.observability import audit
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, backup_status, continuous
@@ -77,14 +77,6 @@ CRONJOB_FIELDS = ("schedule", "suspend", "timeZone", "concurrencyPolicy")
 
 # Vault settings the operator passes on to Jobs whose key is in Vault: never a secret (tokens come
 # from the pod's service account through Kubernetes auth, or a Secret the user mounts).
-VAULT_SETTINGS = ("VAULT_ADDR", "BAO_ADDR", "VAULT_NAMESPACE", "BAO_NAMESPACE", "LIFELINE_VAULT_AUTH",
-                  "LIFELINE_VAULT_ROLE", "LIFELINE_VAULT_TIMEOUT", "LIFELINE_VAULT_RETRIES")
-
-
-def vault_env() -> tuple[tuple[str, str], ...]:
-    return tuple((k, os.environ[k]) for k in VAULT_SETTINGS if os.environ.get(k))
-
-
 def cronjob_fact(body) -> dict:
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     return {

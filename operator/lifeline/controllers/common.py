@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 
 from lifeline.kube import KubeError
+
+
+def job_end(job: dict | None) -> str | None:
+    """``"Complete"`` or ``"Failed"`` once a Job has finished (that condition is True), else None."""
+    for c in ((job or {}).get("status") or {}).get("conditions") or []:
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
+            return c["type"]
+    return None
 
 
 async def stop_ticker(task: asyncio.Task | None) -> None:
@@ -36,3 +45,13 @@ async def delete_owned(kube, api_version: str, plural: str, kind: str, namespace
                 await kube.delete_object(api_version, plural, namespace, name)
             except KubeError as exc:
                 errors.append(f"{kind} {name}: {exc}")
+
+
+# The operator's non-secret Vault settings, handed to every Job that needs a key (backup, restore,
+# drill, shred); the Job authenticates as its own service account, never with the operator's token.
+VAULT_SETTINGS = ("VAULT_ADDR", "BAO_ADDR", "VAULT_NAMESPACE", "BAO_NAMESPACE", "LIFELINE_VAULT_AUTH",
+                  "LIFELINE_VAULT_ROLE", "LIFELINE_VAULT_TIMEOUT", "LIFELINE_VAULT_RETRIES")
+
+
+def vault_env() -> tuple[tuple[str, str], ...]:
+    return tuple((k, os.environ[k]) for k in VAULT_SETTINGS if os.environ.get(k))

@@ -22,7 +22,7 @@ import kopf
 
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
-from lifeline.controllers.common import stop_ticker
+from lifeline.controllers.common import job_end, stop_ticker
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup_points
@@ -46,10 +46,7 @@ def _deleting(point: dict) -> bool:
 
 
 def _job_phase(job: dict) -> str:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
-            return "Succeeded" if c["type"] == "Complete" else "Failed"
-    return "Running"
+    return {"Complete": "Succeeded", "Failed": "Failed"}.get(job_end(job), "Running")
 
 
 def _plan_of(job: dict) -> dict:
@@ -68,7 +65,7 @@ def _plan_of(job: dict) -> dict:
 
 class ShredController:
     def __init__(self, ctx):
-        from lifeline.controllers.backuppolicy import vault_env
+        from lifeline.controllers.common import vault_env
 
         self.ctx = ctx
         self.kube = ctx.kube

@@ -20,10 +20,11 @@ from pydantic import ValidationError
 
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
-from lifeline.controllers.backuppolicy import vault_env
+from lifeline.controllers.common import vault_env
+from lifeline.controllers.common import job_end
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
-from lifeline.planning import backup, restore, restore_run
+from lifeline.planning import backup, drill_measure, restore, restore_run
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,10 @@ OPERATOR = "lifeline-operator"
 
 
 def _job_phase(job: dict) -> str:
-    status = job.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
-            return "Succeeded" if cond["type"] == "Complete" else "Failed"
-    return "Running" if status.get("startTime") else "Pending"
+    end = job_end(job)
+    if end is not None:
+        return "Succeeded" if end == "Complete" else "Failed"
+    return "Running" if (job.get("status") or {}).get("startTime") else "Pending"
 
 
 def _summary(pods: list[dict]) -> tuple[str, int | None]:
@@ -51,12 +51,9 @@ def _summary(pods: list[dict]) -> tuple[str, int | None]:
             term = (cs.get("state") or {}).get("terminated") or {}
             if term.get("message"):
                 messages.append((cs.get("name"), term.get("exitCode"), term["message"]))
-    for name, _, text in messages:
-        try:
-            summary = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(summary, dict) and summary.get("op") == "restore":
+    for _, _, text in messages:
+        summary = drill_measure.parse_restore_summary(text)
+        if summary is not None:
             if summary.get("ok"):
                 return "restored", summary.get("bytes")
             return f"{summary.get('reason') or 'RestoreFailed'}: {summary.get('error') or ''}".strip(), None

@@ -24,8 +24,8 @@ from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import parse_duration
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
-from lifeline.controllers.backuppolicy import vault_env
-from lifeline.controllers.common import stop_ticker
+from lifeline.controllers.common import vault_env
+from lifeline.controllers.common import job_end, stop_ticker
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup, conditions, drill_measure, drill_points, drill_sandbox, drill_schedule
@@ -52,13 +52,6 @@ class Stop(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
-
-
-def _job_done(job: dict | None) -> str | None:
-    for c in (job or {}).get("status", {}).get("conditions") or []:
-        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed"):
-            return c["type"]
-    return None
 
 
 def _job_failure(job: dict) -> str:
@@ -171,7 +164,7 @@ class DrillController:
             return self._finish(body, spec, policy, run, restore=None,
                                 failure="the restore Job is gone (was the sandbox deleted by hand?)")
         if run.get("phase") == "Restoring":
-            done = _job_done(restore_job)
+            done = job_end(restore_job)
             if done is None:
                 return run
             summary = drill_measure.parse_restore_summary(
@@ -190,7 +183,7 @@ class DrillController:
                     "restoreSeconds": round(float(summary.get("restoreSeconds") or 0)
                                             + float(summary.get("checksumSeconds") or 0), 3)}
         verify_job = await self.kube.get_object("batch/v1", "jobs", sandbox, drill_sandbox.VERIFY_JOB)
-        if verify_job is not None and _job_done(verify_job) is None:
+        if verify_job is not None and job_end(verify_job) is None:
             return run
         output = None
         if verify_job is not None:
@@ -374,6 +367,6 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
                    id="restoredrill-job")
     async def on_job(event, body, **_):
         owner = ((body.get("metadata") or {}).get("annotations") or {}).get(drill_sandbox.ANN_DRILL, "")
-        if "/" in owner and event.get("type") != "DELETED" and _job_done(dict(body)) is not None:
+        if "/" in owner and event.get("type") != "DELETED" and job_end(dict(body)) is not None:
             namespace, name = owner.split("/", 1)
             await controller.reconcile({"metadata": {"namespace": namespace, "name": name}})

@@ -141,22 +141,9 @@ class OperatorMetrics:
             self.spec_valid.remove(kind, namespace, name)
         except KeyError:
             pass
-        if kind == "FailoverPlan":
-            for metric in self._per_plan:
-                for labels in list(metric._metrics):  # prometheus_client keeps children by label values
-                    if labels[:2] == (namespace, name):
-                        metric.remove(*labels)
-        if kind == "Restore":
-            for labels in list(self.restore_phase._metrics):
+        per_object = {"FailoverPlan": self._per_plan, "Restore": (self.restore_phase,),
+                      "RestoreDrill": self._per_drill, "BackupPolicy": self._per_policy}
+        for metric in per_object.get(kind, ()):
+            for labels in list(metric._metrics):  # prometheus_client keeps children by label values
                 if labels[:2] == (namespace, name):
-                    self.restore_phase.remove(*labels)
-        if kind == "RestoreDrill":
-            for metric in self._per_drill:
-                for labels in list(metric._metrics):
-                    if labels[:2] == (namespace, name):
-                        metric.remove(*labels)
-        if kind == "BackupPolicy":
-            for metric in self._per_policy:
-                for labels in list(metric._metrics):
-                    if labels[:2] == (namespace, name):
-                        metric.remove(*labels)
+                    metric.remove(*labels)

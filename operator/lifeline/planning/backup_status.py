@@ -204,6 +204,18 @@ def _secret_problem(ref: Ref | None, ns: str, name: str, need: tuple[str, ...], 
     return None
 
 
+def _env_secret_problem(env, ns: str, x: Inputs, of: str) -> tuple[str, str] | None:
+    """The first ``valueFrom.secretKeyRef`` of a source container's ``env`` whose Secret or key is missing."""
+    for e in env:
+        if e.value_from_secret:
+            ref = x.refs.get(f"secret/{e.value_from_secret.name}")
+            problem = _secret_problem(ref, ns, e.value_from_secret.name, (e.value_from_secret.key,),
+                                      f"source: env {e.name} of {of}")
+            if problem:
+                return problem
+    return None
+
+
 def _pvc_problem(ref: Ref | None, ns: str, name: str, what: str, field_: str) -> tuple[str, str] | None:
     if ref is None or ref.exists is None or ref.exists:
         return None
@@ -282,26 +294,18 @@ def _source_only(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
                                    f"{(ref.error if ref else None) or 'not looked up yet'}", None)
         extra = "" if src.pvc else "; the shipper Deployment (<policy>-ship) ships each closed segment from it"
         pg = src.continuous.postgres if src.continuous is not None else None
-        for e in pg.env if pg is not None else ():
-            if e.value_from_secret:
-                ref = x.refs.get(f"secret/{e.value_from_secret.name}")
-                problem = _secret_problem(ref, ns, e.value_from_secret.name, (e.value_from_secret.key,),
-                                          f"source: env {e.name} of pg_basebackup")
-                if problem:
-                    return conditions.make("SourceAvailable", False, *problem, None)
+        problem = _env_secret_problem(pg.env if pg is not None else (), ns, x, "pg_basebackup")
+        if problem:
+            return conditions.make("SourceAvailable", False, *problem, None)
         if pg is not None:
             extra += f"; base backups run pg_basebackup from image {pg.image}"
         return conditions.make("SourceAvailable", True, "PVCFound",
                                f"PersistentVolumeClaim {claim.claim_name} exists; backups mount it read-only{extra}",
                                None)
     cmd = src.command
-    for e in cmd.env:
-        if e.value_from_secret:
-            ref = x.refs.get(f"secret/{e.value_from_secret.name}")
-            problem = _secret_problem(ref, ns, e.value_from_secret.name, (e.value_from_secret.key,),
-                                      f"source: env {e.name} of the dump command")
-            if problem:
-                return conditions.make("SourceAvailable", False, *problem, None)
+    problem = _env_secret_problem(cmd.env, ns, x, "the dump command")
+    if problem:
+        return conditions.make("SourceAvailable", False, *problem, None)
     return conditions.make("SourceAvailable", True, "DumpCommand",
                            f"the dump runs {' '.join(cmd.command)!r} in image {cmd.image} (it needs /bin/sh; "
                            "its stdout is streamed to the agent through a FIFO)", None)

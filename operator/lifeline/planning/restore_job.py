@@ -50,6 +50,7 @@ from lifeline.api.backuppolicy import BackupPolicySpec
 
 from . import backup, restore_pitr as pitr
 from .backup import Facts, PlanError
+from .pod_security import add_key_volumes, apply_placement
 
 RESTORE_COMMAND = ("python", "-m", "lifeline.agent.restore_task")
 TARGET_MOUNT = "/target"
@@ -165,7 +166,7 @@ def _labels(policy: str, extra: dict) -> dict:
 
 
 def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarget, facts: Facts) -> dict:
-    key_scheme, key_secret, key_key = backup.parse_key_ref(spec.encryption.key_ref)
+    key_scheme = backup.parse_key_ref(spec.encryption.key_ref)[0]
     env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
            {"name": "HOME", "value": "/tmp"}]
     if key_scheme.startswith("vault"):
@@ -183,17 +184,7 @@ def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarg
                        "readOnly": True})
         volumes.append({"name": "repository",
                         "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name, "readOnly": True}})
-    if key_secret:
-        mounts.append({"name": "key", "mountPath": backup.KEY_MOUNT, "readOnly": True})
-        volumes.append({"name": "key", "secret": {"secretName": key_secret, "defaultMode": 0o444,
-                                                  "items": [{"key": key_key, "path": key_key}]}})
-    ca = spec.encryption.ca_bundle
-    if ca is not None and key_scheme.startswith("vault"):
-        mounts.append({"name": "vault-ca", "mountPath": backup.VAULT_CA_MOUNT, "readOnly": True})
-        item = {"items": [{"key": ca.key, "path": ca.key}]}
-        volumes.append({"name": "vault-ca", **({"configMap": {"name": ca.config_map, **item}} if ca.config_map
-                                               else {"secret": {"secretName": ca.secret, **item}})})
-        env.append({"name": "VAULT_CACERT", "value": f"{backup.VAULT_CA_MOUNT}/{ca.key}"})
+    add_key_volumes(spec, mounts, volumes, env)
     resources = backup._resources(spec)
     if target.target_time:
         env = pitr.env(env, spec, copy)
@@ -239,15 +230,7 @@ def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarg
             "resources": resources, "securityContext": backup._container_security(),
             "volumeMounts": [{"name": "stream", "mountPath": STREAM_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         })
-    opts = spec.pod
-    if opts.service_account_name and key_scheme.startswith("vault"):
-        pod["serviceAccountName"] = opts.service_account_name
-    if opts.priority_class_name:
-        pod["priorityClassName"] = opts.priority_class_name
-    if opts.node_selector:
-        pod["nodeSelector"] = dict(opts.node_selector)
-    if opts.tolerations:
-        pod["tolerations"] = [t.wire() for t in opts.tolerations]
+    apply_placement(pod, spec, service_account=key_scheme.startswith("vault"))
     return pod
 
 

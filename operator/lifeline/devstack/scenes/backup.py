@@ -71,7 +71,7 @@ def _stored(emulator, kind: str, name: str):
     return emulator.stored(BY_KIND[kind].resource, NAMESPACE, name)
 
 
-async def _backup(runner, emulator, kube, policy_name: str, kind: str, count: int, say) -> dict | None:
+async def _backup(runner, emulator, policy_name: str, kind: str, count: int, say) -> dict | None:
     """Run the policy's ``kind`` CronJob as a Job; wait for the operator to record the point; its figures."""
     began = time.monotonic()
     result = await runner.trigger(NAMESPACE, f"{policy_name}-{kind}")
@@ -142,7 +142,7 @@ async def run(emulator, kubeconfig, workdir, say) -> dict:
             for kind, count in (("full", 1), ("incremental", 2)):
                 if kind == "incremental":
                     _write_ward_data(volumes["icu-trends-data"], 9)  # an hour of new readings
-                done = await _backup(runner, emulator, kube, POLICY, kind, count, say)
+                done = await _backup(runner, emulator, POLICY, kind, count, say)
                 if done is None:
                     break
                 runs.append(done)
@@ -203,7 +203,7 @@ async def _hospital(emulator, kube, state: Path, say) -> dict:
             for kind, count in (("full", 1), ("incremental", 2)):
                 if kind == "incremental":
                     say("change            " + await asyncio.to_thread(_change, name, pg, volumes))
-                done = await _backup(runner, emulator, kube, name, kind, count, say)
+                done = await _backup(runner, emulator, name, kind, count, say)
                 if done is None:
                     out["ok"] = False
                     break
