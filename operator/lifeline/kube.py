@@ -217,7 +217,9 @@ class Kube:
     def credentials(self) -> dict:
         """The connection this client uses, for kopf's login handler to reuse as is."""
         cfg = self._api.configuration
-        auth = (cfg.api_key or {}).get("authorization") or ""
+        # In-cluster config keys the token as "authorization", a kubeconfig's token as "BearerToken".
+        keys = cfg.api_key or {}
+        auth = keys.get("authorization") or keys.get("BearerToken") or ""
         scheme, token = auth.split(" ", 1) if " " in auth else (None, auth or None)
         return {
             "server": cfg.host,

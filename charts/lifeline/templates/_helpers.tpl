@@ -46,11 +46,15 @@ clusterroles clusterrolebindings priorityclasses validatingwebhookconfigurations
 {{- end -}}
 
 {{- define "lifeline.webhookClientConfig" }}
+      {{- if .root.Values.webhook.url }}
+      url: {{ printf "%s%s" (trimSuffix "/" .root.Values.webhook.url) .path | quote }}
+      {{- else }}
       service:
         name: {{ include "lifeline.webhookService" .root }}
         namespace: {{ .root.Release.Namespace }}
         path: {{ .path }}
         port: 443
+      {{- end }}
       {{- with .caBundle }}
       caBundle: {{ . }}
       {{- end }}

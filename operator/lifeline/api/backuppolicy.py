@@ -135,6 +135,8 @@ class Schedule(Model):
 # ---- destinations -------------------------------------------------------------
 
 DESTINATION_KINDS = ("s3", "filesystem")
+# A bound the API server needs to cost the CEL rule on each item (and more copies than this is a typo).
+MAX_DESTINATIONS = 8
 
 
 class S3Destination(Model):
@@ -275,7 +277,8 @@ class BackupPolicySpec(Model):
     objectives: Objectives = Field(default_factory=Objectives, description="Overrides of the tier's RPO and RTO.")
     source: Source
     schedule: Schedule
-    destinations: list[Destination] = Field(min_length=1, description="Repositories; at least one, ideally one off-site.")
+    destinations: list[Destination] = Field(min_length=1, max_length=MAX_DESTINATIONS,
+                                           description="Repositories; at least one, ideally one off-site.")
     retention: Retention = Field(default_factory=Retention)
     encryption: Encryption
     hooks: Hooks = Field(default_factory=Hooks)

@@ -86,7 +86,8 @@ class Site(Model):
     namespace: DNSLabel
     cluster: ClusterRef | None = Field(None, description="Another cluster; the operator's own when left out.")
     workloads: list[Workload] = Field(min_length=1)
-    health_checks: list[HealthCheck] = Field(min_length=1)
+    # A bound the API server needs to cost the CEL rule on each check.
+    health_checks: list[HealthCheck] = Field(min_length=1, max_length=16)
 
 
 class ServiceSwitch(Model):

@@ -24,6 +24,7 @@ import yaml
 from . import images
 from .kube_http import ApiError, KubeHTTP, STRATEGIC
 from .pod_volumes import SA_PATH, MountError, PodFiles, expand, rewriter
+from .probes import run_probe
 
 log = logging.getLogger("lifeline.kubelet")
 MAX_MESSAGE = 4096
@@ -90,6 +91,7 @@ class PodWorker:
         self.done = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._last_sent: dict | None = None
+        self._sa_dirs: set[Path] = set()
 
     # ---- status ------------------------------------------------------------------------------
 
@@ -105,7 +107,6 @@ class PodWorker:
     async def report(self) -> None:
         status = {"phase": self.phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
                   "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at,
-                  "qosClass": "BestEffort",
                   "containerStatuses": [c.status() for c in self.main]}
         if self.init:
             status["initContainerStatuses"] = [c.status() for c in self.init]
@@ -261,16 +262,25 @@ class PodWorker:
         return images.argv(spec.get("image", ""), command, args)
 
     def _sa_kubeconfig(self, sa_dir: Path) -> Path:
+        """The pod's in-cluster identity as a kubeconfig: its ServiceAccount token and the cluster CA.
+
+        The token is written inline (kopf reads no ``tokenFile``) and rewritten when the kubelet
+        renews it, so a client that logs in again on a 401 gets the fresh one.
+        """
         path = self.root / "serviceaccount.kubeconfig"
         ca = sa_dir / "ca.crt"
+        self._sa_dirs.add(sa_dir)
         config = {"apiVersion": "v1", "kind": "Config",
                   "clusters": [{"name": "in-cluster", "cluster": {"server": self.api_url,
                                                                   "certificate-authority": str(ca)}}],
-                  "users": [{"name": "sa", "user": {"tokenFile": str(sa_dir / "token")}}],
+                  "users": [{"name": "sa", "user": {"token": (sa_dir / "token").read_text().strip()}}],
                   "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "sa",
                                                                   "namespace": self.ns}}],
                   "current-context": "in-cluster"}
-        path.write_text(yaml.safe_dump(config))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(config))
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
         return path
 
     async def _run_once(self, c: Container) -> int:
@@ -306,12 +316,7 @@ class PodWorker:
                 return 128
         c.state = {"running": {"startedAt": started}}
         await self.event("Started", f"Started container {c.name}")
-        probe = None
-        if not c.init:
-            if c.spec.get("readinessProbe"):
-                probe = asyncio.create_task(self._probe(c, c.spec["readinessProbe"]))
-            else:
-                c.ready = True
+        probe = None if c.init else asyncio.create_task(self._probes(c))
         await self.report()
         try:
             code = await c.proc.wait()
@@ -334,9 +339,39 @@ class PodWorker:
         await self.report()
         return code
 
-    async def _probe(self, c: Container, spec: dict) -> None:
-        from .probes import run_probe
+    async def _probes(self, c: Container) -> None:
+        """Startup first; then readiness sets ``ready`` and liveness kills a container that stops answering."""
+        spec = c.spec
+        if "startupProbe" in spec and not await self._passes(c, spec["startupProbe"]):
+            await self.event("Unhealthy", f"Startup probe failed for container {c.name}", "Warning")
+            killpg(c.proc.pid, signal.SIGKILL)
+            return
+        loops = [self._liveness(c, spec["livenessProbe"])] if "livenessProbe" in spec else []
+        if "readinessProbe" in spec:
+            loops.append(self._readiness(c, spec["readinessProbe"]))
+        else:
+            c.ready = True
+            await self.report()
+        await asyncio.gather(*loops)
 
+    async def _passes(self, c: Container, spec: dict) -> bool:
+        """Probe until it succeeds (True) or fails ``failureThreshold`` times in a row (False)."""
+        await asyncio.sleep(spec.get("initialDelaySeconds", 0))
+        failures = 0
+        while not await run_probe(spec, c):
+            failures += 1
+            if failures >= spec.get("failureThreshold", 3):
+                return False
+            await asyncio.sleep(spec.get("periodSeconds", 10))
+        return True
+
+    async def _liveness(self, c: Container, spec: dict) -> None:
+        while await self._passes(c, spec):
+            await asyncio.sleep(spec.get("periodSeconds", 10))
+        await self.event("Unhealthy", f"Liveness probe failed for container {c.name}: restarting it", "Warning")
+        killpg(c.proc.pid, signal.SIGKILL)
+
+    async def _readiness(self, c: Container, spec: dict) -> None:
         await asyncio.sleep(spec.get("initialDelaySeconds", 0))
         ok_run = bad_run = 0
         while True:
@@ -353,8 +388,10 @@ class PodWorker:
     async def _refresh_tokens(self) -> None:
         while not self.terminating:
             await asyncio.sleep(TOKEN_REFRESH)
-            with contextlib.suppress(ApiError, MountError):
+            with contextlib.suppress(ApiError, MountError, OSError):
                 await self.files.refresh_tokens()
+                for sa_dir in self._sa_dirs:
+                    self._sa_kubeconfig(sa_dir)
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM every running container's group, SIGKILL after ``grace`` seconds, wait for the end."""
