@@ -114,6 +114,8 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("", "pods", "create"),
         ("", "services", "create"),
         ("dr.lifeline.io", "restoredrills", "get"),
+        # restores: re-read a Restore before acting on it (a real API server's RBAC found this missing)
+        ("dr.lifeline.io", "restores", "get"),
     }
 )
 

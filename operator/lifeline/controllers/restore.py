@@ -27,6 +27,7 @@ from lifeline.observability import audit
 from lifeline.planning import backup, drill_measure, restore, restore_run
 
 log = logging.getLogger(__name__)
+RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before reconciling a Restore again after an API error
 
 OWNS = ("Restore",)
 INFO = BY_KIND["Restore"]
@@ -67,6 +68,7 @@ class RestoreController:
         self.kube = ctx.kube
         self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
         self.locks: dict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._failures: dict[tuple, int] = {}
 
     async def _job(self, body: dict) -> restore.JobFacts | None:
         namespace = restore_run.target_namespace(body)
@@ -132,6 +134,16 @@ class RestoreController:
                 self.ctx.metrics.reconciles.labels("Restore", "error").inc()
                 if exc.status != 404:
                     log.warning("Restore %s/%s: %s", namespace, name, exc)
+                    self._retry_later(namespace, name)
+            else:
+                self._failures.pop((namespace, name), None)
+
+    def _retry_later(self, namespace: str, name: str) -> None:
+        """Try again after a growing pause: the event that failed (a Job's end) will not come again."""
+        failures = self._failures.get((namespace, name), 0)
+        self._failures[(namespace, name)] = failures + 1
+        delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+        asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self.reconcile(namespace, name)))
 
     async def _reconcile(self, body: dict) -> None:
         now = rfc3339(self.ctx.clock.now())

@@ -252,6 +252,8 @@ class Cluster:
                 "--kubelet-certificate-authority", str(pkid / "ca.crt"),
                 "--kubelet-preferred-address-types", "InternalIP",
                 "--endpoint-reconciler-type", "none",
+                "--audit-policy-file", str(self._audit_policy()),
+                "--audit-log-path", str(self.audit_log), "--audit-log-format", "json",
                 "--v", "1",
             ])
             self._write_admin_kubeconfig()
@@ -263,6 +265,39 @@ class Cluster:
                 if child.exited() is None or "address already in use" not in child.log_tail(80) or attempt == 2:
                     raise
                 self.stop_component("apiserver")
+
+    @property
+    def audit_log(self) -> Path:
+        return self.directory / "logs" / "audit.log"
+
+    def _audit_policy(self) -> Path:
+        """Every write is recorded (who, what, the answer's code): how tests count an operator's writes."""
+        path = self.directory / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+                      {"level": "None"}]}))
+        return path
+
+    def writes(self, user: str | None = None, *, since: int = 0) -> list[dict]:
+        """Write requests the API server finished (its audit log), optionally by one user, from line ``since``."""
+        try:
+            lines = self.audit_log.read_text().splitlines()[since:]
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            event = json.loads(line)
+            if event.get("stage") == "ResponseComplete" and (user is None or event["user"]["username"] == user):
+                out.append(event)
+        return out
+
+    def audit_position(self) -> int:
+        """The audit log's current length in lines, for ``writes(since=...)``."""
+        try:
+            return len(self.audit_log.read_text().splitlines())
+        except FileNotFoundError:
+            return 0
 
     def _ready(self) -> bool:
         req = urllib.request.Request(self.url + "/readyz")
