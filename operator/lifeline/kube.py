@@ -114,6 +114,11 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("", "pods", "create"),
         ("", "services", "create"),
         ("dr.lifeline.io", "restoredrills", "get"),
+        # drills: read-only mirrors of a repository claim's volume for the sandbox (Retain), removed with it
+        ("", "persistentvolumes", "get"),
+        ("", "persistentvolumes", "list"),
+        ("", "persistentvolumes", "create"),
+        ("", "persistentvolumes", "delete"),
         # restores: re-read a Restore before acting on it (a real API server's RBAC found this missing)
         ("dr.lifeline.io", "restores", "get"),
     }
@@ -510,6 +515,12 @@ class Kube:
             return False
         await self.delete_object("v1", "namespaces", None, name)
         return True
+
+    async def delete_mirror_volumes(self, sandbox: str) -> None:
+        """Delete the read-only mirror volumes made for a sandbox (Retain: the data stays where it is)."""
+        selector = f"{SANDBOX_LABEL}=true,dr.lifeline.io/sandbox-namespace={sandbox}"
+        for pv in await self.list_objects("v1", "persistentvolumes", None, label_selector=selector):
+            await self.delete_object("v1", "persistentvolumes", None, pv["metadata"]["name"])
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         """The key names of a Secret (None when it does not exist); its values are dropped at once."""

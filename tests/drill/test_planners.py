@@ -137,6 +137,37 @@ def test_sandbox_manifests_labels_quota_and_deny_egress():
     assert err.value.reason == "SecretMissing"
 
 
+def test_a_repository_claim_is_mirrored_read_only_on_the_same_storage_and_never_deleted_with_it():
+    source = {"metadata": {"name": "pvc-1234"},
+              "spec": {"capacity": {"storage": "500Gi"}, "accessModes": ["ReadWriteMany"],
+                       "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "nfs",
+                       "claimRef": {"namespace": NS, "name": "backup-local", "uid": "u-1"},
+                       "nfs": {"server": "nas.hospital.internal", "path": "/exports/backup"},
+                       "mountOptions": ["nfsvers=4.1"]}}
+    secrets = {"pacs-key": {"metadata": {"name": "pacs-key", "namespace": NS}, "data": {"key": "a2V5"}}}
+    body = policy()
+    body["metadata"]["namespace"] = NS
+    objects = drill_sandbox.sandbox_objects(_drill_body(), body, POINTS[2], "pacs-drill-1", "sbx", FACTS, secrets,
+                                            volumes={"backup-local": source})
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    [pv] = [o for o in objects if o["kind"] == "PersistentVolume"]
+    claim = by[("PersistentVolumeClaim", "backup-local")]
+    assert objects.index(pv) < objects.index(claim), "the volume exists before the claim that names it"
+    assert pv["spec"]["nfs"] == {"server": "nas.hospital.internal", "path": "/exports/backup", "readOnly": True}
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain", "deleting the mirror never deletes backups"
+    assert pv["spec"]["claimRef"] == {"namespace": "sbx", "name": "backup-local"}
+    assert pv["spec"]["accessModes"] == ["ReadOnlyMany"] and pv["spec"]["storageClassName"] == ""
+    assert pv["spec"]["mountOptions"] == ["nfsvers=4.1"] and pv["spec"]["capacity"] == {"storage": "500Gi"}
+    assert pv["metadata"]["labels"]["dr.lifeline.io/sandbox-namespace"] == "sbx"
+    assert pv["metadata"]["labels"]["dr.lifeline.io/sandbox"] == "true"
+    assert claim["spec"]["volumeName"] == pv["metadata"]["name"] and claim["spec"]["storageClassName"] == ""
+    assert source["spec"]["nfs"].get("readOnly") is None, "the source volume is not changed"
+    # without the source's volume, the claim stays the unbound one an admin binds
+    plain = {(o["kind"], o["metadata"]["name"]): o for o in _sandbox()}
+    assert "volumeName" not in plain[("PersistentVolumeClaim", "backup-local")]["spec"]
+    assert not [o for o in plain.values() if o["kind"] == "PersistentVolume"]
+
+
 def test_restore_job_runs_a_hardened_pod():
     job = next(o for o in _sandbox() if o["kind"] == "Job")
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] >= 600

@@ -1,7 +1,9 @@
-"""`lifeline dev up` (what `make demo` runs): the whole loop on this machine, every figure measured.
+"""`lifeline dev up` (what `make demo` runs): the whole loop on a real control plane on this machine,
+every figure measured.
 
 Run as a user runs it -- a subprocess -- and judged by what it prints, what it leaves in its
-state directory, and what is still running after it ends (nothing).
+state directory, what a person can do against it with kubectl and the CLI, and what is still
+running after it ends (nothing).
 """
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lifeline.devstack.openbao import OpenBaoServer
 from lifeline.devstack.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
-BUDGET_SECONDS = 120
+pytestmark = pytest.mark.slow
 
 
 def _dev_up(state: Path, *extra: str) -> list[str]:
@@ -71,12 +74,11 @@ def _pids(text: str) -> list[int]:
 def test_dev_up_runs_the_whole_loop_with_measured_figures(tmp_path):
     state = tmp_path / "demo"
     began = time.monotonic()
-    out = subprocess.run(_dev_up(state), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    out = subprocess.run(_dev_up(state), cwd=ROOT, capture_output=True, text=True, timeout=480)
     wall = time.monotonic() - began
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
     text = out.stdout
-    assert wall < BUDGET_SECONDS, f"dev up took {wall:.1f}s"
     end = text.split("=== summary")[-1]  # the summary's lines
     have_bao, have_pg = OpenBaoServer.available()[0], PostgresServer.available()[0]
     if os.environ.get("CI"):  # CI must show the real parts, not the fallbacks
@@ -98,14 +100,18 @@ def test_dev_up_runs_the_whole_loop_with_measured_figures(tmp_path):
         if " True " not in row:
             assert f"FailoverPlan/{name} is not Ready (" in text, row
             assert "create " in text.split(f"FailoverPlan/{name} is not Ready (", 1)[1].split("\n\n", 1)[0]
-    typo = _line(text, "lab-results-typo ")
-    assert " False " in typo
-    assert "spec.tier: Input should be 'A', 'B' or 'C' (got 'AA')" in text
+    # a typo is refused at the door by the API server's schema (the CRDs are generated from the models)
+    refused = _line(text, "refused           ")
+    assert "422 Unprocessable Entity" in refused and "spec.tier: Unsupported value" in refused, refused
     stored = json.loads((state / "objects.json").read_text())
-    policy = next(o for o in stored["BackupPolicy"] if o["metadata"]["name"] == "lab-results-typo")
-    ready = next(c for c in policy["status"]["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert (state / "kubeconfig").exists() and (state / "operator.log").stat().st_size > 0
+    assert not [o for o in stored["BackupPolicy"] if o["metadata"]["name"] == "lab-results-typo"]
+    # a valid policy naming a missing claim is taken, and the operator says what is wrong
+    missing = _line(text, "BackupPolicy/lab-results-no-claim: ")
+    assert "SourceAvailable=False" in missing and "lab-results-data" in missing, missing
+    # a real control plane ran it all, and its logs are kept
+    assert re.search(r"^Kubernetes +v1\.35\.4 at https://127\.0\.0\.1:\d+", text, re.M), text
+    assert "counted in the API server's audit log" in _line(text, "operator          observed all")
+    assert (state / "kubeconfig").exists() and (state / "cluster" / "logs" / "audit.log").stat().st_size > 0
 
     # Vault, or the one-line fallback
     if have_bao:
@@ -127,7 +133,9 @@ def test_dev_up_runs_the_whole_loop_with_measured_figures(tmp_path):
         assert set(mine) == {"full", "incremental"}, runs
         for run in mine.values():
             assert float(run[2]) > 0 and int(run[3]) > 0 and len(run[4].split("+")) == 2, run
-        points = [p for p in stored["RecoveryPoint"] if p["spec"]["policyName"] == name]
+        # the scene's own Jobs (`create job --from=cronjob`); the real CronJob controller may add scheduled ones
+        points = [p for p in stored["RecoveryPoint"] if p["spec"]["policyName"] == name
+                  and "-manual-" in (p["metadata"].get("annotations") or {}).get("dr.lifeline.io/job", "")]
         assert sorted(p["spec"]["type"] for p in points) == ["full", "incremental"]
         assert sorted(int(r[3]) for r in mine.values()) == sorted(p["spec"]["sizeBytes"] for p in points)
         for point in points:
@@ -148,7 +156,7 @@ def test_dev_up_runs_the_whole_loop_with_measured_figures(tmp_path):
         drill = _line(end, "drill      ")
         measured = re.search(r"restore ([0-9.]+)s \+ verify ([0-9.]+)s = total ([0-9.]+)s against an RTO of 7200",
                              drill)
-        assert measured and float(measured[1]) > 0 and float(measured[3]) >= float(measured[1]), drill
+        assert measured and float(measured[1]) > 0 and float(measured[3]) >= float(measured[1]), end
         assert "rtoMet=True" in drill and "outcome=Succeeded" in drill, drill
 
     # failover and failback, with the RTO the operator measured
@@ -222,26 +230,65 @@ def _interrupt(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, rest
 
 
-def test_keep_serves_kubectl_until_ctrl_c_then_leaves_nothing(tmp_path, kubectl_bin):
+def test_keep_is_a_live_cluster_a_person_can_use(tmp_path, kubectl_bin):
+    """`dev up --keep`, then what a platform engineer does by hand: kubectl against the real API
+    server, a policy of their own, `lifeline backup now --wait`, and a Restore released by two people."""
     state = tmp_path / "demo"
     proc = _start(state, "--keep")
     try:
-        text, hint = _read_until(proc, "try ")
-        kubeconfig = _line(text, "kubeconfig        ").split()[-1]
-        assert hint == f"try               kubectl --kubeconfig {kubeconfig} get backuppolicies"
-        got = subprocess.run([str(kubectl_bin), "--kubeconfig", kubeconfig, "get", "backuppolicies"],
-                             capture_output=True, text=True, timeout=60)
-        assert got.returncode == 0, got.stderr
-        rows = {line.split()[0] for line in got.stdout.splitlines()[1:]}
-        assert {"pacs-studies", "icu-trends", "lab-results-typo"} <= rows, got.stdout
-        url = re.search(r"^API emulator +(\S+)", text, re.M)[1]
+        text, _ = _read_until(proc, "keeping it running", timeout=400)
+        kubeconfig = _line(text, "kubeconfig        ").split()[1]
+        env = {**os.environ, "KUBECONFIG": kubeconfig}
+
+        def kubectl(*args: str, user: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+            argv = [str(kubectl_bin), *(["--user", user] if user else []), *args]
+            return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, input=stdin)
+
+        def lifeline(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
+            argv = [sys.executable, "-m", "lifeline.cli", *args, *(["--context", user] if user else [])]
+            return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=ROOT)
+
+        version = json.loads(kubectl("version", "-o", "json").stdout)
+        assert version["serverVersion"]["gitVersion"] == "v1.35.4"
+        nodes = kubectl("get", "nodes", "--no-headers").stdout.split()
+        assert nodes[1] == "Ready", nodes
+        assert kubectl("auth", "can-i", "patch", "restores", "-n", "hospital", user="alice").stdout.strip() == "yes"
+        assert kubectl("auth", "can-i", "patch", "restores", "-n", "hospital", "--as", "dave").stdout.strip() == "no"
+
+        # a user's own policy over the PACS claim, then a backup on demand that waits for the real Job
+        mine = yaml.safe_load((ROOT / "examples" / "hospital" / "backuppolicy-pacs-studies.yaml").read_text())
+        mine["metadata"] = {"name": "pacs-by-hand"}
+        mine["spec"]["destinations"] = [{"name": "on-site", "filesystem": {
+            "claimName": "hospital-backup-onsite", "path": "/lifeline/pacs-by-hand"}}]
+        if "no OpenBao" in text:
+            mine["spec"]["encryption"]["keyRef"] = "secret://hospital-local-key/key"
+        assert kubectl("apply", "-f", "-", stdin=json.dumps(mine)).returncode == 0
+        done = lifeline("backup", "now", "pacs-by-hand", "--wait", "180")
+        assert done.returncode == 0 and "succeeded" in done.stdout, done.stdout + done.stderr
+        point = re.search(r"RecoveryPoint (\S+):", done.stdout)[1]
+
+        # carol asks for a restore of it; alice and bob release it; it runs and succeeds
+        restore = {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "Restore", "metadata": {"name": "by-hand"},
+                   "spec": {"recoveryPoint": point, "reason": "INC-1: drill by hand", "strategy": "NewClaim",
+                            "target": {"pvc": {"claimName": "pacs-restored-by-hand", "size": "1Gi"}}}}
+        made = kubectl("apply", "-f", "-", user="carol", stdin=json.dumps(restore))
+        assert made.returncode == 0, made.stderr
+        assert lifeline("restore", "approve", "by-hand", user="carol").returncode != 0
+        assert lifeline("restore", "approve", "by-hand", user="alice").returncode == 0
+        assert lifeline("restore", "approve", "by-hand", user="bob").returncode == 0
+        deadline = time.monotonic() + 180
+        phase = ""
+        while time.monotonic() < deadline and phase not in ("Succeeded", "Failed"):
+            phase = kubectl("get", "restore", "by-hand", "-o", "jsonpath={.status.phase}").stdout
+        assert phase == "Succeeded", lifeline("restore", "status", "by-hand").stdout
+        server = re.search(r"^Kubernetes +\S+ at (\S+):", text, re.M)[1]
         pids = _pids(text)
         assert proc.poll() is None  # still serving
     finally:
         code, rest = _interrupt(proc)
     assert code in (0, 130), rest
     assert "Traceback" not in rest
-    assert _port_closed(url)
+    assert _port_closed(server)
     assert _leftovers(state, pids) == []
 
 
@@ -249,7 +296,7 @@ def test_ctrl_c_in_the_middle_stops_everything(tmp_path):
     state = tmp_path / "demo"
     proc = _start(state)
     try:
-        text, _ = _read_until(proc, "=== backup")
+        text, _ = _read_until(proc, "=== backup", timeout=400)
         text += _read_until(proc, "ran ")[0]  # a Job has run: servers, operator and runner all busy
         pids = _pids(text)
     finally:
@@ -264,7 +311,7 @@ def test_without_the_real_parts_dev_up_says_so_and_still_runs_the_loop(tmp_path)
     """A machine without OpenBao or PostgreSQL gets the fallbacks, each announced in one line."""
     state = tmp_path / "demo"
     out = subprocess.run(_dev_up(state, "--without", "vault", "--without", "postgres"), cwd=ROOT,
-                         capture_output=True, text=True, timeout=240)
+                         capture_output=True, text=True, timeout=480)
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
     assert "keys              no OpenBao: left out (--without vault); backups use local keys" in text

@@ -38,7 +38,7 @@ def kubectl_path() -> Path | None:
 
 
 def helm_path() -> Path | None:
-    return _executable(tools_bin() / "helm")
+    return _executable(tools_bin() / "helm")  # the dev stack's lookup also falls back to PATH
 
 
 def bao_path() -> Path | None:

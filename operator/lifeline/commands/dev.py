@@ -1,8 +1,8 @@
 """`lifeline dev up` (alias `lifeline demo`): the control plane on this machine, real state printed.
 
 Starts everything under one state directory (:class:`lifeline.devstack.stack.DevStack`: OpenBao,
-the HIS PostgreSQL, the audit log, the honest API emulator and the real operator, all on
-loopback), applies the manifests in ``examples/`` (and one broken policy, to show what a
+the HIS PostgreSQL, the audit log, a real Kubernetes control plane with the process kubelet, and
+Lifeline installed into it by helm, all on loopback), applies the manifests in ``examples/`` (and one broken policy, to show what a
 mistake looks like) and the hospital scenario in ``examples/hospital/``, prints them the way
 ``kubectl get`` would, runs the scenes (backup, drill, failover), writes the HTML report and
 prints a summary of measured figures. Ctrl-C or the end stops every server and child process.
@@ -75,6 +75,8 @@ def _summary(figures: dict, seconds: float) -> None:
         _say(f"drill      restore {drill.get('restoreSeconds')}s + verify {drill.get('verifySeconds')}s = total "
              f"{drill.get('totalSeconds')}s against an RTO of {drill.get('rtoSeconds')}s, "
              f"rtoMet={drill.get('rtoMet')}, outcome={drill.get('outcome')}, ok={drill.get('ok')}")
+        if not drill.get("ok"):
+            _say(f"  {drill.get('reason')}: {drill.get('message')}")
     failover = figures.get("failover") or {}
     if failover:
         shown = {k: v for k, v in failover.items() if isinstance(v, (int, float, str, bool))}
@@ -88,7 +90,7 @@ def _summary(figures: dict, seconds: float) -> None:
 
 
 def _broken_policy(examples: list[dict]) -> dict:
-    """A copy of the first example policy with two mistakes a person makes."""
+    """A copy of the first example policy with two mistakes the API server's schema refuses."""
     base = next(d for d in examples if d["kind"] == "BackupPolicy")
     bad = copy.deepcopy(base)
     bad["metadata"] = {"name": "lab-results-typo"}
@@ -97,18 +99,36 @@ def _broken_policy(examples: list[dict]) -> dict:
     return bad
 
 
-def _settled(emulator, body: dict):
-    info = BY_KIND[body["kind"]]
-    obj = emulator.stored(info.resource, NAMESPACE, body["metadata"]["name"])
+def _unready_policy(examples: list[dict]) -> dict:
+    """A valid policy naming a claim that does not exist: the operator says so in its status."""
+    base = next(d for d in examples if d["kind"] == "BackupPolicy")
+    bad = copy.deepcopy(base)
+    bad["metadata"] = {"name": "lab-results-no-claim"}
+    bad["spec"]["source"] = {"pvc": {"claimName": "lab-results-data"}}
+    return bad
+
+
+def _settled(cluster, body: dict):
+    from lifeline.devstack import live
+
+    obj = live.stored(cluster, body["kind"], NAMESPACE, body["metadata"]["name"])
     if obj and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation"):
         return obj
     return None
 
 
+def _operator_writes(stack, since: int) -> tuple[int, int]:
+    """Status writes and Events the operator made since audit line ``since`` (the API server's audit log)."""
+    writes = stack.cluster.writes(stack.release.service_account, since=since)
+    status = sum(1 for w in writes if w["objectRef"].get("subresource") == "status")
+    events = sum(1 for w in writes if w["objectRef"].get("resource") == "events" and w["verb"] == "create")
+    return status, events
+
+
 async def _demo(args) -> int:
     from lifeline.devstack.scenes import backup as backup_scene
     from lifeline.devstack.stack import DevStack
-    from lifeline.kube import Kube
+    from lifeline.kube import Kube, KubeError
     from lifeline.printing import table
 
     state = args.dir.resolve()
@@ -120,33 +140,49 @@ async def _demo(args) -> int:
     stack = DevStack(state, args.examples, _say, hospital=args.hospital or args.examples / "hospital",
                      extra_key_refs=[backup_scene.VAULT_KEY_REF], without=frozenset(args.without))
     async with stack:
-        emulator, kubeconfig, ctx = stack.emulator, stack.kubeconfig, stack.ctx
+        from datetime import datetime, timezone
+
+        from lifeline.devstack import live
+
+        cluster, kubeconfig = stack.cluster, stack.kubeconfig
         examples = stack.manifests  # every document of <examples>/*.yaml, read once by the stack
         kube = Kube.connect(kubeconfig)
         try:
             hospital = stack.applicable_hospital()
-            docs = examples + [_broken_policy(examples)] + hospital
+            try:
+                await kube.create(BY_KIND["BackupPolicy"], NAMESPACE, _broken_policy(examples))
+                _say("refused?          the API server took a policy with tier AA: its schema is not installed")
+            except KubeError as exc:
+                _say(f"refused           a policy with two typos, by the API server's schema: {str(exc)[:300]}")
+            docs = examples + [_unready_policy(examples)] + hospital
+            mark = cluster.audit_position()
+            applied = time.monotonic()
             for doc in docs:
                 await kube.create(BY_KIND[doc["kind"]], NAMESPACE, doc)
-            _say(f"applied           {len(examples)} manifests from {args.examples}/, 1 broken policy and "
-                 f"{len(hospital)} from the hospital scenario into namespace {NAMESPACE}")
+            _say(f"applied           {len(examples)} manifests from {args.examples}/, 1 policy naming a missing "
+                 f"claim and {len(hospital)} from the hospital scenario into namespace {NAMESPACE}")
             for doc in docs:
-                await emulator.wait_for(lambda: _settled(emulator, doc), timeout=30)
+                await live.until(lambda d=doc: _settled(cluster, d), 60, f"{doc['kind']} {doc['metadata']['name']}")
             # the broken policy's Warning Event follows its status write
-            await emulator.wait_for(lambda: emulator.count_writes("events", method="POST") >= 1, timeout=30)
-            _say(f"operator          observed all {len(docs)} objects in {time.monotonic() - started:.2f}s "
-                 f"({emulator.count_writes(subresource='status')} status writes, "
-                 f"{emulator.count_writes('events', method='POST')} events)")
+            await live.until(lambda: _operator_writes(stack, mark)[1] >= 1, 30, "the operator's first Event")
+            status_writes, events = _operator_writes(stack, mark)
+            _say(f"operator          observed all {len(docs)} objects in {time.monotonic() - applied:.2f}s "
+                 f"({status_writes} status writes, {events} events, counted in the API server's audit log)")
 
             objects = {info.kind: await kube.list(info, NAMESPACE) for info in KINDS}
             for info in KINDS:
                 if objects[info.kind]:
                     _say(f"\n$ kubectl get {info.plural}")
-                    _say(table(info, objects[info.kind], now=ctx.clock.now(), namespaced=False))
+                    _say(table(info, objects[info.kind], now=datetime.now(timezone.utc), namespaced=False))
             problems = [
                 (o, conditions.find((o.get("status") or {}).get("conditions"), "Ready"))
                 for items in objects.values() for o in items
             ]
+            unready = live.stored(cluster, "BackupPolicy", NAMESPACE, "lab-results-no-claim") or {}
+            source = conditions.find((unready.get("status") or {}).get("conditions"), "SourceAvailable")
+            if source:
+                _say(f"\nBackupPolicy/lab-results-no-claim: SourceAvailable={source['status']} ({source['reason']}): "
+                     f"{source['message']}")
             for obj, ready in problems:
                 if ready and ready["status"] != "True":
                     _say(f"\n{obj['kind']}/{obj['metadata']['name']} is not Ready ({ready['reason']}):")
@@ -156,24 +192,38 @@ async def _demo(args) -> int:
             figures = {}
             for title, scene in _scenes():
                 _say(f"\n=== {title} " + "=" * (70 - len(title)))
-                figures[title] = await scene.run(emulator, kubeconfig, state, _say)
+                figures[title] = await scene.run(stack, _say)
 
             objects = {info.kind: await kube.list(info, NAMESPACE) for info in KINDS}
             dump = state / "objects.json"
             dump.write_text(json.dumps(objects, indent=2, sort_keys=True))
             figures["report"] = await _report(kube, state, stack.audit_url)
             _summary(figures, time.monotonic() - started)
-            _say(f"\noutput in {state}/: objects.json (every object as stored), operator.log, kubeconfig, "
-                 "report.html, audit/, and each scene's files")
+            _say(f"\noutput in {state}/: objects.json (every object as stored), kubeconfig, report.html, "
+                 "audit/, cluster/logs/ (every component's log and the API server's audit log), each scene's files")
             if args.keep:
-                _say(f"\nkubeconfig        {kubeconfig}")
-                _say(f"try               kubectl --kubeconfig {kubeconfig} get backuppolicies")
+                _say(f"\nkubeconfig        {kubeconfig}  (users: lifeline-admin, alice, bob, carol, dave)")
+                _say(f"try               export KUBECONFIG={kubeconfig}")
+                _say("                  kubectl version; kubectl get nodes; kubectl get backuppolicies")
+                _say("                  lifeline backup now pacs-studies --wait 120")
+                _say("                  kubectl --user alice auth can-i patch restores; kubectl auth can-i patch restores --as dave")
                 _say("keeping it running; Ctrl-C to stop.")
-                await asyncio.Event().wait()
+                await _wait_for_stop()
         finally:
             kube.close()
     _say("stopped           every server and child process (state kept in " + str(state) + ")")
     return 0
+
+
+async def _wait_for_stop() -> None:
+    """Until Ctrl-C or SIGTERM: both leave through the stack's clean stop."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _report(kube, state: Path, audit_url: str) -> dict:

@@ -43,7 +43,8 @@ RNG = random.SystemRandom()  # tests replace it with a seeded random.Random
 PLURALS = {"Namespace": ("v1", "namespaces"), "ResourceQuota": ("v1", "resourcequotas"),
            "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"), "Secret": ("v1", "secrets"),
            "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"), "Pod": ("v1", "pods"),
-           "Service": ("v1", "services"), "Job": ("batch/v1", "jobs")}
+           "Service": ("v1", "services"), "Job": ("batch/v1", "jobs"),
+           "PersistentVolume": ("v1", "persistentvolumes")}
 
 
 class Stop(Exception):
@@ -106,11 +107,26 @@ class DrillController:
             try:
                 if obj["kind"] == "Namespace":
                     await self.kube.create_sandbox_namespace(obj)
+                elif obj["kind"] == "PersistentVolume":
+                    await self.kube.create_object(api, plural, None, obj)
                 else:
                     await self.kube.create_object(api, plural, obj["metadata"]["namespace"], obj)
             except KubeError as exc:
                 if exc.status != 409:  # already there: a resumed start
                     raise
+
+    async def _repository_volumes(self, namespace: str, claims) -> dict[str, dict]:
+        """The PersistentVolume each repository claim of the drill's own namespace is bound to."""
+        out = {}
+        for claim in claims:
+            pvc = await self.kube.get_object("v1", "persistentvolumeclaims", namespace, claim)
+            volume = ((pvc or {}).get("spec") or {}).get("volumeName")
+            if volume and ((pvc.get("status") or {}).get("phase") == "Bound"):
+                pv = await self.kube.get_object("v1", "persistentvolumes", None, volume)
+                claim_ref = ((pv or {}).get("spec") or {}).get("claimRef") or {}
+                if pv and (claim_ref.get("namespace"), claim_ref.get("name")) == (namespace, claim):
+                    out[claim] = pv  # only a volume really bound to this namespace's claim is mirrored
+        return out
 
     async def _start(self, body: dict, spec: RestoreDrillSpec, policy: dict, trigger: str) -> dict:
         meta = body["metadata"]
@@ -134,9 +150,11 @@ class DrillController:
                 found = await self.kube.get_object("v1", "secrets", ns, sname)
                 if found is not None:
                     secrets[sname] = found
+            volumes = await self._repository_volumes(ns, drill_sandbox.restore_job.claims_needed(pspec, copy_))
             sandbox = drill_sandbox.sandbox_name(spec.sandbox.namespace_prefix, ns, name, run)
             objects = drill_sandbox.sandbox_objects(body, policy, point, run, sandbox, self.facts, secrets,
-                                                    os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR"))
+                                                    os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR"),
+                                                    volumes=volumes)
         except backup.PlanError as exc:
             return {**run_record, "outcome": "Failed", "reason": exc.reason, "message": exc.message,
                     "completionTime": rfc3339(now), "phase": "Done"}
@@ -252,6 +270,7 @@ class DrillController:
         for run in runs:
             if drill_measure.cleanup_due(run, now):
                 if await self.kube.delete_sandbox_namespace(run["sandbox"]):
+                    await self.kube.delete_mirror_volumes(run["sandbox"])
                     run = {**run, "sandboxDeleted": True}
                     await self.kube.emit_event(ObjectRef.of(body), "Normal", "SandboxDeleted",
                                                f"run {run['name']}: sandbox {run['sandbox']} deleted", rfc3339(now))

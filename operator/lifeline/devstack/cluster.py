@@ -81,18 +81,20 @@ class Cluster:
     """
 
     def __init__(self, directory: Path | None = None, *, name: str = "lifeline", kubelet: bool = True,
-                 kubelet_args: list[str] | None = None, say=None):
+                 kubelet_args: list[str] | None = None, say=None, audit_reads_of: tuple[str, ...] = ()):
         self.name = name
         self._owned = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix=f"kube-{name}-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.with_kubelet = kubelet
+        self.audit_reads_of = tuple(audit_reads_of)  # users whose reads the audit log records too
         self.kubelet_args = list(kubelet_args or [])
         self.node = f"{name}-node"
         self.say = say or (lambda msg: None)
         self.binary = kube_binary()
         self.port: int | None = None
         self._children: dict[str, ChildServer] = {}
+        self._argv: dict[str, tuple[list[str], dict | None]] = {}
         self.identities: dict[str, Identity] = {}
 
     # ---- what callers use --------------------------------------------------------------------
@@ -131,6 +133,12 @@ class Cluster:
         path = Path(path or self.directory / f"kubeconfig-{user}")
         _write_kubeconfig(path, self.name, self.url, self.ca, {user: ident}, current=user, namespace=namespace)
         return path
+
+    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        """A kubeconfig for people: the admin (current) and each of :data:`PEOPLE`, one context each."""
+        people = {ADMIN: self.identities[ADMIN], **{p: self.identities[p] for p in PEOPLE}}
+        return _write_kubeconfig(Path(path), self.name, self.url, self.ca, people, current=ADMIN,
+                                 namespace=namespace)
 
     # ---- start and stop ------------------------------------------------------------------------
 
@@ -204,9 +212,20 @@ class Cluster:
 
     def _start(self, name: str, args: list[str], argv0: list[str] | None = None, env: dict | None = None) -> ChildServer:
         argv = (argv0 or [str(self.binary), name]) + args
+        self._argv[name] = (argv, env)
         child = ChildServer(argv, log_path=self.log(name), env=env)
         self._children[name] = child
         return child
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again as it was (same flags and port): a site coming back."""
+        if self.running(name):
+            return
+        argv, env = self._argv[name]
+        self._children[name] = ChildServer(argv, log_path=self.log(name), env=env)
+        if name == "apiserver":
+            wait_for(self._ready, STARTUP_TIMEOUT, "kube-apiserver /readyz", interval=0.2,
+                     abort=self._children[name].exited, detail=self._children[name].log_tail)
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -275,11 +294,18 @@ class Cluster:
         path = self.directory / "audit-policy.yaml"
         path.write_text(yaml.safe_dump({
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-            "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+            "rules": [*([{"level": "Metadata", "users": list(self.audit_reads_of)}] if self.audit_reads_of else []),
+                      {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
                       {"level": "None"}]}))
         return path
 
-    def writes(self, user: str | None = None, *, since: int = 0) -> list[dict]:
+    def requests(self, user: str | None = None, *, since: int = 0) -> list[dict]:
+        """Requests the API server finished and recorded (every write; reads of ``audit_reads_of``)."""
+        return self.writes(user, since=since, verbs=None)
+
+    def writes(self, user: str | None = None, *, since: int = 0,
+               verbs: frozenset | None = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+               ) -> list[dict]:
         """Write requests the API server finished (its audit log), optionally by one user, from line ``since``."""
         try:
             lines = self.audit_log.read_text().splitlines()[since:]
@@ -288,7 +314,8 @@ class Cluster:
         out = []
         for line in lines:
             event = json.loads(line)
-            if event.get("stage") == "ResponseComplete" and (user is None or event["user"]["username"] == user):
+            if event.get("stage") == "ResponseComplete" and (user is None or event["user"]["username"] == user) \
+                    and (verbs is None or event["verb"] in verbs):
                 out.append(event)
         return out
 
@@ -305,8 +332,7 @@ class Cluster:
             return resp.status == 200
 
     def _write_admin_kubeconfig(self) -> None:
-        people = {ADMIN: self.identities[ADMIN], **{p: self.identities[p] for p in PEOPLE}}
-        _write_kubeconfig(self.kubeconfig, self.name, self.url, self.ca, people, current=ADMIN)
+        self.write_kubeconfig(self.kubeconfig)
         for component in ("system:kube-controller-manager", "system:kube-scheduler", f"system:node:{self.node}"):
             stem = component.replace(":", "-")
             _write_kubeconfig(self.directory / f"{stem}.kubeconfig", self.name, self.url, self.ca,

@@ -161,6 +161,29 @@ class OpenBaoServer:
         self._call("POST", f"{mount}/data/{path}", {"data": {field: secrets.token_hex(32)}})
 
 
+AGENT_POLICY = """
+path "transit/*" { capabilities = ["create", "read", "update"] }
+path "secret/*" { capabilities = ["create", "read", "update"] }
+"""
+
+
+def enable_kubernetes_auth(server: OpenBaoServer, *, host: str, ca_pem: str, reviewer_jwt: str,
+                           role: str = "lifeline-agent", namespaces: str = "*") -> None:
+    """Vault's Kubernetes login against a real API server: pods present their ServiceAccount token,
+    OpenBao asks the API server (TokenReview, as ``reviewer_jwt``) who they are, and issues a token
+    with the agent's policy to the ServiceAccounts ``role`` binds."""
+    auths = server._call("GET", "sys/auth")
+    if "kubernetes/" not in (auths.get("data") or auths):
+        server._call("POST", "sys/auth/kubernetes", {"type": "kubernetes"})
+    server._call("POST", "auth/kubernetes/config", {"kubernetes_host": host, "kubernetes_ca_cert": ca_pem,
+                                                     "token_reviewer_jwt": reviewer_jwt,
+                                                     "disable_local_ca_jwt": True})
+    server._call("PUT", "sys/policies/acl/lifeline-agent", {"policy": AGENT_POLICY})
+    server._call("POST", f"auth/kubernetes/role/{role}", {
+        "bound_service_account_names": ["*"], "bound_service_account_namespaces": [namespaces],
+        "token_policies": ["lifeline-agent"], "token_ttl": "1h"})
+
+
 _REF = re.compile(r"^(vault-transit|vault-kv)://([^?\s]+)(?:\?(\S*))?$")
 
 
@@ -180,4 +203,4 @@ def prepare_keys(server: OpenBaoServer, refs: list[str]) -> list[str]:
     return done
 
 
-__all__ = ["MISSING", "OpenBaoServer", "bao_path", "prepare_keys"]
+__all__ = ["MISSING", "OpenBaoServer", "bao_path", "enable_kubernetes_auth", "prepare_keys"]

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from datetime import datetime, timezone
@@ -30,6 +31,22 @@ log = logging.getLogger("lifeline.kubelet")
 MAX_MESSAGE = 4096
 BACKOFF_START, BACKOFF_CAP = 1.0, 30.0  # upstream: 10 s doubling to 300 s; shorter for tests and demos
 TOKEN_REFRESH = 45 * 60.0
+
+
+def sa_mounted(argv: list[str], sa_dir: Path | None) -> list[str]:
+    """Run ``argv`` with the ServiceAccount volume at its well-known path, where root can arrange it.
+
+    Programs read the token from ``/var/run/secrets/kubernetes.io/serviceaccount`` by a fixed path
+    that no rewriting of arguments reaches (Vault's Kubernetes login, client libraries). As root,
+    the container gets a private mount namespace with the pod's token directory bound there,
+    read-only; elsewhere the path stays absent and only ``KUBECONFIG`` carries the identity.
+    """
+    if sa_dir is None or os.geteuid() != 0 or not shutil.which("unshare"):
+        return argv
+    Path(SA_PATH).mkdir(parents=True, exist_ok=True)  # under /run: a tmpfs, gone at reboot
+    script = 'mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script,
+            str(sa_dir), SA_PATH, *argv]
 
 
 def now() -> str:
@@ -56,6 +73,7 @@ class Container:
         self.env: dict[str, str] = {}
         self.rewrite = lambda text: text
         self.log_path: Path | None = None
+        self.sa_dir: Path | None = None
 
     def status(self) -> dict:
         out = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "", "containerID":
@@ -255,11 +273,12 @@ class PodWorker:
         sa_dir = next((local for mount, local in mounts if mount.rstrip("/") == SA_PATH), None)
         if sa_dir is not None:  # the in-cluster login, pointed at where the token really is
             env["KUBECONFIG"] = str(self._sa_kubeconfig(sa_dir))
+        c.sa_dir = sa_dir
         env.update(await self.files.env(spec, c.rewrite))
         c.env = env
         command = [c.rewrite(expand(a, env)) for a in spec.get("command") or []]
         args = [c.rewrite(expand(a, env)) for a in spec.get("args") or []]
-        return images.argv(spec.get("image", ""), command, args)
+        return sa_mounted(images.argv(spec.get("image", ""), command, args), c.sa_dir)
 
     def _sa_kubeconfig(self, sa_dir: Path) -> Path:
         """The pod's in-cluster identity as a kubeconfig: its ServiceAccount token and the cluster CA.

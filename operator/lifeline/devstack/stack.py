@@ -4,9 +4,14 @@
 manifests name (or, without `bao`, nothing: local keys, said in one line), Debian's PostgreSQL
 as the hospital's "HIS" database with sample patient rows (skipped with one line when absent),
 the directories standing for PACS images and the on-site and off-site backup stores, the two
-monitoring endpoints the hospital FailoverPlan watches, the hash-chained audit log, the API
-emulator and the real operator. Leaving the ``async with`` (normally, on an error or on Ctrl-C)
-stops all of it; server processes also have a watchdog that stops them if this process is killed.
+monitoring endpoints the hospital FailoverPlan watches, the hash-chained audit log, a real Kubernetes control plane
+(:class:`~lifeline.devstack.cluster.Cluster`: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and the process kubelet) with the hospital's namespace, claims, Secrets, people
+and two real Prometheus servers as StatefulSets, and Lifeline installed into it by ``helm
+install`` (the operator runs as the chart's Deployment, with the chart's RBAC). Pods log in to
+OpenBao with their ServiceAccount tokens (Vault's Kubernetes auth, reviewed by the API server).
+Leaving the ``async with`` (normally, on an error or on Ctrl-C) stops all of it; server processes
+also have a watchdog that stops them if this process is killed.
 
 What the scenes need to know about it is written to ``<state>/stack.json`` (never a credential).
 """
@@ -119,8 +124,9 @@ class DevStack:
     audit_url: str = ""
     url: str = ""
     kubeconfig: Path | None = None
-    emulator: object | None = None
-    ctx: object | None = None
+    cluster: object | None = None
+    release: object | None = None
+    health_port: int = 0
     volumes: dict[str, Path] = field(default_factory=dict)
     manifests: list[dict] = field(default_factory=list)
     hospital_manifests: list[dict] = field(default_factory=list)
@@ -143,28 +149,55 @@ class DevStack:
     # ---- start-up ----------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        from lifeline.devstack.emulator import make_emulator, serve, write_kubeconfig
-        from lifeline.devstack.operator_thread import running_operator
-
         self._fresh_state()
         self.say(f"state directory   {self.state}  (logs, kubeconfig, audit log, volumes, report)")
         self._logging()
         self.manifests = load_manifests(self.examples)
         if self.hospital and self.hospital.is_dir():
             self.hospital_manifests = load_manifests(self.hospital)
-        await asyncio.gather(self._start_vault(), self._start_postgres())
+        await asyncio.gather(self._start_vault(), self._start_postgres(), self._start_cluster())
         self._volumes()
-        await self._start_audit()
+        self.audit_url = f"file://{self.state / 'audit'}"
+        await asyncio.to_thread(self._seed)
         await self._start_monitoring()
-
-        self.emulator = make_emulator()
-        self._seed()
-        self.url = await self._stack.enter_async_context(serve(self.emulator))
-        self.kubeconfig = write_kubeconfig(self.url, self.state / "kubeconfig", namespace=NAMESPACE)
-        self.say(f"API emulator      {self.url}   (kubeconfig: {self.kubeconfig})")
-        self.ctx = await self._stack.enter_async_context(running_operator(self.kubeconfig, self.emulator))
-        self.say(f"operator          running; probes and metrics on http://127.0.0.1:{self.ctx.health_port}/metrics")
+        await self._install()
         self._write_facts()
+
+    async def _start_cluster(self) -> None:
+        from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
+        from lifeline.devstack.cluster_version import KUBE_VERSION
+
+        if kube_binary() is None:
+            raise SystemExit(f"lifeline dev up: {MISSING}")
+        self.cluster = Cluster(self.state / "cluster", name="hospital")
+        await asyncio.to_thread(self.cluster.start)
+        self._stack.callback(self.cluster.stop)
+        self.kubeconfig = self.cluster.write_kubeconfig(self.state / "kubeconfig", namespace=NAMESPACE)
+        self.url = self.cluster.url
+        self.say(f"Kubernetes        {KUBE_VERSION} at {self.url}: etcd, kube-apiserver, kube-controller-manager, "
+                 f"kube-scheduler; node {self.cluster.node} (process kubelet)")
+
+    async def _install(self) -> None:
+        """``helm install`` Lifeline: the operator runs as the chart's Deployment under the process kubelet."""
+        from lifeline.devstack import install, live
+        from lifeline.devstack.tools import helm_path
+
+        env = [{"name": "LIFELINE_RPO_CHECK_INTERVAL", "value": "2"}]
+        if self.vault is not None:
+            env += [{"name": "VAULT_ADDR", "value": self.vault.addr},
+                    {"name": "LIFELINE_VAULT_AUTH", "value": "kubernetes"},
+                    {"name": "LIFELINE_VAULT_ROLE", "value": "lifeline-agent"}]
+        began = asyncio.get_running_loop().time()
+        # the hash-chained audit log on a claim of the operator's own (a host directory of the state)
+        await asyncio.to_thread(live.namespace, self.cluster, install.SYSTEM_NAMESPACE)
+        await asyncio.to_thread(live.host_claim, self.cluster, install.SYSTEM_NAMESPACE, "audit-log",
+                                self.state / "audit")
+        self.release = await asyncio.to_thread(install.install, self.kubeconfig, helm_path(),
+                                               values={"audit": {"claimName": "audit-log"}, "extraEnv": env})
+        self.health_port = self.release.health_port
+        self.say(f"operator          helm install {self.release.name} into {self.release.namespace}: Ready in "
+                 f"{asyncio.get_running_loop().time() - began:.1f}s; metrics on "
+                 f"http://127.0.0.1:{self.release.health_port}/metrics, webhooks on :{self.release.webhook_port}")
 
     def _fresh_state(self) -> None:
         """Start from an empty state directory: the last run's repositories were keyed by an
@@ -232,44 +265,31 @@ class DevStack:
         self.say(f"PACS images       {self.volumes[PACS_CLAIM]} ({count} studies); backup stores "
                  f"{self.volumes[ONSITE].name}/ (on site) and {self.volumes[OFFSITE].name}/ (off site)")
 
-    async def _start_audit(self) -> None:
-        from lifeline.observability import audit
-
-        self.audit_url = f"file://{self.state / 'audit'}"
-        sink = audit.use_store(self.audit_url, writer="lifeline-dev-up")
-
-        def stop() -> None:
-            sink.flush()
-            audit.remove_sink(sink)
-
-        self._stack.callback(stop)
-        self.say(f"audit log         {self.audit_url} (hash-chained)")
-
     async def _start_monitoring(self) -> None:
-        from lifeline.devstack.kubelet import PodEndpoint
+        """The wards' two Prometheus servers (Debian's ``prometheus``) as StatefulSets the kubelet runs."""
+        from lifeline.devstack import live
+        from lifeline.devstack.children import free_port
+        from lifeline.devstack.monitoring import prometheus
 
         self.endpoints = {}
         for site, port in MONITORING_PORTS.items():
-            endpoint = PodEndpoint(f"ward-{site}")
-            endpoint.port = port
-            try:
-                await endpoint.start()
-            except OSError as exc:
-                # another demo (or anything) holds the port the example names: take a free one and
-                # point the hospital FailoverPlan at it (applicable_hospital rewrites the URL)
-                from lifeline.devstack.children import free_port
-
-                endpoint = PodEndpoint(f"ward-{site}")
-                endpoint.port = free_port()
-                await endpoint.start()
-                self.say(f"monitoring        port {port} is taken ({exc.strerror}): {site} on {endpoint.port}")
-            self._stack.push_async_callback(endpoint.stop)
-            self.endpoints[site] = endpoint
-        self.say("monitoring        ward Prometheus endpoints: " +
-                 ", ".join(f"{site} {e.url}" for site, e in self.endpoints.items()))
+            if not _port_free(port):
+                taken, port = port, free_port()
+                self.say(f"monitoring        port {taken} is taken: {site} listens on {port}")
+            name = f"ward-prometheus-{site[-1]}"
+            for path, body in prometheus(name, NAMESPACE, port, labels={"site": site}):
+                await asyncio.to_thread(live.create, self.cluster, path, body)
+            self.endpoints[site] = f"http://127.0.0.1:{port}"
+        for site in MONITORING_PORTS:
+            name = f"ward-prometheus-{site[-1]}"
+            await live.until(lambda n=name: (live.get(self.cluster, f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets/{n}")
+                                             or {}).get("status", {}).get("readyReplicas") == 1,
+                             120, f"StatefulSet {name} to be ready")
+        self.say("monitoring        ward Prometheus servers (StatefulSets, real Prometheus): " +
+                 ", ".join(f"{site} {url}" for site, url in self.endpoints.items()))
 
     def _set_env(self, env: dict[str, str]) -> None:
-        """The operator (in this process) and the Jobs it runs read Vault's address from the env."""
+        """The scenes (in this process) read Vault's address from the env, as the CLI does."""
         for key, value in env.items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
@@ -287,16 +307,16 @@ class DevStack:
         """What a platform team has in place before applying the hospital manifests."""
         import base64
 
-        from lifeline.devstack.kubelet import ready_status
+        from lifeline.devstack import install, live
 
-        em = self.emulator
-        em.seed("v1/namespaces", {"metadata": {"name": NAMESPACE}})
-        for claim in self.volumes:
-            em.seed("v1/persistentvolumeclaims", {"metadata": {"name": claim, "namespace": NAMESPACE},
-                                                  "spec": {"accessModes": ["ReadWriteOnce"]}})
+        live.namespace(self.cluster, NAMESPACE)
+        for claim, path in self.volumes.items():
+            live.host_claim(self.cluster, NAMESPACE, claim, path)
+        secrets_path = f"/api/v1/namespaces/{NAMESPACE}/secrets"
         if self.postgres is not None:
-            em.seed("v1/secrets", {"metadata": {"name": HIS_SECRET, "namespace": NAMESPACE},
-                                   "data": {"password": base64.b64encode(self._his_password.encode()).decode()}})
+            live.create(self.cluster, secrets_path, {
+                "metadata": {"name": HIS_SECRET},
+                "data": {"password": base64.b64encode(self._his_password.encode()).decode()}})
         if self.vault is None:
             from lifeline.keys import create_key_file
 
@@ -304,25 +324,38 @@ class DevStack:
             key.parent.mkdir(parents=True, exist_ok=True)
             if not key.exists():
                 create_key_file(key)
-            em.seed("v1/secrets", {"metadata": {"name": LOCAL_KEY_SECRET, "namespace": NAMESPACE},
-                                   "data": {"key": base64.b64encode(key.read_bytes()).decode()}})
-        for site in MONITORING_PORTS:
-            name = f"ward-prometheus-{site[-1]}"
-            body = {"apiVersion": "apps/v1", "kind": "StatefulSet",
-                    "metadata": {"name": name, "namespace": NAMESPACE, "generation": 1},
-                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                             "template": {"metadata": {"labels": {"app": name, "site": site}},
-                                          "spec": {"containers": [{"name": "main", "image": "prom/prometheus:v3"}]}}}}
-            body["status"] = ready_status(body, 1)
-            em.seed("apps/v1/statefulsets", body)
-        em.seed("v1/services", {"apiVersion": "v1", "kind": "Service",
-                                "metadata": {"name": "ward-monitoring", "namespace": NAMESPACE},
-                                "spec": {"selector": {"site": "site-a"}, "ports": [{"port": 9090}]}})
+            live.create(self.cluster, secrets_path, {"metadata": {"name": LOCAL_KEY_SECRET},
+                                                     "data": {"key": base64.b64encode(key.read_bytes()).decode()}})
+        else:
+            self._vault_kubernetes_auth()
+        install.bind_people(self.cluster.request, NAMESPACE)
+        live.create(self.cluster, f"/api/v1/namespaces/{NAMESPACE}/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ward-monitoring"},
+            "spec": {"selector": {"site": "site-a"}, "ports": [{"port": 9090}]}})
+
+    def _vault_kubernetes_auth(self) -> None:
+        """OpenBao reviews pods' ServiceAccount tokens with the API server (a reviewer allowed to)."""
+        from lifeline.devstack import live
+        from lifeline.devstack.openbao import enable_kubernetes_auth
+
+        live.create(self.cluster, "/api/v1/namespaces/kube-system/serviceaccounts",
+                    {"metadata": {"name": "vault-token-reviewer"}})
+        live.create(self.cluster, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "metadata": {"name": "vault-token-reviewer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "vault-token-reviewer", "namespace": "kube-system"}]})
+        token = self.cluster.request("POST", "/api/v1/namespaces/kube-system/serviceaccounts/vault-token-reviewer/token",
+                                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                      "spec": {"expirationSeconds": 86400}})["status"]["token"]
+        enable_kubernetes_auth(self.vault, host=self.cluster.url, ca_pem=self.cluster.ca.read_text(), reviewer_jwt=token)
 
     def _write_facts(self) -> None:
         facts = {
             "namespace": NAMESPACE,
             "kubeconfig": str(self.kubeconfig),
+            "server": self.url,
+            "cluster": str(self.cluster.directory),
+            "operator": {"namespace": self.release.namespace, "healthPort": self.release.health_port},
             "auditUrl": self.audit_url,
             "vault": {"addr": self.vault.addr} if self.vault else None,
             "postgres": ({"host": "127.0.0.1", "port": self.postgres.port, "bin": str(self.postgres.bin_dir),
@@ -344,19 +377,40 @@ class DevStack:
                 continue
             if m["kind"] == "BackupPolicy" and self.vault is None:
                 m = {**m, "spec": {**spec, "encryption": {**spec["encryption"], "keyRef": LOCAL_KEY_REF}}}
+            if m["kind"] == "BackupPolicy" and self.postgres is not None and "command" in (spec.get("source") or {}):
+                m = self._with_database_address(m)
             if m["kind"] == "FailoverPlan":
                 m = self._with_monitoring_ports(m)
             out.append(m)
         return out
 
     def _with_monitoring_ports(self, manifest: dict) -> dict:
-        """The plan with each site's check URL on the port its endpoint really listens on."""
+        """The plan with each site's check URL on the port its Prometheus really listens on."""
         text = json.dumps(manifest)
         for site, port in MONITORING_PORTS.items():
-            endpoint = getattr(self, "endpoints", {}).get(site)
-            if endpoint is not None and endpoint.port != port:
-                text = text.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{endpoint.port}/")
+            url = getattr(self, "endpoints", {}).get(site)
+            if url and not url.endswith(f":{port}"):
+                text = text.replace(f"http://127.0.0.1:{port}/", f"{url}/")
         return json.loads(text)
+
+    def _with_database_address(self, manifest: dict) -> dict:
+        """Pods here share this machine's network and there is no cluster DNS: the dump reaches the
+        HIS server at 127.0.0.1 and its port instead of ``his-db.hospital.svc:5432``."""
+        text = json.dumps(manifest)
+        text = text.replace('"his-db.hospital.svc"', '"127.0.0.1"')
+        text = text.replace('{"name": "PGPORT", "value": "5432"}', f'{{"name": "PGPORT", "value": "{self.postgres.port}"}}')
+        return json.loads(text)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def connect_postgres(pg: dict):

@@ -8,8 +8,10 @@ namespaces carrying :data:`LABEL_SANDBOX`), holding:
   letting only the restore agent reach DNS and the ports its repository or Vault listen on;
 - copies of the Secrets the restore Job reads by name (the key, S3 credentials): a pod can only
   mount Secrets of its own namespace;
-- for a filesystem destination, a read-only claim of the same name (see docs/drills.md: on a real
-  cluster it must bind to the same share, for example a static NFS volume);
+- for a filesystem destination, a read-only claim of the same name, pre-bound to a read-only
+  PersistentVolume on the same storage as the repository's own claim (:func:`mirror_volume`: the
+  source volume's definition copied, ``Retain``, so deleting it never touches the data); without
+  the source volume's definition, an unbound claim an admin binds (docs/drills.md);
 - a fresh PVC ``restored`` for directory points, or a throwaway database (Pod + Service
   ``drill-db``) for dump points;
 - the restore Job (:mod:`lifeline.planning.restore_job`) and, later, the verify Job.
@@ -33,6 +35,7 @@ LABEL_SANDBOX = "dr.lifeline.io/sandbox"
 LABEL_DRILL = "dr.lifeline.io/drill"
 LABEL_DRILL_NAMESPACE = "dr.lifeline.io/drill-namespace"
 LABEL_RUN = "dr.lifeline.io/drill-run"
+LABEL_SANDBOX_NAMESPACE = "dr.lifeline.io/sandbox-namespace"  # on a mirror volume: the sandbox it serves
 ANN_DRILL = "dr.lifeline.io/drill"  # namespace/name in full
 ANN_MIRROR = "dr.lifeline.io/mirror-of"
 RESTORED_CLAIM = "restored"
@@ -183,9 +186,41 @@ def target_of(drill: RestoreDrillSpec, point: dict, policy: BackupPolicySpec) ->
     return restore_job.RestoreTarget(claim_name=RESTORED_CLAIM)
 
 
+# A PersistentVolume's fields that say where its data is (kept by a mirror); the rest is the binding.
+BINDING_FIELDS = ("claimRef", "persistentVolumeReclaimPolicy", "storageClassName", "accessModes", "capacity",
+                  "volumeAttributesClassName")
+READ_ONLY_SOURCES = ("csi", "nfs", "cephfs", "iscsi", "rbd", "fc", "azureFile", "glusterfs")
+
+
+def mirror_name(sandbox: str, claim: str) -> str:
+    return f"lifeline-mirror-{hashlib.sha256(f'{sandbox}/{claim}'.encode()).hexdigest()[:16]}"
+
+
+def mirror_volume(source_pv: dict, sandbox: str, claim: str, labels: dict, drill_ref: str) -> dict:
+    """A read-only PersistentVolume on the storage behind ``source_pv``, pre-bound to ``sandbox/claim``.
+
+    Only the source's location is copied (hostPath, nfs, csi, local, ... and its node affinity);
+    ``Retain`` means deleting the mirror never deletes data, whatever the source's policy says.
+    """
+    spec = {k: json.loads(json.dumps(v)) for k, v in (source_pv.get("spec") or {}).items() if k not in BINDING_FIELDS}
+    for key in READ_ONLY_SOURCES:
+        if isinstance(spec.get(key), dict):
+            spec[key]["readOnly"] = True
+    spec.update({"capacity": dict((source_pv.get("spec") or {}).get("capacity") or {"storage": "1Gi"}),
+                 "accessModes": ["ReadOnlyMany"], "persistentVolumeReclaimPolicy": "Retain",
+                 "storageClassName": "", "claimRef": {"namespace": sandbox, "name": claim}})
+    meta = _meta(mirror_name(sandbox, claim), None, {**labels, LABEL_SANDBOX_NAMESPACE: sandbox}, drill_ref,
+                 **{ANN_MIRROR: source_pv["metadata"]["name"]})
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta, "spec": spec}
+
+
 def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, sandbox: str, facts: Facts,
-                    secrets: dict[str, dict], vault_addr: str | None = None) -> list[dict]:
-    """Everything a run creates, in creation order (the namespace first, the restore Job last)."""
+                    secrets: dict[str, dict], vault_addr: str | None = None,
+                    volumes: dict[str, dict] | None = None) -> list[dict]:
+    """Everything a run creates, in creation order (the namespace first, the restore Job last).
+
+    ``volumes`` maps a repository claim's name to the PersistentVolume it is bound to, for mirrors.
+    """
     meta = drill_body["metadata"]
     ns, drill = meta.get("namespace", ""), meta["name"]
     ref = f"{ns}/{drill}"
@@ -208,8 +243,14 @@ def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, 
                                    "does not exist; create it, then the drill runs at its next time")
         out.append(secret_copy(secrets[name], sandbox, labels, ref))
     for claim in restore_job.claims_needed(policy, copy):
-        out.append(_pvc(claim, sandbox, labels, ref, "1Gi", ["ReadOnlyMany"], None,
-                        **{ANN_MIRROR: f"{ns}/{claim}"}))
+        pvc = _pvc(claim, sandbox, labels, ref, "1Gi", ["ReadOnlyMany"], None, **{ANN_MIRROR: f"{ns}/{claim}"})
+        source = (volumes or {}).get(claim)
+        if source is not None:
+            mirror = mirror_volume(source, sandbox, claim, labels, ref)
+            pvc["spec"].update(volumeName=mirror["metadata"]["name"], storageClassName="",
+                               resources={"requests": {"storage": mirror["spec"]["capacity"].get("storage", "1Gi")}})
+            out.append(mirror)
+        out.append(pvc)
     target = target_of(spec, point, policy)
     if target.claim_name:
         out.append(_pvc(RESTORED_CLAIM, sandbox, labels, ref, spec.restore.size, ["ReadWriteOnce"],

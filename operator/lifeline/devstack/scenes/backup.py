@@ -1,11 +1,12 @@
 """Demo scene: a BackupPolicy over a local directory, a full and an incremental backup run for real.
 
-With the emulator and the operator already running (``lifeline demo`` starts them), the scene
-creates the PVCs and the key Secret a policy needs (their data lives in local directories),
-applies a BackupPolicy, shows the CronJobs the operator made of it, runs its full and then its
-incremental CronJob through :class:`~lifeline.devstack.job_runner.JobRunner` (the real agent, two
-file:// repositories: one "on site", one "off site"), and prints the RecoveryPoints the operator
-recorded and the policy's status. The key is a Vault transit key when ``lifeline dev up`` runs
+With the cluster and the operator already running (``lifeline dev up`` starts them), the scene
+creates the PVCs and the key Secret a policy needs (their data lives in host directories behind
+PersistentVolumes), applies a BackupPolicy, shows the CronJobs the operator made of it, starts its
+full and then its incremental CronJob as ``kubectl create job --from=cronjob/...`` does (the real
+Job controller, scheduler and process kubelet run the agent into two file:// repositories: one
+"on site", one "off site"), and prints the RecoveryPoints the operator recorded and the policy's
+status. The key is a Vault transit key when ``lifeline dev up`` runs
 OpenBao (``VAULT_ADDR`` set), else a local key in a Secret.
 
 Then the hospital scenario's policies (``examples/hospital/``, applied by ``lifeline dev up``):
@@ -18,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
 from pathlib import Path
 
 from lifeline.api import BY_KIND
+from lifeline.planning.backup_points import ANN_JOB
 from lifeline.keys import create_key_file
 from lifeline.planning import conditions
 
@@ -67,89 +68,90 @@ def _write_ward_data(root: Path, hour: int) -> None:
             f.write(rows)
 
 
-def _stored(emulator, kind: str, name: str):
-    return emulator.stored(BY_KIND[kind].resource, NAMESPACE, name)
+def _stored(cluster, kind: str, name: str):
+    from lifeline.devstack import live
+
+    return live.stored(cluster, kind, NAMESPACE, name)
 
 
-async def _backup(runner, emulator, policy_name: str, kind: str, count: int, say) -> dict | None:
-    """Run the policy's ``kind`` CronJob as a Job; wait for the operator to record the point; its figures."""
-    began = time.monotonic()
-    result = await runner.trigger(NAMESPACE, f"{policy_name}-{kind}")
-    seconds = time.monotonic() - began
-    say(f"ran               Job {result.job} ({kind}): {result.phase} in {seconds:.2f}s")
-    if result.phase != "Succeeded":
-        agent = result.containers.get("agent")
-        say(agent.log.read_text()[-2000:] if agent else result.message)
+def _point_of(cluster, job: str) -> dict | None:
+    from lifeline.devstack import live
+
+    points = cluster.request("GET", live.lifeline_path("RecoveryPoint", NAMESPACE))["items"]
+    return next((p for p in points if (p["metadata"].get("annotations") or {}).get(ANN_JOB) == job
+                 and (p.get("status") or {}).get("phase") == "Available"), None)
+
+
+def _made_by(points: list[dict], runs: list[dict]) -> list[dict]:
+    jobs = {r["job"] for r in runs}
+    return [p for p in points if (p["metadata"].get("annotations") or {}).get(ANN_JOB) in jobs]
+
+
+async def _backup(cluster, policy_name: str, kind: str, count: int, say) -> dict | None:
+    """Start the policy's ``kind`` CronJob now; wait for the operator to record the point; its figures."""
+    from lifeline.devstack import live
+
+    job, phase, seconds = await live.run_cronjob(cluster, NAMESPACE, f"{policy_name}-{kind}")
+    say(f"ran               Job {job} ({kind}): {phase} in {seconds:.2f}s")
+    if phase != "Succeeded":
+        say(await asyncio.to_thread(live.job_log, cluster, NAMESPACE, job))
         return None
-    obj = await emulator.wait_for(
-        lambda: (o := _stored(emulator, "BackupPolicy", policy_name)) and
-        (o["status"].get("recoveryPoints") or 0) >= count and
-        (o["status"].get("lastBackup") or {}).get("job") == result.job and
-        o["status"]["lastBackup"].get("outcome") != "Running" and o, timeout=60)
-    name = obj["status"]["lastBackup"].get("recoveryPoint")
-    point = await emulator.wait_for(lambda: _stored(emulator, "RecoveryPoint", name), timeout=30) if name else None
+    # The point this Job made (the real CronJob controller may start scheduled Jobs meanwhile).
+    point = await live.until(lambda: _point_of(cluster, job), 90, f"the RecoveryPoint of Job {job}")
+    obj = _stored(cluster, "BackupPolicy", policy_name)
+    name = point["metadata"]["name"]
     spec = (point or {}).get("spec") or {}
-    return {"policy": policy_name, "type": kind, "job": result.job, "phase": result.phase,
+    return {"policy": policy_name, "type": kind, "job": job, "phase": phase,
             "seconds": round(seconds, 3), "bytes": spec.get("sizeBytes", 0), "point": name,
             "destinations": [c["destination"] for c in spec.get("copies") or []],
             "key": obj["spec"]["encryption"]["keyRef"].split(":", 1)[0]}
 
 
-async def run(emulator, kubeconfig, workdir, say) -> dict:
-    from lifeline.devstack.job_runner import JobRunner
+async def run(stack, say) -> dict:
+    from lifeline.devstack import live
     from lifeline.kube import Kube
     from lifeline.printing import table
 
-    state = Path(workdir)
+    cluster, state = stack.cluster, Path(stack.state)
     workdir = state / "backup-scene"
     volumes = {claim: workdir / "volumes" / d for claim, d in CLAIMS.items()}
-    for path in volumes.values():
-        path.mkdir(parents=True, exist_ok=True)
     _write_ward_data(volumes["icu-trends-data"], 8)
 
     # What a platform team has in place before the policy: the PVCs and the key, kept apart.
-    if emulator.stored("v1/namespaces", None, NAMESPACE) is None:
-        emulator.seed("v1/namespaces", {"metadata": {"name": NAMESPACE}})
-    for claim in CLAIMS:
-        if emulator.stored("v1/persistentvolumeclaims", NAMESPACE, claim) is None:
-            emulator.seed("v1/persistentvolumeclaims", {"metadata": {"name": claim, "namespace": NAMESPACE},
-                                                         "spec": {"accessModes": ["ReadWriteOnce"]}})
+    for claim, path in volumes.items():
+        await asyncio.to_thread(live.host_claim, cluster, NAMESPACE, claim, path)
     if key_ref() == SECRET_KEY_REF:
         key = workdir / "kek"
         if not key.exists():
             create_key_file(key)
-        if emulator.stored("v1/secrets", NAMESPACE, "icu-trends-key") is None:
-            emulator.seed("v1/secrets", {"metadata": {"name": "icu-trends-key", "namespace": NAMESPACE},
-                                         "data": {"key": base64.b64encode(key.read_bytes()).decode()}})
+        await asyncio.to_thread(live.create, cluster, f"/api/v1/namespaces/{NAMESPACE}/secrets", {
+            "metadata": {"name": "icu-trends-key"}, "data": {"key": base64.b64encode(key.read_bytes()).decode()}})
 
-    kube = Kube.connect(kubeconfig)
+    kube = Kube.connect(stack.kubeconfig)
     runs: list[dict] = []
     try:
         await kube.create(BY_KIND["BackupPolicy"], NAMESPACE, policy())
         say(f"\napplied           BackupPolicy {NAMESPACE}/{POLICY}: {volumes['icu-trends-data']} -> "
             f"site-a and site-b (off site), RPO 15m, key {key_ref()}")
-        await emulator.wait_for(lambda: (o := _stored(emulator, "BackupPolicy", POLICY)) and
-                                (o.get("status") or {}).get("cronJobs") and o, timeout=30)
-        obj = _stored(emulator, "BackupPolicy", POLICY)
+        obj = await live.until(lambda: (o := _stored(cluster, "BackupPolicy", POLICY)) and
+                               (o.get("status") or {}).get("cronJobs") and o, 30, f"{POLICY}'s CronJobs")
         say("\n$ kubectl get cronjobs -l dr.lifeline.io/policy=" + POLICY)
         say(f"{'NAME':28} {'SCHEDULE':16} {'SUSPEND':8} CONCURRENCY")
         for name in obj["status"]["cronJobs"]:
-            cj = emulator.stored("batch/v1/cronjobs", NAMESPACE, name)
+            cj = await asyncio.to_thread(live.get, cluster, f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}")
             spec = cj["spec"]
             say(f"{name:28} {spec['schedule']:16} {str(spec['suspend']):8} {spec['concurrencyPolicy']}")
 
-        async with JobRunner.from_kubeconfig(kubeconfig, workdir=workdir / "pods", volumes=volumes) as runner:
-            for kind, count in (("full", 1), ("incremental", 2)):
-                if kind == "incremental":
-                    _write_ward_data(volumes["icu-trends-data"], 9)  # an hour of new readings
-                done = await _backup(runner, emulator, POLICY, kind, count, say)
-                if done is None:
-                    break
-                runs.append(done)
-        obj = _stored(emulator, "BackupPolicy", POLICY)
-        points = [p for p in await kube.list(BY_KIND["RecoveryPoint"], NAMESPACE)
-                  if p["spec"]["policyName"] == POLICY]
-        hospital = await _hospital(emulator, kube, state, say)
+        for kind, count in (("full", 1), ("incremental", 2)):
+            if kind == "incremental":
+                _write_ward_data(volumes["icu-trends-data"], 9)  # an hour of new readings
+            done = await _backup(cluster, POLICY, kind, count, say)
+            if done is None:
+                break
+            runs.append(done)
+        obj = _stored(cluster, "BackupPolicy", POLICY)
+        points = _made_by(await kube.list(BY_KIND["RecoveryPoint"], NAMESPACE), runs)
+        hospital = await _hospital(stack, kube, say)
     finally:
         kube.close()
 
@@ -179,43 +181,37 @@ async def run(emulator, kubeconfig, workdir, say) -> dict:
     }
 
 
-async def _hospital(emulator, kube, state: Path, say) -> dict:
+async def _hospital(stack, kube, say) -> dict:
     """Full, change, incremental for each hospital BackupPolicy ``lifeline dev up`` applied."""
     from lifeline.devstack import stack as devstack
-    from lifeline.devstack.job_runner import JobRunner
-    facts = devstack.read_facts(state)
+
+    cluster = stack.cluster
+    facts = devstack.read_facts(stack.state)
     names = [m["name"] for m in facts.get("hospital") or [] if m["kind"] == "BackupPolicy"
-             and _stored(emulator, "BackupPolicy", m["name"]) is not None]
+             and _stored(cluster, "BackupPolicy", m["name"]) is not None]
     out = {"runs": [], "points": [], "ok": True}
     if not names:
         return out
     pg = facts.get("postgres")
-    env, extra_path = {}, []
-    if pg:  # the local runner stands in for the cluster's DNS: his-db.hospital.svc is this server
-        env = {"PGHOST": pg["host"], "PGPORT": str(pg["port"])}
-        extra_path = [pg["bin"]]
     volumes = {claim: Path(path) for claim, path in facts["volumes"].items()}
     say(f"\nhospital          policies {', '.join(names)}: full, then a change, then incremental, each to "
         "on-site and off-site")
-    async with JobRunner.from_kubeconfig(facts["kubeconfig"], workdir=state / "hospital-pods", volumes=volumes,
-                                         env=env, extra_path=extra_path) as runner:
-        for name in names:
-            for kind, count in (("full", 1), ("incremental", 2)):
-                if kind == "incremental":
-                    say("change            " + await asyncio.to_thread(_change, name, pg, volumes))
-                done = await _backup(runner, emulator, name, kind, count, say)
-                if done is None:
-                    out["ok"] = False
-                    break
-                out["runs"].append(done)
-                say(f"                  -> {done['point']}: {done['bytes']} bytes, copies on "
-                    f"{', '.join(done['destinations'])}, key {done['key']}")
-            ready = conditions.find((_stored(emulator, "BackupPolicy", name).get("status") or {})
-                                    .get("conditions"), "Ready") or {}
-            out["ok"] = out["ok"] and ready.get("status") == "True" and all(
-                len(r["destinations"]) == 2 for r in out["runs"] if r["policy"] == name)
-    out["points"] = [p for p in await kube.list(BY_KIND["RecoveryPoint"], NAMESPACE)
-                     if p["spec"]["policyName"] in names]
+    for name in names:
+        for kind, count in (("full", 1), ("incremental", 2)):
+            if kind == "incremental":
+                say("change            " + await asyncio.to_thread(_change, name, pg, volumes))
+            done = await _backup(cluster, name, kind, count, say)
+            if done is None:
+                out["ok"] = False
+                break
+            out["runs"].append(done)
+            say(f"                  -> {done['point']}: {done['bytes']} bytes, copies on "
+                f"{', '.join(done['destinations'])}, key {done['key']}")
+        ready = conditions.find((_stored(cluster, "BackupPolicy", name).get("status") or {})
+                                .get("conditions"), "Ready") or {}
+        out["ok"] = out["ok"] and ready.get("status") == "True" and all(
+            len(r["destinations"]) == 2 for r in out["runs"] if r["policy"] == name)
+    out["points"] = _made_by(await kube.list(BY_KIND["RecoveryPoint"], NAMESPACE), out["runs"])
     return out
 
 

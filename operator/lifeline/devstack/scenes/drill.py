@@ -10,8 +10,6 @@ time against the RTO.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from lifeline.api import BY_KIND
 
 from . import backup as backup_scene
@@ -35,49 +33,48 @@ def restore_drill() -> dict:
     }
 
 
-def _last(emulator) -> dict:
-    return ((emulator.stored(INFO.resource, NAMESPACE, DRILL) or {}).get("status") or {}).get("lastRun") or {}
+def _drill(cluster) -> dict:
+    from lifeline.devstack import live
+
+    return live.stored(cluster, "RestoreDrill", NAMESPACE, DRILL) or {}
 
 
-async def run(emulator, kubeconfig, workdir, say) -> dict:
+def _last(cluster) -> dict:
+    return (_drill(cluster).get("status") or {}).get("lastRun") or {}
+
+
+async def run(stack, say) -> dict:
     from lifeline.commands.drill import describe, table
-    from lifeline.devstack.job_runner import JobRunner
+    from lifeline.devstack import live
     from lifeline.kube import Kube
 
-    root = Path(workdir)
-    # the backup scene's repositories, where the sandbox's mirror claims of the same names point
-    volumes = {claim: root / "backup-scene" / "volumes" / d for claim, d in backup_scene.CLAIMS.items()}
-    kube = Kube.connect(kubeconfig)
+    cluster = stack.cluster
+    kube = Kube.connect(stack.kubeconfig)
     try:
         await kube.create(INFO, NAMESPACE, restore_drill())
     finally:
         kube.close()
     say(f"\napplied           RestoreDrill {NAMESPACE}/{DRILL}: restore the latest point of "
         f"{backup_scene.POLICY} into a sandbox, expect 8 files in ward-3")
-    started = await emulator.wait_for(lambda: (r := _last(emulator)).get("outcome") and r, timeout=30)
-    if started.get("sandbox"):
-        sandbox = started["sandbox"]
-        quota = emulator.stored("v1/resourcequotas", sandbox, "drill")
-        deny = emulator.stored("networking.k8s.io/v1/networkpolicies", sandbox, "default-deny")
-        say(f"sandbox           namespace {sandbox} for point {started.get('recoveryPoint')}: "
-            f"quota {'pods=' + quota['spec']['hard']['pods'] if quota else 'MISSING'}, "
-            f"NetworkPolicy {'default-deny (no egress)' if deny else 'MISSING'}")
-        async with JobRunner.from_kubeconfig(kubeconfig, workdir=root / "drill-scene" / "pods",
-                                             volumes=volumes) as runner:
-            for _ in range(2):  # the restore Job, then (once the operator made it) the verify Job
-                for result in await runner.run_pending(sandbox):
-                    say(f"ran               Job {sandbox}/{result.job}: {result.phase}")
-                await emulator.wait_for(lambda: _last(emulator).get("phase") != "Restoring", timeout=30)
-                if _last(emulator).get("phase") != "Verifying":
-                    break
-    final = await emulator.wait_for(lambda: (r := _last(emulator)).get("outcome") not in (None, "Running") and r,
-                                    timeout=30)
-    history = ((emulator.stored(INFO.resource, NAMESPACE, DRILL) or {}).get("status") or {}).get("history") or []
+    started = await live.until(lambda: (r := _last(cluster)).get("sandbox") and r, 60, "the drill to start")
+    sandbox = started["sandbox"]
+    quota = live.get(cluster, f"/api/v1/namespaces/{sandbox}/resourcequotas/drill")
+    deny = live.get(cluster, f"/apis/networking.k8s.io/v1/namespaces/{sandbox}/networkpolicies/default-deny")
+    say(f"sandbox           namespace {sandbox} for point {started.get('recoveryPoint')}: "
+        f"quota {'pods=' + quota['spec']['hard']['pods'] if quota else 'MISSING'}, "
+        f"NetworkPolicy {'default-deny (no egress)' if deny else 'MISSING'}")
+    final = await live.until(lambda: (r := _last(cluster)).get("outcome") not in (None, "Running") and r,
+                             300, "the drill to finish", interval=0.5)
+    for job in ("restore", "verify"):
+        found = live.get(cluster, f"/apis/batch/v1/namespaces/{sandbox}/jobs/{job}")
+        if found:
+            say(f"ran               Job {sandbox}/{job}: {live.job_end(found)}")
+    history = (_drill(cluster).get("status") or {}).get("history") or []
     say(f"\n$ lifeline drill report {DRILL}")
     say(table(history))
     say(f"\ndrill             {describe(final)}")
     if final.get("outcome") != "Succeeded":
         say(f"                  {final.get('message')}")
     keys = ("restoreSeconds", "verifySeconds", "totalSeconds", "rtoSeconds", "rtoMet", "bytesRestored", "outcome",
-            "reason")
-    return {**{k: final.get(k) for k in keys}, "ok": final.get("outcome") == "Succeeded"}
+            "reason", "message")
+    return {**{k: final.get(k) for k in keys}, "sandbox": sandbox, "ok": final.get("outcome") == "Succeeded"}

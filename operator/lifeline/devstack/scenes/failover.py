@@ -1,32 +1,37 @@
 """Demo scene: the monitoring stack's primary site goes dark; the standby takes over; then failback.
 
-With the emulator and the operator already running (``lifeline demo`` starts them), the scene
+With the hospital cluster and the operator already running (``lifeline dev up`` starts them), the
+scene
 
-1. starts a second API emulator as the primary site's cluster ("site-a"; reached through a
-   kubeconfig Secret) and uses the operator's own cluster as the standby ("site-b") -- the
-   recommended placement: the operator survives the primary's loss;
-2. runs a fake kubelet in each cluster and, for each site, a loopback endpoint serving
-   Prometheus' ``/-/ready`` and query API while that site's workload has ready replicas;
-3. applies a FailoverPlan with a *short* breach window (5 s instead of the 180 s default, so
-   the demo takes seconds; it says so) and waits until the primary is healthy;
-4. takes site A dark -- its endpoint fails and its cluster's API stops answering -- and waits:
-   after the window the operator fails over without being able to fence site A, promotes
-   site B, switches the Service, verifies B's checks, and records the achieved RTO;
-5. brings site A back: the operator fences it (scales it to zero) before anything else;
-6. requests a failback (as ``lifeline failover back`` does) and shows the planned switchover.
+1. starts a second real control plane as the primary site ("site-a"), with a real Prometheus as
+   a StatefulSet in its ``monitoring`` namespace; the operator reaches it through a kubeconfig
+   Secret holding a ServiceAccount token of site A that may only read and scale that namespace's
+   StatefulSets. The operator's own cluster is the standby ("site-b", a Prometheus StatefulSet
+   scaled to zero) -- the recommended placement: the operator survives the primary's loss;
+2. applies a FailoverPlan with a *short* breach window (5 s instead of the 180 s default, so the
+   demo takes seconds; it says so) whose checks query the two Prometheus servers (``/-/ready`` and
+   the PromQL ``up{job="prometheus"} == 1``), and waits until the primary is healthy;
+3. takes site A dark for real: its API server and its kubelet stop, and with the kubelet its
+   Prometheus process; after the window the operator fails over without being able to fence
+   site A, scales site B's StatefulSet up (the real StatefulSet controller and kubelet start
+   Prometheus), switches the Service, verifies B's checks, and records the achieved RTO;
+4. brings site A back (API server and kubelet; its Prometheus pod starts again): the operator
+   fences it (scales it to zero) before anything else;
+5. requests a failback (as ``lifeline failover back`` does) and shows the planned switchover.
 
-It returns the figures it printed. Wall time: about 15 s.
+It returns the figures it printed.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+
+import yaml
 
 from lifeline.api import BY_KIND
 
@@ -52,12 +57,10 @@ def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict
             "fencing": "Both",
             "primary": {"name": "site-a", "namespace": REMOTE_NAMESPACE,
                         "cluster": {"kubeconfigSecret": {"name": "site-a-kubeconfig", "key": "kubeconfig"}},
-                        "workloads": [{"kind": "StatefulSet", "name": "prometheus"},
-                                      {"kind": "Deployment", "name": "grafana"}],
+                        "workloads": [{"kind": "StatefulSet", "name": "prometheus"}],
                         "healthChecks": checks(primary_url)},
             "standby": {"name": "site-b", "namespace": NAMESPACE,
-                        "workloads": [{"kind": "StatefulSet", "name": "prometheus-standby"},
-                                      {"kind": "Deployment", "name": "grafana-standby"}],
+                        "workloads": [{"kind": "StatefulSet", "name": "prometheus-standby"}],
                         "healthChecks": checks(standby_url)},
             "traffic": {"service": {"name": "monitoring", "namespace": NAMESPACE,
                                     "primarySelector": {"site": "site-a"}, "standbySelector": {"site": "site-b"}}},
@@ -66,173 +69,176 @@ def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict
     }
 
 
-def _workload(kind: str, name: str, namespace: str, replicas: int) -> dict:
-    labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": namespace},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "main", "image": "prom/prometheus:v3"}]}}}}
+def _remote_identity(site_a, namespace: str) -> str:
+    """A kubeconfig for the operator in site A: a ServiceAccount that may read and scale StatefulSets
+    in ``namespace`` only, its token and site A's CA inline (what a Secret can carry)."""
+    from lifeline.devstack import live
+
+    live.create(site_a, f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "lifeline-failover"}})
+    live.create(site_a, f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles", {
+        "metadata": {"name": "lifeline-failover"},
+        "rules": [{"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "patch"]}]})
+    live.create(site_a, f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
+        "metadata": {"name": "lifeline-failover"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lifeline-failover"},
+        "subjects": [{"kind": "ServiceAccount", "name": "lifeline-failover", "namespace": namespace}]})
+    token = site_a.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/lifeline-failover/token",
+                           {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                            "spec": {"expirationSeconds": 86400}})["status"]["token"]
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "site-a", "cluster": {
+            "server": site_a.url, "certificate-authority-data": base64.b64encode(site_a.ca.read_bytes()).decode()}}],
+        "users": [{"name": "lifeline-failover", "user": {"token": token}}],
+        "contexts": [{"name": "site-a", "context": {"cluster": "site-a", "user": "lifeline-failover",
+                                                    "namespace": namespace}}],
+        "current-context": "site-a"})
 
 
-def _seed(emulator, resource: str, body: dict) -> None:
-    meta = body["metadata"]
-    if emulator.stored(resource, meta.get("namespace"), meta["name"]) is None:
-        emulator.seed(resource, body)
+def _ready(cluster, namespace: str, name: str) -> int:
+    from lifeline.devstack import live
+
+    return ((live.get(cluster, f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}") or {})
+            .get("status") or {}).get("readyReplicas") or 0
 
 
-async def run(emulator, kubeconfig, *args, window: str = "5s", interval: str = "500ms",
-              startup: float = 0.5, timeout: float = 30.0) -> dict:
-    """Call as ``run(emulator, kubeconfig, say)`` or ``run(emulator, kubeconfig, workdir, say)``."""
-    from lifeline.devstack.emulator import make_emulator, serve, write_kubeconfig
-    from lifeline.devstack.kubelet import FakeKubelet, PodEndpoint
+def _replicas(cluster, namespace: str, name: str) -> int:
+    return cluster.request("GET", f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}")["spec"]["replicas"]
+
+
+def _selector(cluster) -> dict:
+    return cluster.request("GET", f"/api/v1/namespaces/{NAMESPACE}/services/monitoring")["spec"]["selector"]
+
+
+async def run(stack, say, *, window: str = "5s", interval: str = "500ms", timeout: float = 90.0) -> dict:
+    from lifeline.devstack import live
+    from lifeline.devstack.children import free_port
+    from lifeline.devstack.cluster import Cluster
+    from lifeline.devstack.monitoring import prometheus
     from lifeline.kube import Kube
 
-    workdir = Path(args[0]) if len(args) == 2 else Path(kubeconfig).parent
-    say = args[-1]
     began = time.monotonic()
-    kubeconfig = Path(kubeconfig)
-    own_url = _server_of(kubeconfig)
+    own = stack.cluster
+    workdir = Path(stack.state)
+    port_a, port_b = free_port(), free_port()
+    url_a, url_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
 
-    # the operator's cluster: the standby site, the entry Service, the Secret to reach site A
-    _seed(emulator, "v1/namespaces", {"metadata": {"name": NAMESPACE}})
-    for kind, name in (("StatefulSet", "prometheus-standby"), ("Deployment", "grafana-standby")):
-        _seed(emulator, f"apps/v1/{kind.lower()}s", _workload(kind, name, NAMESPACE, 0))
-    _seed(emulator, "v1/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "monitoring", "namespace": NAMESPACE},
-        "spec": {"selector": {"site": "site-a"}, "ports": [{"port": 9090}]}})
-    # site A's cluster
-    remote = make_emulator()
-    remote.seed("v1/namespaces", {"metadata": {"name": REMOTE_NAMESPACE}})
-    remote.seed("apps/v1/statefulsets", _workload("StatefulSet", "prometheus", REMOTE_NAMESPACE, 2))
-    remote.seed("apps/v1/deployments", _workload("Deployment", "grafana", REMOTE_NAMESPACE, 1))
+    site_a = Cluster(workdir / "site-a", name="site-a")
+    await asyncio.to_thread(site_a.start)
+    try:
+        # site A: the primary's Prometheus, and an identity for the operator limited to its namespace
+        await asyncio.to_thread(live.namespace, site_a, REMOTE_NAMESPACE)
+        for path, body in prometheus("prometheus", REMOTE_NAMESPACE, port_a, labels={"site": "site-a"}):
+            await asyncio.to_thread(live.create, site_a, path, body)
+        remote_config = await asyncio.to_thread(_remote_identity, site_a, REMOTE_NAMESPACE)
+        # site B (this cluster): the standby scaled to zero, the entry Service, the Secret to reach site A
+        for path, body in prometheus("prometheus-standby", NAMESPACE, port_b, labels={"site": "site-b"}, replicas=0):
+            await asyncio.to_thread(live.create, own, path, body)
+        await asyncio.to_thread(live.create, own, f"/api/v1/namespaces/{NAMESPACE}/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "monitoring"},
+            "spec": {"selector": {"site": "site-a"}, "ports": [{"port": 9090}]}})
+        await asyncio.to_thread(live.create, own, f"/api/v1/namespaces/{NAMESPACE}/secrets", {
+            "metadata": {"name": "site-a-kubeconfig"},
+            "data": {"kubeconfig": base64.b64encode(remote_config.encode()).decode()}})
+        await live.until(lambda: _ready(site_a, REMOTE_NAMESPACE, "prometheus") == 1, timeout,
+                         "site A's Prometheus to be ready")
+        say(f"sites             site-a (primary): Kubernetes at {site_a.url}, Prometheus StatefulSet at {url_a}")
+        say(f"                  site-b (standby): this cluster, Prometheus StatefulSet scaled to zero, {url_b} when up")
 
-    async with contextlib.AsyncExitStack() as stack:
-        remote_stack = contextlib.AsyncExitStack()
-        remote_url = await remote_stack.enter_async_context(serve(remote))
-        remote_port = int(remote_url.rsplit(":", 1)[1])
-        stack.push_async_callback(lambda: remote_stack.aclose())
-        remote_config = write_kubeconfig(remote_url, workdir / "site-a.kubeconfig", namespace=REMOTE_NAMESPACE)
-        secret = base64.b64encode(remote_config.read_bytes()).decode()
-        _seed(emulator, "v1/secrets", {"apiVersion": "v1", "kind": "Secret",
-                                       "metadata": {"name": "site-a-kubeconfig", "namespace": NAMESPACE},
-                                       "data": {"kubeconfig": secret}})
-        own_kubelet = await stack.enter_async_context(FakeKubelet(own_url, startup=startup))
-        remote_kubelet = await stack.enter_async_context(FakeKubelet(remote_url, startup=startup))
-        site_a = await stack.enter_async_context(PodEndpoint("site-a"))
-        site_b = await stack.enter_async_context(PodEndpoint("site-b"))
-        remote_kubelet.bind(REMOTE_NAMESPACE, "StatefulSet", "prometheus", site_a)
-        own_kubelet.bind(NAMESPACE, "StatefulSet", "prometheus-standby", site_b)
-        await remote_kubelet.wait_ready(REMOTE_NAMESPACE, "StatefulSet", "prometheus", 2)
-        say(f"sites             site-a (primary): cluster {remote_url}, Prometheus at {site_a.url}")
-        say(f"                  site-b (standby): this cluster, scaled to zero, Prometheus at {site_b.url}")
+        kube = Kube.connect(stack.kubeconfig)
+        try:
+            await kube.create(PLANS, NAMESPACE, plan(url_a, url_b, window, interval))
+            say(f"applied           FailoverPlan {NAMESPACE}/{PLAN}: Automatic, checks every {interval}, "
+                f"breach window {window} (shortened for the demo; the default is 180s)")
 
-        kube = Kube.connect(kubeconfig)
-        stack.callback(kube.close)
-        await kube.create(PLANS, NAMESPACE, plan(site_a.url, site_b.url, window, interval))
-        say(f"applied           FailoverPlan {NAMESPACE}/{PLAN}: Automatic, checks every {interval}, "
-            f"breach window {window} (shortened for the demo; the default is 180s)")
+            def status() -> dict:
+                return ((live.stored(own, "FailoverPlan", NAMESPACE, PLAN) or {}).get("status")) or {}
 
-        def status() -> dict:
-            return (emulator.stored(PLANS.resource, NAMESPACE, PLAN) or {}).get("status") or {}
+            def healthy_primary():
+                checks = [c for c in status().get("checks") or [] if c["site"] == "site-a"]
+                return checks and all(c.get("healthy") for c in checks)
 
-        def healthy_primary():
-            checks = [c for c in status().get("checks") or [] if c["site"] == "site-a"]
-            return checks and all(c.get("healthy") for c in checks)
+            await live.until(healthy_primary, timeout, "site A to be healthy")
+            say(f"monitoring        site-a healthy; Service {NAMESPACE}/monitoring selects {_selector(own)}")
 
-        await emulator.wait_for(healthy_primary, timeout=timeout)
-        say(f"monitoring        site-a healthy; Service {NAMESPACE}/monitoring selects "
-            f"{_selector(emulator)}")
+            # the outage: site A's control plane and node stop; its Prometheus process dies with the node
+            outage = datetime.now(timezone.utc)
+            say(f"\n{_clock(outage)}  site-a goes dark: its kubelet (and with it Prometheus) and its API server stop")
+            await asyncio.to_thread(site_a.stop_component, "kubelet")
+            await asyncio.to_thread(site_a.stop_component, "apiserver")
+            shown = set()
 
-        # the outage: the endpoint fails and the cluster's API goes away
-        site_a.broken = True
-        await remote_stack.aclose()
-        outage = datetime.now(timezone.utc)
-        say(f"\n{_clock(outage)}  site-a goes dark: its Prometheus fails and its cluster's API stops answering")
-        shown = set()
+            def progress():
+                st = status()
+                key = (st.get("phase"), (st.get("switchover") or {}).get("step"))
+                if key not in shown:
+                    shown.add(key)
+                    step = f" (step {key[1]})" if key[1] else ""
+                    say(f"{_clock(datetime.now(timezone.utc))}  phase {key[0]}{step}")
+                return st.get("phase") == "FailedOver"
 
-        def progress():
+            await live.until(progress, timeout, "the failover", interval=0.1)
             st = status()
-            key = (st.get("phase"), (st.get("switchover") or {}).get("step"))
-            if key not in shown:
-                shown.add(key)
-                step = f" (step {key[1]})" if key[1] else ""
-                say(f"{_clock(datetime.now(timezone.utc))}  phase {key[0]}{step}")
-            return st.get("phase") == "FailedOver"
+            done = next(h for h in reversed(st["history"]) if h["reason"] == "FailoverComplete")
+            figures = {
+                "breach_window_seconds": _seconds(window),
+                "detection_seconds": done["detectionSeconds"],
+                "switchover_seconds": done["switchoverSeconds"],
+                "achieved_rto_seconds": done["achievedRTOSeconds"],
+                "outage_to_healthy_seconds": round((_parse(done["time"]) - outage).total_seconds(), 3),
+            }
+            say(f"failed over       site-b serves; Service selects {_selector(own)}; standby scaled to "
+                f"{_replicas(own, NAMESPACE, 'prometheus-standby')} Prometheus replica(s), "
+                f"{_ready(own, NAMESPACE, 'prometheus-standby')} ready")
+            say(f"achieved RTO      {done['achievedRTOSeconds']:.2f}s (first failed check -> standby healthy) = "
+                f"detection {done['detectionSeconds']:.2f}s (window {window}) + switchover "
+                f"{done['switchoverSeconds']:.2f}s; tier A's RTO is 5m")
+            if st.get("fencePending"):
+                say("fencing           site-a could not be reached: marked fenced-unverified, to be fenced when "
+                    "it answers")
 
-        await emulator.wait_for(progress, timeout=timeout)
-        st = status()
-        done = next(h for h in reversed(st["history"]) if h["reason"] == "FailoverComplete")
-        figures = {
-            "breach_window_seconds": _seconds(window),
-            "detection_seconds": done["detectionSeconds"],
-            "switchover_seconds": done["switchoverSeconds"],
-            "achieved_rto_seconds": done["achievedRTOSeconds"],
-            "outage_to_healthy_seconds": round((_parse(done["time"]) - outage).total_seconds(), 3),
-        }
-        say(f"failed over       site-b serves; Service selects {_selector(emulator)}; standby scaled to "
-            f"{_replicas(emulator, NAMESPACE, 'prometheus-standby')} Prometheus replicas")
-        say(f"achieved RTO      {done['achievedRTOSeconds']:.2f}s (first failed check -> standby healthy) = "
-            f"detection {done['detectionSeconds']:.2f}s (window {window}) + switchover "
-            f"{done['switchoverSeconds']:.2f}s; tier A's RTO is 5m")
-        if st.get("fencePending"):
-            say(f"fencing           site-a could not be reached: marked fenced-unverified, to be fenced when "
-                f"it answers")
+            # site A comes back, its Prometheus starting again: fenced before it can serve
+            await asyncio.to_thread(site_a.start_component, "apiserver")
+            await asyncio.to_thread(site_a.start_component, "kubelet")
+            await live.until(lambda: "fencePending" not in status(), timeout, "site A to be fenced")
+            replicas = _replicas(site_a, REMOTE_NAMESPACE, "prometheus")
+            figures["fenced_on_return"] = replicas == 0
+            say(f"\n{_clock(datetime.now(timezone.utc))}  site-a answers again: fenced at once (Prometheus scaled to "
+                f"{replicas}); traffic stays at site-b -- no automatic failback")
 
-        # site A comes back, still running: fenced before it can serve
-        remote_stack = contextlib.AsyncExitStack()
-        await remote_stack.enter_async_context(serve(remote, port=remote_port))
-        site_a.broken = False
-        await emulator.wait_for(lambda: "fencePending" not in status(), timeout=timeout)
-        replicas = remote.stored("apps/v1/statefulsets", REMOTE_NAMESPACE, "prometheus")["spec"]["replicas"]
-        figures["fenced_on_return"] = replicas == 0
-        say(f"\n{_clock(datetime.now(timezone.utc))}  site-a answers again: fenced at once (Prometheus scaled to "
-            f"{replicas}); traffic stays at site-b -- no automatic failback")
+            # a person asks for the failback
+            request = {"verb": "back", "id": uuid.uuid4().hex[:12]}
+            say(f"\n$ lifeline failover back {PLAN} -n {NAMESPACE}")
+            asked = time.monotonic()
+            await kube.patch_metadata(PLANS, NAMESPACE, PLAN,
+                                      {"annotations": {"dr.lifeline.io/request": json.dumps(request)}})
+            shown.clear()
 
-        # a person asks for the failback
-        request = {"verb": "back", "id": uuid.uuid4().hex[:12]}
-        say(f"\n$ lifeline failover back {PLAN} -n {NAMESPACE}")
-        asked = time.monotonic()
-        await kube.patch_metadata(PLANS, NAMESPACE, PLAN,
-                                  {"annotations": {"dr.lifeline.io/request": json.dumps(request)}})
-        shown.clear()
+            def back():
+                st = status()
+                key = (st.get("phase"), (st.get("switchover") or {}).get("step"))
+                if key not in shown and st.get("lastRequest", {}).get("id") == request["id"]:
+                    shown.add(key)
+                    step = f" (step {key[1]})" if key[1] else ""
+                    say(f"{_clock(datetime.now(timezone.utc))}  phase {key[0]}{step}")
+                return st.get("phase") == "Monitoring" and st.get("lastRequest", {}).get("id") == request["id"]
 
-        def back():
+            await live.until(back, timeout, "the failback", interval=0.1)
             st = status()
-            key = (st.get("phase"), (st.get("switchover") or {}).get("step"))
-            if key not in shown and st.get("lastRequest", {}).get("id") == request["id"]:
-                shown.add(key)
-                step = f" (step {key[1]})" if key[1] else ""
-                say(f"{_clock(datetime.now(timezone.utc))}  phase {key[0]}{step}")
-            return st.get("phase") == "Monitoring" and st.get("lastRequest", {}).get("id") == request["id"]
-
-        await emulator.wait_for(back, timeout=timeout)
-        st = status()
-        failback = next(h for h in reversed(st["history"]) if h["reason"] == "FailbackComplete")
-        figures["failback_seconds"] = failback["switchoverSeconds"]
-        figures["failback_wall_seconds"] = round(time.monotonic() - asked, 3)
-        say(f"failed back       {st['lastRequest']['outcome']}: site-a serves again after "
-            f"{failback['switchoverSeconds']:.2f}s (fence site-b, scale site-a up, wait ready, switch, verify); "
-            f"Service selects {_selector(emulator)}")
-        await kube.delete(PLANS, NAMESPACE, PLAN)
-        await remote_stack.aclose()
+            failback = next(h for h in reversed(st["history"]) if h["reason"] == "FailbackComplete")
+            figures["failback_seconds"] = failback["switchoverSeconds"]
+            figures["failback_wall_seconds"] = round(time.monotonic() - asked, 3)
+            say(f"failed back       {st['lastRequest']['outcome']}: site-a serves again after "
+                f"{failback['switchoverSeconds']:.2f}s (fence site-b, scale site-a up, wait ready, switch, verify); "
+                f"Service selects {_selector(own)}")
+            await kube.delete(PLANS, NAMESPACE, PLAN)
+        finally:
+            kube.close()
+    finally:
+        await asyncio.to_thread(site_a.stop)
     figures["wall_seconds"] = round(time.monotonic() - began, 3)
     say(f"scene             {figures['wall_seconds']:.1f}s wall time")
     return figures
-
-
-def _server_of(kubeconfig: Path) -> str:
-    import yaml
-
-    config = yaml.safe_load(kubeconfig.read_text())
-    return config["clusters"][0]["cluster"]["server"].rstrip("/")
-
-
-def _selector(emulator) -> dict:
-    return emulator.stored("v1/services", NAMESPACE, "monitoring")["spec"]["selector"]
-
-
-def _replicas(emulator, namespace: str, name: str) -> int:
-    return emulator.stored("apps/v1/statefulsets", namespace, name)["spec"]["replicas"]
 
 
 def _clock(moment: datetime) -> str:
@@ -247,23 +253,3 @@ def _seconds(duration: str) -> float:
     from lifeline.api.common import parse_duration
 
     return parse_duration(duration)
-
-
-async def _main() -> dict:  # `python -m lifeline.devstack.scenes.failover`: the scene on its own
-    import logging
-    import tempfile
-
-    from lifeline.devstack.emulator import make_emulator, serve, write_kubeconfig
-    from lifeline.devstack.operator_thread import running_operator
-
-    logging.basicConfig(level=logging.WARNING)
-    emulator = make_emulator()
-    with tempfile.TemporaryDirectory() as tmp:
-        async with serve(emulator) as url:
-            config = write_kubeconfig(url, Path(tmp) / "kubeconfig")
-            async with running_operator(config, emulator):
-                return await run(emulator, config, print)
-
-
-if __name__ == "__main__":
-    print(asyncio.run(_main()))
