@@ -51,9 +51,11 @@ def policy(i: int) -> dict:
         "apiVersion": "dr.lifeline.io/v1alpha1", "kind": "BackupPolicy",
         "metadata": {"name": f"ward-{i:04d}"},
         "spec": {
-            "tier": "C",
+            "tier": "C", "objectives": {"rpo": "2h"},
             "source": {"pvc": {"claimName": f"ward-{i:04d}-data"}},
-            "schedule": {"full": f"{i % 60} 1 * * *", "incremental": "*/5 * * * *"},
+            # hourly: a status legitimately changes when a scheduled time passes (the next expected
+            # backup moves on), which must not fall inside the resync being measured
+            "schedule": {"full": f"{i % 60} 1 * * *", "incremental": "7 * * * *"},
             "destinations": [
                 {"name": "site", "filesystem": {"claimName": "backup-nfs", "path": f"/lifeline/ward-{i:04d}"}},
                 {"name": "offsite", "offSite": True, "s3": {"bucket": "hospital-dr", "prefix": f"ward-{i:04d}",
@@ -92,19 +94,42 @@ def peak_kib(pid: int | None) -> int:
     return 0
 
 
-def ready(cluster: Cluster, cronjobs: int) -> int:
-    """Policies Ready at generation 1 whose CronJobs all exist (two list calls)."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+    except (OSError, TypeError, ValueError):
+        return 0.0
+
+
+def cpu_by_part(cluster: Cluster, operator: int | None) -> dict:
+    parts = {name: cpu_seconds(child.pid) for name, child in cluster._children.items()}
+    parts["operator"] = cpu_seconds(operator)
+    return parts
+
+
+def ready(cluster: Cluster, cronjobs: int, *, check_cronjobs: bool) -> int:
+    """Policies Ready at generation 1 naming all their CronJobs (and, when asked, those CronJobs exist).
+
+    Lists come from the API server's watch cache (resourceVersion=0): the benchmark's own polling
+    should cost the server as little as possible, it competes for the same two cores.
+    """
     existing = {(c["metadata"]["namespace"], c["metadata"]["name"])
-                for c in cluster.request("GET", "/apis/batch/v1/cronjobs", timeout=60)["items"]}
+                for c in cluster.request("GET", "/apis/batch/v1/cronjobs?resourceVersion=0", timeout=60)["items"]
+                } if check_cronjobs else set()
     done = 0
-    for obj in cluster.request("GET", f"{GROUP}/backuppolicies", timeout=60)["items"]:
+    for obj in cluster.request("GET", f"{GROUP}/backuppolicies?resourceVersion=0", timeout=60)["items"]:
         st = obj.get("status") or {}
         if st.get("observedGeneration") != 1:
             continue
         cond = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), None)
         names = st.get("cronJobs") or []
         ns = obj["metadata"]["namespace"]
-        if cond and cond["status"] == "True" and len(names) == cronjobs and all((ns, n) in existing for n in names):
+        if cond and cond["status"] == "True" and len(names) == cronjobs and (
+                not check_cronjobs or all((ns, n) in existing for n in names)):
             done += 1
     return done
 
@@ -161,20 +186,24 @@ async def main() -> int:
             await asyncio.gather(*(post(f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
                                         claim(doc["spec"]["source"]["pvc"]["claimName"])) for ns, doc in docs))
             mark = cluster.audit_position()
+            cpu0 = cpu_by_part(cluster, operator_pid(cluster, release.namespace))
             t0 = time.monotonic()
             await asyncio.gather(*(post(f"{GROUP}/namespaces/{ns}/backuppolicies", doc) for ns, doc in docs))
             out["create_seconds"] = round(time.monotonic() - t0, 2)
             pid, peak1 = None, 0
-            while (done := await asyncio.to_thread(ready, cluster, 3)) < n:
+            while (done := await asyncio.to_thread(ready, cluster, 3, check_cronjobs=False)) < n or \
+                    await asyncio.to_thread(ready, cluster, 3, check_cronjobs=True) < n:
                 pid = pid or operator_pid(cluster, release.namespace)
                 peak1 = max(peak1, peak_kib(pid))
                 if time.monotonic() - t0 > 600:
                     raise SystemExit(f"only {done}/{n} Ready after 600 s; see {workdir}")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(1.0)
             out["ready_seconds"] = round(time.monotonic() - t0, 2)
         await asyncio.sleep(3)  # the watch events of its own last writes come back and are handled
         pid = pid or operator_pid(cluster, release.namespace)
         peak1 = max(peak1, peak_kib(pid))
+        cpu1 = cpu_by_part(cluster, pid)
+        out["cpu_seconds_by_part"] = {k: round(cpu1[k] - cpu0.get(k, 0.0), 1) for k in cpu1}
         reqs = cluster.requests(sa, since=mark)
         writes = [r for r in reqs if r["verb"] in ("create", "update", "patch", "delete")]
         out["requests_per_policy"] = round(len(reqs) / n, 2)
@@ -222,6 +251,7 @@ async def main() -> int:
         for k, v in out["writes_by_kind"].items():
             print(f"      {k:45} {v}")
         print(f"  failed requests             {out['failed_requests']}")
+        print("  CPU seconds while doing so  " + ", ".join(f"{k} {v}" for k, v in out["cpu_seconds_by_part"].items()))
         print(f"  full resync (new Pod)       {out['resync_seconds']} s, {out['resync_writes']} writes (goal 0), "
               f"{out['resync_reads']} reads")
         print(f"  operator peak memory        {out['peak_rss_mib']} MiB (first run {out['peak_rss_mib_first']}, "

@@ -6,21 +6,12 @@ import re
 
 import pytest
 
+from lifeline.devstack import live
 from lifeline.devstack.cluster import PEOPLE, Cluster
 from lifeline.devstack.cluster_version import KUBE_VERSION
 from tests.realparts.ports import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _get(cluster: Cluster, path: str) -> dict | None:
-    import urllib.error
-    try:
-        return cluster.request("GET", path)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise
 
 
 def test_version_is_the_pinned_release(cluster, kubectl):
@@ -100,7 +91,7 @@ def test_the_garbage_collector_removes_children_of_a_deleted_owner(cluster, name
             {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]},
         "data": {}})
     cluster.request("DELETE", f"/api/v1/namespaces/{namespace}/configmaps/owner")
-    wait_for(lambda: _get(cluster, f"/api/v1/namespaces/{namespace}/configmaps/child") is None, 30,
+    wait_for(lambda: live.get(cluster, f"/api/v1/namespaces/{namespace}/configmaps/child") is None, 30,
              "the garbage collector to delete the child")
 
 
@@ -114,8 +105,9 @@ def test_a_deployment_becomes_ready_and_deleting_it_stops_its_process(cluster, n
                                      "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}}}})
     wait_for(lambda: (cluster.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/sleeper")
                       .get("status") or {}).get("readyReplicas") == 1, 60, "the deployment to be ready", interval=0.2)
-    pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=app%3Dsleeper")["items"][0]
-    pid = int(re.sub(r"\D", "", pod["status"]["containerStatuses"][0]["containerID"]))
+    pods = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=app%3Dsleeper")["items"]
+    [ready] = [c for p in pods for c in p["status"].get("containerStatuses") or [] if c.get("ready")]
+    pid = int(re.sub(r"\D", "", ready["containerID"]))
     cluster.request("DELETE", f"/apis/apps/v1/namespaces/{namespace}/deployments/sleeper")
 
     def gone() -> bool:

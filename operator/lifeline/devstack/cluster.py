@@ -223,9 +223,29 @@ class Cluster:
             return
         argv, env = self._argv[name]
         self._children[name] = ChildServer(argv, log_path=self.log(name), env=env)
-        if name == "apiserver":
+        child = self._children[name]
+        if name == "etcd":
+            wait_for(self._etcd_healthy, STARTUP_TIMEOUT, "etcd", interval=0.1, abort=child.exited,
+                     detail=child.log_tail)
+        elif name == "apiserver":
             wait_for(self._ready, STARTUP_TIMEOUT, "kube-apiserver /readyz", interval=0.2,
-                     abort=self._children[name].exited, detail=self._children[name].log_tail)
+                     abort=child.exited, detail=child.log_tail)
+        elif name == "kubelet":
+            wait_for(self._node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
+                     abort=child.exited, detail=child.log_tail)
+
+    COMPONENTS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet")
+
+    def go_dark(self) -> None:
+        """Every process of the site stops, kubelet first (its Pods' processes die with it): an outage."""
+        for name in reversed(self.COMPONENTS):
+            self.stop_component(name)
+
+    def come_back(self) -> None:
+        """The site's processes start again in order on the data they kept, as after a power cut."""
+        for name in self.COMPONENTS:
+            if name in self._argv:
+                self.start_component(name)
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -242,11 +262,12 @@ class Cluster:
         ])
         self._etcd_url = f"http://127.0.0.1:{client}"
 
-        def healthy() -> bool:
-            with urllib.request.urlopen(self._etcd_url + "/health", timeout=2) as resp:
-                return json.loads(resp.read()).get("health") == "true"
+        wait_for(self._etcd_healthy, STARTUP_TIMEOUT, "etcd", interval=0.1, abort=child.exited,
+                 detail=child.log_tail)
 
-        wait_for(healthy, STARTUP_TIMEOUT, "etcd", interval=0.1, abort=child.exited, detail=child.log_tail)
+    def _etcd_healthy(self) -> bool:
+        with urllib.request.urlopen(self._etcd_url + "/health", timeout=2) as resp:
+            return json.loads(resp.read()).get("health") == "true"
 
     def _start_apiserver(self) -> None:
         pkid = self.directory / "pki"
@@ -381,15 +402,15 @@ class Cluster:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         child.stop_signal = signal.SIGTERM
 
-        def node_ready() -> bool:
-            node = self.request("GET", f"/api/v1/nodes/{self.node}")
-            ready = any(c["type"] == "Ready" and c["status"] == "True"
-                        for c in (node.get("status") or {}).get("conditions") or [])
-            tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node["spec"].get("taints") or [])
-            return ready and not tainted
-
-        wait_for(node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
+        wait_for(self._node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
                  abort=child.exited, detail=child.log_tail)
+
+    def _node_ready(self) -> bool:
+        node = self.request("GET", f"/api/v1/nodes/{self.node}")
+        ready = any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in (node.get("status") or {}).get("conditions") or [])
+        tainted = any(t.get("key") == "node.kubernetes.io/not-ready" for t in node["spec"].get("taints") or [])
+        return ready and not tainted
 
 
 def _write_kubeconfig(path: Path, cluster: str, url: str, ca: Path, users: dict[str, Identity], *,

@@ -34,7 +34,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -46,6 +45,7 @@ import aiohttp
 import yaml
 
 from lifeline.clock import Clock, SystemClock, rfc3339
+from lifeline.devstack.pod_volumes import rewriter
 
 AGENT_IMAGE_HINT = "lifeline"  # images whose name contains this run the lifeline code
 MAX_MESSAGE = 4096
@@ -98,18 +98,7 @@ def _path(api_version: str, plural: str, namespace: str, name: str | None = None
     return out
 
 
-def _rewriter(mounts: list[tuple[str, Path]]):
-    """Replace mount paths by local directories where they start a path (not inside another), in one pass."""
-    if not mounts:
-        return lambda text: text
-    local = {mount.rstrip("/") or "/": str(path) for mount, path in mounts}
-    alternatives = "|".join(re.escape(m) for m in sorted(local, key=len, reverse=True))
-    pattern = re.compile(r"(^|[\s\"'=:,\[(]|file://)(" + alternatives + r")(?=/|$|[\s\"'\\,}\])])")
-
-    def rewrite(text: str) -> str:
-        return pattern.sub(lambda m: m.group(1) + local[m.group(2)], text)
-
-    return rewrite
+_rewriter = rewriter  # one implementation: the process kubelet's
 
 
 class JobRunner:

@@ -11,12 +11,12 @@ scene
 2. applies a FailoverPlan with a *short* breach window (5 s instead of the 180 s default, so the
    demo takes seconds; it says so) whose checks query the two Prometheus servers (``/-/ready`` and
    the PromQL ``up{job="prometheus"} == 1``), and waits until the primary is healthy;
-3. takes site A dark for real: its API server and its kubelet stop, and with the kubelet its
-   Prometheus process; after the window the operator fails over without being able to fence
+3. takes site A dark for real: every process of it stops (kubelet first, and with it its
+   Prometheus; then scheduler, controller-manager, API server, etcd); after the window the operator fails over without being able to fence
    site A, scales site B's StatefulSet up (the real StatefulSet controller and kubelet start
    Prometheus), switches the Service, verifies B's checks, and records the achieved RTO;
-4. brings site A back (API server and kubelet; its Prometheus pod starts again): the operator
-   fences it (scales it to zero) before anything else;
+4. brings site A back (its processes start again on the data they kept; its Prometheus Pod
+   starts again): the operator fences it (scales it to zero) before anything else;
 5. requests a failback (as ``lifeline failover back`` does) and shows the planned switchover.
 
 It returns the figures it printed.
@@ -163,9 +163,9 @@ async def run(stack, say, *, window: str = "5s", interval: str = "500ms", timeou
 
             # the outage: site A's control plane and node stop; its Prometheus process dies with the node
             outage = datetime.now(timezone.utc)
-            say(f"\n{_clock(outage)}  site-a goes dark: its kubelet (and with it Prometheus) and its API server stop")
-            await asyncio.to_thread(site_a.stop_component, "kubelet")
-            await asyncio.to_thread(site_a.stop_component, "apiserver")
+            say(f"\n{_clock(outage)}  site-a goes dark: its kubelet (and with it Prometheus), scheduler, "
+                "controller-manager, API server and etcd stop")
+            await asyncio.to_thread(site_a.go_dark)
             shown = set()
 
             def progress():
@@ -198,8 +198,7 @@ async def run(stack, say, *, window: str = "5s", interval: str = "500ms", timeou
                     "it answers")
 
             # site A comes back, its Prometheus starting again: fenced before it can serve
-            await asyncio.to_thread(site_a.start_component, "apiserver")
-            await asyncio.to_thread(site_a.start_component, "kubelet")
+            await asyncio.to_thread(site_a.come_back)
             await live.until(lambda: "fencePending" not in status(), timeout, "site A to be fenced")
             replicas = _replicas(site_a, REMOTE_NAMESPACE, "prometheus")
             figures["fenced_on_return"] = replicas == 0
