@@ -272,10 +272,10 @@ class DevStack:
         from lifeline.devstack.monitoring import prometheus
 
         self.endpoints = {}
-        for site, port in MONITORING_PORTS.items():
-            if not _port_free(port):
-                taken, port = port, free_port()
-                self.say(f"monitoring        port {taken} is taken: {site} listens on {port}")
+        for site in MONITORING_PORTS:
+            # A free port, not the example's fixed one: two stacks on one machine (tests run them side
+            # by side) would otherwise both see it free and then both bind it. The plan is rewritten.
+            port = free_port()
             name = f"ward-prometheus-{site[-1]}"
             for path, body in prometheus(name, NAMESPACE, port, labels={"site": site}):
                 await asyncio.to_thread(live.create, self.cluster, path, body)
@@ -400,17 +400,6 @@ class DevStack:
         text = text.replace('"his-db.hospital.svc"', '"127.0.0.1"')
         text = text.replace('{"name": "PGPORT", "value": "5432"}', f'{{"name": "PGPORT", "value": "{self.postgres.port}"}}')
         return json.loads(text)
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def connect_postgres(pg: dict):
