@@ -219,8 +219,13 @@ class PodWorker:
         warned = ""
         while not self.terminating:
             try:
-                self.local = await self.files.make()
-                return
+                try:
+                    self.local = await self.files.make()
+                    return
+                except ApiError as exc:
+                    # The Node authorizer learns of a Pod's binding a moment after the kubelet does
+                    # (403 "no relationship found"); a kubelet's volume manager retries until it may.
+                    raise MountError(f"reading the pod's volumes: {exc}", retry=True) from None
             except MountError as exc:
                 if not exc.retry:
                     await self._fail("FailedMount", str(exc))
@@ -304,17 +309,23 @@ class PodWorker:
 
     async def _run_once(self, c: Container) -> int:
         """Start the container, wait for it to end, record how; its whole process group dies with it."""
-        try:
-            argv = await self._prepare(c)
-        except (MountError, images.ImageNotMapped) as exc:
-            c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
-            await self.report()
-            if isinstance(exc, MountError) and exc.retry:
+        while True:  # a kubelet retries a container's configuration until it can be made
+            try:
+                try:
+                    argv = await self._prepare(c)
+                except ApiError as exc:  # as for volumes: the authorizer may not know the binding yet
+                    raise MountError(f"reading the container's environment: {exc}", retry=True) from None
+                break
+            except (MountError, images.ImageNotMapped) as exc:
+                c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+                await self.report()
+                if not (isinstance(exc, MountError) and exc.retry):
+                    await self._fail("CreateContainerConfigError", str(exc))
+                    self.terminating = True
+                    return 1
+                if self.terminating:
+                    return 1
                 await asyncio.sleep(1.0)
-                return 1
-            await self._fail("CreateContainerConfigError", str(exc))
-            self.terminating = True
-            return 1
         c.log_path = self.root / f"{c.name}.log"
         term = self.root / f"{c.name}.termination-log"
         term.unlink(missing_ok=True)
