@@ -157,8 +157,23 @@ class OpenBaoServer:
         self._call("POST", f"{mount}/keys/{name}", {"type": "aes256-gcm96"})
 
     def put_kv_key(self, path: str, mount: str = "secret", field: str = "key") -> None:
-        """A random 256-bit key-encryption key at ``mount/path`` (KV v2, the dev server's ``secret/``)."""
-        self._call("POST", f"{mount}/data/{path}", {"data": {field: secrets.token_hex(32)}})
+        """A random 256-bit key-encryption key at ``mount/path`` (KV v2, the dev server's ``secret/``).
+
+        Just after start-up the dev server's ``secret/`` is still being upgraded to KV v2 and answers
+        400 ("upgrading from non-versioned to versioned data") for a moment: wait that out.
+        """
+        body = {"data": {field: secrets.token_hex(32)}}
+
+        def written() -> bool:
+            try:
+                self._call("POST", f"{mount}/data/{path}", body)
+                return True
+            except urllib.error.HTTPError as exc:
+                if exc.code != 400:
+                    raise
+                return False
+
+        wait_for(written, 30, f"KV mount {mount}/ to take writes", interval=0.2)
 
 
 AGENT_POLICY = """
