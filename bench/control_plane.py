@@ -160,7 +160,7 @@ async def main() -> int:
     per_ns = args.policies // args.namespaces
     docs = [(namespaces[i % args.namespaces], policy(i)) for i in range(per_ns * args.namespaces)]
     n = len(docs)
-    sa = f"system:serviceaccount:{install.SYSTEM_NAMESPACE}:{install.RELEASE}-operator"
+    sa = install.OPERATOR_SA
     out: dict = {"policies": n, "namespaces": args.namespaces}
     began = time.monotonic()
     cluster = Cluster(workdir / "cluster", name="bench", audit_reads_of=(sa,))

@@ -4,13 +4,10 @@ One cluster per test session (per xdist worker): etcd, kube-apiserver, kube-cont
 kube-scheduler and the process kubelet, started in a few seconds from the binary that
 ``make test`` builds. Tests keep apart by namespace: ``namespace`` makes a fresh one per test
 and deletes it after (through the real namespace controller).
-
-``LIFELINE_TEST_KUBECONFIG`` points the same tests at any cluster instead (kind, for example):
-then nothing is started, and the people (alice, bob, ...) are impersonated with ``--as``.
+(``LIFELINE_TEST_KUBECONFIG``, to run them against another cluster, is not honoured yet.)
 """
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -67,6 +64,3 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     except Exception:  # noqa: BLE001 - the cluster may be stopped by the test itself
         pass
 
-
-def external_kubeconfig() -> str | None:
-    return os.environ.get("LIFELINE_TEST_KUBECONFIG")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import ssl
 import sys
 import tempfile
@@ -400,7 +399,6 @@ class Cluster:
                 "--client-ca", str(self.ca), *self.kubelet_args]
         child = self._start("kubelet", args, argv0=[sys.executable, "-m", "lifeline.devstack.process_kubelet"],
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        child.stop_signal = signal.SIGTERM
 
         wait_for(self._node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
                  abort=child.exited, detail=child.log_tail)

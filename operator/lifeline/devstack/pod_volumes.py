@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from .kube_http import ApiError, KubeHTTP
+from .kube_http import KubeHTTP
 
 TOKEN_SECONDS = 3607  # what the ServiceAccount admission plugin asks for
 SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -112,6 +112,12 @@ class PodFiles:
         data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
         return data
 
+    async def _keyed(self, kind: str, spec: dict, name_key: str = "name") -> dict[str, bytes]:
+        """A Secret's or ConfigMap's keys as files: all of them, or the ``items`` asked for."""
+        name, optional = spec[name_key], spec.get("optional", False)
+        data = await (self._secret if kind == "secret" else self._configmap)(name, optional)
+        return _pick(data, spec.get("items"), f'{kind} "{name}"', optional)
+
     async def token(self, audiences: list[str] | None = None, seconds: int = TOKEN_SECONDS) -> bytes:
         """A ServiceAccount token bound to this pod, as the kubelet requests it (TokenRequest)."""
         meta = self.pod["metadata"]
@@ -133,13 +139,9 @@ class PodFiles:
                 aud = [t["audience"]] if t.get("audience") else None
                 files[t["path"]] = await self.token(aud, t.get("expirationSeconds", TOKEN_SECONDS))
             elif "configMap" in source:
-                c = source["configMap"]
-                data = await self._configmap(c["name"], c.get("optional", False))
-                files.update(_pick(data, c.get("items"), f'configmap "{c["name"]}"', c.get("optional", False)))
+                files.update(await self._keyed("configmap", source["configMap"]))
             elif "secret" in source:
-                s = source["secret"]
-                data = await self._secret(s["name"], s.get("optional", False))
-                files.update(_pick(data, s.get("items"), f'secret "{s["name"]}"', s.get("optional", False)))
+                files.update(await self._keyed("secret", source["secret"]))
             elif "downwardAPI" in source:
                 files.update(self._downward(source["downwardAPI"]))
         return files
@@ -182,17 +184,11 @@ class PodFiles:
                 here.mkdir(parents=True, exist_ok=True)
                 here.chmod(0o777)
                 self.local[name] = here
-            elif "secret" in vol:
-                s = vol["secret"]
-                data = await self._secret(s["secretName"], s.get("optional", False))
-                _write_files(here, _pick(data, s.get("items"), f'secret "{s["secretName"]}"',
-                                         s.get("optional", False)), s.get("defaultMode", 0o644))
-                self.local[name] = here
-            elif "configMap" in vol:
-                c = vol["configMap"]
-                data = await self._configmap(c["name"], c.get("optional", False))
-                _write_files(here, _pick(data, c.get("items"), f'configmap "{c["name"]}"',
-                                         c.get("optional", False)), c.get("defaultMode", 0o644))
+            elif "secret" in vol or "configMap" in vol:
+                spec = vol.get("secret") or vol["configMap"]
+                files = await (self._keyed("secret", spec, "secretName") if "secret" in vol
+                               else self._keyed("configmap", spec))
+                _write_files(here, files, spec.get("defaultMode", 0o644))
                 self.local[name] = here
             elif "projected" in vol:
                 p = vol["projected"]

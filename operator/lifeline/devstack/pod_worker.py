@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from lifeline.clock import rfc3339
+
 from . import images
 from .kube_http import ApiError, KubeHTTP, STRATEGIC
 from .pod_volumes import SA_PATH, MountError, PodFiles, expand, rewriter
@@ -50,7 +52,7 @@ def sa_mounted(argv: list[str], sa_dir: Path | None) -> list[str]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(timezone.utc))
 
 
 def killpg(pgid: int, sig: int) -> None:
@@ -87,14 +89,13 @@ class Container:
 class PodWorker:
     """Runs one Pod to its end (or until deleted); ``api`` speaks as the node."""
 
-    def __init__(self, api: KubeHTTP, pod: dict, root: Path, *, api_url: str, ca: Path):
+    def __init__(self, api: KubeHTTP, pod: dict, root: Path, *, api_url: str):
         self.api = api
         self.pod = pod
         self.ns, self.name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         self.uid = pod["metadata"]["uid"]
         self.root = root
         self.api_url = api_url
-        self.ca = ca
         spec = pod["spec"]
         self.policy = spec.get("restartPolicy", "Always")
         self.init = [Container(c, True) for c in spec.get("initContainers") or []]

@@ -38,7 +38,7 @@ from . import images, spdy
 from .cluster_version import KUBE_VERSION
 from .kube_http import ApiError, KubeHTTP, MERGE, STRATEGIC
 from .pod_volumes import expand
-from .pod_worker import PodWorker, killpg
+from .pod_worker import PodWorker, killpg, now
 
 log = logging.getLogger("lifeline.kubelet")
 LEASE_SECONDS = 40
@@ -49,10 +49,6 @@ APISERVER_CLIENT = "kube-apiserver-kubelet-client"
 
 def micro_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ProcessKubelet:
@@ -169,7 +165,7 @@ class ProcessKubelet:
         if phase in ("Succeeded", "Failed"):
             return  # finished before this kubelet started: nothing to run
         root = self.root / "pods" / uid
-        worker = PodWorker(self.api, pod, root, api_url=self.api.url, ca=self.ca)
+        worker = PodWorker(self.api, pod, root, api_url=self.api.url)
         self.workers[uid] = worker
         self.tasks[uid] = asyncio.create_task(worker.run(), name=f"pod-{meta['namespace']}/{meta['name']}")
 

@@ -126,7 +126,6 @@ class DevStack:
     kubeconfig: Path | None = None
     cluster: object | None = None
     release: object | None = None
-    health_port: int = 0
     volumes: dict[str, Path] = field(default_factory=dict)
     manifests: list[dict] = field(default_factory=list)
     hospital_manifests: list[dict] = field(default_factory=list)
@@ -194,7 +193,6 @@ class DevStack:
                                 self.state / "audit")
         self.release = await asyncio.to_thread(install.install, self.kubeconfig, helm_path(),
                                                values={"audit": {"claimName": "audit-log"}, "extraEnv": env})
-        self.health_port = self.release.health_port
         self.say(f"operator          helm install {self.release.name} into {self.release.namespace}: Ready in "
                  f"{asyncio.get_running_loop().time() - began:.1f}s; metrics on "
                  f"http://127.0.0.1:{self.release.health_port}/metrics, webhooks on :{self.release.webhook_port}")
