@@ -163,7 +163,7 @@ async def main() -> int:
     sa = install.OPERATOR_SA
     out: dict = {"policies": n, "namespaces": args.namespaces}
     began = time.monotonic()
-    cluster = Cluster(workdir / "cluster", name="bench", audit_reads_of=(sa,))
+    cluster = Cluster(workdir / "cluster", name="bench", audit_reads_of=(sa,), crds=install.CHART / "crds")
     cluster.start()
     try:
         out["cluster_start_seconds"] = round(time.monotonic() - began, 2)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lifeline.devstack import install
 from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
 
 from .realparts.fixtures import missing
@@ -24,8 +25,30 @@ from .realparts.fixtures import missing
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     if kube_binary() is None:
         missing(MISSING)
-    with Cluster(tmp_path_factory.mktemp("cluster"), name="test") as running:
+    # The operator's watches are audited too: how a test knows the operator it started listens.
+    with Cluster(tmp_path_factory.mktemp("cluster"), name="test", audit_reads_of=(install.OPERATOR_SA,),
+                 crds=install.CHART / "crds") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def chart(cluster: Cluster, helm_bin) -> install.Release:
+    """Lifeline installed by ``helm install`` (CRDs, RBAC, webhooks), its operator scaled to zero.
+
+    Tests run the operator themselves: in their own process as the chart's ServiceAccount
+    (:meth:`tests.live_kube.LiveKube.operator`), or as the chart's Pod (``tests/on_cluster``).
+    """
+    return install.install(cluster.kubeconfig, helm_bin, values={"replicaCount": 0})
+
+
+@pytest.fixture()
+def kube(cluster: Cluster, chart: install.Release, namespace: str, tmp_path: Path):
+    """The test's view of the real API server, in a fresh namespace (:class:`tests.live_kube.LiveKube`)."""
+    from .live_kube import LiveKube
+
+    view = LiveKube(cluster, namespace, chart, tmp_path)
+    yield view
+    view.close()
 
 
 @pytest.fixture()
@@ -64,3 +87,31 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     except Exception:  # noqa: BLE001 - the cluster may be stopped by the test itself
         pass
 
+
+
+@pytest.fixture(scope="session")
+def cluster_vault(cluster: Cluster, openbao):
+    """The session's OpenBao with Kubernetes login for the session cluster (role ``lifeline-agent``):
+    Pods log in with their own ServiceAccount tokens, reviewed by the real API server."""
+    from lifeline.devstack.openbao import trust_cluster
+
+    trust_cluster(openbao, cluster)
+    return openbao
+
+
+@pytest.fixture()
+def operator_logs_in_to_vault(kube, cluster_vault, monkeypatch, tmp_path):
+    """The in-process operator's Vault settings, as the chart sets them for its Pod: the address, and
+    Kubernetes login with the operator's own ServiceAccount token (Jobs get the address and role, and
+    log in with theirs)."""
+    from lifeline.keys import health
+
+    token = tmp_path / "operator-sa-token"
+    token.write_text(install.operator_token(kube.cluster.request, kube.release))
+    health.clear_cache()
+    for name, value in {"VAULT_ADDR": cluster_vault.addr, "LIFELINE_VAULT_AUTH": "kubernetes",
+                        "LIFELINE_VAULT_ROLE": "lifeline-agent", "LIFELINE_VAULT_SA_TOKEN_PATH": str(token),
+                        "LIFELINE_VAULT_RETRIES": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    return cluster_vault

@@ -6,7 +6,7 @@ import pytest
 from .render import helm_template, sets
 
 BAD = [
-    ("replicaCount=0", "/replicaCount", "minimum"),
+    ("replicaCount=-1", "/replicaCount", "minimum"),
     ("watchNamespaces={pacs-*}", "/watchNamespaces/0", "does not match pattern"),
     ("webhook.certificates=vault", "/webhook/certificates", "value must be one of 'auto', 'certManager', 'helm'"),
     ("webhook.port=443", "/webhook/port", "minimum"),

@@ -15,8 +15,8 @@ __all__ = ["START", "metric", "running_operator", "until", "watching"]
 
 @contextlib.asynccontextmanager
 async def running_operator(kubeconfig, emulator, clock: FrozenClock | None = None, namespaces=None, **options):
-    async with _running(kubeconfig, emulator, clock=clock or FrozenClock(START), namespaces=namespaces,
-                        **options) as ctx:
+    async with _running(kubeconfig, lambda: watching(emulator), clock=clock or FrozenClock(START),
+                        namespaces=namespaces, **options) as ctx:
         yield ctx
 
 

@@ -24,9 +24,15 @@ KEY_REF = f"secret://{KEY_SECRET}/key"
 CLAIMS = ("data", "backup-onsite", "backup-offsite")
 
 
-@pytest.fixture(scope="session")
-def lifeline(cluster, helm_bin):
-    return install.install(cluster.kubeconfig, helm_bin)
+@pytest.fixture(scope="module")
+def lifeline(cluster, chart):
+    """The chart's operator Deployment scaled to one replica for this module's tests, then to zero again."""
+    install.scale(chart, 1)
+    yield chart
+    install.scale(chart, 0)
+    wait_for(lambda: not cluster.request(
+        "GET", f"/api/v1/namespaces/{chart.namespace}/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Doperator"
+    )["items"], 60, "the operator's Pod to be gone", interval=0.2)
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,6 +32,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+# Ports a component keeps for its whole life while others come and go (a release's webhook URL is
+# registered with the API server once) are taken below the kernel's ephemeral range, where
+# free_port() and every outgoing connection take theirs: nothing else can take them in between.
+RESERVED_PORTS = range(20000, 32000)
+
+
+def reserved_port(host: str = "127.0.0.1") -> int:
+    """A TCP port outside the ephemeral range that nobody listens on right now."""
+    for port in random.sample(RESERVED_PORTS, 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {RESERVED_PORTS.start}-{RESERVED_PORTS.stop - 1}")
 
 
 def wait_for(

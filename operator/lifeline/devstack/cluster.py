@@ -80,13 +80,18 @@ class Cluster:
     """
 
     def __init__(self, directory: Path | None = None, *, name: str = "lifeline", kubelet: bool = True,
-                 kubelet_args: list[str] | None = None, say=None, audit_reads_of: tuple[str, ...] = ()):
+                 kubelet_args: list[str] | None = None, say=None, audit_reads_of: tuple[str, ...] = (),
+                 crds: Path | None = None):
         self.name = name
         self._owned = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix=f"kube-{name}-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.with_kubelet = kubelet
         self.audit_reads_of = tuple(audit_reads_of)  # users whose reads the audit log records too
+        # CustomResourceDefinitions (a directory of YAML) served before the controllers start: the
+        # garbage collector reads discovery when it starts and then only every 30 s, so an owner of a
+        # kind added later is not collected for up to half a minute.
+        self.crds = crds
         self.kubelet_args = list(kubelet_args or [])
         self.node = f"{name}-node"
         self.say = say or (lambda msg: None)
@@ -155,6 +160,8 @@ class Cluster:
             self._pki()
             self._start_etcd()
             self._start_apiserver()
+            if self.crds is not None:
+                self._serve_crds(self.crds)
             self._start("controller-manager", self._controller_manager_args())
             self._start("scheduler", self._scheduler_args())
             self._install_basics()
@@ -339,12 +346,43 @@ class Cluster:
                 out.append(event)
         return out
 
+    def watches(self, user: str, *, since: int = 0) -> list[dict]:
+        """Watches ``user`` has open or had opened since line ``since`` (needs ``user`` in ``audit_reads_of``).
+
+        A watch is recorded when its response starts, not when it ends: how a test knows an
+        operator it started is listening before it writes the first object.
+        """
+        try:
+            lines = self.audit_log.read_text().splitlines()[since:]
+        except FileNotFoundError:
+            return []
+        events = (json.loads(line) for line in lines if '"watch"' in line)
+        return [e for e in events if e.get("verb") == "watch" and e.get("stage") == "ResponseStarted"
+                and e["user"]["username"] == user]
+
     def audit_position(self) -> int:
         """The audit log's current length in lines, for ``writes(since=...)``."""
         try:
             return len(self.audit_log.read_text().splitlines())
         except FileNotFoundError:
             return 0
+
+    def _serve_crds(self, directory: Path) -> None:
+        """Create every CRD in ``directory`` and wait until each is Established."""
+        base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        names = []
+        for path in sorted(directory.glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    self.request("POST", base, doc)
+                    names.append(doc["metadata"]["name"])
+
+        def established(name: str) -> bool:
+            conditions = self.request("GET", f"{base}/{name}").get("status", {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+        for name in names:
+            wait_for(lambda n=name: established(n), 30, f"CRD {name} to be established", interval=0.1)
 
     def _ready(self) -> bool:
         req = urllib.request.Request(self.url + "/readyz")

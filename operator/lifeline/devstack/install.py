@@ -8,12 +8,13 @@ free ports for its health and webhook servers, and the API server calls the webh
 """
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .children import free_port
+from .children import reserved_port
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "lifeline"
@@ -59,13 +60,62 @@ def _helm(release: Release, *args: str, timeout: float = 300) -> str:
 
 def install(kubeconfig: Path, helm: Path, *, values: dict | None = None, wait: float = 180) -> Release:
     """``helm install`` the chart (CRDs included) and wait until the operator is Ready."""
-    release = Release(Path(kubeconfig), Path(helm), health_port=free_port(), webhook_port=free_port(),
+    health = reserved_port()
+    webhook = next(p for p in iter(reserved_port, None) if p != health)
+    release = Release(Path(kubeconfig), Path(helm), health_port=health, webhook_port=webhook,
                       extra=dict(values or {}))
     values_file = Path(kubeconfig).with_name(f"{release.name}-values.json")
     values_file.write_text(json.dumps(release.values()))
     _helm(release, "install", release.name, str(CHART), "--namespace", release.namespace, "--create-namespace",
           "--values", str(values_file), "--wait", "--timeout", f"{int(wait)}s", timeout=wait + 30)
     return release
+
+
+def scale(release: Release, replicas: int, wait: float = 180) -> None:
+    """``helm upgrade --reuse-values --set replicaCount=N``: 0 stops the operator, 1 starts it again."""
+    _helm(release, "upgrade", release.name, str(CHART), "--namespace", release.namespace, "--reuse-values",
+          "--set", f"replicaCount={replicas}", "--wait", "--timeout", f"{int(wait)}s", timeout=wait + 30)
+
+
+def service_account_token(request, namespace: str, name: str, seconds: int = 24 * 3600) -> str:
+    """A token for a ServiceAccount (TokenRequest), as the kubelet gets one for a Pod."""
+    answer = request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                      "spec": {"expirationSeconds": seconds}})
+    return answer["status"]["token"]
+
+
+def operator_token(request, release: Release, seconds: int = 24 * 3600) -> str:
+    """A token of the chart's operator ServiceAccount."""
+    return service_account_token(request, release.namespace, release.service_account.rsplit(":", 1)[1], seconds)
+
+
+def operator_kubeconfig(request, release: Release, server: str, ca: Path, path: Path,
+                        seconds: int = 24 * 3600) -> Path:
+    """A kubeconfig that logs in as the chart's operator ServiceAccount (a TokenRequest's token).
+
+    For an operator run outside its Pod (a test's own process, a debugger): it still has exactly
+    the chart's RBAC. ``request`` is ``Cluster.request``.
+    """
+    sa = release.service_account.rsplit(":", 1)[1]
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "cluster", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+              "users": [{"name": sa, "user": {"token": operator_token(request, release, seconds)}}],
+              "contexts": [{"name": sa, "context": {"cluster": "cluster", "user": sa}}],
+              "current-context": sa}
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def webhook_certificates(request, release: Release, directory: Path) -> Path:
+    """The chart's webhook serving certificate written as ``tls.crt``/``tls.key``, as its Pod mounts it."""
+    secret = request("GET", f"/api/v1/namespaces/{release.namespace}/secrets/{release.name}-webhook-tls")
+    directory.mkdir(parents=True, exist_ok=True)
+    for key in ("tls.crt", "tls.key"):
+        (directory / key).write_bytes(base64.b64decode(secret["data"][key]))
+    (directory / "tls.key").chmod(0o600)
+    return directory
 
 
 def uninstall(release: Release) -> None:
@@ -82,4 +132,6 @@ def bind_people(request, namespace: str) -> None:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]})
 
 
-__all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "install", "uninstall"]
+__all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "install",
+           "operator_kubeconfig", "operator_token", "scale", "service_account_token", "uninstall",
+           "webhook_certificates"]

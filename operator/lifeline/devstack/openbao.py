@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from . import install, live
 from .children import ChildServer, NotReady, free_port, wait_for
 
 START_ATTEMPTS = 3  # a free port can be taken between free_port() and bind: try another
@@ -199,6 +200,19 @@ def enable_kubernetes_auth(server: OpenBaoServer, *, host: str, ca_pem: str, rev
         "token_policies": ["lifeline-agent"], "token_ttl": "1h"})
 
 
+def trust_cluster(server: OpenBaoServer, cluster, role: str = "lifeline-agent") -> None:
+    """Kubernetes login on ``server`` for ``cluster`` (a :class:`~lifeline.devstack.cluster.Cluster`):
+    a token reviewer ServiceAccount allowed to review tokens (``system:auth-delegator``), then
+    :func:`enable_kubernetes_auth` with its token."""
+    live.create(cluster, "/api/v1/namespaces/kube-system/serviceaccounts", {"metadata": {"name": "vault-token-reviewer"}})
+    live.create(cluster, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "metadata": {"name": "vault-token-reviewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "vault-token-reviewer", "namespace": "kube-system"}]})
+    token = install.service_account_token(cluster.request, "kube-system", "vault-token-reviewer")
+    enable_kubernetes_auth(server, host=cluster.url, ca_pem=cluster.ca.read_text(), reviewer_jwt=token, role=role)
+
+
 _REF = re.compile(r"^(vault-transit|vault-kv)://([^?\s]+)(?:\?(\S*))?$")
 
 
@@ -218,4 +232,4 @@ def prepare_keys(server: OpenBaoServer, refs: list[str]) -> list[str]:
     return done
 
 
-__all__ = ["MISSING", "OpenBaoServer", "bao_path", "enable_kubernetes_auth", "prepare_keys"]
+__all__ = ["MISSING", "OpenBaoServer", "bao_path", "enable_kubernetes_auth", "prepare_keys", "trust_cluster"]

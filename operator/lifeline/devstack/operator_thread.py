@@ -1,9 +1,9 @@
-"""Run the real operator in its own thread and event loop, next to an emulator.
+"""Run the real operator in its own thread and event loop, next to the API it talks to.
 
 Its own loop, as in a pod: kopf treats every task born in its loop after start-up
 as its own and waits for them at shutdown, so the emulator's open watch streams
-would hold every stop for kopf's five-second grace period. Used by the demo and
-by the integration tests.
+would hold every stop for kopf's five-second grace period. Used by the integration tests, with a
+frozen clock the test moves.
 """
 from __future__ import annotations
 
@@ -36,12 +36,16 @@ def watching(emulator) -> set[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(kubeconfig: Path, emulator, *, clock: Clock | None = None,
+async def running_operator(kubeconfig: Path, watched: Callable[[], set[str]], *, clock: Clock | None = None,
                            namespaces: list[str] | None = None, peering: str | None = None,
-                           priority: int = 0) -> AsyncIterator[Context]:
-    """Start the operator, wait until it watches every kind, stop it cleanly on exit."""
+                           priority: int = 0, **options) -> AsyncIterator[Context]:
+    """Start the operator, wait until it watches every kind, stop it cleanly on exit.
+
+    ``watched()`` answers which Lifeline plurals the API has seen the operator watch; ``options``
+    are further :class:`~lifeline.runtime.Options` (the webhook's port and certificates, say).
+    """
     options = Options(health_host="127.0.0.1", health_port=0, kubeconfig=str(kubeconfig),
-                      namespaces=namespaces or [], peering=peering, priority=priority)
+                      namespaces=namespaces or [], peering=peering, priority=priority, **options)
     ctx = make_context(options, clock=clock)
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []
@@ -62,7 +66,7 @@ async def running_operator(kubeconfig: Path, emulator, *, clock: Clock | None = 
     if not ready.is_set():
         raise TimeoutError("operator did not become ready in 30s")
     # kopf says ready before its first list; the first write must not race the watches.
-    await until(lambda: watching(emulator) >= {k.plural for k in KINDS}, timeout=30)
+    await until(lambda: watched() >= {k.plural for k in KINDS}, timeout=30)
     try:
         yield ctx
     finally:

@@ -165,10 +165,11 @@ class DevStack:
     async def _start_cluster(self) -> None:
         from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
         from lifeline.devstack.cluster_version import KUBE_VERSION
+        from lifeline.devstack.install import CHART
 
         if kube_binary() is None:
             raise SystemExit(f"lifeline dev up: {MISSING}")
-        self.cluster = Cluster(self.state / "cluster", name="hospital")
+        self.cluster = Cluster(self.state / "cluster", name="hospital", crds=CHART / "crds")
         await asyncio.to_thread(self.cluster.start)
         self._stack.callback(self.cluster.stop)
         self.kubeconfig = self.cluster.write_kubeconfig(self.state / "kubeconfig", namespace=NAMESPACE)
@@ -333,19 +334,9 @@ class DevStack:
 
     def _vault_kubernetes_auth(self) -> None:
         """OpenBao reviews pods' ServiceAccount tokens with the API server (a reviewer allowed to)."""
-        from lifeline.devstack import live
-        from lifeline.devstack.openbao import enable_kubernetes_auth
+        from lifeline.devstack.openbao import trust_cluster
 
-        live.create(self.cluster, "/api/v1/namespaces/kube-system/serviceaccounts",
-                    {"metadata": {"name": "vault-token-reviewer"}})
-        live.create(self.cluster, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
-            "metadata": {"name": "vault-token-reviewer"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-            "subjects": [{"kind": "ServiceAccount", "name": "vault-token-reviewer", "namespace": "kube-system"}]})
-        token = self.cluster.request("POST", "/api/v1/namespaces/kube-system/serviceaccounts/vault-token-reviewer/token",
-                                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                      "spec": {"expirationSeconds": 86400}})["status"]["token"]
-        enable_kubernetes_auth(self.vault, host=self.cluster.url, ca_pem=self.cluster.ca.read_text(), reviewer_jwt=token)
+        trust_cluster(self.vault, self.cluster)
 
     def _write_facts(self) -> None:
         facts = {
