@@ -558,7 +558,12 @@ def _exec_blocking(api_client: kubernetes.client.ApiClient, namespace: str, pod:
             raise _exec_refusal(exc) from None
         try:
             ws.run_forever(timeout=timeout)
-            code = ws.returncode if not ws.is_open() else None
+            try:
+                code = ws.returncode if not ws.is_open() else None
+            except ValueError as exc:
+                # The error channel carries text, not a Status, when the kubelet refused the stream
+                # ("unable to upgrade connection: container ... not found or not running").
+                raise KubeError(str(exc).split("base 10: ", 1)[-1].strip("'"), 400) from None
             return ExecResult(code, ws.read_stdout(timeout=0) or "", ws.read_stderr(timeout=0) or "")
         finally:
             ws.close()

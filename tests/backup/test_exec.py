@@ -1,61 +1,59 @@
 """pods/exec end to end: the operator's exec call (lifeline.kube, the kubernetes client's websocket
-``stream``) against the emulator's v4 channel protocol, with the exec handler standing in for the
-container."""
+``stream``) through the real API server to the process kubelet, into a named container of a
+running Pod; and refused as the API server refuses it."""
 from __future__ import annotations
 
 import pytest
 
-from lifeline.devstack.pod_exec import status_of
 from lifeline.kube import Kube, KubeError
 
-from .conftest import NS
+
+def pod(name: str, *, command: str = "sleep 300") -> dict:
+    """Two containers that tell who they are through their environment."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "db"}},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": c, "image": "busybox:1.36", "command": ["sh", "-c", command],
+                                     "env": [{"name": "WHO", "value": c}]} for c in ("postgres", "exporter")]}}
 
 
-def seed_pod(emulator, name="db-0", phase="Running", containers=("postgres", "exporter")):
-    emulator.seed("v1/pods", {"metadata": {"name": name, "namespace": NS, "labels": {"app": "db"}},
-                              "spec": {"containers": [{"name": c, "image": "x"} for c in containers]},
-                              "status": {"phase": phase}})
+def phase(kube, name: str) -> str | None:
+    return ((kube.stored("v1/pods", None, name) or {}).get("status") or {}).get("phase")
 
 
-async def test_a_command_runs_in_the_named_container_and_its_streams_and_exit_code_come_back(emulator, kubeconfig):
-    seen = []
+async def running(kube, name: str, **kwargs) -> None:
+    kube.create(pod(name, **kwargs))
+    await kube.wait_for(lambda: phase(kube, name) == "Running", timeout=30)
 
-    def handler(req):
-        seen.append((req.namespace, req.pod, req.container, req.command))
-        return (3, "checkpoint done\n", "warning: slow\n") if req.command[0] == "fail" else (0, "ok\n", "")
 
-    emulator.exec_handler = handler
-    seed_pod(emulator)
-    kube = Kube.connect(kubeconfig)
+async def test_a_command_runs_in_the_named_container_and_its_streams_and_exit_code_come_back(kube):
+    await running(kube, "db-0")
+    client = Kube.connect(kube.cluster.kubeconfig)
     try:
-        ok = await kube.exec(NS, "db-0", "postgres", ["psql", "-c", "CHECKPOINT"], timeout=10)
-        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, "ok\n", "")
-        bad = await kube.exec(NS, "db-0", "exporter", ["fail", "now"], timeout=10)
-        assert (bad.exit_code, bad.stdout, bad.stderr) == (3, "checkpoint done\n", "warning: slow\n")
-        assert seen == [(NS, "db-0", "postgres", ["psql", "-c", "CHECKPOINT"]), (NS, "db-0", "exporter", ["fail", "now"])]
+        ok = await client.exec(kube.namespace, "db-0", "postgres", ["sh", "-c", "echo ok from $WHO"], timeout=20)
+        assert (ok.exit_code, ok.stdout, ok.stderr) == (0, "ok from postgres\n", "")
+        bad = await client.exec(kube.namespace, "db-0", "exporter",
+                                ["sh", "-c", "echo checkpoint done; echo warning: $WHO is slow >&2; exit 3"],
+                                timeout=20)
+        assert (bad.exit_code, bad.stdout, bad.stderr) == (3, "checkpoint done\n", "warning: exporter is slow\n")
     finally:
-        kube.close()
+        client.close()
 
 
-@pytest.mark.parametrize("pod,container,phase,expected", [
-    ("missing", "postgres", "Running", "404"),
-    ("db-0", "nginx", "Running", "container nginx is not valid"),
-    ("db-0", "postgres", "Succeeded", "completed pod"),
+@pytest.mark.parametrize("target,container,expected", [
+    ("missing", "postgres", "404"),
+    ("db-0", "nginx", "container nginx is not valid"),
+    ("done-0", "postgres", "not running"),
 ])
-async def test_exec_is_refused_like_the_api_server_refuses_it(emulator, kubeconfig, pod, container, phase, expected):
-    emulator.exec_handler = lambda req: (0, "", "")
-    seed_pod(emulator, phase=phase)
-    kube = Kube.connect(kubeconfig)
+async def test_exec_is_refused_like_the_api_server_refuses_it(kube, target, container, expected):
+    if target == "db-0":
+        await running(kube, "db-0")
+    if target == "done-0":
+        kube.create(pod("done-0", command="true"))
+        await kube.wait_for(lambda: phase(kube, "done-0") == "Succeeded", timeout=30)
+    client = Kube.connect(kube.cluster.kubeconfig)
     try:
         with pytest.raises(KubeError) as err:
-            await kube.exec(NS, pod, container, ["true"], timeout=10)
+            await client.exec(kube.namespace, target, container, ["true"], timeout=20)
         assert expected in str(err.value)
     finally:
-        kube.close()
-
-
-def test_the_closing_status_carries_the_exit_code_as_the_kubelet_sends_it():
-    assert status_of(0) == {"metadata": {}, "status": "Success"}
-    failure = status_of(137)
-    assert failure["reason"] == "NonZeroExitCode" and failure["details"]["causes"][0] == {
-        "reason": "ExitCode", "message": "137"}
+        client.close()
