@@ -36,6 +36,17 @@ def test_a_point_waits_for_every_live_point_of_its_epoch():
     assert shred.blockers(gone[0], gone + [other]) == []
 
 
+def test_shreds_of_one_epoch_go_one_after_the_other():
+    """Found on the real control plane: two points of one epoch deleted together got two shred Jobs
+    side by side, rewriting the same key objects, and both failed. The first by name goes first."""
+    full, i1 = point("full", deleting=True), point("i1", "incremental", "full", deleting=True)
+    other = point("full2", deleting=True)
+    assert shred.ahead(full, [full, i1, other]) == []
+    assert shred.ahead(i1, [full, i1, other]) == ["full"]
+    assert shred.ahead(i1, [point("full"), i1]) == [], "a point not being deleted is a blocker, not ahead"
+    assert shred.ahead(point("i9", "incremental", "full2", deleting=True), [full, i1, other]) == ["full2"]
+
+
 def test_the_epoch_is_per_destination():
     """A copy taken as full at one destination (its parent was missing there) opens its own epoch there."""
     full = point("full", copies=[{"destination": "local", "snapshotId": "a"}, {"destination": "s3", "snapshotId": "b"}])

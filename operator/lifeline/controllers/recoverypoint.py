@@ -129,6 +129,8 @@ class ShredController:
                     f"{', '.join(blocked)}; the key is destroyed once those are deleted too", rfc3339(now))
             return
         self.waiting.pop((namespace, name), None)
+        if shred.ahead(point, points):
+            return  # its turn comes when those are gone (their deletion wakes the others)
         try:
             job = shred.shred_job(point, self.facts, attempt)
         except ValueError as exc:
@@ -235,6 +237,9 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
         if event.get("type") == "DELETED":
             controller.points.pop(key, None)
             controller.waiting.pop(key, None)
+            for other, waiting in list(controller.points.items()):  # the next shred of its epoch may start
+                if other[0] == key[0] and (waiting.get("metadata") or {}).get("deletionTimestamp"):
+                    await controller.advance(*other)
             return
         point = copy.deepcopy(dict(body))
         controller.points[key] = point

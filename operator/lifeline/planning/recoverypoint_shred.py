@@ -117,6 +117,28 @@ def blockers(point: dict, points: list[dict]) -> list[str]:
     return sorted(out)
 
 
+def ahead(point: dict, points: list[dict]) -> list[str]:
+    """Points of the same policy and key epoch also being deleted whose shred goes first (by name).
+
+    Shred Jobs of one epoch rewrite the same key objects of the same repositories: run side by side
+    they undo each other's work, so they run one after the other."""
+    policy = (point.get("spec") or {}).get("policyName")
+    mates = [p for p in points if (p.get("spec") or {}).get("policyName") == policy]
+    by_name = {p["metadata"]["name"]: p for p in mates}
+    by_name[point["metadata"]["name"]] = point
+    me = point["metadata"]["name"]
+    out = set()
+    for copy in (point.get("spec") or {}).get("copies") or []:
+        d = copy.get("destination")
+        root = _root(point, d, by_name)
+        for p in mates:
+            name = p["metadata"]["name"]
+            if name < me and (p.get("metadata") or {}).get("deletionTimestamp") and _copy(p, d) is not None \
+                    and _root(p, d, by_name) == root:
+                out.add(name)
+    return sorted(out)
+
+
 # ---- the Job ---------------------------------------------------------------------------------
 
 
