@@ -110,6 +110,7 @@ class PodWorker:
         self.done = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._last_sent: dict | None = None
+        self._reporting = asyncio.Lock()
         self._sa_dirs: set[Path] = set()
 
     # ---- status ------------------------------------------------------------------------------
@@ -124,6 +125,12 @@ class PodWorker:
                 cond("Initialized", self.initialized), cond("ContainersReady", ready), cond("Ready", ready)]
 
     async def report(self) -> None:
+        """Write the Pod's status if it changed. One write at a time, each built once its turn came:
+        two in flight could land out of order and leave an older status for good."""
+        async with self._reporting:
+            await self._report()
+
+    async def _report(self) -> None:
         status = {"phase": self.phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
                   "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at,
                   "containerStatuses": [c.status() for c in self.main]}
