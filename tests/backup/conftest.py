@@ -1,40 +1,27 @@
-"""Fixtures for the backup tests: one frozen clock shared by the emulator, the operator and the
-job runner, a namespace with the PVCs and Secrets a policy names, and the runner that plays
-kubelet and CronJob controller for real agent runs."""
+"""Fixtures for the backup tests, on the session's real control plane: a namespace per test with
+the claims (host directories) and the Secret a policy names, the operator in this process with a
+frozen clock the test moves, and Jobs run by the real Job controller and the process kubelet."""
 from __future__ import annotations
 
-import base64
 import copy
+from datetime import datetime, timezone
 from pathlib import Path
 
-import kmock
 import pytest
 
-from lifeline.api import BY_KIND
 from lifeline.clock import FrozenClock
-from lifeline.devstack.emulator import make_emulator
-from lifeline.devstack.job_runner import JobRunner
 from lifeline.keys import create_key_file
 from lifeline.planning import conditions
-from tests.integration.operator_harness import START
-from tests.kube_client import Api
 
-NS = "hospital"
-POLICY = BY_KIND["BackupPolicy"].resource
-POINTS = kmock.resource(BY_KIND["RecoveryPoint"].resource)
+POLICY = "backuppolicies"
+POINTS = "recoverypoints"
+CLAIMS = ("pacs-data", "backup-local", "backup-offsite")
 
 
 @pytest.fixture
 def clock() -> FrozenClock:
-    return FrozenClock(START)
-
-
-@pytest.fixture
-def emulator(clock):
-    """The honest emulator, stamping creation times from the same clock as the operator."""
-    em = make_emulator(clock=clock)
-    em.seed("v1/namespaces", {"metadata": {"name": NS}})
-    return em
+    """Frozen at the test's start: Pods run on real time, so the clock starts where they do."""
+    return FrozenClock(datetime.now(timezone.utc).replace(microsecond=0))
 
 
 @pytest.fixture(autouse=True)
@@ -43,20 +30,6 @@ def fast_timers(monkeypatch):
     monkeypatch.setenv("LIFELINE_RPO_CHECK_INTERVAL", "0.05")
     monkeypatch.setenv("LIFELINE_FACTS_TTL", "0")
     monkeypatch.setenv("LIFELINE_AGENT_IMAGE", "ghcr.io/lifeline-dr/lifeline:test")
-
-
-def b64(text: str | bytes) -> str:
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
-
-
-def seed_pvc(emulator, name: str, namespace: str = NS) -> None:
-    emulator.seed("v1/persistentvolumeclaims", {"metadata": {"name": name, "namespace": namespace},
-                                                 "spec": {"accessModes": ["ReadWriteOnce"]}})
-
-
-def seed_secret(emulator, name: str, data: dict[str, str | bytes], namespace: str = NS) -> None:
-    emulator.seed("v1/secrets", {"metadata": {"name": name, "namespace": namespace},
-                                 "data": {k: b64(v) for k, v in data.items()}})
 
 
 @pytest.fixture
@@ -86,17 +59,10 @@ def policy(name: str = "pacs", *, rpo: str = "15m", full: str = "0 1 * * *", inc
 
 
 @pytest.fixture
-async def api(kubeconfig) -> Api:
-    api = Api(kubeconfig)
-    yield api
-    api.client.close()
-
-
-@pytest.fixture
 def volumes(tmp_path) -> dict[str, Path]:
-    """Local directories standing in for the PVCs: the data to protect and two repositories."""
+    """Host directories behind the claims: the data to protect and two repositories."""
     root = tmp_path / "volumes"
-    out = {name: root / name for name in ("pacs-data", "backup-local", "backup-offsite")}
+    out = {name: root / name for name in CLAIMS}
     for path in out.values():
         path.mkdir(parents=True)
     (out["pacs-data"] / "study-1.dcm").write_bytes(b"DICM" + bytes(range(256)) * 400)
@@ -106,55 +72,44 @@ def volumes(tmp_path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def cluster(emulator, key_text):
-    """The PVCs and the key Secret the default :func:`policy` names."""
-    for claim in ("pacs-data", "backup-local", "backup-offsite"):
-        seed_pvc(emulator, claim)
-    seed_secret(emulator, "pacs-key", {"key": key_text})
-    return emulator
+def seeded(kube, volumes, key_text):
+    """The claims and the key Secret the default :func:`policy` names."""
+    for claim in CLAIMS:
+        kube.claim(claim, volumes[claim])
+    kube.secret("pacs-key", {"key": key_text})
+    return kube
 
 
-@pytest.fixture
-async def runner(kube_url, tmp_path, volumes, clock) -> JobRunner:
-    async with JobRunner(kube_url, workdir=tmp_path / "pods", volumes=volumes, clock=clock) as r:
-        yield r
+def events(kube, name: str, reason: str | None = None) -> list[dict]:
+    """Events about ``name`` (optionally of one reason), oldest first."""
+    return kube.events(name, reason)
 
 
-def events(emulator, name: str, reason: str | None = None) -> list[dict]:
-    """Events stored about ``name`` (optionally of one reason), oldest first."""
-    import kmock
-
-    res = kmock.resource("v1/events")
-    found = [o for (r, _, _), o in emulator._objects_of(res)
-             if o.get("involvedObject", {}).get("name") == name and (reason is None or o.get("reason") == reason)]
-    return sorted(found, key=lambda o: o["metadata"]["resourceVersion"].zfill(12))
+async def wait_event(kube, name: str, reason: str, timeout: float = 20) -> list[dict]:
+    return await kube.wait_for(lambda: events(kube, name, reason), timeout=timeout)
 
 
-async def wait_event(emulator, name: str, reason: str, timeout: float = 10) -> list[dict]:
-    return await emulator.wait_for(lambda: events(emulator, name, reason), timeout=timeout)
-
-
-def stored(emulator, name: str = "pacs") -> dict | None:
-    return emulator.stored(POLICY, NS, name)
+def stored(kube, name: str = "pacs") -> dict | None:
+    return kube.stored(POLICY, None, name)
 
 
 def cond(obj, type_: str) -> dict:
     return conditions.find(((obj or {}).get("status") or {}).get("conditions"), type_) or {}
 
 
-def points(emulator, policy_name: str = "pacs") -> list[dict]:
+def points(kube, policy_name: str = "pacs") -> list[dict]:
     """The policy's RecoveryPoints, oldest first."""
-    return sorted((o for _, o in emulator._objects_of(POINTS) if o["spec"]["policyName"] == policy_name),
+    return sorted((o for o in kube.objects(POINTS) if o["spec"]["policyName"] == policy_name),
                   key=lambda o: o["spec"]["startTime"])
 
 
-async def settled(emulator, name: str = "pacs", generation: int | None = None) -> dict:
+async def settled(kube, name: str = "pacs", generation: int | None = None) -> dict:
     """The policy once the operator has observed its current generation (and that is ``generation``)."""
     def check():
-        o = stored(emulator, name)
+        o = stored(kube, name)
         st = (o or {}).get("status") or {}
         ok = st.get("observedGeneration") == o["metadata"]["generation"] if o else False
         if ok and generation is not None:
             ok = o["metadata"]["generation"] == generation
         return ok and o
-    return await emulator.wait_for(check, timeout=20)
+    return await kube.wait_for(check, timeout=30)

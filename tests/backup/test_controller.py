@@ -1,120 +1,109 @@
-"""The BackupPolicy controller against the emulator: CronJobs follow the spec, status follows the
-facts, failures are loud, RPO breaches show when (injected) time passes, and a resync writes nothing."""
+"""The BackupPolicy controller against the real API server: CronJobs follow the spec, status follows
+the facts, failures are loud, RPO breaches show when (injected) time passes, and a resync writes nothing."""
 from __future__ import annotations
 
 import asyncio
-
-import kmock
+from datetime import timedelta
 
 from lifeline.cli import main
+from lifeline.clock import rfc3339
+from lifeline.planning.backup_points import parse_time
 from lifeline.observability import audit
-from tests.integration.operator_harness import metric, running_operator, until
+from tests.integration.operator_harness import metric, until
 
-from .conftest import NS, cond, points, policy, seed_pvc, seed_secret, settled, stored, wait_event
+from .conftest import cond, points, policy, settled, stored, wait_event
 
 CRONJOBS = "batch/v1/cronjobs"
 
 
-def cronjob(emulator, name):
-    return emulator.stored(CRONJOBS, NS, name)
+def cronjob(kube, name):
+    return kube.stored(CRONJOBS, None, name)
 
 
-def jobs(emulator):
-    return [o for (r, _, _), o in emulator._objects_of() if r == kmock.resource("batch/v1/jobs")]
+def jobs(kube):
+    return kube.objects("jobs")
 
 
-async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(emulator, kubeconfig, api, cluster):
-    async with running_operator(kubeconfig, emulator):
-        await api.create(policy())
-        obj = await settled(emulator)
+async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(seeded, kube):
+    async with kube.operator():
+        kube.create(policy())
+        obj = await settled(kube)
         names = ("pacs-full", "pacs-incremental", "pacs-prune")
-        await emulator.wait_for(lambda: all(cronjob(emulator, n) for n in names))
+        await kube.wait_for(lambda: all(cronjob(kube, n) for n in names))
         assert obj["status"]["cronJobs"] == list(names)
         assert (cond(obj, "Ready")["status"], cond(obj, "Ready")["reason"]) == ("True", "SpecValid")
-        assert emulator.count_writes(subresource="status") == 1, "one status write for a new policy"
-        failed = [(w.method, w.path, w.status) for w in emulator.writes if (w.status or 500) >= 400]
+        assert kube.count_writes(subresource="status") == 1, "one status write for a new policy"
+        failed = [(w.method, w.path, w.status) for w in kube.writes if (w.status or 500) >= 400]
         assert failed == []
-        uid = cronjob(emulator, "pacs-incremental")["metadata"]["uid"]
+        uid = cronjob(kube, "pacs-incremental")["metadata"]["uid"]
 
         # a schedule change replaces the CronJob in place (same object, new schedule)
-        before = len(emulator.writes)
-        await api.patch("BackupPolicy", "pacs", {"spec": {"schedule": {"incremental": "*/5 * * * *"}}})
-        await emulator.wait_for(lambda: cronjob(emulator, "pacs-incremental")["spec"]["schedule"] == "*/5 * * * *")
-        changed = cronjob(emulator, "pacs-incremental")
+        before = len(kube.writes)
+        kube.patch("BackupPolicy", "pacs", {"spec": {"schedule": {"incremental": "*/5 * * * *"}}})
+        await kube.wait_for(lambda: cronjob(kube, "pacs-incremental")["spec"]["schedule"] == "*/5 * * * *")
+        changed = cronjob(kube, "pacs-incremental")
         assert changed["metadata"]["uid"] == uid
         assert changed["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 600
-        await settled(emulator, generation=2)
-        assert emulator.count_writes(CRONJOBS, since=before, method="PUT") == 1
-        assert emulator.count_writes(CRONJOBS, since=before, method="POST") == 0
+        await settled(kube, generation=2)
+        assert kube.count_writes(CRONJOBS, since=before, method="PUT") == 1
+        assert kube.count_writes(CRONJOBS, since=before, method="POST") == 0
 
         # a schedule kind that leaves the spec takes its CronJob with it
-        await api.patch("BackupPolicy", "pacs", {"spec": {"schedule": {"incremental": None}}})
-        await emulator.wait_for(lambda: cronjob(emulator, "pacs-incremental") is None)
-        obj = await settled(emulator, generation=3)
+        kube.patch("BackupPolicy", "pacs", {"spec": {"schedule": {"incremental": None}}})
+        await kube.wait_for(lambda: cronjob(kube, "pacs-incremental") is None)
+        obj = await settled(kube, generation=3)
         assert obj["status"]["cronJobs"] == ["pacs-full", "pacs-prune"]
 
         # suspend reaches every CronJob; running Jobs are not touched
-        await api.patch("BackupPolicy", "pacs", {"spec": {"suspend": True}})
-        await emulator.wait_for(lambda: all(cronjob(emulator, n)["spec"]["suspend"] for n in ("pacs-full", "pacs-prune")))
-        obj = await settled(emulator, generation=4)
+        kube.patch("BackupPolicy", "pacs", {"spec": {"suspend": True}})
+        await kube.wait_for(lambda: all(cronjob(kube, n)["spec"]["suspend"] for n in ("pacs-full", "pacs-prune")))
+        obj = await settled(kube, generation=4)
         assert "suspended" in cond(obj, "Ready")["message"]
 
         # a CronJob deleted by hand comes back; one edited by hand is put right
-        await asyncio.to_thread(_delete_cronjob, api, "pacs-full")
-        await emulator.wait_for(lambda: cronjob(emulator, "pacs-full") is not None)
-        await asyncio.to_thread(_patch_cronjob, api, "pacs-prune", {"spec": {"suspend": False}})
-        await emulator.wait_for(lambda: cronjob(emulator, "pacs-prune")["spec"]["suspend"] is True)
+        kube.delete(CRONJOBS, "pacs-full")
+        await kube.wait_for(lambda: cronjob(kube, "pacs-full") is not None)
+        kube.patch(CRONJOBS, "pacs-prune", {"spec": {"suspend": False}})
+        await kube.wait_for(lambda: cronjob(kube, "pacs-prune")["spec"]["suspend"] is True)
 
         # deleting the policy lets the garbage collector take its CronJobs
-        await api.delete("BackupPolicy", "pacs")
-        await emulator.wait_for(lambda: not any(cronjob(emulator, n) for n in names))
+        kube.delete("BackupPolicy", "pacs")
+        await kube.wait_for(lambda: not any(cronjob(kube, n) for n in names))
 
 
-def _patch_cronjob(api, name, patch):
-    import kubernetes
-
-    kubernetes.client.BatchV1Api(api.client).patch_namespaced_cron_job(name, NS, patch)
-
-
-def _delete_cronjob(api, name):
-    import kubernetes
-
-    kubernetes.client.BatchV1Api(api.client).delete_namespaced_cron_job(name, NS)
-
-
-async def test_a_resync_of_unchanged_policies_writes_nothing(emulator, kubeconfig, api, cluster, runner, clock):
+async def test_a_resync_of_unchanged_policies_writes_nothing(seeded, kube, clock):
     his = policy("his", rpo="5m", incremental="*/5 * * * *")
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(policy())
-        await api.create(his)
-        await settled(emulator)
-        await settled(emulator, "his")
-        result = await runner.trigger(NS, "pacs-full")
+    async with kube.operator(clock=clock):
+        kube.create(policy())
+        kube.create(his)
+        await settled(kube)
+        await settled(kube, "his")
+        result = await kube.run_cronjob("pacs-full")
         assert result.phase == "Succeeded"
-        await emulator.wait_for(lambda: stored(emulator)["status"].get("recoveryPoints") == 1
-                                and points(emulator)[0].get("status", {}).get("phase") == "Available"
-                                and (stored(emulator)["status"].get("lastBackup") or {}).get("outcome") == "Succeeded",
+        await kube.wait_for(lambda: stored(kube)["status"].get("recoveryPoints") == 1
+                                and points(kube)[0].get("status", {}).get("phase") == "Available"
+                                and (stored(kube)["status"].get("lastBackup") or {}).get("outcome") == "Succeeded",
                                 timeout=20)
         await asyncio.sleep(0.3)  # let the last watch events (our own writes) come back and be handled
-    before = len(emulator.writes)
-    async with running_operator(kubeconfig, emulator, clock=clock) as ctx:
+    before = len(kube.writes)
+    async with kube.operator(clock=clock) as ctx:
         unchanged = lambda: metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="unchanged")
         await until(lambda: unchanged() >= 6, timeout=20)  # the listing, CronJob/Job events and timer rounds
         await until(lambda: metric(ctx, "lifeline_reconciles_total", kind="RecoveryPoint", result="unchanged") >= 1)
-        assert emulator.count_writes(since=before) == 0, [(w.method, w.path) for w in emulator.writes[before:]]
+        assert kube.count_writes(since=before) == 0, [(w.method, w.path) for w in kube.writes[before:]]
         assert metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="written") == 0
 
 
-async def test_a_failed_job_keeps_ready_and_says_why(emulator, kubeconfig, api, runner, clock, volumes):
+async def test_a_failed_job_keeps_ready_and_says_why(kube, clock, volumes):
     for claim in ("pacs-data", "backup-local", "backup-offsite"):
-        seed_pvc(emulator, claim)
-    seed_secret(emulator, "pacs-key", {"key": "lifeline-key-v1 not-a-key"})  # a key the provider refuses
-    async with running_operator(kubeconfig, emulator, clock=clock) as ctx:
-        await api.create(policy())
-        await settled(emulator)
-        result = await runner.trigger(NS, "pacs-full")
+        kube.claim(claim, volumes[claim])
+    kube.secret("pacs-key", {"key": "lifeline-key-v1 not-a-key"})  # a key the provider refuses
+    async with kube.operator(clock=clock) as ctx:
+        kube.create(policy())
+        await settled(kube)
+        result = await kube.run_cronjob("pacs-full")
         assert result.phase == "Failed"
-        obj = await emulator.wait_for(lambda: (o := stored(emulator)) and
+        obj = await kube.wait_for(lambda: (o := stored(kube)) and
                                       (o["status"].get("lastBackup") or {}).get("outcome") == "Failed" and o,
                                       timeout=20)
         assert cond(obj, "Ready")["status"] == "True"
@@ -122,107 +111,116 @@ async def test_a_failed_job_keeps_ready_and_says_why(emulator, kubeconfig, api, 
         assert (keys["status"], keys["reason"]) == ("False", "KeyRefused"), keys
         assert "the latest backup could not use the key secret://pacs-key/key" in keys["message"]
         assert obj["status"]["lastBackup"]["job"] == result.job
-        assert obj["status"].get("recoveryPoints", 0) == 0 and points(emulator) == []
+        assert obj["status"].get("recoveryPoints", 0) == 0 and points(kube) == []
         for dest in ("local", "offsite"):
-            assert metric(ctx, "lifeline_backup_failures_total", namespace=NS, policy="pacs", tier="B",
+            assert metric(ctx, "lifeline_backup_failures_total", namespace=kube.namespace, policy="pacs", tier="B",
                           destination=dest, reason="BackupFailed") == 1
-        [event] = await wait_event(emulator, "pacs", "BackupFailed")
+        [event] = await wait_event(kube, "pacs", "BackupFailed")
         assert event["type"] == "Warning"
         assert "key file" in event["message"] and "agent exited 1" in event["message"], event["message"]
-        job = emulator.stored("batch/v1/jobs", NS, result.job)
+        job = kube.stored("batch/v1/jobs", None, result.job)
         assert job["metadata"]["annotations"]["dr.lifeline.io/recorded"] == "Failed"
 
 
-async def test_rpo_breach_and_recovery_follow_the_clock(emulator, kubeconfig, api, cluster, runner, clock):
-    async with running_operator(kubeconfig, emulator, clock=clock) as ctx:
-        await api.create(policy())
-        await settled(emulator)
-        await runner.trigger(NS, "pacs-full")
-        await emulator.wait_for(lambda: cond(stored(emulator), "RPOMet").get("reason") == "WithinRPO", timeout=20)
-
-        clock.advance(16 * 60)  # past the 15-minute RPO: the timer sees it, nobody writes the policy
-        obj = await emulator.wait_for(lambda: (o := stored(emulator)) and
-                                      cond(o, "RPOMet").get("status") == "False" and o, timeout=10)
+async def test_rpo_breach_and_recovery_follow_the_clock(seeded, kube, clock):
+    async with kube.operator(clock=clock) as ctx:
+        kube.create(policy())
+        await settled(kube)
+        await kube.run_cronjob("pacs-full")
+        obj = await kube.wait_for(lambda: cond(o := stored(kube), "RPOMet").get("reason") == "WithinRPO" and o,
+                                  timeout=20)
+        # The agent runs on real time: the frozen clock is moved to just past the RPO after its backup,
+        # so that the next backup, a few real seconds later, is within the RPO again.
+        backed_up = parse_time(obj["status"]["lastSuccessfulBackupTime"])
+        clock.advance((backed_up - clock.now()).total_seconds() + 15 * 60 + 1)
+        obj = await kube.wait_for(lambda: (o := stored(kube)) and
+                                  cond(o, "RPOMet").get("status") == "False" and o, timeout=10)
         met = cond(obj, "RPOMet")
-        assert met["reason"] == "RPOBreached" and "ran out at 2026-11-23T10:15:00Z" in met["message"]
-        assert met["lastTransitionTime"] == "2026-11-23T10:16:00Z"
-        assert obj["status"]["currentRPOSeconds"] == 960
-        await until(lambda: metric(ctx, "lifeline_rpo_seconds", namespace=NS, policy="pacs", tier="B") == 960)
-        breach = await wait_event(emulator, "pacs", "RPOBreached")
+        assert met["reason"] == "RPOBreached"
+        as_of = parse_time(points(kube)[-1]["spec"]["startTime"])  # the data's time, not the Job's end
+        assert f"as of {rfc3339(as_of)}: the RPO of 15m (900s) ran out at {rfc3339(as_of + timedelta(minutes=15))}" \
+            in met["message"], met["message"]
+        assert met["lastTransitionTime"] == rfc3339(clock.now())
+        rpo = obj["status"]["currentRPOSeconds"]
+        assert rpo in (900, 901), "the status shows the backup time to the second, the operator knows better"
+        await until(lambda: 900 < metric(ctx, "lifeline_rpo_seconds", namespace=kube.namespace,
+                                         policy="pacs", tier="B") <= 901)
+        breach = await wait_event(kube, "pacs", "RPOBreached")
         assert len(breach) == 1 and breach[0]["type"] == "Warning"
 
-        await runner.trigger(NS, "pacs-incremental")
-        obj = await emulator.wait_for(lambda: (o := stored(emulator)) and
-                                      cond(o, "RPOMet").get("status") == "True" and o, timeout=20)
-        assert obj["status"]["currentRPOSeconds"] == 0
-        recovered = await wait_event(emulator, "pacs", "RPORecovered")
+        await kube.run_cronjob("pacs-incremental")
+        obj = await kube.wait_for(lambda: (o := stored(kube)) and
+                                  cond(o, "RPOMet").get("status") == "True" and o, timeout=20)
+        assert parse_time(obj["status"]["lastSuccessfulBackupTime"]) > backed_up
+        assert obj["status"]["currentRPOSeconds"] < 900
+        recovered = await wait_event(kube, "pacs", "RPORecovered")
         assert len(recovered) == 1 and recovered[0]["type"] == "Normal"
 
 
-async def test_backup_now_runs_one_job_per_new_annotation_value(emulator, kubeconfig, api, cluster, runner, clock):
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(policy())
-        await settled(emulator)
-        await api.patch("BackupPolicy", "pacs", {"metadata": {"annotations": {"dr.lifeline.io/backup-now": "one"}}})
-        await emulator.wait_for(lambda: stored(emulator)["status"].get("backupNowHandled") == "one")
-        [job] = jobs(emulator)
+async def test_backup_now_runs_one_job_per_new_annotation_value(seeded, kube, clock):
+    async with kube.operator(clock=clock):
+        kube.create(policy())
+        await settled(kube)
+        kube.patch("BackupPolicy", "pacs", {"metadata": {"annotations": {"dr.lifeline.io/backup-now": "one"}}})
+        await kube.wait_for(lambda: stored(kube)["status"].get("backupNowHandled") == "one")
+        [job] = jobs(kube)
         assert job["metadata"]["labels"]["dr.lifeline.io/trigger"] == "on-demand"
-        [run] = await runner.run_pending(NS)
+        [run] = await kube.run_pending()
         assert run.phase == "Succeeded"
-        obj = await emulator.wait_for(lambda: (o := stored(emulator)) and o["status"].get("recoveryPoints") == 1
+        obj = await kube.wait_for(lambda: (o := stored(kube)) and o["status"].get("recoveryPoints") == 1
                                       and (o["status"].get("lastBackup") or {}).get("outcome") == "Succeeded" and o)
         assert obj["status"]["lastBackup"]["trigger"] == "OnDemand"
-        assert points(emulator)[0]["spec"]["tags"]["trigger"] == "OnDemand"
+        assert points(kube)[0]["spec"]["tags"]["trigger"] == "OnDemand"
 
         # the same value again (a GitOps re-apply) starts nothing
-        await api.patch("BackupPolicy", "pacs", {"metadata": {"labels": {"touched": "yes"}}})
+        kube.patch("BackupPolicy", "pacs", {"metadata": {"labels": {"touched": "yes"}}})
         await asyncio.sleep(0.3)
-        assert len(jobs(emulator)) == 1
+        assert len(jobs(kube)) == 1
 
         # `lifeline backup now` sets a new value: one more Job, a full one
-        code = await asyncio.to_thread(main, ["backup", "now", "pacs", "-n", NS, "--type", "full",
-                                              "--kubeconfig", str(kubeconfig)])
+        code = await asyncio.to_thread(main, ["backup", "now", "pacs", "-n", kube.namespace, "--type", "full",
+                                              "--kubeconfig", str(kube.cluster.kubeconfig)])
         assert code == 0
-        await emulator.wait_for(lambda: len(jobs(emulator)) == 2)
-        new = next(j for j in jobs(emulator) if j["metadata"]["name"] != job["metadata"]["name"])
+        await kube.wait_for(lambda: len(jobs(kube)) == 2)
+        new = next(j for j in jobs(kube) if j["metadata"]["name"] != job["metadata"]["name"])
         assert new["metadata"]["labels"]["dr.lifeline.io/backup-type"] == "full"
-        await emulator.wait_for(lambda: stored(emulator)["status"].get("backupNowHandled") ==
-                                stored(emulator)["metadata"]["annotations"]["dr.lifeline.io/backup-now"])
+        await kube.wait_for(lambda: stored(kube)["status"].get("backupNowHandled") ==
+                                stored(kube)["metadata"]["annotations"]["dr.lifeline.io/backup-now"])
 
 
-async def test_deletion_policy_decides_what_happens_to_points(emulator, kubeconfig, api, cluster, runner, clock):
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(policy())
-        await settled(emulator)
-        await runner.trigger(NS, "pacs-full")
-        await emulator.wait_for(lambda: len(points(emulator)) == 1, timeout=20)
-        assert "ownerReferences" not in points(emulator)[0]["metadata"]
+async def test_deletion_policy_decides_what_happens_to_points(seeded, kube, clock):
+    async with kube.operator(clock=clock):
+        kube.create(policy())
+        await settled(kube)
+        await kube.run_cronjob("pacs-full")
+        await kube.wait_for(lambda: len(points(kube)) == 1, timeout=20)
+        assert "ownerReferences" not in points(kube)[0]["metadata"]
 
         # Retain -> Delete: the existing point becomes owned by the policy ...
-        await api.patch("BackupPolicy", "pacs", {"spec": {"deletionPolicy": "Delete"}})
-        await emulator.wait_for(lambda: points(emulator)[0]["metadata"].get("ownerReferences"))
-        owner = stored(emulator)["metadata"]["uid"]
-        assert [r["uid"] for r in points(emulator)[0]["metadata"]["ownerReferences"]] == [owner]
+        kube.patch("BackupPolicy", "pacs", {"spec": {"deletionPolicy": "Delete"}})
+        await kube.wait_for(lambda: points(kube)[0]["metadata"].get("ownerReferences"))
+        owner = stored(kube)["metadata"]["uid"]
+        assert [r["uid"] for r in points(kube)[0]["metadata"]["ownerReferences"]] == [owner]
         # ... and goes with it
-        await api.delete("BackupPolicy", "pacs")
-        await emulator.wait_for(lambda: not points(emulator))
+        kube.delete("BackupPolicy", "pacs")
+        await kube.wait_for(lambda: not points(kube))
 
         # with Retain, points outlive their policy
-        await api.create(policy("kept"))
-        await settled(emulator, "kept")
-        await runner.trigger(NS, "kept-full")
-        await emulator.wait_for(lambda: len(points(emulator, "kept")) == 1, timeout=20)
-        await api.delete("BackupPolicy", "kept")
-        await emulator.wait_for(lambda: cronjob(emulator, "kept-full") is None)
-        assert len(points(emulator, "kept")) == 1
+        kube.create(policy("kept"))
+        await settled(kube, "kept")
+        await kube.run_cronjob("kept-full")
+        await kube.wait_for(lambda: len(points(kube, "kept")) == 1, timeout=20)
+        kube.delete("BackupPolicy", "kept")
+        await kube.wait_for(lambda: cronjob(kube, "kept-full") is None)
+        assert len(points(kube, "kept")) == 1
 
 
-async def test_bad_references_each_get_their_own_reason(emulator, kubeconfig, api):
-    seed_pvc(emulator, "backup-local")
+async def test_bad_references_each_get_their_own_reason(kube, volumes):
+    kube.claim("backup-local", volumes["backup-local"])
     body = policy(rpo="1m")  # a 15-minute schedule cannot meet it
-    async with running_operator(kubeconfig, emulator) as ctx:
-        await api.create(body)
-        obj = await settled(emulator)
+    async with kube.operator() as ctx:
+        kube.create(body)
+        obj = await settled(kube)
         want = {
             "Ready": ("True", "SpecValid"),
             "RPOAchievable": ("False", "ScheduleTooSparse"),
@@ -233,33 +231,33 @@ async def test_bad_references_each_get_their_own_reason(emulator, kubeconfig, ap
         got = {t: (cond(obj, t)["status"], cond(obj, t)["reason"]) for t in want}
         assert got == want
         gauge = lambda t: ctx.metrics.registry.get_sample_value(  # noqa: E731 - None when the series is absent
-            "lifeline_backup_condition", {"namespace": NS, "name": "pacs", "type": t})
+            "lifeline_backup_condition", {"namespace": kube.namespace, "name": "pacs", "type": t})
         await until(lambda: gauge("KeysAvailable") == 0)
         assert {t: gauge(t) for t in want} == {"Ready": 1, "RPOAchievable": 0, "SourceAvailable": 0,
                                                "DestinationsReachable": 0, "KeysAvailable": 0}
         assert gauge("RPOMet") == 0 and gauge("OffSiteCopy") == 0, "Unknown counts as not True"
-        assert "Secret hospital/pacs-key does not exist" in cond(obj, "KeysAvailable")["message"]
-        assert "destination offsite: PersistentVolumeClaim hospital/backup-offsite does not exist" in \
+        assert f"Secret {kube.namespace}/pacs-key does not exist" in cond(obj, "KeysAvailable")["message"]
+        assert f"destination offsite: PersistentVolumeClaim {kube.namespace}/backup-offsite does not exist" in \
             cond(obj, "DestinationsReachable")["message"]
-        assert metric(ctx, "lifeline_rpo_achievable", namespace=NS, policy="pacs", tier="B") == 0
-        await until(lambda: emulator.count_writes("events", method="POST") >= 4)
-        reasons = sorted(e.reason for e in await api.events("pacs"))
+        assert metric(ctx, "lifeline_rpo_achievable", namespace=kube.namespace, policy="pacs", tier="B") == 0
+        await until(lambda: kube.count_writes("events", method="POST") >= 4)
+        reasons = sorted(e["reason"] for e in kube.events("pacs"))
         assert reasons == ["KeySecretNotFound", "PVCNotFound", "PVCNotFound", "ScheduleTooSparse"]
 
         # the missing PVC appears: the next timer round sees it, and says so once
-        seed_pvc(emulator, "pacs-data")
-        obj = await emulator.wait_for(lambda: cond(stored(emulator), "SourceAvailable").get("status") == "True"
-                                      and stored(emulator), timeout=10)
+        kube.claim("pacs-data", volumes["pacs-data"])
+        obj = await kube.wait_for(lambda: cond(stored(kube), "SourceAvailable").get("status") == "True"
+                                      and stored(kube), timeout=10)
         assert cond(obj, "SourceAvailable")["reason"] == "PVCFound"
-        await until(lambda: emulator.count_writes("events", method="POST") >= 5)
-        assert [e.type for e in await api.events("pacs") if e.reason == "PVCFound"] == ["Normal"]
+        await until(lambda: kube.count_writes("events", method="POST") >= 5)
+        assert [e["type"] for e in kube.events("pacs", "PVCFound")] == ["Normal"]
         await until(lambda: gauge("SourceAvailable") == 1)
 
         # deleting the policy drops its series and leaves an audit record
         records = []
         audit.add_sink(records.append)
         try:
-            await api.delete("BackupPolicy", "pacs")
+            kube.delete("BackupPolicy", "pacs")
             await until(lambda: gauge("Ready") is None and records)
         finally:
             audit.remove_sink(records.append)
@@ -269,11 +267,12 @@ async def test_bad_references_each_get_their_own_reason(emulator, kubeconfig, ap
         assert record["details"]["deletionPolicy"] == "Retain"
 
 
-async def test_status_command_reports_each_policy(emulator, kubeconfig, api, cluster, capsys):
-    async with running_operator(kubeconfig, emulator):
-        await api.create(policy())
-        await settled(emulator)
-        code = await asyncio.to_thread(main, ["backup", "status", "-n", NS, "--kubeconfig", str(kubeconfig)])
+async def test_status_command_reports_each_policy(seeded, kube, capsys):
+    async with kube.operator():
+        kube.create(policy())
+        await settled(kube)
+        code = await asyncio.to_thread(main, ["backup", "status", "-n", kube.namespace,
+                                              "--kubeconfig", str(kube.cluster.kubeconfig)])
     out = capsys.readouterr().out
     assert code == 0
     header, row = out.splitlines()[:2]

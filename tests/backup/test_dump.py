@@ -8,10 +8,7 @@ import subprocess
 import sys
 import uuid
 
-from lifeline.devstack.job_runner import JobRunner
-from tests.integration.operator_harness import running_operator
-
-from .conftest import NS, POLICY, points, policy, seed_pvc, seed_secret, settled, wait_event
+from .conftest import POLICY, points, policy, settled, wait_event
 
 
 def dump_policy(name: str, command: list[str], env: list | None = None) -> dict:
@@ -23,56 +20,65 @@ def dump_policy(name: str, command: list[str], env: list | None = None) -> dict:
     return body
 
 
-async def test_a_dump_streams_into_every_destination_and_a_failed_dump_publishes_nothing(
-        emulator, kubeconfig, api, cluster, runner, clock):
+def pod_of(kube, job: str) -> dict:
+    [pod] = kube.objects("pods", selector=f"job-name={job}")[-1:]
+    return pod
+
+
+def exit_codes(pod: dict) -> dict[str, int]:
+    statuses = pod["status"].get("initContainerStatuses", []) + pod["status"].get("containerStatuses", [])
+    return {c["name"]: c["state"]["terminated"]["exitCode"] for c in statuses if "terminated" in c["state"]}
+
+
+async def test_a_dump_streams_into_every_destination_and_a_failed_dump_publishes_nothing(kube, seeded, clock):
     good = dump_policy("lab", ["/bin/sh", "-c", "printf 'id,result\\n1,4.2\\n'"])
     bad = dump_policy("broken", ["/bin/sh", "-c", "printf 'half a dump'; exit 3"])
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(good)
-        await api.create(bad)
-        await settled(emulator, "lab", generation=1)
-        await settled(emulator, "broken", generation=1)
+    async with kube.operator(clock=clock):
+        kube.create(good)
+        kube.create(bad)
+        await settled(kube, "lab", generation=1)
+        await settled(kube, "broken", generation=1)
 
-        ok = await runner.trigger(NS, "lab-full")
-        assert ok.phase == "Succeeded", ok.containers["agent"].log.read_text()
-        assert [c for c in ok.containers] == ["prepare", "dump", "agent"]
-        await emulator.wait_for(lambda: points(emulator, "lab"), timeout=20)
-        [rp] = points(emulator, "lab")
+        ok = await kube.run_cronjob("lab-full")
+        assert ok.phase == "Succeeded", kube.job_log(ok.job)
+        pod = pod_of(kube, ok.job)
+        spec = pod["spec"]
+        assert [c["name"] for c in spec.get("initContainers", []) + spec["containers"]] == ["prepare", "dump", "agent"]
+        assert exit_codes(pod) == {"prepare": 0, "dump": 0, "agent": 0}
+        [rp] = await kube.wait_for(lambda: points(kube, "lab"), timeout=20)
         assert rp["spec"]["sizeBytes"] == len("id,result\n1,4.2\n")
         assert sorted(c["destination"] for c in rp["spec"]["copies"]) == ["local", "offsite"]
 
-        failed = await runner.trigger(NS, "broken-full")
-        assert failed.phase == "Failed" and failed.containers["dump"].exit_code == 3
-        [event] = await wait_event(emulator, "broken", "BackupFailed")
+        failed = await kube.run_cronjob("broken-full")
+        assert failed.phase == "Failed" and exit_codes(pod_of(kube, failed.job))["dump"] == 3
+        [event] = await wait_event(kube, "broken", "BackupFailed")
         assert "the dump command exited with status 3" in event["message"]
         assert "dump exited 3" in event["message"]
-        obj = await emulator.wait_for(lambda: (o := emulator.stored(POLICY, NS, "broken")) and
-                                      (o["status"].get("lastBackup") or {}).get("outcome") == "Failed" and o)
+        obj = await kube.wait_for(lambda: (o := kube.stored(POLICY, None, "broken")) and
+                                  (o["status"].get("lastBackup") or {}).get("outcome") == "Failed" and o)
         assert obj["status"]["lastBackup"]["message"] == "the dump command exited with status 3"
-        assert points(emulator, "broken") == []
+        assert points(kube, "broken") == []
 
 
 async def test_pg_dump_of_a_real_database_restores_with_the_same_rows(
-        emulator, kubeconfig, api, clock, tmp_path, volumes, key_text, postgres):
+        kube, clock, tmp_path, volumes, key_text, postgres):
     db = postgres.createdb(f"lab_{uuid.uuid4().hex[:8]}")
     postgres.psql(db, "CREATE TABLE result (id int primary key, value text);"
                       "INSERT INTO result SELECT g, md5(g::text) FROM generate_series(1, 5000) g;")
     for claim in ("backup-local", "backup-offsite"):
-        seed_pvc(emulator, claim)
-    seed_secret(emulator, "pacs-key", {"key": key_text})
-    seed_secret(emulator, "lab-db", {"user": postgres.user})
+        kube.claim(claim, volumes[claim])
+    kube.secret("pacs-key", {"key": key_text})
+    kube.secret("lab-db", {"user": postgres.user})
     env = [{"name": "PGHOST", "value": postgres.host}, {"name": "PGPORT", "value": str(postgres.port)},
            {"name": "PGUSER", "valueFromSecret": {"name": "lab-db", "key": "user"}}]
     body = dump_policy("lab-db", ["pg_dump", "--format=custom", "--no-owner", db], env)
-    async with JobRunner(emulator_url(kubeconfig), workdir=tmp_path / "pods", volumes=volumes, clock=clock,
-                         extra_path=[str(postgres.bin_dir)]) as runner:
-        async with running_operator(kubeconfig, emulator, clock=clock):
-            await api.create(body)
-            await settled(emulator, "lab-db", generation=1)
-            result = await runner.trigger(NS, "lab-db-full")
-            assert result.phase == "Succeeded", result.containers["agent"].log.read_text()
-            await emulator.wait_for(lambda: points(emulator, "lab-db"), timeout=20)
-    [rp] = points(emulator, "lab-db")
+    async with kube.operator(clock=clock):
+        kube.create(body)
+        await settled(kube, "lab-db", generation=1)
+        result = await kube.run_cronjob("lab-db-full")
+        assert result.phase == "Succeeded", kube.job_log(result.job)
+        await kube.wait_for(lambda: points(kube, "lab-db"), timeout=20)
+    [rp] = points(kube, "lab-db")
     copy = next(c for c in rp["spec"]["copies"] if c["destination"] == "offsite")
     key = tmp_path / "restore.key"
     key.write_text(key_text)
@@ -86,9 +92,3 @@ async def test_pg_dump_of_a_real_database_restores_with_the_same_rows(
     count = "SELECT count(*), md5(string_agg(value, ',' ORDER BY id)) FROM result;"
     assert postgres.psql(target, count) == postgres.psql(db, count)
     assert rp["spec"]["copies"][0]["repository"].startswith("file://")
-
-
-def emulator_url(kubeconfig) -> str:
-    import yaml
-
-    return yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]

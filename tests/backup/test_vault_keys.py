@@ -1,35 +1,34 @@
 """Keys in Vault (OpenBao): the operator asks the key provider whether a policy's transit key can be
-used (a key Vault refuses is a specific reason), and a backup Job really wraps its data keys there."""
+used (a key Vault refuses is a specific reason), and a backup Job really wraps its data keys there,
+logged in to Vault as its own ServiceAccount (Kubernetes auth, reviewed by the real API server)."""
 from __future__ import annotations
 
-from tests.integration.operator_harness import running_operator
-from tests.keys.conftest import make_transit
+import secrets
 
-from .conftest import NS, policy
-from .key_verdicts import operator_uses_vault, verdicts
+from .conftest import points, policy
+from .key_verdicts import verdicts
 
 
-async def test_a_transit_key_vault_refuses_and_one_it_accepts(
-        emulator, kubeconfig, api, cluster, runner, clock, openbao, monkeypatch):
-    transit = make_transit(openbao)
-    operator_uses_vault(monkeypatch, transit.addr, transit.token)
-    good = policy("good", encryption={"keyRef": transit.ref})
-    missing = policy("missing", encryption={"keyRef": f"vault-transit://no-such-key?mount={transit.mount}"})
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        refused, usable = await verdicts(emulator, api, good, missing)
+async def test_a_transit_key_vault_refuses_and_one_it_accepts(kube, seeded, clock, operator_logs_in_to_vault):
+    vault = operator_logs_in_to_vault
+    key = "lifeline-" + secrets.token_hex(3)
+    vault.create_transit_key(key)  # on transit/, the mount the agents' Vault policy opens
+    ref = f"vault-transit://{key}"
+    good = policy("good", encryption={"keyRef": ref})
+    missing = policy("missing", encryption={"keyRef": "vault-transit://no-such-key"})
+    async with kube.operator(clock=clock):
+        refused, usable = await verdicts(kube, good, missing)
         assert refused["reason"] == "KeyMissing", refused
         assert "no-such-key" in refused["message"]
-        assert usable["reason"] == "KeyUsable" and transit.key in usable["message"]
+        assert usable["reason"] == "KeyUsable" and key in usable["message"]
 
-        # the Job has VAULT_ADDR from the operator; its token is its own (here: the runner's env)
-        cron = emulator.stored("batch/v1/cronjobs", NS, "good-full")
+        # the Job has the operator's Vault address and role; no token: it logs in as itself
+        cron = kube.stored("batch/v1/cronjobs", None, "good-full")
         env = {e["name"]: e.get("value") for e in
                cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert env["VAULT_ADDR"] == transit.addr and "VAULT_TOKEN" not in env
-        runner.env["VAULT_TOKEN"] = transit.token
-        result = await runner.trigger(NS, "good-full")
-        assert result.phase == "Succeeded", result.containers["agent"].log.read_text()
-        point = await emulator.wait_for(
-            lambda: next((o for (r, _, _), o in emulator._objects_of() if r.plural == "recoverypoints"), None),
-            timeout=20)
-        assert point["spec"]["keyRef"] == transit.ref
+        assert env["VAULT_ADDR"] == vault.addr and env["LIFELINE_VAULT_ROLE"] == "lifeline-agent"
+        assert "VAULT_TOKEN" not in env and "LIFELINE_VAULT_SA_TOKEN_PATH" not in env
+        result = await kube.run_cronjob("good-full")
+        assert result.phase == "Succeeded", kube.job_log(result.job)
+        [point] = await kube.wait_for(lambda: points(kube, "good"), timeout=20)
+        assert point["spec"]["keyRef"] == ref

@@ -1,28 +1,27 @@
 """vault-kv:// keys through the operator: KeysAvailable from the cheap check (a missing secret is its own
-reason), and a backup Job whose agent reads its key from KV."""
+reason), and a backup Job whose agent reads its key from KV, logged in as its own ServiceAccount."""
 from __future__ import annotations
 
-from tests.backup.conftest import (NS, api, clock, cluster, emulator, fast_timers,  # noqa: F401
-                                   key_text, policy, runner, volumes)
-from tests.backup.key_verdicts import operator_uses_vault, verdicts
-from tests.integration.operator_harness import running_operator
-from tests.keys.test_shred_deletion import points
-from tests.keys.test_vault_kv import make_kv
+import secrets
+
+from tests.backup.conftest import clock, fast_timers, key_text, points, policy, seeded, volumes  # noqa: F401
+from tests.backup.key_verdicts import verdicts
 
 
-async def test_kv_keys_available_and_a_backup_job_reads_its_key_from_kv(
-        emulator, kubeconfig, api, cluster, runner, clock, openbao, monkeypatch):
-    kv = make_kv(openbao)
-    operator_uses_vault(monkeypatch, kv.addr, kv.token)
-    good = policy("good", encryption={"keyRef": kv.ref})
-    missing = policy("missing", encryption={"keyRef": f"vault-kv://nothing/here?mount={kv.mount}"})
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        refused, usable = await verdicts(emulator, api, good, missing)
-        assert refused["reason"] == "KeyMissing" and f"{kv.mount}/metadata/nothing/here" in refused["message"]
-        assert usable["reason"] == "KeyUsable" and kv.path in usable["message"]
+async def test_kv_keys_available_and_a_backup_job_reads_its_key_from_kv(kube, seeded, clock,
+                                                                         operator_logs_in_to_vault):
+    vault = operator_logs_in_to_vault
+    path = f"lifeline/{secrets.token_hex(3)}"
+    vault.put_kv_key(path)  # on secret/, the mount the agents' Vault policy opens
+    ref = f"vault-kv://{path}"
+    good = policy("good", encryption={"keyRef": ref})
+    missing = policy("missing", encryption={"keyRef": "vault-kv://nothing/here"})
+    async with kube.operator(clock=clock):
+        refused, usable = await verdicts(kube, good, missing)
+        assert refused["reason"] == "KeyMissing" and "secret/metadata/nothing/here" in refused["message"]
+        assert usable["reason"] == "KeyUsable" and path in usable["message"]
 
-        runner.env["VAULT_TOKEN"] = kv.token
-        result = await runner.trigger(NS, "good-full")
-        assert result.phase == "Succeeded", result.containers["agent"].log.read_text()
-        point = next(iter((await emulator.wait_for(lambda: points(emulator), timeout=20)).values()))
-        assert point["spec"]["keyRef"] == kv.ref
+        result = await kube.run_cronjob("good-full")
+        assert result.phase == "Succeeded", kube.job_log(result.job)
+        [point] = await kube.wait_for(lambda: points(kube, "good"), timeout=20)
+        assert point["spec"]["keyRef"] == ref

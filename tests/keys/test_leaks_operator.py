@@ -1,11 +1,11 @@
 """No plaintext data key anywhere the operator side can put one.
 
-A vault-transit backup (full, then incremental) runs through the operator in the emulator, to a
-file:// and an s3:// repository, and its points are then deleted under ``deletionPolicy: Shred``.
-The plaintext data keys come from this test's own unwrap through OpenBao; then every log line
-(caplog, and every agent's stdout/stderr and termination message under the job runner's pods
-directory), every Event, every object's spec and status in the emulator, the /metrics text and
-every object of both repositories are searched for those keys raw, in hex and in base64.
+A vault-transit backup (full, then incremental) runs through the operator on the real API server,
+to a file:// and an s3:// repository, and its points are then deleted under ``deletionPolicy:
+Shred``. The plaintext data keys come from this test's own unwrap through OpenBao; then every log
+line (caplog, and every Job's Pod log through the API), every Event, every object of the test's
+namespace (specs, status, termination messages), the /metrics text and every object of both
+repositories are searched for those keys raw, in hex and in base64.
 """
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ import logging
 import urllib.request
 import uuid
 
-from lifeline.keys import health
-from tests.backup.conftest import (NS, api, clock, cluster, emulator, fast_timers,  # noqa: F401
-                                   key_text, policy, runner, seed_secret, volumes)
-from tests.integration.operator_harness import running_operator
-from tests.keys.conftest import make_transit, repo_objects
-from tests.keys.test_shred_deletion import _backup, _finalized, points
+from tests.backup.conftest import clock, fast_timers, key_text, policy, seeded, volumes  # noqa: F401
+from tests.keys.conftest import repo_objects
+from tests.keys.test_shred_deletion import Transit, _backup, _finalized, points
+
+# What a namespace holds that could carry a key: everything the operator, the agent and the
+# controllers write there.
+KINDS = ("events", "pods", "jobs", "cronjobs", "configmaps", "secrets", "persistentvolumeclaims",
+         "backuppolicies", "recoverypoints", "restores", "restoredrills")
 
 
 def forms(key: bytes) -> list[bytes]:
@@ -42,14 +44,14 @@ def test_the_search_finds_a_key_in_every_form():
     assert not leaks(b"nothing here", [key])
 
 
-def _unwrap_all(transit, wrapped_objects: dict[str, bytes]) -> list[bytes]:
+def _unwrap_all(vault, transit, wrapped_objects: dict[str, bytes]) -> list[bytes]:
     keys = []
     for name, raw in wrapped_objects.items():
         if not name.startswith("keys/"):
             continue
         wrapped = base64.b64decode(json.loads(raw)["wrapped"]).decode()
-        plain = transit.client.secrets.transit.decrypt_data(name=transit.key, ciphertext=wrapped,
-                                                            mount_point=transit.mount)["data"]["plaintext"]
+        plain = vault.client().secrets.transit.decrypt_data(name=transit.key, ciphertext=wrapped,
+                                                            mount_point="transit")["data"]["plaintext"]
         keys.append(base64.b64decode(plain))
     return keys
 
@@ -64,17 +66,13 @@ def _bucket_objects(s3_server, bucket: str) -> dict[str, bytes]:
 
 
 async def test_no_plaintext_data_key_in_logs_events_objects_metrics_or_repositories(
-        emulator, kubeconfig, api, cluster, runner, clock, openbao, s3_server, volumes, monkeypatch, caplog,
-        tmp_path):
+        kube, seeded, clock, operator_logs_in_to_vault, s3_server, volumes, caplog):
     caplog.set_level(logging.DEBUG)
-    transit = make_transit(openbao)
-    health.clear_cache()
-    monkeypatch.setenv("VAULT_ADDR", transit.addr)
-    monkeypatch.setenv("VAULT_TOKEN", transit.token)
-    runner.env["VAULT_TOKEN"] = transit.token
+    vault = operator_logs_in_to_vault
+    transit = Transit(vault)
     bucket = s3_server.make_bucket(f"ll-{uuid.uuid4().hex[:12]}")
-    seed_secret(emulator, "offsite-s3", {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-                                          "AWS_SECRET_ACCESS_KEY": s3_server.secret_key})
+    kube.secret("offsite-s3", {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+                               "AWS_SECRET_ACCESS_KEY": s3_server.secret_key})
     body = policy("pacs", encryption={"keyRef": transit.ref}, deletionPolicy="Shred", destinations=[
         {"name": "local", "filesystem": {"claimName": "backup-local", "path": "/repos/pacs"}},
         {"name": "offsite", "offSite": True,
@@ -82,49 +80,49 @@ async def test_no_plaintext_data_key_in_logs_events_objects_metrics_or_repositor
                 "credentialsSecret": "offsite-s3"}}])
     local_repo = f"file://{volumes['backup-local']}/repos/pacs"
 
-    async with running_operator(kubeconfig, emulator, clock=clock) as ctx:
-        await api.create(body)
-        await emulator.wait_for(lambda: emulator.stored("batch/v1/cronjobs", NS, "pacs-full"), timeout=20)
-        await _backup(emulator, runner, "pacs-full", 1)
+    async with kube.operator(clock=clock) as ctx:
+        kube.create(body)
+        await kube.wait_for(lambda: kube.stored("batch/v1/cronjobs", None, "pacs-full"), timeout=20)
+        await _backup(kube, "pacs-full", 1)
         clock.advance(900)
         (volumes["pacs-data"] / "more.txt").write_text("more data")
-        made = await _backup(emulator, runner, "pacs-incremental", 2)
+        made = await _backup(kube, "pacs-incremental", 2)
         assert all(len(p["spec"]["copies"]) == 2 for p in made.values()), made
         for name in made:
-            await _finalized(emulator, name)
+            await _finalized(kube, name)
 
         # the plaintext data keys, by this test's own unwrap (before the shred destroys them)
-        keys = _unwrap_all(transit, repo_objects(local_repo)) + _unwrap_all(transit, {
+        keys = _unwrap_all(vault, transit, repo_objects(local_repo)) + _unwrap_all(vault, transit, {
             k[len("pacs/"):]: v for k, v in _bucket_objects(s3_server, bucket).items()})
         assert len(keys) == 2 and all(len(k) == 32 for k in keys)
 
         # then delete the points under deletionPolicy Shred: more logs, Events and Jobs to search
         for name in made:
-            await api.delete("RecoveryPoint", name)
-        for _ in range(4):
-            if not points(emulator):
-                break
-            await emulator.wait_for(lambda: not points(emulator) or [
-                o for (r, _, _), o in emulator._objects_of() if r.plural == "jobs"
-                and "dr.lifeline.io/shred-for" in (o["metadata"].get("labels") or {})
-                and not (o.get("status") or {}).get("startTime")], timeout=20)
-            await runner.run_pending(NS, "dr.lifeline.io/shred-for")
-        await emulator.wait_for(lambda: not points(emulator), timeout=20)
+            kube.delete("RecoveryPoint", name)
+        # one shred Job after the other (they share the epoch's key objects); each goes with its point
+        await kube.wait_for(lambda: not points(kube), timeout=90)
+        assert len(kube.events(reason="Shredded")) == 2, [e["message"] for e in kube.events(reason="ShredFailed")]
 
         with urllib.request.urlopen(f"http://127.0.0.1:{ctx.health_port}/metrics", timeout=10) as resp:
             metrics = resp.read()
         assert b"lifeline_" in metrics
-        objects = [o for _, o in emulator._objects_of()]
+        objects = [o for kind in KINDS for o in kube.objects(kind)]
+        pod_logs = {j["metadata"]["name"]: kube.job_log(j["metadata"]["name"]).encode()
+                    for j in kube.objects("jobs")}
 
     found = {}
     logs = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records).encode()
     found["caplog"] = leaks(logs, keys)
     assert "audit" in logs.decode() and "key-shred" in logs.decode()  # the search saw the audit records
-    pods = [p for p in (tmp_path / "pods").rglob("*") if p.is_file()]
-    assert any(p.read_bytes().strip() for p in pods)  # agent output and termination messages are there
-    for path in pods:
-        found[f"pod file {path.relative_to(tmp_path)}"] = leaks(path.read_bytes(), keys)
-    events = [o for o in objects if o.get("kind") == "Event" or "involvedObject" in o]
+    # the backup Jobs' agents' output (the shred Jobs went with their points, by the garbage collector:
+    # what they said reached the operator's log and Events, searched above and below)
+    assert len(pod_logs) >= 2 and all(b"point" in log for log in pod_logs.values()), pod_logs
+    for job, log in pod_logs.items():
+        found[f"log of Job {job}"] = leaks(log, keys)
+    terminated = [c for o in objects if o.get("kind") == "Pod" for c in o["status"].get("containerStatuses", [])
+                  if (c["state"].get("terminated") or {}).get("message")]
+    assert terminated, "the agents' termination messages are searched too"
+    events = [o for o in objects if o.get("kind") == "Event"]
     assert events
     found["events"] = leaks(json.dumps(events).encode(), keys)
     for o in objects:

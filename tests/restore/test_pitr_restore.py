@@ -5,13 +5,12 @@ policy's filesystem destination; a base backup is taken with ``lifeline agent ba
 catalogued as a RecoveryPoint of a continuous BackupPolicy (as the operator records a base-backup
 Job's summary). Rows are committed before and after a time T; the primary is then destroyed. A
 Restore with ``targetTime: T`` (then one with ``latest``) is approved by two people, its Job runs
-through the Job runner, and PostgreSQL started on the restored directory, exactly as the Job left
+as a Pod of the real Job controller, and PostgreSQL started on the restored directory, exactly as the Job left
 it (no agent, no key, no repository: the Job prefetched the WAL into the claim), holds exactly
 the rows committed up to T (every row, for latest).
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.devstack.job_runner import JobRunner
 from lifeline.agent import wal_pitr
 from lifeline.keys import create_key_file
 from lifeline.planning import restore_run
@@ -32,8 +30,7 @@ from tests.realparts.ports import wait_for
 from tests.realparts.postgres import PostgresServer
 
 from .conftest import restore_body
-from .helpers import NS, phase, stored
-from .test_restore_run import _request_and_approve
+from .helpers import catalogue, phase, request_and_approve, stored
 
 pytestmark = pytest.mark.asyncio
 POINT = "icu-charting-20261123-0100"
@@ -52,8 +49,9 @@ def _insert(primary, n: int) -> None:
         primary.psql("postgres", "INSERT INTO vitals(note) VALUES ('heart rate 72');")
 
 
-@pytest.fixture(scope="module")
-def history():
+@pytest.fixture
+def history(kube):
+    """A primary's history, backed up under the test's namespace (the source name a restore must match)."""
     ok, reason = PostgresServer.available()
     if not ok:
         missing(reason)
@@ -72,10 +70,11 @@ def history():
         primary.psql("postgres", "CREATE TABLE vitals (id serial PRIMARY KEY, note text);")
         _insert(primary, 3)  # in the base backup itself
         rc = run_agent("base-backup", "--repo", f"file://{repo}", "--key", f"file://{key}", "--source-name",
-                       f"{NS}/icu-charting", "--pg-basebackup", str(primary.bin_dir / "pg_basebackup"), "--json",
+                       f"{kube.namespace}/icu-charting", "--pg-basebackup", str(primary.bin_dir / "pg_basebackup"), "--json",
                        as_postgres=True, env=primary.env())
         assert rc.returncode == 0, rc.stderr
-        point_id = json.loads(rc.stdout)["points"][0]["point_id"]
+        point = json.loads(rc.stdout)["points"][0]
+        point_id = point["point_id"]
         _insert(primary, 5)  # replayed from WAL, before T
         target = float(primary.psql("postgres", "SELECT extract(epoch from clock_timestamp());").strip())
         _insert(primary, 5)  # after T: must not come back in the T restore
@@ -85,15 +84,16 @@ def history():
         out = primary.psql("postgres", "SELECT id, extract(epoch from pg_xact_commit_timestamp(xmin)) FROM vitals;")
         rows = {int(i): float(t) for i, t in (ln.split("|") for ln in out.split())}
         primary.destroy()
-        yield History(base, key, repo, primary.bin_dir, point_id, rows, target)
+        history = History(base, key, repo, primary.bin_dir, point_id, rows, target)
+        history.size, history.checksum = point.get("size_bytes", 0), point["manifest_checksum"]
+        yield history
     finally:
         primary.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _policy() -> dict:
-    return {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "BackupPolicy",
-            "metadata": {"name": "icu-charting", "namespace": NS},
+    return {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": "icu-charting"},
             "spec": {"tier": "A", "objectives": {"rpo": "10s", "rto": "5m"},
                      "source": {"continuous": {"claimName": "icu-db-wal", "path": "/wal-archive",
                                                "postgres": {"image": "postgres:16"}}},
@@ -103,18 +103,16 @@ def _policy() -> dict:
 
 
 @pytest.fixture
-def catalogued(history, emulator, tmp_path):
+def catalogued(history, kube, operator):
     """The base backup as the operator catalogues it: policy, key Secret, claims, RecoveryPoint."""
-    for claim in ("icu-db-wal", "backup-local"):
-        emulator.seed("v1/persistentvolumeclaims", {"metadata": {"name": claim, "namespace": NS},
-                                                     "spec": {"accessModes": ["ReadWriteOnce"]}})
-    emulator.seed("v1/secrets", {"metadata": {"name": "icu-key", "namespace": NS},
-                                 "data": {"key": base64.b64encode(history.key.read_bytes()).decode()}})
-    emulator.seed("dr.lifeline.io/v1alpha1/backuppolicies", _policy())
-    emulator.seed("dr.lifeline.io/v1alpha1/recoverypoints", {
-        "apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RecoveryPoint",
-        "metadata": {"name": POINT, "namespace": NS},
+    for claim, path in (("icu-db-wal", history.base / "wal"), ("backup-local", history.repo.parent)):
+        path.mkdir(exist_ok=True)
+        kube.claim(claim, path)
+    kube.secret("icu-key", {"key": history.key.read_bytes()})
+    catalogue(kube, _policy(), {
+        "apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RecoveryPoint", "metadata": {"name": POINT},
         "spec": {"policyName": "icu-charting", "type": "full", "keyRef": "secret://icu-key/key",
+                 "sizeBytes": history.size, "manifestChecksum": history.checksum,
                  "startTime": "2026-11-23T01:30:00Z", "completionTime": "2026-11-23T01:31:00Z",
                  "copies": [{"destination": "local", "repository": "file:///destinations/local/icu",
                              "snapshotId": history.point_id}]}})
@@ -133,18 +131,17 @@ def _self_contained(data: Path) -> str:
     return command
 
 
-async def _restore(emulator, people, kube_url, clock, tmp_path, h: History, name: str, target: str) -> dict:
+async def _restore(kube, people, h: History, name: str, target: str) -> dict:
     claim = f"{name}-data"
-    volumes = {"backup-local": h.repo.parent, claim: h.base / claim, "icu-db-wal": h.base / "wal"}
-    for v in volumes.values():
-        v.mkdir(exist_ok=True)
+    (h.base / claim).mkdir(exist_ok=True)
+    kube.claim(claim, h.base / claim)
+    volumes = {claim: h.base / claim}
     body = restore_body(name, POINT, targetTime=target, target={"pvc": {"claimName": claim, "path": "/pgdata"}},
                         reason="INC-4790: migration dropped a column")
-    await _request_and_approve(emulator, people, body)
-    async with JobRunner(kube_url, workdir=tmp_path / f"pods-{name}", volumes=volumes, clock=clock) as runner:
-        result = await runner.run(NS, restore_run.job_name(name))
-    assert result.phase == "Succeeded", result.containers["agent"].log.read_text()[-3000:]
-    await emulator.wait_for(lambda: phase(emulator, name) == "Succeeded")
+    await request_and_approve(kube, people, body)
+    result = await kube.finished(restore_run.job_name(name))
+    assert result.phase == "Succeeded", kube.job_log(result.job)
+    await kube.wait_for(lambda: phase(kube, name) == "Succeeded")
     data = volumes[claim] / "pgdata"
     assert (data / "recovery.signal").exists()
     _self_contained(data)
@@ -160,20 +157,18 @@ async def _restore(emulator, people, kube_url, clock, tmp_path, h: History, name
     return {int(i): float(t) for i, t in (ln.split("|") for ln in out.split())}
 
 
-async def test_a_restore_to_time_t_recovers_exactly_the_rows_committed_up_to_t(
-        operator, emulator, people, catalogued, kube_url, clock, tmp_path):
+async def test_a_restore_to_time_t_recovers_exactly_the_rows_committed_up_to_t(kube, people, catalogued):
     h = catalogued
     target = dt.datetime.fromtimestamp(h.target, dt.timezone.utc).isoformat(timespec="microseconds")
     before = {i for i, t in h.rows.items() if t <= h.target}
     assert 3 < len(before) < len(h.rows)  # rows from the WAL on both sides of T
-    got = await _restore(emulator, people, kube_url, clock, tmp_path, h, "icu-at-t", target.replace("+00:00", "Z"))
+    got = await _restore(kube, people, h, "icu-at-t", target.replace("+00:00", "Z"))
     assert set(got) == before
-    status = stored(emulator, "icu-at-t")["status"]
+    status = stored(kube, "icu-at-t")["status"]
     assert status["jobName"] == restore_run.job_name("icu-at-t")
 
 
-async def test_a_restore_to_latest_recovers_every_committed_row(
-        operator, emulator, people, catalogued, kube_url, clock, tmp_path):
+async def test_a_restore_to_latest_recovers_every_committed_row(kube, people, catalogued):
     h = catalogued
-    got = await _restore(emulator, people, kube_url, clock, tmp_path, h, "icu-latest", "latest")
+    got = await _restore(kube, people, h, "icu-latest", "latest")
     assert set(got) == set(h.rows)
