@@ -267,9 +267,13 @@ class LiveKube:
                 if e.get("objectRef", {}).get("namespace") in (self.namespace, None)}
 
     @contextlib.asynccontextmanager
-    async def operator(self, clock=None, namespaces: list[str] | None = None, **options) -> AsyncIterator[Any]:
+    async def operator(self, clock=None, namespaces: list[str] | None = None, *, standby: bool = False,
+                       **options) -> AsyncIterator[Any]:
         """The operator as the chart's ServiceAccount, watching this namespace (or ``namespaces``; ``[]``:
-        every namespace, as the chart installs it), serving the chart's webhooks."""
+        every namespace, as the chart installs it), serving the chart's webhooks.
+
+        ``standby``: a replica that a peer of higher priority keeps paused; it opens no watches, so
+        it is not waited for."""
         request = self.cluster.request
         config = install.operator_kubeconfig(request, self.release, self.cluster.url, self.cluster.ca,
                                              self.workdir / "operator.kubeconfig")
@@ -277,7 +281,8 @@ class LiveKube:
         options = {"webhook_port": self.release.webhook_port, "webhook_cert_dir": str(certs),
                    "webhook_host": "127.0.0.1", "webhook_addr": "127.0.0.1", **options}
         since = self.cluster.audit_position()
-        async with running_operator(config, lambda: self.watched(since), clock=clock,
+        watched = (lambda: {k.plural for k in KINDS}) if standby else (lambda: self.watched(since))
+        async with running_operator(config, watched, clock=clock,
                                     namespaces=[self.namespace] if namespaces is None else namespaces,
                                     **options) as ctx:
             yield ctx

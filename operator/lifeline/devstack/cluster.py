@@ -300,6 +300,8 @@ class Cluster:
                 "--endpoint-reconciler-type", "none",
                 "--audit-policy-file", str(self._audit_policy()),
                 "--audit-log-path", str(self.audit_log), "--audit-log-format", "json",
+                # With a watch open it would wait out the whole stop timeout before exiting on SIGTERM.
+                "--shutdown-watch-termination-grace-period", "2s",
                 "--v", "1",
             ])
             self._write_admin_kubeconfig()
@@ -410,6 +412,9 @@ class Cluster:
                 "--cluster-signing-cert-file", str(pkid / "ca.crt"),
                 "--cluster-signing-key-file", str(pkid / "ca.key"),
                 "--enable-hostpath-provisioner=true",
+                # A claim pre-bound to a volume can lose a status race with the volume worker and then
+                # waits for the next resync (15 s by default) to bind: a second here.
+                "--pvclaimbinder-sync-period=1s",
                 "--service-cluster-ip-range", SERVICE_CIDR,
                 "--v", "1"]
 
