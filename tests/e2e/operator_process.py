@@ -3,9 +3,12 @@ handlers, no final writes), with a clock the test moves through a file.
 
 Run as a program (``python -m tests.e2e.operator_process KUBECONFIG CLOCK_FILE HEALTH_PORT [NS...]``)
 it starts :func:`lifeline.runtime.run` exactly as ``lifeline operator`` does, except that its clock
-reads the time from ``CLOCK_FILE``. :class:`SharedClock` is the test's side: a FrozenClock
-that writes every move to that file, so the emulator, the job runner and the operator process
-agree on the time.
+reads the time from ``CLOCK_FILE``. :class:`SharedClock` is the test's side: a FrozenClock that
+writes every move to that file, so the test and the operator process agree on the time.
+
+:func:`operator_for` starts it as the chart's operator would run: logged in as the chart's
+ServiceAccount (a TokenRequest kubeconfig: exactly the chart's RBAC), serving the chart's admission
+webhooks on the release's port with the chart's serving certificate, watching the test's namespace.
 """
 from __future__ import annotations
 
@@ -14,15 +17,19 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
 
+from lifeline.api import KINDS
 from lifeline.clock import FrozenClock
+from lifeline.devstack import install
 from lifeline.devstack.children import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+KIND_PLURALS = {k.plural for k in KINDS}
 
 
 class FileClock:
@@ -45,6 +52,11 @@ class SharedClock(FrozenClock):
         self.path = Path(path)
         super().__init__(start)
         self._publish()
+
+    @classmethod
+    def at_real_now(cls, path: Path) -> "SharedClock":
+        """Frozen at real now: Pods run on real time, so the clock starts where they do."""
+        return cls(datetime.now(timezone.utc).replace(microsecond=0), path)
 
     def advance(self, seconds: float) -> None:
         super().advance(seconds)
@@ -85,10 +97,10 @@ class OperatorProcess:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    async def ready(self, emulator, kinds: set[str], timeout: float = 60) -> "OperatorProcess":
-        """Wait until it answers /readyz and watches every kind in ``kinds``."""
-        from lifeline.devstack.operator_thread import watching
-
+    async def ready(self, watched: Callable[[], set[str]], kinds: set[str] = KIND_PLURALS,
+                    timeout: float = 60) -> "OperatorProcess":
+        """Wait until it answers /readyz and ``watched()`` (what the API server saw it watch since it
+        started) covers ``kinds``: kopf says ready before its first list."""
         async def check():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the operator exited {self.proc.returncode}; see {self.log}")
@@ -97,7 +109,7 @@ class OperatorProcess:
                     up = r.status == 200
             except aiohttp.ClientError:
                 up = False
-            return up and watching(emulator) >= kinds
+            return up and (await asyncio.to_thread(watched)) >= kinds
 
         async with asyncio.timeout(timeout):
             while not await check():
@@ -112,8 +124,7 @@ class OperatorProcess:
         self._log_file.close()
 
     async def stop(self, timeout: float = 20) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``. Waits in a thread: the emulator the operator
-        talks to while it shuts down is served by this very event loop."""
+        """SIGTERM, then SIGKILL after ``timeout`` (waited for in a thread: the loop stays free)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -123,9 +134,36 @@ class OperatorProcess:
         self.kill()
 
 
+async def operator_for(kube, clock: SharedClock, log: Path) -> OperatorProcess:
+    """The operator as the chart runs it (its ServiceAccount, its webhooks), watching the test's
+    namespace (``kube``: :class:`tests.live_kube.LiveKube`), once it watches every Lifeline kind."""
+    cluster, release = kube.cluster, kube.release
+    workdir = kube.workdir
+    config = install.operator_kubeconfig(cluster.request, release, cluster.url, cluster.ca,
+                                         workdir / "operator-sa.kubeconfig")
+    certs = install.webhook_certificates(cluster.request, release, workdir / "webhook-tls")
+    mark = cluster.audit_position()
+
+    def watched() -> set[str]:
+        return {e["objectRef"]["resource"] for e in cluster.watches(release.service_account, since=mark)
+                if (e.get("objectRef") or {}).get("namespace") == kube.namespace}
+
+    env = {"LIFELINE_WEBHOOK_PORT": str(release.webhook_port), "LIFELINE_WEBHOOK_CERT_DIR": str(certs),
+           "LIFELINE_WEBHOOK_HOST": "127.0.0.1", "LIFELINE_WEBHOOK_ADDR": "127.0.0.1"}
+    process = OperatorProcess(config, clock, log, [kube.namespace], env=env)
+    try:
+        return await process.ready(watched)
+    except BaseException:
+        await process.stop()
+        raise
+
+
 def main(argv: list[str]) -> None:
+    import kopf
+
     from lifeline.runtime import Options, make_context, run
 
+    kopf.configure(log_format=kopf.LogFormat.PLAIN)  # as `lifeline operator` logs, into the test's log file
     kubeconfig, clock_file, port, *namespaces = argv
     options = Options(health_host="127.0.0.1", health_port=int(port), kubeconfig=kubeconfig, namespaces=namespaces)
     ctx = make_context(options, clock=FileClock(Path(clock_file)))

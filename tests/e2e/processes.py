@@ -1,16 +1,25 @@
-"""Find the processes the job runner started for a pod, to kill one the way the kernel's OOM killer
-or a node failure would: by pid, SIGKILL, no chance to clean up."""
+"""Find a Pod's container process on the process kubelet and kill it the way the kernel's OOM killer
+or a node failure would: by pid, SIGKILL, no chance to clean up.
+
+The process kubelet reports each running container's process as its ``containerID``
+(``process://PID``) in the Pod's status, as a container runtime reports its container's id: the
+test reads it from the API like any client would.
+"""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
+def container_pid(pod: dict, container: str) -> int | None:
+    """The process of ``container`` of ``pod`` while it runs (None before it starts and after it ends)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container and "running" in (status.get("state") or {}):
+            cid = status.get("containerID") or ""
+            if cid.startswith("process://"):
+                return int(cid[len("process://"):])
+    return None
 
 
 def _parent(pid: int) -> int | None:
@@ -19,25 +28,6 @@ def _parent(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def agent_pids(workdir: Path) -> list[int]:
-    """Agent containers (``python -m lifeline.agent.jobs ...``) this process started, in a pod under ``workdir``."""
-    me, root, found = os.getpid(), str(Path(workdir).resolve()), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        if _parent(pid) != me:
-            continue
-        argv = _cmdline(pid)
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if cwd.startswith(root) and ("lifeline.agent.jobs" in argv or ("lifeline.cli" in argv and "agent" in argv)):
-            found.append(pid)
-    return found
 
 
 def descendants(pid: int) -> list[int]:
@@ -58,9 +48,7 @@ def descendants(pid: int) -> list[int]:
 
 def kill_container(pid: int) -> None:
     """SIGKILL a container's process and everything it started, as the kernel does when a
-    container's init dies (the job runner runs a container as a plain process tree)."""
-    import signal
-
+    container's init dies (the process kubelet runs a container as a plain process tree)."""
     tree = [pid, *descendants(pid)]
     for p in tree:  # freeze first, so nothing forks or finishes in between
         with _gone():

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import secrets
 
-from tests.integration.operator_harness import running_operator
 from tests.realparts.fixtures import missing
 from tests.realparts.s3 import S3Server
 
-from .conftest import NS, cond, points, policy, recorded, seed_secret, settled, stored
+from .conftest import cond, points, policy, recorded, settled, stored
 
 
-async def test_offsite_s3_down_the_other_destination_still_succeeds(
-        emulator, kubeconfig, api, cluster, runner, clock, tmp_path):
+async def test_offsite_s3_down_the_other_destination_still_succeeds(seeded, kube, clock):
     ok, reason = S3Server.available()
     if not ok:
         missing(reason)  # a skip locally, a failure under CI
@@ -21,25 +19,24 @@ async def test_offsite_s3_down_the_other_destination_still_succeeds(
     try:
         bucket = s3.make_bucket(f"offsite-{secrets.token_hex(4)}")
         port = s3.port
-        seed_secret(emulator, "offsite-s3", {"AWS_ACCESS_KEY_ID": s3.access_key,
-                                             "AWS_SECRET_ACCESS_KEY": s3.secret_key})
+        kube.secret("offsite-s3", {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key})
         body = policy(destinations=[
             {"name": "local", "filesystem": {"claimName": "backup-local", "path": "/repos/pacs"}},
             {"name": "offsite", "offSite": True,
              "s3": {"bucket": bucket, "prefix": "pacs", "endpoint": s3.endpoint, "credentialsSecret": "offsite-s3"}},
         ])
-        async with running_operator(kubeconfig, emulator, clock=clock):
-            await api.create(body)
-            await settled(emulator)
-            full = await runner.trigger(NS, "pacs-full")
-            assert full.phase == "Succeeded", full.containers["agent"].log.read_text()
-            obj = await recorded(emulator, full.job)
+        async with kube.operator(clock=clock):
+            kube.create(body)
+            await settled(kube)
+            full = await kube.run_cronjob("pacs-full")
+            assert full.phase == "Succeeded", kube.job_log(full.job)
+            obj = await recorded(kube, full.job)
             assert cond(obj, "OffSiteCopy")["status"] == "True"
 
             s3.stop()  # the off-site store is gone
             clock.advance(900)
-            incr = await runner.trigger(NS, "pacs-incremental")
-            obj = await recorded(emulator, incr.job)
+            incr = await kube.run_cronjob("pacs-incremental")
+            obj = await recorded(kube, incr.job)
             dests = {d["name"]: d for d in obj["status"]["destinations"]}
             assert dests["local"]["lastOutcome"] == "Succeeded"
             assert dests["offsite"]["lastOutcome"] == "Failed"
@@ -48,11 +45,10 @@ async def test_offsite_s3_down_the_other_destination_still_succeeds(
             assert (reach["status"], reach["reason"]) == ("False", "DestinationFailed")
             assert reach["message"].startswith("offsite: the latest backup failed there"), reach
             assert "local" not in reach["message"].split(":")[0]
-            newest = points(emulator)[-1]
+            newest = (await kube.wait_for(lambda: len(points(kube)) == 2 and points(kube), timeout=20))[-1]
             assert [c["destination"] for c in newest["spec"]["copies"]] == ["local"], "only where it landed"
             off = cond(obj, "OffSiteCopy")
             assert (off["status"], off["reason"]) == ("False", "NoOffSiteCopy") and "offsite" in off["message"]
-            assert len(points(emulator)) == 2
 
             # S3 comes back on the same address: the next backup reaches both again
             s3 = S3Server()
@@ -60,11 +56,11 @@ async def test_offsite_s3_down_the_other_destination_still_succeeds(
             _restart_on(s3, port)
             assert bucket in [b["Name"] for b in s3.client().list_buckets()["Buckets"]], "same store, data kept"
             clock.advance(900)
-            again = await runner.trigger(NS, "pacs-full")
-            obj = await recorded(emulator, again.job)
+            again = await kube.run_cronjob("pacs-full")
+            obj = await recorded(kube, again.job)
             assert cond(obj, "DestinationsReachable")["status"] == "True", cond(obj, "DestinationsReachable")
             assert cond(obj, "OffSiteCopy")["status"] == "True"
-            assert stored(emulator)["status"]["recoveryPoints"] == 3
+            await kube.wait_for(lambda: stored(kube)["status"]["recoveryPoints"] == 3, timeout=20)
     finally:
         s3.stop()
 

@@ -1,6 +1,9 @@
 """Path 3 of issue 9: a backup under a vault-transit key (real OpenBao), then `lifeline keys rotate`
 on both repositories and retirement of the old key version, then a drill of the point taken before
-the rotation: it restores and verifies, through key objects now wrapped only under the new version."""
+the rotation: it restores and verifies, through key objects now wrapped only under the new version.
+
+The backup and the drill's restore run in pods that log in to OpenBao with their ServiceAccount
+tokens (Kubernetes auth, reviewed by the real API server), as in a cluster."""
 from __future__ import annotations
 
 import base64
@@ -8,12 +11,9 @@ import json
 
 import pytest
 
-from lifeline.keys import health
-from tests.drill.test_drill_e2e import drill, run_drill
-from tests.integration.operator_harness import running_operator
 from tests.keys.conftest import make_transit, run_lifeline
 
-from .conftest import NS, points, policy, recorded, settled
+from .conftest import drill, points, policy, recorded, run_drill, settled, vault_kubernetes_login
 
 pytestmark = pytest.mark.usefixtures("drill_timer")
 
@@ -23,21 +23,17 @@ def wrapped_versions(repo) -> set[str]:
             for p in (repo / "keys").iterdir()}
 
 
-async def test_a_point_from_before_the_rotation_restores_after_it(
-        emulator, kubeconfig, api, cluster, runner, clock, volumes, openbao, monkeypatch):
+async def test_a_point_from_before_the_rotation_restores_after_it(seeded, kube, clock, volumes, openbao, monkeypatch):
     transit = make_transit(openbao)
-    health.clear_cache()
-    for name, value in (("VAULT_ADDR", transit.addr), ("VAULT_TOKEN", transit.token)):
-        monkeypatch.setenv(name, value)  # the operator's own Vault settings (it runs in this process)
-    runner.env.update(VAULT_TOKEN=transit.token)
+    vault_kubernetes_login(kube, openbao, transit, monkeypatch)
     repos = [volumes["backup-local"] / "repos" / "pacs", volumes["backup-offsite"] / "pacs"]
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(policy(encryption={"keyRef": transit.ref}))
-        await settled(emulator)
-        full = await runner.trigger(NS, "pacs-full")
-        assert full.phase == "Succeeded", full.containers["agent"].log.read_text()[-2000:]
-        await recorded(emulator, full.job)
-        [old] = points(emulator)
+    async with kube.operator(clock=clock):
+        kube.create(policy(encryption={"keyRef": transit.ref}))
+        await settled(kube)
+        full = await kube.run_cronjob("pacs-full")
+        assert full.phase == "Succeeded", kube.job_log(full.job)
+        await recorded(kube, full.job)
+        [old] = points(kube)
         assert all(wrapped_versions(r) == {"v1"} for r in repos)
 
         r = run_lifeline("keys", "rotate", "--repo", f"file://{repos[0]}", "--key", transit.ref, "--json",
@@ -52,9 +48,11 @@ async def test_a_point_from_before_the_rotation_restores_after_it(
         key = transit.client.secrets.transit.read_key(name=transit.key, mount_point=transit.mount)["data"]
         assert key["min_decryption_version"] == 2, "version 1 is retired: only the rewrapped keys can work"
 
+        # an hour later on the operator's clock (the point's time is the agent's: real time, a few
+        # seconds after the clock's start)
         clock.advance(3600)
-        await api.create(drill(point={"strategy": "Named", "name": old["metadata"]["name"]}))
-        run = await run_drill(emulator, runner)
+        kube.create(drill(point={"strategy": "Named", "name": old["metadata"]["name"]}))
+        run = await run_drill(kube)
         assert run["outcome"] == "Succeeded", run
         assert run["recoveryPoint"] == old["metadata"]["name"]
         assert run["verifyOutput"] == '{"studies": 1}'

@@ -9,7 +9,6 @@ import yaml
 
 from lifeline.api import BY_KIND
 from lifeline.api.failoverplan import FailoverPlanSpec, FailoverPlanStatus
-from lifeline.devstack.patching import merge_patch as apply  # the emulator's: null deletes, maps merge
 from lifeline.failover import codec, machine
 from lifeline.failover.machine import CheckResult, Inputs, Settings, SiteView, State
 from lifeline.planning import conditions
@@ -18,6 +17,20 @@ from lifeline.planning.failover import plan
 from .machine_helpers import T0
 
 INFO = BY_KIND["FailoverPlan"]
+
+
+def apply(target, patch):
+    """RFC 7386 JSON merge patch, as the API server applies the operator's status patch: maps merge,
+    null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = apply(out.get(key), value)
+    return out
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "failoverplan-monitoring.yaml"
 
 

@@ -1,4 +1,9 @@
-"""Health probes against real servers on loopback: what counts as healthy, and why not."""
+"""Health probes against real servers on loopback: what counts as healthy, and why not.
+
+The servers are small aiohttp apps in this process that answer as Prometheus does, or as a broken,
+hung or wrong server would: what a probe makes of each answer is the unit under test here. The
+failover tests (test_operator_failover.py) probe real Prometheus servers on real clusters.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +15,6 @@ import pytest
 
 from lifeline.api.failoverplan import HealthCheck
 from lifeline.devstack.children import free_port
-from lifeline.devstack.kubelet import PodEndpoint
 from lifeline.failover import probes
 from lifeline.kube import KubeError
 
@@ -26,10 +30,53 @@ async def run(c: HealthCheck, read=None):
         return await probes.probe(c, "site-a", session=session, read_workload=read, now=NOW)
 
 
+class Endpoint:
+    """Prometheus' readiness and query API on loopback; :attr:`broken` answers 503, :attr:`garbage`
+    answers the query API with HTML, :attr:`hang` never answers."""
+
+    def __init__(self):
+        self.broken = self.garbage = self.hang = False
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _gate(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+
+    async def ready(self, request):
+        await self._gate()
+        if self.broken:
+            return aiohttp.web.Response(status=503, text="Service Unavailable\n")
+        return aiohttp.web.Response(text="Prometheus Server is Ready.\n")
+
+    async def query(self, request):
+        await self._gate()
+        if self.garbage:
+            return aiohttp.web.Response(text="<html><body>It works!</body></html>", content_type="text/html")
+        if self.broken:
+            return aiohttp.web.Response(status=503, text="Service Unavailable\n")
+        sample = {"metric": {"__name__": "up", "job": "prometheus"}, "value": [time.time(), "1"]}
+        return aiohttp.web.json_response({"status": "success", "data": {"resultType": "vector", "result": [sample]}})
+
+
 @pytest.fixture
 async def endpoint():
-    async with PodEndpoint("site-a") as ep:
+    ep = Endpoint()
+    app = aiohttp.web.Application()
+    app.router.add_get("/-/ready", ep.ready)
+    app.router.add_get("/api/v1/query", ep.query)
+    runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    ep.port = site._server.sockets[0].getsockname()[1]
+    try:
         yield ep
+    finally:
+        await runner.cleanup()
 
 
 async def test_http_healthy_unhealthy_and_body_match(endpoint):

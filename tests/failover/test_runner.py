@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import types
+from datetime import datetime, timezone
 
 import pytest
 
@@ -12,7 +13,10 @@ from lifeline.failover.runner import Conflict, Gone, PlanRunner
 from lifeline.kube import KubeError
 from lifeline.observability.metrics import OperatorMetrics
 
-from .conftest import NS, START, plan_body
+from .conftest import plan_body
+
+NS = "hospital"
+START = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
 
 
 class FakeKube:
@@ -66,7 +70,7 @@ def make(body: dict):
 
 
 def plan() -> dict:
-    body = plan_body("icu", "http://127.0.0.1:1", "http://127.0.0.1:2")
+    body = plan_body("icu", "http://127.0.0.1:1", "http://127.0.0.1:2", primary_ns="monitoring", standby_ns=NS)
     body["spec"]["primary"].pop("cluster")
     body["metadata"].update(namespace=NS, generation=1, uid="u")
     return body

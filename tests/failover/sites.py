@@ -1,0 +1,156 @@
+"""Verbs the failover tests need of real clusters that :class:`tests.live_kube.LiveKube` lacks.
+
+Each could move to ``LiveKube`` (or :mod:`lifeline.devstack.live`) if another area needs it:
+
+- :func:`remote_identity`: what an operator in another cluster is given to reach a site: a
+  ServiceAccount of that site that may only read and scale its namespace's workloads, as a
+  kubeconfig with its token and the site's CA inline (a Secret cannot carry file paths);
+- :func:`container_pid` and :func:`signal_pod`: the process behind a Pod's container on the process
+  kubelet, for an outage of one server (SIGSTOP: it hangs; SIGCONT: it answers again);
+- :func:`seed_unvalidated`: a spec the operator refuses, stored past the chart's validating webhook
+  (set to ``failurePolicy: Ignore`` for the moment, while no operator serves it): how an object
+  written before a rule existed looks to the operator;
+- :func:`ready_replicas` and :func:`wait_ready` over a workload's status, blocking (fixtures).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import time
+import urllib.error
+
+import yaml
+
+from lifeline.devstack import live
+from lifeline.devstack.children import wait_for
+from tests.live_kube import Resource
+
+WORKLOAD_PLURALS = {"StatefulSet": "statefulsets", "Deployment": "deployments"}
+REMOTE_SA = "lifeline-failover"
+
+
+def workload_path(namespace: str, kind: str, name: str = "") -> str:
+    path = f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_PLURALS[kind]}"
+    return f"{path}/{name}" if name else path
+
+
+def remote_identity(site, namespace: str) -> tuple[str, str]:
+    """(user name, kubeconfig text) of a ServiceAccount in ``site`` that may get and patch the
+    StatefulSets and Deployments of ``namespace`` and nothing else: least privilege for a remote site."""
+    base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    site.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": REMOTE_SA}})
+    site.request("POST", f"{base}/roles", {
+        "metadata": {"name": REMOTE_SA},
+        "rules": [{"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "patch"]}]})
+    site.request("POST", f"{base}/rolebindings", {
+        "metadata": {"name": REMOTE_SA},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": REMOTE_SA},
+        "subjects": [{"kind": "ServiceAccount", "name": REMOTE_SA, "namespace": namespace}]})
+    token = site.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{REMOTE_SA}/token",
+                         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                          "spec": {"expirationSeconds": 86400}})["status"]["token"]
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": site.name, "cluster": {
+            "server": site.url, "certificate-authority-data": base64.b64encode(site.ca.read_bytes()).decode()}}],
+        "users": [{"name": REMOTE_SA, "user": {"token": token}}],
+        "contexts": [{"name": site.name, "context": {"cluster": site.name, "user": REMOTE_SA,
+                                                     "namespace": namespace}}],
+        "current-context": site.name}
+    return f"system:serviceaccount:{namespace}:{REMOTE_SA}", yaml.safe_dump(config)
+
+
+def ready_replicas(cluster, namespace: str, kind: str, name: str) -> int | None:
+    """Ready replicas of a workload whose controller has seen its latest spec (None if it has not)."""
+    obj = live.get(cluster, workload_path(namespace, kind, name)) or {}
+    status = obj.get("status") or {}
+    if (status.get("observedGeneration") or 0) < (obj.get("metadata") or {}).get("generation", 1):
+        return None
+    return status.get("readyReplicas") or 0
+
+
+def wait_ready(cluster, namespace: str, kind: str, name: str, replicas: int, timeout: float = 60) -> None:
+    wait_for(lambda: ready_replicas(cluster, namespace, kind, name) == replicas, timeout,
+             f"{kind} {namespace}/{name} to have {replicas} ready replica(s)", interval=0.1)
+
+
+def container_pid(cluster, namespace: str, pod: str) -> int:
+    """The process of the Pod's (first) container: the process kubelet reports ``process://PID``."""
+    obj = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+    running = [c for c in (obj.get("status") or {}).get("containerStatuses") or [] if "running" in c["state"]]
+    if not running:
+        raise LookupError(f"pod {namespace}/{pod} has no running container")
+    return int(running[0]["containerID"].removeprefix("process://"))
+
+
+def signal_pod(pid: int, sig: int) -> None:
+    """Signal a container's process group (the process kubelet starts each container in its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+HANG, RESUME = signal.SIGSTOP, signal.SIGCONT
+
+
+def refusal(exc: urllib.error.HTTPError) -> str:
+    """What the API server said when it refused a request (LiveKube puts it in the message, a
+    bare ``Cluster.request`` leaves it in the body)."""
+    return f"{exc.msg} {(exc.read() or b'').decode(errors='replace')}"
+
+
+def seed_unvalidated(kube, *bodies: dict, timeout: float = 30) -> list[dict]:
+    """Create ``bodies`` past the chart's validating webhook, as if stored before its rules existed.
+
+    The webhook gets ``failurePolicy: Ignore`` (a value the chart offers) for the moment, which lets
+    a spec in only while no operator serves the webhook; then the policy it had (``Fail``) again, and
+    this waits until the API server applies it (a dry-run create is refused by the webhook), so no
+    later request meets the open door.
+    """
+    path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{kube.release.name}-validate"
+    before = [w.get("failurePolicy", "Fail") for w in kube.request("GET", path)["webhooks"]]
+
+    def policy(values: list[str]) -> None:
+        kube.request("PATCH", path, [{"op": "replace", "path": f"/webhooks/{i}/failurePolicy", "value": value}
+                                     for i, value in enumerate(values)], content_type="application/json-patch+json")
+
+    def create(body: dict, dry_run: bool = False):
+        """The stored object; None when the webhook refused (or failed) it; raises on any other refusal."""
+        try:
+            if dry_run:
+                return kube.request("POST", _collection(body, kube.namespace) + "?dryRun=All", body)
+            return kube.create(body)
+        except urllib.error.HTTPError as exc:
+            text = refusal(exc)
+            if "webhook" not in text:
+                raise AssertionError(f"refused, and not by the webhook: {text}") from None
+            return None
+
+    def until(predicate, what: str):
+        """Poll ``predicate``; unlike ``wait_for``, an unexpected refusal ends the wait at once."""
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout:g}s for {what}")
+            time.sleep(0.1)  # the API server applies a webhook configuration change within moments
+        return value
+
+    policy(["Ignore"] * len(before))
+    try:
+        stored = [until(lambda b=body: create(b), f"{body['metadata']['name']} to get past the webhook")
+                  for body in bodies]
+    finally:
+        policy(before)
+        if set(before) == {"Fail"}:
+            probe = {**bodies[0], "metadata": {"name": f"{bodies[0]['metadata']['name']}-probe"}}
+            until(lambda: create(probe, dry_run=True) is None, "the webhook to refuse again")
+    return stored
+
+
+def _collection(body: dict, namespace: str) -> str:
+    return Resource.of(body["kind"]).path(namespace)
+
+
+__all__ = ["HANG", "RESUME", "container_pid", "ready_replicas",
+           "refusal", "remote_identity", "seed_unvalidated", "signal_pod", "wait_for", "wait_ready", "workload_path"]
