@@ -1,6 +1,6 @@
 """The drill planners, pure: which point, when, what the sandbox holds, what the restore pod may do.
-And the schedule through the real operator: moving the injected clock past the next run time starts
-exactly one run."""
+And the schedule through the real operator on the real API server: moving the injected clock past
+the next run time starts exactly one run."""
 from __future__ import annotations
 
 import random
@@ -11,11 +11,12 @@ import pytest
 
 from lifeline.api.restoredrill import PointSelector, RestoreDrillSpec
 from lifeline.planning import backup, drill_points, drill_sandbox, drill_schedule, restore_job, restore_pitr
-from tests.integration.operator_harness import START, running_operator
+from lifeline.clock import rfc3339
+from lifeline.planning.backup_points import parse_time
 
-from .conftest import NS, events, policy
-from .test_drill_e2e import DRILLS, backed_up, drill, last_run
+from .conftest import backed_up, drill, drill_status, events, last_run, policy, run_drill
 
+NS = "hospital"  # the pure tests' namespace: no API is involved
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 FACTS = backup.Facts("ghcr.io/lifeline-dr/lifeline:test")
 
@@ -201,29 +202,33 @@ def test_a_dump_point_restores_through_the_load_container():
         restore_job.RestoreTarget(image="x")  # neither a claim nor a command
 
 
-async def test_a_scheduled_drill_starts_exactly_one_run_when_the_clock_passes_its_time(
-        emulator, kubeconfig, api, cluster, runner, clock):
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await backed_up(emulator, runner, api)
-        await api.create(drill(mode="Scheduled", schedule="0 12 * * *"))
-        status = await emulator.wait_for(lambda: (emulator.stored(DRILLS, NS, "pacs-drill").get("status") or {})
-                                         .get("nextRunTime") and emulator.stored(DRILLS, NS, "pacs-drill")["status"])
-        assert status["nextRunTime"] == "2026-11-23T12:00:00Z" and START.hour == 10
-        clock.advance(2 * 3600 + 1)
-        run = await emulator.wait_for(lambda: last_run(emulator).get("sandbox") and last_run(emulator), timeout=20)
-        assert run["trigger"] == "schedule" and run["startTime"] == "2026-11-23T12:00:01Z"
-        await runner.run_pending(run["sandbox"])
-        await emulator.wait_for(lambda: last_run(emulator).get("phase") != "Restoring", timeout=20)
-        await runner.run_pending(run["sandbox"])
-        await emulator.wait_for(lambda: last_run(emulator).get("outcome") == "Succeeded", timeout=20)
+def next_noon(after: datetime) -> datetime:
+    noon = after.replace(hour=12, minute=0, second=0, microsecond=0)
+    return noon if noon > after else noon + timedelta(days=1)
+
+
+async def test_a_scheduled_drill_starts_exactly_one_run_when_the_clock_passes_its_time(seeded, kube, clock):
+    async with kube.operator(clock=clock):
+        await backed_up(kube)
+        kube.create(drill(mode="Scheduled", schedule="0 12 * * *"))
+        status = await kube.wait_for(lambda: (st := drill_status(kube)).get("nextRunTime") and st)
+        # the first run is the first scheduled time after the drill was created (the API server's time)
+        created = parse_time(kube.stored("restoredrills", None, "pacs-drill")["metadata"]["creationTimestamp"])
+        planned = next_noon(created)
+        assert status["nextRunTime"] == rfc3339(planned) and last_run(kube) == {}
+        clock.advance((planned - clock.now()).total_seconds() + 1)
+        run = await run_drill(kube)
+        assert run["trigger"] == "schedule" and run["startTime"] == rfc3339(planned + timedelta(seconds=1))
+        assert run["outcome"] == "Succeeded", run
         # an hour later (still before tomorrow's time) the sandbox's TTL is up: the operator has
         # reconciled past the run time again, and started nothing more
         clock.advance(3601)
-        await emulator.wait_for(lambda: last_run(emulator).get("sandboxDeleted") is True, timeout=20)
-        status = emulator.stored(DRILLS, NS, "pacs-drill")["status"]
+        await kube.wait_for(lambda: last_run(kube).get("sandboxDeleted") is True, timeout=20)
+        status = drill_status(kube)
         assert [r["name"] for r in status["history"]] == [run["name"]]
-        assert status["nextRunTime"] == "2026-11-24T12:00:00Z"
-        assert len(events(emulator, "pacs-drill", "DrillStarted")) == 1
+        assert status["nextRunTime"] == rfc3339(planned + timedelta(days=1))
+        assert len(events(kube, "pacs-drill", "DrillStarted")) == 1
+        assert kube.count_writes("namespaces", method="POST") == 1, "one sandbox"
 
 
 def test_a_point_in_time_drill_restores_with_restore_pitr_and_prefetches_the_wal_into_the_sandbox():

@@ -2,16 +2,22 @@
 
 Specs come from examples/ (what a user applies); statuses are what the operator writes after
 a month of running: PACS meets its RPO, the HIS database misses it, one drill missed its RTO,
-the monitoring stack failed over once and came back.
+the monitoring stack failed over once and came back. On the real API server they go in through the
+chart's admission webhooks, answered by an operator that watches another, empty namespace, so that
+no controller rewrites the statuses the scene sets.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 
 from lifeline.api import BY_KIND
+from lifeline.devstack import install
+from lifeline.devstack.operator_thread import running_operator
 
 NS = "hospital"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
@@ -26,9 +32,9 @@ def ago(**delta) -> str:
     return ts(NOW - timedelta(**delta))
 
 
-def _example(name: str) -> dict:
+def _example(name: str, namespace: str) -> dict:
     body = yaml.safe_load((EXAMPLES / name).read_text())
-    body["metadata"]["namespace"] = NS
+    body["metadata"]["namespace"] = namespace
     return body
 
 
@@ -37,23 +43,25 @@ def cond(type_: str, status: str, reason: str, message: str = "") -> dict:
             "lastTransitionTime": ago(days=1), "observedGeneration": 1}
 
 
-def point(name: str, policy: str, type_: str, done: str, size: int, copies: list[str], key_ref: str) -> dict:
+def point(name: str, policy: str, type_: str, done: str, size: int, copies: list[str], key_ref: str,
+          namespace: str = NS) -> dict:
     return {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RecoveryPoint",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"policyName": policy, "type": type_, "sizeBytes": size, "keyRef": key_ref,
                      "manifestChecksum": "sha256:" + "ab" * 32, "startTime": done, "completionTime": done,
                      "copies": [{"destination": c, "repository": f"s3://dr-{c}/{policy}", "snapshotId": "f00d" * 16}
                                 for c in copies]}}
 
 
-def objects() -> list[tuple[dict, dict]]:
-    """(body, status) pairs in the order they are created."""
-    pacs, his = _example("backuppolicy-pacs-images.yaml"), _example("backuppolicy-his-database.yaml")
-    drill_his = _example("restoredrill-his-monthly.yaml")
+def objects(namespace: str = NS) -> list[tuple[dict, dict]]:
+    """(body, status) pairs in the order they are created, in ``namespace``."""
+    pacs = _example("backuppolicy-pacs-images.yaml", namespace)
+    his = _example("backuppolicy-his-database.yaml", namespace)
+    drill_his = _example("restoredrill-his-monthly.yaml", namespace)
     drill_pacs = {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RestoreDrill",
-                  "metadata": {"name": "pacs-images-quarterly", "namespace": NS},
+                  "metadata": {"name": "pacs-images-quarterly", "namespace": namespace},
                   "spec": {"policyName": "pacs-images"}}
-    plan = _example("failoverplan-monitoring.yaml")
+    plan = _example("failoverplan-monitoring.yaml", namespace)
     pacs_key, his_key = pacs["spec"]["encryption"]["keyRef"], his["spec"]["encryption"]["keyRef"]
     out = [
         (pacs, {
@@ -78,13 +86,13 @@ def objects() -> list[tuple[dict, dict]]:
                            cond("RPOMet", "False", "RPOBreached", "newest point is 1h30m old; the RPO is 5m"),
                            cond("KeysAvailable", "True", "KeyUsable")]}),
         (point("pacs-images-20261123-0953", "pacs-images", "incremental", ago(minutes=7), 7 * 2**30,
-               ["local-nfs", "offsite-s3"], pacs_key), {"phase": "Available"}),
+               ["local-nfs", "offsite-s3"], pacs_key, namespace), {"phase": "Available"}),
         (point("pacs-images-20261123-0938", "pacs-images", "incremental", ago(minutes=22), 6 * 2**30,
-               ["local-nfs", "offsite-s3"], pacs_key), {"phase": "Available"}),
+               ["local-nfs", "offsite-s3"], pacs_key, namespace), {"phase": "Available"}),
         (point("pacs-images-20261123-0000", "pacs-images", "full", ago(hours=10), 812 * 2**30,
-               ["local-nfs", "offsite-s3"], pacs_key), {"phase": "Available"}),
+               ["local-nfs", "offsite-s3"], pacs_key, namespace), {"phase": "Available"}),
         (point("his-database-20261123-0830", "his-database", "full", ago(minutes=90), 38 * 2**30,
-               ["site-b-s3"], his_key), {"phase": "Available"}),
+               ["site-b-s3"], his_key, namespace), {"phase": "Available"}),
         (drill_his, {"observedGeneration": 1, "history": [
             {"name": "his-database-monthly-20261101", "recoveryPoint": "his-database-20261101-0300",
              "startTime": ago(days=22), "completionTime": ago(days=22) , "totalSeconds": 241.5,
@@ -111,12 +119,33 @@ def objects() -> list[tuple[dict, dict]]:
     return out
 
 
-async def apply(kube, emulator) -> dict[str, list[dict]]:
-    """Create every object and write its status through the status subresource; return them as listed."""
-    emulator.seed("v1/namespaces", {"metadata": {"name": NS}})
-    for body, status in objects():
-        info = BY_KIND[body["kind"]]
-        await kube.create(info, NS, body)
-        await kube.patch_status(info, NS, body["metadata"]["name"], status)
-    return {kind: await kube.list(BY_KIND[kind], NS)
+@contextlib.asynccontextmanager
+async def webhooks_served(kube) -> AsyncIterator[None]:
+    """The chart's admission webhooks (failurePolicy Fail: nothing is created while nobody answers),
+    answered by the operator as the chart's ServiceAccount watching an empty namespace of its own."""
+    idle = f"{kube.namespace}-idle"
+    request = kube.cluster.request
+    config = install.operator_kubeconfig(request, kube.release, kube.cluster.url, kube.cluster.ca,
+                                         kube.workdir / "webhooks.kubeconfig")
+    certs = install.webhook_certificates(request, kube.release, kube.workdir / "webhook-tls")
+    mark = kube.cluster.audit_position()
+
+    def watched() -> set[str]:
+        return {e["objectRef"]["resource"] for e in kube.cluster.watches(kube.operator_user, since=mark)
+                if e.get("objectRef", {}).get("namespace") == idle}
+
+    async with running_operator(config, watched, namespaces=[idle], webhook_port=kube.release.webhook_port,
+                                webhook_cert_dir=str(certs), webhook_host="127.0.0.1", webhook_addr="127.0.0.1"):
+        yield
+
+
+async def apply(kube, client) -> dict[str, list[dict]]:
+    """Create every object in the test's namespace (``client``: a :class:`lifeline.kube.Kube`) and write
+    its status through the status subresource; return them as the API lists them."""
+    async with webhooks_served(kube):
+        for body, status in objects(kube.namespace):
+            info = BY_KIND[body["kind"]]
+            await client.create(info, kube.namespace, body)
+            await client.patch_status(info, kube.namespace, body["metadata"]["name"], status)
+    return {kind: await client.list(BY_KIND[kind], kube.namespace)
             for kind in ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan")}

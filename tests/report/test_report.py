@@ -1,4 +1,8 @@
-"""The DR compliance report, built from objects in the API emulator, as a person sees it in Chromium."""
+"""The DR compliance report, built from objects read from the real API server, as a person sees it in Chromium.
+
+The objects live in the test's own namespace of the session cluster; the report is built from that
+namespace (as ``lifeline report -n`` and an operator watching it build theirs): other tests'
+objects share the cluster."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +10,6 @@ import json
 import os
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,7 +17,10 @@ import pytest
 from lifeline.audit import chain, open_store
 from lifeline.kube import Kube
 from lifeline.observability import audit
-from lifeline.observability.report import audit_facts, render_report, write_report, write_report_async
+from lifeline.clock import FrozenClock
+from lifeline.observability.report import (
+    audit_facts, collect_objects, render_report, write_report, write_report_async,
+)
 
 from . import browser
 from .scene import NOW, NS, apply, objects
@@ -22,31 +28,34 @@ from .scene import NOW, NS, apply, objects
 PACS_KEY = "vault-transit://lifeline-pacs?mount=transit"
 
 
-def _audit_log(url: str) -> None:
+def _audit_log(url: str, namespace: str = NS) -> None:
     sink = audit.use_store(url, writer="test")
     try:
         audit.record("key-rotation", actor="ops@hospital", outcome="succeeded",
                      subject={"kind": "Key", "namespace": "", "name": PACS_KEY},
                      details={"latest_version": 4, "rewrapped": 12}, when=NOW - timedelta(days=10))
         audit.record("drill", actor="system:lifeline-operator", outcome="succeeded",
-                     subject={"kind": "RestoreDrill", "namespace": NS, "name": "pacs-images-quarterly"},
+                     subject={"kind": "RestoreDrill", "namespace": namespace, "name": "pacs-images-quarterly"},
                      when=NOW - timedelta(days=22))
     finally:
         audit.remove_sink(sink)
 
 
 @pytest.fixture()
-async def kube(kubeconfig):
-    client = Kube.connect(kubeconfig)
-    yield client
-    client.close()
+async def client(cluster):
+    """The project's own API client (what the CLI and the operator use), as the cluster's admin."""
+    kube = Kube.connect(cluster.kubeconfig)
+    yield kube
+    kube.close()
 
 
-async def test_report_shows_an_auditor_every_objective(kube, emulator, chromium_bin, tmp_path):
-    listed = await apply(kube, emulator)
+async def test_report_shows_an_auditor_every_objective(kube, client, chromium_bin, tmp_path):
+    listed = await apply(kube, client)
+    ns = kube.namespace
     audit_url = f"file://{tmp_path}/audit"
-    _audit_log(audit_url)
-    page = await write_report_async(kube, tmp_path / "report.html", audit_url, now=NOW)
+    _audit_log(audit_url, ns)
+    page = await write_report_async(await collect_objects(client, namespace=ns), tmp_path / "report.html",
+                                    audit_url, now=NOW)
     # the same objects as plain dicts give the same page: the report is a pure function of its inputs
     assert page.read_text() == render_report(listed, audit_facts(audit_url), NOW)
 
@@ -56,11 +65,11 @@ async def test_report_shows_an_auditor_every_objective(kube, emulator, chromium_
     assert "Generated 2026-11-23 10:00:00 UTC" in text
 
     summary = browser.section(text, "Summary", "Audit trail")
-    assert "BackupPolicy hospital/his-database: RPO missed" in summary
-    assert "RestoreDrill hospital/pacs-images-quarterly: RTO missed in the last drill" in summary
+    assert f"BackupPolicy {ns}/his-database: RPO missed" in summary
+    assert f"RestoreDrill {ns}/pacs-images-quarterly: RTO missed in the last drill" in summary
     assert "pacs-images: RPO missed" not in summary
 
-    his = browser.section(text, "BackupPolicy hospital/his-database", "BackupPolicy hospital/pacs-images")
+    his = browser.section(text, f"BackupPolicy {ns}/his-database", f"BackupPolicy {ns}/pacs-images")
     assert "target 5m, achieved 1h30m: RPO missed" in his
     assert "full backup Failed" in his and "S3 bucket 'dr-site-b' unreachable" in his
     assert "key ref vault-transit://lifeline-his?mount=transit" in his
@@ -69,7 +78,7 @@ async def test_report_shows_an_auditor_every_objective(kube, emulator, chromium_
     assert "his-database-20261123-0830 | full | 2026-11-23 08:30:00 UTC | 38.0 GiB | site-b-s3" in his
     assert "restore drills | his-database-monthly" in his
 
-    pacs = browser.section(text, "BackupPolicy hospital/pacs-images", "Restore drills")
+    pacs = browser.section(text, f"BackupPolicy {ns}/pacs-images", "Restore drills")
     assert "target 15m, achieved 7m: RPO met" in pacs
     assert "last key rotation | 2026-11-13 10:00:00 UTC by ops@hospital (succeeded, audit record 0)" in pacs
     assert "off-site copies | Off-site copy present" in pacs
@@ -77,14 +86,14 @@ async def test_report_shows_an_auditor_every_objective(kube, emulator, chromium_
     assert "restore drills | pacs-images-quarterly" in pacs
 
     drills = browser.section(text, "Restore drills", "Failovers")
-    pacs_drill = browser.section(drills, "RestoreDrill hospital/pacs-images-quarterly", "RestoreDrill hospital/his")
+    pacs_drill = browser.section(drills, f"RestoreDrill {ns}/pacs-images-quarterly", f"RestoreDrill {ns}/his")
     assert "45m10s | 30m | RTO missed" in pacs_drill
     assert "20m50s | 30m | RTO met" in pacs_drill
-    his_drill = browser.section(drills, "RestoreDrill hospital/his-database-monthly", "RestoreDrill hospital/pacs")
+    his_drill = browser.section(drills, f"RestoreDrill {ns}/his-database-monthly", f"RestoreDrill {ns}/pacs")
     assert "4m2s | 5m | RTO met" in his_drill
 
     failovers = browser.section(text, "Failovers", "End of report")
-    assert "FailoverPlan hospital/icu-monitoring (tier A)" in failovers
+    assert f"FailoverPlan {ns}/icu-monitoring (tier A)" in failovers
     assert "FailoverComplete | site-b | 3m32s | 5m | RTO met" in failovers
     assert "FailbackComplete | site-a | — | 5m | planned (no outage)" in failovers
 
@@ -108,35 +117,34 @@ def test_a_tampered_audit_log_is_flagged_in_the_report(chromium_bin, tmp_path):
     assert "RPO unknown: no successful backup yet" in text
 
 
-async def test_lifeline_report_command_writes_the_page(kube, emulator, kubeconfig, tmp_path):
-    await apply(kube, emulator)
+async def test_lifeline_report_command_writes_the_page(kube, client, tmp_path):
+    await apply(kube, client)
     out = tmp_path / "cli.html"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lifeline.cli", "report", "--kubeconfig", str(kubeconfig), "-n", NS, "-o", str(out),
+        sys.executable, "-m", "lifeline.cli", "report", "--kubeconfig", str(kube.cluster.kubeconfig),
+        "-n", kube.namespace, "-o", str(out),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "LIFELINE_AUDIT_URL": ""})
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, stderr.decode()
     html = out.read_text()
-    assert "BackupPolicy hospital/his-database" in html and "RPO missed" in html
+    assert f"BackupPolicy {kube.namespace}/his-database" in html and "RPO missed" in html
     assert "No audit log configured" in html
 
 
-async def test_operator_serves_the_same_report(kubeconfig, emulator, kube, tmp_path, monkeypatch):
-    from tests.integration.operator_harness import START, running_operator
-
+async def test_operator_serves_the_same_report(kube, client, tmp_path, monkeypatch):
     audit_url = f"file://{tmp_path}/audit"
-    _audit_log(audit_url)
+    _audit_log(audit_url, kube.namespace)
     monkeypatch.setenv("LIFELINE_AUDIT_URL", audit_url)  # what --audit-url defaults to
-    await apply(kube, emulator)
-    async with running_operator(kubeconfig, emulator, namespaces=[NS]) as ctx:
+    await apply(kube, client)
+    async with kube.operator(clock=FrozenClock(NOW)) as ctx:
         assert ctx.options.audit_url == audit_url
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{ctx.health_port}/report") as resp:
                 assert resp.status == 200 and resp.content_type == "text/html"
                 html = await resp.text()
-    assert f"Generated {START:%Y-%m-%d %H:%M:%S} UTC" in html
-    for name in ("BackupPolicy hospital/his-database", "BackupPolicy hospital/pacs-images",
-                 "RestoreDrill hospital/pacs-images-quarterly", "FailoverPlan hospital/icu-monitoring"):
-        assert name in html
+    assert f"Generated {NOW:%Y-%m-%d %H:%M:%S} UTC" in html
+    for name in ("BackupPolicy {}/his-database", "BackupPolicy {}/pacs-images",
+                 "RestoreDrill {}/pacs-images-quarterly", "FailoverPlan {}/icu-monitoring"):
+        assert name.format(kube.namespace) in html
     assert "Audit chain verified" in html and "2026-11-13 10:00:00 UTC by ops@hospital" in html
