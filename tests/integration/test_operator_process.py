@@ -8,15 +8,19 @@ import sys
 
 import aiohttp
 
+from lifeline.api import KINDS
+from lifeline.devstack import install
 from tests.realparts.ports import free_port
 
-from .operator_harness import until, watching
 
-
-async def test_the_operator_process_serves_probes_and_stops_cleanly_on_sigterm(emulator, kubeconfig):
+async def test_the_operator_process_serves_probes_and_stops_cleanly_on_sigterm(kube):
+    """As the chart's ServiceAccount, against the real API server, watching the test's namespace."""
     port = free_port()
+    since = kube.cluster.audit_position()
+    config = install.operator_kubeconfig(kube.request, kube.release, kube.cluster.url, kube.cluster.ca,
+                                         kube.workdir / "operator.kubeconfig")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lifeline.cli", "operator", "--kubeconfig", str(kubeconfig),
+        sys.executable, "-m", "lifeline.cli", "operator", "--kubeconfig", str(config), "-n", kube.namespace,
         "--health-host", "127.0.0.1", "--health-port", str(port), "--log-format", "json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
@@ -33,7 +37,7 @@ async def test_the_operator_process_serves_probes_and_stops_cleanly_on_sigterm(e
                 while not await ready():
                     assert proc.returncode is None, (await proc.stdout.read()).decode()
                     await asyncio.sleep(0.05)
-        await until(lambda: len(watching(emulator)) == 5, timeout=30)
+        await kube.wait_for(lambda: kube.watched(since) >= {k.plural for k in KINDS}, timeout=30)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             output = (await proc.stdout.read()).decode()

@@ -8,16 +8,15 @@ import yaml
 
 from lifeline.api import BY_KIND
 
-from .operator_harness import metric, running_operator, until
+from .operator_harness import metric, until
 
 ROOT = Path(__file__).resolve().parents[2]
-NS = "hospital"
 
 
 def policy(name: str) -> dict:
     doc = yaml.safe_load((ROOT / "examples" / "backuppolicy-pacs-images.yaml").read_text())
     doc = copy.deepcopy(doc)
-    doc["metadata"] = {"name": name, "namespace": NS}
+    doc["metadata"] = {"name": name}
     return doc
 
 
@@ -25,26 +24,29 @@ def written(ctx) -> float:
     return metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="written")
 
 
-async def test_only_the_highest_priority_replica_writes_and_the_other_takes_over(emulator, kubeconfig):
-    emulator.seed("v1/namespaces", {"metadata": {"name": NS}})
-    emulator.seed("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": "lifeline"}})
+async def test_only_the_highest_priority_replica_writes_and_the_other_takes_over(kube):
+    # what the chart creates with peering set, for an operator watching this namespace
+    kube.seed("kopf.dev/v1/kopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                                           "metadata": {"name": "lifeline"}})
     info = BY_KIND["BackupPolicy"]
 
     def observed(name: str):
-        obj = emulator.stored(info.resource, NS, name)
+        obj = kube.stored(info, None, name)
         return obj if obj and (obj.get("status") or {}).get("observedGeneration") else None
 
-    async with running_operator(kubeconfig, emulator, peering="lifeline", priority=100) as leader:
-        async with running_operator(kubeconfig, emulator, peering="lifeline", priority=10) as standby:
-            # both have announced themselves in the peering object
-            await emulator.wait_for(lambda: len((emulator.stored("kopf.dev/v1/clusterkopfpeerings", None, "lifeline")
-                                                 or {}).get("status") or {}) >= 2, timeout=30)
-            emulator.seed(info.resource, policy("pacs-one"))
-            await emulator.wait_for(lambda: observed("pacs-one"), timeout=30)
+    def announced() -> int:
+        return len((kube.stored("kopf.dev/v1/kopfpeerings", None, "lifeline") or {}).get("status") or {})
+
+    async with kube.operator(peering="lifeline", priority=100) as leader:
+        # one webhook server per port: the standby replica serves none (the leader answers for both)
+        async with kube.operator(peering="lifeline", priority=10, webhook_port=0, standby=True) as standby:
+            await kube.wait_for(lambda: announced() >= 2, timeout=30)  # both have announced themselves
+            kube.create(policy("pacs-one"))
+            await kube.wait_for(lambda: observed("pacs-one"), timeout=30)
             await until(lambda: written(leader) == 1)
             assert written(standby) == 0, "the lower-priority replica must stay passive"
     # both stopped; a replica that was passive before now acts alone
-    async with running_operator(kubeconfig, emulator, peering="lifeline", priority=10) as successor:
-        emulator.seed(info.resource, policy("pacs-two"))
-        await emulator.wait_for(lambda: observed("pacs-two"), timeout=60)
+    async with kube.operator(peering="lifeline", priority=10) as successor:
+        kube.create(policy("pacs-two"))
+        await kube.wait_for(lambda: observed("pacs-two"), timeout=60)
         await until(lambda: written(successor) == 1)
