@@ -27,8 +27,17 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         missing(MISSING)
     # The operator's watches are audited too: how a test knows the operator it started listens.
     with Cluster(tmp_path_factory.mktemp("cluster"), name="test", audit_reads_of=(install.OPERATOR_SA,),
-                 crds=install.CHART / "crds") as running:
+                 crds=install.CHART / "crds", cronjobs=False) as running:
         yield running
+
+
+@pytest.fixture()
+def cronjob_controller(cluster: Cluster) -> Iterator[None]:
+    """The real CronJob controller, for this test only: the others start every Job themselves, and a
+    scheduled one firing in the middle (a ``*/15`` schedule crossing a quarter hour) would add a point."""
+    cluster.start_component("cronjob-controller")
+    yield
+    cluster.stop_component("cronjob-controller")
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def test_backup_now_waits_for_a_real_job(cluster, tenant, kubectl, lifeline):
     assert forbidden_in_operator_log(kubectl, lifeline) == []
 
 
-def test_the_cronjob_controller_fires_a_one_minute_schedule(cluster, tenant, lifeline):
+def test_the_cronjob_controller_fires_a_one_minute_schedule(cluster, tenant, lifeline, cronjob_controller):
     (claim_path(cluster, tenant, "data") / "note.txt").write_text("ward 3")
     cluster.request("POST", f"{GROUP}/namespaces/{tenant}/backuppolicies", policy(incremental="* * * * *"))
 

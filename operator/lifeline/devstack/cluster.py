@@ -45,6 +45,7 @@ PEOPLE: dict[str, tuple[str, ...]] = {
 SERVICE_CIDR = "10.96.0.0/16"  # allocated, never routed: nothing here runs kube-proxy
 DEFAULT_STORAGE_CLASS = "standard"
 CONTROLLERS = "*"  # every controller that is on by default upstream (kind's choice too)
+CRONJOB_CONTROLLER = "cronjob-controller"
 STARTUP_TIMEOUT = 90.0
 
 
@@ -81,7 +82,7 @@ class Cluster:
 
     def __init__(self, directory: Path | None = None, *, name: str = "lifeline", kubelet: bool = True,
                  kubelet_args: list[str] | None = None, say=None, audit_reads_of: tuple[str, ...] = (),
-                 crds: Path | None = None):
+                 crds: Path | None = None, cronjobs: bool = True):
         self.name = name
         self._owned = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix=f"kube-{name}-"))
@@ -92,6 +93,9 @@ class Cluster:
         # garbage collector reads discovery when it starts and then only every 30 s, so an owner of a
         # kind added later is not collected for up to half a minute.
         self.crds = crds
+        # False: the CronJob controller runs only while the "cronjob-controller" component is started
+        # (start_component), so that tests which start every Job themselves never meet a scheduled one.
+        self.cronjobs = cronjobs
         self.kubelet_args = list(kubelet_args or [])
         self.node = f"{name}-node"
         self.say = say or (lambda msg: None)
@@ -162,7 +166,11 @@ class Cluster:
             self._start_apiserver()
             if self.crds is not None:
                 self._serve_crds(self.crds)
-            self._start("controller-manager", self._controller_manager_args())
+            self._start("controller-manager", self._controller_manager_args(
+                CONTROLLERS if self.cronjobs else f"{CONTROLLERS},-{CRONJOB_CONTROLLER}"))
+            if not self.cronjobs:  # known, not started
+                self._argv[CRONJOB_CONTROLLER] = (
+                    [str(self.binary), "controller-manager", *self._controller_manager_args(CRONJOB_CONTROLLER)], None)
             self._start("scheduler", self._scheduler_args())
             self._install_basics()
             if self.with_kubelet:
@@ -240,18 +248,19 @@ class Cluster:
             wait_for(self._node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
                      abort=child.exited, detail=child.log_tail)
 
-    COMPONENTS = ("etcd", "apiserver", "controller-manager", "scheduler", "kubelet")
+    COMPONENTS = ("etcd", "apiserver", "controller-manager", CRONJOB_CONTROLLER, "scheduler", "kubelet")
 
     def go_dark(self) -> None:
         """Every process of the site stops, kubelet first (its Pods' processes die with it): an outage."""
+        self._dark = [name for name in self.COMPONENTS if self.running(name)]
         for name in reversed(self.COMPONENTS):
             self.stop_component(name)
 
     def come_back(self) -> None:
-        """The site's processes start again in order on the data they kept, as after a power cut."""
-        for name in self.COMPONENTS:
-            if name in self._argv:
-                self.start_component(name)
+        """The site's processes that ran before :meth:`go_dark` start again in order on the data they
+        kept, as after a power cut."""
+        for name in getattr(self, "_dark", None) or [n for n in self.COMPONENTS if n in self._argv]:
+            self.start_component(name)
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -398,14 +407,14 @@ class Cluster:
             _write_kubeconfig(self.directory / f"{stem}.kubeconfig", self.name, self.url, self.ca,
                               {component: self.identities[component]}, current=component)
 
-    def _controller_manager_args(self) -> list[str]:
+    def _controller_manager_args(self, controllers: str = CONTROLLERS) -> list[str]:
         pkid = self.directory / "pki"
         kubeconfig = str(self.directory / "system-kube-controller-manager.kubeconfig")
         return ["--kubeconfig", kubeconfig,
                 "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
                 "--secure-port", "0",
                 "--leader-elect=false",
-                "--controllers", CONTROLLERS,
+                "--controllers", controllers,
                 "--use-service-account-credentials=true",
                 "--service-account-private-key-file", str(self._sa_key),
                 "--root-ca-file", str(pkid / "ca.crt"),
