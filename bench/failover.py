@@ -44,7 +44,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
@@ -83,24 +82,7 @@ def plan(run: int, a_url: str, b_url: str, window: str, interval: str) -> dict:
 
 def remote_kubeconfig(site: Cluster, namespace: str) -> str:
     """A ServiceAccount of site A that may get and patch that namespace's StatefulSets, inline."""
-    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-    site.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": REMOTE_SA}})
-    site.request("POST", f"{rbac}/roles", {"metadata": {"name": REMOTE_SA}, "rules": [
-        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "patch"]}]})
-    site.request("POST", f"{rbac}/rolebindings", {
-        "metadata": {"name": REMOTE_SA},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": REMOTE_SA},
-        "subjects": [{"kind": "ServiceAccount", "name": REMOTE_SA, "namespace": namespace}]})
-    token = site.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{REMOTE_SA}/token",
-                         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                          "spec": {"expirationSeconds": 3600}})["status"]["token"]
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "site-a", "cluster": {
-            "server": site.url, "certificate-authority-data": base64.b64encode(site.ca.read_bytes()).decode()}}],
-        "users": [{"name": REMOTE_SA, "user": {"token": token}}],
-        "contexts": [{"name": "site-a", "context": {"cluster": "site-a", "user": REMOTE_SA}}],
-        "current-context": "site-a"})
+    return live.remote_site_kubeconfig(site, namespace, REMOTE_SA, ("statefulsets",))
 
 
 def parse(text: str) -> datetime:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import time
 import urllib.error
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -150,14 +149,7 @@ class LiveKube:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
         """Poll ``predicate`` (in a thread: it may call the API) until it is truthy; return its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = await asyncio.to_thread(predicate)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"waited {timeout:g}s for {getattr(predicate, '__name__', 'a condition')}")
-            await asyncio.sleep(interval)
+        return await live.until(predicate, timeout, getattr(predicate, "__name__", "a condition"), interval)
 
     # ---- putting things in place, as an admin
 

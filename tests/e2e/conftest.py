@@ -14,24 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.devstack import live
+from lifeline.devstack import install, live
 from lifeline.devstack.children import wait_for
 from tests.backup.conftest import (  # noqa: F401  (fixtures, and the readers the tests here share)
     CLAIMS, clock, cond, events, fast_timers, key_text, points, stored, volumes, wait_event,
 )
-from tests.backup.conftest import policy as _policy
+from tests.drill.conftest import backed_up, drill, last_run, policy, run_drill  # noqa: F401 - shared helpers
 
 from .processes import release
 
 POINT = "recoverypoints"
-DRILLS = "restoredrills"
-# Schedules the real CronJob controller does not fire while a test runs (unless it runs across
-# 01:00 or 01:30 UTC, or the prune CronJob's one minute a day between 03:00 and 05:59): tests start
-# every backup themselves, and a scheduled Job in between would add a point, or a second dump
-# waiting at a test's gate. tests/backup's "*/15 * * * *" fires four times an hour.
-QUIET_FULL, QUIET_INCREMENTAL = "0 1 * * *", "30 1 * * *"
-
-
 @pytest.fixture
 def claims() -> tuple[str, ...]:
     """The claims :func:`seeded` makes, each backed by ``volumes[name]``."""
@@ -59,12 +51,6 @@ def seeded(kube, volumes, key_text, claims):
     yield kube
     for claim in claims:  # the volumes are cluster-scoped: the namespace's deletion leaves them
         kube.delete("persistentvolumes", f"{kube.namespace}-{claim}")
-
-
-def policy(name: str = "pacs", *, full: str = QUIET_FULL, incremental: str | None = QUIET_INCREMENTAL,
-           **spec) -> dict:
-    """tests/backup's policy on quiet schedules (see :data:`QUIET_FULL`)."""
-    return _policy(name, full=full, incremental=incremental, **spec)
 
 
 async def settled(kube, name: str = "pacs", timeout: float = 30) -> dict:
@@ -132,49 +118,7 @@ def gated_dump(control: Path, size: int, prefix: str = "dump") -> tuple[list[str
     return ["/bin/sh", "-c", f"head -c {size} /dev/urandom; : > {started}; cat {gate}"], started, gate
 
 
-# ---- drills (tests/drill's helpers, as these tests need them on the real cluster)
-
-def drill(name: str = "pacs-drill", **spec) -> dict:
-    return {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "RestoreDrill", "metadata": {"name": name},
-            "spec": {"policyName": "pacs", "mode": "Once", "point": {"strategy": "Latest"},
-                     "verify": {"command": {"image": "busybox:1.36",
-                                            "command": ["sh", "-c", "cat $LIFELINE_RESTORED/series/index.json"],
-                                            "expectOutput": '{"studies": 1}'}},
-                     **spec}}
-
-
-def last_run(kube, name: str = "pacs-drill") -> dict:
-    return ((kube.stored(DRILLS, None, name) or {}).get("status") or {}).get("lastRun") or {}
-
-
-async def backed_up(kube, body: dict | None = None) -> dict:
-    """A policy and one full backup of it, recorded: the point a drill restores."""
-    kube.create(body or policy())
-    await settled(kube, (body or {}).get("metadata", {}).get("name", "pacs"))
-    result = await kube.run_cronjob("pacs-full")
-    assert result.phase == "Succeeded", kube.job_log(result.job)
-    await recorded(kube, result.job)
-    [point] = await kube.wait_for(lambda: points(kube), timeout=30)
-    return point
-
-
-async def run_drill(kube, name: str = "pacs-drill", timeout: float = 120) -> dict:
-    """The drill's run once it has ended (the real Job controller runs its restore and verify Jobs)."""
-    await kube.wait_for(lambda: last_run(kube, name).get("sandbox"), timeout=30)
-    return await kube.wait_for(lambda: (r := last_run(kube, name)).get("outcome") not in (None, "Running") and r,
-                               timeout=timeout)
-
-
 # ---- Vault, as pods reach it: a Kubernetes login with their ServiceAccount token
-
-REVIEWER = "vault-token-reviewer"
-
-
-def _token(kube, namespace: str, service_account: str, seconds: int = 3600) -> str:
-    return kube.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
-                        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                         "spec": {"expirationSeconds": seconds}})["status"]["token"]
-
 
 def vault_kubernetes_login(kube, server, transit, monkeypatch, **settings: str) -> str:
     """Let this test's pods and its operator log in to ``server`` (OpenBao) with their ServiceAccount
@@ -188,20 +132,11 @@ def vault_kubernetes_login(kube, server, transit, monkeypatch, **settings: str) 
     """
     import secrets as _secrets
 
+    from lifeline.devstack.openbao import trust_cluster
     from lifeline.keys import health
 
-    live.create(kube.cluster, "/api/v1/namespaces/kube-system/serviceaccounts", {"metadata": {"name": REVIEWER}})
-    live.create(kube.cluster, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
-        "metadata": {"name": REVIEWER},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-        "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": "kube-system"}]})
+    trust_cluster(server, kube.cluster)
     client = server.client()
-    methods = client.sys.list_auth_methods()
-    if "kubernetes/" not in (methods.get("data") or methods):
-        client.sys.enable_auth_method("kubernetes")
-    client.auth.kubernetes.configure(kube.cluster.url, kubernetes_ca_cert=kube.cluster.ca.read_text(),
-                                     token_reviewer_jwt=_token(kube, "kube-system", REVIEWER, 86400),
-                                     disable_local_ca_jwt=True)
     role = f"e2e-{_secrets.token_hex(4)}"
     client.sys.create_or_update_policy(name=role, policy=f'path "{transit.mount}/*" '
                                                         '{ capabilities = ["create", "read", "update"] }')
@@ -209,7 +144,7 @@ def vault_kubernetes_login(kube, server, transit, monkeypatch, **settings: str) 
     client.auth.kubernetes.create_role(role, bound_service_account_names=["default", operator_sa],
                                        bound_service_account_namespaces=["*"], policies=[role], ttl="1h")
     token_file = kube.workdir / "operator-sa-token"
-    token_file.write_text(_token(kube, kube.release.namespace, operator_sa))
+    token_file.write_text(install.operator_token(kube.request, kube.release))
     for name in ("VAULT_TOKEN", "BAO_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {"VAULT_ADDR": transit.addr, "LIFELINE_VAULT_AUTH": "kubernetes",

@@ -14,14 +14,12 @@ Each could move to ``LiveKube`` (or :mod:`lifeline.devstack.live`) if another ar
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import signal
 import time
 import urllib.error
 
-import yaml
 
 from lifeline.devstack import live
 from lifeline.devstack.children import wait_for
@@ -39,27 +37,7 @@ def workload_path(namespace: str, kind: str, name: str = "") -> str:
 def remote_identity(site, namespace: str) -> tuple[str, str]:
     """(user name, kubeconfig text) of a ServiceAccount in ``site`` that may get and patch the
     StatefulSets and Deployments of ``namespace`` and nothing else: least privilege for a remote site."""
-    base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-    site.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": REMOTE_SA}})
-    site.request("POST", f"{base}/roles", {
-        "metadata": {"name": REMOTE_SA},
-        "rules": [{"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "patch"]}]})
-    site.request("POST", f"{base}/rolebindings", {
-        "metadata": {"name": REMOTE_SA},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": REMOTE_SA},
-        "subjects": [{"kind": "ServiceAccount", "name": REMOTE_SA, "namespace": namespace}]})
-    token = site.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{REMOTE_SA}/token",
-                         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                          "spec": {"expirationSeconds": 86400}})["status"]["token"]
-    config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": site.name, "cluster": {
-            "server": site.url, "certificate-authority-data": base64.b64encode(site.ca.read_bytes()).decode()}}],
-        "users": [{"name": REMOTE_SA, "user": {"token": token}}],
-        "contexts": [{"name": site.name, "context": {"cluster": site.name, "user": REMOTE_SA,
-                                                     "namespace": namespace}}],
-        "current-context": site.name}
-    return f"system:serviceaccount:{namespace}:{REMOTE_SA}", yaml.safe_dump(config)
+    return f"system:serviceaccount:{namespace}:{REMOTE_SA}", live.remote_site_kubeconfig(site, namespace, REMOTE_SA)
 
 
 def ready_replicas(cluster, namespace: str, kind: str, name: str) -> int | None:

@@ -9,16 +9,21 @@ here runs a Job: the real Job controller, scheduler and process kubelet do.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from lifeline.api import BY_KIND
 
+from .install import service_account_token
 
-class Timeout(RuntimeError):
+
+class Timeout(TimeoutError):
     pass
 
 
@@ -83,6 +88,29 @@ def host_claim(cluster, ns: str, claim: str, path: Path, size: str = "10Gi") -> 
                  "resources": {"requests": {"storage": size}}}})
 
 
+def remote_site_kubeconfig(site, namespace: str, account: str = "lifeline-failover",
+                           resources: tuple[str, ...] = ("statefulsets", "deployments")) -> str:
+    """A kubeconfig for another site, everything inline (what a Secret can carry): a ServiceAccount
+    of ``site`` that may get and patch ``resources`` (apps) in ``namespace`` and nothing else, and a
+    token of it. Least privilege for an operator that fences and promotes workloads there."""
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    create(site, f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": account}})
+    create(site, f"{rbac}/roles", {"metadata": {"name": account}, "rules": [
+        {"apiGroups": ["apps"], "resources": list(resources), "verbs": ["get", "patch"]}]})
+    create(site, f"{rbac}/rolebindings", {
+        "metadata": {"name": account},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]})
+    token = service_account_token(site.request, namespace, account)
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": site.name, "cluster": {
+            "server": site.url, "certificate-authority-data": base64.b64encode(site.ca.read_bytes()).decode()}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": site.name, "context": {"cluster": site.name, "user": account, "namespace": namespace}}],
+        "current-context": site.name})
+
+
 def job_end(job: dict | None) -> str | None:
     for c in ((job or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
@@ -129,4 +157,4 @@ def job_log(cluster, ns: str, job: str, container: str = "agent", tail: int = 60
 
 
 __all__ = ["Timeout", "create", "get", "host_claim", "job_end", "job_log", "lifeline_path", "namespace",
-           "run_cronjob", "start_cronjob", "stored", "until"]
+           "remote_site_kubeconfig", "run_cronjob", "start_cronjob", "stored", "until"]

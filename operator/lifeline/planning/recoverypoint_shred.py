@@ -93,28 +93,29 @@ def _root(point: dict, destination: str, by_name: dict[str, dict]) -> str:
         point = by_name[parent]
 
 
-def blockers(point: dict, points: list[dict]) -> list[str]:
-    """Other points of the same policy and key epoch that are neither being deleted nor gone already."""
+def _epoch_mates(point: dict, points: list[dict]):
+    """The other points of the same policy that share this point's key epoch at some destination."""
     policy = (point.get("spec") or {}).get("policyName")
     mates = [p for p in points if (p.get("spec") or {}).get("policyName") == policy]
     by_name = {p["metadata"]["name"]: p for p in mates}
     by_name[point["metadata"]["name"]] = point
     me = point["metadata"]["name"]
-    out = set()
     for copy in (point.get("spec") or {}).get("copies") or []:
         d = copy.get("destination")
         root = _root(point, d, by_name)
         for p in mates:
-            name = p["metadata"]["name"]
-            if name == me or _copy(p, d) is None:
-                continue
-            if (p.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            if ((p.get("status") or {}).get("phase")) in ("Pruned", "Shredded"):
-                continue
-            if _root(p, d, by_name) == root:
-                out.add(name)
-    return sorted(out)
+            if p["metadata"]["name"] != me and _copy(p, d) is not None and _root(p, d, by_name) == root:
+                yield p
+
+
+def _deleting(point: dict) -> bool:
+    return bool((point.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def blockers(point: dict, points: list[dict]) -> list[str]:
+    """Other points of the same policy and key epoch that are neither being deleted nor gone already."""
+    return sorted({p["metadata"]["name"] for p in _epoch_mates(point, points)
+                   if not _deleting(p) and (p.get("status") or {}).get("phase") not in ("Pruned", "Shredded")})
 
 
 def ahead(point: dict, points: list[dict]) -> list[str]:
@@ -122,21 +123,9 @@ def ahead(point: dict, points: list[dict]) -> list[str]:
 
     Shred Jobs of one epoch rewrite the same key objects of the same repositories: run side by side
     they undo each other's work, so they run one after the other."""
-    policy = (point.get("spec") or {}).get("policyName")
-    mates = [p for p in points if (p.get("spec") or {}).get("policyName") == policy]
-    by_name = {p["metadata"]["name"]: p for p in mates}
-    by_name[point["metadata"]["name"]] = point
     me = point["metadata"]["name"]
-    out = set()
-    for copy in (point.get("spec") or {}).get("copies") or []:
-        d = copy.get("destination")
-        root = _root(point, d, by_name)
-        for p in mates:
-            name = p["metadata"]["name"]
-            if name < me and (p.get("metadata") or {}).get("deletionTimestamp") and _copy(p, d) is not None \
-                    and _root(p, d, by_name) == root:
-                out.add(name)
-    return sorted(out)
+    return sorted({p["metadata"]["name"] for p in _epoch_mates(point, points)
+                   if _deleting(p) and p["metadata"]["name"] < me})
 
 
 # ---- the Job ---------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 
 from lifeline.api import BY_KIND
 
@@ -70,29 +69,11 @@ def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict
 
 
 def _remote_identity(site_a, namespace: str) -> str:
-    """A kubeconfig for the operator in site A: a ServiceAccount that may read and scale StatefulSets
-    in ``namespace`` only, its token and site A's CA inline (what a Secret can carry)."""
+    """A kubeconfig for the operator in site A: a ServiceAccount that may read and scale the
+    workloads in ``namespace`` only, its token and site A's CA inline (what a Secret can carry)."""
     from lifeline.devstack import live
 
-    live.create(site_a, f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "lifeline-failover"}})
-    live.create(site_a, f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles", {
-        "metadata": {"name": "lifeline-failover"},
-        "rules": [{"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["get", "patch"]}]})
-    live.create(site_a, f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
-        "metadata": {"name": "lifeline-failover"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lifeline-failover"},
-        "subjects": [{"kind": "ServiceAccount", "name": "lifeline-failover", "namespace": namespace}]})
-    token = site_a.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/lifeline-failover/token",
-                           {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                            "spec": {"expirationSeconds": 86400}})["status"]["token"]
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "site-a", "cluster": {
-            "server": site_a.url, "certificate-authority-data": base64.b64encode(site_a.ca.read_bytes()).decode()}}],
-        "users": [{"name": "lifeline-failover", "user": {"token": token}}],
-        "contexts": [{"name": "site-a", "context": {"cluster": "site-a", "user": "lifeline-failover",
-                                                    "namespace": namespace}}],
-        "current-context": "site-a"})
+    return live.remote_site_kubeconfig(site_a, namespace)
 
 
 def _ready(cluster, namespace: str, name: str) -> int:
