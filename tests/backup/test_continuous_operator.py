@@ -1,18 +1,20 @@
-"""Continuous policies against the emulator: the shipping Deployment follows the policy like the
-CronJobs do (created, put right, restored, deleted, nothing written on a resync), and the RPO
-follows what the shipper says it shipped (read from its status.json through pods/exec) against
-the injected clock."""
+"""Continuous policies on the real control plane: the shipping Deployment follows the policy like the
+CronJobs do (created, put right, restored, deleted, nothing written on a resync), its Pod really
+ships the segments dropped into the claim, and the RPO follows what the shipper says it shipped
+(its status.json, read through a real pods/exec) against the injected clock. A segment's close
+time is its file's modification time, which the test sets."""
 from __future__ import annotations
 
 import asyncio
-import json
+import os
+import urllib.parse
+from datetime import timedelta
 
-import pytest
+from lifeline.clock import rfc3339
+from lifeline.planning.backup_points import parse_time
+from tests.integration.operator_harness import metric, until
 
-from lifeline.controllers.backup_continuous import STATUS_COMMAND
-from tests.integration.operator_harness import metric, running_operator, until
-
-from .conftest import NS, cond, events, policy, settled, stored, wait_event
+from .conftest import cond, events, policy, settled, stored, wait_event
 
 DEPLOYMENTS = "apps/v1/deployments"
 CONTINUOUS = {"continuous": {"claimName": "pacs-data", "path": "/wal", "segmentPattern": "0*"}}
@@ -22,155 +24,152 @@ def continuous_policy(**spec) -> dict:
     return policy("icu", rpo="10s", incremental=None, source=CONTINUOUS, **spec)
 
 
-def deployment(emulator, name="icu-ship"):
-    return emulator.stored(DEPLOYMENTS, NS, name)
+def deployment(kube, name="icu-ship"):
+    return kube.stored(DEPLOYMENTS, None, name)
 
 
-def _apps(api):
-    import kubernetes
+def close_segment(volumes, name: str, closed_at: float) -> None:
+    """A closed segment, as the database's archive_command leaves one: complete, renamed in."""
+    wal = volumes["pacs-data"] / "wal"
+    wal.mkdir(exist_ok=True)
+    part = wal / f".{name}.partial"
+    part.write_bytes(os.urandom(4096))
+    os.utime(part, (closed_at, closed_at))
+    part.rename(wal / name)
 
-    return kubernetes.client.AppsV1Api(api.client)
+
+def shipper_pods(kube) -> list[dict]:
+    return [p for p in kube.objects("pods", selector="app.kubernetes.io/component=wal-shipper")
+            if (p.get("status") or {}).get("phase") == "Running"]
 
 
-async def test_the_shipping_deployment_follows_the_policy(emulator, kubeconfig, api, cluster, clock):
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(continuous_policy())
-        obj = await settled(emulator, "icu")
-        dep = await emulator.wait_for(lambda: deployment(emulator))
+def execs(kube) -> list[tuple[str, str]]:
+    """(pod, container) of every exec the operator made, from the API server's audit log (a websocket
+    exec is a GET, recorded because the session audits the operator's reads too)."""
+    out = []
+    for event in kube.cluster.requests(kube.operator_user, since=kube.mark):
+        ref = event.get("objectRef") or {}
+        if ref.get("resource") == "pods" and ref.get("subresource") == "exec":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(event["requestURI"]).query)
+            out.append((ref.get("name"), (query.get("container") or [None])[0]))
+    return out
+
+
+async def test_the_shipping_deployment_follows_the_policy(kube, seeded, clock):
+    async with kube.operator(clock=clock):
+        kube.create(continuous_policy())
+        obj = await settled(kube, "icu")
+        dep = await kube.wait_for(lambda: deployment(kube))
         assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
         assert [(r["kind"], r["uid"]) for r in dep["metadata"]["ownerReferences"]] == \
             [("BackupPolicy", obj["metadata"]["uid"])]
         assert dep["metadata"]["labels"]["app.kubernetes.io/component"] == "wal-shipper"
         assert dep["spec"]["template"]["spec"]["containers"][0]["args"][0] == "ship"
-        assert {c["metadata"]["name"] for c in _cronjobs(emulator)} == {"icu-full", "icu-prune"}
+        assert {c["metadata"]["name"] for c in kube.objects("cronjobs")} == {"icu-full", "icu-prune"}
         assert (cond(obj, "Ready")["status"], cond(obj, "RPOAchievable")["reason"]) == ("True", "ContinuousShipping")
-        assert emulator.count_writes(DEPLOYMENTS, method="POST") == 1
+        assert kube.count_writes(DEPLOYMENTS, method="POST") == 1
+        await kube.wait_for(lambda: shipper_pods(kube), timeout=30)  # the Deployment's Pod really runs
 
         # deleted by hand: it comes back; scaled by hand: put right
-        await asyncio.to_thread(_apps(api).delete_namespaced_deployment, "icu-ship", NS)
-        await emulator.wait_for(lambda: (d := deployment(emulator)) and d["metadata"]["uid"] != dep["metadata"]["uid"])
-        await asyncio.to_thread(_apps(api).patch_namespaced_deployment, "icu-ship", NS, {"spec": {"replicas": 3}})
-        await emulator.wait_for(lambda: deployment(emulator)["spec"]["replicas"] == 1)
+        kube.delete(DEPLOYMENTS, "icu-ship")
+        await kube.wait_for(lambda: (d := deployment(kube)) and d["metadata"]["uid"] != dep["metadata"]["uid"])
+        kube.patch(DEPLOYMENTS, "icu-ship", {"spec": {"replicas": 3}})
+        await kube.wait_for(lambda: deployment(kube)["spec"]["replicas"] == 1)
 
         # suspended: zero replicas (kept, with its metrics endpoint's state); resumed: one again
-        await api.patch("BackupPolicy", "icu", {"spec": {"suspend": True}})
-        await emulator.wait_for(lambda: deployment(emulator)["spec"]["replicas"] == 0)
-        await api.patch("BackupPolicy", "icu", {"spec": {"suspend": False}})
-        await emulator.wait_for(lambda: deployment(emulator)["spec"]["replicas"] == 1)
-        await settled(emulator, "icu", generation=3)
+        kube.patch("BackupPolicy", "icu", {"spec": {"suspend": True}})
+        await kube.wait_for(lambda: deployment(kube)["spec"]["replicas"] == 0)
+        kube.patch("BackupPolicy", "icu", {"spec": {"suspend": False}})
+        await kube.wait_for(lambda: deployment(kube)["spec"]["replicas"] == 1)
+        await settled(kube, "icu", generation=3)
+        # the shipper's Pod runs again and has been read: the status says what it will keep saying
+        await kube.wait_for(lambda: "has not shipped a segment yet" in
+                            cond(stored(kube, "icu"), "RPOMet").get("message", ""), timeout=30)
         await asyncio.sleep(0.3)  # let our own writes come back through the watch
 
     # a restarted operator finds everything as planned and writes nothing
-    before = len(emulator.writes)
-    async with running_operator(kubeconfig, emulator, clock=clock) as ctx:
+    before = len(kube.writes)
+    async with kube.operator(clock=clock) as ctx:
         unchanged = lambda: metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="unchanged")
         await until(lambda: unchanged() >= 5, timeout=20)
-        assert emulator.count_writes(since=before) == 0, [(w.method, w.path) for w in emulator.writes[before:]]
+        assert kube.count_writes(since=before) == 0, [(w.method, w.path) for w in kube.writes[before:]]
 
         # no longer continuous: the Deployment goes, the CronJobs stay
-        await api.patch("BackupPolicy", "icu", {"spec": {"source": {"continuous": None,
-                                                                    "pvc": {"claimName": "pacs-data"}}}})
-        await emulator.wait_for(lambda: deployment(emulator) is None)
-        obj = await settled(emulator, "icu", generation=4)
+        kube.patch("BackupPolicy", "icu", {"spec": {"source": {"continuous": None, "pvc": {"claimName": "pacs-data"}}}})
+        await kube.wait_for(lambda: deployment(kube) is None)
+        obj = await settled(kube, "icu", generation=4)
         assert cond(obj, "RPOAchievable")["reason"] != "ContinuousShipping"
 
 
-def _cronjobs(emulator):
-    import kmock
-
-    return [o for (r, _, _), o in emulator._objects_of() if r == kmock.resource("batch/v1/cronjobs")]
-
-
-def _seed_shipper_pod(emulator, name="icu-ship-7d9c5-abcde", owner="icu-ship-7d9c5", phase="Running"):
-    emulator.seed("v1/pods", {
-        "metadata": {"name": name, "namespace": NS,
-                     "labels": {"app.kubernetes.io/instance": "icu", "app.kubernetes.io/component": "wal-shipper"},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
-                                          "uid": "rs-uid", "controller": True}]},
-        "spec": {"containers": [{"name": "shipper", "image": "ghcr.io/lifeline-dr/lifeline:test"}]},
-        "status": {"phase": phase},
-    })
-
-
-class Shipper:
-    """Plays the shipper's status.json: what ``cat`` in its container prints."""
-
-    def __init__(self):
-        self.segment, self.closed_at, self.calls = None, None, []
-
-    def __call__(self, req):
-        self.calls.append((req.pod, req.container, req.command))
-        if req.command != STATUS_COMMAND:
-            return 1, "", "unexpected command"
-        dests = [{"repository": r, "up": True, "error": "", "backlog": 0, "lag_seconds": 0.0,
-                  "newest_shipped": self.segment, "newest_closed_at": self.closed_at,
-                  "newest_shipped_at": self.closed_at and self.closed_at + 0.2}
-                 for r in ("file:///destinations/local/repos/pacs", "file:///destinations/offsite/pacs")]
-        return 0, json.dumps({"time": 0, "queue": 0, "queue_max": 256, "destinations": dests}), ""
-
-
-@pytest.fixture
-def shipper(emulator, monkeypatch):
+async def test_rpo_follows_the_newest_shipped_segment(kube, seeded, clock, volumes, monkeypatch):
     monkeypatch.setenv("LIFELINE_SHIP_STATUS_INTERVAL", "0")  # read on every timer round
-    fake = Shipper()
-    emulator.exec_handler = fake
-    return fake
-
-
-async def test_rpo_follows_the_newest_shipped_segment(emulator, kubeconfig, api, cluster, clock, shipper):
-    _seed_shipper_pod(emulator, name="stranger-1", owner="someone-else")  # not the Deployment's: never asked
-    _seed_shipper_pod(emulator)
-    shipper.segment, shipper.closed_at = "000000010000000000000005", clock.now().timestamp() - 2
-    async with running_operator(kubeconfig, emulator, clock=clock) as ctx:
-        await api.create(continuous_policy())
-        obj = await emulator.wait_for(lambda: (o := stored(emulator, "icu")) and
-                                      cond(o, "RPOMet").get("reason") == "WithinRPO" and o, timeout=20)
+    # a Pod that looks like a shipper but is not the Deployment's: never asked
+    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stranger-1", "labels": {
+        "app.kubernetes.io/instance": "icu", "app.kubernetes.io/component": "wal-shipper"}},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "shipper", "image": "busybox:1.36", "command": ["sleep", "300"]}]}})
+    closed = clock.now() - timedelta(seconds=2)
+    close_segment(volumes, "000000010000000000000005", closed.timestamp())
+    async with kube.operator(clock=clock) as ctx:
+        kube.create(continuous_policy())
+        obj = await kube.wait_for(lambda: (o := stored(kube, "icu")) and
+                                  cond(o, "RPOMet").get("reason") == "WithinRPO" and o, timeout=60)
         met = cond(obj, "RPOMet")
-        assert "000000010000000000000005 closed at 2026-11-23T09:59:58Z" in met["message"]
-        assert "until 2026-11-23T10:00:08Z" in met["message"]
+        assert f"000000010000000000000005 closed at {rfc3339(closed)}" in met["message"], met["message"]
+        assert f"until {rfc3339(closed + timedelta(seconds=10))}" in met["message"]
         assert obj["status"]["currentRPOSeconds"] == 2
         ach = cond(obj, "RPOAchievable")
         assert ach["status"] == "True" and "archive_timeout <= 9.5s" in ach["message"]
-        await until(lambda: metric(ctx, "lifeline_rpo_seconds", namespace=NS, policy="icu", tier="B") == 2)
-        assert {pod for pod, _, _ in shipper.calls} == {"icu-ship-7d9c5-abcde"}
-        assert {c for _, c, _ in shipper.calls} == {"shipper"}
+        await until(lambda: metric(ctx, "lifeline_rpo_seconds", namespace=kube.namespace, policy="icu",
+                                   tier="B") == 2)
+        [pod] = [p["metadata"]["name"] for p in shipper_pods(kube) if p["metadata"]["name"] != "stranger-1"]
+        assert set(execs(kube)) == {(pod, "shipper")}, "only the Deployment's Pod, only its shipper container"
 
         # nothing new is shipped while the clock passes the 10 s RPO: breached, with a Warning
         clock.advance(30)
-        obj = await emulator.wait_for(lambda: (o := stored(emulator, "icu")) and
-                                      cond(o, "RPOMet").get("status") == "False" and o, timeout=10)
+        obj = await kube.wait_for(lambda: (o := stored(kube, "icu")) and
+                                  cond(o, "RPOMet").get("status") == "False" and o, timeout=10)
         met = cond(obj, "RPOMet")
-        assert met["reason"] == "RPOBreached" and "ran out at 2026-11-23T10:00:08Z" in met["message"]
+        assert met["reason"] == "RPOBreached"
+        assert f"ran out at {rfc3339(closed + timedelta(seconds=10))}" in met["message"], met["message"]
         assert obj["status"]["currentRPOSeconds"] == 32
-        breach = await wait_event(emulator, "icu", "RPOBreached")
+        breach = await wait_event(kube, "icu", "RPOBreached")
         assert len(breach) == 1 and breach[0]["type"] == "Warning"
-        await until(lambda: metric(ctx, "lifeline_rpo_seconds", namespace=NS, policy="icu", tier="B") == 32)
-        assert metric(ctx, "lifeline_backup_condition", namespace=NS, name="icu", type="RPOMet") == 0
+        await until(lambda: metric(ctx, "lifeline_rpo_seconds", namespace=kube.namespace, policy="icu",
+                                   tier="B") == 32)
+        assert metric(ctx, "lifeline_backup_condition", namespace=kube.namespace, name="icu", type="RPOMet") == 0
 
         # the shipper catches up: met again, and said so
-        shipper.segment, shipper.closed_at = "000000010000000000000006", clock.now().timestamp() - 1
-        obj = await emulator.wait_for(lambda: (o := stored(emulator, "icu")) and
-                                      cond(o, "RPOMet").get("status") == "True" and o, timeout=10)
+        close_segment(volumes, "000000010000000000000006", clock.now().timestamp() - 1)
+        obj = await kube.wait_for(lambda: (o := stored(kube, "icu")) and
+                                  cond(o, "RPOMet").get("status") == "True" and o, timeout=30)
         assert "000000010000000000000006" in cond(obj, "RPOMet")["message"]
-        await wait_event(emulator, "icu", "RPORecovered")
-        assert len(events(emulator, "icu", "RPOBreached")) == 1
+        await wait_event(kube, "icu", "RPORecovered")
+        assert len(events(kube, "icu", "RPOBreached")) == 1
 
 
-async def test_an_unknown_shipped_position_is_said_not_guessed(emulator, kubeconfig, api, cluster, clock, shipper):
-    async with running_operator(kubeconfig, emulator, clock=clock):
-        await api.create(continuous_policy())  # no shipper pod runs yet
-        obj = await emulator.wait_for(lambda: (o := stored(emulator, "icu")) and
-                                      "no running pod of Deployment icu-ship" in cond(o, "RPOMet").get("message", "")
-                                      and o, timeout=20)
-        assert cond(obj, "RPOMet")["reason"] == "AwaitingFirstBackup"
-        _seed_shipper_pod(emulator)  # it runs, but has shipped nothing yet
-        await emulator.wait_for(lambda: "has not shipped a segment yet" in
-                                cond(stored(emulator, "icu"), "RPOMet").get("message", ""), timeout=10)
-        clock.advance(11)
-        obj = await emulator.wait_for(lambda: (o := stored(emulator, "icu")) and
+async def test_an_unknown_shipped_position_is_said_not_guessed(kube, seeded, clock, monkeypatch):
+    monkeypatch.setenv("LIFELINE_SHIP_STATUS_INTERVAL", "0")
+    kube.cluster.stop_component("scheduler")  # the shipper's Pod stays Pending for now
+    try:
+        async with kube.operator(clock=clock):
+            kube.create(continuous_policy())
+            obj = await kube.wait_for(lambda: (o := stored(kube, "icu")) and "no running pod of Deployment icu-ship"
+                                      in cond(o, "RPOMet").get("message", "") and o, timeout=30)
+            assert cond(obj, "RPOMet")["reason"] == "AwaitingFirstBackup"
+            await asyncio.to_thread(kube.cluster.start_component, "scheduler")  # it runs, has shipped nothing
+            await kube.wait_for(lambda: "has not shipped a segment yet" in
+                                cond(stored(kube, "icu"), "RPOMet").get("message", ""), timeout=30)
+            # the 10 s RPO counts from the policy's creation (the API server's time): 11 s after it
+            created = parse_time(obj["metadata"]["creationTimestamp"])
+            clock.advance((created - clock.now()).total_seconds() + 11)
+            obj = await kube.wait_for(lambda: (o := stored(kube, "icu")) and
                                       cond(o, "RPOMet").get("status") == "False" and o, timeout=10)
-        assert cond(obj, "RPOMet")["reason"] == "NoSuccessfulBackup"
-        assert shipper.calls, "the shipper was asked"
+            assert cond(obj, "RPOMet")["reason"] == "NoSuccessfulBackup"
+            assert execs(kube), "the shipper was asked"
+    finally:
+        if not kube.cluster.running("scheduler"):
+            kube.cluster.start_component("scheduler")
 
 
 def test_a_missing_database_password_secret_is_named():
@@ -184,7 +183,7 @@ def test_a_missing_database_password_secret_is_named():
         {"name": "PGPASSWORD", "valueFromSecret": {"name": "icu-db-replicator", "key": "password"}}]})
     body = continuous_policy()
     body["spec"]["source"] = {"continuous": pg}
-    body["metadata"].update(namespace=NS, generation=1, uid="u1")
+    body["metadata"].update(namespace="hospital", generation=1, uid="u1")
     spec_refs = backup_status.required_refs(backup_status.BackupPolicySpec.model_validate(body["spec"]))
     assert "secret/icu-db-replicator" in spec_refs
     refs = {r: Ref(True, frozenset({"key", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})) for r in spec_refs}

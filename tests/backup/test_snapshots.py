@@ -17,7 +17,8 @@ from lifeline.observability import audit
 from lifeline.planning import conditions
 from tests.integration.operator_harness import metric, running_operator
 
-from .conftest import NS, policy, seed_pvc, wait_event
+from .emulated import (NS, api, clock, cluster, emulator, fast_timers, key_text,  # noqa: F401 - fixtures
+                       policy, runner, seed_pvc, volumes, wait_event)
 
 POLICY = BY_KIND["BackupPolicy"].resource
 POINTS = kmock.resource(BY_KIND["RecoveryPoint"].resource)
