@@ -3,8 +3,9 @@
 Runs after :mod:`lifeline.devstack.scenes.backup` (whose ``icu-trends`` policy has two recovery
 points in local repositories). It applies a RestoreDrill (mode Once, the latest point, a file-count
 check as the verify command); the operator picks the point and creates the sandbox, the restore
-Job and then the verify Job, which :class:`~lifeline.devstack.job_runner.JobRunner` runs for real
-(the agent restores into a fresh directory standing in for the sandbox PVC). The scene prints the
+Job and then the verify Job, which the real Job controller and the process kubelet run (the agent
+restores into the sandbox's claim, the repository read through a read-only copy of its volume). The
+scene prints the
 sandbox, the run as `lifeline drill report` shows it, and the measured restore, verify and total
 time against the RTO.
 """
