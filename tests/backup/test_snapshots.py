@@ -17,8 +17,8 @@ from lifeline.observability import audit
 from lifeline.planning import conditions
 from tests.integration.operator_harness import metric, running_operator
 
-from .emulated import (NS, api, clock, cluster, emulator, fast_timers, key_text,  # noqa: F401 - fixtures
-                       policy, runner, seed_pvc, volumes, wait_event)
+from .conftest import fast_timers, key_text, policy, volumes  # noqa: F401 - fixtures
+from .emulated import NS, api, clock, cluster, emulator, runner, seed_pvc, wait_event  # noqa: F401 - fixtures
 
 POLICY = BY_KIND["BackupPolicy"].resource
 POINTS = kmock.resource(BY_KIND["RecoveryPoint"].resource)
