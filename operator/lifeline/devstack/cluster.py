@@ -21,6 +21,7 @@ import shutil
 import ssl
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -73,6 +74,32 @@ class Identity:
     key: Path
 
 
+class AuditLog:
+    """The API server's audit log, read as it grows: each call parses only the lines appended since
+    the last one (tests poll it), and keeps of each record only what callers read."""
+
+    KEPT = ("stage", "verb", "user", "objectRef", "requestURI", "responseStatus")
+
+    def __init__(self, path: Path):
+        self.path, self._offset, self._events, self._lock = path, 0, [], threading.Lock()
+
+    def events(self, since: int = 0) -> list[dict]:
+        with self._lock:
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self._offset)
+                    data = f.read()
+            except FileNotFoundError:
+                return []
+            complete = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+            for line in data[:complete].splitlines():
+                if line:
+                    event = json.loads(line)
+                    self._events.append({k: event[k] for k in self.KEPT if k in event})
+            self._offset += complete
+            return self._events[since:]
+
+
 class Cluster:
     """One control plane and one process-kubelet node. ``start()``/``stop()`` or ``with``.
 
@@ -89,6 +116,8 @@ class Cluster:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.with_kubelet = kubelet
         self.audit_reads_of = tuple(audit_reads_of)  # users whose reads the audit log records too
+        self._audit = AuditLog(self.audit_log)
+        self._dark: list[str] = []  # what ran before go_dark(), for come_back()
         # CustomResourceDefinitions (a directory of YAML) served before the controllers start: the
         # garbage collector reads discovery when it starts and then only every 30 s, so an owner of a
         # kind added later is not collected for up to half a minute.
@@ -259,7 +288,7 @@ class Cluster:
     def come_back(self) -> None:
         """The site's processes that ran before :meth:`go_dark` start again in order on the data they
         kept, as after a power cut."""
-        for name in getattr(self, "_dark", None) or [n for n in self.COMPONENTS if n in self._argv]:
+        for name in self._dark:
             self.start_component(name)
 
     def _start_etcd(self) -> None:
@@ -345,17 +374,8 @@ class Cluster:
                verbs: frozenset | None = frozenset({"create", "update", "patch", "delete", "deletecollection"})
                ) -> list[dict]:
         """Write requests the API server finished (its audit log), optionally by one user, from line ``since``."""
-        try:
-            lines = self.audit_log.read_text().splitlines()[since:]
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            event = json.loads(line)
-            if event.get("stage") == "ResponseComplete" and (user is None or event["user"]["username"] == user) \
-                    and (verbs is None or event["verb"] in verbs):
-                out.append(event)
-        return out
+        return [e for e in self._audit.events(since) if e["stage"] == "ResponseComplete"
+                and (user is None or e["user"]["username"] == user) and (verbs is None or e["verb"] in verbs)]
 
     def watches(self, user: str, *, since: int = 0) -> list[dict]:
         """Watches ``user`` has open or had opened since line ``since`` (needs ``user`` in ``audit_reads_of``).
@@ -363,20 +383,12 @@ class Cluster:
         A watch is recorded when its response starts, not when it ends: how a test knows an
         operator it started is listening before it writes the first object.
         """
-        try:
-            lines = self.audit_log.read_text().splitlines()[since:]
-        except FileNotFoundError:
-            return []
-        events = (json.loads(line) for line in lines if '"watch"' in line)
-        return [e for e in events if e.get("verb") == "watch" and e.get("stage") == "ResponseStarted"
+        return [e for e in self._audit.events(since) if e["verb"] == "watch" and e["stage"] == "ResponseStarted"
                 and e["user"]["username"] == user]
 
     def audit_position(self) -> int:
-        """The audit log's current length in lines, for ``writes(since=...)``."""
-        try:
-            return len(self.audit_log.read_text().splitlines())
-        except FileNotFoundError:
-            return 0
+        """The audit log's current length in records, for ``writes(since=...)``."""
+        return len(self._audit.events())
 
     def _serve_crds(self, directory: Path) -> None:
         """Create every CRD in ``directory`` and wait until each is Established."""
