@@ -237,8 +237,10 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
         if event.get("type") == "DELETED":
             controller.points.pop(key, None)
             controller.waiting.pop(key, None)
+            policy = (body.get("spec") or {}).get("policyName")
             for other, waiting in list(controller.points.items()):  # the next shred of its epoch may start
-                if other[0] == key[0] and (waiting.get("metadata") or {}).get("deletionTimestamp"):
+                if other[0] == key[0] and (waiting.get("spec") or {}).get("policyName") == policy \
+                        and _deleting(waiting):
                     await controller.advance(*other)
             return
         point = copy.deepcopy(dict(body))
