@@ -12,6 +12,7 @@ import pytest
 from lifeline.clock import FrozenClock
 from lifeline.keys import create_key_file
 from lifeline.planning import conditions
+from tests.integration.operator_harness import metric, until
 
 POLICY = "backuppolicies"
 POINTS = "recoverypoints"
@@ -113,3 +114,14 @@ async def settled(kube, name: str = "pacs", generation: int | None = None) -> di
             ok = o["metadata"]["generation"] == generation
         return ok and o
     return await kube.wait_for(check, timeout=30)
+
+
+def unchanged(ctx) -> float:
+    return metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="unchanged")
+
+
+async def settled_by(ctx, seen: float | None = None) -> None:
+    """Wait until the operator has reconciled a policy again (after ``seen`` reconciles) and found
+    nothing to write: what it last wrote has come back through its watch."""
+    seen = unchanged(ctx) if seen is None else seen
+    await until(lambda: unchanged(ctx) > seen, timeout=20)

@@ -14,7 +14,7 @@ from lifeline.clock import rfc3339
 from lifeline.planning.backup_points import parse_time
 from tests.integration.operator_harness import metric, until
 
-from .conftest import cond, events, policy, settled, stored, wait_event
+from .conftest import cond, events, policy, settled, settled_by, stored, unchanged, wait_event
 
 DEPLOYMENTS = "apps/v1/deployments"
 CONTINUOUS = {"continuous": {"claimName": "pacs-data", "path": "/wal", "segmentPattern": "0*"}}
@@ -56,7 +56,7 @@ def execs(kube) -> list[tuple[str, str]]:
 
 
 async def test_the_shipping_deployment_follows_the_policy(kube, seeded, clock):
-    async with kube.operator(clock=clock):
+    async with kube.operator(clock=clock) as first:
         kube.create(continuous_policy())
         obj = await settled(kube, "icu")
         dep = await kube.wait_for(lambda: deployment(kube))
@@ -85,13 +85,12 @@ async def test_the_shipping_deployment_follows_the_policy(kube, seeded, clock):
         # the shipper's Pod runs again and has been read: the status says what it will keep saying
         await kube.wait_for(lambda: "has not shipped a segment yet" in
                             cond(stored(kube, "icu"), "RPOMet").get("message", ""), timeout=30)
-        await asyncio.sleep(0.3)  # let our own writes come back through the watch
+        await settled_by(first)  # our own writes came back through the watch and needed nothing more
 
     # a restarted operator finds everything as planned and writes nothing
     before = len(kube.writes)
     async with kube.operator(clock=clock) as ctx:
-        unchanged = lambda: metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="unchanged")
-        await until(lambda: unchanged() >= 5, timeout=20)
+        await until(lambda: unchanged(ctx) >= 5, timeout=20)
         assert kube.count_writes(since=before) == 0, [(w.method, w.path) for w in kube.writes[before:]]
 
         # no longer continuous: the Deployment goes, the CronJobs stay
@@ -168,8 +167,7 @@ async def test_an_unknown_shipped_position_is_said_not_guessed(kube, seeded, clo
             assert cond(obj, "RPOMet")["reason"] == "NoSuccessfulBackup"
             assert execs(kube), "the shipper was asked"
     finally:
-        if not kube.cluster.running("scheduler"):
-            kube.cluster.start_component("scheduler")
+        kube.cluster.start_component("scheduler")  # nothing to do if it runs already
 
 
 def test_a_missing_database_password_secret_is_named():

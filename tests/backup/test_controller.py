@@ -11,7 +11,7 @@ from lifeline.planning.backup_points import parse_time
 from lifeline.observability import audit
 from tests.integration.operator_harness import metric, until
 
-from .conftest import cond, points, policy, settled, stored, wait_event
+from .conftest import cond, points, policy, settled, settled_by, stored, unchanged, wait_event
 
 CRONJOBS = "batch/v1/cronjobs"
 
@@ -22,6 +22,7 @@ def cronjob(kube, name):
 
 def jobs(kube):
     return kube.objects("jobs")
+
 
 
 async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(seeded, kube):
@@ -73,7 +74,7 @@ async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(seeded
 
 async def test_a_resync_of_unchanged_policies_writes_nothing(seeded, kube, clock):
     his = policy("his", rpo="5m", incremental="*/5 * * * *")
-    async with kube.operator(clock=clock):
+    async with kube.operator(clock=clock) as first:
         kube.create(policy())
         kube.create(his)
         await settled(kube)
@@ -84,11 +85,10 @@ async def test_a_resync_of_unchanged_policies_writes_nothing(seeded, kube, clock
                                 and points(kube)[0].get("status", {}).get("phase") == "Available"
                                 and (stored(kube)["status"].get("lastBackup") or {}).get("outcome") == "Succeeded",
                                 timeout=20)
-        await asyncio.sleep(0.3)  # let the last watch events (our own writes) come back and be handled
+        await settled_by(first)  # our own writes came back through the watch and needed nothing more
     before = len(kube.writes)
     async with kube.operator(clock=clock) as ctx:
-        unchanged = lambda: metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="unchanged")
-        await until(lambda: unchanged() >= 6, timeout=20)  # the listing, CronJob/Job events and timer rounds
+        await until(lambda: unchanged(ctx) >= 6, timeout=20)  # the listing, CronJob/Job events and timer rounds
         await until(lambda: metric(ctx, "lifeline_reconciles_total", kind="RecoveryPoint", result="unchanged") >= 1)
         assert kube.count_writes(since=before) == 0, [(w.method, w.path) for w in kube.writes[before:]]
         assert metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="written") == 0
@@ -158,7 +158,7 @@ async def test_rpo_breach_and_recovery_follow_the_clock(seeded, kube, clock):
 
 
 async def test_backup_now_runs_one_job_per_new_annotation_value(seeded, kube, clock):
-    async with kube.operator(clock=clock):
+    async with kube.operator(clock=clock) as ctx:
         kube.create(policy())
         await settled(kube)
         kube.patch("BackupPolicy", "pacs", {"metadata": {"annotations": {"dr.lifeline.io/backup-now": "one"}}})
@@ -173,8 +173,9 @@ async def test_backup_now_runs_one_job_per_new_annotation_value(seeded, kube, cl
         assert points(kube)[0]["spec"]["tags"]["trigger"] == "OnDemand"
 
         # the same value again (a GitOps re-apply) starts nothing
+        seen = unchanged(ctx)
         kube.patch("BackupPolicy", "pacs", {"metadata": {"labels": {"touched": "yes"}}})
-        await asyncio.sleep(0.3)
+        await settled_by(ctx, seen)  # the patch was reconciled, and wrote nothing
         assert len(jobs(kube)) == 1
 
         # `lifeline backup now` sets a new value: one more Job, a full one

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from tests.backup.conftest import clock, fast_timers, key_text, points, policy, seeded, volumes  # noqa: F401
-from tests.backup.key_verdicts import verdicts
+from tests.backup.conftest import clock, fast_timers, key_text, seeded, volumes  # noqa: F401
+from tests.backup.key_verdicts import backed_up_with, verdicts
 
 
 async def test_kv_keys_available_and_a_backup_job_reads_its_key_from_kv(kube, seeded, clock,
@@ -14,14 +14,9 @@ async def test_kv_keys_available_and_a_backup_job_reads_its_key_from_kv(kube, se
     path = f"lifeline/{secrets.token_hex(3)}"
     vault.put_kv_key(path)  # on secret/, the mount the agents' Vault policy opens
     ref = f"vault-kv://{path}"
-    good = policy("good", encryption={"keyRef": ref})
-    missing = policy("missing", encryption={"keyRef": "vault-kv://nothing/here"})
     async with kube.operator(clock=clock):
-        refused, usable = await verdicts(kube, good, missing)
+        refused, usable = await verdicts(kube, ref, "vault-kv://nothing/here")
         assert refused["reason"] == "KeyMissing" and "secret/metadata/nothing/here" in refused["message"]
         assert usable["reason"] == "KeyUsable" and path in usable["message"]
 
-        result = await kube.run_cronjob("good-full")
-        assert result.phase == "Succeeded", kube.job_log(result.job)
-        [point] = await kube.wait_for(lambda: points(kube, "good"), timeout=20)
-        assert point["spec"]["keyRef"] == ref
+        await backed_up_with(kube, ref)
