@@ -38,7 +38,7 @@ n=0
 (cd "$SRC" && go build -v -trimpath -ldflags "$LDFLAGS" -o "$ROOT/$OUT.new" . 2>&1) | while IFS= read -r line; do
     n=$((n + 1))
     case "$line" in
-        \#*|*error*|*cannot*|*undefined*) echo "$line" ;;
+        *" "*) echo "$line" ;;  # -v prints bare package paths; anything with a space is the compiler speaking
     esac
     if [ $((n % 200)) -eq 0 ]; then echo "kube: $n packages compiled ($(( $(date +%s) - start ))s)"; fi
 done
