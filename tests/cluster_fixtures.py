@@ -27,7 +27,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         missing(MISSING)
     # The operator's watches are audited too: how a test knows the operator it started listens.
     with Cluster(tmp_path_factory.mktemp("cluster"), name="test", audit_reads_of=(install.OPERATOR_SA,),
-                 crds=install.CHART / "crds", cronjobs=False) as running:
+                 crds=install.CHART / "crds", cronjobs=False, snapshots=True) as running:
         yield running
 
 

@@ -171,9 +171,10 @@ class LiveKube:
         kwargs = {"user": user} if user else {}
         return self.request("POST", res.path(namespace), body, **kwargs)
 
-    def claim(self, name: str, path: Path, size: str = "10Gi") -> Path:
-        """A PersistentVolumeClaim whose data is the host directory ``path`` (a pre-bound host-path PV)."""
-        live.host_claim(self.cluster, self.namespace, name, path, size)
+    def claim(self, name: str, path: Path, size: str = "10Gi", *, csi: bool = False) -> Path:
+        """A PersistentVolumeClaim whose data is the host directory ``path`` (a pre-bound host-path PV,
+        or with ``csi`` one of the stand-in CSI driver, for snapshots)."""
+        live.host_claim(self.cluster, self.namespace, name, path, size, csi=csi)
         self._volumes.append(f"{self.namespace}-{name}")
         # The scheduler refuses a Pod whose claim is not Bound yet and tries again only ~10 s later.
         bound = lambda: (self.stored("persistentvolumeclaims", None, name) or {}).get("status", {}).get("phase")

@@ -156,10 +156,13 @@ class SnapshotPipelines:
                 raise
 
     async def _cleanup(self, trig: dict, body: dict, spec: BackupPolicySpec) -> None:
-        """The mover is recorded: the temporary PVC goes, snapshots beyond keepSnapshots go, done."""
+        """The mover is recorded: it goes with the temporary PVC, snapshots beyond keepSnapshots go, done."""
         ns, policy = trig["namespace"], trig["policy"]
         mover = self._mover(trig)
         outcome = ((mover or {}).get("result") or {}).get("o") or (mover or {}).get("phase") or "Failed"
+        # A claim stays while any pod bound to a node names it, finished or not (the PVC protection
+        # controller): the recorded mover Job goes with its pod, then the claim and its copy of the volume.
+        await self.kube.delete_object("batch/v1", "jobs", ns, snapshot.mover_name(trig["name"]))
         await self.kube.delete_object("v1", "persistentvolumeclaims", ns, snapshot.data_claim_name(trig["name"]))
         keep = spec.source.volume_snapshot.keep_snapshots if spec.source.volume_snapshot else 0
         mine = snapshot.snapshot_name(trig["name"])

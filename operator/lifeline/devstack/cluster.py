@@ -7,6 +7,9 @@ The four upstream components come from one binary built from the ``k8s.io/kubern
 certificates from a CA made here, authorization is ``Node,RBAC``, admission and its webhooks are
 the API server's own, and the real controllers run Jobs, CronJobs, garbage collection, namespace
 deletion, Deployments, StatefulSets, ServiceAccount tokens and host-path volume provisioning.
+With ``snapshots=True`` the real CSI snapshot-controller (``tools/snapshot``, built by
+``scripts/build-snapshot-controller.sh``) runs too, on the upstream VolumeSnapshot CRDs and RBAC; the
+CSI driver under it is :class:`~lifeline.devstack.snapshotter.HostPathCSI`, a stand-in.
 
 People are client certificates in the admin kubeconfig, one user entry each (``kubectl --user
 alice``): :data:`PEOPLE` names them and their groups. Every process is a
@@ -31,6 +34,7 @@ import yaml
 
 from . import pki
 from .children import ChildServer, NotReady, free_port, wait_for
+from .snapshotter import DRIVER as CSI_DRIVER, STORAGE_CLASS as CSI_STORAGE_CLASS
 
 ROOT = Path(__file__).resolve().parents[3]
 from .cluster_version import KUBE_VERSION
@@ -64,6 +68,18 @@ def kube_binary() -> Path | None:
 
 
 MISSING = "the control-plane binary .tools/bin/kube is missing; `make test` builds it (scripts/build-kube.sh)"
+SNAPSHOT_SHARE = ROOT / ".tools" / "snapshot"  # the VolumeSnapshot CRDs and the controller's RBAC
+SNAPSHOT_CONTROLLER = ROOT / ".tools" / "bin" / "snapshot-controller"
+SNAPSHOT_IDENTITY = "system:serviceaccount:kube-system:snapshot-controller"  # what its RBAC binds
+SNAPSHOT_CLASS = "csi-hostpath-snapclass"
+MISSING_SNAPSHOTS = ("the CSI snapshot-controller .tools/bin/snapshot-controller or its CRDs in .tools/snapshot "
+                     "are missing; `make test` builds them (scripts/build-snapshot-controller.sh)")
+# Where each kind of the snapshot-controller's RBAC manifest is created.
+_RBAC_PATHS = {"ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+               "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+               "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+               "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+               "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ class Cluster:
 
     def __init__(self, directory: Path | None = None, *, name: str = "lifeline", kubelet: bool = True,
                  kubelet_args: list[str] | None = None, say=None, audit_reads_of: tuple[str, ...] = (),
-                 crds: Path | None = None, cronjobs: bool = True):
+                 crds: Path | None = None, cronjobs: bool = True, snapshots: bool = False):
         self.name = name
         self._owned = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix=f"kube-{name}-"))
@@ -125,6 +141,7 @@ class Cluster:
         # False: the CronJob controller runs only while the "cronjob-controller" component is started
         # (start_component), so that tests which start every Job themselves never meet a scheduled one.
         self.cronjobs = cronjobs
+        self.snapshots = snapshots  # the VolumeSnapshot CRDs, the snapshot-controller, a CSI StorageClass
         self.kubelet_args = list(kubelet_args or [])
         self.node = f"{name}-node"
         self.say = say or (lambda msg: None)
@@ -188,6 +205,8 @@ class Cluster:
     def start(self) -> "Cluster":
         if self.binary is None:
             raise ClusterError(MISSING)
+        if self.snapshots and not (SNAPSHOT_CONTROLLER.is_file() and (SNAPSHOT_SHARE / "crds").is_dir()):
+            raise ClusterError(MISSING_SNAPSHOTS)
         began = time.monotonic()
         try:
             self._pki()
@@ -202,6 +221,8 @@ class Cluster:
                     [str(self.binary), "controller-manager", *self._controller_manager_args(CRONJOB_CONTROLLER)], None)
             self._start("scheduler", self._scheduler_args())
             self._install_basics()
+            if self.snapshots:
+                self._start_snapshots()
             if self.with_kubelet:
                 self._start_kubelet()
         except BaseException:
@@ -246,6 +267,7 @@ class Cluster:
                  "system:kube-scheduler": (),
                  f"system:node:{self.node}": ("system:nodes",),
                  "kube-apiserver-kubelet-client": ("system:masters",),
+                 **({SNAPSHOT_IDENTITY: ()} if self.snapshots else {}),
                  **PEOPLE}
         for user, groups in users.items():
             stem = user.replace(":", "-")
@@ -277,7 +299,8 @@ class Cluster:
             wait_for(self._node_ready, STARTUP_TIMEOUT, f"node {self.node} Ready", interval=0.2,
                      abort=child.exited, detail=child.log_tail)
 
-    COMPONENTS = ("etcd", "apiserver", "controller-manager", CRONJOB_CONTROLLER, "scheduler", "kubelet")
+    COMPONENTS = ("etcd", "apiserver", "controller-manager", CRONJOB_CONTROLLER, "scheduler",
+                  "snapshot-controller", "kubelet")
 
     def go_dark(self) -> None:
         """Every process of the site stops, kubelet first (its Pods' processes die with it): an outage."""
@@ -453,6 +476,29 @@ class Cluster:
                 "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
                 "volumeBindingMode": "Immediate"}
         self.request("POST", "/apis/storage.k8s.io/v1/storageclasses", body)
+
+    def _start_snapshots(self) -> None:
+        """The VolumeSnapshot CRDs, the snapshot-controller's upstream RBAC and the controller itself
+        (as its ServiceAccount's user name, so that RBAC is what judges it), a StorageClass and a
+        default VolumeSnapshotClass of the stand-in CSI driver."""
+        self._serve_crds(SNAPSHOT_SHARE / "crds")
+        for doc in yaml.safe_load_all((SNAPSHOT_SHARE / "rbac.yaml").read_text()):
+            if doc:
+                ns = (doc.get("metadata") or {}).get("namespace", "")
+                self.request("POST", _RBAC_PATHS[doc["kind"]].format(ns=ns), doc)
+        kubeconfig = self.directory / "snapshot-controller.kubeconfig"
+        _write_kubeconfig(kubeconfig, self.name, self.url, self.ca,
+                          {SNAPSHOT_IDENTITY: self.identities[SNAPSHOT_IDENTITY]}, current=SNAPSHOT_IDENTITY)
+        self._start("snapshot-controller", ["--kubeconfig", str(kubeconfig), "--leader-election=false", "--v=2"],
+                    argv0=[str(SNAPSHOT_CONTROLLER)])
+        self.request("POST", "/apis/storage.k8s.io/v1/storageclasses", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": CSI_STORAGE_CLASS},
+            "provisioner": CSI_DRIVER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"})
+        self.request("POST", "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses", {
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+            "metadata": {"name": SNAPSHOT_CLASS,
+                         "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+            "driver": CSI_DRIVER, "deletionPolicy": "Delete"})
 
     def _start_kubelet(self) -> None:
         kubeconfig = self.directory / f"system-node-{self.node}.kubeconfig"

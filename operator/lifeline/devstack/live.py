@@ -21,6 +21,7 @@ import yaml
 from lifeline.api import BY_KIND
 
 from .install import service_account_token
+from .snapshotter import DRIVER as CSI_DRIVER, STORAGE_CLASS as CSI_STORAGE_CLASS
 
 
 class Timeout(TimeoutError):
@@ -73,18 +74,21 @@ def namespace(cluster, name: str, labels: dict | None = None) -> None:
                                            "metadata": {"name": name, "labels": labels or {}}})
 
 
-def host_claim(cluster, ns: str, claim: str, path: Path, size: str = "10Gi") -> None:
-    """A claim whose data is the host directory ``path``: a PersistentVolume pre-bound to it by name."""
+def host_claim(cluster, ns: str, claim: str, path: Path, size: str = "10Gi", *, csi: bool = False) -> None:
+    """A claim whose data is the host directory ``path``: a PersistentVolume pre-bound to it by name,
+    a host-path one, or with ``csi`` one of the stand-in CSI driver (which can be snapshotted)."""
     path.mkdir(parents=True, exist_ok=True)
     volume = f"{ns}-{claim}"
+    source = {"csi": {"driver": CSI_DRIVER, "volumeHandle": str(path)}} if csi else {"hostPath": {"path": str(path)}}
+    storage_class = CSI_STORAGE_CLASS if csi else ""
     create(cluster, "/api/v1/persistentvolumes", {
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "claimRef": {"namespace": ns, "name": claim}, "hostPath": {"path": str(path)}}})
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": storage_class,
+                 "claimRef": {"namespace": ns, "name": claim}, **source}})
     create(cluster, f"/api/v1/namespaces/{ns}/persistentvolumeclaims", {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": volume,
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": storage_class, "volumeName": volume,
                  "resources": {"requests": {"storage": size}}}})
 
 

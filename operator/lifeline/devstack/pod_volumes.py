@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from .kube_http import KubeHTTP
+from .snapshotter import DRIVER as CSI_DRIVER
 
 TOKEN_SECONDS = 3607  # what the ServiceAccount admission plugin asks for
 SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -161,9 +162,12 @@ class PodFiles:
         pv = await self.api.request("GET", f"/api/v1/persistentvolumes/{volume}")
         spec = pv.get("spec") or {}
         path = (spec.get("hostPath") or spec.get("local") or {}).get("path")
+        csi = spec.get("csi") or {}
+        if csi.get("driver") == CSI_DRIVER:  # NodePublishVolume of the stand-in driver: its handle is the directory
+            path = csi.get("volumeHandle")
         if not path:
-            raise MountError(f"persistentvolume {volume} is neither hostPath nor local: the process kubelet "
-                             "can only mount directories")
+            raise MountError(f"persistentvolume {volume} is neither hostPath, local nor of the CSI driver "
+                             f"{CSI_DRIVER}: the process kubelet can only mount directories")
         return Path(path)
 
     async def make(self) -> dict[str, Path]:

@@ -1,83 +1,101 @@
-"""A fake CSI snapshotter for the API emulator: the snapshot-controller, CSI driver and provisioner.
+"""The CSI side of volume snapshots, as a stand-in: a host-path CSI driver with its csi-snapshotter
+sidecar and external-provisioner, acting on the real API.
 
-Nothing in the emulator acts on ``snapshot.storage.k8s.io`` objects; this is that missing part,
-talking to the API over HTTP as the real controllers do. PVCs are local directories (the same
-``volumes`` mapping :class:`~lifeline.devstack.job_runner.JobRunner` mounts from: pass it the
-runner's ``volumes`` so both see the same disks):
+The cluster runs the real snapshot-controller (kubernetes-csi/external-snapshotter, built from its Go
+module) on the real VolumeSnapshot CRDs: it turns a VolumeSnapshot into a VolumeSnapshotContent,
+binds the two and copies the content's status back. What it leaves to a CSI driver is done here, the
+way the upstream sidecars do it (no container runtime can run them and the upstream host-path driver
+is not served by the module proxy):
 
-- a new **VolumeSnapshot** of a PVC is cut by copying that PVC's directory (what a
-  crash-consistent snapshot is: the bytes at one moment), bound to a cluster-scoped
-  VolumeSnapshotContent, and marked ``readyToUse`` with ``creationTime`` and ``restoreSize``;
-- it fails honestly, with ``status.error`` as the real controller sets it, when the PVC object does
-  not exist, when its VolumeSnapshotClass (or a default one) does not, or when the PVC has no
-  local directory;
-- a new **PVC whose dataSource is a VolumeSnapshot** gets a fresh copy of that snapshot as its
-  directory and is marked Bound; it stays Pending while the snapshot is not ready;
-- deleting a snapshot or such a PVC removes its copy (and the snapshot's content object).
+- **snapshots** (the csi-snapshotter sidecar and the driver's CreateSnapshot): a content of our
+  :data:`DRIVER` with a ``source.volumeHandle`` and no status is cut by copying the volume's
+  directory (the volume handle is the directory: a crash-consistent copy of the bytes at one
+  moment); its status gets ``snapshotHandle``, ``creationTime`` (nanoseconds), ``restoreSize`` and
+  ``readyToUse``. A driver error is written as ``status.error`` and retried every second while the
+  content has no snapshot, as the sidecar retries. When the snapshot-controller marks a content
+  being deleted, the copy is removed (``deletionPolicy: Delete``) and the sidecar's finalizer lifted.
+- **volumes** (the external-provisioner and the driver's CreateVolume): a PVC that the PV controller
+  hands to :data:`DRIVER` (its StorageClass's provisioner) gets a PersistentVolume whose directory is
+  a fresh copy of the snapshot in its ``dataSource`` (Pending until the snapshot is ready) or an
+  empty directory; a released volume of ours with ``reclaimPolicy: Delete`` is removed with its
+  directory. The process kubelet mounts a volume of this driver at its handle.
 
-:meth:`hold` keeps new snapshots cut but not ready (to test readiness timeouts); :meth:`fail_next`
-makes the next snapshot fail with a driver error.
+:meth:`hold` keeps new snapshots cut but not ready (readiness timeouts); :meth:`fail` makes the
+driver refuse every snapshot with a message until :meth:`heal`.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from lifeline.clock import Clock, SystemClock, rfc3339
+from .kube_http import MERGE, ApiError, KubeHTTP
 
 log = logging.getLogger(__name__)
 
+DRIVER = "hostpath.csi.lifeline.dev"
+STORAGE_CLASS = "csi-hostpath"
 SNAPSHOTS = "/apis/snapshot.storage.k8s.io/v1"
-ANN_DEFAULT_CLASS = "snapshot.storage.kubernetes.io/is-default-class"
-MERGE = {"Content-Type": "application/merge-patch+json"}
+ANN_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
+ANN_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+ANN_BEING_DELETED = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted"
+ANN_BEING_CREATED = "snapshot.storage.kubernetes.io/volumesnapshot-being-created"
+CONTENT_FINALIZER = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection"
+RESYNC_SECONDS = 1.0
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-class FakeSnapshotter:
-    """Cuts, restores and removes snapshots of local-directory PVCs in an emulator."""
+def _copy(source: Path, target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, symlinks=True)
 
-    def __init__(self, url: str, *, volumes: dict[str, Path], workdir: Path, clock: Clock | None = None):
-        self.url = url.rstrip("/")
-        self.volumes = volumes  # claim name -> directory; shared with the job runner
+
+class HostPathCSI:
+    """Cuts, provisions from and removes snapshots of this driver's directory volumes."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path):
+        self.api = KubeHTTP(kubeconfig)
         self.workdir = Path(workdir)
-        self.clock = clock or SystemClock()
         self.held = False
-        self._fail_next: str | None = None
-        self._made: dict[tuple[str, str], Path] = {}  # PVCs made from snapshots -> their copies
-        self._session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._failure: str | None = None
         self._lock = asyncio.Lock()
-        self.cut: list[tuple[str, str]] = []  # (namespace, name) of every snapshot taken, in order
+        self._tasks: list[asyncio.Task] = []
+        self.cut: list[str] = []  # volume handles snapshotted, in order
+        self._made: set[str] = set()  # contents cut here: an event older than our status patch cuts no more
+
+    # ---- test controls
 
     def hold(self) -> None:
-        """New snapshots are cut but never become ready (until :meth:`release`)."""
+        """New snapshots are cut but do not become ready until :meth:`release`."""
         self.held = True
 
-    async def release(self) -> None:
-        """Held snapshots become ready (and PVCs waiting for them are provisioned)."""
+    def release(self) -> None:
         self.held = False
-        found = (await self._get(f"{SNAPSHOTS}/volumesnapshots")) or {}
-        async with self._lock:
-            for snap in found.get("items") or []:
-                await self._on_snapshot("MODIFIED", snap)
 
-    def fail_next(self, message: str) -> None:
-        """The next snapshot fails as a CSI driver error with ``message``."""
-        self._fail_next = message
+    def fail(self, message: str) -> None:
+        """Every CreateSnapshot fails with ``message`` (as a driver error) until :meth:`heal`."""
+        self._failure = message
 
-    async def __aenter__(self) -> "FakeSnapshotter":
-        self._session = aiohttp.ClientSession()
-        self._tasks = [asyncio.create_task(self._watch(f"{SNAPSHOTS}/volumesnapshots", self._on_snapshot)),
-                       asyncio.create_task(self._watch("/api/v1/persistentvolumeclaims", self._on_claim))]
+    def heal(self) -> None:
+        self._failure = None
+
+    # ---- life
+
+    async def __aenter__(self) -> "HostPathCSI":
+        self._tasks = [asyncio.create_task(self._follow(f"{SNAPSHOTS}/volumesnapshotcontents", self._on_content)),
+                       asyncio.create_task(self._follow("/api/v1/persistentvolumeclaims", self._on_claim)),
+                       asyncio.create_task(self._follow("/api/v1/persistentvolumes", self._on_volume)),
+                       asyncio.create_task(self._resync())]
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -86,144 +104,154 @@ class FakeSnapshotter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._session.close()
+        await self.api.close()
 
-    # ---- the API
+    async def _react(self, react: Callable[[str, dict], Awaitable[None]], type_: str, obj: dict) -> None:
+        async with self._lock:
+            try:
+                await react(type_, obj)
+            except (ApiError, OSError) as exc:  # the next event or resync tries again
+                log.info("csi: %s %s: %s", type_, (obj.get("metadata") or {}).get("name"), exc)
 
-    async def _get(self, path: str) -> dict | None:
-        async with self._session.get(self.url + path) as r:
-            return await r.json(content_type=None) if r.status == 200 else None
-
-    async def _send(self, method: str, path: str, body: dict, headers: dict | None = None) -> None:
-        async with self._session.request(method, self.url + path, data=json.dumps(body),
-                                         headers=headers or {"Content-Type": "application/json"}) as r:
-            if r.status >= 400:
-                log.debug("snapshotter: %s %s answered %s", method, path, r.status)
-
-    async def _watch(self, path: str, react) -> None:
+    async def _follow(self, path: str, react: Callable[[str, dict], Awaitable[None]]) -> None:
+        """List, then watch from the list's version; list again whenever the watch ends."""
         while True:
             try:
-                async with self._session.get(self.url + path, params={"watch": "true"},
-                                             timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
-                    async for line in resp.content:
-                        if line.strip():
-                            event = json.loads(line)
-                            async with self._lock:
-                                await react(event.get("type"), event.get("object") or {})
+                listed = await self.api.request("GET", path)
+                for obj in listed.get("items") or []:
+                    await self._react(react, "ADDED", obj)
+                version = listed["metadata"]["resourceVersion"]
+                async for event in self.api.watch(path, {"resourceVersion": version}):
+                    if event.get("type") == "ERROR":
+                        break
+                    if event.get("type") != "BOOKMARK":
+                        await self._react(react, event["type"], event.get("object") or {})
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                log.debug("snapshotter watch of %s: %s", path, exc)
-                await asyncio.sleep(0.1)
+            except (ApiError, aiohttp.ClientError, OSError, ValueError) as exc:
+                log.debug("csi: watch of %s: %s", path, exc)
+                await asyncio.sleep(0.2)
 
-    # ---- snapshots
+    async def _resync(self) -> None:
+        """Retry what waits on time: failed or held snapshots, claims waiting for a snapshot."""
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            with contextlib.suppress(ApiError, aiohttp.ClientError, OSError, ValueError):
+                for path, react in ((f"{SNAPSHOTS}/volumesnapshotcontents", self._on_content),
+                                    ("/api/v1/persistentvolumeclaims", self._on_claim)):
+                    for obj in (await self.api.request("GET", path)).get("items") or []:
+                        await self._react(react, "MODIFIED", obj)
 
-    def _copy_of(self, namespace: str, name: str) -> Path:
-        return self.workdir / "snapshots" / namespace / name
+    # ---- snapshots: the csi-snapshotter sidecar and CreateSnapshot/DeleteSnapshot
 
-    async def _on_snapshot(self, type_: str, snap: dict) -> None:
-        meta, status = snap.get("metadata") or {}, snap.get("status") or {}
-        namespace, name = meta.get("namespace"), meta.get("name")
-        if type_ == "DELETED":
-            shutil.rmtree(self._copy_of(namespace, name), ignore_errors=True)
-            content = status.get("boundVolumeSnapshotContentName")
-            if content:
-                async with self._session.delete(f"{self.url}{SNAPSHOTS}/volumesnapshotcontents/{content}"):
-                    pass
+    def _snapshot_dir(self, content: str) -> Path:
+        return self.workdir / "snapshots" / content
+
+    async def _on_content(self, type_: str, content: dict) -> None:
+        meta, spec = content.get("metadata") or {}, content.get("spec") or {}
+        status = content.get("status")
+        if type_ == "DELETED" or spec.get("driver") != DRIVER:
             return
-        if status.get("readyToUse") or status.get("error") or meta.get("deletionTimestamp"):
+        annotations = meta.get("annotations") or {}
+        if meta.get("deletionTimestamp") and ANN_BEING_DELETED in annotations:
+            handle = (status or {}).get("snapshotHandle")
+            if spec.get("deletionPolicy") == "Delete" and handle:
+                shutil.rmtree(handle, ignore_errors=True)
+            await self._lift_finalizer(meta)
             return
-        if status.get("creationTime"):  # cut while held: ready once released
-            if not self.held:
-                await self._patch_snapshot(namespace, name, {"readyToUse": True})
-                await self._claims_waiting_for(namespace, name)
+        volume = (spec.get("source") or {}).get("volumeHandle")
+        if not volume or meta.get("deletionTimestamp"):
             return
-        error = await self._cut(snap)
-        now = rfc3339(self.clock.now())
-        if error:
-            await self._patch_snapshot(namespace, name, {"readyToUse": False, "error": {"message": error, "time": now}})
+        if not (status or {}).get("snapshotHandle"):
+            if meta["name"] not in self._made:
+                await self._create_snapshot(meta["name"], Path(volume), (status or {}).get("error") or {})
+        elif not status.get("readyToUse") and not self.held:
+            await self._content_status(meta["name"], {"readyToUse": True, "error": None})
+
+    async def _create_snapshot(self, name: str, volume: Path, last_error: dict) -> None:
+        error = self._failure
+        if error is None and not volume.is_dir():
+            error = f"volume {volume} does not exist"
+        if error is not None:
+            message = f'failed to take snapshot of the volume {volume}: "rpc error: code = Internal desc = {error}"'
+            if last_error.get("message") == message:
+                return  # the same error is already set (as the sidecar says): no write, no new event
+            await self._content_status(name, {"readyToUse": False, "error": {
+                "message": message, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
             return
-        copy = self._copy_of(namespace, name)
-        content = f"snapcontent-{meta.get('uid')}"
-        await self._send("POST", f"{SNAPSHOTS}/volumesnapshotcontents", {
-            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
-            "metadata": {"name": content},
-            "spec": {"deletionPolicy": "Delete", "driver": "lifeline.devstack.csi",
-                     "source": {"snapshotHandle": str(copy)},
-                     "volumeSnapshotRef": {"kind": "VolumeSnapshot", "namespace": namespace, "name": name,
-                                           "uid": meta.get("uid")}}})
-        self.cut.append((namespace, name))
-        await self._patch_snapshot(namespace, name, {
-            "boundVolumeSnapshotContentName": content, "creationTime": now, "readyToUse": not self.held,
-            "restoreSize": str(max(_size(copy), 1))})
-        if not self.held:
-            await self._claims_waiting_for(namespace, name)
+        target = self._snapshot_dir(name)
+        _copy(volume, target)
+        self._made.add(name)
+        self.cut.append(str(volume))
+        await self._content_status(name, {"snapshotHandle": str(target), "creationTime": time.time_ns(),
+                                          "restoreSize": max(_size(target), 1), "readyToUse": not self.held,
+                                          "error": None})
 
-    async def _cut(self, snap: dict) -> str | None:
-        """Copy the source PVC's directory; the error text when the snapshot cannot be taken."""
-        meta, spec = snap["metadata"], snap.get("spec") or {}
-        namespace = meta["namespace"]
-        claim = (spec.get("source") or {}).get("persistentVolumeClaimName")
-        if not claim:
-            return "only snapshots of a persistentVolumeClaimName are supported here"
-        if await self._get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}") is None:
-            return (f'failed to get input parameters to create snapshot {meta["name"]}: '
-                    f'"failed to retrieve PVC {claim} from the lister: persistentvolumeclaim \\"{claim}\\" not found"')
-        cls = spec.get("volumeSnapshotClassName")
-        if cls:
-            if await self._get(f"{SNAPSHOTS}/volumesnapshotclasses/{cls}") is None:
-                return f'failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io "{cls}" not found'
-        else:
-            classes = ((await self._get(f"{SNAPSHOTS}/volumesnapshotclasses")) or {}).get("items") or []
-            if not any((c["metadata"].get("annotations") or {}).get(ANN_DEFAULT_CLASS) == "true" for c in classes):
-                return "cannot find default snapshot class"
-        if self._fail_next is not None:
-            message, self._fail_next = self._fail_next, None
-            return message
-        source = self.volumes.get(claim)
-        if source is None or not Path(source).is_dir():
-            return f"the CSI driver has no volume for PVC {claim} (no local directory)"
-        copy = self._copy_of(namespace, meta["name"])
-        shutil.rmtree(copy, ignore_errors=True)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source, copy, symlinks=True)
-        return None
+    async def _content_status(self, name: str, status: dict) -> None:
+        await self.api.request("PATCH", f"{SNAPSHOTS}/volumesnapshotcontents/{name}/status",
+                               {"status": status}, content_type=MERGE)
 
-    async def _patch_snapshot(self, namespace: str, name: str, status: dict) -> None:
-        await self._send("PATCH", f"{SNAPSHOTS}/namespaces/{namespace}/volumesnapshots/{name}/status",
-                         {"status": status}, MERGE)
+    async def _lift_finalizer(self, meta: dict) -> None:
+        finalizers = meta.get("finalizers") or []
+        if CONTENT_FINALIZER in finalizers:
+            await self.api.request(
+                "PATCH", f"{SNAPSHOTS}/volumesnapshotcontents/{meta['name']}",
+                {"metadata": {"resourceVersion": meta["resourceVersion"],
+                              "finalizers": [f for f in finalizers if f != CONTENT_FINALIZER]}},
+                content_type=MERGE)
 
-    # ---- PVCs made from snapshots
-
-    async def _claims_waiting_for(self, namespace: str, snapshot: str) -> None:
-        claims = (await self._get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")) or {}
-        for claim in claims.get("items") or []:
-            if ((claim.get("spec") or {}).get("dataSource") or {}).get("name") == snapshot:
-                await self._on_claim("MODIFIED", claim)
+    # ---- volumes: the external-provisioner and CreateVolume/DeleteVolume
 
     async def _on_claim(self, type_: str, claim: dict) -> None:
         meta, spec = claim.get("metadata") or {}, claim.get("spec") or {}
-        namespace, name = meta.get("namespace"), meta.get("name")
-        source = spec.get("dataSource") or {}
-        if type_ == "DELETED":
-            made = self._made.pop((namespace, name), None)
-            if made is not None:
-                self.volumes.pop(name, None)
-                shutil.rmtree(made, ignore_errors=True)
+        if type_ == "DELETED" or (meta.get("annotations") or {}).get(ANN_PROVISIONER) != DRIVER \
+                or spec.get("volumeName") or meta.get("deletionTimestamp"):
             return
-        if source.get("kind") != "VolumeSnapshot" or (namespace, name) in self._made \
-                or (claim.get("status") or {}).get("phase") == "Bound":
+        volume_name = f"pvc-{meta['uid']}"
+        target = self.workdir / "volumes" / volume_name
+        source = spec.get("dataSourceRef") or spec.get("dataSource") or {}
+        if source.get("kind") == "VolumeSnapshot":
+            snapshot = await self.api.request(
+                "GET", f"{SNAPSHOTS}/namespaces/{meta['namespace']}/volumesnapshots/{source['name']}",
+                missing_ok=True)
+            snap_status = (snapshot or {}).get("status") or {}
+            if not snap_status.get("readyToUse"):
+                return  # Pending, as the provisioner waits for the snapshot
+            content = await self.api.request(
+                "GET", f"{SNAPSHOTS}/volumesnapshotcontents/{snap_status['boundVolumeSnapshotContentName']}")
+            _copy(Path(content["status"]["snapshotHandle"]), target)
+        elif source:
+            return  # a clone or a populator: not this driver's business
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+        sc = await self.api.request("GET", f"/apis/storage.k8s.io/v1/storageclasses/{spec.get('storageClassName')}",
+                                    missing_ok=True) or {}
+        body = {"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": volume_name, "annotations": {ANN_PROVISIONED_BY: DRIVER}},
+                "spec": {"capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {})
+                                      .get("storage", "1Gi")},
+                         "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                         "storageClassName": spec.get("storageClassName") or "",
+                         "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "uid": meta["uid"],
+                                      "namespace": meta["namespace"], "name": meta["name"]},
+                         "csi": {"driver": DRIVER, "volumeHandle": str(target)}}}
+        try:
+            await self.api.request("POST", "/api/v1/persistentvolumes", body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+    async def _on_volume(self, type_: str, volume: dict) -> None:
+        meta, spec = volume.get("metadata") or {}, volume.get("spec") or {}
+        if type_ == "DELETED" or (meta.get("annotations") or {}).get(ANN_PROVISIONED_BY) != DRIVER:
             return
-        snap = await self._get(f"{SNAPSHOTS}/namespaces/{namespace}/volumesnapshots/{source.get('name')}")
-        if not ((snap or {}).get("status") or {}).get("readyToUse"):
-            return  # Pending, as a provisioner waits for the snapshot
-        target = self.workdir / "claims" / namespace / name
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self._copy_of(namespace, source["name"]), target, symlinks=True)
-        self._made[(namespace, name)] = target
-        self.volumes[name] = target
-        size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
-        await self._send("PATCH", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}/status",
-                         {"status": {"phase": "Bound", "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                                     "capacity": {"storage": size}}}, MERGE)
+        if (volume.get("status") or {}).get("phase") == "Released" \
+                and spec.get("persistentVolumeReclaimPolicy") == "Delete":
+            handle = Path((spec.get("csi") or {}).get("volumeHandle", ""))
+            if handle.is_relative_to(self.workdir):
+                shutil.rmtree(handle, ignore_errors=True)
+            await self.api.request("DELETE", f"/api/v1/persistentvolumes/{meta['name']}", missing_ok=True)
+
+
+__all__ = ["DRIVER", "HostPathCSI", "STORAGE_CLASS"]
