@@ -68,6 +68,7 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("batch", "jobs", "watch"),
         ("batch", "jobs", "create"),
         ("batch", "jobs", "patch"),
+        ("batch", "jobs", "delete"),  # a snapshot's recorded data mover (controllers/backup_snapshots.py)
         # backup: a finished Job's pod carries the agent's summary in its termination message
         ("", "pods", "list"),
         # backup: do the PVCs and Secrets a policy names exist? (Secrets: only their key names are kept)
