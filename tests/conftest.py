@@ -2,6 +2,5 @@
 
 pytest_plugins = [
     "tests.realparts.fixtures",
-    "tests.kube_fixtures",
     "tests.cluster_fixtures",
 ]

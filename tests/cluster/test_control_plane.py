@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +72,46 @@ def test_a_failing_job_fails_with_the_exit_code(cluster, namespace):
     assert job["status"].get("failed") == 1
     pod = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name%3Dboom")["items"][0]
     assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+
+
+# Nothing of a container outlives it: a container is a local process group here, so a child it
+# started (an agent's worker, a shell's background job) dies with it. Each Job below leaves a child
+# that records its pid and would sleep for minutes.
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _child(pidfile: Path) -> int:
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the child's pid", interval=0.05)
+    return int(pidfile.read_text())
+
+
+@pytest.mark.parametrize("then,outcome", [("exit 0", "succeeded"), ("kill -9 $$", "failed")])
+def test_a_child_dies_with_its_container(cluster, namespace, tmp_path, then, outcome):
+    pidfile = tmp_path / "child.pid"
+    cluster.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                    _job("leaves-a-child", f"sleep 300 & echo $! > {pidfile}; {then}"))
+    job = _wait_job(cluster, namespace, "leaves-a-child")
+    assert job["status"].get(outcome) == 1
+    child = _child(pidfile)
+    wait_for(lambda: not _alive(child), 15, "the child to be killed with its container", interval=0.05)
+
+
+def test_past_its_deadline_a_job_is_killed_with_its_children(cluster, namespace, tmp_path):
+    pidfile = tmp_path / "child.pid"
+    cluster.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                    _job("too-slow", f"sleep 300 & echo $! > {pidfile}; wait", activeDeadlineSeconds=2))
+    child = _child(pidfile)
+    job = _wait_job(cluster, namespace, "too-slow")
+    [failed] = [c for c in job["status"]["conditions"] if c["type"] == "Failed"]
+    assert failed["reason"] == "DeadlineExceeded"
+    wait_for(lambda: not _alive(child), 30, "the child to be killed with its container", interval=0.05)
 
 
 def test_an_unmapped_image_fails_the_pod_with_a_reason(cluster, namespace):

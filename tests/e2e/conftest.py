@@ -81,8 +81,7 @@ async def start_job(kube, cronjob: str) -> str:
 def created(kube, resource: str, *, namespace: str | None = None, since: int = 0) -> int:
     """Objects the operator really created (POSTs the API server answered 201), from the audit log.
 
-    What the emulator's ``count_writes(..., changed_only=True)`` counted: a POST answered 409
-    (already there) creates nothing.
+    A POST answered 409 (already there) creates nothing.
     """
     return sum(1 for w in kube.writes[since:] if w.resource == resource and w.method == "POST"
                and w.subresource is None and w.status == 201

@@ -5,8 +5,7 @@ one restore Job and one verify Job created, and the sandbox deleted when its TTL
 shared clock.
 
 The real Job controller would run the restore at once; the scheduler is held (stopped) until the
-operator is dead, so the Job is active, not yet ended, when the kill comes (the emulator's job
-runner waited for the test's word instead). The sandbox counts as deleted once the operator has
+operator is dead, so the Job is active, not yet ended, when the kill comes. The sandbox counts as deleted once the operator has
 deleted its namespace (the namespace controller then takes seconds to empty it)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The kstatus checker itself, on hand-made objects (so the emulator tests below can trust it)."""
+"""The kstatus checker itself, on hand-made objects (so the tests on the cluster can trust it)."""
 from __future__ import annotations
 
 from lifeline.planning import conditions

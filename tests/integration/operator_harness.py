@@ -1,23 +1,15 @@
 """The operator inside a test: a frozen clock by default, and its metrics at hand."""
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime, timezone
 
 from lifeline.clock import FrozenClock
-from lifeline.devstack.operator_thread import running_operator as _running, until, watching
+from lifeline.devstack.operator_thread import until
 from lifeline.runtime import Context
 
 START = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
 
-__all__ = ["START", "metric", "running_operator", "until", "watching"]
-
-
-@contextlib.asynccontextmanager
-async def running_operator(kubeconfig, emulator, clock: FrozenClock | None = None, namespaces=None, **options):
-    async with _running(kubeconfig, lambda: watching(emulator), clock=clock or FrozenClock(START),
-                        namespaces=namespaces, **options) as ctx:
-        yield ctx
+__all__ = ["START", "metric", "until"]
 
 
 def metric(ctx: Context, sample: str, **labels) -> float:

@@ -1,6 +1,6 @@
 """Two-person approval on a real API server: identities come from client certificates through the
 API server's admission request to the operator's webhook, RBAC is the API server's own, and the
-operator (the chart's Deployment) records what it saw. Moved here from the emulator."""
+operator (the chart's Deployment) records what it saw."""
 from __future__ import annotations
 
 import json

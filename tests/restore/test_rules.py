@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-from lifeline.devstack import rbac
 from lifeline.planning import restore as rules
 from lifeline.planning.restore import JobFacts, plan
 
@@ -79,31 +78,6 @@ def test_the_webhook_refuses_with_reasons():
                          may_decide=False) is None
     forged = rules.read_request({}, {rules.ANN_DECISIONS: json.dumps([])})
     assert forged.forged == (rules.ANN_DECISIONS,)
-
-
-def test_rbac_evaluator():
-    objects = {
-        "clusterroles": [
-            {"metadata": {"name": "approver"}, "aggregationRule": {"clusterRoleSelectors": [
-                {"matchLabels": {"lifeline/aggregate-to-approver": "true"}}]}},
-            {"metadata": {"name": "part", "labels": {"lifeline/aggregate-to-approver": "true"}},
-             "rules": [{"apiGroups": ["dr.lifeline.io"], "resources": ["restores"], "verbs": ["approve"]}]}],
-        "clusterrolebindings": [],
-        "rolebindings": [{"metadata": {"name": "b", "namespace": "hospital"},
-                          "roleRef": {"kind": "ClusterRole", "name": "approver"},
-                          "subjects": [{"kind": "Group", "name": "dr"}]}],
-        "roles": [],
-    }
-
-    def lister(plural, namespace):
-        return [o for o in objects[plural] if namespace is None or o["metadata"].get("namespace") == namespace]
-
-    ask = rbac.Attributes(verb="approve", group="dr.lifeline.io", resource="restores", namespace="hospital")
-    assert rbac.allowed(lister, "bob", ["dr"], ask)[0]
-    assert not rbac.allowed(lister, "eve", ["other"], ask)[0]
-    assert not rbac.allowed(lister, "bob", ["dr"], rbac.Attributes(**{**ask.__dict__, "namespace": "lab"}))[0]
-    assert not rbac.allowed(lister, "bob", ["dr"], rbac.Attributes(**{**ask.__dict__, "verb": "delete"}))[0]
-    assert rbac.allowed(lister, "root", ["system:masters"], ask)[0]
 
 
 def test_validate_lets_metadata_only_updates_through():

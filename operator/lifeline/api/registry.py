@@ -1,7 +1,7 @@
 """Every kind Lifeline serves, with what the CRD and the operator need to know of it.
 
 Adding a kind means adding one entry here; the CRD generator, the operator's
-handlers, the CLI and the test emulator all read this list.
+handlers, the CLI and the tests all read this list.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class KindInfo:
 
     @property
     def resource(self) -> str:
-        """``group/version/plural``, the key kopf and the emulator use."""
+        """``group/version/plural``, the key kopf uses."""
         return f"{self.group}/{self.version}/{self.plural}"
 
 

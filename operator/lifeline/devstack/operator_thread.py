@@ -1,9 +1,8 @@
-"""Run the real operator in its own thread and event loop, next to the API it talks to.
+"""Run the real operator in its own thread and event loop, beside the test or scene that drives it.
 
-Its own loop, as in a pod: kopf treats every task born in its loop after start-up
-as its own and waits for them at shutdown, so the emulator's open watch streams
-would hold every stop for kopf's five-second grace period. Used by the integration tests, with a
-frozen clock the test moves.
+Its own loop, as in a pod: kopf treats every task born in its loop after start-up as its own and
+waits for them at shutdown, so the caller's tasks (a stand-in CSI driver's watches, say) would hold
+every stop for kopf's five-second grace period. Used by the tests, with a frozen clock they move.
 """
 from __future__ import annotations
 
@@ -24,15 +23,6 @@ async def until(predicate: Callable[[], object], timeout: float = 10.0) -> objec
         while not (value := predicate()):
             await asyncio.sleep(0.02)
     return value
-
-
-def watching(emulator) -> set[str]:
-    """Plurals of Lifeline kinds the emulator has been asked to watch."""
-    return {
-        r.resource.plural for r in list(emulator)
-        if r.params.get("watch") in ("true", "1", "True") and r.resource is not None
-        and r.resource.group == KINDS[0].group
-    }
 
 
 @contextlib.asynccontextmanager

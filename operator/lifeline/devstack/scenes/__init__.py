@@ -1,1 +1,1 @@
-"""Demo scenes: each `async def run(emulator, kubeconfig, workdir, say) -> dict` shows one area at work."""
+"""Demo scenes: each `async def run(stack, say) -> dict` shows one area at work on the live stack."""
