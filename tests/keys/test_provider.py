@@ -32,11 +32,11 @@ def test_reference_parsing_errors():
     with pytest.raises(Exception, match="VAULT_ADDR"):
         VaultTransitProvider("vault-transit://k", env={})
     with pytest.raises(Exception, match="unknown parameter"):
-        VaultTransitProvider("vault-transit://k?token=s.xyz", env={"VAULT_ADDR": "http://x"})
+        VaultTransitProvider("vault-transit://k?token=s.xyz", env={"VAULT_ADDR": "https://x"})
     with pytest.raises(Exception, match="credentials"):
-        VaultTransitProvider("vault-transit://u:p@k", env={"VAULT_ADDR": "http://x"})
+        VaultTransitProvider("vault-transit://u:p@k", env={"VAULT_ADDR": "https://x"})
     p = VaultTransitProvider("vault-transit://k?mount=kms&namespace=his&timeout=3",
-                             env={"VAULT_ADDR": "http://x"})
+                             env={"VAULT_ADDR": "https://x"})
     assert (p.cfg.mount, p.cfg.namespace, p.cfg.timeout, p.cfg.auth) == ("kms", "his", 3.0, "token")
     with pytest.raises(VaultAuthError, match="VAULT_TOKEN"):
         p.client()

@@ -12,6 +12,7 @@ from .common import (
     DNSLabel,
     DNSName,
     Duration,
+    KeyRef,
     Model,
     Objectives,
     SecretKeyRef,
@@ -212,7 +213,7 @@ class CABundle(Model):
 class Encryption(Model):
     """Which key protects the data keys of this policy's points."""
 
-    key_ref: str = Field(
+    key_ref: KeyRef = Field(
         pattern=r"^(vault-transit|vault-kv|secret)://[^\s]+$",
         description="Key reference, for example vault-transit://lifeline-his?mount=transit or secret://name/key.",
     )

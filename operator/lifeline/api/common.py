@@ -14,6 +14,8 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from lifeline.keys.refs import connection_settings_in
+
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +73,19 @@ Duration = Annotated[
 """A duration written as a string: ``30s``, ``5m``, ``2h``, ``1h30m``, ``7d``."""
 
 Cron = Annotated[str, Field(min_length=1), AfterValidator(_check_cron)]
+
+
+def _check_key_ref(ref: str) -> str:
+    found = connection_settings_in(ref)
+    if found:
+        raise ValueError(f"a key reference in a Lifeline object may not set {', '.join(found)}: Vault's address, "
+                         "namespace, auth method and CA are the operator's settings (chart values vault.*), "
+                         "so that nobody who can write a policy can send the operator's credentials elsewhere")
+    return ref
+
+
+# A key reference written into a Lifeline object: it names a key, never where Vault is (docs/security.md).
+KeyRef = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_check_key_ref)]
 """A five-field cron expression or macro, as a CronJob takes it."""
 
 DNSLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import DNSLabel, DNSName, Model, StatusBase
+from .common import DNSLabel, DNSName, KeyRef, Model, StatusBase
 
 BackupType = Literal["full", "incremental", "differential"]
 
@@ -43,7 +43,7 @@ class RecoveryPointSpec(Model):
     manifest_checksum: str = Field(
         pattern=r"^(sha256|blake3):[0-9a-f]{64}$", description="Checksum of the manifest, algorithm-prefixed."
     )
-    key_ref: str = Field(min_length=1, description="Reference to the key-encryption key; never key material.")
+    key_ref: KeyRef = Field(description="Reference to the key-encryption key; never key material.")
     start_time: datetime
     completion_time: datetime
     tags: dict[str, str] = Field(default_factory=dict)

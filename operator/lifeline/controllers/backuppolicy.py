@@ -40,7 +40,7 @@ from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_continuous import ShippingDeployments, deployment_fact
 from lifeline.controllers.backup_snapshots import ACTOR, SnapshotPipelines
-from lifeline.controllers.common import delete_owned, replace_current, stop_ticker, vault_env
+from lifeline.controllers.common import delete_owned, pinned_vault_env, replace_current, stop_ticker, vault_env
 from lifeline.observability import audit
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, backup_status, continuous
@@ -351,15 +351,17 @@ class BackupController:
         """What the key provider says about a Vault key (lifeline.keys.health: cached, one check at a time)."""
         if not ref.startswith(("vault-transit://", "vault-kv://")):
             return None  # secret:// keys are checked through their Secret
-        if "addr=" not in ref and not (os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR")):
+        if not (os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR")):
             return ("Unknown", "VaultNotConfigured",
-                    f"the operator has no Vault address (set VAULT_ADDR on the operator, or addr= in the key "
-                    f"reference) so it cannot check {ref}; the first backup shows whether the key works")
+                    f"the operator has no Vault address (chart value vault.addr) so it cannot check {ref}; "
+                    "the first backup shows whether the key works")
         task = self._key_checks.get(ref)
         if task is None:
             from lifeline.keys import health
 
-            task = self._key_checks[ref] = asyncio.ensure_future(asyncio.to_thread(health.check, ref))
+            # pinned: the operator's own Vault settings and credentials, whatever the reference says
+            task = self._key_checks[ref] = asyncio.ensure_future(
+                asyncio.to_thread(health.check, ref, env=pinned_vault_env()))
             task.add_done_callback(lambda _: self._key_checks.pop(ref, None))
         try:
             return await asyncio.shield(task)

@@ -5,6 +5,7 @@ import asyncio
 import copy
 import os
 
+from lifeline.keys.refs import ALLOWED_ROLES_ENV, PINNED_ENV
 from lifeline.kube import KubeError
 
 
@@ -50,8 +51,14 @@ async def delete_owned(kube, api_version: str, plural: str, kind: str, namespace
 # The operator's non-secret Vault settings, handed to every Job that needs a key (backup, restore,
 # drill, shred); the Job authenticates as its own service account, never with the operator's token.
 VAULT_SETTINGS = ("VAULT_ADDR", "BAO_ADDR", "VAULT_NAMESPACE", "BAO_NAMESPACE", "LIFELINE_VAULT_AUTH",
-                  "LIFELINE_VAULT_ROLE", "LIFELINE_VAULT_TIMEOUT", "LIFELINE_VAULT_RETRIES")
+                  "LIFELINE_VAULT_ROLE", "LIFELINE_VAULT_TIMEOUT", "LIFELINE_VAULT_RETRIES", ALLOWED_ROLES_ENV)
 
 
 def vault_env() -> tuple[tuple[str, str], ...]:
-    return tuple((k, os.environ[k]) for k in VAULT_SETTINGS if os.environ.get(k))
+    """Those settings, pinned: a key reference from a tenant's object cannot change them in the Job."""
+    return tuple((k, os.environ[k]) for k in VAULT_SETTINGS if os.environ.get(k)) + ((PINNED_ENV, "true"),)
+
+
+def pinned_vault_env() -> dict[str, str]:
+    """The operator's own environment, pinned, for the key checks it makes with its own credentials."""
+    return {**os.environ, PINNED_ENV: "true"}

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from . import refs
 from .base import KeyProviderError
 
 log = logging.getLogger("lifeline.keys.vault")
@@ -102,10 +103,16 @@ class VaultSettings:
     def __init__(self, ref: str, q: Mapping[str, str], env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
         self.ref = ref
+        problem = refs.pinned_problem(ref, env)  # a tenant's reference: the operator's settings only
+        if problem:
+            raise KeyProviderError(problem)
         self.addr = (q.get("addr") or env_first(env, "VAULT_ADDR", "BAO_ADDR") or "").rstrip("/")
         if not self.addr:
             raise KeyProviderError(f"no Vault address for {ref!r}: set VAULT_ADDR (e.g. "
                                    "https://vault.example:8200) or add ?addr=... to the key reference")
+        problem = refs.transport_problem(self.addr)
+        if problem:
+            raise KeyProviderError(problem)
         self.namespace = q.get("namespace") or env_first(env, "VAULT_NAMESPACE", "BAO_NAMESPACE")
         self.ca = q.get("ca") or env_first(env, "VAULT_CACERT", "BAO_CACERT")
         try:
