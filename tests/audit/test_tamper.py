@@ -151,3 +151,35 @@ def test_verify_without_url_says_what_to_pass(audit_url, capsys, monkeypatch):
     monkeypatch.delenv("LIFELINE_AUDIT_URL", raising=False)
     assert main(["audit", "verify"]) == 2
     assert "pass --url" in capsys.readouterr().err
+
+
+# Issue 15, finding 8: an attacker who deletes the whole log (records and head), or who points the
+# check at the wrong place, must not get "intact".
+
+def test_a_missing_log_is_not_intact(audit_url, chained, capsys):
+    code = main(["audit", "verify", "--url", audit_url])
+    out = capsys.readouterr()
+    assert code == 1 and "there is no audit log at" in out.err
+    assert verify(store_of(audit_url)).problem_kind == "missing"
+
+
+def test_deleting_every_record_is_caught_by_the_head_hint(audit_url, chained, capsys):
+    write_records(4)
+    store = store_of(audit_url)
+    for seq in range(4):
+        store.backend.delete(chain.record_name(seq))
+    result = verify(store)
+    assert not result.ok and result.problem_kind == "removed"
+    assert "every record was removed" in result.problem and "up to record 3" in result.problem
+
+
+def test_deleting_every_record_and_the_head_is_caught_by_an_anchor(audit_url, chained, capsys):
+    write_records(4)
+    store = store_of(audit_url)
+    anchor = f"2:{_raw(store, 2)['hash'][:16]}"
+    for seq in range(4):
+        store.backend.delete(chain.record_name(seq))
+    store.backend.delete(chain.HEAD)
+    code = main(["audit", "verify", "--url", audit_url, "--anchor", anchor])
+    out = capsys.readouterr()
+    assert code == 1 and "record 2 (anchor) is gone: the log has no records at all" in out.err

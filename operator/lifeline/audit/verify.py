@@ -1,6 +1,7 @@
 """Walk a stored audit log and say whether it is intact, or which record is wrong first.
 
-Detected: a record edited (its content no longer matches its hash), edited with a
+Detected: a log that is not there at all (no records, checkpoint or head: a wrong URL or
+everything deleted); a record edited (its content no longer matches its hash), edited with a
 recomputed hash or replaced (the next record links to another hash), removed (a gap
 in ``seq``, or records missing at the start without a checkpoint that allows it, or
 at the end behind the head hint), inserted (an object the writer never makes, or a
@@ -34,15 +35,13 @@ class Verification:
     last_time: str | None = None
     pruned_before: int | None = None  # seq below which a checkpoint allows pruning
     problem: str | None = None
-    problem_kind: str | None = None  # edited, removed, inserted, reordered, checkpoint, unreadable
+    problem_kind: str | None = None  # edited, removed, inserted, reordered, checkpoint, unreadable, missing
     problem_seq: int | None = None
     checked_anchors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if not self.ok:
             return f"audit log {self.url} is NOT intact: {self.problem}"
-        if not self.records:
-            return f"audit log {self.url} is intact: no records yet"
         pruned = f"; records before {self.pruned_before} pruned under a recorded checkpoint" \
             if self.pruned_before else ""
         anchors = f"; anchors {', '.join(self.checked_anchors)} match" if self.checked_anchors else ""
@@ -117,7 +116,15 @@ def _walk(store: AuditStore, result: Verification, anchors: list[tuple[int, str]
         if checkpoint:
             raise _Broken("removed", floor, f"every record was removed (a checkpoint says the log "
                                             f"continues at record {floor})")
-        return
+        hint = store.head_hint()
+        if hint:
+            raise _Broken("removed", 0, f"every record was removed: {chain.HEAD} says the log was written up "
+                                        f"to record {hint.get('seq')}")
+        if anchors:
+            seq = min(s for s, _ in anchors)
+            raise _Broken("removed", seq, f"record {seq} (anchor) is gone: the log has no records at all")
+        raise _Broken("missing", None, f"there is no audit log at {store.url}: no records, no checkpoint and no "
+                                       f"{chain.HEAD} (a wrong URL, or the whole log was deleted)")
     if seqs[0] > floor:
         missing = _span(floor, seqs[0] - 1)
         why = "the checkpoint allows pruning only before record %d" % floor if checkpoint else \
