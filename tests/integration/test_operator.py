@@ -57,10 +57,11 @@ async def test_every_example_gets_observed_generation_and_ready(kube):
             obj = await kube.wait_for(lambda: settled(kube, doc["kind"], name))
             cond = ready(obj)
             if doc["kind"] == "FailoverPlan":
-                # valid, but its workloads and the remote site's kubeconfig Secret do not exist here:
-                # a person must fix that, so Ready says what and kstatus sees Stalled (held_ready)
+                # valid, but applied here its local site is in another namespace (which a plan may not
+                # touch unless the admin paired them) and the remote site's kubeconfig Secret does not
+                # exist: a person must fix that, so Ready says what and kstatus sees Stalled (held_ready)
                 assert cond["status"] == "False", cond
-                assert cond["reason"] in ("WorkloadNotFound", "KubeconfigSecretMissing"), cond
+                assert cond["reason"] == "NamespaceNotAllowed" and "crossNamespace" in cond["message"], cond
                 assert cond["message"].startswith("SitesResolved: ") and "create Secret" in cond["message"]
                 assert conditions.find(obj["status"]["conditions"], "Stalled")["status"] == "True"
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections import defaultdict
 
 import kopf
@@ -24,7 +25,7 @@ from lifeline.controllers.common import vault_env
 from lifeline.controllers.common import job_end
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
-from lifeline.planning import backup, drill_measure, restore, restore_run
+from lifeline.planning import authority, backup, drill_measure, restore, restore_run
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before reconciling a Restore again after an API error
@@ -97,6 +98,10 @@ class RestoreController:
     async def _start(self, body: dict) -> tuple[str, str] | None:
         """Create the claim (NewClaim) and the Job; ``(reason, message)`` when it cannot start."""
         spec, namespace = body["spec"], body["metadata"]["namespace"]
+        outside = authority.outside_problem("the restore target", namespace, restore_run.target_namespace(body),
+                                            authority.allowed_pairs(os.environ))
+        if outside:
+            return "TargetNamespaceNotAllowed", outside
         point = await self.kube.get_object(POINT.api_version, POINT.plural, namespace, spec["recoveryPoint"])
         if point is None:
             return "RecoveryPointNotFound", (f"RecoveryPoint {spec['recoveryPoint']} does not exist in {namespace}: "

@@ -30,7 +30,8 @@ async def perform(action: Action, *, spec: FailoverPlanSpec, clusters: Clusters,
         if isinstance(action, Promote):
             return await _promote(action, site_named(spec, action.site), clusters)
         if isinstance(action, SwitchTraffic):
-            return await _switch(action, spec, clusters.own)
+            traffic = spec.traffic.service or spec.traffic.annotation
+            return await _switch(action, spec, clusters.here("the traffic switch", traffic.namespace))
     except SiteUnavailable as exc:
         return Outcome(action, ok=False, unreachable=True, message=str(exc))
     except KubeError as exc:

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -38,6 +39,7 @@ from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import SystemClock
 from lifeline.kube import KubeError, ObjectRef
+from lifeline.planning import authority
 from lifeline.planning import failover as planner
 
 from . import actuators, codec, machine, probes
@@ -87,7 +89,7 @@ class PlanRunner:
         self.body_source = body_source
         self.wake = asyncio.Event()
         self.stopping = False
-        self.clusters = Clusters(ctx.kube, namespace)
+        self.clusters = Clusters(ctx.kube, namespace, authority.allowed_pairs(os.environ))
         self.session = None
         self.sites: dict = {}
         self.next_due: dict[tuple[str, str], datetime] = {}

@@ -12,6 +12,7 @@ import logging
 
 from lifeline.api.failoverplan import Site
 from lifeline.kube import Kube, KubeError
+from lifeline.planning import authority
 
 from .machine import SiteView
 from .probes import workload_ready
@@ -28,17 +29,29 @@ class SiteUnavailable(Exception):
 
 
 class Clusters:
-    """API clients per site of one FailoverPlan (whose namespace holds the kubeconfig Secrets)."""
+    """API clients per site of one FailoverPlan (whose namespace holds the kubeconfig Secrets).
 
-    def __init__(self, own: Kube, namespace: str):
+    In this cluster the plan acts only in its own namespace, or in one the admin paired with it
+    (:mod:`lifeline.planning.authority`): the operator's rights are not the plan's author's."""
+
+    def __init__(self, own: Kube, namespace: str, allowed: authority.Pairs = frozenset()):
         self.own = own
         self.namespace = namespace
+        self.allowed = allowed
         self._remote: dict[str, tuple[bytes, Kube]] = {}
+
+    def here(self, what: str, namespace: str) -> Kube:
+        """The operator's own client, for ``what`` in ``namespace`` of this cluster; raises
+        :class:`SiteUnavailable` when the plan may not act there."""
+        problem = authority.outside_problem(what, self.namespace, namespace, self.allowed)
+        if problem:
+            raise SiteUnavailable("NamespaceNotAllowed", problem)
+        return self.own
 
     async def connect(self, site: Site) -> Kube:
         """The client for ``site``; raises :class:`SiteUnavailable`."""
         if site.cluster is None:
-            return self.own
+            return self.here(f"site {site.name}", site.namespace)
         ref = site.cluster.kubeconfig_secret
         try:
             text = await self.own.read_secret_key(self.namespace, ref.name, ref.key)

@@ -100,6 +100,9 @@ def read_request(old_annotations: dict | None, new_annotations: dict | None) -> 
     return Request(None, "", forged)
 
 
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+
+
 def refusal(request: Request, *, user: str, requester: str | None, records: list[dict], phase: str | None,
             may_decide: bool) -> str | None:
     """Why the webhook must refuse this decision, or None when it may be recorded.
@@ -109,6 +112,9 @@ def refusal(request: Request, *, user: str, requester: str | None, records: list
     verb = "approve" if request.decision == "Approved" else "reject"
     if phase in FINAL or phase == RUNNING:
         return f"this Restore is {phase}: it can no longer be {verb}d"
+    if user.startswith(SERVICE_ACCOUNT_PREFIX) and request.decision == "Approved":
+        return (f"{user} is a ServiceAccount: approvals are people's (a ServiceAccount's token can be used by "
+                "anyone who can run a Pod as it, so it would be a second approver nobody can name)")
     if request.decision == "Approved" and user == requester:
         return (f"{user} requested this restore and cannot approve it: two other people holding the "
                 f"{APPROVER_ROLE} role must approve it")

@@ -54,11 +54,17 @@ class Approvals:
     def __init__(self, ctx):
         self.ctx = ctx
 
-    async def may_decide(self, userinfo: dict, namespace: str, name: str) -> bool:
-        return await self.ctx.kube.access_review(
-            user=userinfo.get("username", ""), groups=list(userinfo.get("groups") or []),
-            uid=userinfo.get("uid"), extra=userinfo.get("extra"),
-            namespace=namespace, verb=rules.APPROVE_VERB, group=INFO.group, resource=INFO.plural, name=name)
+    async def may_decide(self, userinfo: dict, namespace: str, name: str, target: str | None = None) -> bool:
+        """The approve verb on this Restore, and (for a target in another namespace) on restores there:
+        an approver of one namespace cannot send data into another."""
+        for where in dict.fromkeys([namespace, target or namespace]):
+            allowed = await self.ctx.kube.access_review(
+                user=userinfo.get("username", ""), groups=list(userinfo.get("groups") or []),
+                uid=userinfo.get("uid"), extra=userinfo.get("extra"), namespace=where, verb=rules.APPROVE_VERB,
+                group=INFO.group, resource=INFO.plural, name=name if where == namespace else None)
+            if not allowed:
+                return False
+        return True
 
     async def review(self, body: dict, old: dict | None, operation: str, userinfo: dict, patch, dryrun: bool) -> None:
         user = userinfo.get("username") or ""
@@ -84,7 +90,8 @@ class Approvals:
                     dryrun=dryrun, action=action)
         records = rules.decisions(new_ann)
         try:
-            allowed = await self.may_decide(userinfo, meta.get("namespace", ""), meta.get("name", ""))
+            target = ((body.get("spec") or {}).get("target") or {}).get("namespace")
+            allowed = await self.may_decide(userinfo, meta.get("namespace", ""), meta.get("name", ""), target)
         except KubeError as exc:
             log.warning("SubjectAccessReview for %s failed: %s", user, exc)
             raise kopf.AdmissionError(f"could not check whether {user} may decide on restores "
