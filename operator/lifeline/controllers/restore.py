@@ -26,6 +26,7 @@ from lifeline.controllers.common import job_end
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import authority, backup, drill_measure, restore, restore_run
+from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before reconciling a Restore again after an API error
@@ -156,13 +157,15 @@ class RestoreController:
         job = None if phase in restore.FINAL else await self._job(body)
         claim = await self._claim(body) if phase not in restore.FINAL else None
         switched = ((claim or {}).get("metadata", {}).get("labels") or {}).get(restore_run.LABEL_STATE) == "verified"
-        plan = restore.plan(body, job, now, switched=switched)
+        sealed = restore.sealed(body, seal_key(self.ctx.options))
+        plan = restore.plan(body, job, now, switched=switched, records_sealed=sealed)
         if plan.create_job:
             blocked = await self._start(body)
-            plan = restore.plan(body, await self._job(body), now, switched=switched, blocked=blocked)
+            plan = restore.plan(body, await self._job(body), now, switched=switched, blocked=blocked,
+                                records_sealed=sealed)
         if plan.switch_claim:
             await self._label_claim(body, "verified")
-            plan = restore.plan(body, job, now, switched=True)
+            plan = restore.plan(body, job, now, switched=True, records_sealed=sealed)
         if plan.mark_failed:
             await self._label_claim(body, "failed")
         self._metrics(body, plan.phase)

@@ -4,8 +4,12 @@ A production Restore runs only after ``spec.requiredApprovals`` (at least two)
 distinct people approved it, none of them the requester. Who is who comes only
 from the API server's admission requests: the mutating webhook
 (:mod:`lifeline.webhooks.approvals`) writes the requester and every decision into
-annotations that no request may edit directly (:data:`PROTECTED`), and this module
-reads them back. Nothing a user types into the spec or the status counts.
+annotations that no request may edit directly (:data:`PROTECTED`), and seals them
+(:data:`ANN_SEAL`, an HMAC over the Restore's identity, spec and records with a key only the
+operator holds), and this module reads them back and counts them only when the seal holds: a
+record written while the webhook was absent (or by someone who got past it) counts for nothing.
+Nothing a user types into the spec or the status counts, and ``status.phase`` is never trusted on
+its own: approval is recomputed from the sealed records on every reconcile.
 
 Phases::
 
@@ -18,6 +22,8 @@ Rejected, Succeeded and Failed are final: a Restore is not retried in place
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -34,7 +40,8 @@ ANN_REJECT = "dr.lifeline.io/reject"
 # Written by the webhook alone; any request that edits them directly is refused.
 ANN_REQUESTED_BY = "dr.lifeline.io/requested-by"
 ANN_DECISIONS = "dr.lifeline.io/approvals"
-PROTECTED = (ANN_REQUESTED_BY, ANN_DECISIONS)
+ANN_SEAL = "dr.lifeline.io/approvals-seal"
+PROTECTED = (ANN_REQUESTED_BY, ANN_DECISIONS, ANN_SEAL)
 REQUESTS = (ANN_APPROVE, ANN_REJECT)
 
 # The custom RBAC verb the ClusterRole lifeline-restore-approver grants on restores.
@@ -49,6 +56,25 @@ MAX_COMMENT = 256
 
 
 # ---- the approval records ------------------------------------------------------------------------
+
+
+def seal(key: bytes, body: dict, requester: str | None, decisions_text: str | None) -> str:
+    """The webhook's seal over what it records: which Restore (namespace, name, spec) and the records."""
+    meta = body.get("metadata") or {}
+    payload = json.dumps([meta.get("namespace", ""), meta.get("name", ""), body.get("spec") or {},
+                          requester or "", decisions_text or ""], sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+
+
+def sealed(body: dict, key: bytes | None) -> bool:
+    """Were the requester and the decisions on ``body`` written by the webhook holding ``key``?"""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    given = annotations.get(ANN_SEAL)
+    if key is None or not isinstance(given, str):
+        return False
+    wanted = seal(key, body, annotations.get(ANN_REQUESTED_BY), annotations.get(ANN_DECISIONS))
+    return hmac.compare_digest(given, wanted)
+
 
 
 def decisions(annotations: dict | None) -> list[dict]:
@@ -172,19 +198,22 @@ def _approvals_status(records: list[dict], requester: str | None) -> list[dict]:
 
 
 def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
-         blocked: tuple[str, str] | None = None) -> Plan:
+         blocked: tuple[str, str] | None = None, records_sealed: bool = False) -> Plan:
     """The status a Restore should have now, and what to do to get on.
 
     ``job`` is the restore Job (None until created); ``switched`` says the NewClaim switch
     (see :mod:`lifeline.planning.restore_run`) was applied; ``blocked`` is ``(reason, message)``
-    when an approved restore cannot start (its RecoveryPoint or policy is gone, no copy is readable).
+    when an approved restore cannot start (its RecoveryPoint or policy is gone, no copy is readable);
+    ``records_sealed`` is :func:`sealed` of the body: without it no approval or rejection counts.
     """
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     old = dict(body.get("status") or {})
     generation = meta.get("generation")
     annotations = meta.get("annotations") or {}
-    requester = annotations.get(ANN_REQUESTED_BY) or old.get("requestedBy")
-    records = decisions(annotations)
+    has_records = bool(annotations.get(ANN_REQUESTED_BY) or annotations.get(ANN_DECISIONS))
+    unsealed = has_records and not records_sealed
+    requester = None if unsealed else annotations.get(ANN_REQUESTED_BY) or old.get("requestedBy")
+    records = [] if unsealed else decisions(annotations)
     valid = counted(records, requester)
     required = int(spec.get("requiredApprovals") or 2)
     phase = old.get("phase")
@@ -238,10 +267,16 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
         who = ", ".join(d["user"] for d in rejected)
         status.update(reason="Rejected", message=f"rejected by {who}" + (
             f": {rejected[0]['comment']}" if rejected[0].get("comment") else ""))
-    elif phase in (None, PENDING):
+    elif phase in (None, PENDING, APPROVED):  # Approved is recomputed too: a status is not evidence
         if len(approved_by) >= required:
             phase = APPROVED
             status.update(reason="Approved", message=f"approved by {', '.join(approved_by)}")
+        elif unsealed:
+            phase = PENDING
+            status.update(reason="ApprovalsNotSealed", message=(
+                "the requester and approval records on this Restore were not written by Lifeline's admission "
+                "webhook (no valid seal), so none of them count: was it created or approved while the webhook "
+                "was not running? Delete it and create it again with the webhook in place"))
         else:
             phase = PENDING
             status.update(reason="WaitingForApprovals",

@@ -25,6 +25,8 @@ from lifeline.kube import KubeError
 from lifeline.observability import audit
 from lifeline.planning import restore as rules
 
+from .seal_key import seal_key
+
 log = logging.getLogger(__name__)
 
 HANDLER_ID = "restore-approvals"
@@ -78,7 +80,9 @@ class Approvals:
             if request.decision:
                 _refuse("a Restore cannot carry an approval when it is created: the requester cannot approve; "
                         f"remove {rules.ANN_APPROVE}/{rules.ANN_REJECT}", user=user, body=body, dryrun=dryrun)
-            _annotations(patch)[rules.ANN_REQUESTED_BY] = user
+            annotations = _annotations(patch)
+            annotations[rules.ANN_REQUESTED_BY] = user
+            annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, user, None)
             return
         if not request.decision:
             return
@@ -106,6 +110,8 @@ class Approvals:
             record["comment"] = request.comment
         annotations = _annotations(patch)
         annotations[rules.ANN_DECISIONS] = rules.encode(records + [record])
+        annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, requester,
+                                                 annotations[rules.ANN_DECISIONS])
         for key in rules.REQUESTS:
             if key in new_ann:
                 annotations[key] = None  # consumed: the next `kubectl annotate` needs no --overwrite
