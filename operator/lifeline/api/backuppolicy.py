@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import available_timezones
 from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -130,7 +131,15 @@ class Schedule(Model):
     full: Cron = Field(description="When to take a full backup.")
     incremental: Cron | None = Field(None, description="When to back up what changed since the latest point.")
     differential: Cron | None = Field(None, description="When to back up what changed since the latest full.")
-    time_zone: str | None = Field(None, description="IANA time zone for the schedules; the controller's when left out.")
+    time_zone: str | None = Field(None, max_length=64,
+                                  description="IANA time zone for the schedules; the controller's when left out.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_timezones():
+            raise ValueError(f"'{value}' is not an IANA time zone (for example Asia/Shanghai or Europe/Berlin)")
+        return value
 
 
 # ---- destinations -------------------------------------------------------------
@@ -180,14 +189,17 @@ class Destination(Model):
 # ---- retention, keys, hooks, pods -------------------------------------------
 
 
+MAX_KEEP = 100_000  # points per rule: a century of hourly points is fewer
+
+
 class Retention(Model):
     """Which recovery points prune keeps; a point kept by any rule stays."""
 
-    keep_last: int = Field(7, ge=0, description="Newest points to keep.")
-    keep_daily: int = Field(14, ge=0, description="Days for which the newest point is kept.")
-    keep_weekly: int = Field(8, ge=0, description="Weeks for which the newest point is kept.")
-    keep_monthly: int = Field(12, ge=0, description="Months for which the newest point is kept.")
-    keep_yearly: int = Field(6, ge=0, description="Years for which the newest point is kept (hospital records: six).")
+    keep_last: int = Field(7, ge=0, le=MAX_KEEP, description="Newest points to keep.")
+    keep_daily: int = Field(14, ge=0, le=MAX_KEEP, description="Days for which the newest point is kept.")
+    keep_weekly: int = Field(8, ge=0, le=MAX_KEEP, description="Weeks for which the newest point is kept.")
+    keep_monthly: int = Field(12, ge=0, le=MAX_KEEP, description="Months for which the newest point is kept.")
+    keep_yearly: int = Field(6, ge=0, le=MAX_KEEP, description="Years for which the newest point is kept (hospital records: six).")
 
 
 KEY_SCHEMES = ("vault-transit", "vault-kv", "secret")

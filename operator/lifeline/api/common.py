@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from lifeline.keys.refs import connection_settings_in
@@ -44,8 +44,12 @@ def format_duration(seconds: float) -> str:
     return "".join(out)
 
 
+MAX_DURATION_SECONDS = 3650 * 86400  # ten years: longer is a typo (and overflows what clocks add up)
+
+
 def _check_duration(text: str) -> str:
-    parse_duration(text)
+    if parse_duration(text) > MAX_DURATION_SECONDS:
+        raise ValueError(f"'{text}' is longer than ten years (3650d): write a shorter duration")
     return text
 
 
@@ -67,7 +71,7 @@ def _check_cron(text: str) -> str:
 Duration = Annotated[
     str,
     # The pattern is for the API server; the model's own check gives the friendlier message.
-    Field(json_schema_extra={"pattern": DURATION_PATTERN}),
+    Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
     AfterValidator(_check_duration),
 ]
 """A duration written as a string: ``30s``, ``5m``, ``2h``, ``1h30m``, ``7d``."""
@@ -117,8 +121,35 @@ TIER_DEFAULTS: dict[str, TierDefaults] = {
 }
 
 
+# Text that would let a name or a message lie about itself on a screen: control characters
+# (NUL ...) and Unicode's bidirectional formatting marks (U+202E turns "gpj.exe" around).
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_TEXT = 4096  # any one string in a spec; names have their own, smaller bounds
+
+
+def _plain_text(value):
+    """Refuse hidden characters and over-long strings anywhere in a field's value."""
+    if isinstance(value, BaseModel):
+        return value
+    if isinstance(value, str):
+        found = _HIDDEN.search(value)
+        if found:
+            raise ValueError(f"contains the control or bidirectional-formatting character "
+                             f"U+{ord(found.group()):04X}: write plain text")
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"is {len(value)} characters long; at most {MAX_TEXT} are accepted")
+    elif isinstance(value, dict):  # maps and lists of plain values; nested models check their own fields
+        for k, v in value.items():
+            _plain_text(k)
+            _plain_text(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _plain_text(v)
+    return value
+
+
 class Model(BaseModel):
-    """Base for every API object part: camelCase on the wire, unknown fields refused."""
+    """Base for every API object part: camelCase on the wire, unknown fields refused, plain text."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -126,6 +157,11 @@ class Model(BaseModel):
         extra="forbid",
         validate_default=True,
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_hidden_text(cls, value):
+        return _plain_text(value)
 
     def wire(self) -> dict:
         """The object as the API server stores it: camelCase, unset fields left out."""

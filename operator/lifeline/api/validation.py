@@ -6,11 +6,14 @@ webhook's refusal. So they name the field by its YAML path and say what to write
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
 from .registry import BY_KIND, KindInfo
+
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS subdomain, as the API server checks
 
 _DNS_HINT = "lowercase letters, digits and '-', starting and ending with a letter or digit"
 
@@ -103,7 +106,12 @@ def problems_in_manifest(body: dict) -> tuple[KindInfo | None, BaseModel | None,
     problems = []
     if body.get("apiVersion") != info.api_version:
         problems.append(Problem("apiVersion", f"must be {info.api_version} (got {body.get('apiVersion')!r})"))
-    if not (body.get("metadata") or {}).get("name"):
+    name = (body.get("metadata") or {}).get("name") if isinstance(body.get("metadata"), dict) else None
+    if not name:
         problems.append(Problem("metadata.name", "is required"))
+    elif not isinstance(name, str) or not _OBJECT_NAME.fullmatch(name):
+        shown = name[:40] + "…" if isinstance(name, str) and len(name) > 40 else name
+        problems.append(Problem("metadata.name", f"{shown!r} is not a Kubernetes object name: lowercase letters, "
+                                                 "digits, '-' and '.', at most 253 characters"))
     model, spec_problems = problems_in_spec(info, body.get("spec"))
     return info, model, problems + spec_problems

@@ -1,0 +1,67 @@
+"""Finding 9 of the security review (its model and `lifeline validate` parts), as the attacks: input
+built to hide, to overflow or to crash. Each is refused with the field named, never a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lifeline.api.validation import problems_in_manifest
+from tests.backup.conftest import policy
+
+
+def manifest(**changes) -> dict:
+    body = policy()
+    body["metadata"]["name"] = "pacs"
+    for path, value in changes.items():
+        node = body
+        keys = path.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize("path,value,field,words", [
+    ("metadata.name", "a" * 100_000, "metadata.name", "not a Kubernetes object name"),
+    ("spec.source.pvc.claimName", "b" * 100_000, "spec.source.pvc.claimName", "253"),
+    ("spec.schedule.timeZone", "../../../etc/passwd", "spec.schedule.timeZone", "not an IANA time zone"),
+    ("spec.retention.keepLast", 10 ** 400, "spec.retention.keepLast", "less than or equal to 100000"),
+    ("spec.objectives.rpo", "3000000d", "spec.objectives.rpo", "longer than ten years"),
+    ("spec.destinations", [{"name": "local", "filesystem": {"claimName": "backup-local", "path": "/r\x00x"}}],
+     "spec.destinations", "U+0000"),
+    ("spec.encryption.keyRef", "secret://pacs-key/key\u202etxt.exe", "spec.encryption.keyRef", "U+202E"),
+])
+def test_the_models_refuse_input_built_to_overflow_or_hide(path, value, field, words):
+    _, _, problems = problems_in_manifest(manifest(**{path: value}))
+    assert problems, f"{path} was accepted"
+    text = "; ".join(str(p) for p in problems)
+    assert field in text and words in text, text
+    assert len(text) < 2000, "the message does not echo the whole input back"
+
+
+def validate(tmp_path, content: bytes) -> subprocess.CompletedProcess:
+    path = tmp_path / "doc.yaml"
+    path.write_bytes(content)
+    return subprocess.run([sys.executable, "-m", "lifeline.cli", "validate", str(path)], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("content,words", [
+    (b"- a\n- b\n", "document 1 is a list"),
+    (b"just a string\n", "document 1 is a str"),
+    (b"\xff\xfe\x00bad", "not UTF-8"),
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    (b"kind: [unclosed\n", "not YAML"),
+])
+def test_validate_answers_malformed_files_with_a_line_not_a_traceback(tmp_path, content, words):
+    run = validate(tmp_path, content)
+    assert run.returncode == 1 and words in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_validate_still_says_valid_for_a_good_manifest(tmp_path):
+    run = validate(tmp_path, yaml.safe_dump(manifest()).encode())
+    assert run.returncode == 0 and "BackupPolicy/pacs: valid" in run.stdout, run.stderr
