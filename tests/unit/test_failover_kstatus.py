@@ -19,22 +19,9 @@ from lifeline.failover.machine import FAILING_BACK, FAILING_OVER, Settings, Site
 from lifeline.planning import conditions
 from lifeline.planning.failover import plan
 from tests.failover.machine_helpers import T0
+from tests.failover.test_planner import apply  # RFC 7386, as the API server applies a status patch
 from tests.gitops.argo import health
 from tests.gitops.kstatus import CURRENT, FAILED, IN_PROGRESS, compute, problems
-
-
-def apply(target, patch):
-    """A JSON merge patch (RFC 7386) applied as the API server applies a status patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = apply(out.get(key), value)
-    return out
-
 
 INFO = BY_KIND["FailoverPlan"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "failoverplan-monitoring.yaml"
