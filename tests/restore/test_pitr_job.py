@@ -116,3 +116,17 @@ def test_the_summary_script_is_valid_python():
                                   prefetch=False)
     assert restore_pitr.PREFETCH not in old_shape
     assert old_shape[old_shape.index("--fetch-command") + 1] == restore_pitr.FETCH_PREFIX
+
+
+def test_overwrite_reaches_the_agent_only_when_the_restore_asks_for_it():
+    """The agent refuses a non-empty target unless its plan says overwrite (tests/security/test_restore_escape)."""
+    def plan_of(**spec) -> dict:
+        body = _restore()
+        body["spec"].pop("targetTime", None)
+        body["spec"].update(spec)
+        job = restore_run.job(body, _point(), _policy(), FACTS)
+        env = {e["name"]: e.get("value") for c in job["spec"]["template"]["spec"]["containers"] for e in c.get("env") or []}
+        return json.loads(env["LIFELINE_JOB_PLAN"])
+
+    assert "overwrite" not in plan_of()["target"]
+    assert plan_of(overwrite=True)["target"]["overwrite"] is True

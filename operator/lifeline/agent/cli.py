@@ -88,6 +88,13 @@ def register(subparsers) -> None:
     p.add_argument("--path", action="append", default=[], help="only this path (repeatable)")
     p.add_argument("--skip-damaged", action="store_true",
                    help="restore every undamaged file and list the damaged ones (exit 3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restore into a directory that is not empty: what is in the way of an entry is "
+                        "replaced (a symbolic link there is removed, never written through); default: refuse")
+    p.add_argument("--special-bits", action="store_true",
+                   help="restore setuid, setgid and sticky bits (default: dropped, and listed)")
+    p.add_argument("--devices", action="store_true",
+                   help="create device nodes (as root; default: not created, and listed)")
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("verify", parents=[common], help="check that points are restorable")
@@ -190,6 +197,19 @@ def _damage_lines(damaged: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _skipped_lines(skipped: list[dict], shown: int = 5) -> list[str]:
+    """One line per reason: what a restore left out on purpose, and how to have it."""
+    by_what: dict[str, list[str]] = {}
+    for s in skipped:
+        by_what.setdefault(s["what"], []).append(s["path"] or ".")
+    out = []
+    for what, paths in by_what.items():
+        more = f", ... ({len(paths) - shown} more)" if len(paths) > shown else ""
+        out.append(f"{len(paths)} entr{'y' if len(paths) == 1 else 'ies'}: {what}: "
+                   + ", ".join(repr(p) for p in paths[:shown]) + more)
+    return out
+
+
 # --- commands ---------------------------------------------------------------------------
 @_guard
 def cmd_init(args) -> int:
@@ -266,7 +286,8 @@ def cmd_restore(args) -> int:
                     raise UsageError("restore to stdout takes at most one --path")
                 summary = r.to_stream(sys.stdout.buffer, args.path[0] if args.path else None)
             else:
-                summary = r.to_directory(args.target, args.path or None)
+                summary = r.to_directory(args.target, args.path or None, overwrite=args.overwrite,
+                                         special_bits=args.special_bits, devices=args.devices)
     finally:
         lock.release()
     out = sys.stderr if args.target == "-" else sys.stdout
@@ -274,6 +295,8 @@ def cmd_restore(args) -> int:
         f"restored point {summary['point_id']}: {summary['files']} files, {summary['bytes']} bytes "
         f"to {summary['target']} in {summary['duration_seconds']} s")
     _emit(args, summary, human, stream=out)
+    for line in _skipped_lines(summary.get("skipped") or []):
+        print(f"lifeline agent restore: note: {line}", file=sys.stderr)
     if summary["damaged"]:
         print(_damage_lines(summary["damaged"]), file=sys.stderr)
         print(f"lifeline agent restore: {len(summary['damaged'])} damaged file(s) were not restored",

@@ -2,6 +2,10 @@
 
 Every chunk is authenticated (AES-GCM tag with the chunk id as AAD) and re-hashed
 (keyed BLAKE3) before a byte of it is written. Runs of zero chunks become holes.
+
+A restore to a directory touches nothing outside it, whatever the manifest says (a key holder
+can forge one) or the target holds (links planted there): the manifest is checked before anything
+is written (:func:`check_manifest`) and every file operation goes through :mod:`.beneath`.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from lifeline.repository.errors import DamagedData, LifelineError, UsageError
 from lifeline.repository.index import Index
 from lifeline.repository.repo import Repository
 
+from .beneath import NOT_BENEATH, O_CLOEXEC, O_PATH, Beneath, chmod_node, remove_at, split
 from .progress import Progress
 
 _ZERO = bytes(16 * 1024 * 1024)
@@ -84,11 +89,55 @@ class ChunkFetcher:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _safe_rel(path: str) -> str:
-    parts = path.split("/") if path else []
-    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise DamagedData(f"manifest holds an unsafe path {path!r}")
-    return path
+class UnsafeRestore(LifelineError):
+    """The target holds something in the way that a restore must not write through or replace."""
+
+    exit_code = 1
+
+
+SPECIAL_BITS = 0o7000  # setuid, setgid, sticky: restored only when asked (special_bits)
+
+
+def check_manifest(entries: list[dict], point_id: str = "?") -> None:
+    """Refuse, before anything is written, a tree that no backup makes (a forged or damaged
+    manifest): a path that is absolute, empty (but for the root directory), or has an empty,
+    ``.`` or ``..`` component; a path listed twice; an entry below a symlink or any other entry
+    that is not a directory (a restore would have to write through it)."""
+    def bad(why: str) -> DamagedData:
+        return DamagedData(f"point {point_id}: the manifest holds {why}; nothing was restored "
+                           "(a backup never records this: the manifest was forged or damaged)")
+
+    kinds: dict[str, str] = {}
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not isinstance(e.get("type"), str):
+            raise bad("an entry without a path or a type")
+        path, kind = e["path"], e["type"]
+        if path == "":
+            if kind != "dir":
+                raise bad(f"a {kind} with an empty path (only the root directory has one)")
+        elif (path.startswith("/") or "\0" in path
+              or any(p in ("", ".", "..") for p in path.split("/"))):
+            raise bad(f"an unsafe path {path!r} (absolute, or with an empty, '.' or '..' component)")
+        if path in kinds:
+            raise bad(f"{path!r} twice (a {kinds[path]} and a {kind})")
+        kinds[path] = kind
+        get = e.get
+        if not (type(get("mode", 0)) is type(get("uid", 0)) is type(get("gid", 0)) is type(get("mtime_ns", 0))
+                is type(get("size", 0)) is type(get("rdev", 0)) is int):
+            raise bad(f"{path!r} with a mode, owner, time, size or device number that is not an integer")
+        if kind == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
+            raise bad(f"a symlink {path!r} without a usable target")
+    beneath_dirs: set[str] = {""}  # paths known to be directories of the manifest, or absent from it
+    for path in kinds:
+        head = path.rpartition("/")[0]
+        walked = []
+        while head not in beneath_dirs:
+            kind = kinds.get(head)
+            if kind is not None and kind != "dir":
+                raise bad(f"{path!r} below {head!r}, which is a {kind}, not a directory")
+            walked.append(head)
+            head = head.rpartition("/")[0]
+        beneath_dirs.update(walked)
 
 
 def _selected(entries: list[dict], includes: list[str] | None) -> list[dict]:
@@ -154,52 +203,86 @@ class Restorer:
         return fi, ci, data
 
     # --- to a directory ------------------------------------------------------------
-    def to_directory(self, target: str, includes: list[str] | None = None) -> dict:
+    def to_directory(self, target: str, includes: list[str] | None = None, *, overwrite: bool = False,
+                     special_bits: bool = False, devices: bool = False) -> dict:
         """Files are restored in parallel (creating files is slow on many filesystems):
         small files are one task each; large files are split into segments written with
-        pwrite at their offsets; whoever finishes a file's last segment finalizes it."""
+        pwrite at their offsets; whoever finishes a file's last segment finalizes it.
+
+        Nothing is created, written, chmod-ed, chown-ed or removed outside ``target``: every
+        operation is relative to a descriptor of it, through no symbolic link (:mod:`.beneath`).
+        A target that holds anything (``lost+found`` aside) is refused unless ``overwrite``; then
+        what is in the way of an entry is removed (a link itself, never what it points to) and
+        replaced, never written through. setuid/setgid/sticky bits come back only with
+        ``special_bits``, device nodes only with ``devices`` (as root); what was left out is
+        listed in the summary's ``skipped``."""
         start = time.time()
-        self.repo_index = index = self.repo.load_index()
-        target = os.path.abspath(target)
-        if os.path.exists(target) and not os.path.isdir(target):
-            raise UsageError(f"restore target {target} exists and is not a directory")
-        os.makedirs(target, exist_ok=True)
+        check_manifest(self.entries, self.point_id)
         entries = _selected(self.entries, includes)
-        for e in entries:
-            _safe_rel(e["path"])
+        self.overwrite, self.devices = overwrite, devices
+        self.mode_mask = 0o7777 if special_bits else 0o0777
+        self.skipped: list[dict] = []
+        self._lock = threading.Lock()
+        target = os.path.abspath(target)
+        self._target = target
+        root = _open_target(target)
+        try:
+            if not overwrite:
+                _refuse_non_empty(root, target)
+            self.repo_index = self.repo.load_index()
+            done = self._to_directory(Beneath(root), entries)
+        finally:
+            os.close(root)
+        self.damaged.sort(key=lambda d: d["path"])
+        self.skipped.sort(key=lambda d: d["path"])
+        return {
+            "point_id": self.point_id,
+            "target": target,
+            "files": done["files"],
+            "bytes": done["bytes"],
+            "damaged": self.damaged,
+            "skipped": self.skipped,
+            "duration_seconds": round(time.time() - start, 3),
+        }
+
+    def _to_directory(self, b: Beneath, entries: list[dict]) -> dict:
+        index = self.repo_index
         files = [e for e in entries if e["type"] == "file"]
         self.progress.files_total = len(files)
         self.progress.bytes_total = sum(e.get("size", 0) for e in files)
         dirs = [e for e in entries if e["type"] == "dir"]
-        for d in dirs:
-            os.makedirs(os.path.join(target, d["path"]), exist_ok=True)
+        for d in sorted((d for d in dirs if d["path"]), key=lambda d: d["path"].count("/")):
+            try:
+                b.mkdir(d["path"], replace=self.overwrite)
+            except OSError as exc:
+                raise self._refusal(b, d["path"], exc) from None
 
         fetcher = ChunkFetcher(self.repo, self.keys, index, workers=1)
         fetcher.pool.shutdown()
         zero_ids: set[str] = set()
         stop = threading.Event()
-        lock = threading.Lock()
+        lock = self._lock
         done = {"files": 0, "bytes": 0}
         first_error: list[DamagedData] = []
         slots = threading.BoundedSemaphore(self.workers * 4)
 
         class FileJob:
-            __slots__ = ("entry", "path", "fd", "remaining", "failed", "error", "end")
+            __slots__ = ("entry", "rel", "fd", "remaining", "failed", "error", "end")
 
-            def __init__(self, entry, path, nseg):
-                self.entry, self.path, self.fd = entry, path, None
+            def __init__(self, entry, nseg):
+                self.entry, self.rel, self.fd = entry, entry["path"], None
                 self.remaining, self.failed, self.error = nseg, False, None
                 self.end = 0  # highest offset written so far
 
         def finalize(job: FileJob) -> None:
             e = job.entry
             if job.failed or stop.is_set():
-                if job.fd is not None:
+                if job.fd is not None:  # only what this restore created is removed
                     os.close(job.fd)
-                try:
-                    os.unlink(job.path)
-                except FileNotFoundError:
-                    pass
+                    try:
+                        b.unlink(job.rel)
+                    except OSError:
+                        pass
                 if job.error is not None:
                     with lock:
                         self.damaged.append({"point": self.point_id, "path": e["path"],
@@ -209,10 +292,9 @@ class Restorer:
             try:
                 if job.end != e.get("size", 0):  # trailing hole (or a file that was longer)
                     os.ftruncate(fd, e.get("size", 0))
-                self._apply_file_meta(fd, e)
+                self._apply_fd_meta(fd, e, 0o644)
             finally:
                 os.close(fd)
-            os.utime(job.path, ns=(e["mtime_ns"], e["mtime_ns"]))
             with lock:
                 done["files"] += 1
                 done["bytes"] += e.get("size", 0)
@@ -221,7 +303,7 @@ class Restorer:
         def run(job: FileJob, chunks: list, pos: int) -> None:
             try:
                 if job.fd is None:
-                    job.fd = _open_for_write(job.path)
+                    job.fd = self._create_file(b, job.rel)
                 for cid in chunks:
                     if stop.is_set() or job.failed:
                         break
@@ -270,11 +352,10 @@ class Restorer:
                 if stop.is_set():
                     break
                 chunks = e.get("chunks", [])
-                path = os.path.join(target, e["path"])
                 segs = [chunks[i:i + SEGMENT] for i in range(0, len(chunks), SEGMENT)] or [[]]
-                job = FileJob(e, path, len(segs))
+                job = FileJob(e, len(segs))
                 if len(segs) > 1:
-                    job.fd = _open_for_write(path)
+                    job.fd = self._create_file(b, job.rel)
                 pos = 0
                 for seg in segs:
                     slots.acquire()
@@ -294,19 +375,10 @@ class Restorer:
 
         for e in entries:
             if e["type"] not in ("file", "dir"):
-                self._make_special(target, e)
+                self._make_special(b, e)
         for d in sorted(dirs, key=lambda d: d["path"].count("/") if d["path"] else -1, reverse=True):
-            p = os.path.join(target, d["path"]) if d["path"] else target
-            self._apply_path_meta(p, d)
-        self.damaged.sort(key=lambda d: d["path"])
-        return {
-            "point_id": self.point_id,
-            "target": target,
-            "files": done["files"],
-            "bytes": done["bytes"],
-            "damaged": self.damaged,
-            "duration_seconds": round(time.time() - start, 3),
-        }
+            self._dir_meta(b, d)
+        return done
 
     # --- to a byte stream ---------------------------------------------------------
     def to_stream(self, out, path: str | None = None) -> dict:
@@ -334,71 +406,185 @@ class Restorer:
         return {"point_id": self.point_id, "target": "-", "files": 1, "bytes": n, "damaged": [],
                 "duration_seconds": round(time.time() - start, 3)}
 
-    # --- metadata ---------------------------------------------------------------------
-    def _apply_file_meta(self, fd: int, e: dict) -> None:
-        if self.is_root and (e.get("uid"), e.get("gid")) != (self.euid, self.egid):
+    # --- creation and metadata, all beneath the target ------------------------------------
+    def _skip(self, path: str, what: str, **extra) -> None:
+        with self._lock:
+            self.skipped.append({"path": path, "what": what, **extra})
+
+    def _mode(self, e: dict, default: int) -> int:
+        mode = e.get("mode", default)
+        if mode & SPECIAL_BITS & ~self.mode_mask:
+            self._skip(e["path"], "setuid/setgid/sticky bits not restored (--special-bits restores them)",
+                       mode=f"{mode & 0o7777:04o}")
+        return mode & self.mode_mask
+
+    def _apply_fd_meta(self, fd: int, e: dict, default_mode: int, *, made_here: bool = True) -> None:
+        """Owner (as root), mode, then mtime: on the descriptor, never by path. Something this
+        restore made is already owned by its user: chown only when the entry says otherwise."""
+        if self.is_root and (not made_here or (e.get("uid"), e.get("gid")) != (self.euid, self.egid)):
             try:
                 os.fchown(fd, e.get("uid", -1), e.get("gid", -1))
             except OSError:
                 pass
-        os.fchmod(fd, e.get("mode", 0o644))
+        os.fchmod(fd, self._mode(e, default_mode))  # after chown, which clears setuid/setgid
+        if "mtime_ns" in e:
+            os.utime(fd, ns=(e["mtime_ns"], e["mtime_ns"]))
 
-    def _apply_path_meta(self, path: str, e: dict) -> None:
+    def _create_file(self, b: Beneath, rel: str) -> int:
+        try:
+            return b.create_file(rel, replace=self.overwrite)
+        except OSError as exc:
+            raise self._refusal(b, rel, exc) from None
+
+    def _refusal(self, b: Beneath, rel: str, exc: OSError) -> Exception:
+        """The error to raise for ``exc`` met while restoring ``rel``: what is in the way, named."""
+        where = os.path.join(self._target, rel)
+        if exc.errno in NOT_BENEATH:
+            found = b.obstacle(rel)
+            what = (f"{found[0]!r} in the target is {found[1]}" if found else
+                    "its path in the target goes through a symbolic link or a file")
+            hint = ("; --overwrite replaces only what is in the way of an entry of the point"
+                    if self.overwrite else "")
+            return UnsafeRestore(f"refusing to restore {rel!r} into {self._target}: {what}; a restore never "
+                                 f"writes through a link{hint}")
+        if exc.errno == errno.EEXIST:
+            return UnsafeRestore(f"refusing to restore {rel!r}: {where} already exists (was the target changed "
+                                 "during the restore?); without --overwrite nothing is replaced")
+        exc.filename = where
+        return exc
+
+    def _dir_meta(self, b: Beneath, e: dict) -> None:
+        try:
+            fd = b.open_dir(e["path"], os.O_RDONLY)
+        except PermissionError:  # a directory that was there (--overwrite) and may not be read
+            fd = None
+        except OSError as exc:
+            raise self._refusal(b, e["path"], exc) from None
+        if fd is not None:
+            try:  # with --overwrite the directory may have been there, owned by someone else
+                self._apply_fd_meta(fd, e, 0o755, made_here=False)
+            finally:
+                os.close(fd)
+            return
+        try:
+            fd = b.open_dir(e["path"], O_PATH)
+        except OSError as exc:
+            raise self._refusal(b, e["path"], exc) from None
+        try:  # the descriptor's /proc link leads to the directory itself, whatever is at its path now
+            proc = f"/proc/self/fd/{fd}"
+            if self.is_root:
+                try:
+                    os.chown(proc, e.get("uid", -1), e.get("gid", -1))
+                except OSError:
+                    pass
+            os.chmod(proc, self._mode(e, 0o755))
+            if "mtime_ns" in e:
+                os.utime(proc, ns=(e["mtime_ns"], e["mtime_ns"]))
+        finally:
+            os.close(fd)
+
+    def _make_special(self, b: Beneath, e: dict) -> None:
+        rel, t = e["path"], e["type"]
+        if t == "socket":
+            return self._skip(rel, "sockets are not recreated (a program makes its socket when it starts)")
+        if t in ("chardev", "blockdev"):
+            if not self.devices:
+                return self._skip(rel, "device nodes are not created (--devices creates them, as root)")
+            if not self.is_root:
+                return self._skip(rel, "device nodes are not created: only root can make them")
+        elif t not in ("symlink", "fifo"):
+            return self._skip(rel, f"entries of type {t!r} are not restored")
+        head, name = split(rel)
+        try:
+            pfd = b.open_dir(head) if head else None
+        except OSError as exc:
+            raise self._refusal(b, rel, exc) from None
+        try:
+            self._create_special(pfd if pfd is not None else b.root, name, e)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                raise self._refusal(b, rel, exc) from None
+            self.damaged.append({"point": self.point_id, "path": rel, "chunk": None,
+                                 "error": f"cannot create {t}: {exc.strerror or exc}"})
+        finally:
+            if pfd is not None:
+                os.close(pfd)
+
+    def _create_special(self, dfd: int, name: str, e: dict) -> None:
+        """Make a symlink, fifo or device node ``name`` in the directory ``dfd``, then its metadata;
+        a link made here is never followed (metadata with AT_SYMLINK_NOFOLLOW)."""
+        t = e["type"]
+        kind = {"fifo": stat.S_IFIFO, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}.get(t)
+        for attempt in (0, 1):
+            try:
+                if t == "symlink":
+                    os.symlink(e["target"], name, dir_fd=dfd)
+                elif t == "fifo":
+                    os.mkfifo(name, 0o600, dir_fd=dfd)
+                else:
+                    os.mknod(name, kind | 0o600, e.get("rdev", 0), dir_fd=dfd)
+                break
+            except FileExistsError:
+                if not self.overwrite or attempt:
+                    raise
+                remove_at(dfd, name)  # a link itself, never what it points to
+        if t == "fifo":  # opening a fifo to read without blocking: a descriptor for its metadata
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | O_CLOEXEC, dir_fd=dfd)
+            try:
+                if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    raise OSError(errno.EEXIST, "replaced during the restore", name)
+                self._apply_fd_meta(fd, e, 0o644)
+            finally:
+                os.close(fd)
+            return
         if self.is_root:
             try:
-                os.lchown(path, e.get("uid", -1), e.get("gid", -1))
+                os.chown(name, e.get("uid", -1), e.get("gid", -1), dir_fd=dfd, follow_symlinks=False)
             except OSError:
                 pass
-        if e["type"] != "symlink":
-            os.chmod(path, e.get("mode", 0o755))
-        try:
-            os.utime(path, ns=(e["mtime_ns"], e["mtime_ns"]), follow_symlinks=False)
-        except (OSError, NotImplementedError):
-            pass
-
-    def _make_special(self, target: str, e: dict) -> None:
-        path = os.path.join(target, e["path"])
-        _remove_if_exists(path)
-        t = e["type"]
-        try:
-            if t == "symlink":
-                os.symlink(e["target"], path)
-            elif t == "fifo":
-                os.mkfifo(path, e.get("mode", 0o644))
-            elif t in ("chardev", "blockdev") and self.is_root:
-                kind = stat.S_IFCHR if t == "chardev" else stat.S_IFBLK
-                os.mknod(path, kind | e.get("mode", 0o600), e.get("rdev", 0))
-            else:
-                return  # sockets (and devices when not root) are not recreated
-        except OSError as exc:
-            self.damaged.append({"point": self.point_id, "path": e["path"], "chunk": None,
-                                 "error": f"cannot create {t}: {exc.strerror}"})
-            return
-        self._apply_path_meta(path, e)
+        if t != "symlink":
+            chmod_node(dfd, name, self._mode(e, 0o600), kind)
+        if "mtime_ns" in e:
+            try:
+                os.utime(name, ns=(e["mtime_ns"], e["mtime_ns"]), dir_fd=dfd, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
 
 
-def _remove_if_exists(path: str) -> None:
+def _open_target(target: str) -> int:
+    """The target directory's descriptor, made if missing; a symbolic link there is refused."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(target)
     except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        import shutil
-
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _open_for_write(path: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        os.makedirs(target, exist_ok=True)
+        st = os.lstat(target)
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"restore target {target} is a symbolic link (to {os.readlink(target)!r}): a restore "
+                         f"never writes through a link; give the directory itself ({os.path.realpath(target)})")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"restore target {target} exists and is not a directory")
     try:
-        return os.open(path, flags, 0o600)
+        return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | O_CLOEXEC)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
-            _remove_if_exists(path)
-            return os.open(path, flags, 0o600)
+        if exc.errno in NOT_BENEATH:
+            raise UsageError(f"restore target {target} is no longer a directory (replaced by a link?)") from None
         raise
+
+
+def _refuse_non_empty(root: int, target: str) -> None:
+    """UsageError when the target holds anything but a ``lost+found`` directory (a new filesystem's)."""
+    names = sorted(os.listdir(root))
+    if "lost+found" in names:
+        try:
+            if stat.S_ISDIR(os.stat("lost+found", dir_fd=root, follow_symlinks=False).st_mode):
+                names.remove("lost+found")
+        except FileNotFoundError:
+            names.remove("lost+found")
+    if names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise UsageError(f"restore target {target} is not empty ({len(names)} entries: {shown}): nothing was "
+                         "written; restore into an empty or new directory, or with --overwrite to replace what "
+                         "is in the way (links there are replaced, never written through)")
 
 
 _HOLE = 64 * 1024

@@ -145,7 +145,7 @@ def run_restore(plan: dict, key_ref: str, env: dict) -> dict:
             restorer = Restorer(repo, _provider(key_ref, repo), plan["snapshotId"])
             target = plan["target"]
             if target["kind"] == "dir":
-                result = restorer.to_directory(target["path"])
+                result = restorer.to_directory(target["path"], overwrite=bool(target.get("overwrite")))
             elif target["kind"] == "fifo":
                 result = _to_fifo(restorer, target)
             else:

@@ -79,6 +79,7 @@ class RestoreTarget:
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # literal variables for the command (no secrets)
     target_time: str | None = None  # point-in-time (continuous policies): RFC 3339 or "latest"
+    overwrite: bool = False  # restore over what is there (never through a link already there)
 
     def __post_init__(self):
         if self.target_time and not self.claim_name:
@@ -155,7 +156,8 @@ def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: Bac
         "key": backup.key_plan(spec),
     }
     if target.claim_name:
-        plan["target"] = {"kind": "dir", "path": backup._inside(TARGET_MOUNT, target.path, "target path")}
+        plan["target"] = {"kind": "dir", "path": backup._inside(TARGET_MOUNT, target.path, "target path"),
+                          **({"overwrite": True} if target.overwrite else {})}
     else:
         plan["target"] = {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE, "errors": LOAD_ERRORS}
     return plan

@@ -76,7 +76,7 @@ def target_of(spec: dict) -> restore_job.RestoreTarget:
     if target.get("pvc"):
         pvc = target["pvc"]
         return restore_job.RestoreTarget(claim_name=pvc["claimName"], path=pvc.get("path") or "/",
-                                         target_time=spec.get("targetTime"))
+                                         target_time=spec.get("targetTime"), overwrite=bool(spec.get("overwrite")))
     cmd = target["command"]
     return restore_job.RestoreTarget(image=cmd["image"], command=tuple(cmd["command"]))
 
