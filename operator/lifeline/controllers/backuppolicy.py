@@ -58,6 +58,22 @@ def _plain(body) -> dict:
     return copy.deepcopy(dict(body))
 
 
+# kubectl's copy of what was last applied: a second copy of the spec, never read here
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _kept_policy(body) -> dict:
+    """What the store keeps of a policy: the object as served, less the bookkeeping nothing here reads
+    (``metadata.managedFields`` and kubectl's last-applied copy of the spec), which is a third of a
+    policy's memory."""
+    obj = dict(body)
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    if LAST_APPLIED in (meta.get("annotations") or {}):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
+    obj["metadata"] = meta
+    return copy.deepcopy(obj)
+
+
 def _policy_of(body) -> str | None:
     meta = body.get("metadata") or {}
     return (meta.get("annotations") or {}).get(backup.ANN_POLICY) or (meta.get("labels") or {}).get(backup.LABEL_POLICY)
@@ -69,6 +85,9 @@ def _rv(obj: dict | None) -> int:
     except ValueError:  # opaque on some servers: treat as unknown
         return 0
 
+
+# Policies writing CronJobs at once (see BackupController._writers).
+WRITERS = 32
 
 # What is compared besides the spec hash, to put right a CronJob someone edited by hand (other
 # fields are compared by the hash only: a real API server adds defaults to the pod template).
@@ -161,6 +180,9 @@ class Store:
             if not group:
                 self._groups.pop(self.group_of(body), None)
 
+    def clear(self) -> None:
+        self._groups.clear()
+
     def values(self, group: tuple) -> list:
         return list((self._groups.get(group) or {}).values())
 
@@ -191,8 +213,16 @@ class BackupController:
         self._key_checks: dict[str, asyncio.Future] = {}
         self.refs = RefCache(ctx.kube, ctx.options.facts_ttl)
         self.locks: dict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # (ns, name) -> None while a reconcile of the policy runs; True/False once another round is asked
+        # for meanwhile (True: one that puts the children right too)
+        self._rounds: dict[tuple, bool | None] = {}
+        # Policies rendering and writing CronJobs at once: enough to keep the threads the API calls run
+        # on busy (asyncio's default executor: min(32, CPUs + 4)) while the event loop is busy too. With
+        # no bound, every policy that arrives renders its manifests (~17 KiB each, parsed) at once, to
+        # wait in the executor's queue: 3,000 of them when 1,000 policies are applied together.
+        self._writers = asyncio.Semaphore(WRITERS)
         self.stores = {
-            "backup_policies": Store(lambda b: (_ns(b), _name(b)), lambda b: 0, _plain),
+            "backup_policies": Store(lambda b: (_ns(b), _name(b)), lambda b: 0, _kept_policy),
             "backup_cronjobs": Store(lambda b: (_ns(b), _policy_of(b)), _name, cronjob_fact),
             "backup_jobs": Store(lambda b: (_ns(b), _policy_of(b)), _uid, backup_points.job_fact),
             "backup_points": Store(lambda b: (_ns(b), (b.get("spec") or {}).get("policyName")), _name,
@@ -226,17 +256,22 @@ class BackupController:
     )
 
     async def prime(self) -> None:
-        """One LIST per kind, before any watch event is handled (so a restart sees everything)."""
+        """One LIST per kind, before any watch event is handled (so a restart sees everything).
+
+        Page by page, each object reduced to what its store keeps before the next page is read: the
+        whole list of a kind (3,000 CronJobs: ~90 MiB parsed) is never held at once.
+        """
         namespaces = self.ctx.options.namespaces or [None]
         exact = all(ns and not any(c in ns for c in "*?[!") for ns in namespaces)
+        patterns = [] if exact else self.ctx.options.namespaces
         for store, api_version, plural, selector in self.SOURCES:
-            items = []
+            self.stores[store].clear()  # a retry starts over
             for ns in (namespaces if exact else [None]):
-                items += await self.kube.list_objects(api_version, plural, ns, selector)
-            if not exact and self.ctx.options.namespaces:
-                items = [i for i in items if any(fnmatch.fnmatch(_ns(i), pat) for pat in self.ctx.options.namespaces)]
-            for item in items:
-                self.stores[store].put(item)
+                async for page in self.kube.list_pages(api_version, plural, ns, selector):
+                    for item in page:
+                        if not patterns or any(fnmatch.fnmatch(_ns(item), pat) for pat in patterns):
+                            self.stores[store].put(item)
+                    del page
         self.synced.set()
 
     def _values(self, store: str, key: tuple) -> list:
@@ -264,9 +299,6 @@ class BackupController:
         for store in (self._applied, self._written, self._looked_up):
             store.pop((namespace, name), None)
         self.shipping.forget(namespace, name)
-        lock = self.locks.get((namespace, name))
-        if lock is not None and not lock.locked():
-            del self.locks[(namespace, name)]
 
     # ---- the reconcile ---------------------------------------------------------------------
 
@@ -290,18 +322,48 @@ class BackupController:
         return self._children[key]
 
     async def reconcile(self, namespace: str, name: str, *, children: bool = True) -> None:
-        async with self.locks[(namespace, name)]:
-            body = self.policy(namespace, name)
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                return
-            try:
-                await self._reconcile(body, children)
-            except KubeError as exc:
-                self.ctx.metrics.reconciles.labels("BackupPolicy", "error").inc()
-                if exc.status != 404:
-                    log.warning("BackupPolicy %s/%s: %s", namespace, name, exc)
-            if self.policy(namespace, name) is None:  # deleted while this round ran: drop what it observed
-                self.ctx.metrics.forget("BackupPolicy", namespace, name)
+        """Bring a policy's children and status in line with what the stores say now.
+
+        One round at a time per policy. A call that comes while a round runs does not wait behind
+        it: it asks for one more round (which reads the stores again) and returns, and the call
+        running the rounds makes it. So the events that arrive meanwhile (a policy's CronJobs coming
+        back through the watch as they are created) cost one more round between them, and the watch
+        events are not held in memory while they wait.
+        """
+        key = (namespace, name)
+        if key in self._rounds:
+            asked = self._rounds[key]
+            self._rounds[key] = children if asked is None else (asked or children)
+            return
+        self._rounds[key] = None
+        try:
+            while True:
+                try:
+                    await self._round(namespace, name, children)
+                except Exception:
+                    if self._rounds.get(key) is None:
+                        raise
+                    log.exception("BackupPolicy %s/%s: reconcile failed; making the round asked for meanwhile",
+                                  namespace, name)
+                asked = self._rounds.get(key)
+                if asked is None:
+                    return
+                self._rounds[key], children = None, asked
+        finally:
+            self._rounds.pop(key, None)
+
+    async def _round(self, namespace: str, name: str, children: bool) -> None:
+        body = self.policy(namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        try:
+            await self._reconcile(body, children)
+        except KubeError as exc:
+            self.ctx.metrics.reconciles.labels("BackupPolicy", "error").inc()
+            if exc.status != 404:
+                log.warning("BackupPolicy %s/%s: %s", namespace, name, exc)
+        if self.policy(namespace, name) is None:  # deleted while this round ran: drop what it observed
+            self.ctx.metrics.forget("BackupPolicy", namespace, name)
 
     async def _reconcile(self, body: dict, children: bool) -> None:
         meta = body["metadata"]
@@ -311,6 +373,12 @@ class BackupController:
         desired, spec, problems = self._parsed(body)
         inputs = backup_status.Inputs(now=now, spec=spec, problems=problems)
         if spec is not None and not isinstance(desired, ValidationError):
+            # A new generation (a new policy, or a changed spec) looks its references up again; other
+            # policies' lookups made since this round began count (many policies share a Secret, and
+            # a round may wait its turn to write CronJobs while others look the Secret up).
+            seen = self._looked_up.get(key)
+            if seen is None or seen[0] != meta.get("generation"):
+                seen = self._looked_up[key] = (meta.get("generation"), time.monotonic())
             if children or key not in self._applied:
                 plan_error = desired if isinstance(desired, backup.PlanError) else None
                 manifests = [] if plan_error else desired
@@ -322,11 +390,6 @@ class BackupController:
                 inputs.backup_now_handled = await self._backup_now(body)
                 await self.sync_owners(body, self._values("backup_points", key))
             inputs.cron_jobs, inputs.apply_error, inputs.plan_error = self._applied[key]
-            # A new generation (a new policy, or a changed spec) looks its references up again; other
-            # policies' lookups made since then count (many policies share a Secret).
-            seen = self._looked_up.get(key)
-            if seen is None or seen[0] != meta.get("generation"):
-                seen = self._looked_up[key] = (meta.get("generation"), time.monotonic())
             inputs.refs = await self.refs.get(namespace, backup_status.required_refs(spec), newer_than=seen[1])
             inputs.jobs = self._values("backup_jobs", key)
             inputs.points = self._values("backup_points", key)
@@ -386,13 +449,12 @@ class BackupController:
         for c in conds:
             m.backup_condition.labels(labels[0], labels[1], c["type"]).set(1 if c.get("status") == "True" else 0)
 
-    async def _apply(self, body: dict, desired: list[dict]) -> str | None:
-        """Create, replace or delete CronJobs until they are ``desired``; the error text, if any."""
+    def _cronjob_changes(self, body: dict, desired: list[dict]) -> tuple[list[tuple], dict]:
+        """The CronJobs to write, as (wanted, current fact or None), and those left over (name -> fact)."""
         meta = body["metadata"]
-        namespace, uid = meta.get("namespace", ""), meta.get("uid")
+        namespace = meta.get("namespace", "")
         existing = {f["name"]: f for f in self._values("backup_cronjobs", (namespace, meta["name"]))}
-        errors = []
-        rendered: dict[str, dict] = {}
+        writes = []
         for want in desired:
             name, digest = want["name"], want["hash"]
             current = existing.pop(name, None)
@@ -405,6 +467,28 @@ class BackupController:
             if current is not None and current["hash"] == digest and \
                     all(current["fields"].get(k) == want["spec"].get(k) for k in CRONJOB_FIELDS):
                 continue
+            writes.append((want, current))
+        return writes, existing
+
+    async def _apply(self, body: dict, desired: list[dict]) -> str | None:
+        """Create, replace or delete CronJobs until they are ``desired``; the error text, if any."""
+        meta = body["metadata"]
+        namespace, uid = meta.get("namespace", ""), meta.get("uid")
+        writes, leftovers = self._cronjob_changes(body, desired)
+        if not writes and not any(uid in f["owners"] for f in leftovers.values()):
+            return None
+        async with self._writers:
+            # looked at again: the watch may have brought news while this waited its turn
+            writes, leftovers = self._cronjob_changes(body, desired)
+            return await self._write_cronjobs(body, writes, leftovers)
+
+    async def _write_cronjobs(self, body: dict, writes: list[tuple], leftovers: dict) -> str | None:
+        meta = body["metadata"]
+        namespace, uid = meta.get("namespace", ""), meta.get("uid")
+        errors = []
+        rendered: dict[str, dict] = {}
+        for want, current in writes:
+            name, digest = want["name"], want["hash"]
             if not rendered:
                 rendered = {m["metadata"]["name"]: m for m in backup.plan(body, self.facts)}
             manifest = rendered[name]
@@ -420,7 +504,7 @@ class BackupController:
                     continue
                 errors.append(f"CronJob {name}: {exc}")
         # what is left: a schedule kind left the spec
-        await delete_owned(self.kube, "batch/v1", "cronjobs", "CronJob", namespace, existing, uid, errors)
+        await delete_owned(self.kube, "batch/v1", "cronjobs", "CronJob", namespace, leftovers, uid, errors)
         return "; ".join(errors) or None
 
     async def _apply_shipping(self, body: dict, spec: BackupPolicySpec, plan_error) -> str | None:
