@@ -171,6 +171,7 @@ async def main() -> int:
         key = base64.b64encode(b"lifeline-key-v1 " + b"0" * 64).decode()
         for ns in namespaces:
             live.namespace(cluster, ns)
+            install.grant_tenant(cluster.request, ns)  # what the namespace's admin does: Lifeline may read its Secrets
             cluster.request("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", claim("backup-nfs"))
             cluster.request("POST", f"/api/v1/namespaces/{ns}/secrets",
                             {"metadata": {"name": "backup-key"}, "data": {"key": key}})

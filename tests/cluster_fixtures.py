@@ -90,6 +90,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{secrets.token_hex(4)}"
     cluster.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": name}})
+    install.grant_tenant(cluster.request, name)  # as the namespace's admin would: Lifeline works here
     yield name
     try:
         cluster.request("DELETE", f"/api/v1/namespaces/{name}")

@@ -108,7 +108,10 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         # its quota, deny-egress policies, Secret copies, PVCs, throwaway database, restore and verify Jobs
         ("", "namespaces", "get"),
         ("", "namespaces", "create"),
-        ("", "namespaces", "delete"),
+        ("", "namespaces", "delete"),  # only inside sandboxes: a RoleBinding there to the sandbox role
+        ("rbac.authorization.k8s.io", "rolebindings", "create"),
+        ("rbac.authorization.k8s.io", "clusterroles", "bind"),  # that sandbox role only (resourceNames)
+        ("authentication.k8s.io", "selfsubjectreviews", "create"),  # the subject of those RoleBindings
         ("", "resourcequotas", "create"),
         ("networking.k8s.io", "networkpolicies", "create"),
         ("", "secrets", "create"),
@@ -191,6 +194,7 @@ class Kube:
         self._apps = kubernetes.client.AppsV1Api(api_client)
         self._networking = kubernetes.client.NetworkingV1Api(api_client)
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+        self._me: str | None = None  # whoami()
         # (connect, read) seconds for the calls failover makes: a dead site must not hang a thread.
         self.request_timeout = request_timeout or (5, 15)
 
@@ -511,23 +515,64 @@ class Kube:
                                            "spec": spec})
         return bool((review.get("status") or {}).get("allowed"))
 
-    async def create_sandbox_namespace(self, body: dict) -> dict:
-        """Create a drill's sandbox namespace; refused unless it carries Lifeline's sandbox label."""
-        labels = (body.get("metadata") or {}).get("labels") or {}
-        if labels.get(SANDBOX_LABEL) != "true":
-            raise KubeError(f"refusing to create namespace {body['metadata'].get('name')}: not labelled "
-                            f"{SANDBOX_LABEL}=true", 400)
-        return await self.create_object("v1", "namespaces", None, body)
+    async def whoami(self) -> str:
+        """The user name the API server knows this client as (a SelfSubjectReview), once."""
+        if self._me is None:
+            review = await self.create_object("authentication.k8s.io/v1", "selfsubjectreviews", None,
+                                              {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+            self._me = ((review.get("status") or {}).get("userInfo") or {}).get("username") or ""
+        return self._me
 
-    async def delete_sandbox_namespace(self, name: str) -> bool:
-        """Delete a drill's sandbox namespace, only if Lifeline labelled it so; False when it was not one."""
+    async def create_sandbox_namespace(self, body: dict, role: str) -> dict | None:
+        """Create a drill's sandbox namespace (refused unless it carries Lifeline's sandbox label) and bind
+        ``role`` -- the right to delete it -- to this client in it; None when it existed already."""
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        name = (body.get("metadata") or {}).get("name")
+        if labels.get(SANDBOX_LABEL) != "true":
+            raise KubeError(f"refusing to create namespace {name}: not labelled {SANDBOX_LABEL}=true", 400)
+        try:
+            created = await self.create_object("v1", "namespaces", None, body)
+        except KubeError as exc:
+            if exc.status != 409:  # a resumed start: bind anyway, the first try may have stopped before
+                raise
+            created = None
+        await self._bind_in_sandbox(name, role)
+        return created
+
+    async def _bind_in_sandbox(self, namespace: str, role: str) -> None:
+        me = await self.whoami()
+        if me.startswith("system:serviceaccount:"):
+            _, _, sa_namespace, sa = me.split(":", 3)
+            subject = {"kind": "ServiceAccount", "name": sa, "namespace": sa_namespace}
+        else:
+            subject = {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": me}
+        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "lifeline-sandbox", "labels": {SANDBOX_LABEL: "true"}},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                   "subjects": [subject]}
+        try:
+            await self.create_object("rbac.authorization.k8s.io/v1", "rolebindings", namespace, binding)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+
+    async def delete_sandbox_namespace(self, name: str, role: str) -> bool:
+        """Delete a drill's sandbox namespace, only if Lifeline labelled it so; False when it was not one.
+        The right to delete it is ``role``, bound inside the sandbox when it was made (and bound now for
+        a sandbox made before that was so)."""
         found = await self.get_object("v1", "namespaces", None, name)
         if found is None:
             return True
         if ((found.get("metadata") or {}).get("labels") or {}).get(SANDBOX_LABEL) != "true":
             log.error("not deleting namespace %s: it is not a Lifeline sandbox (no %s=true)", name, SANDBOX_LABEL)
             return False
-        await self.delete_object("v1", "namespaces", None, name)
+        try:
+            await self.delete_object("v1", "namespaces", None, name)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            await self._bind_in_sandbox(name, role)
+            await self.delete_object("v1", "namespaces", None, name)
         return True
 
     async def delete_mirror_volumes(self, sandbox: str) -> None:

@@ -110,7 +110,8 @@ def test_every_rendered_object_is_valid(helm_bin, variant):
     for doc in docs:  # every object says what it belongs to
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lifeline", doc["metadata"]["name"]
         if doc["kind"] not in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering",
-                               "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}:
+                               "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+                               "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}:
             assert doc["metadata"].get("namespace"), f"{doc['kind']}/{doc['metadata']['name']} has no namespace"
 
 

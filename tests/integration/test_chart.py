@@ -23,12 +23,34 @@ def operator_rules(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == "lifeline-operator"]
 
 
+# Never granted cluster-wide (issue 15, finding 6): a tenant namespace grants the first two, and the
+# operator binds the last inside each drill sandbox it creates.
+NOT_CLUSTER_WIDE = {("", "secrets", "get"), ("", "pods/exec", "get"), ("", "pods/exec", "create"),
+                    ("", "namespaces", "delete")}
+
+
 def test_operator_role_is_exactly_what_the_code_calls(helm_bin):
-    granted = rule_set(one(render(helm_bin), "ClusterRole", "lifeline-operator")["rules"])
+    docs = render(helm_bin)
+    granted = set().union(*(rule_set(one(docs, "ClusterRole", f"lifeline-operator{suffix}")["rules"])
+                            for suffix in ("", "-tenant", "-sandbox")))
     needed = VERBS_USED | KOPF_NEEDS
     assert not needed - granted, f"called but not granted: {sorted(needed - granted)}"
     assert not granted - needed, f"granted but not used (remove, or add the call to VERBS_USED): {sorted(granted - needed)}"
     assert not any("*" in grant for grant in granted), "no wildcards"
+
+
+def test_no_secret_read_pod_exec_or_namespace_delete_cluster_wide(helm_bin):
+    for values in ((), ("watchNamespaces={his,pacs}",), ("tenantNamespaces={his}",)):
+        docs = render(helm_bin, *values)
+        bound = {b["roleRef"]["name"] for b in docs if b["kind"] == "ClusterRoleBinding"}
+        for role in (d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] in bound):
+            too_much = rule_set(role["rules"]) & NOT_CLUSTER_WIDE
+            assert not too_much, f"{values}: ClusterRole {role['metadata']['name']} grants {too_much} cluster-wide"
+    docs = render(helm_bin, "tenantNamespaces={his}")
+    [tenant] = [b for b in docs if b["kind"] == "RoleBinding" and b["roleRef"]["name"] == "lifeline-operator-tenant"]
+    assert tenant["metadata"]["namespace"] == "his"
+    [bind] = [r for r in one(docs, "ClusterRole", "lifeline-operator")["rules"] if "bind" in r["verbs"]]
+    assert bind["resourceNames"] == ["lifeline-operator-sandbox"], "the operator may bind its sandbox role only"
 
 
 def test_operator_binding_names_its_service_account(helm_bin):
@@ -80,5 +102,8 @@ def test_namespaced_scope_grants_the_same_through_roles(helm_bin, cluster):
     assert not any(cluster_scoped(known, g, r) for g, r, _ in in_roles), "a Role cannot grant cluster-scoped kinds"
     cluster_role = operator_rules(docs, "ClusterRole")
     in_cluster = rule_set(cluster_role[0]["rules"]) if cluster_role else set()
-    assert all(cluster_scoped(known, g, r) for g, r, _ in in_cluster), "only cluster-scoped kinds cluster-wide"
-    assert in_roles | in_cluster == cluster_wide
+    sandbox_bindings = {("rbac.authorization.k8s.io", "rolebindings", "create")}  # made in sandboxes, unwatched
+    assert all(cluster_scoped(known, g, r) for g, r, _ in in_cluster - sandbox_bindings), \
+        "only cluster-scoped kinds cluster-wide"
+    tenant = rule_set(one(render(helm_bin), "ClusterRole", "lifeline-operator-tenant")["rules"])
+    assert in_roles | in_cluster == cluster_wide | tenant

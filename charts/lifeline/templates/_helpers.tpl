@@ -41,7 +41,7 @@ true
    watchNamespaces their rules go to the small cluster-scoped ClusterRole instead. */ -}}
 {{- define "lifeline.clusterScopedResources" -}}
 namespaces nodes persistentvolumes storageclasses volumesnapshotclasses volumesnapshotcontents
-clusterkopfpeerings customresourcedefinitions subjectaccessreviews selfsubjectaccessreviews tokenreviews
+clusterkopfpeerings customresourcedefinitions subjectaccessreviews selfsubjectaccessreviews selfsubjectreviews tokenreviews
 clusterroles clusterrolebindings priorityclasses validatingwebhookconfigurations mutatingwebhookconfigurations
 {{- end -}}
 

@@ -40,6 +40,12 @@ POINT = BY_KIND["RecoveryPoint"]
 ANN_RUN_NOW = "dr.lifeline.io/run-now"
 ACTOR = "lifeline-operator"
 RNG = random.SystemRandom()  # tests replace it with a seeded random.Random
+def sandbox_role() -> str:
+    """The ClusterRole bound inside each sandbox: the right to delete it, and nothing else (the chart's
+    <release>-operator-sandbox, never bound cluster-wide)."""
+    return os.environ.get("LIFELINE_SANDBOX_ROLE") or "lifeline-operator-sandbox"
+
+
 PLURALS = {"Namespace": ("v1", "namespaces"), "ResourceQuota": ("v1", "resourcequotas"),
            "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"), "Secret": ("v1", "secrets"),
            "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"), "Pod": ("v1", "pods"),
@@ -106,7 +112,7 @@ class DrillController:
             api, plural = PLURALS[obj["kind"]]
             try:
                 if obj["kind"] == "Namespace":
-                    await self.kube.create_sandbox_namespace(obj)
+                    await self.kube.create_sandbox_namespace(obj, sandbox_role())
                 elif obj["kind"] == "PersistentVolume":
                     await self.kube.create_object(api, plural, None, obj)
                 else:
@@ -269,7 +275,7 @@ class DrillController:
         out = []
         for run in runs:
             if drill_measure.cleanup_due(run, now):
-                if await self.kube.delete_sandbox_namespace(run["sandbox"]):
+                if await self.kube.delete_sandbox_namespace(run["sandbox"], sandbox_role()):
                     await self.kube.delete_mirror_volumes(run["sandbox"])
                     run = {**run, "sandboxDeleted": True}
                     await self.kube.emit_event(ObjectRef.of(body), "Normal", "SandboxDeleted",

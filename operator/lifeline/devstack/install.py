@@ -132,6 +132,17 @@ def bind_people(request, namespace: str) -> None:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]})
 
 
-__all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "install",
+def grant_tenant(request, namespace: str, release: str = RELEASE) -> None:
+    """What a namespace's admin does to let Lifeline work there (``request`` is ``Cluster.request``): a
+    RoleBinding of the operator's ServiceAccount to ``<release>-operator-tenant`` (read Secrets, exec
+    into Pods), which the chart never grants cluster-wide."""
+    request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": f"{release}-operator-tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{release}-operator-tenant"},
+        "subjects": [{"kind": "ServiceAccount", "name": f"{release}-operator", "namespace": SYSTEM_NAMESPACE}]})
+
+
+__all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "grant_tenant", "install",
            "operator_kubeconfig", "operator_token", "scale", "service_account_token", "uninstall",
            "webhook_certificates"]

@@ -328,6 +328,7 @@ class DevStack:
         else:
             self._vault_kubernetes_auth()
         install.bind_people(self.cluster.request, NAMESPACE)
+        install.grant_tenant(self.cluster.request, NAMESPACE)
         live.create(self.cluster, f"/api/v1/namespaces/{NAMESPACE}/services", {
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "ward-monitoring"},
             "spec": {"selector": {"site": "site-a"}, "ports": [{"port": 9090}]}})
