@@ -65,3 +65,28 @@ def test_validate_answers_malformed_files_with_a_line_not_a_traceback(tmp_path, 
 def test_validate_still_says_valid_for_a_good_manifest(tmp_path):
     run = validate(tmp_path, yaml.safe_dump(manifest()).encode())
     assert run.returncode == 0 and "BackupPolicy/pacs: valid" in run.stdout, run.stderr
+
+
+# ---- the agent's half: a forged manifest and bad options end with a message, not a traceback -----
+
+from tests.agent.helpers import repo  # noqa: E402,F401 - fixture
+from tests.security.test_restore_escape import base_point, forge, outside, restore  # noqa: E402,F401
+
+
+@pytest.mark.parametrize("chunks", [["zz" * 32], ["ab"], "not-a-list", [None]])
+def test_a_manifest_with_chunk_ids_that_are_not_ids_is_refused_before_anything_is_written(
+        chunks, repo, base_point, restore, tmp_path):
+    forge(repo, base_point, lambda by: [by[""], {**by["x"], "chunks": chunks}])
+    target = tmp_path / "target"
+    r = restore(base_point, target)
+    assert r.rc == 3 and "chunk ids" in r.err and "Traceback" not in r.err, r.err
+    assert not target.exists() or not any(target.iterdir())
+
+
+@pytest.mark.parametrize("option", [["--workers", "-3"], ["--workers", "many"], ["--compression-level", "99"]])
+def test_agent_options_out_of_range_are_usage_errors(option, tmp_path):
+    verb = "init" if option[0] == "--compression-level" else "backup"
+    run = subprocess.run([sys.executable, "-m", "lifeline.cli", "agent", verb, "--repo", f"file://{tmp_path}/r",
+                          "--key", f"file://{tmp_path}/k", *option, *([str(tmp_path)] if verb == "backup" else [])],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and option[0] in run.stderr and "Traceback" not in run.stderr, run.stderr

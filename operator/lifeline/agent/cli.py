@@ -28,6 +28,19 @@ from lifeline.repository.repo import Repository, parse_rfc3339
 EXIT_CODES = __doc__.split("Exit codes", 1)[1].split(":", 1)[1]
 
 
+def _bounded(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high``, or a usage error that says so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
 def register(subparsers) -> None:
     agent = subparsers.add_parser(
         "agent", help="back up, restore, verify, check and prune a repository (the data plane)",
@@ -59,7 +72,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("init", parents=[common], help="create a repository")
     p.add_argument("--create-key", action="store_true",
                    help="create the key file named by --key if it does not exist (mode 0600)")
-    p.add_argument("--compression-level", type=int, default=1,
+    p.add_argument("--compression-level", type=_bounded(0, 22), default=1,
                    help="zstd level for new data, 0 = off (default 1: fastest; 3 packs ~5%% tighter on text)")
     p.set_defaults(func=cmd_init)
 
@@ -79,7 +92,7 @@ def register(subparsers) -> None:
                                          "path, 'stdin', or the command line)")
     p.add_argument("--stdin-name", help="file name of the stream inside the point (default stdin / <prog>.out)")
     p.add_argument("--time", help="record this RFC 3339 time as the point's start (imports, tests)")
-    p.add_argument("--workers", type=int, default=None, help="worker threads (default: cores, 2..4)")
+    p.add_argument("--workers", type=_bounded(1, 256), default=None, help="worker threads (default: cores, 2..4)")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("restore", parents=[common], help="restore a point to a directory or stdout")
@@ -108,7 +121,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("prune", parents=[common], help="apply retention and delete unreferenced data")
     for rule in ("last", "daily", "weekly", "monthly", "yearly"):
-        p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N")
+        p.add_argument(f"--keep-{rule}", type=_bounded(0, 100_000), default=0, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     p.set_defaults(func=cmd_prune)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import threading
 import time
@@ -98,6 +99,9 @@ class UnsafeRestore(LifelineError):
 SPECIAL_BITS = 0o7000  # setuid, setgid, sticky: restored only when asked (special_bits)
 
 
+_CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a keyed BLAKE3 digest, as backup writes it
+
+
 def check_manifest(entries: list[dict], point_id: str = "?") -> None:
     """Refuse, before anything is written, a tree that no backup makes (a forged or damaged
     manifest): a path that is absolute, empty (but for the root directory), or has an empty,
@@ -127,6 +131,10 @@ def check_manifest(entries: list[dict], point_id: str = "?") -> None:
             raise bad(f"{path!r} with a mode, owner, time, size or device number that is not an integer")
         if kind == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
             raise bad(f"a symlink {path!r} without a usable target")
+        chunks = e.get("chunks", [])
+        if kind == "file" and (not isinstance(chunks, list)
+                               or not all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)):
+            raise bad(f"a file {path!r} whose chunk list is not chunk ids (64 hex digits each)")
     beneath_dirs: set[str] = {""}  # paths known to be directories of the manifest, or absent from it
     for path in kinds:
         head = path.rpartition("/")[0]
