@@ -90,3 +90,28 @@ def test_agent_options_out_of_range_are_usage_errors(option, tmp_path):
                           "--key", f"file://{tmp_path}/k", *option, *([str(tmp_path)] if verb == "backup" else [])],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and option[0] in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_an_index_segment_that_decompresses_into_a_bomb_is_refused(monkeypatch, declared):
+    """Storage is untrusted and index segments carry only a checksum: a frame of zeros that grows
+    far past what an index can be is refused instead of filling memory."""
+    import blake3
+    import zstandard
+
+    from lifeline.repository import index
+    from lifeline.repository.errors import DamagedData
+    from lifeline.repository.layout import INDEX_MAGIC
+
+    monkeypatch.setattr(index, "MAX_SEGMENT_BYTES", 1 << 20)
+    zeros = bytes(8 << 20)
+    if declared:
+        frame = zstandard.ZstdCompressor(write_content_size=True).compress(zeros)
+    else:
+        compressor = zstandard.ZstdCompressor().compressobj()
+        frame = compressor.compress(zeros) + compressor.flush()
+    assert len(frame) < 4096, "a few KiB that would grow to 8 MiB"
+    body = INDEX_MAGIC + frame
+    with pytest.raises(DamagedData) as err:
+        index.decode_segment("index/bomb", body + blake3.blake3(body).digest())
+    assert "index segment index/bomb" in str(err.value)

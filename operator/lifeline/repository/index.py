@@ -44,6 +44,21 @@ def encode_segment(epoch: str, packs: list[PackInfo]) -> bytes:
     return body + blake3.blake3(body).digest()
 
 
+# An index segment lists packs and their blobs (~40 bytes a blob, which hardly compress): a segment
+# that says it grows beyond this once decompressed is a bomb from storage, not Lifeline's writing.
+MAX_SEGMENT_BYTES = 1 << 30
+
+
+def _decompressed(name: str, frame: bytes) -> bytes:
+    """Decompress a segment's zstd frame, refusing one that grows past :data:`MAX_SEGMENT_BYTES`
+    (storage is untrusted: a frame may declare, or hold, gigabytes of zeros)."""
+    declared = zstandard.frame_content_size(frame)
+    if declared > MAX_SEGMENT_BYTES:
+        raise DamagedData(f"index segment {name}: says it holds {declared} bytes once decompressed, more than "
+                          f"an index segment can ({MAX_SEGMENT_BYTES}): refused", obj=name)
+    return zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_SEGMENT_BYTES if declared < 0 else 0)
+
+
 def decode_segment(name: str, data: bytes) -> tuple[str, list[PackInfo]]:
     if len(data) < len(INDEX_MAGIC) + 32 or data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
         raise DamagedData(f"index segment {name}: bad header", obj=name)
@@ -51,7 +66,7 @@ def decode_segment(name: str, data: bytes) -> tuple[str, list[PackInfo]]:
     if blake3.blake3(body).digest() != digest:
         raise DamagedData(f"index segment {name}: checksum mismatch", obj=name)
     try:
-        raw = zstandard.ZstdDecompressor().decompress(body[len(INDEX_MAGIC):])
+        raw = _decompressed(name, body[len(INDEX_MAGIC):])
         epoch = raw[:16].hex()
         (npacks,) = struct.unpack_from("<I", raw, 16)
         pos = 20
