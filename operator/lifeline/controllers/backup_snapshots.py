@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 ACTOR = "lifeline-operator"
 
 
+# What a data-mover Job's fact (lifeline.planning.backup_points.job_fact) tells the policy's status;
+# kept on the trigger Job once the mover is deleted.
+MOVED_FACTS = ("name", "operation", "trigger", "type", "start", "created", "completion", "phase", "recorded",
+               "result", "failMessage")
+
+
 class SnapshotPipelines:
     def __init__(self, controller):
         self.ctl = controller
@@ -176,7 +182,12 @@ class SnapshotPipelines:
                     and (outcome == "Succeeded" or s["metadata"]["name"] != mine)]
         for name in snapshot.snapshots_to_delete(existing, keep, running):
             await self.kube.delete_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, name)
-        await self._record(trig, {"o": outcome, "op": "trigger", "mover": snapshot.mover_name(trig["name"])})
+        # The mover Job is gone now: the trigger keeps what the policy's status shows of it.
+        moved = {k: mover[k] for k in MOVED_FACTS if mover and mover.get(k) is not None}
+        if moved and not moved.get("recorded") and self.ctl.recorded.get(mover["uid"]):
+            moved["recorded"], moved["result"] = self.ctl.recorded[mover["uid"]]  # before the watch said so
+        await self._record(trig, {"o": outcome, "op": "trigger", "mover": snapshot.mover_name(trig["name"]),
+                                  **({"moved": moved} if moved else {})})
 
     # ---- outcomes ------------------------------------------------------------------------------
 

@@ -232,7 +232,9 @@ class BackupController:
         self.synced = asyncio.Event()
         self.ticker: asyncio.Task | None = None
         self.recording: set[str] = set()
-        self.recorded: dict[str, None] = {}  # uids of Jobs recorded by this process, oldest first
+        # uids of Jobs recorded by this process, oldest first, with what was recorded (the annotations'
+        # values) until the watch brings the Job back with them
+        self.recorded: dict[str, tuple[str, dict] | None] = {}
         self._children: dict[tuple, object] = {}  # (uid, generation) -> manifests | PlanError | ValidationError
         self._applied: dict[tuple, tuple] = {}  # (ns, name) -> (cron jobs, apply error, plan error)
         self._written: dict[tuple, dict] = {}  # (ns, name) -> the policy as our last status write returned it
@@ -569,9 +571,8 @@ class BackupController:
             return  # (a snapshot trigger is recorded by its pipeline)
         self.recording.add(job["uid"])
         try:
-            await self._record(job)
             # until the watch brings the Job back with its annotation, remember it here
-            self.recorded[job["uid"]] = None
+            self.recorded[job["uid"]] = await self._record(job)
             if len(self.recorded) > 10000:
                 self.recorded.pop(next(iter(self.recorded)))
         except KubeError as exc:
@@ -587,11 +588,12 @@ class BackupController:
                 return pods
         return []
 
-    async def _record(self, job: dict) -> None:
+    async def _record(self, job: dict) -> tuple[str, dict] | None:
+        """Record a finished Job; what its annotations now say (None: its policy is gone)."""
         namespace, policy = job["namespace"], job["policy"]
         body = self.policy(namespace, policy)
         if body is None:
-            return  # the policy is gone; its Jobs go with it
+            return None  # the policy is gone; its Jobs go with it
         summary, report = backup_points.pod_report(await self._pods(job))
         now = rfc3339(self.ctx.clock.now())
         ref = ObjectRef.of(body)
@@ -638,6 +640,7 @@ class BackupController:
         await self.kube.patch_object("batch/v1", "jobs", namespace, job["name"], {"metadata": {"annotations": {
             backup.ANN_RECORDED: point or result["o"],
             backup.ANN_RESULT: json.dumps(result, separators=(",", ":"), sort_keys=True)}}})
+        return point or result["o"], result
 
     async def _create_point(self, job: dict, body: dict, summary: dict) -> str:
         namespace, policy = job["namespace"], job["policy"]

@@ -413,7 +413,9 @@ def _as_backup(job: dict) -> dict | None:
     if not job.get("recorded"):
         return dict(job, phase="Running")
     r = job.get("result") or {}
-    return job if r.get("o") == "Failed" and not r.get("mover") else None
+    if r.get("mover"):  # the pipeline ran its mover, deleted once recorded: the backup is the mover's
+        return r.get("moved") or None
+    return job if r.get("o") == "Failed" else None
 
 
 def _job_key(job: dict) -> tuple:
