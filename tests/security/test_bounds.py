@@ -115,3 +115,20 @@ def test_an_index_segment_that_decompresses_into_a_bomb_is_refused(monkeypatch, 
     with pytest.raises(DamagedData) as err:
         index.decode_segment("index/bomb", body + blake3.blake3(body).digest())
     assert "index segment index/bomb" in str(err.value)
+
+
+def test_text_from_storage_reaches_the_terminal_escaped(repo, base_point, capsys):
+    """Untrusted storage (or a key holder) can put an escape sequence that clears the screen, or a
+    right-to-left override, into a point's tags: `agent points` prints them escaped."""
+    from lifeline.agent.__main__ import main
+    from lifeline.keys import provider_from_ref
+    from lifeline.repository.backend import open_backend
+    from lifeline.repository.repo import Repository
+
+    r = Repository.open(open_backend(repo.url))
+    header, entries, keys = r.load_point(base_point, provider_from_ref(repo.key))
+    r.write_point(keys, {**header, "tags": ["\x1b[2J\x1b[31mall good\u202etxt.exe"]}, entries)
+    code = main(["points", "--repo", repo.url, "--key", repo.key])
+    out = capsys.readouterr().out
+    assert code == 0 and "\x1b" not in out and "\u202e" not in out
+    assert "\\x1b[2J" in out and "\\u202e" in out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from lifeline.repository.backend import S3Options, open_backend
@@ -167,7 +168,7 @@ def _guard(fn):
 
 def _err(args, msg: str) -> None:
     cmd = getattr(args, "agent_command", "")
-    print(f"lifeline agent {cmd}: error: {msg}", file=sys.stderr)
+    print(printable(f"lifeline agent {cmd}: error: {msg}"), file=sys.stderr)
 
 
 def _s3(args) -> S3Options:
@@ -192,11 +193,21 @@ def _progress(args, verb: str):
     return Progress(verb, enabled=args.progress)
 
 
+# Text from storage (tags, source names, paths, messages) is printed to someone's terminal: control
+# characters (an escape sequence can rewrite the screen) and bidirectional marks are shown escaped.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab, and every bidi mark, escaped."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def _emit(args, obj: dict, human: str, *, stream=None) -> None:
-    if args.json:
+    if args.json:  # JSON escapes control characters itself
         print(json.dumps(obj, indent=1, sort_keys=True), file=stream or sys.stdout)
     elif human:
-        print(human, file=stream or sys.stdout)
+        print(printable(human), file=stream or sys.stdout)
 
 
 def _damage_lines(damaged: list[dict]) -> str:
@@ -277,7 +288,7 @@ def cmd_backup(args) -> int:
     _emit(args, summary, human)
     if summary["skipped"]:
         for s in summary["skipped"]:
-            print(f"lifeline agent backup: warning: skipped {s['path']!r}: {s['error']}", file=sys.stderr)
+            print(printable(f"lifeline agent backup: warning: skipped {s['path']!r}: {s['error']}"), file=sys.stderr)
         return 7
     return 0
 
@@ -309,9 +320,9 @@ def cmd_restore(args) -> int:
         f"to {summary['target']} in {summary['duration_seconds']} s")
     _emit(args, summary, human, stream=out)
     for line in _skipped_lines(summary.get("skipped") or []):
-        print(f"lifeline agent restore: note: {line}", file=sys.stderr)
+        print(printable(f"lifeline agent restore: note: {line}"), file=sys.stderr)
     if summary["damaged"]:
-        print(_damage_lines(summary["damaged"]), file=sys.stderr)
+        print(printable(_damage_lines(summary["damaged"])), file=sys.stderr)
         print(f"lifeline agent restore: {len(summary['damaged'])} damaged file(s) were not restored",
               file=sys.stderr)
         return 3
