@@ -16,15 +16,24 @@ _LABEL = b"lifeline restore approvals seal v1\0"
 _PROCESS = secrets.token_bytes(32)
 
 
+_derived: dict[tuple, bytes] = {}  # (path, mtime, size) -> key: a stat per call, a read per rotation
+
+
 def seal_key(options) -> bytes:
+    """Called on every Restore reconcile and approval: the key file is read again only when it changed."""
     cert_dir = getattr(options, "webhook_cert_dir", None)
-    material = _PROCESS
     if cert_dir:
+        path = Path(cert_dir) / "tls.key"
         try:
-            material = (Path(cert_dir) / "tls.key").read_bytes()
+            st = path.stat()
+            stamp = (str(path), st.st_mtime_ns, st.st_size)
+            if stamp not in _derived:
+                _derived.clear()
+                _derived[stamp] = hashlib.sha256(_LABEL + path.read_bytes()).digest()
+            return _derived[stamp]
         except OSError:
             pass
-    return hashlib.sha256(_LABEL + material).digest()
+    return hashlib.sha256(_LABEL + _PROCESS).digest()
 
 
 __all__ = ["seal_key"]
