@@ -22,6 +22,7 @@ import os
 import re
 import sys
 
+from lifeline.hidden_text import BIDI_MARKS
 from lifeline.repository.backend import S3Options, open_backend
 from lifeline.repository.errors import LifelineError, UsageError
 from lifeline.repository.repo import Repository, parse_rfc3339
@@ -195,7 +196,7 @@ def _progress(args, verb: str):
 
 # Text from storage (tags, source names, paths, messages) is printed to someone's terminal: control
 # characters (an escape sequence can rewrite the screen) and bidirectional marks are shown escaped.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{BIDI_MARKS}]")
 
 
 def printable(text: str) -> str:

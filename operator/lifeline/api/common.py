@@ -14,6 +14,7 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from lifeline.hidden_text import BIDI_MARKS
 from lifeline.keys.refs import connection_settings_in
 
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
@@ -123,7 +124,7 @@ TIER_DEFAULTS: dict[str, TierDefaults] = {
 
 # Text that would let a name or a message lie about itself on a screen: control characters
 # (NUL ...) and Unicode's bidirectional formatting marks (U+202E turns "gpj.exe" around).
-_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_HIDDEN = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f{BIDI_MARKS}]")
 MAX_TEXT = 4096  # any one string in a spec; names have their own, smaller bounds
 
 
