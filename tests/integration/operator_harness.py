@@ -1,15 +1,10 @@
-"""The operator inside a test: a frozen clock by default, and its metrics at hand."""
+"""The operator inside a test: its metrics at hand, and a poll for what causes no API write."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from lifeline.clock import FrozenClock
 from lifeline.devstack.operator_thread import until
 from lifeline.runtime import Context
 
-START = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
-
-__all__ = ["START", "metric", "until"]
+__all__ = ["metric", "until"]
 
 
 def metric(ctx: Context, sample: str, **labels) -> float:
