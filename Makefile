@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: all test demo deps system-packages tools kube crds check-crds lint clean bench kind-up
+.PHONY: all test demo deps system-packages tools kube crds check-crds lint clean bench kind-up test-any-cluster
 
 all: test
 
@@ -48,11 +48,18 @@ check-crds: $(STAMP)
 bench: deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-# A real cluster for people with Docker (not exercised on the project's own machines).
+# A real cluster for people with Docker (not exercised on the project's own machines): this
+# checkout's image loaded into kind, the chart installed from it.
 kind-up:
 	kind create cluster --name lifeline --config kind-config.yaml
-	kubectl apply -f crds/
-	helm upgrade --install lifeline charts/lifeline --namespace lifeline-system --create-namespace
+	docker build -t lifeline:dev .
+	kind load docker-image lifeline:dev --name lifeline
+	helm upgrade --install lifeline charts/lifeline --namespace lifeline-system --create-namespace \
+	  --set image.repository=lifeline --set image.tag=dev --set image.pullPolicy=Never --wait
+
+# The tests that need only what any cluster has, on the cluster of $(KUBECONFIG) (after kind-up: kind's).
+test-any-cluster: deps
+	LIFELINE_TEST_KUBECONFIG=$${KUBECONFIG:-$$HOME/.kube/config} $(PY) -m pytest -m any_cluster tests -rs
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .demo

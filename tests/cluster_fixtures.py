@@ -4,7 +4,8 @@ One cluster per test session (per xdist worker): etcd, kube-apiserver, kube-cont
 kube-scheduler and the process kubelet, started in a few seconds from the binary that
 ``make test`` builds. Tests keep apart by namespace: ``namespace`` makes a fresh one per test
 and deletes it after (through the real namespace controller).
-(``LIFELINE_TEST_KUBECONFIG``, to run them against another cluster, is not honoured yet.)
+``LIFELINE_TEST_KUBECONFIG`` runs the tests marked ``any_cluster`` on a cluster of your own
+instead (:mod:`tests.any_cluster`).
 """
 from __future__ import annotations
 
@@ -18,11 +19,24 @@ import pytest
 from lifeline.devstack import install
 from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
 
+from . import any_cluster
 from .realparts.fixtures import missing
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    any_cluster.skip_local_only(items)
+
+
+def external(cluster) -> bool:
+    """Whether the tests run on a cluster they did not start (``LIFELINE_TEST_KUBECONFIG``)."""
+    return getattr(cluster, "external", False) is True
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    if (given := any_cluster.given()) is not None:
+        yield any_cluster.ExternalCluster(given, tmp_path_factory.mktemp("cluster"))
+        return
     if kube_binary() is None:
         missing(MISSING)
     # The operator's watches are audited too: how a test knows the operator it started listens.
@@ -34,7 +48,11 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
 @pytest.fixture()
 def cronjob_controller(cluster: Cluster) -> Iterator[None]:
     """The real CronJob controller, for this test only: the others start every Job themselves, and a
-    scheduled one firing in the middle (a ``*/15`` schedule crossing a quarter hour) would add a point."""
+    scheduled one firing in the middle (a ``*/15`` schedule crossing a quarter hour) would add a point.
+    A given cluster runs it all the time."""
+    if external(cluster):
+        yield
+        return
     cluster.start_component("cronjob-controller")
     yield
     cluster.stop_component("cronjob-controller")
@@ -46,7 +64,14 @@ def chart(cluster: Cluster, helm_bin) -> install.Release:
 
     Tests run the operator themselves: in their own process as the chart's ServiceAccount
     (:meth:`tests.live_kube.LiveKube.operator`), or as the chart's Pod (``tests/on_cluster``).
+    On a given cluster, the release installed there (``LIFELINE_TEST_RELEASE``, by default
+    ``lifeline-system/lifeline``), running as its owner left it.
     """
+    if external(cluster):
+        namespace, name = any_cluster.release_name()
+        release = install.Release(cluster.kubeconfig, helm_bin, namespace=namespace, name=name)
+        install.status(release)  # a clear error now if nothing is installed there
+        return release
     return install.install(cluster.kubeconfig, helm_bin, values={"replicaCount": 0})
 
 
@@ -90,7 +115,9 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = f"t-{secrets.token_hex(4)}"
     cluster.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                    "metadata": {"name": name}})
-    install.grant_tenant(cluster.request, name)  # as the namespace's admin would: Lifeline works here
+    release_namespace, release = any_cluster.release_name()
+    # as the namespace's admin would: Lifeline works here
+    install.grant_tenant(cluster.request, name, release, release_namespace)
     yield name
     try:
         cluster.request("DELETE", f"/api/v1/namespaces/{name}")

@@ -224,7 +224,10 @@ class Kube:
             kubernetes.config.load_incluster_config(client_configuration=config)
             return cls(kubernetes.client.ApiClient(config))
         path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or None
-        return cls(kubernetes.config.new_client_from_config(config_file=path, context=context))
+        api = kubernetes.config.new_client_from_config(config_file=path, context=context)
+        for header, value in _impersonation(path, context).items():
+            api.set_default_header(header, value)
+        return cls(api)
 
     def credentials(self) -> dict:
         """The connection this client uses, for kopf's login handler to reuse as is."""
@@ -668,3 +671,37 @@ def _status_message(exc: ApiException) -> str:
         return json.loads(exc.body).get("message", "") if exc.body else ""
     except (ValueError, AttributeError):
         return str(exc.body)[:200]
+
+
+def _impersonation(path: str | None, context: str | None) -> dict[str, str]:
+    """The ``as`` / ``as-groups`` of the kubeconfig user in use, as impersonation headers.
+
+    kubectl honours them and the Python client does not: without this, ``lifeline --context carol``
+    with a user entry that impersonates carol would act as the entry's own credentials instead."""
+    import yaml
+
+    files = (path or str(Path.home() / ".kube" / "config")).split(os.pathsep)
+    docs = []
+    for name in files:
+        try:
+            doc = yaml.safe_load(Path(name).expanduser().read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict):
+            docs.append(doc)
+    current = context or next((d["current-context"] for d in docs if d.get("current-context")), None)
+    contexts = [c for d in docs for c in d.get("contexts") or [] if isinstance(c, dict)]
+    users = [u for d in docs for u in d.get("users") or [] if isinstance(u, dict)]
+    ctx = next((c.get("context") or {} for c in contexts if c.get("name") == current), {})
+    user = next((u.get("user") or {} for u in users if u.get("name") == ctx.get("user")), {})
+    headers = {}
+    if user.get("as"):
+        headers["Impersonate-User"] = str(user["as"])
+    groups = user.get("as-groups") or []
+    if len(groups) > 1:
+        # the client sends one value per header; a comma-joined value would name one odd group
+        raise KubeError(f"the kubeconfig user {ctx.get('user')!r} impersonates {len(groups)} groups; "
+                        "lifeline can impersonate one: bind the person by user name instead", 400)
+    if groups:
+        headers["Impersonate-Group"] = str(groups[0])
+    return headers

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from lifeline.devstack import live
 from lifeline.devstack.cluster import PEOPLE, Cluster
 from lifeline.devstack.cluster_version import KUBE_VERSION
+from tests.cluster_fixtures import external
 from tests.realparts.ports import wait_for
 
 pytestmark = pytest.mark.slow
@@ -26,6 +28,7 @@ def test_node_is_ready(cluster, kubectl):
     assert rows[0] == cluster.node and rows[1] == "Ready"
 
 
+@pytest.mark.any_cluster
 def test_people_are_judged_by_real_rbac(cluster, kubectl, namespace):
     assert set(PEOPLE) <= {"alice", "bob", "carol", "dave"}
     assert kubectl("auth", "can-i", "create", "pods", "-n", namespace, user="alice", check=False).startswith("no")
@@ -124,6 +127,7 @@ def test_an_unmapped_image_fails_the_pod_with_a_reason(cluster, namespace):
     assert pod["status"]["reason"] == "ImageNotMapped" and "example.org/unknown:1" in pod["status"]["message"]
 
 
+@pytest.mark.any_cluster
 def test_the_garbage_collector_removes_children_of_a_deleted_owner(cluster, namespace):
     owner = cluster.request("POST", f"/api/v1/namespaces/{namespace}/configmaps",
                             {"metadata": {"name": "owner"}, "data": {}})
@@ -169,3 +173,22 @@ def test_exec_reaches_the_container(cluster, kubectl, namespace):
              .get("phase") == "Running", 60, "the pod to run", interval=0.2)
     out = kubectl("exec", "-n", namespace, "shell", "--", "sh", "-c", 'echo "$GREETING"; exit 0')
     assert out.strip() == "hi"
+
+
+@pytest.mark.any_cluster
+def test_people_impersonated_through_a_kubeconfig_act_as_themselves(cluster, namespace, tmp_path):
+    """How the suite meets a cluster it did not start (tests/any_cluster.py): the admin's kubeconfig,
+    a user per person with ``as:``. kubectl honours ``as``; so must the CLI's client, or
+    ``lifeline --context carol`` would act with the admin's rights."""
+    import asyncio
+
+    from lifeline.kube import Kube
+    from tests.any_cluster import ExternalCluster
+
+    given = ExternalCluster(cluster.source if external(cluster) else cluster.kubeconfig, tmp_path)
+    assert asyncio.run(Kube.connect(given.kubeconfig_for("carol")).whoami()) == "carol"
+    assert asyncio.run(Kube.connect(given.kubeconfig, context="bob").whoami()) == "bob"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        given.request("GET", f"/api/v1/namespaces/{namespace}/secrets", user="dave")
+    assert refused.value.code == 403
+    assert given.request("GET", f"/api/v1/namespaces/{namespace}/secrets")["kind"] == "SecretList"

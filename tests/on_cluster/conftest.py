@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lifeline.devstack import install
+from lifeline.devstack import install, live
 from lifeline.keys import create_key_file
+from tests.cluster_fixtures import external
 from tests.realparts.ports import wait_for
 
 KEY_SECRET = "tenant-key"
@@ -26,7 +27,11 @@ CLAIMS = ("data", "backup-onsite", "backup-offsite")
 
 @pytest.fixture(scope="module")
 def lifeline(cluster, chart):
-    """The chart's operator Deployment scaled to one replica for this module's tests, then to zero again."""
+    """The chart's operator Deployment scaled to one replica for this module's tests, then to zero again
+    (on a given cluster, the operator as its owner runs it: left alone)."""
+    if external(cluster):
+        yield chart
+        return
     install.scale(chart, 1)
     yield chart
     install.scale(chart, 0)
@@ -36,19 +41,57 @@ def lifeline(cluster, chart):
 
 
 @pytest.fixture()
-def tenant(cluster, lifeline, namespace, tmp_path):
-    """A namespace with three bound claims, a local key Secret and the people's RoleBindings."""
+def team(cluster, lifeline, namespace, tmp_path):
+    """A namespace with a local key Secret and the people's RoleBindings."""
+    key = create_key_file(tmp_path / "kek").read_bytes()
+    cluster.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
+        "metadata": {"name": KEY_SECRET}, "data": {"key": base64.b64encode(key).decode()}})
+    install.bind_people(cluster.request, namespace, by_name=external(cluster))
+    return namespace
+
+
+@pytest.fixture()
+def tenant(cluster, team):
+    """:func:`team`'s namespace with three bound claims on this machine's host-path volumes."""
+    namespace = team
     for claim in CLAIMS:
         cluster.request("POST", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
             "metadata": {"name": claim},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-    key = create_key_file(tmp_path / "kek").read_bytes()
-    cluster.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {
-        "metadata": {"name": KEY_SECRET}, "data": {"key": base64.b64encode(key).decode()}})
-    install.bind_people(cluster.request, namespace)
-    for claim in CLAIMS:
-        wait_for(lambda c=claim: claim_path(cluster, namespace, c), 30, f"claim {claim} to bind", interval=0.2)
+    if not external(cluster):  # elsewhere a claim may wait for its first Pod (WaitForFirstConsumer)
+        for claim in CLAIMS:
+            wait_for(lambda c=claim: claim_path(cluster, namespace, c), 30, f"claim {claim} to bind", interval=0.2)
     return namespace
+
+
+def _busybox_job(cluster, namespace: str, claim: str, script: str) -> str:
+    """Run ``script`` in a busybox Job with ``claim`` at /data; its name once it succeeded. A Pod, not a
+    host path, so it works on any cluster (the process kubelet maps busybox to this machine's sh)."""
+    job = cluster.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": f"{claim}-files-"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", script],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}}})
+    name = job["metadata"]["name"]
+    end = wait_for(lambda: live.job_end(live.get(cluster, f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")),
+                   120, f"Job {name}", interval=0.2)
+    assert end == "Succeeded", live.job_log(cluster, namespace, name, container="main")
+    return name
+
+
+def put_files(cluster, namespace: str, claim: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` (paths relative to the claim's root) into the claim, through a Pod."""
+    script = " && ".join(f"mkdir -p \"$(dirname /data/{path})\" && echo {base64.b64encode(data).decode()} "
+                         f"| base64 -d > /data/{path}" for path, data in files.items())
+    _busybox_job(cluster, namespace, claim, script)
+
+
+def read_file(cluster, kubectl, namespace: str, claim: str, path: str) -> str:
+    """A file of the claim, read by a Pod and returned through its log (``kubectl logs``)."""
+    job = _busybox_job(cluster, namespace, claim, f"cat /data/{path}")
+    return kubectl("logs", "-n", namespace, f"job/{job}")
 
 
 def claim_path(cluster, namespace: str, claim: str) -> Path | None:

@@ -10,7 +10,7 @@ import pytest
 from lifeline.devstack.install import OPERATOR_SA
 from tests.realparts.ports import wait_for
 
-from .conftest import claim_path, forbidden_in_operator_log, lifeline_cli, policy
+from .conftest import forbidden_in_operator_log, lifeline_cli, policy, put_files, read_file
 
 pytestmark = pytest.mark.slow
 GROUP = "/apis/dr.lifeline.io/v1alpha1"
@@ -26,9 +26,9 @@ def backup(cluster, ns: str, name: str = "files") -> dict:
     return done
 
 
+@pytest.mark.any_cluster
 def test_backup_now_waits_for_a_real_job(cluster, tenant, kubectl, lifeline):
-    (claim_path(cluster, tenant, "data") / "studies").mkdir()
-    (claim_path(cluster, tenant, "data") / "studies" / "one.dcm").write_bytes(b"\x01" * 70_000)
+    put_files(cluster, tenant, "data", {"studies/one.dcm": b"\x01" * 70_000})
     cluster.request("POST", f"{GROUP}/namespaces/{tenant}/backuppolicies", policy())
     done = backup(cluster, tenant)
     assert "succeeded" in done.stdout
@@ -36,12 +36,13 @@ def test_backup_now_waits_for_a_real_job(cluster, tenant, kubectl, lifeline):
     assert point["status"]["phase"] == "Available"
     assert point["spec"]["policyName"] == "files" and point["spec"]["files"] == 1
     pods = cluster.request("GET", f"/api/v1/namespaces/{tenant}/pods")["items"]
-    assert pods and all(p["spec"]["nodeName"] == cluster.node for p in pods), "the scheduler bound the pods"
+    assert pods and all(p["spec"].get("nodeName") for p in pods), "the scheduler bound the pods"
     assert forbidden_in_operator_log(kubectl, lifeline) == []
 
 
+@pytest.mark.any_cluster
 def test_the_cronjob_controller_fires_a_one_minute_schedule(cluster, tenant, lifeline, cronjob_controller):
-    (claim_path(cluster, tenant, "data") / "note.txt").write_text("ward 3")
+    put_files(cluster, tenant, "data", {"note.txt": b"ward 3"})
     cluster.request("POST", f"{GROUP}/namespaces/{tenant}/backuppolicies", policy(incremental="* * * * *"))
 
     def fired():
@@ -54,9 +55,9 @@ def test_the_cronjob_controller_fires_a_one_minute_schedule(cluster, tenant, lif
              90, "the scheduled backup's RecoveryPoint", interval=1)
 
 
+@pytest.mark.any_cluster
 def test_two_people_approve_a_restore_and_it_brings_the_files_back(cluster, tenant, kubectl, lifeline):
-    data = claim_path(cluster, tenant, "data")
-    (data / "chart.txt").write_text("patient 7: stable")
+    put_files(cluster, tenant, "data", {"chart.txt": b"patient 7: stable"})
     cluster.request("POST", f"{GROUP}/namespaces/{tenant}/backuppolicies", policy())
     backup(cluster, tenant)
     [point] = points(cluster, tenant)
@@ -82,8 +83,7 @@ def test_two_people_approve_a_restore_and_it_brings_the_files_back(cluster, tena
         phase = cluster.request("GET", f"{GROUP}/namespaces/{tenant}/restores/bring-back").get("status", {}).get("phase")
         return phase if phase in ("Succeeded", "Failed") else None
     assert wait_for(finished, 120, "the restore to finish", interval=0.5) == "Succeeded"
-    restored = claim_path(cluster, tenant, "restored")
-    assert (restored / "chart.txt").read_text() == "patient 7: stable"
+    assert read_file(cluster, kubectl, tenant, "restored", "chart.txt") == "patient 7: stable"
     status = cluster.request("GET", f"{GROUP}/namespaces/{tenant}/restores/bring-back")["status"]
     assert sorted(a["user"] for a in status["approvals"]) == ["alice", "bob"]
     assert forbidden_in_operator_log(kubectl, lifeline) == []

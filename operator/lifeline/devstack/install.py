@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .children import reserved_port
+from .cluster import PEOPLE
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "lifeline"
@@ -118,21 +119,32 @@ def webhook_certificates(request, release: Release, directory: Path) -> Path:
     return directory
 
 
+def status(release: Release) -> str:
+    """``helm status``: raises :class:`InstallError` when the release is not installed."""
+    return _helm(release, "status", release.name, "--namespace", release.namespace)
+
+
 def uninstall(release: Release) -> None:
     _helm(release, "uninstall", release.name, "--namespace", release.namespace, "--wait")
 
 
-def bind_people(request, namespace: str) -> None:
-    """RoleBindings in ``namespace`` for the people's groups (``request`` is ``Cluster.request``)."""
+def bind_people(request, namespace: str, *, by_name: bool = False) -> None:
+    """RoleBindings in ``namespace`` for the people's groups (``request`` is ``Cluster.request``).
+
+    ``by_name`` binds each member of the group by user name instead, for a cluster where the people
+    are impersonated without groups (:mod:`tests.any_cluster`)."""
     for group, role in PEOPLE_BINDINGS.items():
+        subjects = ([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": person}
+                     for person, groups in PEOPLE.items() if group in groups] if by_name
+                    else [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}])
         request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": f"{group}-{role}"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]})
+            "subjects": subjects})
 
 
-def grant_tenant(request, namespace: str, release: str = RELEASE) -> None:
+def grant_tenant(request, namespace: str, release: str = RELEASE, release_namespace: str = SYSTEM_NAMESPACE) -> None:
     """What a namespace's admin does to let Lifeline work there (``request`` is ``Cluster.request``): a
     RoleBinding of the operator's ServiceAccount to ``<release>-operator-tenant`` (read Secrets, exec
     into Pods), which the chart never grants cluster-wide."""
@@ -140,9 +152,9 @@ def grant_tenant(request, namespace: str, release: str = RELEASE) -> None:
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": f"{release}-operator-tenant"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{release}-operator-tenant"},
-        "subjects": [{"kind": "ServiceAccount", "name": f"{release}-operator", "namespace": SYSTEM_NAMESPACE}]})
+        "subjects": [{"kind": "ServiceAccount", "name": f"{release}-operator", "namespace": release_namespace}]})
 
 
 __all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "grant_tenant", "install",
-           "operator_kubeconfig", "operator_token", "scale", "service_account_token", "uninstall",
+           "operator_kubeconfig", "operator_token", "scale", "service_account_token", "status", "uninstall",
            "webhook_certificates"]
