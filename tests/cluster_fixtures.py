@@ -72,7 +72,8 @@ def chart(cluster: Cluster, helm_bin) -> install.Release:
         release = install.Release(cluster.kubeconfig, helm_bin, namespace=namespace, name=name)
         install.status(release)  # a clear error now if nothing is installed there
         return release
-    return install.install(cluster.kubeconfig, helm_bin, values={"replicaCount": 0})
+    return install.install(cluster.kubeconfig, helm_bin, values={"replicaCount": 0},
+                           webhook_client_ca=cluster.webhook_client_ca)
 
 
 @pytest.fixture()

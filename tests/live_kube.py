@@ -273,8 +273,10 @@ class LiveKube:
         config = install.operator_kubeconfig(request, self.release, self.cluster.url, self.cluster.ca,
                                              self.workdir / "operator.kubeconfig")
         certs = install.webhook_certificates(request, self.release, self.workdir / "webhook-tls")
+        client_ca = install.webhook_client_ca_file(self.release, self.workdir)
         options = {"webhook_port": self.release.webhook_port, "webhook_cert_dir": str(certs),
-                   "webhook_host": "127.0.0.1", "webhook_addr": "127.0.0.1", **options}
+                   "webhook_host": "127.0.0.1", "webhook_addr": "127.0.0.1",
+                   "webhook_client_ca": str(client_ca) if client_ca else None, **options}
         since = self.cluster.audit_position()
         watched = (lambda: {k.plural for k in KINDS}) if standby else (lambda: self.watched(since))
         async with running_operator(config, watched, clock=clock,

@@ -102,6 +102,8 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("dr.lifeline.io", "failoverplans", "list"),
         # restore: the approval webhook asks whether a person may `approve` restores (a custom verb)
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
+        # /metrics and /report: whose bearer token a caller sent (then a SubjectAccessReview on the path)
+        ("authentication.k8s.io", "tokenreviews", "create"),
         # restore: the target claim is labelled with the restore's outcome (verified / failed)
         ("", "persistentvolumeclaims", "patch"),
         # drills: a sandbox namespace per run (deleted only when it carries dr.lifeline.io/sandbox=true),
@@ -517,6 +519,27 @@ class Kube:
                                           {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                                            "spec": spec})
         return bool((review.get("status") or {}).get("allowed"))
+
+    async def path_review(self, *, user: str, groups: list[str], path: str, verb: str = "get",
+                          uid: str | None = None, extra: dict | None = None) -> bool:
+        """May ``user`` ``verb`` the non-resource URL ``path`` (``/metrics``)? A SubjectAccessReview answers."""
+        spec: dict = {"user": user, "groups": groups, "nonResourceAttributes": {"path": path, "verb": verb}}
+        if uid:
+            spec["uid"] = uid
+        if extra:
+            spec["extra"] = extra
+        review = await self.create_object("authorization.k8s.io/v1", "subjectaccessreviews", None,
+                                          {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                                           "spec": spec})
+        return bool((review.get("status") or {}).get("allowed"))
+
+    async def token_review(self, token: str) -> dict | None:
+        """Whose bearer token is this (``userInfo``), or None when the API server does not know it."""
+        review = await self.create_object("authentication.k8s.io/v1", "tokenreviews", None,
+                                          {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                           "spec": {"token": token}})
+        status = review.get("status") or {}
+        return status.get("user") or {} if status.get("authenticated") else None
 
     async def whoami(self) -> str:
         """The user name the API server knows this client as (a SelfSubjectReview), once."""

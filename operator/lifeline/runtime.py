@@ -30,6 +30,9 @@ class Options:
     context: str | None = None
     health_host: str = "0.0.0.0"
     health_port: int = 8080
+    # Who may read /metrics and /report: "kubernetes" (a bearer token the API server knows, allowed to get
+    # the path) or "none" (loopback only).
+    metrics_auth: str = field(default_factory=lambda: os.environ.get("LIFELINE_METRICS_AUTH") or "kubernetes")
     peering: str | None = None  # kopf peering name; None runs standalone
     priority: int = 0
     # Image of the backup Jobs' agent container (the same image as the operator's by default).
@@ -47,6 +50,9 @@ class Options:
     webhook_cert_dir: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CERT_DIR") or None)
     webhook_host: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_HOST") or None)
     webhook_addr: str = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_ADDR") or "0.0.0.0")
+    # The CA of the API server's client certificate towards webhooks: then no other caller gets through
+    # the TLS handshake (None: any caller; refusals are then logged, not audited).
+    webhook_client_ca: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CLIENT_CA") or None)
 
 
 def _default_agent_image() -> str:
@@ -148,11 +154,15 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
     from lifeline.observability.report import operator_report
 
     audit_sink = audit.use_store(options.audit_url) if options.audit_url else None
+    from lifeline.observability.callers import KubeCallers
+
+    callers = KubeCallers(ctx.kube) if options.metrics_auth == "kubernetes" else None
     health = HealthServer(ctx.metrics.registry, ready, options.health_host, options.health_port,
-                          report=lambda: operator_report(ctx))
+                          report=lambda: operator_report(ctx), callers=callers)
     await health.start()
     ctx.health_port = health.port
-    log.info("health and metrics on %s:%s (/healthz /readyz /metrics)", options.health_host, health.port)
+    log.info("health and metrics on %s:%s (/healthz /readyz /metrics; /metrics and /report: %s)", options.health_host,
+             health.port, "callers the API server authorizes" if callers else "no authentication, loopback only")
     try:
         await kopf.operator(
             registry=build_registry(ctx),

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .render import CHART, NAMESPACE, one, render
+from .render import CHART, NAMESPACE, one, render, rule_set
 
 CERT_MANAGER = ("--api-versions", "cert-manager.io/v1")
 VARIANTS = {
@@ -48,7 +48,7 @@ def check_servicemonitor(doc: dict) -> None:
     assert spec["selector"]["matchLabels"] and spec["endpoints"], "a ServiceMonitor selects a Service and an endpoint"
     assert set(spec) <= {"jobLabel", "selector", "namespaceSelector", "endpoints"}
     for endpoint in spec["endpoints"]:
-        assert set(endpoint) <= {"port", "path", "interval", "scheme"} and endpoint["port"]
+        assert set(endpoint) <= {"port", "path", "interval", "scheme", "bearerTokenFile"} and endpoint["port"]
 
 
 def check_prometheusrule(doc: dict) -> None:
@@ -205,3 +205,27 @@ def test_the_operator_cli_accepts_the_chart_args(helm_bin):
     assert (args.peering, args.namespaces, args.health_port) == ("lifeline", ["his", "pacs"], 8080)
     probe_port = container["livenessProbe"]["httpGet"]["port"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]}[probe_port] == args.health_port
+
+
+def test_webhook_callers_and_metrics_readers_are_wired(helm_bin, tmp_path):
+    """webhook.clientCA reaches the operator as --webhook-client-ca, from a ConfigMap of that PEM;
+    /metrics asks the API server (--metrics-auth kubernetes, tokenreviews granted) and readers are bound."""
+    from lifeline.cli import build_parser
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (tmp_path / "ca.crt").write_text(pem)
+    docs = render(helm_bin, "metrics.readers[0].namespace=monitoring", "metrics.readers[0].name=prometheus",
+                  extra=("--set-file", f"webhook.clientCA={tmp_path / 'ca.crt'}"))
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert args.metrics_auth == "kubernetes"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "webhook-client-ca")
+    assert args.webhook_client_ca == f"{mount['mountPath']}/ca.crt"
+    source = next(v for v in pod["volumes"] if v["name"] == "webhook-client-ca")["configMap"]["name"]
+    assert next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source)["data"]["ca.crt"] == pem
+    binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == "lifeline-metrics-reader")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]
+    operator_role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "lifeline-operator")
+    assert ("authentication.k8s.io", "tokenreviews", "create") in rule_set(operator_role["rules"])
+    plain = build_parser().parse_args(deployment(helm_bin)["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert plain.webhook_client_ca is None  # not set: no flag, any caller (docs/security.md says what that costs)

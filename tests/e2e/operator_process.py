@@ -150,6 +150,8 @@ async def operator_for(kube, clock: SharedClock, log: Path) -> OperatorProcess:
 
     env = {"LIFELINE_WEBHOOK_PORT": str(release.webhook_port), "LIFELINE_WEBHOOK_CERT_DIR": str(certs),
            "LIFELINE_WEBHOOK_HOST": "127.0.0.1", "LIFELINE_WEBHOOK_ADDR": "127.0.0.1"}
+    if client_ca := install.webhook_client_ca_file(release, workdir):
+        env["LIFELINE_WEBHOOK_CLIENT_CA"] = str(client_ca)
     process = OperatorProcess(config, clock, log, [kube.namespace], env=env)
     try:
         return await process.ready(watched)
@@ -165,7 +167,8 @@ def main(argv: list[str]) -> None:
 
     kopf.configure(log_format=kopf.LogFormat.PLAIN)  # as `lifeline operator` logs, into the test's log file
     kubeconfig, clock_file, port, *namespaces = argv
-    options = Options(health_host="127.0.0.1", health_port=int(port), kubeconfig=kubeconfig, namespaces=namespaces)
+    options = Options(health_host="127.0.0.1", health_port=int(port), kubeconfig=kubeconfig, namespaces=namespaces,
+                      metrics_auth="none")
     ctx = make_context(options, clock=FileClock(Path(clock_file)))
     asyncio.run(run(ctx))
 

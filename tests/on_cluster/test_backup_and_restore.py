@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 
+from lifeline.devstack import install
 from lifeline.devstack.install import OPERATOR_SA
 from tests.realparts.ports import wait_for
 
@@ -89,8 +90,11 @@ def test_two_people_approve_a_restore_and_it_brings_the_files_back(cluster, tena
     assert forbidden_in_operator_log(kubectl, lifeline) == []
 
 
-def _unchanged(lifeline) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{lifeline.health_port}/metrics", timeout=5) as resp:
+def _unchanged(cluster, lifeline) -> float:
+    token = install.metrics_token(cluster.request, lifeline)  # /metrics asks the API server who calls
+    request = urllib.request.Request(f"http://127.0.0.1:{lifeline.health_port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("lifeline_reconciles_total{") and 'result="unchanged"' in line
@@ -123,7 +127,7 @@ def test_a_restarted_operator_writes_nothing_for_settled_objects(cluster, tenant
         "the audit log sees the operator's writes (else the check below proves nothing)"
     mark = cluster.audit_position()
     restart_operator(cluster, kubectl, lifeline)
-    wait_for(lambda: _unchanged(lifeline) >= 3, 60, "the new operator to look at every policy", interval=0.5)
+    wait_for(lambda: _unchanged(cluster, lifeline) >= 3, 60, "the new operator to look at every policy", interval=0.5)
     mine = [w for w in cluster.writes(OPERATOR_SA, since=mark)
             if w["objectRef"].get("namespace") == tenant]
     assert mine == [], [(w["verb"], w["objectRef"]) for w in mine]

@@ -134,8 +134,10 @@ async def webhooks_served(kube) -> AsyncIterator[None]:
         return {e["objectRef"]["resource"] for e in kube.cluster.watches(kube.operator_user, since=mark)
                 if e.get("objectRef", {}).get("namespace") == idle}
 
+    client_ca = install.webhook_client_ca_file(kube.release, kube.workdir)
     async with running_operator(config, watched, namespaces=[idle], webhook_port=kube.release.webhook_port,
-                                webhook_cert_dir=str(certs), webhook_host="127.0.0.1", webhook_addr="127.0.0.1"):
+                                webhook_cert_dir=str(certs), webhook_host="127.0.0.1", webhook_addr="127.0.0.1",
+                                webhook_client_ca=str(client_ca) if client_ca else None):
         yield
 
 

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import sys
 
 import kopf
 
@@ -22,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--health-port", type=int, default=int(os.environ.get("LIFELINE_HEALTH_PORT", "8080")),
                    help="port of /healthz, /readyz and /metrics (default 8080)")
     p.add_argument("--health-host", default="0.0.0.0")
+    p.add_argument("--metrics-auth", choices=("kubernetes", "none"),
+                   default=os.environ.get("LIFELINE_METRICS_AUTH") or "kubernetes",
+                   help="who may read /metrics and /report: kubernetes (default) asks the API server about "
+                        "the caller's bearer token (TokenReview, SubjectAccessReview); none serves them on "
+                        "loopback only (with --health-host 127.0.0.1)")
     p.add_argument("--peering", default=os.environ.get("LIFELINE_PEERING") or None,
                    help="kopf peering name: only the highest-priority replica acts (default: standalone)")
     p.add_argument("--priority", type=int, default=_env_int("LIFELINE_PRIORITY"),
@@ -35,6 +41,9 @@ def register(sub) -> None:
                         "(default 0: off; the chart uses 8443)")
     p.add_argument("--webhook-cert-dir", default=os.environ.get("LIFELINE_WEBHOOK_CERT_DIR") or None,
                    help="directory with tls.crt and tls.key for the webhooks (default: a self-signed dev certificate)")
+    p.add_argument("--webhook-client-ca", default=os.environ.get("LIFELINE_WEBHOOK_CLIENT_CA") or None,
+                   help="CA file of the certificate the API server presents to webhooks (its admission "
+                        "configuration): callers without a certificate from it are refused at the handshake")
     p.add_argument("--log-format", choices=("plain", "full", "json"), default=os.environ.get("LIFELINE_LOG_FORMAT", "plain"))
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
@@ -82,12 +91,21 @@ def run(args) -> int:
         context=args.context,
         health_host=args.health_host,
         health_port=args.health_port,
+        metrics_auth=args.metrics_auth,
         peering=args.peering,
         priority=peering_priority(args.priority, args.peering,
                                   os.environ.get("POD_NAME") or socket.gethostname()),
         audit_url=args.audit_url,
         webhook_port=args.webhook_port,
         webhook_cert_dir=args.webhook_cert_dir,
+        webhook_client_ca=args.webhook_client_ca,
     )
+    from lifeline.observability.health import ExposureError, check_exposure
+
+    try:
+        check_exposure(options.health_host, options.metrics_auth == "kubernetes")
+    except ExposureError as exc:
+        print(f"lifeline operator: {exc}", file=sys.stderr)
+        return 2
     asyncio.run(run_operator(make_context(options)))
     return 0

@@ -273,6 +273,11 @@ class Cluster:
             stem = user.replace(":", "-")
             pair = ca.client(stem, user, groups)
             self.identities[user] = Identity(user, pair.cert, pair.key)
+        # The API server's certificate towards admission webhooks, from a CA of its own: a webhook that
+        # trusts this CA alone is called by the API server and nobody else (people's certificates
+        # come from the cluster CA, and must not pass).
+        webhook_ca = pki.Authority(d / "webhook-client", name=f"{self.name}-webhook-client-ca")
+        self._webhook_client = webhook_ca.client("apiserver", "kube-apiserver")
         (self.directory / "logs").mkdir(exist_ok=True)
 
     def _start(self, name: str, args: list[str], argv0: list[str] | None = None, env: dict | None = None) -> ChildServer:
@@ -359,6 +364,7 @@ class Cluster:
                 "--kubelet-certificate-authority", str(pkid / "ca.crt"),
                 "--kubelet-preferred-address-types", "InternalIP",
                 "--endpoint-reconciler-type", "none",
+                "--admission-control-config-file", str(self._admission_config()),
                 "--audit-policy-file", str(self._audit_policy()),
                 "--audit-log-path", str(self.audit_log), "--audit-log-format", "json",
                 # With a watch open it would wait out the whole stop timeout before exiting on SIGTERM.
@@ -374,6 +380,27 @@ class Cluster:
                 if child.exited() is None or "address already in use" not in child.log_tail(80) or attempt == 2:
                     raise
                 self.stop_component("apiserver")
+
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the certificate the API server presents to admission webhooks (chart value
+        ``webhook.clientCA``)."""
+        return self.directory / "pki" / "webhook-client" / "ca.crt"
+
+    def _admission_config(self) -> Path:
+        """Webhooks get the API server's client certificate, whatever their address (user ``*``)."""
+        kubeconfig = _write_kubeconfig_file(self.directory / "webhook-client.kubeconfig", {
+            "apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [],
+            "users": [{"name": "*", "user": {"client-certificate": str(self._webhook_client.cert),
+                                             "client-key": str(self._webhook_client.key)}}]})
+        plugin = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+                  "kubeConfigFile": str(kubeconfig)}
+        path = self.directory / "admission.yaml"
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+            "plugins": [{"name": name, "configuration": plugin}
+                        for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}))
+        return path
 
     @property
     def audit_log(self) -> Path:
@@ -533,6 +560,10 @@ def _write_kubeconfig(path: Path, cluster: str, url: str, ca: Path, users: dict[
                      for u in users],
         "current-context": current,
     }
+    return _write_kubeconfig_file(path, config)
+
+
+def _write_kubeconfig_file(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Release:
     health_port: int = 0
     webhook_port: int = 0
     extra: dict = field(default_factory=dict)
+    webhook_client_ca: str = ""  # PEM: only the API server's certificate from this CA reaches the webhooks
 
     @property
     def service_account(self) -> str:
@@ -47,7 +49,8 @@ class Release:
     def values(self) -> dict:
         return {"replicaCount": 1, "peering": "", "logFormat": "json",
                 "metrics": {"port": self.health_port},
-                "webhook": {"port": self.webhook_port, "url": f"https://127.0.0.1:{self.webhook_port}"},
+                "webhook": {"port": self.webhook_port, "url": f"https://127.0.0.1:{self.webhook_port}",
+                            "clientCA": self.webhook_client_ca},
                 **self.extra}
 
 
@@ -59,12 +62,17 @@ def _helm(release: Release, *args: str, timeout: float = 300) -> str:
     return proc.stdout
 
 
-def install(kubeconfig: Path, helm: Path, *, values: dict | None = None, wait: float = 180) -> Release:
-    """``helm install`` the chart (CRDs included) and wait until the operator is Ready."""
+def install(kubeconfig: Path, helm: Path, *, values: dict | None = None, wait: float = 180,
+            webhook_client_ca: Path | None = None) -> Release:
+    """``helm install`` the chart (CRDs included) and wait until the operator is Ready.
+
+    ``webhook_client_ca``: the CA of the API server's certificate towards webhooks
+    (:attr:`lifeline.devstack.cluster.Cluster.webhook_client_ca`); the webhooks then take no other caller."""
     health = reserved_port()
     webhook = next(p for p in iter(reserved_port, None) if p != health)
     release = Release(Path(kubeconfig), Path(helm), health_port=health, webhook_port=webhook,
-                      extra=dict(values or {}))
+                      extra=dict(values or {}),
+                      webhook_client_ca=webhook_client_ca.read_text() if webhook_client_ca else "")
     values_file = Path(kubeconfig).with_name(f"{release.name}-values.json")
     values_file.write_text(json.dumps(release.values()))
     _helm(release, "install", release.name, str(CHART), "--namespace", release.namespace, "--create-namespace",
@@ -89,6 +97,28 @@ def service_account_token(request, namespace: str, name: str, seconds: int = 24 
 def operator_token(request, release: Release, seconds: int = 24 * 3600) -> str:
     """A token of the chart's operator ServiceAccount."""
     return service_account_token(request, release.namespace, release.service_account.rsplit(":", 1)[1], seconds)
+
+
+SCRAPER = "metrics-scraper"
+
+
+def metrics_token(request, release: Release, seconds: int = 3600) -> str:
+    """A bearer token that may read the operator's /metrics: of a ServiceAccount ``metrics-scraper``
+    bound to ``<release>-metrics-reader``, as a platform team binds Prometheus's (made once)."""
+    base = f"/api/v1/namespaces/{release.namespace}/serviceaccounts"
+    try:
+        request("GET", f"{base}/{SCRAPER}")
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+        request("POST", base, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SCRAPER}})
+        request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{release.name}-{SCRAPER}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": f"{release.name}-metrics-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": SCRAPER, "namespace": release.namespace}]})
+    return service_account_token(request, release.namespace, SCRAPER, seconds)
 
 
 def operator_kubeconfig(request, release: Release, server: str, ca: Path, path: Path,
@@ -124,6 +154,16 @@ def status(release: Release) -> str:
     return _helm(release, "status", release.name, "--namespace", release.namespace)
 
 
+def webhook_client_ca_file(release: Release, directory: Path) -> Path | None:
+    """The release's ``webhook.clientCA`` as a file, as the chart mounts it for the operator's Pod."""
+    if not release.webhook_client_ca:
+        return None
+    path = Path(directory) / "webhook-client-ca.crt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(release.webhook_client_ca)
+    return path
+
+
 def uninstall(release: Release) -> None:
     _helm(release, "uninstall", release.name, "--namespace", release.namespace, "--wait")
 
@@ -156,5 +196,5 @@ def grant_tenant(request, namespace: str, release: str = RELEASE, release_namesp
 
 
 __all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "grant_tenant", "install",
-           "operator_kubeconfig", "operator_token", "scale", "service_account_token", "status", "uninstall",
-           "webhook_certificates"]
+           "metrics_token", "operator_kubeconfig", "operator_token", "scale", "service_account_token", "status", "uninstall",
+           "webhook_certificates", "webhook_client_ca_file"]

@@ -34,6 +34,7 @@ async def running_operator(kubeconfig: Path, watched: Callable[[], set[str]], *,
     ``watched()`` answers which Lifeline plurals the API has seen the operator watch; ``options``
     are further :class:`~lifeline.runtime.Options` (the webhook's port and certificates, say).
     """
+    options.setdefault("metrics_auth", "none")  # on loopback; tests/security/test_metrics_auth turns it on
     options = Options(health_host="127.0.0.1", health_port=0, kubeconfig=str(kubeconfig),
                       namespaces=namespaces or [], peering=peering, priority=priority, **options)
     ctx = make_context(options, clock=clock)

@@ -193,10 +193,14 @@ class DevStack:
         await asyncio.to_thread(live.host_claim, self.cluster, install.SYSTEM_NAMESPACE, "audit-log",
                                 self.state / "audit")
         self.release = await asyncio.to_thread(install.install, self.kubeconfig, helm_path(),
-                                               values={"audit": {"claimName": "audit-log"}, "extraEnv": env})
+                                               values={"audit": {"claimName": "audit-log"}, "extraEnv": env},
+                                               webhook_client_ca=self.cluster.webhook_client_ca)
+        await asyncio.to_thread(install.metrics_token, self.cluster.request, self.release)  # the scraper's account
         self.say(f"operator          helm install {self.release.name} into {self.release.namespace}: Ready in "
                  f"{asyncio.get_running_loop().time() - began:.1f}s; metrics on "
-                 f"http://127.0.0.1:{self.release.health_port}/metrics, webhooks on :{self.release.webhook_port}")
+                 f"http://127.0.0.1:{self.release.health_port}/metrics (a bearer token of a reader: "
+                 f"kubectl -n {self.release.namespace} create token {install.SCRAPER}), "
+                 f"webhooks on :{self.release.webhook_port}")
 
     def _fresh_state(self) -> None:
         """Start from an empty state directory: the last run's repositories were keyed by an

@@ -11,7 +11,10 @@ same person, removes the request annotation and appends the decision to
 changes them directly is refused, whoever sends it.
 
 Refused attempts are audited here (the controller audits recorded decisions when it
-copies them into ``status.approvals``); dry runs are checked but not audited.
+copies them into ``status.approvals``); dry runs are checked but not audited. Only a caller
+that proved to be the API server (a client certificate the server verified:
+``--webhook-client-ca``) is audited: anyone who reaches the port can send a review naming any
+user, and the audit trail must not carry what they made up. Without it, refusals are logged.
 """
 from __future__ import annotations
 
@@ -39,9 +42,13 @@ def _forged_message(keys: tuple[str, ...]) -> str:
             f"or `lifeline restore approve NAME`")
 
 
-def _refuse(message: str, *, user: str, body: dict, dryrun: bool, action: str = "approval") -> None:
-    if not dryrun:
-        meta = body.get("metadata") or {}
+def _refuse(message: str, *, user: str, body: dict, dryrun: bool, verified: bool, action: str = "approval") -> None:
+    meta = body.get("metadata") or {}
+    if not dryrun and not verified:
+        log.warning("%s by %s refused on Restore %s/%s (not audited: the caller is not verified as the API "
+                    "server; set --webhook-client-ca): %s", action, user, meta.get("namespace", ""),
+                    meta.get("name", ""), message)
+    elif not dryrun:
         audit.record(action, actor=user, outcome="refused",
                      subject={"kind": "Restore", "namespace": meta.get("namespace", ""), "name": meta.get("name", "")},
                      details={"reason": message})
@@ -68,18 +75,21 @@ class Approvals:
                 return False
         return True
 
-    async def review(self, body: dict, old: dict | None, operation: str, userinfo: dict, patch, dryrun: bool) -> None:
+    async def review(self, body: dict, old: dict | None, operation: str, userinfo: dict, patch, dryrun: bool,
+                     verified: bool = False) -> None:
+        """``verified``: the caller showed a client certificate the server checked (the API server)."""
         user = userinfo.get("username") or ""
         meta = body.get("metadata") or {}
         new_ann = meta.get("annotations") or {}
         old_ann = ((old or {}).get("metadata") or {}).get("annotations") or {} if operation == "UPDATE" else None
         request = rules.read_request(old_ann, new_ann)
         if request.forged:
-            _refuse(_forged_message(request.forged), user=user, body=body, dryrun=dryrun)
+            _refuse(_forged_message(request.forged), user=user, body=body, dryrun=dryrun, verified=verified)
         if operation == "CREATE":
             if request.decision:
                 _refuse("a Restore cannot carry an approval when it is created: the requester cannot approve; "
-                        f"remove {rules.ANN_APPROVE}/{rules.ANN_REJECT}", user=user, body=body, dryrun=dryrun)
+                        f"remove {rules.ANN_APPROVE}/{rules.ANN_REJECT}", user=user, body=body, dryrun=dryrun,
+                        verified=verified)
             annotations = _annotations(patch)
             annotations[rules.ANN_REQUESTED_BY] = user
             annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, user, None)
@@ -91,7 +101,7 @@ class Approvals:
         if not requester:
             _refuse(f"this Restore has no recorded requester ({rules.ANN_REQUESTED_BY}): it was created while the "
                     "admission webhook was not running; delete it and create it again", user=user, body=body,
-                    dryrun=dryrun, action=action)
+                    dryrun=dryrun, verified=verified, action=action)
         records = rules.decisions(new_ann)
         try:
             target = ((body.get("spec") or {}).get("target") or {}).get("namespace")
@@ -104,7 +114,7 @@ class Approvals:
         why = rules.refusal(request, user=user, requester=requester, records=records, phase=phase,
                             may_decide=allowed)
         if why:
-            _refuse(why, user=user, body=body, dryrun=dryrun, action=action)
+            _refuse(why, user=user, body=body, dryrun=dryrun, verified=verified, action=action)
         record = {"user": user, "time": rfc3339(self.ctx.clock.now()), "decision": request.decision}
         if request.comment:
             record["comment"] = request.comment
@@ -122,8 +132,9 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
 
     @kopf.on.mutate(INFO.group, INFO.version, INFO.plural, id=HANDLER_ID, registry=registry,
                     operations=["CREATE", "UPDATE"])
-    async def restore_approvals(body, old, operation, userinfo, patch, dryrun, subresource, **_):
+    async def restore_approvals(body, old, operation, userinfo, patch, dryrun, subresource, sslpeer, **_):
         if subresource:
             return
+        # kopf hands over getpeercert(): empty unless the server verified a client certificate
         await approvals.review(dict(body), dict(old) if old is not None else None, operation, dict(userinfo or {}),
-                               patch, bool(dryrun))
+                               patch, bool(dryrun), verified=bool(sslpeer))

@@ -3,6 +3,8 @@
 With a directory (``tls.crt``, ``tls.key``, optionally ``ca.crt``; a mounted
 cert-manager Secret has exactly these), kopf serves that certificate and reloads it
 when the files change. Without one, kopf makes a self-signed development certificate.
+With ``--webhook-client-ca`` the server requires a client certificate from that CA: the one the
+API server presents to webhooks when its admission configuration says so; nobody else connects.
 kopf builds that with the optional ``certbuilder`` package; this subclass builds the same
 certificate (CA flag, server and client auth, the host names as SANs) with
 ``cryptography``, which Lifeline already depends on, so the dev mode needs no extra.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from collections.abc import Collection
 from pathlib import Path
 
@@ -63,6 +66,9 @@ def server(options) -> WebhookServer:
         kwargs.update(certfile=d / "tls.crt", pkeyfile=d / "tls.key")
         if (d / "ca.crt").exists():
             kwargs["cafile"] = d / "ca.crt"
+    client_ca = getattr(options, "webhook_client_ca", None)
+    if client_ca:  # only the API server (its admission configuration's certificate) gets through
+        kwargs.update(verify_mode=ssl.CERT_REQUIRED, verify_cafile=client_ca)
     host = getattr(options, "webhook_host", None)
     return WebhookServer(addr=getattr(options, "webhook_addr", None) or "0.0.0.0", port=options.webhook_port,
                          host=host, extra_sans=[host] if host else (), **kwargs)
