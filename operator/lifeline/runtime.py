@@ -50,6 +50,8 @@ class Options:
     webhook_cert_dir: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CERT_DIR") or None)
     webhook_host: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_HOST") or None)
     webhook_addr: str = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_ADDR") or "0.0.0.0")
+    # The admin's approval policies (JSON, lifeline.planning.approval_policy); None: two distinct approvers.
+    approval_policies: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_APPROVAL_POLICIES") or None)
     # The CA of the API server's client certificate towards webhooks: then no other caller gets through
     # the TLS handshake (None: any caller; refusals are then logged, not audited).
     webhook_client_ca: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CLIENT_CA") or None)
@@ -75,7 +77,7 @@ class Context:
 # Controllers that own a kind's whole status (they fold readiness into their own plan).
 # Each module has OWNS (kind names) and register(registry, ctx). Add a line to add one.
 CONTROLLERS: tuple[str, ...] = ("lifeline.controllers.failover", "lifeline.controllers.backuppolicy",
-                               "lifeline.controllers.recoverypoint", "lifeline.controllers.restoredrill",
+                               "lifeline.controllers.shred", "lifeline.controllers.restoredrill",
                                "lifeline.controllers.restore")
 
 

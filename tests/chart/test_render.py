@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .render import CHART, NAMESPACE, one, render, rule_set
+from .render import CHART, NAMESPACE, helm_template, one, render, rule_set
 
 CERT_MANAGER = ("--api-versions", "cert-manager.io/v1")
 VARIANTS = {
@@ -229,3 +229,19 @@ def test_webhook_callers_and_metrics_readers_are_wired(helm_bin, tmp_path):
     assert ("authentication.k8s.io", "tokenreviews", "create") in rule_set(operator_role["rules"])
     plain = build_parser().parse_args(deployment(helm_bin)["spec"]["template"]["spec"]["containers"][0]["args"])
     assert plain.webhook_client_ca is None  # not set: no flag, any caller (docs/security.md says what that costs)
+
+
+def test_approval_policies_reach_the_operator_as_it_reads_them(helm_bin):
+    from lifeline.planning.approval_policy import load
+
+    container = deployment(helm_bin, "approvals.policies[0].name=his-critical", "approvals.policies[0].namespaces={his}",
+                           "approvals.policies[0].fromGroups={his-department-heads,it-management}")[
+        "spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    [rule] = load(env["LIFELINE_APPROVAL_POLICIES"])
+    assert (rule.name, rule.namespaces, rule.from_groups) == ("his-critical", ("his",),
+                                                               ("his-department-heads", "it-management"))
+    plain = deployment(helm_bin)["spec"]["template"]["spec"]["containers"][0]
+    assert "LIFELINE_APPROVAL_POLICIES" not in {e["name"] for e in plain["env"]}  # the default: two approvers
+    refused = helm_template(helm_bin, "--set", "approvals.policies[0].approvals=1")
+    assert refused.returncode != 0 and "approvals" in refused.stderr

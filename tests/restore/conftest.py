@@ -10,6 +10,7 @@ import pytest
 
 from lifeline.clock import FrozenClock
 from lifeline.devstack import install
+from lifeline.devstack.cluster import PEOPLE
 
 REQUESTER, APPROVERS = "carol", ("alice", "bob")
 
@@ -28,10 +29,10 @@ def fast_env(monkeypatch):
 
 @pytest.fixture
 def people(kube, tmp_path) -> dict[str, Path]:
-    """A kubeconfig per person (alice, bob, carol, dave), their groups bound as a hospital binds them."""
+    """A kubeconfig per person of the cluster (alice, bob, carol, ...), their groups bound as a hospital binds them."""
     install.bind_people(kube.request, kube.namespace)
     return {user: kube.cluster.kubeconfig_for(user, tmp_path / f"kubeconfig-{user}", namespace=kube.namespace)
-            for user in ("alice", "bob", "carol", "dave")}
+            for user in PEOPLE}
 
 
 @pytest.fixture

@@ -73,12 +73,16 @@ class Approval(Model):
     time: datetime
     decision: Literal["Approved", "Rejected"]
     comment: str | None = None
+    groups: list[str] | None = Field(None, description="The approver's groups that an approval policy asks for.")
 
 
 class RestoreStatus(StatusBase):
     phase: Literal["PendingApproval", "Approved", "Running", "Succeeded", "Failed", "Rejected"] | None = None
     requested_by: str | None = None
     approvals: list[Approval] = Field(default_factory=list)
+    approval_policy: str | None = Field(None, description="The admin's approval policy this Restore is held to.")
+    missing_groups: list[str] = Field(default_factory=list,
+                                      description="Groups of which an approval is still needed.")
     start_time: datetime | None = None
     completion_time: datetime | None = None
     bytes_restored: int | None = Field(None, ge=0)

@@ -101,10 +101,12 @@ def run(args) -> int:
         webhook_client_ca=args.webhook_client_ca,
     )
     from lifeline.observability.health import ExposureError, check_exposure
+    from lifeline.planning.approval_policy import PolicyError, load
 
     try:
         check_exposure(options.health_host, options.metrics_auth == "kubernetes")
-    except ExposureError as exc:
+        load(options.approval_policies)
+    except (ExposureError, PolicyError) as exc:
         print(f"lifeline operator: {exc}", file=sys.stderr)
         return 2
     asyncio.run(run_operator(make_context(options)))

@@ -25,7 +25,7 @@ from lifeline.controllers.common import vault_env
 from lifeline.controllers.common import job_end
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
-from lifeline.planning import authority, backup, drill_measure, restore, restore_run
+from lifeline.planning import approval_policy, authority, backup, drill_measure, restore, restore_run
 from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,27 @@ class RestoreController:
         self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
         self.locks: dict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._failures: dict[tuple, int] = {}
+        self.policies = approval_policy.load(ctx.options.approval_policies)
+
+    async def _approval_policy(self, body: dict, phase: str | None) -> approval_policy.ApprovalPolicy:
+        """The admin's policy for this Restore: by its namespace, and by the tier of the backup it restores
+        (looked up only when some policy names tiers; an unknown tier matches only tier-less policies).
+        Once running or decided, the policy it was held to (its status names it) stays."""
+        namespace = body["metadata"]["namespace"]
+        if phase not in (None, restore.PENDING, restore.APPROVED):
+            named = (body.get("status") or {}).get("approvalPolicy")
+            kept = next((p for p in self.policies if p.name == named), None)
+            if kept is not None or named == approval_policy.DEFAULT.name:
+                return kept or approval_policy.DEFAULT
+        tier = None
+        if approval_policy.needs_tier(self.policies):
+            point = await self.kube.get_object(POINT.api_version, POINT.plural, namespace,
+                                               body["spec"].get("recoveryPoint", ""))
+            policy_name = ((point or {}).get("spec") or {}).get("policyName")
+            policy = policy_name and await self.kube.get_object(POLICY.api_version, POLICY.plural, namespace,
+                                                                policy_name)
+            tier = ((policy or {}).get("spec") or {}).get("tier")
+        return approval_policy.choose(self.policies, namespace, tier)
 
     async def _job(self, body: dict) -> restore.JobFacts | None:
         namespace = restore_run.target_namespace(body)
@@ -158,14 +179,15 @@ class RestoreController:
         claim = await self._claim(body) if phase not in restore.FINAL else None
         switched = ((claim or {}).get("metadata", {}).get("labels") or {}).get(restore_run.LABEL_STATE) == "verified"
         sealed = restore.sealed(body, seal_key(self.ctx.options))
-        plan = restore.plan(body, job, now, switched=switched, records_sealed=sealed)
+        held_to = await self._approval_policy(body, phase)
+        plan = restore.plan(body, job, now, switched=switched, records_sealed=sealed, policy=held_to)
         if plan.create_job:
             blocked = await self._start(body)
             plan = restore.plan(body, await self._job(body), now, switched=switched, blocked=blocked,
-                                records_sealed=sealed)
+                                records_sealed=sealed, policy=held_to)
         if plan.switch_claim:
             await self._label_claim(body, "verified")
-            plan = restore.plan(body, job, now, switched=True, records_sealed=sealed)
+            plan = restore.plan(body, job, now, switched=True, records_sealed=sealed, policy=held_to)
         if plan.mark_failed:
             await self._label_claim(body, "failed")
         self._metrics(body, plan.phase)

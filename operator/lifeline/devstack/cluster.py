@@ -40,12 +40,15 @@ ROOT = Path(__file__).resolve().parents[3]
 from .cluster_version import KUBE_VERSION
 ADMIN = "lifeline-admin"
 # People for tests and the demo: user -> groups. alice and bob approve restores, carol is a DBA
-# without approval rights, dave is a tenant of another namespace.
+# without approval rights, dave is a tenant of another namespace; erin heads the HIS department and
+# frank information management, both approvers too (for approval policies that name those groups).
 PEOPLE: dict[str, tuple[str, ...]] = {
     "alice": ("hospital-dba", "dr-approvers"),
     "bob": ("dr-approvers",),
     "carol": ("hospital-dba",),
     "dave": ("tenants",),
+    "erin": ("dr-approvers", "his-department-heads"),
+    "frank": ("dr-approvers", "it-management"),
 }
 SERVICE_CIDR = "10.96.0.0/16"  # allocated, never routed: nothing here runs kube-proxy
 DEFAULT_STORAGE_CLASS = "standard"

@@ -1,7 +1,8 @@
 """Restore: the approval rules and the phase machine, as pure functions.
 
 A production Restore runs only after ``spec.requiredApprovals`` (at least two)
-distinct people approved it, none of them the requester. Who is who comes only
+distinct people approved it, none of them the requester, and as many and from whichever groups
+the admin's approval policy asks (:mod:`lifeline.planning.approval_policy`). Who is who comes only
 from the API server's admission requests: the mutating webhook
 (:mod:`lifeline.webhooks.approvals`) writes the requester and every decision into
 annotations that no request may edit directly (:data:`PROTECTED`), and seals them
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from lifeline.api import BY_KIND
 from lifeline.api.validation import problems_in_spec
 
-from . import conditions
+from . import approval_policy, conditions
 
 INFO = BY_KIND["Restore"]
 
@@ -193,18 +194,21 @@ class Plan:
 
 def _approvals_status(records: list[dict], requester: str | None) -> list[dict]:
     return [{k: v for k, v in (("user", d["user"]), ("time", d.get("time")), ("decision", d["decision"]),
-                               ("comment", d.get("comment") or None)) if v is not None}
+                               ("comment", d.get("comment") or None), ("groups", d.get("groups") or None))
+             if v is not None}
             for d in counted(records, requester)]
 
 
 def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
-         blocked: tuple[str, str] | None = None, records_sealed: bool = False) -> Plan:
+         blocked: tuple[str, str] | None = None, records_sealed: bool = False,
+         policy: approval_policy.ApprovalPolicy = approval_policy.DEFAULT) -> Plan:
     """The status a Restore should have now, and what to do to get on.
 
     ``job`` is the restore Job (None until created); ``switched`` says the NewClaim switch
     (see :mod:`lifeline.planning.restore_run`) was applied; ``blocked`` is ``(reason, message)``
     when an approved restore cannot start (its RecoveryPoint or policy is gone, no copy is readable);
-    ``records_sealed`` is :func:`sealed` of the body: without it no approval or rejection counts.
+    ``records_sealed`` is :func:`sealed` of the body: without it no approval or rejection counts;
+    ``policy`` is the admin's approval policy for this Restore (:mod:`~lifeline.planning.approval_policy`).
     """
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     old = dict(body.get("status") or {})
@@ -215,7 +219,9 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     requester = None if unsealed else annotations.get(ANN_REQUESTED_BY) or old.get("requestedBy")
     records = [] if unsealed else decisions(annotations)
     valid = counted(records, requester)
-    required = int(spec.get("requiredApprovals") or 2)
+    tally = approval_policy.tally(policy, [d for d in valid if d["decision"] == "Approved"],
+                                  int(spec.get("requiredApprovals") or approval_policy.MIN_APPROVALS))
+    required = tally.required
     phase = old.get("phase")
     _, problems = problems_in_spec(INFO, spec)
 
@@ -224,6 +230,8 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     if requester:
         status["requestedBy"] = requester
     status["approvals"] = _approvals_status(records, requester)
+    status["approvalPolicy"] = policy.name
+    status["missingGroups"] = list(tally.missing_groups)
     notes: list[Note] = []
     out = Plan(status, notes)
     cond = list(old.get("conditions") or [])
@@ -243,7 +251,8 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     if phase is None:
         notes.append(Note("Normal", "RestoreRequested",
                           f"restore of {spec.get('recoveryPoint')} requested by {requester or 'unknown'}: "
-                          f"{spec.get('reason', '')}; waiting for {required} approvals",
+                          f"{spec.get('reason', '')}; waiting for {required} approvals"
+                          + (f", one from each of {', '.join(policy.from_groups)}" if policy.from_groups else ""),
                           ("restore", requester or "unknown", "requested")))
     # Newly recorded decisions (audited once, when they first appear in status).
     before = {(a.get("user"), a.get("decision")) for a in old.get("approvals") or []}
@@ -268,7 +277,7 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
         status.update(reason="Rejected", message=f"rejected by {who}" + (
             f": {rejected[0]['comment']}" if rejected[0].get("comment") else ""))
     elif phase in (None, PENDING, APPROVED):  # Approved is recomputed too: a status is not evidence
-        if len(approved_by) >= required:
+        if tally.met:
             phase = APPROVED
             status.update(reason="Approved", message=f"approved by {', '.join(approved_by)}")
         elif unsealed:
@@ -280,9 +289,7 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
         else:
             phase = PENDING
             status.update(reason="WaitingForApprovals",
-                          message=f"{len(approved_by)} of {required} approvals"
-                                  + (f" ({', '.join(approved_by)})" if approved_by else "")
-                                  + f"; the requester ({requester or 'unknown'}) cannot approve")
+                          message=f"{tally.summary()}; the requester ({requester or 'unknown'}) cannot approve")
     if phase == APPROVED:
         if job is None and blocked is not None:
             phase = FAILED
@@ -322,8 +329,7 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
                               ("restore", requester or "unknown", "succeeded")))
     status["phase"] = phase
     if phase in (APPROVED, RUNNING, SUCCEEDED) or approved_by:
-        set_cond("Approved", len(approved_by) >= required, "Approved" if len(approved_by) >= required
-                 else "WaitingForApprovals", f"{len(approved_by)} of {required} approvals")
+        set_cond("Approved", tally.met, "Approved" if tally.met else "WaitingForApprovals", tally.summary())
     if phase == REJECTED:
         set_cond("Approved", False, "Rejected", status["message"])
     if phase in (SUCCEEDED, FAILED):

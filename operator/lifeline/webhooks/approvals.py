@@ -26,7 +26,7 @@ from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.kube import KubeError
 from lifeline.observability import audit
-from lifeline.planning import restore as rules
+from lifeline.planning import approval_policy, restore as rules
 
 from .seal_key import seal_key
 
@@ -62,6 +62,8 @@ def _annotations(patch) -> dict:
 class Approvals:
     def __init__(self, ctx):
         self.ctx = ctx
+        # the approver's groups worth keeping with a decision: those an approval policy asks for
+        self.named_groups = approval_policy.named_groups(approval_policy.load(ctx.options.approval_policies))
 
     async def may_decide(self, userinfo: dict, namespace: str, name: str, target: str | None = None) -> bool:
         """The approve verb on this Restore, and (for a target in another namespace) on restores there:
@@ -118,6 +120,9 @@ class Approvals:
         record = {"user": user, "time": rfc3339(self.ctx.clock.now()), "decision": request.decision}
         if request.comment:
             record["comment"] = request.comment
+        groups = sorted(self.named_groups.intersection(userinfo.get("groups") or ()))
+        if groups:
+            record["groups"] = groups  # sealed with the rest: what the API server said, not the user
         annotations = _annotations(patch)
         annotations[rules.ANN_DECISIONS] = rules.encode(records + [record])
         annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, requester,
