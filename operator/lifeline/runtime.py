@@ -156,6 +156,8 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
     from lifeline.observability.report import operator_report
 
     audit_sink = audit.use_store(options.audit_url) if options.audit_url else None
+    count_audited = ctx.metrics.count_audited  # one bound method: sinks are removed by identity
+    audit.add_sink(count_audited)
     from lifeline.observability.callers import KubeCallers
 
     callers = KubeCallers(ctx.kube) if options.metrics_auth == "kubernetes" else None
@@ -177,6 +179,7 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
             ready_flag=ready,
         )
     finally:
+        audit.remove_sink(count_audited)
         await health.stop()
         if audit_sink is not None:
             audit_sink.flush()

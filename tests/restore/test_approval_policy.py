@@ -66,7 +66,7 @@ async def test_two_dbas_are_not_enough_where_the_heads_must_approve(kube, clock,
     audit.add_sink(records.append)
     rules = json.dumps([{**HEADS[0], "namespaces": [kube.namespace]}])
     try:
-        async with kube.operator(clock=clock, approval_policies=rules):
+        async with kube.operator(clock=clock, approval_policies=rules) as ctx:
             catalogue(kube, policy(), point)
             kube.create(restore_body(), user="carol")
             name = restore_body()["metadata"]["name"]
@@ -87,6 +87,10 @@ async def test_two_dbas_are_not_enough_where_the_heads_must_approve(kube, clock,
             await kube.wait_for(lambda: phase(kube, name) in ("Running", "Succeeded", "Failed"))
             assert (await kube.finished(restore_run.job_name(name))).phase == "Succeeded"
             await kube.wait_for(lambda: phase(kube, name) == "Succeeded")
+            # what the anomaly alerts count (docs/runbooks.md#anomalies-in-what-people-do)
+            audited = ctx.metrics.audited
+            assert audited.labels("approval", "succeeded", kube.namespace)._value.get() == 4
+            assert audited.labels("restore", "started", kube.namespace)._value.get() == 1
     finally:
         audit.remove_sink(records.append)
     status = stored(kube, name)["status"]

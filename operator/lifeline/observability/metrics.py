@@ -130,10 +130,21 @@ class OperatorMetrics:
         self._per_drill = (self.drill_last_run, self.drill_last_success, self.drill_success, self.drill_rto_met,
                            self.drill_duration, self.drill_rto_target, self.drill_max_interval, self.drill_runs)
 
+        # Everything this operator audits, counted: the anomaly alerts (a restore at night, a burst of
+        # restores, a shred or an approval out of hours) watch these.
+        self.audited = Counter(
+            "lifeline_audited_actions", "Actions written to the audit trail, by action, outcome and namespace.",
+            ["action", "outcome", "namespace"], registry=self.registry)
+
         # Restore (lifeline.controllers.restore): 1 for the current phase, 0 for the others.
         self.restore_phase = Gauge(
             "lifeline_restore_phase", "1 for the Restore's current phase, 0 for every other phase.",
             ["namespace", "name", "phase"], registry=self.registry)
+
+    def count_audited(self, record: dict) -> None:
+        """An audit sink: one more of this record's action and outcome."""
+        namespace = (record.get("subject") or {}).get("namespace") or ""
+        self.audited.labels(record["action"], record["outcome"], namespace).inc()
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """Drop the series of a deleted object so dashboards do not show ghosts."""
