@@ -75,8 +75,9 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("", "persistentvolumeclaims", "get"),
         # backup: the RecoveryPoint catalogue, its owner references (deletionPolicy) and a fresh policy read
         ("dr.lifeline.io", "recoverypoints", "get"),
-        # recoverypoint (deletionPolicy Shred): the shred finalizer (a metadata patch), the fresh list of
-        # a point's epoch mates before its key is destroyed, and the shred Job (jobs create/list/watch above)
+        # shred (deletionPolicy Shred, controllers/shred.py): the shred finalizer (a metadata patch), the
+        # fresh list of a point's epoch mates before its key is destroyed, and the shred Job (jobs
+        # create/list/watch above)
         ("dr.lifeline.io", "recoverypoints", "list"),
         ("dr.lifeline.io", "recoverypoints", "create"),
         ("dr.lifeline.io", "recoverypoints", "patch"),

@@ -88,7 +88,7 @@ class ShippingDeployments:
         """Make the policy's shipping Deployment ``desired`` (zero or one manifest); the error text."""
         meta = body["metadata"]
         namespace, uid = meta.get("namespace", ""), meta.get("uid")
-        existing = {f["name"]: f for f in self.ctl._values("backup_deployments", (namespace, meta["name"]))}
+        existing = {f["name"]: f for f in self.ctl.stores.of_policy("backup_deployments", (namespace, meta["name"]))}
         errors = []
         for manifest in desired:
             name = manifest["metadata"]["name"]

@@ -22,14 +22,13 @@ from pydantic import ValidationError
 from lifeline.api.backuppolicy import BackupPolicySpec, Hook
 from lifeline.api.common import parse_duration
 from lifeline.clock import rfc3339
+from lifeline.controllers.backup_audit import ACTOR
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup, snapshot
 from lifeline.planning.backup_points import parse_time
 
 log = logging.getLogger(__name__)
-
-ACTOR = "lifeline-operator"
 
 
 # What a data-mover Job's fact (lifeline.planning.backup_points.job_fact) tells the policy's status;
@@ -66,7 +65,7 @@ class SnapshotPipelines:
         name = mover.get("triggerJob")
         if not name:
             return None
-        return next((j for j in self.ctl._values("backup_jobs", (mover["namespace"], mover["policy"]))
+        return next((j for j in self.ctl.stores.of_policy("backup_jobs", (mover["namespace"], mover["policy"]))
                      if j["name"] == name and j["operation"] == "trigger"), None)
 
     # ---- the steps -----------------------------------------------------------------------------
@@ -123,12 +122,12 @@ class SnapshotPipelines:
         mover = self._mover(trig)
         if mover is None:
             return await self._start_mover(body, trig, snap)
-        if mover["phase"] != "Running" and (mover.get("recorded") or mover["uid"] in self.ctl.recorded):
+        if mover["phase"] != "Running" and (mover.get("recorded") or self.ctl.runs.recorded_here(mover["uid"])):
             await self._cleanup(trig, body, spec)
 
     def _mover(self, trig: dict) -> dict | None:
         want = snapshot.mover_name(trig["name"])
-        return next((j for j in self.ctl._values("backup_jobs", (trig["namespace"], trig["policy"]))
+        return next((j for j in self.ctl.stores.of_policy("backup_jobs", (trig["namespace"], trig["policy"]))
                      if j["name"] == want), None)
 
     async def _create_snapshot(self, body: dict, trig: dict) -> dict:
@@ -176,7 +175,7 @@ class SnapshotPipelines:
             await self.kube.delete_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, mine)
         existing = await self.kube.list_objects(snapshot.SNAPSHOT_API, "volumesnapshots", ns,
                                                 f"{backup.LABEL_POLICY}={backup.label_value(policy)}")
-        running = {snapshot.snapshot_name(j["name"]) for j in self.ctl._values("backup_jobs", (ns, policy))
+        running = {snapshot.snapshot_name(j["name"]) for j in self.ctl.stores.of_policy("backup_jobs", (ns, policy))
                    if j["operation"] == "trigger" and not j.get("recorded") and j["name"] != trig["name"]}
         existing = [s for s in existing if (s["metadata"].get("annotations") or {}).get(backup.ANN_POLICY) == policy
                     and (outcome == "Succeeded" or s["metadata"]["name"] != mine)]
@@ -184,8 +183,8 @@ class SnapshotPipelines:
             await self.kube.delete_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, name)
         # The mover Job is gone now: the trigger keeps what the policy's status shows of it.
         moved = {k: mover[k] for k in MOVED_FACTS if mover and mover.get(k) is not None}
-        if moved and not moved.get("recorded") and self.ctl.recorded.get(mover["uid"]):
-            moved["recorded"], moved["result"] = self.ctl.recorded[mover["uid"]]  # before the watch said so
+        if moved and not moved.get("recorded") and self.ctl.runs.written_on(mover["uid"]):
+            moved["recorded"], moved["result"] = self.ctl.runs.written_on(mover["uid"])  # before the watch said so
         await self._record(trig, {"o": outcome, "op": "trigger", "mover": snapshot.mover_name(trig["name"]),
                                   **({"moved": moved} if moved else {})})
 

@@ -7,9 +7,10 @@ copy, with the destinations' credentials), and removes the finalizer only when e
 was shredded: an Event and an audit record (``key-shred``) either way. A failed shred keeps
 the object, posts a Warning Event and tries again with a growing delay (timer).
 
-Status stays with the BackupPolicy controller (one writer per status): this one writes
-metadata only (finalizer, annotations), with the resourceVersion it read, so a concurrent
-write is a 409 and the next event tries again.
+Status stays with the BackupPolicy controller (one writer per status:
+:mod:`lifeline.controllers.recoverypoint_status`): this one writes metadata only (finalizer,
+annotations), with the resourceVersion it read, so a concurrent write is a 409 and the next
+event tries again.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from lifeline.planning import recoverypoint_shred as shred
 
 log = logging.getLogger(__name__)
 
-OWNS: tuple[str, ...] = ()  # RecoveryPoint status is the BackupPolicy controller's
+OWNS: tuple[str, ...] = ()  # RecoveryPoint status is the BackupPolicy controller's (recoverypoint_status)
 POINT = BY_KIND["RecoveryPoint"]
 POLICY = BY_KIND["BackupPolicy"]
 

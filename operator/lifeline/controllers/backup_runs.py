@@ -1,0 +1,167 @@
+"""Finished backup and prune Jobs, recorded once: RecoveryPoints, Events, metrics and audit records.
+
+A finished Job's pod carries the agent's summary in its termination message. A backup that
+stored its data somewhere becomes a RecoveryPoint; a prune marks the points it forgot Pruned.
+Either way the outcome is written on the Job (``dr.lifeline.io/recorded`` /
+``dr.lifeline.io/result``), so that the policy's status can be planned from the Jobs alone, after
+an operator restart too, and no Job is recorded twice. (A snapshot trigger Job is recorded by
+its pipeline, :mod:`lifeline.controllers.backup_snapshots`.)
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from lifeline.api import BY_KIND
+from lifeline.clock import rfc3339
+from lifeline.controllers.backup_audit import audit_backup
+from lifeline.kube import KubeError, ObjectRef
+from lifeline.planning import backup, backup_points
+
+log = logging.getLogger(__name__)
+
+POINT = BY_KIND["RecoveryPoint"]
+
+
+class BackupRuns:
+    """Records the finished Jobs of one BackupPolicy controller's policies (read through its stores)."""
+
+    def __init__(self, controller):
+        self.ctl = controller
+        self.ctx = controller.ctx
+        self.kube = controller.kube
+        self._recording: set[str] = set()
+        # uids of Jobs recorded by this process, oldest first, with what was recorded (the annotations'
+        # values) until the watch brings the Job back with them
+        self._recorded: dict[str, tuple[str, dict] | None] = {}
+
+    def recorded_here(self, uid: str) -> bool:
+        """Whether this process has recorded the Job: the snapshot pipeline cleans up after a data mover
+        as soon as it is recorded, before the watch brings the Job back with its annotations."""
+        return uid in self._recorded
+
+    def written_on(self, uid: str) -> tuple[str, dict] | None:
+        """What this process wrote on the Job's recorded and result annotations (None: nothing, or its
+        policy was gone): the snapshot pipeline copies them to the trigger Job before the watch has them."""
+        return self._recorded.get(uid)
+
+    async def record(self, job: dict) -> None:
+        """Turn a finished Job into its RecoveryPoint, Events and metrics, once."""
+        if job["phase"] == "Running" or job.get("recorded") or job["uid"] in self._recording \
+                or job["uid"] in self._recorded or job["operation"] == "trigger":
+            return  # (a snapshot trigger is recorded by its pipeline)
+        self._recording.add(job["uid"])
+        try:
+            # until the watch brings the Job back with its annotation, remember it here
+            self._recorded[job["uid"]] = await self._record(job)
+            if len(self._recorded) > 10000:
+                self._recorded.pop(next(iter(self._recorded)))
+        except KubeError as exc:
+            log.warning("recording Job %s/%s: %s (retried on the next event or tick)",
+                        job["namespace"], job["name"], exc)
+        finally:
+            self._recording.discard(job["uid"])
+
+    async def _pods(self, job: dict) -> list[dict]:
+        for label in backup_points.JOB_UID_LABELS:
+            pods = await self.kube.list_objects("v1", "pods", job["namespace"], f"{label}={job['uid']}")
+            if pods:
+                return pods
+        return []
+
+    async def _record(self, job: dict) -> tuple[str, dict] | None:
+        """Record a finished Job; what its annotations now say (None: its policy is gone)."""
+        namespace, policy = job["namespace"], job["policy"]
+        body = self.ctl.policy(namespace, policy)
+        if body is None:
+            return None  # the policy is gone; its Jobs go with it
+        summary, report = backup_points.pod_report(await self._pods(job))
+        now = rfc3339(self.ctx.clock.now())
+        ref = ObjectRef.of(body)
+        tier = str(body["spec"].get("tier", ""))
+        labels = (namespace, policy, tier)
+        m = self.ctx.metrics
+        point = None
+        if job["operation"] == "prune":
+            await self._record_prune(job, body, summary, report, now)
+        elif job["phase"] == "Succeeded" and summary and summary.get("ok"):
+            point = await self._create_point(job, body, summary)
+            for c in summary["ok"]:
+                m.backup_last_success.labels(*labels, c["d"]).set(backup_points.parse_time(c["e"]).timestamp())
+                if c.get("dur") is not None:
+                    m.backup_duration.labels(*labels, c["d"], c["t"]).observe(float(c["dur"]))
+                m.backup_bytes.labels(*labels, c["d"]).inc(int(c.get("stored") or 0))
+            m.backup_source_bytes.labels(*labels).inc(int(summary.get("size") or 0))
+            stored = ", ".join(c["d"] for c in summary["ok"])
+            audit_backup(job, body, "succeeded", point, summary, self.ctx.clock.now())
+            await self.kube.emit_event(ref, "Normal", "BackupSucceeded",
+                                       f"{summary['ok'][0]['t']} backup recorded as RecoveryPoint {point}, stored at "
+                                       f"{stored} ({summary.get('size', 0)} bytes read)", now)
+            for f in summary.get("failed") or []:
+                m.backup_failures.labels(*labels, f["d"], "DestinationFailed").inc()
+                await self.kube.emit_event(ref, "Warning", "DestinationFailed",
+                                           f"backup {point} could not be stored at {f['d']}: {f.get('error')}; "
+                                           f"it is stored at {stored}", now)
+        else:
+            failed = (summary or {}).get("failed") or []
+            for f in failed:
+                m.backup_failures.labels(*labels, f["d"], "BackupFailed").inc()
+            if not failed:
+                m.backup_failures.labels(*labels, "", job.get("reason") or "BackupFailed").inc()
+            why = (summary or {}).get("error") or "; ".join(f"{f['d']}: {f.get('error')}" for f in failed) or \
+                job.get("failMessage") or ("the Job succeeded but left no summary" if job["phase"] == "Succeeded"
+                                           else "")
+            audit_backup(job, body, "failed", None, summary, self.ctx.clock.now(), why)
+            await self.kube.emit_event(ref, "Warning", "BackupFailed",
+                                       f"{job.get('type') or ''} backup Job {job['name']} failed: {why} ({report})"
+                                       .replace("  ", " "), now)
+        result = backup_points.result_of(job, summary, report, point)
+        if job["phase"] == "Succeeded" and job["operation"] == "backup" and not point:
+            result["o"] = "Failed"
+        await self.kube.patch_object("batch/v1", "jobs", namespace, job["name"], {"metadata": {"annotations": {
+            backup.ANN_RECORDED: point or result["o"],
+            backup.ANN_RESULT: json.dumps(result, separators=(",", ":"), sort_keys=True)}}})
+        return point or result["o"], result
+
+    async def _create_point(self, job: dict, body: dict, summary: dict) -> str:
+        namespace, policy = job["namespace"], job["policy"]
+        points = self.ctl.stores.of_policy("backup_points", (namespace, policy))
+        mine = [p for p in points if p.get("jobUid") == job["uid"]]
+        if mine:
+            return mine[0]["name"]
+        first = summary["ok"][0]
+        parent = next((p["name"] for p in points if first.get("p") and (first["d"], first["p"]) in
+                       [tuple(c) for c in p["copies"]]), None)
+        retain = (body.get("spec") or {}).get("deletionPolicy", "Retain") not in ("Delete", "Shred")
+        taken = {p["name"] for p in points}
+        start = backup_points.parse_time(summary["start"])
+        for _ in range(3):
+            name = backup_points.point_name(policy, start, taken, first["t"])
+            rp = backup_points.recovery_point(body, job, summary, name, parent, retain)
+            try:
+                await self.kube.create(POINT, namespace, rp)
+                return name
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                found = await self.kube.get_object(POINT.api_version, POINT.plural, namespace, name)
+                if ((found or {}).get("metadata", {}).get("annotations") or {}).get(
+                        backup_points.ANN_JOB_UID) == job["uid"]:
+                    return name
+                taken.add(name)
+        raise KubeError(f"no free RecoveryPoint name for Job {job['name']}", 409)
+
+    async def _record_prune(self, job: dict, body: dict, summary: dict | None, report: str, now: str) -> None:
+        ref = ObjectRef.of(body)
+        namespace, policy = job["namespace"], job["policy"]
+        failed = (summary or {}).get("failed") or []
+        if summary is None or failed or job["phase"] != "Succeeded":
+            why = "; ".join(f"{f['d']}: {f.get('error')}" for f in failed) or report
+            tier = str(body["spec"].get("tier", ""))
+            for f in failed or [{"d": ""}]:
+                self.ctx.metrics.backup_failures.labels(namespace, policy, tier, f["d"], "PruneFailed").inc()
+            await self.kube.emit_event(ref, "Warning", "PruneFailed", f"prune Job {job['name']}: {why}", now)
+        if summary:
+            points = self.ctl.stores.of_policy("backup_points", (namespace, policy))
+            for name in backup_points.pruned_points(points, summary.get("forgot") or {}):
+                await self.ctl.point_status.reconcile(namespace, name, pruned=True)
