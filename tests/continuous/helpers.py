@@ -18,7 +18,7 @@ def new_repo(tmp: Path, name: str = "repo", key: Path | None = None) -> tuple[st
     if not key.exists():
         create_key_file(key)
     url = f"file://{tmp / name}"
-    Repository.init(open_backend(url, create=True), provider_from_ref(f"file://{key}").ref)
+    Repository.init(open_backend(url, create=True), provider_from_ref(f"file://{key}"))
     return url, f"file://{key}"
 
 

@@ -6,7 +6,10 @@ Order of writes (what makes ``kill -9`` harmless):
 2. packs, each written atomically;
 3. one index segment naming the new packs (after all packs are stored);
 4. ``points/<id>`` — the commit. Until it exists the backup does not exist;
-   whatever 1–3 left behind is reported by ``check`` and removed by ``prune``.
+   whatever 1–3 left behind is reported by ``check`` and removed by ``prune``;
+5. ``head``, the catalogue head, with the point added (under the head lock, see
+   :mod:`lifeline.repository.catalogue`): a crash before it leaves a point the head does
+   not list yet, which ``check`` notes and the next ``prune`` records.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from lifeline.repository import catalogue
 from lifeline.repository.chunker import Chunker
 from lifeline.repository.crypto import EpochKeys
 from lifeline.repository.errors import LifelineError, UsageError
@@ -265,7 +269,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             known = set()
         else:
             _h, entries, keys = repo.load_point(parent.id, provider)
-            index = repo.load_index()
+            index = repo.load_index(provider, epochs={keys.epoch_id})  # chunk ids are keyed per epoch
             parent_entries = {e["path"]: e for e in entries if e.get("type") == "file"}
             if kind == "differential":
                 known = {bytes.fromhex(c) for e in entries for c in e.get("chunks", ())}
@@ -284,8 +288,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         finally:
             store.close()
         if packs:
-            seg = encode_and_store_index(repo, keys.epoch_id, packs)
-            stats.stored_bytes += seg
+            stats.stored_bytes += repo.write_index_segment(keys, packs)
         completion = time.time() if at is None else start_time + (time.time() - start)
         point_id = secrets.token_hex(16)
         header = {
@@ -308,7 +311,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             "skipped": len(stats.skipped),
         }
         _confirm_key(repo, provider, keys)
-        checksum = repo.write_point(keys, header, entries)
+        checksum = catalogue.publish(repo, provider, keys, header, entries, lock_wait=lock_wait)
     finally:
         lock.release()
     summary = {
@@ -364,15 +367,6 @@ def _check_provider(repo: Repository, provider, points: list[PointRef]) -> None:
         if exc.__class__.__name__ == "ShreddedEpoch":
             return
         raise
-
-
-def encode_and_store_index(repo: Repository, epoch: str, packs: list[PackInfo]) -> int:
-    from lifeline.repository.index import encode_segment
-    from lifeline.repository.layout import index_name
-
-    data = encode_segment(epoch, packs)
-    repo.backend.put(index_name(secrets.token_hex(16)), data)
-    return len(data)
 
 
 def _same_file(old: dict | None, new: dict) -> bool:

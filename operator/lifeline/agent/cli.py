@@ -55,8 +55,9 @@ def register(subparsers) -> None:
     g.add_argument("--repo", "-r", default=os.environ.get("LIFELINE_REPOSITORY"),
                    help="file:///path or s3://bucket/prefix (env LIFELINE_REPOSITORY)")
     g.add_argument("--key", "-k", default=os.environ.get("LIFELINE_KEY"),
-                   help="key provider reference, e.g. file:///etc/lifeline/key (env LIFELINE_KEY; "
-                        "default: the reference recorded at init)")
+                   help="key provider reference, e.g. file:///etc/lifeline/key (env LIFELINE_KEY; default: "
+                        "the reference recorded at init, if it is a key file or a Vault key without connection "
+                        "settings, and only once it has authenticated the repository)")
     g.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
     g.add_argument("--lock-wait", type=float, default=30.0, metavar="SECONDS",
                    help="wait this long for a conflicting lock (default 30)")
@@ -125,6 +126,9 @@ def register(subparsers) -> None:
     for rule in ("last", "daily", "weekly", "monthly", "yearly"):
         p.add_argument(f"--keep-{rule}", type=_bounded(0, 100_000), default=0, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    p.add_argument("--accept-missing", action="store_true",
+                   help="the catalogue head lists points that are gone (or is missing or fails authentication): "
+                        "accept the loss, record the points that are there, and prune (default: refuse)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("points", parents=[common], help="list recovery points")
@@ -181,11 +185,10 @@ def _open(args) -> Repository:
     return Repository.open(open_backend(args.repo, _s3(args)))
 
 
-def _provider(args, repo: Repository | None):
-    from lifeline.keys import provider_from_ref
+def _provider(args, repo: Repository):
+    from lifeline.keys.choice import provider_for
 
-    ref = args.key or (repo.config.get("key_ref") if repo else None)
-    return provider_from_ref(ref)
+    return provider_for(repo, args.key)
 
 
 def _progress(args, verb: str):
@@ -249,7 +252,7 @@ def cmd_init(args) -> int:
         created = True
     provider.new_data_key()  # proves the provider works before anything is written
     backend = open_backend(args.repo, _s3(args), create=True)
-    repo = Repository.init(backend, provider.ref, compression_level=args.compression_level)
+    repo = Repository.init(backend, provider, compression_level=args.compression_level)
     msg = f"created repository {repo.url} (format v{repo.config['version']}, id {repo.config['id']})"
     if created:
         msg += f"\ncreated key file {provider.path}: keep a copy apart from the repository, without it the data is lost"
@@ -300,7 +303,10 @@ def cmd_restore(args) -> int:
 
     repo = _open(args)
     provider = _provider(args, repo)
-    point = repo.resolve_point(args.point)
+    points, _bad = repo.list_points()
+    point = repo.resolve_point(args.point, points)
+    if args.point == "latest":
+        _say_which_latest(repo, provider, points, point)
     lock = repo.lock(exclusive=False, command="restore", wait=args.lock_wait)
     try:
         r = Restorer(repo, provider, point.id, skip_damaged=args.skip_damaged,
@@ -328,6 +334,16 @@ def cmd_restore(args) -> int:
               file=sys.stderr)
         return 3
     return 0
+
+
+def _say_which_latest(repo, provider, points, point) -> None:
+    """`restore latest` names the point it took, and says when the catalogue head knows newer ones."""
+    from .verify import catalogue_lines_for_latest
+
+    for line in catalogue_lines_for_latest(repo, provider, points, point):
+        print(printable(f"lifeline agent restore: warning: {line}"), file=sys.stderr)
+    print(printable(f"lifeline agent restore: restoring point {point.id} (latest: completed "
+                    f"{point.header.get('completion_time')}, seq {point.header.get('seq')})"), file=sys.stderr)
 
 
 def _report_exit(args, report, verb: str) -> int:
@@ -382,9 +398,16 @@ def cmd_prune(args) -> int:
         raise UsageError("--keep-* values must be 0 or more")
     repo = _open(args)
     provider = _provider(args, repo)
-    report = run_prune(repo, provider, policy, dry_run=args.dry_run, lock_wait=args.lock_wait)
+    report = run_prune(repo, provider, policy, dry_run=args.dry_run, lock_wait=args.lock_wait,
+                       accept_missing=args.accept_missing)
     verb = "would forget" if args.dry_run else "forgot"
     lines = [f"{verb} point {f['point_id']} ({f['type']}, {f['start_time']})" for f in report["forget"]]
+    cat = report["catalogue"]
+    if cat["accepted_missing"]:
+        lines.append(f"accepted the loss of {len(cat['accepted_missing'])} missing point(s): "
+                     + ", ".join(cat["accepted_missing"]))
+    if cat["rebuilt"]:
+        lines.append(f"wrote a new catalogue head (seq {cat['seq']}) from the {cat['points']} points in storage")
     lines.append(f"{'would delete' if args.dry_run else 'deleted'} {report['packs_deleted']} packs "
                  f"({human_bytes(report['bytes_freed'])}), {len(report['epoch_keys_deleted'])} unused epoch keys, "
                  f"{report['temporary_files_deleted']} temporary files, {report['stale_locks_deleted']} stale locks; "

@@ -3,6 +3,8 @@
 Prune holds the exclusive lock, so no backup is half-way while it decides what is
 garbage. Deletion order keeps every step crash-safe:
 
+0. the catalogue head of the points it keeps (before any point goes: a crash then leaves
+   points the head no longer lists, never listed points that are gone);
 1. forgotten points (after this their chunks are merely unreferenced);
 2. a fresh index segment per epoch for the packs that stay;
 3. the old index segments;
@@ -11,16 +13,19 @@ garbage. Deletion order keeps every step crash-safe:
 
 A crash between any two steps leaves duplicates or garbage, never a dangling reference.
 Prune refuses to collect garbage when it cannot see every live reference (an unreadable
-point, a damaged index segment, a chunk missing from the index).
+point, a damaged index segment, a chunk missing from the index), and when the catalogue
+head says points are missing (a rollback: retention would then keep older points as if they
+were the newest and delete more than meant) or cannot be trusted — unless the loss is
+accepted (``accept_missing``), which writes a head of the points that are there.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from lifeline.repository.errors import DamagedData, LifelineError
-from lifeline.repository.index import encode_segment
-from lifeline.repository.layout import index_name, key_name, pack_name, point_name
+from lifeline.repository import catalogue
+from lifeline.repository.errors import DamagedData, LifelineError, TamperedData
+from lifeline.repository.layout import key_name, pack_name, point_name
 from lifeline.repository.locks import list_locks
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_rfc3339
 
@@ -81,28 +86,56 @@ def apply_retention(points: list[PointRef], policy: Policy) -> tuple[list[PointR
 
 
 def run_prune(repo: Repository, provider, policy: Policy, *, dry_run: bool = False,
-              lock_wait: float = 0.0) -> dict:
+              lock_wait: float = 0.0, accept_missing: bool = False) -> dict:
     lock = repo.lock(exclusive=True, command="prune", wait=lock_wait)
     try:
-        return _prune(repo, provider, policy, dry_run)
+        return _prune(repo, provider, policy, dry_run, accept_missing)
     finally:
         lock.release()
 
 
-def _prune(repo: Repository, provider, policy: Policy, dry_run: bool) -> dict:
+def _catalogue_problem(repo: Repository, provider, points: list[PointRef]) -> tuple[catalogue.Head | None, str,
+                                                                                   list[str]]:
+    """(head or None when it cannot be trusted, why not, ids of the points it lists that are gone)."""
+    try:
+        head = catalogue.read(repo, provider)
+    except TamperedData as exc:
+        if exc.obj != catalogue.HEAD:
+            raise  # the config itself: nothing is done with it
+        return None, str(exc), []
+    if head.state == "missing":
+        return None, (str(catalogue.missing_head(repo)) if points else ""), []
+    if head.state != "verified":
+        return head, "", []
+    found = catalogue.compare(repo, head, {p.id for p in points}, points)
+    return head, (catalogue.describe_ahead(head, found.ahead) if found.ahead else ""), \
+        [pid for pid, _e in found.missing]
+
+
+def _prune(repo: Repository, provider, policy: Policy, dry_run: bool, accept_missing: bool) -> dict:
     points, bad = repo.list_points()
     if bad:
         raise PruneRefused("prune stopped: some points cannot be read (" + "; ".join(bad.values())
                            + "). Run `lifeline agent check`; nothing was deleted")
+    head, distrust, lost = _catalogue_problem(repo, provider, points)
+    if (distrust or lost) and not accept_missing:
+        what = distrust or ("the catalogue head lists recovery point(s) that are gone from storage ("
+                            + ", ".join(lost) + "): deleted, or storage was rolled back")
+        raise PruneRefused(f"prune stopped: {what}. Retention now would keep older points as if they were the "
+                           "newest and delete more than you mean to. Find out what happened (`lifeline agent "
+                           "check`); to accept the loss and record the points that are there, run prune with "
+                           "--accept-missing; nothing was deleted")
     keep, forget, reasons = apply_retention(points, policy)
-    index = repo.load_index()
+    index = repo.load_index(provider, epochs={p.header.get("epoch") for p in keep})
     if index.damaged:
         raise PruneRefused("prune stopped: damaged index segments (" + ", ".join(index.damaged)
                            + "); nothing was deleted")
     live: set[bytes] = set()
+    kept: list[tuple[dict, object]] = []  # authenticated headers and keys of the kept points
     for p in keep:
         try:
-            _h, entries, _k = repo.load_point(p.id, provider)
+            header, entries, keys = repo.load_point(p.id, provider)
+            kept.append((header, keys))
         except ShreddedEpoch:
             raise PruneRefused(f"prune stopped: point {p.id} belongs to epoch {p.header.get('epoch')} whose "
                                "key object is missing. Restore keys/<epoch> from a copy, or confirm the "
@@ -142,22 +175,32 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool) -> dict:
         "stale_locks_deleted": len(stale),
         "index_segments_rewritten": 0,
         "wal_segments_deleted": len(wal["delete"]),
+        "catalogue": {"seq": head.seq if head else None, "points": len(keep), "accepted_missing": lost,
+                      "rebuilt": bool(distrust)},
     }
+    new_points = {h["id"]: catalogue.entry(h) for h, _k in kept}
+    rewrite_head = head is None or head.state != "verified" or head.points != new_points
+    if rewrite_head:
+        seq = max([head.seq if head else 0] + [h.get("seq") or 0 for h, _k in kept]) + 1
+        report["catalogue"]["seq"] = seq
     if dry_run:
         return report
+    if rewrite_head:
+        sources = catalogue.seal_sources(kept) or (
+            {head.proof: head.keys} if head is not None and head.keys is not None
+            else {catalogue.ANCHOR: repo.anchor_keys(provider)})
+        catalogue.write(repo, seq=seq, points=new_points, sources=sources, by="prune")
     for p in forget:
         repo.backend.delete(point_name(p.id))
     wal_retention.apply(repo, wal)
-    old_segments = list(index.segments)
+    old_segments = list(index.segments) + list(index.other)
     by_epoch: dict[str, list] = {}
     for info in keep_packs.values():
         by_epoch.setdefault(info.epoch, []).append(info)
     rewrite = bool(drop_packs) or len(old_segments) > len(by_epoch)
     if rewrite:
-        import secrets
-
         for epoch, infos in by_epoch.items():
-            repo.backend.put(index_name(secrets.token_hex(16)), encode_segment(epoch, infos))
+            repo.write_index_segment(repo.epoch_keys(epoch, provider), infos)
         for name in old_segments:
             repo.backend.delete(name)
         report["index_segments_rewritten"] = len(old_segments)

@@ -237,7 +237,7 @@ class Restorer:
         try:
             if not overwrite:
                 _refuse_non_empty(root, target)
-            self.repo_index = self.repo.load_index()
+            self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id})  # opened by load_point
             done = self._to_directory(Beneath(root), entries)
         finally:
             os.close(root)
@@ -391,7 +391,7 @@ class Restorer:
     # --- to a byte stream ---------------------------------------------------------
     def to_stream(self, out, path: str | None = None) -> dict:
         start = time.time()
-        self.repo_index = self.repo.load_index()
+        self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id})  # opened by load_point
         files = [e for e in self.entries if e["type"] == "file"]
         if path is not None:
             files = [e for e in files if e["path"] == path.strip("/")]

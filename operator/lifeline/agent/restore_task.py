@@ -59,9 +59,9 @@ def _open(dest: Destination, env: dict):
 
 
 def _provider(key_ref: str, repo):
-    from lifeline.keys import provider_from_ref
+    from lifeline.keys.choice import provider_for
 
-    return provider_from_ref(key_ref or repo.config.get("key_ref"))
+    return provider_for(repo, key_ref)
 
 
 def _check_manifest(repo, plan: dict) -> str:

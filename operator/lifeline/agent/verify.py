@@ -1,11 +1,17 @@
-"""`verify` (are these points restorable?) and `check` (is the repository sound?)."""
+"""`verify` (are these points restorable?) and `check` (is the repository sound?).
+
+Both also hold the listing of points against the authenticated catalogue head: a point the head
+lists that is gone from storage is damage (the newest points deleted, or storage rolled back);
+one crypto-shredded, or one the head does not list yet, is a note."""
 from __future__ import annotations
 
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from lifeline.repository.errors import DamagedData, KeyMismatch, LifelineError, ObjectNotFound
-from lifeline.repository.layout import CONFIG, pack_name
+from lifeline.repository import catalogue
+from lifeline.repository.errors import DamagedData, KeyMismatch, LifelineError, ObjectNotFound, TamperedData
+from lifeline.repository.index import Index
+from lifeline.repository.layout import CONFIG, HEAD, pack_name, point_name
 from lifeline.repository.locks import list_locks
 from lifeline.repository.pack import read_directory
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch
@@ -23,11 +29,73 @@ class Report:
         self.leftovers: dict[str, list] = {}
         self.notes: list[str] = []
         self.trees: dict = {}
+        self.catalogue: dict | None = None  # the head's seq and size, to compare with a record kept elsewhere
 
     def as_dict(self) -> dict:
         return {"ok": not self.damaged, "damaged": self.damaged, "shredded_points": self.shredded,
                 "points_checked": self.points_checked, "chunks_checked": self.chunks_checked,
-                "bytes_read": self.bytes_read, "leftovers": self.leftovers, "notes": self.notes}
+                "bytes_read": self.bytes_read, "leftovers": self.leftovers, "notes": self.notes,
+                "catalogue": self.catalogue}
+
+
+def check_catalogue(repo: Repository, provider, points: list[PointRef], bad: dict, report: Report) -> None:
+    """The listing against the catalogue head: gone points are damage, shredded and unlisted ones notes."""
+    try:
+        head = catalogue.read(repo, provider)
+    except TamperedData as exc:
+        if exc.obj != HEAD:
+            raise  # the config itself: nothing is checked with it
+        report.damaged.append({"object": HEAD, "error": str(exc)})
+        return
+    present = {p.id for p in points} | {name.rsplit("/", 1)[-1] for name in bad}
+    if head.state == "missing":
+        if present:
+            report.damaged.append({"object": HEAD, "error": str(catalogue.missing_head(repo))})
+        return
+    report.catalogue = {"seq": head.seq, "points": len(head.points), "authenticated": head.state == "verified"}
+    if head.state != "verified":
+        report.notes.append(head.note)
+        return
+    found = catalogue.compare(repo, head, present, points)
+    for pid, e in found.missing:
+        report.damaged.append({"object": point_name(pid), "error": catalogue.describe_missing(head, pid, e)})
+    if found.ahead:
+        report.damaged.append({"object": HEAD, "error": catalogue.describe_ahead(head, found.ahead)})
+    for pid, _e, t in found.shredded:
+        report.notes.append(f"point {pid} was crypto-shredded (epoch {t.get('epoch')}, at {t.get('shredded_at')} "
+                            f"by {t.get('actor')}); the catalogue head lists it until the next prune")
+    report.notes.extend(catalogue.describe_unlisted(head, p) for p in found.unlisted)
+    report.notes.append(f"catalogue head: seq {head.seq}, {len(head.points)} point(s), authenticated")
+
+
+def catalogue_lines_for_latest(repo: Repository, provider, points: list[PointRef], chosen: PointRef) -> list[str]:
+    """Warnings for `restore latest`: the head knows newer points than the one taken, or cannot be trusted."""
+    try:
+        head = catalogue.read(repo, provider)
+    except TamperedData as exc:
+        if exc.obj != HEAD:
+            raise
+        return [f"{exc}; cannot tell whether newer points were deleted"]
+    if head.state == "missing":
+        return [str(catalogue.missing_head(repo))] if points else []
+    if head.state != "verified":
+        return [head.note]
+    found = catalogue.compare(repo, head, {p.id for p in points}, points)
+    when = chosen.header.get("completion_time") or ""
+    newer = [(pid, e) for pid, e in found.missing if str(e.get("completion_time") or "") > when]
+    lines = []
+    if newer:
+        lines.append(f"the catalogue is behind the authenticated head (seq {head.seq}): "
+                     + "; ".join(f"point {pid} (seq {e.get('seq')}, completed {e.get('completion_time')})"
+                                 for pid, e in newer)
+                     + f" {'is' if len(newer) == 1 else 'are'} newer than {chosen.id} but missing from storage "
+                     "(deleted, or storage rolled back): 'latest' is the newest point that is still there")
+    if found.ahead:
+        lines.append(catalogue.describe_ahead(head, found.ahead))
+    shredded = [pid for pid, e, _t in found.shredded if str(e.get("completion_time") or "") > when]
+    if shredded:
+        lines.append(f"newer point(s) {', '.join(shredded)} were crypto-shredded")
+    return lines
 
 
 def _load_trees(repo: Repository, provider, points: list[PointRef], report: Report):
@@ -56,11 +124,11 @@ def verify_points(repo: Repository, provider, points: list[PointRef], *, read_da
                   report: Report | None = None, progress: Progress | None = None, index=None) -> Report:
     report = report or Report()
     progress = progress or Progress("verify", enabled=False)
-    index = index or repo.load_index()
-    for name, why in index.damaged.items():
-        report.damaged.append({"object": name, "error": why})
     trees = _load_trees(repo, provider, points, report)
     report.trees.update(trees)
+    index = index or repo.load_index(provider, epochs={keys.epoch_id for _e, keys in trees.values()})
+    for name, why in index.damaged.items():
+        report.damaged.append({"object": name, "error": why})
     users: dict[bytes, list[tuple[str, str]]] = defaultdict(list)
     epoch_of: dict[bytes, object] = {}
     for pid, (entries, keys) in trees.items():
@@ -140,6 +208,7 @@ def run_verify(repo: Repository, provider, specs: list[str] | None, *, read_data
         chosen = points
     lock = repo.lock(exclusive=False, command="verify")
     try:
+        check_catalogue(repo, provider, points, bad, report)
         return verify_points(repo, provider, chosen, read_data=read_data, report=report, progress=progress)
     finally:
         lock.release()
@@ -156,7 +225,9 @@ def run_check(repo: Repository, provider, *, read_data: bool = False,
     points, bad = repo.list_points()
     for name, why in bad.items():
         report.damaged.append({"object": name, "error": why})
-    index = repo.load_index()
+    if provider is not None:
+        check_catalogue(repo, provider, points, bad, report)
+    index = repo.load_index(provider) if provider is not None else Index()  # no key: nothing to prove it with
     stored = repo.list_packs()
     for pid, info in index.packs.items():
         if pid not in stored:
@@ -182,7 +253,7 @@ def run_check(repo: Repository, provider, *, read_data: bool = False,
                             + "): packs it is writing show up as unindexed until it finishes")
     if stale:
         left["stale_locks"] = [lk.describe() for lk in stale]
-    orphans = sorted(set(stored) - set(index.packs))
+    orphans = sorted(set(stored) - set(index.packs)) if provider is not None else []
     if orphans:
         left["unindexed_packs"] = orphans
     if provider is not None and not any("point" in d for d in report.damaged) and not bad:

@@ -49,6 +49,7 @@ def destinations(urls: list[str], base: S3Options | None = None, env: dict | Non
 def open_store(dest: Destination, key_ref: str | None, *, create: bool = False) -> SegmentStore:
     """The segment store of one destination (creating the repository when asked and missing)."""
     from lifeline.keys import provider_from_ref
+    from lifeline.keys.choice import provider_for
 
     try:
         repo = Repository.open(open_backend(dest.url, dest.s3))
@@ -57,12 +58,11 @@ def open_store(dest: Destination, key_ref: str | None, *, create: bool = False) 
             raise
         provider = provider_from_ref(key_ref or "")
         try:
-            repo = Repository.init(open_backend(dest.url, dest.s3, create=True), provider.ref)
+            repo = Repository.init(open_backend(dest.url, dest.s3, create=True), provider)
         except LifelineError:
             repo = Repository.open(open_backend(dest.url, dest.s3))
         return SegmentStore(repo, provider)
-    provider = provider_from_ref(key_ref or repo.config.get("key_ref") or "")
-    return SegmentStore(repo, provider)
+    return SegmentStore(repo, provider_for(repo, key_ref))
 
 
 def push(stores: list[SegmentStore], path: str, name: str | None = None) -> list[dict]:

@@ -81,10 +81,9 @@ def _actor(args, provider=None) -> str:
 
 
 def _provider(args, repo):
-    from lifeline.keys import provider_from_ref
+    from lifeline.keys.choice import provider_for
 
-    ref = args.key or repo.config.get("key_ref")
-    return provider_from_ref(ref) if ref else None
+    return provider_for(repo, args.key)
 
 
 def _emit(args, obj: dict, human: str) -> None:
@@ -93,14 +92,13 @@ def _emit(args, obj: dict, human: str) -> None:
 
 @_guard
 def cmd_rotate(args) -> int:
-    from lifeline.keys import provider_from_ref
     from lifeline.keys.rotation import rotate
     from lifeline.observability import audit
     from lifeline.repository.errors import LifelineError
 
     audit_to_stderr("lifeline keys")
     repo = _open(args)
-    provider = provider_from_ref(args.key or repo.config.get("key_ref"))
+    provider = _provider(args, repo)
     actor = _actor(args, provider)
     subject = {"kind": "Key", "namespace": "", "name": provider.ref, "repository": repo.url}
     try:

@@ -8,10 +8,13 @@ derivation mode, independent sub-keys:
   to someone without the key, and differ between epochs);
 * ``aead_key`` — AES-256-GCM key for chunk blobs, pack directories and manifests;
 * ``cdc_seed`` — seed of the FastCDC gear table, so chunk boundaries do not
-  fingerprint known content either.
+  fingerprint known content either;
+* ``macs``     — keys of the MACs that authenticate the repository's clear objects (config,
+  catalogue head, index segments), see :class:`MacKeys`.
 """
 from __future__ import annotations
 
+import hmac
 import os
 import struct
 import threading
@@ -39,6 +42,31 @@ _BLOB_AAD = struct.Struct(">4sBB16s32s")  # b"LLB1", kind, codec, epoch id, chun
 SAMPLE = 64 * 1024  # compressibility probe for large chunks
 
 
+class MacKeys:
+    """Keys that authenticate the repository's own description, derived from one data key.
+
+    Storage may read and write every object, so the clear objects that steer a command (the
+    config, the catalogue head, the index) carry a keyed BLAKE3 MAC. The keys come from a data
+    key like every other sub-key, so they die with it when its epoch is crypto-shredded."""
+
+    PURPOSES = ("config", "catalogue", "index")
+
+    def __init__(self, dek: bytes):
+        self._keys = {p: blake3.blake3(dek, derive_key_context=_CTX + p + " mac").digest() for p in self.PURPOSES}
+
+    def mac(self, purpose: str, data: bytes) -> bytes:
+        return blake3.blake3(data, key=self._keys[purpose]).digest()
+
+    def verify(self, purpose: str, data: bytes, tag) -> bool:
+        """Constant-time check of ``tag`` (bytes or hex text; anything else fails)."""
+        if isinstance(tag, str):
+            try:
+                tag = bytes.fromhex(tag)
+            except ValueError:
+                return False
+        return isinstance(tag, bytes) and hmac.compare_digest(self.mac(purpose, data), tag)
+
+
 class EpochKeys:
     """Keys of one epoch, derived from its plaintext data key."""
 
@@ -53,6 +81,7 @@ class EpochKeys:
         # pyfastcdc shifts the seed left by one bit in a 64-bit C integer: keep it below 2**63.
         self.cdc_seed = (int.from_bytes(seed, "little") & 0x7FFFFFFFFFFFFFFF) | 1
         self.aead = AESGCM(self.aead_key)
+        self.macs = MacKeys(dek)
         self.zstd_level = zstd_level
         self._tls = threading.local()
 

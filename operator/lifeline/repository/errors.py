@@ -58,6 +58,11 @@ class DamagedData(LifelineError):
         self.chunk = chunk
 
 
+class TamperedData(DamagedData):
+    """An authenticated object of the repository's own description (config, catalogue head, index
+    segment) failed its MAC: storage changed it, or put back one written with another key."""
+
+
 class BackendError(LifelineError):
     """The storage backend failed (I/O error, network, permissions)."""
 

@@ -1,25 +1,27 @@
 """Index segments: which chunk lives where.
 
-Each backup (and each prune) writes one segment after its packs are stored::
+Each backup (and each prune) writes one segment per epoch after its packs are stored::
 
-    "LLIDX001" | zstd(body) | BLAKE3(magic | zstd(body))   (32 bytes)
-
-    body = epoch id (16) | pack count (u32) |
+    "LLIDX002" | epoch id (16) | zstd(body) | MAC (32)
+    MAC  = keyed BLAKE3 under the epoch's "index" MAC key (:class:`~.crypto.MacKeys`) of all before it
+    body = pack count (u32) |
            per pack: pack id (16) | pack size (u64) | entry count (u32) | entries
            entry: chunk id (32) | offset (u64) | length (u32) | raw length (u32)
 
-Chunk ids are keyed hashes, so the index is not encrypted; its checksum catches
-damage and a wrong offset is caught anyway by the blob's authentication tag.
+Chunk ids are keyed hashes, so the index is not encrypted. It is authenticated, not just
+checksummed: storage cannot write a segment of its own (a checksum anyone can recompute would
+let it point chunks at other packs or hide packs from prune). The MAC is checked before a byte
+is decompressed. The epoch id stays in clear so a reader knows which key to check it with.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
 
-import blake3
 import zstandard
 
-from .errors import DamagedData
+from .crypto import EpochKeys
+from .errors import DamagedData, TamperedData
 from .layout import INDEX_MAGIC
 from .pack import BlobRef
 
@@ -35,13 +37,17 @@ class PackInfo:
     entries: list[tuple[bytes, int, int, int]] = field(default_factory=list)
 
 
-def encode_segment(epoch: str, packs: list[PackInfo]) -> bytes:
-    parts = [bytes.fromhex(epoch), struct.pack("<I", len(packs))]
+_MAC = 32
+_HEAD = len(INDEX_MAGIC) + 16  # magic | epoch id
+
+
+def encode_segment(keys: EpochKeys, packs: list[PackInfo]) -> bytes:
+    parts = [struct.pack("<I", len(packs))]
     for p in packs:
         parts.append(_PACK.pack(bytes.fromhex(p.pack_id), p.size, len(p.entries)))
         parts.extend(_ENTRY.pack(*e) for e in p.entries)
-    body = INDEX_MAGIC + zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
-    return body + blake3.blake3(body).digest()
+    body = INDEX_MAGIC + keys.epoch_raw + zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
+    return body + keys.macs.mac("index", body)
 
 
 # An index segment lists packs and their blobs (~40 bytes a blob, which hardly compress): a segment
@@ -59,17 +65,26 @@ def _decompressed(name: str, frame: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_SEGMENT_BYTES if declared < 0 else 0)
 
 
-def decode_segment(name: str, data: bytes) -> tuple[str, list[PackInfo]]:
-    if len(data) < len(INDEX_MAGIC) + 32 or data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
-        raise DamagedData(f"index segment {name}: bad header", obj=name)
-    body, digest = data[:-32], data[-32:]
-    if blake3.blake3(body).digest() != digest:
-        raise DamagedData(f"index segment {name}: checksum mismatch", obj=name)
+def segment_epoch(name: str, data: bytes) -> str:
+    """The epoch a segment says it belongs to (clear, to pick the key that authenticates it)."""
+    if len(data) < _HEAD + _MAC or data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
+        raise DamagedData(f"index segment {name}: bad header (not a version 2 index segment)", obj=name)
+    return data[len(INDEX_MAGIC):_HEAD].hex()
+
+
+def decode_segment(name: str, data: bytes, keys: EpochKeys) -> tuple[str, list[PackInfo]]:
+    """Authenticate (under ``keys``, the segment's epoch), then parse. Raises DamagedData/TamperedData."""
+    epoch = segment_epoch(name, data)
+    if epoch != keys.epoch_id:
+        raise DamagedData(f"index segment {name}: belongs to epoch {epoch}, not {keys.epoch_id}", obj=name)
+    body, tag = data[:-_MAC], data[-_MAC:]
+    if not keys.macs.verify("index", body, tag):
+        raise TamperedData(f"index segment {name}: authentication failed: storage changed it, or wrote one "
+                           "of its own (it was not written with this repository's key)", obj=name)
     try:
-        raw = _decompressed(name, body[len(INDEX_MAGIC):])
-        epoch = raw[:16].hex()
-        (npacks,) = struct.unpack_from("<I", raw, 16)
-        pos = 20
+        raw = _decompressed(name, body[_HEAD:])
+        (npacks,) = struct.unpack_from("<I", raw, 0)
+        pos = 4
         packs = []
         for _ in range(npacks):
             pid, size, count = _PACK.unpack_from(raw, pos)
@@ -90,6 +105,8 @@ class Index:
         self.packs: dict[str, PackInfo] = {}
         self.segments: dict[str, list[str]] = {}  # segment name -> pack ids
         self.damaged: dict[str, str] = {}  # segment name -> reason
+        # segments not loaded: of an epoch the reader did not ask for, or of a crypto-shredded one
+        self.other: dict[str, str] = {}  # segment name -> epoch
 
     def add_segment(self, name: str, epoch: str, packs: list[PackInfo]) -> None:
         self.segments[name] = [p.pack_id for p in packs]

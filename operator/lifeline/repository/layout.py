@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 FORMAT_NAME = "lifeline-repository"
-FORMAT_VERSION = 1
+# 2: config, catalogue head and index segments are authenticated (MACs under the data keys).
+# Version 1 repositories are refused: their unauthenticated config could not be told from a forged one.
+FORMAT_VERSION = 2
 
 CONFIG = "config"
+HEAD = "head"  # the catalogue head: which points were published (rollback detection)
 KEYS_DIR = "keys/"
 DATA_DIR = "data/"
 INDEX_DIR = "index/"
@@ -21,7 +24,7 @@ PACK_TARGET = 32 * 1024 * 1024
 
 PACK_MAGIC = b"LLPACK01"
 PACK_END_MAGIC = b"LLPEND01"
-INDEX_MAGIC = b"LLIDX001"
+INDEX_MAGIC = b"LLIDX002"
 POINT_MAGIC = b"LLPOINT1"
 
 

@@ -5,6 +5,11 @@ created/refreshed times). Taking a lock = write own object, then list: if a
 conflicting live lock exists, remove own object and back off. Two takers racing
 both back off (safe); ``wait`` retries with jitter.
 
+A lock has a *scope*. ``repository`` locks are the ones above. A ``head`` lock is held, exclusive,
+only while a backup records its point in the catalogue head (a read-modify-write of one object):
+backups run side by side under shared repository locks, but write the head one at a time.
+Locks of different scopes never conflict (prune and shred already exclude backups).
+
 A lock is *stale* when it was not refreshed for ``STALE_AFTER`` seconds, or when
 it names a process on this host that no longer exists (kill -9). Stale locks never
 block; ``check`` reports them and ``prune`` deletes them.
@@ -26,6 +31,8 @@ from .layout import LOCKS_DIR, lock_name
 
 REFRESH_EVERY = 300.0
 STALE_AFTER = 1800.0
+REPOSITORY = "repository"
+HEAD = "head"
 
 
 def _proc_start(pid: int) -> str | None:
@@ -46,9 +53,13 @@ class LockInfo:
     def exclusive(self) -> bool:
         return bool(self.data.get("exclusive"))
 
+    @property
+    def scope(self) -> str:
+        return str(self.data.get("scope") or REPOSITORY)
+
     def describe(self) -> str:
         d = self.data
-        kind = "exclusive" if self.exclusive else "shared"
+        kind = ("exclusive" if self.exclusive else "shared") + ("" if self.scope == REPOSITORY else f" {self.scope}")
         return (f"{kind} lock {self.name.split('/')[-1]} held by pid {d.get('pid')} on "
                 f"{d.get('hostname')} ({d.get('command', '?')}) since {d.get('created_at', '?')}")
 
@@ -89,10 +100,11 @@ def list_locks(backend: Backend) -> list[LockInfo]:
 
 
 class Lock:
-    def __init__(self, backend: Backend, *, exclusive: bool, command: str):
+    def __init__(self, backend: Backend, *, exclusive: bool, command: str, scope: str = REPOSITORY):
         self.backend = backend
         self.exclusive = exclusive
         self.command = command
+        self.scope = scope
         self.name = lock_name(secrets.token_hex(12))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,6 +116,7 @@ class Lock:
             "pid": os.getpid(),
             "pid_start": _proc_start(os.getpid()),
             "exclusive": self.exclusive,
+            "scope": self.scope,
             "command": self.command,
             "created_at": self._created,
             "refreshed": time.time(),
@@ -113,7 +126,7 @@ class Lock:
     def _conflicts(self) -> list[LockInfo]:
         out = []
         for lk in list_locks(self.backend):
-            if lk.name == self.name or lk.is_stale():
+            if lk.name == self.name or lk.scope != self.scope or lk.is_stale():
                 continue
             if self.exclusive or lk.exclusive:
                 out.append(lk)

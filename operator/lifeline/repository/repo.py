@@ -1,4 +1,8 @@
-"""The repository: config, epochs (keys), index, packs and points on a backend."""
+"""The repository: config, epochs (keys), index, packs and points on a backend.
+
+Storage is not trusted: with a key at hand, nothing is used before it is authenticated. The config
+is proved whenever an epoch key is opened (:mod:`.config`), index segments by their MAC, the list of
+published points by the catalogue head (:mod:`.catalogue`)."""
 from __future__ import annotations
 
 import base64
@@ -10,15 +14,16 @@ from dataclasses import dataclass
 
 import blake3
 
+from . import catalogue
+from . import config as config_auth
 from .backend import Backend
-from .crypto import EpochKeys
+from .crypto import EpochKeys, MacKeys
 from .errors import (DamagedData, FormatError, LifelineError, ObjectNotFound, PointNotFound,
                      RepositoryExists, RepositoryNotFound, UsageError)
-from .index import Index, PackInfo, decode_segment, encode_segment
-from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, FORMAT_NAME, FORMAT_VERSION,
-                     INDEX_DIR, KEYS_DIR, PACK_TARGET, POINTS_DIR, SHREDDED_DIR, index_name, key_name,
-                     pack_name, point_name, tombstone_name)
-from .locks import Lock
+from .index import Index, PackInfo, decode_segment, encode_segment, segment_epoch
+from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, PACK_TARGET,
+                     POINTS_DIR, SHREDDED_DIR, index_name, key_name, pack_name, point_name, tombstone_name)
+from .locks import REPOSITORY, Lock
 from .manifest import decode_header, decode_tree, encode_point
 from .pack import PackBuilder
 
@@ -48,6 +53,8 @@ class Repository:
         self.backend = backend
         self.config = config
         self._epochs: dict[str, EpochKeys] = {}
+        self._anchor: MacKeys | None = None
+        self.config_proved = False  # by a key: the anchor or an epoch's config_mac
         self.zstd_level = int(config.get("compression_level", 1))
 
     @property
@@ -56,33 +63,24 @@ class Repository:
 
     # --- lifecycle ----------------------------------------------------------------
     @classmethod
-    def init(cls, backend: Backend, key_ref: str, *, compression_level: int = 1) -> "Repository":
-        if not 0 <= compression_level <= 19:
-            raise UsageError("compression level must be 0 (off) to 19")
+    def init(cls, backend: Backend, provider, *, compression_level: int = 1) -> "Repository":
+        """Create the config (authenticated under a new anchor key) and the empty catalogue head."""
         if backend.exists(CONFIG):
             raise RepositoryExists(f"a repository already exists at {backend.url}")
-        config = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "id": secrets.token_hex(16),
-            "created_at": rfc3339(time.time()),
-            "key_ref": key_ref,
-            "chunker": {"algorithm": "fastcdc-2020", "normalized": 1,
-                        "min": CHUNK_MIN, "avg": CHUNK_AVG, "max": CHUNK_MAX},
-            "pack_target": PACK_TARGET,
-            "compression": "zstd",
-            "compression_level": compression_level,
-            "encryption": "aes-256-gcm",
-            "chunk_id": "blake3-keyed",
-        }
+        config, anchor = config_auth.new(provider, compression_level=compression_level,
+                                         created_at=rfc3339(time.time()))
         try:
             backend.put(CONFIG, json.dumps(config, indent=1, sort_keys=True).encode(), exclusive=True)
         except RepositoryExists:
             raise RepositoryExists(f"a repository already exists at {backend.url}") from None
-        return cls(backend, config)
+        repo = cls(backend, config)
+        repo._anchor, repo.config_proved = anchor, True
+        catalogue.write(repo, seq=0, points={}, sources={catalogue.ANCHOR: anchor}, by="init")
+        return repo
 
     @classmethod
     def open(cls, backend: Backend) -> "Repository":
+        """The repository, its config read but not yet proved: that needs a key (:meth:`authenticate`)."""
         try:
             raw = backend.get(CONFIG)
         except ObjectNotFound:
@@ -92,15 +90,36 @@ class Repository:
             config = json.loads(raw)
         except ValueError:
             raise DamagedData(f"repository config at {backend.url} is not valid JSON", obj=CONFIG) from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-            raise FormatError(f"{backend.url} is not a lifeline repository")
-        if int(config.get("version", 0)) > FORMAT_VERSION:
-            raise FormatError(f"repository format version {config['version']} is newer than this "
-                              f"lifeline supports ({FORMAT_VERSION}): upgrade lifeline")
+        config_auth.check_format(backend.url, config)
         return cls(backend, config)
 
-    def lock(self, *, exclusive: bool, command: str, wait: float = 0.0) -> Lock:
-        return Lock(self.backend, exclusive=exclusive, command=command).acquire(wait)
+    # --- proving the config ---------------------------------------------------------
+    def authenticate(self, provider) -> None:
+        """Prove the config with the key: through the first epoch key that opens, else the anchor."""
+        if self.config_proved:
+            return
+        for epoch in self.list_epochs():
+            try:
+                self.epoch_keys(epoch, provider)  # checks the epoch's config_mac
+                return
+            except ShreddedEpoch:
+                continue  # deleted since the listing
+        self.anchor_keys(provider)
+
+    def anchor_keys(self, provider) -> MacKeys:
+        """The MAC keys of the config's anchor (unwrapped once); proves the config on the way."""
+        if self._anchor is None:
+            macs = MacKeys(provider.unwrap(config_auth.wrapped_anchor(self.config)))
+            config_auth.check(self.url, self.config, macs, self.config.get("mac"), "the config's anchor")
+            self._anchor, self.config_proved = macs, True
+        return self._anchor
+
+    def has_keys(self, source: str) -> bool:
+        """Whether the keys of an epoch (or "anchor") are open already."""
+        return source in self._epochs or (source == catalogue.ANCHOR and self._anchor is not None)
+
+    def lock(self, *, exclusive: bool, command: str, wait: float = 0.0, scope: str = REPOSITORY) -> Lock:
+        return Lock(self.backend, exclusive=exclusive, command=command, scope=scope).acquire(wait)
 
     # --- chunker parameters ------------------------------------------------------
     @property
@@ -115,12 +134,15 @@ class Repository:
 
     # --- epochs -----------------------------------------------------------------------
     def new_epoch(self, provider) -> EpochKeys:
+        """A new key epoch; its key object carries the MAC of the (proved) config under its key."""
+        self.authenticate(provider)
         epoch = secrets.token_hex(16)
         dek, wrapped = provider.new_data_key()
-        obj = {"version": 1, "epoch": epoch, "key_ref": provider.ref,
-               "wrapped": base64.b64encode(wrapped).decode(), "created_at": rfc3339(time.time())}
-        self.backend.put(key_name(epoch), json.dumps(obj, indent=1).encode())
         keys = EpochKeys(epoch, dek, zstd_level=self.zstd_level)
+        obj = {"version": 1, "epoch": epoch, "key_ref": provider.ref,
+               "wrapped": base64.b64encode(wrapped).decode(), "created_at": rfc3339(time.time()),
+               "config_mac": keys.macs.mac("config", config_auth.canonical(self.config)).hex()}
+        self.backend.put(key_name(epoch), json.dumps(obj, indent=1).encode())
         self._epochs[epoch] = keys
         return keys
 
@@ -137,11 +159,17 @@ class Repository:
         return obj
 
     def epoch_keys(self, epoch: str, provider) -> EpochKeys:
+        """The epoch's keys (unwrapped once). Opening them proves the config: its MAC under this
+        epoch's key, written when the epoch was made, must match, or nothing is read with them."""
         keys = self._epochs.get(epoch)
         if keys is None:
             obj = self.epoch_record(epoch)
-            dek = provider.unwrap(base64.b64decode(obj["wrapped"]))
-            keys = self._epochs[epoch] = EpochKeys(epoch, dek, zstd_level=self.zstd_level)
+            if provider is None:
+                raise LifelineError(f"a key is needed to open epoch {epoch} of {self.url}: pass --key")
+            keys = EpochKeys(epoch, provider.unwrap(base64.b64decode(obj["wrapped"])), zstd_level=self.zstd_level)
+            config_auth.check(self.url, self.config, keys.macs, obj.get("config_mac"), key_name(epoch))
+            self._epochs[epoch] = keys
+            self.config_proved = True
         return keys
 
     def list_epochs(self) -> list[str]:
@@ -156,9 +184,10 @@ class Repository:
 
     def tombstone(self, epoch: str) -> dict | None:
         try:
-            return json.loads(self.backend.get(tombstone_name(epoch)))
+            t = json.loads(self.backend.get(tombstone_name(epoch)))
         except (ObjectNotFound, ValueError):
             return None
+        return t if isinstance(t, dict) else None
 
     def tombstones(self) -> list[dict]:
         out = []
@@ -169,7 +198,11 @@ class Repository:
         return out
 
     # --- index ------------------------------------------------------------------------
-    def load_index(self, *, strict: bool = False) -> Index:
+    def load_index(self, provider=None, *, epochs: set[str] | None = None, strict: bool = False) -> Index:
+        """Every index segment (or those of ``epochs``), each authenticated under its epoch's key.
+
+        A segment of a crypto-shredded epoch is set aside (its packs are garbage); one whose epoch
+        key is gone without a tombstone, or that fails its MAC, is damaged (raised when strict)."""
         idx = Index()
         names = [o.name for o in self.backend.list(INDEX_DIR)]
 
@@ -181,26 +214,48 @@ class Repository:
             except LifelineError as exc:
                 return name, None, exc
 
+        def damaged(name: str, exc: DamagedData) -> None:
+            if strict:
+                raise exc
+            idx.damaged[name] = str(exc)
+
         with ThreadPoolExecutor(8) as ex:
-            for name, data, err in ex.map(fetch, names):
-                if err is not None:
-                    raise err
-                if data is None:
-                    continue
-                try:
-                    epoch, packs = decode_segment(name, data)
-                except DamagedData as exc:
-                    if strict:
-                        raise
-                    idx.damaged[name] = str(exc)
-                    continue
-                idx.add_segment(name, epoch, packs)
+            fetched = list(ex.map(fetch, names))
+        for name, data, err in fetched:
+            if err is not None:
+                raise err
+            if data is None:
+                continue
+            try:
+                epoch = segment_epoch(name, data)
+            except DamagedData as exc:
+                damaged(name, exc)
+                continue
+            if epochs is not None and epoch not in epochs:
+                idx.other[name] = epoch
+                continue
+            try:
+                keys = self.epoch_keys(epoch, provider)
+            except ShreddedEpoch as exc:
+                if exc.tombstone is not None:
+                    idx.other[name] = epoch
+                else:
+                    damaged(name, DamagedData(f"index segment {name}: the key object of its epoch {epoch} is "
+                                              "gone, and no shred recorded it", obj=name))
+                continue
+            try:
+                _epoch, packs = decode_segment(name, data, keys)
+            except DamagedData as exc:
+                damaged(name, exc)
+                continue
+            idx.add_segment(name, epoch, packs)
         return idx
 
-    def write_index_segment(self, epoch: str, packs: list[PackInfo]) -> str:
-        name = index_name(secrets.token_hex(16))
-        self.backend.put(name, encode_segment(epoch, packs))
-        return name
+    def write_index_segment(self, keys: EpochKeys, packs: list[PackInfo]) -> int:
+        """Store one (authenticated) segment for ``packs`` of ``keys``' epoch; returns its size."""
+        data = encode_segment(keys, packs)
+        self.backend.put(index_name(secrets.token_hex(16)), data)
+        return len(data)
 
     # --- packs ------------------------------------------------------------------------
     def store_pack(self, builder: PackBuilder) -> PackInfo:
