@@ -16,6 +16,8 @@ from lifeline.clock import Clock, SystemClock
 from lifeline.kube import Kube
 from lifeline.observability.health import HealthServer
 from lifeline.observability.metrics import OperatorMetrics
+from lifeline.observability.notifier import Notifier
+from lifeline.planning.notices import load_targets
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class Options:
     webhook_addr: str = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_ADDR") or "0.0.0.0")
     # The admin's approval policies (JSON, lifeline.planning.approval_policy); None: two distinct approvers.
     approval_policies: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_APPROVAL_POLICIES") or None)
+    # The admin's notification targets (JSON, lifeline.planning.notices); objects name them in spec.notify.
+    notification_targets: str | None = field(
+        default_factory=lambda: os.environ.get("LIFELINE_NOTIFICATION_TARGETS") or None)
     # The CA of the API server's client certificate towards webhooks: then no other caller gets through
     # the TLS handshake (None: any caller; refusals are then logged, not audited).
     webhook_client_ca: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CLIENT_CA") or None)
@@ -72,6 +77,7 @@ class Context:
     metrics: OperatorMetrics
     options: Options
     health_port: int | None = None  # known once the health server listens
+    notifier: Notifier | None = None  # notices to people (spec.notify), sent in the background
 
 
 # Controllers that own a kind's whole status (they fold readiness into their own plan).
@@ -142,7 +148,9 @@ def configure_settings(settings: kopf.OperatorSettings, options: Options) -> Non
 def make_context(options: Options, *, clock: Clock | None = None, kube: Kube | None = None) -> Context:
     """Connect to the API and gather what the handlers share."""
     kube = kube or Kube.connect(options.kubeconfig, options.context)
-    return Context(kube=kube, clock=clock or SystemClock(), metrics=OperatorMetrics(), options=options)
+    metrics = OperatorMetrics()
+    return Context(kube=kube, clock=clock or SystemClock(), metrics=metrics, options=options,
+                   notifier=Notifier(load_targets(options.notification_targets), metrics))
 
 
 async def run(ctx: Context, *, stop=None, ready=None) -> None:
@@ -180,6 +188,8 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
         )
     finally:
         audit.remove_sink(count_audited)
+        if ctx.notifier is not None:  # what is in flight gets a few seconds to go out
+            await ctx.notifier.close(grace=5)
         await health.stop()
         if audit_sink is not None:
             audit_sink.flush()

@@ -245,3 +245,19 @@ def test_approval_policies_reach_the_operator_as_it_reads_them(helm_bin):
     assert "LIFELINE_APPROVAL_POLICIES" not in {e["name"] for e in plain["env"]}  # the default: two approvers
     refused = helm_template(helm_bin, "--set", "approvals.policies[0].approvals=1")
     assert refused.returncode != 0 and "approvals" in refused.stderr
+
+
+def test_notification_targets_reach_the_operator_as_it_reads_them(helm_bin):
+    from lifeline.planning.notices import load_targets
+
+    container = deployment(helm_bin, "notifications.targets[0].name=ward-screens",
+                           "notifications.targets[0].url=https://notices.his.example/lifeline",
+                           "notifications.targets[1].name=oncall", "notifications.targets[1].format=dingtalk",
+                           "notifications.targets[1].url=https://oapi.dingtalk.com/robot/send")[
+        "spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    targets = load_targets(env["LIFELINE_NOTIFICATION_TARGETS"])
+    assert {n: t.format for n, t in targets.items()} == {"ward-screens": "generic", "oncall": "dingtalk"}
+    refused = helm_template(helm_bin, "--set", "notifications.targets[0].name=x",
+                            "--set", "notifications.targets[0].url=ftp://x")
+    assert refused.returncode != 0 and "url" in refused.stderr

@@ -155,6 +155,10 @@ class FailoverPlanSpec(Model):
     )
     fencing: Literal["ScaleToZero", "Annotation", "Both"] = Field("ScaleToZero")
     max_failovers: FailoverCap = Field(default_factory=FailoverCap)
+    notify: list[DNSLabel] = Field(
+        default_factory=list, max_length=10,
+        description="Notification targets (defined by the admin in the chart's notifications.targets) told when "
+                    "a failover, failback or switchover starts and completes, or a failover is recommended.")
     failback_requested: bool = Field(
         False,
         description="Set to switch back to the primary as a planned switchover; acted on once per generation "

@@ -102,11 +102,13 @@ def run(args) -> int:
     )
     from lifeline.observability.health import ExposureError, check_exposure
     from lifeline.planning.approval_policy import PolicyError, load
+    from lifeline.planning.notices import TargetError, load_targets
 
     try:
         check_exposure(options.health_host, options.metrics_auth == "kubernetes")
         load(options.approval_policies)
-    except (ExposureError, PolicyError) as exc:
+        load_targets(options.notification_targets)
+    except (ExposureError, PolicyError, TargetError) as exc:
         print(f"lifeline operator: {exc}", file=sys.stderr)
         return 2
     asyncio.run(run_operator(make_context(options)))

@@ -130,6 +130,7 @@ class DevStack:
     manifests: list[dict] = field(default_factory=list)
     hospital_manifests: list[dict] = field(default_factory=list)
     his_patients: int = 0
+    notices: object | None = None  # the stand-in for the wards' screens and the on-call chat
     _stack: contextlib.AsyncExitStack | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
 
@@ -159,6 +160,7 @@ class DevStack:
         self.audit_url = f"file://{self.state / 'audit'}"
         await asyncio.to_thread(self._seed)
         await self._start_monitoring()
+        await self._start_notice_receiver()
         await self._install()
         self._write_facts()
 
@@ -177,6 +179,14 @@ class DevStack:
         self.say(f"Kubernetes        {KUBE_VERSION} at {self.url}: etcd, kube-apiserver, kube-controller-manager, "
                  f"kube-scheduler; node {self.cluster.node} (process kubelet)")
 
+    async def _start_notice_receiver(self) -> None:
+        from lifeline.devstack.notice_receiver import NoticeReceiver
+
+        self.notices = await NoticeReceiver(self.state / "notices.jsonl").start()
+        self._stack.push_async_callback(self.notices.stop)
+        self.say(f"notices           a receiver at {self.notices.url} stands for the wards' screens (generic JSON) "
+                 f"and the on-call chat (DingTalk robot); what it gets goes to {self.state / 'notices.jsonl'}")
+
     async def _install(self) -> None:
         """``helm install`` Lifeline: the operator runs as the chart's Deployment under the process kubelet."""
         from lifeline.devstack import install, live
@@ -193,7 +203,8 @@ class DevStack:
         await asyncio.to_thread(live.host_claim, self.cluster, install.SYSTEM_NAMESPACE, "audit-log",
                                 self.state / "audit")
         self.release = await asyncio.to_thread(install.install, self.kubeconfig, helm_path(),
-                                               values={"audit": {"claimName": "audit-log"}, "extraEnv": env},
+                                               values={"audit": {"claimName": "audit-log"}, "extraEnv": env,
+                                                       "notifications": {"targets": self.notices.targets()}},
                                                webhook_client_ca=self.cluster.webhook_client_ca)
         await asyncio.to_thread(install.metrics_token, self.cluster.request, self.release)  # the scraper's account
         self.say(f"operator          helm install {self.release.name} into {self.release.namespace}: Ready in "

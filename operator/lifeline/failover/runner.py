@@ -39,7 +39,7 @@ from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import SystemClock
 from lifeline.kube import KubeError, ObjectRef
-from lifeline.planning import authority
+from lifeline.planning import authority, notices
 from lifeline.planning import failover as planner
 
 from . import actuators, codec, machine, probes
@@ -365,11 +365,22 @@ class PlanRunner:
         async def post():
             if previous is not None:
                 await previous
+            self.notify(ref, events, now)  # people first: sent in the background, never waited for
             for ev in events:
                 await self.ctx.kube.emit_event(ref, ev.type, ev.reason, ev.message, now)
             await asyncio.to_thread(audit_transitions, ref, events, now)  # off the failover's critical path
 
         self.events_task = asyncio.get_running_loop().create_task(post())
+
+    def notify(self, ref: ObjectRef, events, now: str) -> None:
+        """Tell the plan's notification targets about the transitions people must hear of."""
+        targets = ((self.body_source().get("spec") or {}).get("notify") or [])
+        if not targets or self.ctx.notifier is None:
+            return
+        for ev in events:
+            notice = notices.failover_notice(ev.reason, ref.namespace, ref.name, ev.message, now)
+            if notice is not None:
+                self.ctx.notifier.send(targets, notice)
 
     async def refetch(self) -> None:
         try:

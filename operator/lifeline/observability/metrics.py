@@ -136,6 +136,11 @@ class OperatorMetrics:
             "lifeline_audited_actions", "Actions written to the audit trail, by action, outcome and namespace.",
             ["action", "outcome", "namespace"], registry=self.registry)
 
+        # Notices to people (lifeline.observability.notifier), by target and outcome.
+        self.notifications = Counter(
+            "lifeline_notifications", "Notices posted to notification targets, by outcome (sent, failed, "
+            "unknown-target).", ["target", "outcome"], registry=self.registry)
+
         # Restore (lifeline.controllers.restore): 1 for the current phase, 0 for the others.
         self.restore_phase = Gauge(
             "lifeline_restore_phase", "1 for the Restore's current phase, 0 for every other phase.",

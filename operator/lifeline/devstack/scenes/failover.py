@@ -33,6 +33,7 @@ from pathlib import Path
 
 
 from lifeline.api import BY_KIND
+from lifeline.devstack.notice_receiver import TARGETS as NOTICE_TARGETS
 
 NAMESPACE = "hospital"  # the plan, the entry Service and the standby site (the operator's cluster)
 REMOTE_NAMESPACE = "monitoring"  # the primary site, in the other cluster
@@ -64,6 +65,7 @@ def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict
             "traffic": {"service": {"name": "monitoring", "namespace": NAMESPACE,
                                     "primarySelector": {"site": "site-a"}, "standbySelector": {"site": "site-b"}}},
             "maxFailovers": {"count": 1, "window": "24h"},
+            "notify": [name for name, _, _ in NOTICE_TARGETS],
         },
     }
 
@@ -212,6 +214,16 @@ async def run(stack, say, *, window: str = "5s", interval: str = "500ms", timeou
                 f"{failback['switchoverSeconds']:.2f}s (fence site-b, scale site-a up, wait ready, switch, verify); "
                 f"Service selects {_selector(own)}")
             await kube.delete(PLANS, NAMESPACE, PLAN)
+            receiver = getattr(stack, "notices", None)
+            if receiver is not None:  # sent in the background: they may land a moment after the phase
+                wanted = {"FailingOver", "FailoverComplete", "FailingBack", "FailbackComplete"}
+                await live.until(lambda: wanted <= set(receiver.titles("ward-screens"))
+                                 and len(receiver.titles("dingtalk")) >= 4, 30, "the switchover notices",
+                                 interval=0.1)
+                figures["notices"] = {t: receiver.titles(t) for t in ("ward-screens", "dingtalk")}
+                say(f"notices           ward screens (generic): {', '.join(receiver.titles('ward-screens'))}")
+                say(f"                  on-call chat (DingTalk): {len(receiver.titles('dingtalk'))} markdown "
+                    f"messages, the first: \"{receiver.titles('dingtalk')[0]}\"")
         finally:
             kube.close()
     finally:

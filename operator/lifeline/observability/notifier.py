@@ -1,0 +1,82 @@
+"""Sending notices (:mod:`lifeline.planning.notices`): in the background, retried, never in the way.
+
+A failover must not wait for a chat robot. :meth:`Notifier.send` starts one task per target and
+returns at once; each task posts the rendered notice, and tries again after a pause when the
+target does not answer 2xx (up to ``RETRY_DELAYS``), then gives up with a log line and a count in
+``lifeline_notifications_total{target, outcome}``. A target named by an object but not defined by
+the admin is reported the same way (outcome ``unknown-target``) and nothing is sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from lifeline.planning.notices import Notice, Target, render
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (1.0, 5.0, 30.0)  # pauses before the second, third and fourth attempt
+TIMEOUT = 10.0  # seconds per attempt
+
+
+class Notifier:
+    def __init__(self, targets: dict[str, Target], metrics=None, *, delays: tuple[float, ...] = RETRY_DELAYS,
+                 timeout: float = TIMEOUT):
+        self.targets, self.metrics = targets, metrics
+        self.delays, self.timeout = delays, timeout
+        self._tasks: set[asyncio.Task] = set()
+
+    def send(self, names: list[str], notice: Notice) -> None:
+        """Post ``notice`` to each named target, in the background (call from the event loop)."""
+        for name in dict.fromkeys(names):
+            target = self.targets.get(name)
+            if target is None:
+                log.warning("notice %s of %s %s/%s: no notification target %r (the chart's notifications.targets "
+                            "defines them)", notice.event, notice.kind, notice.namespace, notice.name, name)
+                self._count(name, "unknown-target")
+                continue
+            task = asyncio.get_running_loop().create_task(self._deliver(target, notice))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the notices in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, grace: float) -> None:
+        """On shutdown: wait up to ``grace`` seconds for the notices in flight, then drop the rest (logged)."""
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d notice(s) still being retried were dropped at shutdown", len(pending))
+
+    async def _deliver(self, target: Target, notice: Notice) -> bool:
+        body = render(target, notice)
+        problem = ""
+        for attempt, pause in enumerate((0.0, *self.delays)):
+            if pause:
+                await asyncio.sleep(pause)
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http, \
+                        http.post(target.url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                    if 200 <= resp.status < 300:
+                        self._count(target.name, "sent")
+                        return True
+                    problem = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                problem = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+            log.info("notice %s to %s: attempt %d failed (%s)", notice.event, target.name, attempt + 1, problem)
+        log.warning("notice %s of %s %s/%s not delivered to %s after %d attempts: %s", notice.event, notice.kind,
+                    notice.namespace, notice.name, target.name, len(self.delays) + 1, problem)
+        self._count(target.name, "failed")
+        return False
+
+    def _count(self, target: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.notifications.labels(target, outcome).inc()

@@ -1,0 +1,160 @@
+"""Notices to people: the admin's notification targets, and what a notice says in each format.
+
+On a switchover the clinical workstations are told, and the on-call team's chat. The admin defines
+the targets in the chart (``notifications.targets``, passed to the operator as JSON in
+``LIFELINE_NOTIFICATION_TARGETS``): a name, an address, a format. A tenant's object only *names*
+targets (``spec.notify``): an address in a tenant's object would let anyone who may write a
+FailoverPlan make the operator send requests wherever they like inside the cluster.
+
+Formats: ``generic`` (Lifeline's JSON, or the admin's ``template`` with the notice's fields filled
+in), ``dingtalk`` and ``wecom`` (their group robots' markdown messages). Every notice carries
+Alertmanager-style labels (``alertname``, ``severity``, ``namespace``, ``name``, plus the target's
+own), so SMS and phone routing can stay in Alertmanager.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import urllib.parse
+from dataclasses import dataclass, field
+
+ENV = "LIFELINE_NOTIFICATION_TARGETS"
+FORMATS = ("generic", "dingtalk", "wecom")
+VERSION = "lifeline.io/notice/v1"
+
+# FailoverPlan Events that people are told about: event reason -> (what happened, severity)
+FAILOVER_NOTICES = {
+    "FailingOver": ("a failover to the standby site started", "critical"),
+    "FailoverComplete": ("the failover is complete: the standby site serves", "critical"),
+    "FailingBack": ("a failback to the primary site started", "warning"),
+    "FailbackComplete": ("the failback is complete: the primary site serves again", "warning"),
+    "SwitchComplete": ("the planned switchover is complete", "warning"),
+    "SwitchoverAborted": ("the switchover was aborted: the source could not be fenced", "critical"),
+    "FailoverRecommended": ("a failover is recommended and waits for a person's approval", "critical"),
+}
+
+
+class TargetError(ValueError):
+    """The admin's notification targets cannot be read: the operator says so and does not start."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    format: str = "generic"
+    template: dict | None = None  # generic only: a JSON object whose strings may hold {placeholders}
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Notice:
+    event: str  # the Event reason: FailingOver, FailoverComplete, ...
+    kind: str
+    namespace: str
+    name: str
+    summary: str
+    message: str
+    severity: str
+    time: str
+    labels: dict = field(default_factory=dict)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _checked_url(url, where: str) -> str:
+    parsed = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise TargetError(f"{where}.url: an https:// address")
+    if parsed.scheme == "http" and not _loopback(parsed.hostname):
+        raise TargetError(f"{where}.url: https only (plain http only to loopback), not {url}")
+    return url
+
+
+def load_targets(text: str | None) -> dict[str, Target]:
+    """The targets of ``text`` (JSON: a list of ``{name, url, format, template, labels}``), by name."""
+    if not text or not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise TargetError(f"{ENV} is not JSON: {exc}") from None
+    if not isinstance(raw, list):
+        raise TargetError(f"{ENV}: a list of notification targets")
+    out: dict[str, Target] = {}
+    for i, item in enumerate(raw):
+        where = f"notification target {i + 1}"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise TargetError(f"{where}: an object with a name")
+        where = f"notification target {item['name']!r}"
+        unknown = set(item) - {"name", "url", "format", "template", "labels"}
+        if unknown:
+            raise TargetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        if item["name"] in out:
+            raise TargetError(f"{where}: named twice")
+        fmt = item.get("format", "generic")
+        if fmt not in FORMATS:
+            raise TargetError(f"{where}.format: one of {', '.join(FORMATS)}, not {fmt!r}")
+        template = item.get("template")
+        if template is not None and (fmt != "generic" or not isinstance(template, dict)):
+            raise TargetError(f"{where}.template: a JSON object, for the generic format only")
+        labels = item.get("labels") or {}
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise TargetError(f"{where}.labels: a map of strings")
+        out[item["name"]] = Target(item["name"], _checked_url(item.get("url"), where), fmt, template,
+                                   tuple(sorted(labels.items())))
+    return out
+
+
+def failover_notice(reason: str, namespace: str, name: str, message: str, time: str) -> Notice | None:
+    """The notice for a FailoverPlan Event, or None when people are not told about it."""
+    if reason not in FAILOVER_NOTICES:
+        return None
+    what, severity = FAILOVER_NOTICES[reason]
+    return Notice(reason, "FailoverPlan", namespace, name, f"FailoverPlan {namespace}/{name}: {what}", message,
+                  severity, time)
+
+
+class _Fields(dict):
+    def __missing__(self, key: str) -> str:  # an unknown {placeholder} stays as written
+        return "{" + key + "}"
+
+
+def _fill(value, fields: _Fields):
+    if isinstance(value, str):
+        return value.format_map(fields)
+    if isinstance(value, dict):
+        return {k: _fill(v, fields) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, fields) for v in value]
+    return value
+
+
+def labels_of(target: Target, notice: Notice) -> dict[str, str]:
+    return {"alertname": f"Lifeline{notice.event}", "severity": notice.severity, "kind": notice.kind,
+            "namespace": notice.namespace, "name": notice.name, **dict(target.labels), **notice.labels}
+
+
+def render(target: Target, notice: Notice) -> bytes:
+    """The request body for ``target`` (JSON, UTF-8)."""
+    labels = labels_of(target, notice)
+    if target.format == "dingtalk":
+        body = {"msgtype": "markdown", "markdown": {
+            "title": notice.summary, "text": f"### {notice.summary}\n\n{notice.message}\n\n> {notice.time}"}}
+    elif target.format == "wecom":
+        body = {"msgtype": "markdown", "markdown": {
+            "content": f"**{notice.summary}**\n{notice.message}\n> {notice.time}"}}
+    elif target.template is not None:
+        fields = _Fields(event=notice.event, kind=notice.kind, namespace=notice.namespace, name=notice.name,
+                         summary=notice.summary, message=notice.message, severity=notice.severity, time=notice.time)
+        body = _fill(target.template, fields)
+    else:
+        body = {"version": VERSION, "event": notice.event, "severity": notice.severity, "time": notice.time,
+                "object": {"kind": notice.kind, "namespace": notice.namespace, "name": notice.name},
+                "summary": notice.summary, "message": notice.message, "labels": labels}
+    return json.dumps(body, ensure_ascii=False).encode()
