@@ -511,20 +511,16 @@ class Kube:
         attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": resource}
         if name:
             attributes["name"] = name
-        spec: dict = {"user": user, "groups": groups, "resourceAttributes": attributes}
-        if uid:
-            spec["uid"] = uid
-        if extra:
-            spec["extra"] = extra
-        review = await self.create_object("authorization.k8s.io/v1", "subjectaccessreviews", None,
-                                          {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                                           "spec": spec})
-        return bool((review.get("status") or {}).get("allowed"))
+        return await self._subject_review(user, groups, uid, extra, resourceAttributes=attributes)
 
     async def path_review(self, *, user: str, groups: list[str], path: str, verb: str = "get",
                           uid: str | None = None, extra: dict | None = None) -> bool:
         """May ``user`` ``verb`` the non-resource URL ``path`` (``/metrics``)? A SubjectAccessReview answers."""
-        spec: dict = {"user": user, "groups": groups, "nonResourceAttributes": {"path": path, "verb": verb}}
+        return await self._subject_review(user, groups, uid, extra, nonResourceAttributes={"path": path, "verb": verb})
+
+    async def _subject_review(self, user: str, groups: list[str], uid: str | None, extra: dict | None,
+                              **attributes: dict) -> bool:
+        spec: dict = {"user": user, "groups": groups, **attributes}
         if uid:
             spec["uid"] = uid
         if extra:

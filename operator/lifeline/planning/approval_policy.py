@@ -15,9 +15,10 @@ One person counts once: someone in both named groups fills one of them, never bo
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from .admin_settings import json_list
 
 ENV = "LIFELINE_APPROVAL_POLICIES"
 MIN_APPROVALS = 2
@@ -55,16 +56,8 @@ def _strings(value, where: str) -> tuple[str, ...]:
 
 def load(text: str | None) -> tuple[ApprovalPolicy, ...]:
     """The policies of ``text`` (JSON: a list of ``{name, namespaces, tiers, approvals, fromGroups}``)."""
-    if not text or not text.strip():
-        return ()
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise PolicyError(f"{ENV} is not JSON: {exc}") from None
-    if not isinstance(raw, list):
-        raise PolicyError(f"{ENV}: a list of approval policies")
     out = []
-    for i, item in enumerate(raw):
+    for i, item in enumerate(json_list(text, ENV, "approval policies", PolicyError)):
         where = f"approval policy {i + 1}"
         if not isinstance(item, dict):
             raise PolicyError(f"{where}: an object")

@@ -18,6 +18,8 @@ import json
 import urllib.parse
 from dataclasses import dataclass, field
 
+from .admin_settings import json_list
+
 ENV = "LIFELINE_NOTIFICATION_TARGETS"
 FORMATS = ("generic", "dingtalk", "wecom")
 VERSION = "lifeline.io/notice/v1"
@@ -78,16 +80,8 @@ def _checked_url(url, where: str) -> str:
 
 def load_targets(text: str | None) -> dict[str, Target]:
     """The targets of ``text`` (JSON: a list of ``{name, url, format, template, labels}``), by name."""
-    if not text or not text.strip():
-        return {}
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise TargetError(f"{ENV} is not JSON: {exc}") from None
-    if not isinstance(raw, list):
-        raise TargetError(f"{ENV}: a list of notification targets")
     out: dict[str, Target] = {}
-    for i, item in enumerate(raw):
+    for i, item in enumerate(json_list(text, ENV, "notification targets", TargetError)):
         where = f"notification target {i + 1}"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
             raise TargetError(f"{where}: an object with a name")
