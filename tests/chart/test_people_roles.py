@@ -25,9 +25,10 @@ def writes(role: dict) -> set[tuple[str, str]]:
     return {(r, v) for g, r, v in grants(role) if v in WRITES}
 
 
-def test_the_six_roles_exist(helm_bin):
+def test_the_seven_roles_exist(helm_bin):
     assert set(roles(helm_bin)) == {"lifeline-backup-operator", "lifeline-restore-approver", "lifeline-drill-operator",
-                                    "lifeline-failover-operator", "lifeline-auditor", "lifeline-admin"}
+                                    "lifeline-failover-operator", "lifeline-auditor", "lifeline-admin",
+                                    "lifeline-shred-reviewer"}
     assert roles(helm_bin, "rbac.peopleRoles=false") == {}
 
 
@@ -61,8 +62,10 @@ def test_only_approvers_approve(helm_bin):
 def test_admin_covers_every_duty_but_approval_and_the_cli(helm_bin):
     r = roles(helm_bin)
     admin = grants(r["lifeline-admin"])
+    second_word = {(GROUP, "restores", "approve"), (GROUP, "recoverypoints", "shred")}  # never the admin's
+    assert not second_word & admin
     for name, role in r.items():
-        assert grants(role) - {(GROUP, "restores", "approve")} <= admin, name
+        assert grants(role) - second_word <= admin, name
     assert CLI_VERBS <= admin, f"the CLI needs {sorted(CLI_VERBS - admin)}"
     failover_cli = {g for g in CLI_VERBS if g[1] == "failoverplans" and g[2] != "create" and g[2] != "list"}
     assert failover_cli <= grants(r["lifeline-failover-operator"])
@@ -76,7 +79,8 @@ def test_aggregation_into_kubernetes_roles(helm_bin):
                 for n, role in roles(helm_bin, *values).items()}
     assert labels() == {"lifeline-admin": {"admin"}, "lifeline-backup-operator": {"edit"},
                         "lifeline-drill-operator": {"edit"}, "lifeline-auditor": {"view"},
-                        "lifeline-restore-approver": set(), "lifeline-failover-operator": set()}
+                        "lifeline-restore-approver": set(), "lifeline-failover-operator": set(),
+                        "lifeline-shred-reviewer": set()}
     assert all(v == set() for v in labels(("rbac.aggregateToDefaultRoles=false",)).values())
 
 

@@ -17,7 +17,7 @@ import uuid
 
 from tests.backup.conftest import clock, fast_timers, key_text, policy, seeded, volumes  # noqa: F401
 from tests.keys.conftest import repo_objects
-from tests.keys.test_shred_deletion import Transit, _backup, _finalized, points
+from tests.keys.test_shred_deletion import Transit, _backup, _finalized, points, review, reviewers  # noqa: F401
 
 # What a namespace holds that could carry a key: everything the operator, the agent and the
 # controllers write there.
@@ -66,7 +66,7 @@ def _bucket_objects(s3_server, bucket: str) -> dict[str, bytes]:
 
 
 async def test_no_plaintext_data_key_in_logs_events_objects_metrics_or_repositories(
-        kube, seeded, clock, operator_logs_in_to_vault, s3_server, volumes, caplog):
+        kube, seeded, clock, operator_logs_in_to_vault, s3_server, volumes, caplog, reviewers):
     caplog.set_level(logging.DEBUG)
     vault = operator_logs_in_to_vault
     transit = Transit(vault)
@@ -99,6 +99,7 @@ async def test_no_plaintext_data_key_in_logs_events_objects_metrics_or_repositor
         # then delete the points under deletionPolicy Shred: more logs, Events and Jobs to search
         for name in made:
             kube.delete("RecoveryPoint", name)
+            review(kube, name)  # asked for, and approved by a second person
         # one shred Job after the other (they share the epoch's key objects); each goes with its point
         await kube.wait_for(lambda: not points(kube), timeout=90)
         assert len(kube.events(reason="Shredded")) == 2, [e["message"] for e in kube.events(reason="ShredFailed")]

@@ -14,8 +14,11 @@ import sys
 
 import pytest
 
+from lifeline.devstack import install
+from lifeline.devstack.cluster import ADMIN
 from lifeline.observability import audit
 from lifeline.planning import recoverypoint_shred as shred
+from lifeline.planning import shred_approval
 from tests.backup.conftest import (clock, events, fast_timers, key_text, policy, seeded,  # noqa: F401
                                    volumes, wait_event)
 
@@ -70,13 +73,31 @@ async def _finalized(kube, name: str) -> dict:
                                     or []) and got[name], timeout=20)
 
 
+@pytest.fixture
+def reviewers(kube):
+    """The people's RoleBindings in the test's namespace: frank (it-management) reviews shreds."""
+    install.bind_people(kube.request, kube.namespace)
+
+
+def annotate(kube, name: str, key: str, value: str, user: str = ADMIN):
+    return kube.request("PATCH", f"/apis/dr.lifeline.io/v1alpha1/namespaces/{kube.namespace}/{POINTS}/{name}",
+                        {"metadata": {"annotations": {key: value}}}, user=user,
+                        content_type="application/merge-patch+json")
+
+
+def review(kube, name: str) -> None:
+    """The admin asks for the shred, frank (a shred reviewer) approves it."""
+    annotate(kube, name, shred_approval.ANN_REQUEST, "retention: study data past its period")
+    annotate(kube, name, shred_approval.ANN_APPROVE, "checked", user="frank")
+
+
 def _restore(repo: str, snapshot: str, key: str, env: dict, out) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lifeline.agent", "restore", snapshot, "--repo", repo, "--key", key,
                            "--to", str(out)], capture_output=True, text=True, env=env, timeout=120)
 
 
 async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
-        kube, seeded, clock, vault_policy, volumes, records, tmp_path):
+        kube, seeded, clock, vault_policy, volumes, records, tmp_path, reviewers):
     transit, body = vault_policy
     async with kube.operator(clock=clock):
         kube.create(body)
@@ -96,6 +117,7 @@ async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
 
         # the full alone: its key also protects the incremental, so nothing is destroyed yet
         kube.delete("RecoveryPoint", full)
+        review(kube, full)
         waiting = await wait_event(kube, full, "ShredWaiting", timeout=20)
         assert incr in waiting[0]["message"]
         assert points(kube)[full]["metadata"].get("deletionTimestamp")
@@ -103,6 +125,7 @@ async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
 
         # now the incremental too: the epoch goes, and both points with it
         kube.delete("RecoveryPoint", incr)
+        review(kube, incr)
         jobs = await kube.wait_for(lambda: shred_jobs(kube), timeout=20)
         job = jobs[0]
         assert job["metadata"]["ownerReferences"][0]["kind"] == "RecoveryPoint"
@@ -121,12 +144,13 @@ async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
     # the audit trail: one successful key-shred per point, with who and which epoch
     mine = [r for r in records if r["action"] == "key-shred" and r["subject"].get("kind") == "RecoveryPoint"]
     assert sorted(r["subject"]["name"] for r in mine if r["outcome"] == "succeeded") == sorted([full, incr])
-    assert all(r["actor"] == f"system:serviceaccount:{kube.namespace}:default" for r in mine)
+    assert all((r["actor"], r["details"]["approvedBy"]) == (ADMIN, "frank") for r in mine)
+    assert all(r["details"]["shredder"] == f"system:serviceaccount:{kube.namespace}:default" for r in mine)
     assert any(r["details"]["epochs"] for r in mine)
 
 
 async def test_a_failed_shred_keeps_the_point_and_is_retried_after_its_delay(
-        kube, seeded, clock, vault_policy, volumes, records):
+        kube, seeded, clock, vault_policy, volumes, records, reviewers):
     transit, body = vault_policy
     body["spec"]["destinations"] = body["spec"]["destinations"][:1]
     async with kube.operator(clock=clock):
@@ -139,6 +163,7 @@ async def test_a_failed_shred_keeps_the_point_and_is_retried_after_its_delay(
         repo_dir.rename(hidden)  # the repository cannot be reached: the shred must fail
 
         kube.delete("RecoveryPoint", name)
+        review(kube, name)
         await kube.wait_for(lambda: kube.stored("batch/v1/jobs", None, shred.job_name(name, 1)), timeout=20)
         [first] = await shreds_finished(kube)
         assert first.phase == "Failed"
@@ -184,7 +209,7 @@ def test_shred_job_without_a_plan_is_refused(monkeypatch):
 
 
 async def test_deleting_the_policy_shreds_all_its_points(
-        kube, seeded, clock, vault_policy, volumes, tmp_path):
+        kube, seeded, clock, vault_policy, volumes, tmp_path, reviewers):
     transit, body = vault_policy
     async with kube.operator(clock=clock):
         kube.create(body)
@@ -196,6 +221,8 @@ async def test_deleting_the_policy_shreds_all_its_points(
         snapshot = point["spec"]["copies"][0]["snapshotId"]
 
         kube.delete("BackupPolicy", "pacs")
+        await kube.wait_for(lambda: points(kube)[name]["metadata"].get("deletionTimestamp"), timeout=20)
+        review(kube, name)  # the garbage collector deleted it; a person still decides on its keys
         await kube.wait_for(lambda: kube.stored("batch/v1/jobs", None, shred.job_name(name, 1)), timeout=20)
         # the Job goes with its point (the garbage collector); what it did stays in the point's Events
         await kube.wait_for(lambda: not points(kube), timeout=60)
@@ -203,3 +230,49 @@ async def test_deleting_the_policy_shreds_all_its_points(
     repo = f"file://{volumes['backup-local']}/repos/pacs"
     failed = _restore(repo, snapshot, transit.ref, transit.env, tmp_path / "out")
     assert failed.returncode != 0 and "crypto-shredded" in failed.stderr and "BackupPolicy pacs" in failed.stderr
+
+
+async def test_one_persons_word_never_destroys_keys(kube, seeded, clock, vault_policy, records, reviewers):
+    """Reviewed destruction (issue 20): deleting a point holds it, with the key alive, until someone asks
+    and a second person with the shred-reviewer role approves; both are audited."""
+    transit, body = vault_policy
+    body["spec"]["destinations"] = body["spec"]["destinations"][:1]
+    async with kube.operator(clock=clock):
+        kube.create(body)
+        await kube.wait_for(lambda: kube.stored("batch/v1/cronjobs", None, "pacs-full"), timeout=20)
+        name = next(iter(await _backup(kube, "pacs-full", 1)))
+        await _finalized(kube, name)
+        kube.delete("RecoveryPoint", name)
+        held = await wait_event(kube, name, "ShredAwaitingApproval", timeout=20)
+        assert "shred-reviewer" in held[0]["message"]
+
+        def approval_condition():
+            conds = ((points(kube).get(name) or {}).get("status") or {}).get("conditions") or []
+            return next((c for c in conds if c["type"] == "ShredApproved"), None)
+        cond = await kube.wait_for(approval_condition, timeout=20)
+        assert cond["status"] == "False" and "a second person" in cond["message"]
+
+        refused = []
+        for key, value, user in ((shred_approval.ANN_APPROVE, "too early", "frank"),  # nobody asked yet
+                                 (shred_approval.ANN_REQUEST, "cleanup", "carol"),
+                                 (shred_approval.ANN_APPROVE, "mine", "carol"),  # the requester
+                                 (shred_approval.ANN_APPROVE, "sure", "alice"),  # may edit points, not shred
+                                 (shred_approval.ANN_APPROVE, "sure", "bob"),  # may not even edit them
+                                 (shred_approval.ANN_APPROVALS, '[{"user": "frank"}]', ADMIN)):  # forged
+            try:
+                annotate(kube, name, key, value, user=user)
+            except Exception as exc:  # noqa: BLE001 - the API server's refusal, with the webhook's message
+                refused.append((user, str(exc)))
+        assert [u for u, _ in refused] == ["frank", "carol", "alice", "bob", ADMIN], refused
+        assert "nobody asked" in refused[0][1] and "cannot approve it" in refused[1][1]
+        assert "may not approve shreds" in refused[2][1] and "cannot patch" in refused[3][1]
+        assert "written by Lifeline's admission webhook" in refused[4][1]
+        assert not shred_jobs(kube), "the key is alive while one person has spoken"
+
+        annotate(kube, name, shred_approval.ANN_APPROVE, "checked the retention period", user="frank")
+        cond = await kube.wait_for(lambda: (c := approval_condition()) and c["status"] == "True" and c, timeout=20)
+        assert cond["message"] == "asked by carol, approved by frank"
+        await kube.wait_for(lambda: name not in points(kube), timeout=60)
+    [done] = [r for r in records if r["action"] == "key-shred" and r["outcome"] == "succeeded"]
+    assert (done["actor"], done["details"]["requestedBy"], done["details"]["approvedBy"]) == ("carol", "carol", "frank")
+    assert {r["actor"] for r in records if r["outcome"] == "refused"} >= {"frank", "carol", "alice", ADMIN}

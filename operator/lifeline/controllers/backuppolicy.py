@@ -47,6 +47,7 @@ from lifeline.controllers.common import pinned_vault_env, stop_ticker, vault_env
 from lifeline.controllers.recoverypoint_status import RecoveryPointStatus
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, backup_status
+from lifeline.planning.recoverypoint_shred import FINALIZER as shred_finalizer
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,11 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
         store = controller.stores["backup_points"]
         store.remove(body) if event.get("type") == "DELETED" else store.put(body)
         policy = (body.get("spec") or {}).get("policyName")
-        if event.get("type") != "DELETED" and not (body.get("metadata") or {}).get("deletionTimestamp"):
+        meta = body.get("metadata") or {}
+        held = shred_finalizer in (meta.get("finalizers") or [])  # deleted, its keys' shred awaiting review
+        if event.get("type") != "DELETED" and meta.get("deletionTimestamp") and held:
+            await controller.point_status.reconcile(namespace, name, _plain(body))
+        if event.get("type") != "DELETED" and not meta.get("deletionTimestamp"):
             plain = _plain(body)
             await controller.point_status.reconcile(namespace, name, plain)
             owner = controller.policy(namespace, policy) if policy else None

@@ -16,7 +16,9 @@ from collections import defaultdict
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.kube import KubeError, ObjectRef
-from lifeline.planning import backup, backup_points
+from lifeline.planning import backup, backup_points, shred_approval
+from lifeline.planning import recoverypoint_shred as shred
+from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class RecoveryPointStatus:
                 if body is None:
                     return
             now = rfc3339(self.ctx.clock.now())
-            patch, event = backup_points.plan_point_status(body, now, pruned)
+            patch, event = backup_points.plan_point_status(body, now, pruned, self._shred_review(body))
             if patch is None:
                 self.ctx.metrics.reconciles.labels("RecoveryPoint", "unchanged").inc()
                 return
@@ -53,6 +55,17 @@ class RecoveryPointStatus:
             self.ctx.metrics.reconciles.labels("RecoveryPoint", "written").inc()
             if event is not None:
                 await self.kube.emit_event(ObjectRef.of(body), event.type, event.reason, event.message, now)
+
+    def _shred_review(self, body: dict) -> tuple[bool, str] | None:
+        """For a deleted point held for its shred: (approved, who approved / what it waits for)."""
+        meta = body.get("metadata") or {}
+        if not meta.get("deletionTimestamp") or shred.FINALIZER not in (meta.get("finalizers") or []):
+            return None
+        key = seal_key(self.ctx.options)
+        reviewed = shred_approval.approved_by(body, key)
+        if reviewed:
+            return True, f"asked by {reviewed[0]}, approved by {reviewed[1]}"
+        return False, shred_approval.waiting(body, key)
 
     async def sync_owners(self, policy: dict, points: list[dict]) -> None:
         """Owner references of points follow their policy's deletionPolicy (Delete: owned, so collected)."""

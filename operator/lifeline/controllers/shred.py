@@ -1,7 +1,8 @@
 """Deletion that shreds: a RecoveryPoint of a ``deletionPolicy: Shred`` policy goes only after its key is destroyed.
 
 While the point lives, it carries the finalizer ``dr.lifeline.io/shred`` (added and removed
-as its policy's deletionPolicy says). When it is deleted, this controller waits until no
+as its policy's deletionPolicy says). When it is deleted, this controller waits until a second
+person approved the shred (:mod:`lifeline.planning.shred_approval`), and until no
 other live point shares its key epoch, runs a shred Job (``lifeline keys shred`` for every
 copy, with the destinations' credentials), and removes the finalizer only when every copy
 was shredded: an Event and an audit record (``key-shred``) either way. A failed shred keeps
@@ -26,8 +27,9 @@ from lifeline.clock import rfc3339
 from lifeline.controllers.common import job_end, stop_ticker
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
-from lifeline.planning import backup_points
+from lifeline.planning import backup_points, shred_approval
 from lifeline.planning import recoverypoint_shred as shred
+from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +120,16 @@ class ShredController:
         if ann.get(shred.ANN_RETRY_AFTER) and rfc3339(now) < ann[shred.ANN_RETRY_AFTER]:
             return  # the timer comes back
         # a fresh list, not the watch cache: a sibling not seen yet must still hold the shred back
+        ref = ObjectRef.of(point)
+        if shred_approval.approved_by(point, seal_key(self.ctx.options)) is None:
+            why = shred_approval.waiting(point, seal_key(self.ctx.options))
+            if self.waiting.get((namespace, name)) != (why,):  # once per state, not per event
+                self.waiting[(namespace, name)] = (why,)
+                await self.kube.emit_event(ref, "Normal", "ShredAwaitingApproval", f"not shredded yet: {why}",
+                                           rfc3339(now))
+            return
         points = await self.kube.list(POINT, namespace)
         blocked = shred.blockers(point, points)
-        ref = ObjectRef.of(point)
         if blocked:
             if self.waiting.get((namespace, name)) != tuple(blocked):
                 self.waiting[(namespace, name)] = tuple(blocked)
@@ -161,11 +170,13 @@ class ShredController:
         summary, report = self._report(pods)
         ok, message, epochs = shred.outcome(summary, report)
         ref = ObjectRef.of(point)
-        actor = _plan_of(job).get("actor") or "lifeline-operator"
+        reviewed = shred_approval.approved_by(point, seal_key(self.ctx.options)) or ("", "")
+        actor = reviewed[0] or _plan_of(job).get("actor") or "lifeline-operator"
         subject = {"kind": "RecoveryPoint", "namespace": namespace, "name": name,
                    "uid": point["metadata"].get("uid", "")}
         details = {"policy": (point.get("spec") or {}).get("policyName"), "job": job["metadata"]["name"],
-                   "attempt": attempt, "epochs": epochs, "result": message}
+                   "attempt": attempt, "epochs": epochs, "result": message, "requestedBy": reviewed[0],
+                   "approvedBy": reviewed[1], "shredder": _plan_of(job).get("actor")}
         if ok:
             audit.record("key-shred", actor=actor, outcome="succeeded", subject=subject, details=details)
             await self.kube.emit_event(ref, "Normal", "Shredded", f"key destroyed, the point is unreadable for "

@@ -24,7 +24,8 @@ SYSTEM_NAMESPACE = "lifeline-system"
 RELEASE = "lifeline"
 OPERATOR_SA = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{RELEASE}-operator"
 # Which group gets which ClusterRole in a tenant namespace (lifeline.devstack.cluster.PEOPLE).
-PEOPLE_BINDINGS = {"hospital-dba": "admin", "dr-approvers": "lifeline-restore-approver"}
+PEOPLE_BINDINGS = {"hospital-dba": "admin", "dr-approvers": "lifeline-restore-approver",
+                   "it-management": "lifeline-shred-reviewer"}
 
 
 class InstallError(RuntimeError):

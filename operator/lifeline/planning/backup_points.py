@@ -227,16 +227,18 @@ def pruned_points(points: list[dict], forgot: dict[str, list[str]]) -> list[str]
     return out
 
 
-def plan_point_status(body: dict, now: str, pruned: bool = False):
+def plan_point_status(body: dict, now: str, pruned: bool = False, shred_review: tuple[bool, str] | None = None):
     """A RecoveryPoint's status: the generic Ready (is the spec valid) plus its phase.
 
     Returns ``(patch or None, EventPlan or None)``; ``pruned`` marks the point Pruned for
     good (every copy was forgotten by a prune). The phase is otherwise kept (verify, shred
-    and restore set Damaged or Shredded), Available when unset.
+    and restore set Damaged or Shredded), Available when unset. ``shred_review``: for a deleted
+    point whose keys are to be shredded, ``(approved, message)`` (who approved, or what the shred
+    waits for: :mod:`lifeline.planning.shred_approval`), shown as the condition ``ShredApproved``.
     """
     from lifeline.api import BY_KIND
 
-    from . import readiness
+    from . import conditions, readiness
 
     decision = readiness.plan(BY_KIND["RecoveryPoint"], body, now)
     old = body.get("status") or {}
@@ -244,6 +246,14 @@ def plan_point_status(body: dict, now: str, pruned: bool = False):
     patch = dict(decision.patch or {})
     if old.get("phase") != phase:
         patch["phase"] = phase
+    if shred_review is not None:
+        approved, message = shred_review
+        current = patch.get("conditions") or old.get("conditions") or []
+        merged = conditions.merge(current, conditions.make(
+            "ShredApproved", approved, "Approved" if approved else "AwaitingApproval", message,
+            (body.get("metadata") or {}).get("generation")), now)
+        if merged != (old.get("conditions") or []):
+            patch["conditions"] = merged
     event = decision.event
     if pruned and old.get("phase") != "Pruned":
         from .readiness import EventPlan

@@ -42,15 +42,17 @@ def _forged_message(keys: tuple[str, ...]) -> str:
             f"or `lifeline restore approve NAME`")
 
 
-def _refuse(message: str, *, user: str, body: dict, dryrun: bool, verified: bool, action: str = "approval") -> None:
+def refuse(message: str, *, user: str, body: dict, dryrun: bool, verified: bool, action: str = "approval",
+           kind: str = "Restore") -> None:
+    """Refuse the admission request (403), audited when the caller is the verified API server."""
     meta = body.get("metadata") or {}
     if not dryrun and not verified:
-        log.warning("%s by %s refused on Restore %s/%s (not audited: the caller is not verified as the API "
-                    "server; set --webhook-client-ca): %s", action, user, meta.get("namespace", ""),
+        log.warning("%s by %s refused on %s %s/%s (not audited: the caller is not verified as the API "
+                    "server; set --webhook-client-ca): %s", action, user, kind, meta.get("namespace", ""),
                     meta.get("name", ""), message)
     elif not dryrun:
         audit.record(action, actor=user, outcome="refused",
-                     subject={"kind": "Restore", "namespace": meta.get("namespace", ""), "name": meta.get("name", "")},
+                     subject={"kind": kind, "namespace": meta.get("namespace", ""), "name": meta.get("name", "")},
                      details={"reason": message})
     raise kopf.AdmissionError(message, code=403)
 
@@ -86,10 +88,10 @@ class Approvals:
         old_ann = ((old or {}).get("metadata") or {}).get("annotations") or {} if operation == "UPDATE" else None
         request = rules.read_request(old_ann, new_ann)
         if request.forged:
-            _refuse(_forged_message(request.forged), user=user, body=body, dryrun=dryrun, verified=verified)
+            refuse(_forged_message(request.forged), user=user, body=body, dryrun=dryrun, verified=verified)
         if operation == "CREATE":
             if request.decision:
-                _refuse("a Restore cannot carry an approval when it is created: the requester cannot approve; "
+                refuse("a Restore cannot carry an approval when it is created: the requester cannot approve; "
                         f"remove {rules.ANN_APPROVE}/{rules.ANN_REJECT}", user=user, body=body, dryrun=dryrun,
                         verified=verified)
             annotations = _annotations(patch)
@@ -101,7 +103,7 @@ class Approvals:
         action = "approval" if request.decision == "Approved" else "rejection"
         requester = new_ann.get(rules.ANN_REQUESTED_BY)
         if not requester:
-            _refuse(f"this Restore has no recorded requester ({rules.ANN_REQUESTED_BY}): it was created while the "
+            refuse(f"this Restore has no recorded requester ({rules.ANN_REQUESTED_BY}): it was created while the "
                     "admission webhook was not running; delete it and create it again", user=user, body=body,
                     dryrun=dryrun, verified=verified, action=action)
         records = rules.decisions(new_ann)
@@ -116,7 +118,7 @@ class Approvals:
         why = rules.refusal(request, user=user, requester=requester, records=records, phase=phase,
                             may_decide=allowed)
         if why:
-            _refuse(why, user=user, body=body, dryrun=dryrun, verified=verified, action=action)
+            refuse(why, user=user, body=body, dryrun=dryrun, verified=verified, action=action)
         record = {"user": user, "time": rfc3339(self.ctx.clock.now()), "decision": request.decision}
         if request.comment:
             record["comment"] = request.comment
