@@ -115,6 +115,9 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("rbac.authorization.k8s.io", "rolebindings", "create"),
         ("rbac.authorization.k8s.io", "clusterroles", "bind"),  # that sandbox role only (resourceNames)
         ("authentication.k8s.io", "selfsubjectreviews", "create"),  # the subject of those RoleBindings
+        # /report's access review: who holds which Lifeline role
+        ("rbac.authorization.k8s.io", "rolebindings", "list"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings", "list"),
         ("", "resourcequotas", "create"),
         ("networking.k8s.io", "networkpolicies", "create"),
         ("", "secrets", "create"),

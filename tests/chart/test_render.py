@@ -261,3 +261,18 @@ def test_notification_targets_reach_the_operator_as_it_reads_them(helm_bin):
     refused = helm_template(helm_bin, "--set", "notifications.targets[0].name=x",
                             "--set", "notifications.targets[0].url=ftp://x")
     assert refused.returncode != 0 and "url" in refused.stderr
+
+
+def test_the_daily_report_is_written_beside_the_audit_log(helm_bin):
+    from lifeline.cli import build_parser
+
+    docs = render(helm_bin, "audit.claimName=audit-log", "report.timeZone=Asia/Shanghai")
+    [job] = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == "lifeline-report"]
+    assert (job["spec"]["schedule"], job["spec"]["timeZone"]) == ("0 6 * * *", "Asia/Shanghai")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert (args.command, args.audit_url, args.output_dir) == (
+        "report", "file:///var/lib/lifeline/audit", "/var/lib/lifeline/audit/reports")
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "audit-log"
+    assert pod["serviceAccountName"] == "lifeline-operator"
+    assert not [d for d in render(helm_bin) if d["kind"] == "CronJob"], "no audit claim, no report CronJob"

@@ -164,14 +164,22 @@ def test_dev_up_runs_the_whole_loop_with_measured_figures(tmp_path):
     figures = {k.rstrip(","): v.rstrip(",") for k, v in figures.items()}
     assert float(figures["achieved_rto_seconds"]) >= float(figures["breach_window_seconds"])
     assert figures["fenced_on_return"] == "True"
+    # the switchover notices reached the receiver standing for the wards' screens and the on-call chat
+    assert re.search(r"notices +ward screens \(generic\): FailingOver, FailoverComplete, FailingBack, FailbackComplete",
+                     text), text
+    assert re.search(r"on-call chat \(DingTalk\): [4-9] markdown messages", text)
 
     # the report and the audit chain
-    report = re.fullmatch(r"report     (\S+) \((\d+) bytes\)", _line(end, "report     "))
-    assert report and Path(report[1]) == state / "report.html"
+    report = re.fullmatch(r"report     (\S+) \((\d+) bytes\); the daily report CronJob, run once: (\S+)",
+                          _line(end, "report     "))
+    assert report and Path(report[1]) == state / "report.html", _line(end, "report     ")
     html = Path(report[1]).read_text()
     assert len(html.encode()) == int(report[2])
     for name in policies:
         assert name in html
+    daily = Path(report[3])  # written by the chart's CronJob, as the operator's ServiceAccount, on the audit claim
+    assert daily.parent == state / "audit" / "reports" and re.fullmatch(r"report-\d{4}-\d\d-\d\d\.html", daily.name)
+    assert "At a glance" in daily.read_text() and all(name in daily.read_text() for name in policies)
     audit = _line(end, "audit      ")
     assert audit.startswith("audit      chain ok=True") and " is intact: " in audit, audit
     records = int(re.search(r"intact: (\d+) records", audit)[1])

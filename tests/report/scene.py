@@ -63,6 +63,10 @@ def objects(namespace: str = NS) -> list[tuple[dict, dict]]:
                   "spec": {"policyName": "pacs-images"}}
     plan = _example("failoverplan-monitoring.yaml", namespace)
     pacs_key, his_key = pacs["spec"]["encryption"]["keyRef"], his["spec"]["encryption"]["keyRef"]
+    restore = {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "Restore",
+               "metadata": {"name": "his-back", "namespace": namespace},
+               "spec": {"recoveryPoint": "his-database-20261123-0830", "reason": "INC-4711: table corruption",
+                        "strategy": "NewClaim", "target": {"pvc": {"claimName": "his-restored", "size": "50Gi"}}}}
     out = [
         (pacs, {
             "observedGeneration": 1, "currentRPOSeconds": 420, "rpoTargetSeconds": 900, "recoveryPoints": 3,
@@ -115,6 +119,15 @@ def objects(namespace: str = NS) -> list[tuple[dict, dict]]:
             {"phase": "FailingBack", "time": ago(days=2), "activeSite": "site-b", "reason": "FailbackRequested"},
             {"phase": "Monitoring", "time": ago(days=2) , "activeSite": "site-a", "reason": "FailbackComplete",
              "message": "site site-a healthy after 61.0s", "switchoverSeconds": 61}]}),
+        (restore, {"phase": "Succeeded", "requestedBy": "carol", "approvalPolicy": "his-critical",
+                   "approvals": [
+                       {"user": "erin", "time": ago(hours=5, minutes=50), "decision": "Approved",
+                        "groups": ["his-department-heads"], "comment": "checked INC-4711"},
+                       {"user": "frank", "time": ago(hours=5, minutes=45), "decision": "Approved",
+                        "groups": ["it-management"]}],
+                   "startTime": ago(hours=5, minutes=44), "completionTime": ago(hours=5, minutes=30),
+                   "bytesRestored": 38 * 2**30, "jobName": "restore-his-back", "reason": "Restored",
+                   "message": "his-database-20261123-0830 restored by Job restore-his-back"}),
     ]
     return out
 
@@ -150,4 +163,4 @@ async def apply(kube, client) -> dict[str, list[dict]]:
             await client.create(info, kube.namespace, body)
             await client.patch_status(info, kube.namespace, body["metadata"]["name"], status)
     return {kind: await client.list(BY_KIND[kind], kube.namespace)
-            for kind in ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan")}
+            for kind in ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan", "Restore")}

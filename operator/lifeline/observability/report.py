@@ -16,12 +16,13 @@ from typing import Any
 from lifeline.api import BY_KIND, BY_PLURAL
 from lifeline.api.common import TIER_DEFAULTS, parse_duration
 
-from . import report_html
+from . import report_access, report_html, report_restores
 
 log = logging.getLogger(__name__)
 
-REPORTED_KINDS = ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan")
+REPORTED_KINDS = ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan", "Restore")
 LAST_BACKUPS = 5
+CHARTED = 30  # the most recent points a policy's charts show
 PROVIDERS = {"vault-transit": "Vault transit (envelope encryption)", "vault-kv": "Vault KV",
              "secret": "Kubernetes Secret"}
 
@@ -48,6 +49,21 @@ async def collect_objects(kube, namespace: str | None = None, namespaces: list[s
         for ns in scopes:
             out[kind].extend(await kube.list(BY_KIND[kind], ns))
     return out
+
+
+async def collect_access(kube) -> dict | None:
+    """The RoleBindings and ClusterRoleBindings for the access review; None when these credentials
+    may not read them (the section then says so)."""
+    from lifeline.kube import KubeError
+
+    try:
+        return {"rolebindings": await kube.list_objects("rbac.authorization.k8s.io/v1", "rolebindings", None),
+                "clusterrolebindings": await kube.list_objects("rbac.authorization.k8s.io/v1", "clusterrolebindings",
+                                                               None)}
+    except KubeError as exc:
+        if exc.status in (401, 403):
+            return None
+        raise
 
 
 def audit_facts(audit_url: str | None) -> dict[str, Any]:
@@ -162,8 +178,13 @@ def policy_facts(policy: dict, points: list[dict], drills: list[dict], audit: di
         off_site_state = "Off-site copy present"
     else:
         off_site_state = "Off-site copy not yet made"
+    charted = list(reversed(mine[:CHARTED]))  # oldest first
+    times = [_time((p.get("spec") or {}).get("completionTime")) for p in charted]
+    gaps = [((b - a).total_seconds(), b.strftime("%m-%d %H:%M")) for a, b in zip(times, times[1:])
+            if a is not None and b is not None]
     return {
         "namespace": ns, "name": name, "tier": tier, "suspended": bool(spec.get("suspend")),
+        "gaps": gaps, "sizes": [((p.get("spec") or {}).get("sizeBytes"), _meta(p)[1]) for p in charted],
         "rpo_target": target, "rpo_achieved": achieved, "rpo_met": rpo_met,
         "rpo_achievable": None if achievable is None else achievable.get("status") == "True",
         "rpo_achievable_message": (achievable or {}).get("message"),
@@ -235,7 +256,7 @@ def failover_facts(plan: dict) -> dict:
             "ok": not any(c["rto_met"] is False for c in completions[:1])}
 
 
-def report_facts(objects: dict[str, list[dict]], audit: dict | None, now: datetime) -> dict:
+def report_facts(objects: dict[str, list[dict]], audit: dict | None, now: datetime, access: dict | None = None) -> dict:
     """Everything the page shows, computed once (pure)."""
     objects = normalize(objects)
     audit = audit or {"configured": False}
@@ -274,27 +295,46 @@ def report_facts(objects: dict[str, list[dict]], audit: dict | None, now: dateti
         findings.append("Audit log: verification FAILED")
     elif not audit.get("configured"):
         findings.append("Audit log: none configured")
+    restores = [report_restores.restore_facts(r) for r in sorted(
+        objects["Restore"], key=lambda r: str((r.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True)]
     return {"generated": now.astimezone(timezone.utc), "policies": policies, "drills": drills,
-            "failovers": plans, "audit": audit, "findings": findings}
+            "failovers": plans, "audit": audit, "findings": findings, "restores": restores,
+            "matrix": [_matrix_row(p, drills) for p in policies],
+            "access": None if access is None else report_access.review(access.get("rolebindings") or [],
+                                                                        access.get("clusterrolebindings") or [])}
 
 
-def render_report(objects: dict[str, list[dict]], audit: dict | None, now: datetime) -> str:
+def _matrix_row(p: dict, drills: list[dict]) -> dict:
+    """One line of the one-glance matrix: the policy's objectives, each met, missed or unknown."""
+    mine = [d for d in drills if d["namespace"] == p["namespace"] and d["policy"] == p["name"]]
+    lasts = [d["last"] for d in mine if d["last"]]
+    newest = max(lasts, key=lambda r: str(r["start"] or ""), default=None)
+    return {"policy": f"{p['namespace']}/{p['name']}", "tier": p["tier"], "rpo_met": p["rpo_met"],
+            "off_site": p["off_site_ok"], "drill": None if newest is None else newest["outcome"] == "Succeeded",
+            "drill_when": (newest or {}).get("start"), "rto_met": None if newest is None else newest["rto_met"],
+            "keys": p["keys_available"]}
+
+
+def render_report(objects: dict[str, list[dict]], audit: dict | None, now: datetime, access: dict | None = None) -> str:
     """The report as one self-contained HTML page (pure: same inputs, same bytes)."""
-    return report_html.page(report_facts(objects, audit, now))
+    return report_html.page(report_facts(objects, audit, now, access))
 
 
 # ---- conveniences for the CLI, the operator and the demo ------------------------------
 
-def render_for(objects: dict[str, list[dict]], audit_url: str | None, now: datetime | None = None) -> str:
-    return render_report(objects, audit_facts(audit_url), now or datetime.now(timezone.utc))
+def render_for(objects: dict[str, list[dict]], audit_url: str | None, now: datetime | None = None,
+               access: dict | None = None) -> str:
+    return render_report(objects, audit_facts(audit_url), now or datetime.now(timezone.utc), access)
 
 
 async def write_report_async(kube_or_objects, path: str | Path, audit_url: str | None = None,
                              now: datetime | None = None) -> Path:
     """Like :func:`write_report`, from async code that holds a :class:`~lifeline.kube.Kube`."""
-    objects = kube_or_objects if isinstance(kube_or_objects, dict) else await collect_objects(kube_or_objects)
+    given = isinstance(kube_or_objects, dict)
+    objects = kube_or_objects if given else await collect_objects(kube_or_objects)
+    access = None if given else await collect_access(kube_or_objects)
     audit = await asyncio.to_thread(audit_facts, audit_url)
-    html = render_report(objects, audit, now or datetime.now(timezone.utc))
+    html = render_report(objects, audit, now or datetime.now(timezone.utc), access)
     target = Path(path)
     target.write_text(html, encoding="utf-8")
     return target
@@ -333,4 +373,4 @@ async def operator_report(ctx) -> str:
     else:
         objects = await collect_objects(ctx.kube, namespaces=patterns or None)
     audit = await asyncio.to_thread(audit_facts, ctx.options.audit_url)
-    return render_report(objects, audit, ctx.clock.now())
+    return render_report(objects, audit, ctx.clock.now(), await collect_access(ctx.kube))
