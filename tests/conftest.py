@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.realparts.fixtures",
     "tests.cluster_fixtures",
+    "tests.audit_fixtures",
 ]

@@ -16,7 +16,6 @@ import pytest
 
 from lifeline.devstack import install
 from lifeline.devstack.cluster import ADMIN
-from lifeline.observability import audit
 from lifeline.planning import recoverypoint_shred as shred
 from lifeline.planning import shred_approval
 from tests.backup.conftest import (clock, events, fast_timers, key_text, policy, seeded,  # noqa: F401
@@ -36,14 +35,6 @@ def shred_jobs(kube) -> list[dict]:
 async def shreds_finished(kube, timeout: float = 60) -> list:
     """Wait for every shred Job now in the namespace to end."""
     return await kube.run_pending(shred.LABEL_FOR, timeout=timeout)
-
-
-@pytest.fixture
-def records():
-    got: list[dict] = []
-    audit.add_sink(got.append)
-    yield got
-    audit.remove_sink(got.append)
 
 
 class Transit:
@@ -91,13 +82,22 @@ def review(kube, name: str) -> None:
     annotate(kube, name, shred_approval.ANN_APPROVE, "checked", user="frank")
 
 
+async def _one_point(kube, body: dict) -> str:
+    """Apply the policy, back up once, and return the point once it carries the shred finalizer."""
+    kube.create(body)
+    await kube.wait_for(lambda: kube.stored("batch/v1/cronjobs", None, "pacs-full"), timeout=20)
+    name = next(iter(await _backup(kube, "pacs-full", 1)))
+    await _finalized(kube, name)
+    return name
+
+
 def _restore(repo: str, snapshot: str, key: str, env: dict, out) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lifeline.agent", "restore", snapshot, "--repo", repo, "--key", key,
                            "--to", str(out)], capture_output=True, text=True, env=env, timeout=120)
 
 
 async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
-        kube, seeded, clock, vault_policy, volumes, records, tmp_path, reviewers):
+        kube, seeded, clock, vault_policy, volumes, audit_records, tmp_path, reviewers):
     transit, body = vault_policy
     async with kube.operator(clock=clock):
         kube.create(body)
@@ -142,7 +142,7 @@ async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
     assert f"by system:serviceaccount:{kube.namespace}:default" in failed.stderr
     assert f"RecoveryPoint {kube.namespace}/" in failed.stderr and "deletionPolicy Shred" in failed.stderr
     # the audit trail: one successful key-shred per point, with who and which epoch
-    mine = [r for r in records if r["action"] == "key-shred" and r["subject"].get("kind") == "RecoveryPoint"]
+    mine = [r for r in audit_records if r["action"] == "key-shred" and r["subject"].get("kind") == "RecoveryPoint"]
     assert sorted(r["subject"]["name"] for r in mine if r["outcome"] == "succeeded") == sorted([full, incr])
     assert all((r["actor"], r["details"]["approvedBy"]) == (ADMIN, "frank") for r in mine)
     assert all(r["details"]["shredder"] == f"system:serviceaccount:{kube.namespace}:default" for r in mine)
@@ -150,14 +150,11 @@ async def test_deleting_points_shreds_their_epoch_once_none_of_it_is_left(
 
 
 async def test_a_failed_shred_keeps_the_point_and_is_retried_after_its_delay(
-        kube, seeded, clock, vault_policy, volumes, records, reviewers):
+        kube, seeded, clock, vault_policy, volumes, audit_records, reviewers):
     transit, body = vault_policy
     body["spec"]["destinations"] = body["spec"]["destinations"][:1]
     async with kube.operator(clock=clock):
-        kube.create(body)
-        await kube.wait_for(lambda: kube.stored("batch/v1/cronjobs", None, "pacs-full"), timeout=20)
-        name = next(iter(await _backup(kube, "pacs-full", 1)))
-        await _finalized(kube, name)
+        name = await _one_point(kube, body)
         repo_dir = volumes["backup-local"] / "repos" / "pacs"
         hidden = repo_dir.with_name("pacs-away")
         repo_dir.rename(hidden)  # the repository cannot be reached: the shred must fail
@@ -172,7 +169,7 @@ async def test_a_failed_shred_keeps_the_point_and_is_retried_after_its_delay(
         stored = points(kube)[name]
         assert stored["metadata"]["annotations"][shred.ANN_ATTEMPT] == "2"
         assert shred.FINALIZER in stored["metadata"]["finalizers"]  # the object stays
-        assert [r["outcome"] for r in records if r["action"] == "key-shred"] == ["failed"]
+        assert [r["outcome"] for r in audit_records if r["action"] == "key-shred"] == ["failed"]
 
         hidden.rename(repo_dir)
         assert kube.stored("batch/v1/jobs", None, shred.job_name(name, 2)) is None  # not before the delay
@@ -180,7 +177,7 @@ async def test_a_failed_shred_keeps_the_point_and_is_retried_after_its_delay(
         await kube.wait_for(lambda: kube.stored("batch/v1/jobs", None, shred.job_name(name, 2)), timeout=20)
         await kube.wait_for(lambda: name not in points(kube), timeout=60)  # its Job goes with it
         assert events(kube, name, "Shredded"), [e["message"] for e in events(kube, name)]
-        assert [r["outcome"] for r in records if r["action"] == "key-shred"
+        assert [r["outcome"] for r in audit_records if r["action"] == "key-shred"
                 and r["subject"].get("kind") == "RecoveryPoint"] == ["failed", "succeeded"]
 
 
@@ -201,11 +198,13 @@ async def test_the_finalizer_follows_the_policys_deletion_policy(
         assert not events(kube, name, "Shredding")
 
 
-def test_shred_job_without_a_plan_is_refused(monkeypatch):
+def test_shred_job_without_a_plan_is_refused(monkeypatch, capsys):
     from lifeline.keys import shred_job
+    from lifeline.messages import EXIT_BAD_PLAN
 
     monkeypatch.setenv("LIFELINE_JOB_PLAN", '{"v": 1, "operation": "backup"}')
-    assert shred_job.main() == 2
+    assert shred_job.main() == EXIT_BAD_PLAN == 78
+    assert "the job plan is for 'backup', and this command runs 'shred'" in capsys.readouterr().err
 
 
 async def test_deleting_the_policy_shreds_all_its_points(
@@ -232,16 +231,13 @@ async def test_deleting_the_policy_shreds_all_its_points(
     assert failed.returncode != 0 and "crypto-shredded" in failed.stderr and "BackupPolicy pacs" in failed.stderr
 
 
-async def test_one_persons_word_never_destroys_keys(kube, seeded, clock, vault_policy, records, reviewers):
+async def test_one_persons_word_never_destroys_keys(kube, seeded, clock, vault_policy, audit_records, reviewers):
     """Reviewed destruction (issue 20): deleting a point holds it, with the key alive, until someone asks
     and a second person with the shred-reviewer role approves; both are audited."""
     transit, body = vault_policy
     body["spec"]["destinations"] = body["spec"]["destinations"][:1]
     async with kube.operator(clock=clock):
-        kube.create(body)
-        await kube.wait_for(lambda: kube.stored("batch/v1/cronjobs", None, "pacs-full"), timeout=20)
-        name = next(iter(await _backup(kube, "pacs-full", 1)))
-        await _finalized(kube, name)
+        name = await _one_point(kube, body)
         kube.delete("RecoveryPoint", name)
         held = await wait_event(kube, name, "ShredAwaitingApproval", timeout=20)
         assert "shred-reviewer" in held[0]["message"]
@@ -273,6 +269,6 @@ async def test_one_persons_word_never_destroys_keys(kube, seeded, clock, vault_p
         cond = await kube.wait_for(lambda: (c := approval_condition()) and c["status"] == "True" and c, timeout=20)
         assert cond["message"] == "asked by carol, approved by frank"
         await kube.wait_for(lambda: name not in points(kube), timeout=60)
-    [done] = [r for r in records if r["action"] == "key-shred" and r["outcome"] == "succeeded"]
+    [done] = [r for r in audit_records if r["action"] == "key-shred" and r["outcome"] == "succeeded"]
     assert (done["actor"], done["details"]["requestedBy"], done["details"]["approvedBy"]) == ("carol", "carol", "frank")
-    assert {r["actor"] for r in records if r["outcome"] == "refused"} >= {"frank", "carol", "alice", ADMIN}
+    assert {r["actor"] for r in audit_records if r["outcome"] == "refused"} >= {"frank", "carol", "alice", ADMIN}

@@ -2,7 +2,7 @@
 port could send an AdmissionReview naming any user, and so write audit records ("alice's approval
 was refused") and collect approval seals for records no API server ever saw. With the chart value
 ``webhook.clientCA`` (the session cluster's API server presents a certificate from a CA of its
-own), nobody else gets through the TLS handshake; without it, refusals are logged, never audited."""
+own), nobody else gets through the TLS handshake; without it, refusals are logged, never audit_records."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 
 from lifeline.devstack import install
-from lifeline.observability import audit
 from lifeline.planning import restore as rules
 
 pytestmark = pytest.mark.slow
@@ -50,21 +49,13 @@ async def send(port: int, review: dict, *, cert=None) -> dict:
         return await resp.json()
 
 
-@pytest.fixture
-def audited():
-    records: list[dict] = []
-    audit.add_sink(records.append)
-    yield records
-    audit.remove_sink(records.append)
-
-
-async def test_only_the_api_server_reaches_the_webhook(kube, cluster, audited):
+async def test_only_the_api_server_reaches_the_webhook(kube, cluster, audit_records):
     assert kube.release.webhook_client_ca, "the session's chart names the API server's webhook client CA"
     async with kube.operator():
         for cert in (None, cluster.identities["alice"]):  # nothing, or a person's certificate of the cluster CA
             with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
                 await send(kube.release.webhook_port, forged_review(kube.namespace), cert=cert)
-        # the API server's own call still goes through, and its refusals are audited
+        # the API server's own call still goes through, and its refusals are audit_records
         install.bind_people(kube.request, kube.namespace)  # carol: a DBA here, not an approver
         kube.request("POST", f"/apis/dr.lifeline.io/v1alpha1/namespaces/{kube.namespace}/restores",
                      restore(kube.namespace, {}) | {"metadata": {"name": "pacs-back"}}, user="carol")
@@ -73,14 +64,14 @@ async def test_only_the_api_server_reaches_the_webhook(kube, cluster, audited):
                          {"metadata": {"annotations": {rules.ANN_APPROVE: "mine"}}}, user="carol",
                          content_type="application/merge-patch+json")
     # (the API server may call a mutating webhook more than once for one PATCH: a record per call)
-    assert {(r["action"], r["actor"], r["outcome"]) for r in audited
+    assert {(r["action"], r["actor"], r["outcome"]) for r in audit_records
             if (r.get("subject") or {}).get("name") == "pacs-back" and r["outcome"] == "refused"} == {
         ("approval", "carol", "refused")}
 
 
-async def test_an_unverified_caller_writes_no_audit_record(kube, audited):
+async def test_an_unverified_caller_writes_no_audit_record(kube, audit_records):
     async with kube.operator(webhook_client_ca=None):  # a webhook that cannot tell who calls
         answer = await send(kube.release.webhook_port, forged_review(kube.namespace))
     assert answer["response"]["allowed"] is False
     assert "written by Lifeline's admission webhook only" in answer["response"]["status"]["message"]
-    assert [r for r in audited if (r.get("subject") or {}).get("namespace") == kube.namespace] == []
+    assert [r for r in audit_records if (r.get("subject") or {}).get("namespace") == kube.namespace] == []
