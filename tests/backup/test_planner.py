@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import kubernetes_validate
 import pytest
 
-from lifeline.agent.jobs import compact
+from lifeline.messages import BackupSummary, CopyStored, DestinationFailed, render
 from lifeline.planning import backup, backup_points, backup_status
 from lifeline.planning.backup_schedule import longest_gap
 from lifeline.planning.backup_status import Inputs, Ref
@@ -265,11 +265,11 @@ def test_last_backup_and_destinations_come_from_recorded_jobs():
 
 
 def test_the_combined_summary_always_fits_a_termination_message():
-    ok = [{"d": f"dest-{i}", "id": "a" * 32, "t": "full", "p": None, "repo": "s3://bucket/" + "p" * 80,
-           "stored": 10, "chunks": [1, 1], "sum": "blake3:" + "0" * 64, "s": "2026", "e": "2026", "dur": 1.0,
-           "skipped": 0} for i in range(30)]
-    summary = {"v": 1, "op": "backup", "ok": ok, "failed": [{"d": "x", "rc": 1, "error": "e" * 5000}]}
-    text = compact(summary)
+    ok = [CopyStored(destination=f"dest-{i}", snapshot_id="a" * 32, type="full", repository="s3://bucket/" + "p" * 80,
+                     stored_bytes=10, chunks=(1, 1), manifest_checksum="blake3:" + "0" * 64, start="2026", end="2026",
+                     seconds=1.0) for i in range(30)]
+    summary = BackupSummary(copies=ok, failures=[DestinationFailed(destination="x", exit_code=1, error="e" * 5000)])
+    text = render(summary)
     assert len(text.encode()) <= 4096
     data = json.loads(text)
     assert data["truncated"] is True and data["ok"] and len(data["failed"][0]["error"]) <= 200
@@ -281,8 +281,8 @@ def test_a_pod_report_reads_the_agent_message_and_says_how_the_dump_ended():
         {"name": "dump", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}},
         {"name": "agent", "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message,
                                                    "finishedAt": "2026-11-23T10:00:05Z"}}}]}}]
-    summary, report = backup_points.pod_report(pods)
-    assert summary["error"] == "dump exited 3"
+    summary, report, problem = backup_points.pod_report(pods)
+    assert summary.error == "dump exited 3" and problem is None
     assert report == "agent exited 1 (Error); dump exited 3 (Error)"
     assert backup_points.pod_report([])[0] is None
 

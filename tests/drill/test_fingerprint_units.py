@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lifeline.agent.jobs import FINGERPRINT_MAX, read_fingerprint
 from lifeline.agent.restore_task import load_error
+from lifeline.messages import FingerprintPlan, FingerprintResult
 from lifeline.planning import backup
 from lifeline.planning.backup_points import fingerprint_tags
 from tests.backup.conftest import policy
@@ -44,34 +45,35 @@ def test_a_volume_source_fingerprint_sees_the_source_read_only_and_none_without_
     assert [c["name"] for c in pod_of(body())["containers"]] == [backup.AGENT]
 
 
-def _files(tmp_path, output: bytes, rc: str = "0") -> dict:
+def _files(tmp_path, output: bytes, rc: str = "0") -> FingerprintPlan:
     (tmp_path / "output").write_bytes(output)
     (tmp_path / "exit-code").write_text(rc + "\n")
-    return {"output": str(tmp_path / "output"), "exitCode": str(tmp_path / "exit-code")}
+    return FingerprintPlan(output=str(tmp_path / "output"), exit_code=str(tmp_path / "exit-code"))
 
 
 def test_the_agent_keeps_a_short_trimmed_value(tmp_path):
-    assert read_fingerprint(_files(tmp_path, b"  137\n"), wait=0) == {"out": "137"}
+    got = read_fingerprint(_files(tmp_path, b"  137\n"), wait=0)
+    assert got == FingerprintResult(output="137") and got.to_wire() == {"out": "137"}
 
 
 def test_a_long_output_is_refused_not_recorded(tmp_path):
     got = read_fingerprint(_files(tmp_path, b"patient 1, Jane Doe\n" * 50), wait=0)
-    assert "out" not in got and "count or a checksum" in got["error"]
+    assert got.output is None and "count or a checksum" in got.error
     # the bound the docs promise: a sha256 fits, one character more does not
-    assert read_fingerprint(_files(tmp_path, b"a" * FINGERPRINT_MAX), wait=0) == {"out": "a" * FINGERPRINT_MAX}
-    assert "error" in read_fingerprint(_files(tmp_path, b"a" * (FINGERPRINT_MAX + 1)), wait=0)
+    assert read_fingerprint(_files(tmp_path, b"a" * FINGERPRINT_MAX), wait=0).output == "a" * FINGERPRINT_MAX
+    assert read_fingerprint(_files(tmp_path, b"a" * (FINGERPRINT_MAX + 1)), wait=0).error
 
 
 def test_a_failed_or_missing_fingerprint_is_an_error(tmp_path):
-    assert read_fingerprint(_files(tmp_path, b"", rc="2"), wait=0) == {
-        "error": "the fingerprint command exited with status 2"}
-    assert "never appeared" in read_fingerprint({"output": str(tmp_path / "x"), "exitCode": str(tmp_path / "y")},
-                                                wait=0)["error"]
+    assert read_fingerprint(_files(tmp_path, b"", rc="2"), wait=0) == FingerprintResult(
+        error="the fingerprint command exited with status 2")
+    missing = FingerprintPlan(output=str(tmp_path / "x"), exit_code=str(tmp_path / "y"))
+    assert "never appeared" in read_fingerprint(missing, wait=0).error
 
 
 def test_tags_carry_the_value_or_why_it_is_missing():
-    assert fingerprint_tags({"out": "137"}) == {"verifyOutput": "137"}
-    assert fingerprint_tags({"error": "the fingerprint command exited with status 2"}) == {
+    assert fingerprint_tags(FingerprintResult(output="137")) == {"verifyOutput": "137"}
+    assert fingerprint_tags(FingerprintResult(error="the fingerprint command exited with status 2")) == {
         "verifyOutputError": "the fingerprint command exited with status 2"}
     assert fingerprint_tags(None) == {}
 

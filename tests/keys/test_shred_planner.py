@@ -103,13 +103,18 @@ def test_the_shred_job_is_a_valid_hardened_job_without_the_key():
 
 
 def test_outcomes_and_retry_delays():
-    ok, msg, epochs = shred.outcome({"v": 1, "op": "shred", "ok": [
+    from lifeline.messages import ShredSummary
+
+    ok, msg, epochs = shred.outcome(ShredSummary.model_validate({"v": 1, "op": "shred", "ok": [
         {"d": "local", "epoch": "e1", "at": "t", "actor": "a", "points": ["p"]}, {"d": "s3", "already": True}],
-        "failed": []}, "")
+        "failed": []}), "")
     assert ok and epochs == ["e1"] and "already shredded" in msg
-    ok, msg, _ = shred.outcome({"v": 1, "op": "shred", "ok": [], "failed": [{"d": "s3", "error": "denied"}]}, "")
+    ok, msg, _ = shred.outcome(ShredSummary.model_validate(
+        {"v": 1, "op": "shred", "ok": [], "failed": [{"d": "s3", "error": "denied"}]}), "")
     assert not ok and msg == "s3: denied"
     assert shred.outcome(None, "exited 2") == (False, "the shred Job left no summary (exited 2)", [])
+    assert shred.outcome(None, "exited 0", "the agent's summary was cut off") == (
+        False, "the agent's summary was cut off (exited 0)", [])
     from datetime import datetime, timezone
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     delays = [(shred.retry_after(t0, n) - t0).total_seconds() for n in (1, 2, 3, 20)]

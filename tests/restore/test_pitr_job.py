@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lifeline.messages import DestinationPlan, KeyPlan, RestorePlan, RestoreTargetPlan
 from lifeline.planning import backup, restore_pitr, restore_run
 from lifeline.planning.backup import Facts, PlanError
 from tests.backup.conftest import policy
@@ -57,7 +58,7 @@ def test_the_agent_runs_restore_pitr_to_the_target_time_into_the_claim():
     kubernetes_validate.validate(job, "1.30", strict=True)
     pod = job["spec"]["template"]["spec"]
     agent = next(c for c in pod["containers"] if c["name"] == backup.AGENT)
-    assert agent["command"] == ["python", "-c", restore_pitr.SCRIPT]
+    assert agent["command"] == ["python", "-m", "lifeline.agent.pitr_task"] == restore_pitr.command()
     args = agent["args"]
     assert args[args.index("--target-time") + 1] == "2026-11-23T14:05:00Z"
     assert args[args.index("--repo") + 1] == "file:///destinations/site-a-nfs/icu-charting"
@@ -106,14 +107,17 @@ def test_a_policy_without_a_continuous_source_is_refused_with_what_to_do():
     assert err.value.reason == "NotContinuous" and "without targetTime" in err.value.message
 
 
-def test_the_summary_script_is_valid_python():
-    compile(restore_pitr.SCRIPT, "restore-pitr", "exec")
-    args = restore_pitr.args({"key": {"ref": "file:///k"}, "destinations": [{"repository": "file:///r"}],
-                              "namespace": "icu", "policy": "charting", "target": {"path": "/target"}}, "latest")
+def _plan(target: str) -> RestorePlan:
+    return RestorePlan(namespace="icu", policy="charting", snapshot_id="0123", key=KeyPlan(ref="file:///k"),
+                       destinations=[DestinationPlan(name="a", repository="file:///r")],
+                       target=RestoreTargetPlan(kind="dir", path=target))
+
+
+def test_restore_pitr_is_given_the_plans_repository_key_and_source():
+    args = restore_pitr.args(_plan("/target"), "latest")
     assert json.dumps(args) and args[args.index("--source") + 1] == "icu/charting"
-    old_shape = restore_pitr.args({"key": {"ref": "file:///k"}, "destinations": [{"repository": "file:///r"}],
-                                   "namespace": "icu", "policy": "charting", "target": {"path": "/t"}}, "latest",
-                                  prefetch=False)
+    assert args[args.index("--repo") + 1] == "file:///r" and args[-1] == "/target"
+    old_shape = restore_pitr.args(_plan("/t"), "latest", prefetch=False)
     assert restore_pitr.PREFETCH not in old_shape
     assert old_shape[old_shape.index("--fetch-command") + 1] == restore_pitr.FETCH_PREFIX
 
@@ -130,3 +134,33 @@ def test_overwrite_reaches_the_agent_only_when_the_restore_asks_for_it():
 
     assert "overwrite" not in plan_of()["target"]
     assert plan_of(overwrite=True)["target"]["overwrite"] is True
+
+
+def test_a_wal_gap_is_a_failed_restore_that_names_the_hole():
+    from lifeline.agent.pitr_task import summary_of
+
+    out = json.dumps({"bytes": 9, "files": 2, "base_backup": "b1", "recovery_target_time": "T",
+                      "wal": {"last_good": "000000010000000000000007", "gaps": ["08..0A"]}})
+    gap = summary_of(3, out, "")
+    assert (gap.ok, gap.reason, gap.bytes_restored) == (False, "WALGap", 9)
+    assert gap.last_segment == "000000010000000000000007"
+    assert gap.error == ("the shipped WAL has a hole before the target: 08..0A; "
+                         "the directory recovers only to 000000010000000000000007")
+    failed = summary_of(1, "not json", "restore-pitr: error: no base backup before T\n")
+    assert (failed.reason, failed.error) == ("RestoreFailed", "restore-pitr: error: no base backup before T")
+    assert summary_of(0, out, "").ok
+
+
+def test_the_guard_refuses_a_target_that_holds_anything(tmp_path, monkeypatch):
+    from lifeline.agent import target_guard
+    from lifeline.messages import RestoreSummary, read_summary
+
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("LIFELINE_TERMINATION_LOG", str(log))
+    (tmp_path / "target" / "lost+found").mkdir(parents=True)
+    assert target_guard.main([str(tmp_path / "target"), "db:/"]) == 0 and not log.exists()
+    (tmp_path / "target" / "PG_VERSION").write_text("16")
+    assert target_guard.main([str(tmp_path / "target"), "db:/"]) == 2
+    summary, problem = read_summary(log.read_text(), RestoreSummary)
+    assert problem is None and (summary.ok, summary.reason) == (False, "TargetNotEmpty")
+    assert "target db:/ is not empty (1 entries: PG_VERSION)" in summary.error

@@ -17,16 +17,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lifeline.messages import PLAN_ENV, BackupPlan, BackupSummary, UnreadableMessage, termination
+
 from . import jobs
 from .wal_pitr import BASE_TAG, START_TAG, wal_start_of
 
 
-def plan_for_directory(plan: dict) -> dict:
+def plan_for_directory(plan: BackupPlan) -> BackupPlan:
     """The job plan with its ``pg-basebackup`` source turned into a tagged directory backup."""
-    source = plan.get("source") or {}
-    if source.get("kind") != "pg-basebackup":
-        raise SystemExit(jobs._usage(f"this plan's source is {source.get('kind')!r}, not 'pg-basebackup'"))
-    label = Path(source["path"]) / "backup_label"
+    source = plan.source
+    if source.kind != "pg-basebackup":
+        raise SystemExit(jobs.refuse_plan(f"this plan's source is {source.kind!r}, not 'pg-basebackup'"))
+    label = Path(source.path) / "backup_label"
     try:
         start = wal_start_of(label.read_text())
     except OSError as exc:
@@ -34,33 +36,34 @@ def plan_for_directory(plan: dict) -> dict:
             from None
     if start is None:
         raise ValueError(f"{label} has no START WAL LOCATION: not a pg_basebackup copy")
-    tags = [t for t in plan.get("tags") or [] if t != BASE_TAG and not t.startswith(START_TAG)]
-    return {**plan, "source": {**source, "kind": "dir"}, "tags": tags + [BASE_TAG, START_TAG + start]}
+    tags = [t for t in plan.tags if t != BASE_TAG and not t.startswith(START_TAG)]
+    return plan.model_copy(update={"source": source.model_copy(update={"kind": "dir"}),
+                                   "tags": tags + [BASE_TAG, START_TAG + start]})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lifeline.agent.base_backup_job",
                                      description="Store a pg_basebackup copy as a base backup (the operator's Job).")
     parser.add_argument("operation", choices=["backup"], nargs="?", default="backup")
-    parser.add_argument("--plan", default=os.environ.get("LIFELINE_JOB_PLAN"))
+    parser.add_argument("--plan", default=os.environ.get(PLAN_ENV))
     parser.add_argument("--termination-log",
-                        default=os.environ.get("LIFELINE_TERMINATION_LOG") or jobs.DEFAULT_TERMINATION_LOG)
+                        default=os.environ.get("LIFELINE_TERMINATION_LOG") or termination.DEFAULT_TERMINATION_LOG)
     args = parser.parse_args(argv)
-    plan = jobs._load_plan(args.plan)
+    try:
+        plan = jobs.load_plan(args.plan, BackupPlan)
+    except UnreadableMessage as exc:
+        return jobs.refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-job-"))
     try:
         task = jobs.Task(plan_for_directory(plan), jobs._key_ref(plan, workdir), dict(os.environ))
         rc, summary = jobs.run_backup(task)
     except (OSError, ValueError) as exc:
-        message = f"{exc.strerror or exc}{' ' + exc.filename if exc.filename else ''}" if isinstance(exc, OSError) \
-            else str(exc)
-        rc, summary = 1, {"v": 1, "op": "backup", "type": plan.get("type"), "ok": [], "failed": [], "error": message}
+        message = jobs.os_error(exc) if isinstance(exc, OSError) else str(exc)
+        rc, summary = 1, BackupSummary(requested_type=plan.type, error=message)
         jobs._log(f"error: {message}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    text = jobs.compact(summary)
-    jobs._write_termination(args.termination_log, text)
-    print(text, flush=True)
+    print(termination.write(args.termination_log, summary), flush=True)
     return rc
 
 

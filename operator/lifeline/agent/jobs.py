@@ -23,8 +23,10 @@ output (at most 256 characters, else an error: a fingerprint is a count or check
 the summary as ``fp``, which the operator records as the point's ``verifyOutput`` tag. A failed
 fingerprint does not fail the backup; the summary says why (``fp.error``).
 
+The plan and the summary are the typed messages of :mod:`lifeline.messages`.
+
 Exit codes: 0 at least one destination succeeded (or prune ran everywhere it could),
-1 every destination failed, 2 the plan is unusable.
+1 every destination failed, 78 (:data:`~lifeline.messages.EXIT_BAD_PLAN`) the plan is unusable.
 """
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_MESSAGE = 4096  # the kubelet keeps at most 4 KiB of a termination message
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+from lifeline.messages import (DEFAULT_TERMINATION_LOG, EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, BackupSummary, CopyStored,
+                               DestinationFailed, DestinationPlan, FingerprintPlan, FingerprintResult, JobPlan,
+                               PrunePlan, PruneReport, UnreadableMessage, read_plan, termination)
+
 EXIT_CODE_WAIT = 60.0  # seconds to wait for the dump's exit status after its stream ended
 FINGERPRINT_WAIT = 300.0  # seconds to wait for the fingerprint command after the backup finished
 FINGERPRINT_MAX = 256  # characters of a fingerprint kept: a count or a checksum, never data
@@ -70,40 +74,26 @@ def _tail(text: str, limit: int = 300) -> str:
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
-@dataclass
-class Destination:
-    name: str
-    repository: str
-    off_site: bool = False
-    endpoint: str | None = None
-    region: str | None = None
-    credentials_env: str | None = None
-
-    @classmethod
-    def from_plan(cls, d: dict) -> "Destination":
-        return cls(d["name"], d["repository"], bool(d.get("offSite")), d.get("endpoint"), d.get("region"),
-                   d.get("credentialsEnv"))
-
-    def env(self, base: dict) -> dict:
-        """The environment of this destination's agent: only its own S3 credentials."""
-        env = {k: v for k, v in base.items() if not k.startswith("LIFELINE_S3_") and k != "LIFELINE_JOB_PLAN"}
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            env.pop(k, None)
-        if self.credentials_env:
-            env["AWS_ACCESS_KEY_ID"] = base.get(self.credentials_env + "ACCESS_KEY_ID", "")
-            env["AWS_SECRET_ACCESS_KEY"] = base.get(self.credentials_env + "SECRET_ACCESS_KEY", "")
-        if self.endpoint:
-            env["AWS_ENDPOINT_URL"] = self.endpoint
-        if self.region:
-            env["AWS_REGION"] = self.region
-        return env
+def destination_env(dest: DestinationPlan, base: dict) -> dict:
+    """The environment of one destination's agent: only its own S3 credentials, and no plan."""
+    env = {k: v for k, v in base.items() if not k.startswith("LIFELINE_S3_") and k != PLAN_ENV}
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.pop(k, None)
+    if dest.credentials_env:
+        env["AWS_ACCESS_KEY_ID"] = base.get(dest.credentials_env + "ACCESS_KEY_ID", "")
+        env["AWS_SECRET_ACCESS_KEY"] = base.get(dest.credentials_env + "SECRET_ACCESS_KEY", "")
+    if dest.endpoint:
+        env["AWS_ENDPOINT_URL"] = dest.endpoint
+    if dest.region:
+        env["AWS_REGION"] = dest.region
+    return env
 
 
 @dataclass
 class Outcome:
-    destination: Destination
+    destination: DestinationPlan
     rc: int | None = None
-    summary: dict | None = None
+    summary: dict | None = None  # what `lifeline agent backup|prune --json` printed
     error: str = ""
     stderr: str = ""
     skipped: bool = False  # prune: nothing to do here (no repository yet)
@@ -116,40 +106,36 @@ class Outcome:
 
 @dataclass
 class Task:
-    plan: dict
+    plan: BackupPlan | PrunePlan
     key_ref: str  # what the agent is given (a local file for secret:// keys)
     env: dict = field(default_factory=dict)
 
     @property
-    def destinations(self) -> list[Destination]:
-        return [Destination.from_plan(d) for d in self.plan.get("destinations") or []]
+    def destinations(self) -> list[DestinationPlan]:
+        return list(self.plan.destinations)
 
 
-def _load_plan(text: str | None) -> dict:
-    if not text:
-        raise SystemExit(_usage("no plan: set LIFELINE_JOB_PLAN or pass --plan (the operator renders it)"))
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    try:
-        plan = json.loads(text)
-    except ValueError as exc:
-        raise SystemExit(_usage(f"the plan is not JSON: {exc}")) from None
-    if not isinstance(plan, dict) or plan.get("v") != 1 or not plan.get("destinations"):
-        raise SystemExit(_usage("the plan is not a version 1 plan with destinations"))
-    return plan
+def load_plan(text: str | None, kind):
+    """The plan of ``kind`` from ``--plan`` (JSON, or ``@file``); UnreadableMessage saying why it is unusable."""
+    if text and text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise UnreadableMessage(f"the job plan file {text[1:]} cannot be read: {exc.strerror or exc}") from None
+    return read_plan(text, kind)
 
 
-def _usage(message: str) -> int:
-    _log(f"error: {message}")
-    return 2
+def refuse_plan(message: str) -> int:
+    """Say why the plan is refused; the exit code that tells a bad plan from a failed backup."""
+    _log(f"error: {message}; nothing was done")
+    return EXIT_BAD_PLAN
 
 
-def _key_ref(plan: dict, workdir: Path) -> str:
+def _key_ref(plan: JobPlan, workdir: Path) -> str:
     """The key reference for the agent; a mounted Secret file is copied to a 0600 file first."""
-    key = plan.get("key") or {}
-    source = key.get("file")
+    source = plan.key.file
     if not source:
-        return key.get("ref") or ""
+        return plan.key.ref
     target = workdir / "key"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
@@ -177,14 +163,14 @@ def _finish(proc: subprocess.Popen, outcome: Outcome) -> Outcome:
 
 
 def s3_options(env: dict):
-    """S3 settings of one destination's agent environment (see :meth:`Destination.env`)."""
+    """S3 settings of one destination's agent environment (see :func:`destination_env`)."""
     from lifeline.repository.backend import S3Options
 
     return S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
                      access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
 
 
-def _repository_exists(dest: Destination, env: dict) -> bool:
+def _repository_exists(dest: DestinationPlan, env: dict) -> bool:
     from lifeline.repository.backend import open_backend
     from lifeline.repository.layout import CONFIG
 
@@ -211,11 +197,11 @@ def _ensure_repository(task: Task, outcome: Outcome, env: dict) -> bool:
 # ---- backup ----------------------------------------------------------------------------------
 
 
-def _backup_args(task: Task, dest: Destination, source_args: list[str]) -> list[str]:
+def _backup_args(task: Task, dest: DestinationPlan, source_args: list[str]) -> list[str]:
     plan = task.plan
-    args = ["backup", *source_args, "--type", plan.get("type") or "incremental", "--repo", dest.repository,
-            "--key", task.key_ref, "--json", "--no-progress", "--source-name", plan["source"]["name"]]
-    for tag in plan.get("tags") or []:
+    args = ["backup", *source_args, "--type", plan.type, "--repo", dest.repository,
+            "--key", task.key_ref, "--json", "--no-progress", "--source-name", plan.source.name]
+    for tag in plan.tags:
         args += ["--tag", tag]
     if os.environ.get("LIFELINE_BACKUP_TIME"):  # the devstack's job runner pins times to its clock
         args += ["--time", os.environ["LIFELINE_BACKUP_TIME"]]
@@ -223,11 +209,11 @@ def _backup_args(task: Task, dest: Destination, source_args: list[str]) -> list[
 
 
 def _backup_directory(task: Task) -> list[Outcome]:
-    source = task.plan["source"]["path"]
+    source = task.plan.source.path
     outcomes = [Outcome(d) for d in task.destinations]
 
     def one(outcome: Outcome) -> None:
-        env = outcome.destination.env(task.env)
+        env = destination_env(outcome.destination, task.env)
         if not _ensure_repository(task, outcome, env):
             return
         _finish(_run(_backup_args(task, outcome.destination, [source]), env), outcome)
@@ -256,18 +242,18 @@ def _read_exit_code(path: str, wait: float) -> int | None:
 
 def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
     """Tee the dump's FIFO into one agent per destination; publish only if the dump exited 0."""
-    source = task.plan["source"]
+    source = task.plan.source
     outcomes = [Outcome(d) for d in task.destinations]
     procs: dict[int, subprocess.Popen] = {}
     for i, outcome in enumerate(outcomes):
-        env = outcome.destination.env(task.env)
+        env = destination_env(outcome.destination, task.env)
         if not _ensure_repository(task, outcome, env):
             continue
-        args = ["--stdin", "--stdin-name", source.get("streamName") or "dump.out"]
+        args = ["--stdin", "--stdin-name", source.stream_name or "dump.out"]
         procs[i] = _run(_backup_args(task, outcome.destination, args), env, stdin=subprocess.PIPE)
     total = 0
     # Opening a FIFO for reading waits for the dump container to open it for writing.
-    with open(source["path"], "rb", buffering=0) as stream:
+    with open(source.path, "rb", buffering=0) as stream:
         while True:
             block = stream.read(BLOCK)
             if not block:
@@ -280,7 +266,7 @@ def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
                     proc.stdin = None
                     _finish(proc, outcomes[i])
                     del procs[i]
-    status = _read_exit_code(source["exitCode"], EXIT_CODE_WAIT)
+    status = _read_exit_code(source.exit_code, EXIT_CODE_WAIT)
     if status != 0:
         why = ("the dump command exited with status %d" % status if status is not None
                else "the dump command's exit status never appeared (did the dump container start?)")
@@ -297,96 +283,70 @@ def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
     return outcomes, None
 
 
-def backup_summary(plan: dict, outcomes: list[Outcome], source_error: str | None = None) -> dict:
-    """The compact combined summary the operator turns into a RecoveryPoint."""
+def _failures(outcomes: list[Outcome]) -> list[DestinationFailed]:
+    return [DestinationFailed(destination=o.destination.name, exit_code=o.rc, error=o.error)
+            for o in outcomes if not o.ok]
+
+
+def _copy_stored(o: Outcome) -> CopyStored:
+    """One destination's copy, from what `lifeline agent backup --json` printed there."""
+    s = o.summary
+    return CopyStored(
+        destination=o.destination.name, snapshot_id=s["point_id"], type=s["type"], parent_id=s.get("parent_id"),
+        repository=s.get("repository") or o.destination.repository, stored_bytes=s.get("stored_bytes", 0),
+        chunks=(s.get("chunks_total", 0), s.get("chunks_new", 0)), manifest_checksum=s["manifest_checksum"],
+        start=s["start_time"], end=s["completion_time"], seconds=s.get("duration_seconds"),
+        skipped_files=len(s.get("skipped") or []))
+
+
+def backup_summary(plan: BackupPlan, outcomes: list[Outcome], source_error: str | None = None) -> BackupSummary:
+    """The combined summary the operator turns into a RecoveryPoint."""
     ok = [o for o in outcomes if o.ok]
-    out: dict = {"v": 1, "op": "backup", "type": plan.get("type"), "keyRef": (plan.get("key") or {}).get("ref")}
+    out = BackupSummary(requested_type=plan.type, key_ref=plan.key.ref, copies=[_copy_stored(o) for o in ok],
+                        failures=_failures(outcomes), error=source_error or None)
     if ok:
         first = ok[0].summary
-        out.update(start=min(o.summary["start_time"] for o in ok), end=max(o.summary["completion_time"] for o in ok),
-                   size=first.get("size_bytes", 0), files=first.get("files", 0))
-    out["ok"] = [{
-        "d": o.destination.name, "id": o.summary["point_id"], "t": o.summary["type"], "p": o.summary.get("parent_id"),
-        "repo": o.summary.get("repository") or o.destination.repository, "stored": o.summary.get("stored_bytes", 0),
-        "chunks": [o.summary.get("chunks_total", 0), o.summary.get("chunks_new", 0)],
-        "sum": o.summary.get("manifest_checksum"), "s": o.summary["start_time"], "e": o.summary["completion_time"],
-        "dur": o.summary.get("duration_seconds"), "skipped": len(o.summary.get("skipped") or []),
-    } for o in ok]
-    out["failed"] = [{"d": o.destination.name, "rc": o.rc, "error": o.error} for o in outcomes if not o.ok]
-    if source_error:
-        out["error"] = source_error
+        out.start = min(o.summary["start_time"] for o in ok)
+        out.end = max(o.summary["completion_time"] for o in ok)
+        out.size_bytes, out.files = first.get("size_bytes", 0), first.get("files", 0)
     return out
 
 
-def compact(summary: dict, limit: int = MAX_MESSAGE) -> str:
-    """JSON of at most ``limit`` bytes: error texts are shortened first, then lists are cut."""
-    text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
-    for width in (200, 80, 30, 0):
-        if len(text.encode()) <= limit:
-            return text
-        for f in summary.get("failed") or []:
-            f["error"] = f.get("error", "")[:width]
-        if "error" in summary:
-            summary["error"] = summary["error"][: max(width, 40)]
-        text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
-    for key in ("forgot", "ok", "failed"):
-        while len(text.encode()) > limit and summary.get(key):
-            value = summary[key]
-            if isinstance(value, dict):
-                biggest = max(value, key=lambda k: len(value[k]) if isinstance(value[k], list) else 0)
-                if isinstance(value[biggest], list) and value[biggest]:
-                    value[biggest] = value[biggest][:-1]
-                else:
-                    value.pop(biggest)
-            else:
-                value.pop()
-            summary["truncated"] = True
-            text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
-    return text
-
-
-def _write_termination(path: str, text: str) -> None:
-    try:
-        with open(path, "w") as f:
-            f.write(text)
-    except OSError as exc:  # not in a pod, or no such path: the summary still goes to stdout
-        _log(f"could not write the termination message to {path}: {exc.strerror or exc}")
-
-
-def read_fingerprint(spec: dict, wait: float = FINGERPRINT_WAIT) -> dict:
-    """``{"out": value}`` or ``{"error": why}`` from the fingerprint container's files."""
-    status = _read_exit_code(spec["exitCode"], wait)
+def read_fingerprint(spec: FingerprintPlan, wait: float = FINGERPRINT_WAIT) -> FingerprintResult:
+    """The value, or why there is none, from the fingerprint container's files."""
+    status = _read_exit_code(spec.exit_code, wait)
     if status is None:
-        return {"error": "the fingerprint command's exit status never appeared (did its container start?)"}
+        return FingerprintResult(
+            error="the fingerprint command's exit status never appeared (did its container start?)")
     if status != 0:
-        return {"error": f"the fingerprint command exited with status {status}"}
+        return FingerprintResult(error=f"the fingerprint command exited with status {status}")
     try:
-        with open(spec["output"], "rb") as f:
+        with open(spec.output, "rb") as f:
             raw = f.read(FINGERPRINT_MAX * 4 + 1)
     except OSError as exc:
-        return {"error": f"the fingerprint output could not be read: {exc.strerror or exc}"}
+        return FingerprintResult(error=f"the fingerprint output could not be read: {exc.strerror or exc}")
     text = raw.decode("utf-8", "replace").strip()
     if len(text) > FINGERPRINT_MAX:
-        return {"error": f"the fingerprint command printed more than {FINGERPRINT_MAX} characters; "
-                         "print a count or a checksum, not data"}
+        return FingerprintResult(error=f"the fingerprint command printed more than {FINGERPRINT_MAX} characters; "
+                                       "print a count or a checksum, not data")
     if not text:
-        return {"error": "the fingerprint command printed nothing"}
-    return {"out": text}
+        return FingerprintResult(error="the fingerprint command printed nothing")
+    return FingerprintResult(output=text)
 
 
-def run_backup(task: Task) -> tuple[int, dict]:
-    source = task.plan.get("source") or {}
-    if source.get("kind") == "dir":
+def run_backup(task: Task) -> tuple[int, BackupSummary]:
+    kind = task.plan.source.kind
+    if kind == "dir":
         outcomes, source_error = _backup_directory(task), None
-    elif source.get("kind") == "fifo":
+    elif kind == "fifo":
         outcomes, source_error = _backup_stream(task)
-    else:
-        raise SystemExit(_usage(f"unknown source kind {source.get('kind')!r} in the plan"))
+    else:  # pg-basebackup: lifeline.agent.base_backup_job turns it into a directory first
+        raise SystemExit(refuse_plan(f"source kind {kind!r} is run by python -m lifeline.agent.base_backup_job"))
     summary = backup_summary(task.plan, outcomes, source_error)
-    if task.plan.get("fingerprint") and summary["ok"]:
-        summary["fp"] = read_fingerprint(task.plan["fingerprint"])
-        if "error" in summary["fp"]:
-            _log(f"fingerprint: {summary['fp']['error']}")
+    if task.plan.fingerprint is not None and summary.copies:
+        summary.fingerprint = read_fingerprint(task.plan.fingerprint)
+        if summary.fingerprint.error:
+            _log(f"fingerprint: {summary.fingerprint.error}")
     for o in outcomes:
         if o.ok:
             s = o.summary
@@ -394,25 +354,25 @@ def run_backup(task: Task) -> tuple[int, dict]:
                  f"{s.get('size_bytes')} bytes read, {s.get('stored_bytes')} stored")
         else:
             _log(f"{o.destination.name}: FAILED: {o.error}")
-    return (0 if summary["ok"] else 1), summary
+    return (0 if summary.copies else 1), summary
 
 
 # ---- prune -----------------------------------------------------------------------------------
 
 
-def run_prune(task: Task) -> tuple[int, dict]:
-    keep = task.plan.get("retention") or {}
+def run_prune(task: Task) -> tuple[int, PruneReport]:
+    keep = task.plan.retention
     outcomes = [Outcome(d) for d in task.destinations]
 
     def one(outcome: Outcome) -> None:
-        env = outcome.destination.env(task.env)
+        env = destination_env(outcome.destination, task.env)
         if not _repository_exists(outcome.destination, env):
             outcome.rc, outcome.skipped, outcome.summary = 0, True, {"forget": [], "keep": []}
             return
         args = ["prune", "--repo", outcome.destination.repository, "--key", task.key_ref, "--json",
                 "--lock-wait", "600"]
         for rule in ("last", "daily", "weekly", "monthly", "yearly"):
-            args += [f"--keep-{rule}", str(int(keep.get(rule, 0)))]
+            args += [f"--keep-{rule}", str(getattr(keep, rule))]
         _finish(_run(_agent_argv(*args), env), outcome)
 
     threads = [threading.Thread(target=one, args=(o,)) for o in outcomes]
@@ -420,19 +380,17 @@ def run_prune(task: Task) -> tuple[int, dict]:
         t.start()
     for t in threads:
         t.join()
-    summary = {
-        "v": 1, "op": "prune",
+    report = PruneReport(
         # Point ids are 128-bit hex; the first 16 digits name a point well enough to match it.
-        "forgot": {o.destination.name: [f["point_id"][:16] for f in o.summary.get("forget") or []]
+        forgotten={o.destination.name: [f["point_id"][:16] for f in o.summary.get("forget") or []]
                    for o in outcomes if o.ok},
-        "kept": {o.destination.name: len(o.summary.get("keep") or []) for o in outcomes if o.ok},
-        "failed": [{"d": o.destination.name, "rc": o.rc, "error": o.error} for o in outcomes if not o.ok],
-    }
+        kept={o.destination.name: len(o.summary.get("keep") or []) for o in outcomes if o.ok},
+        failures=_failures(outcomes))
     for o in outcomes:
         _log(f"{o.destination.name}: " + ("no repository yet" if o.skipped else
-                                          f"forgot {len(summary['forgot'].get(o.destination.name, []))} points"
+                                          f"forgot {len(report.forgotten.get(o.destination.name, []))} points"
                                           if o.ok else f"FAILED: {o.error}"))
-    return (0 if summary["forgot"] or not summary["failed"] else 1), summary
+    return (0 if report.forgotten or not report.failures else 1), report
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -457,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="operation", required=True)
     for op in ("backup", "prune"):
         p = sub.add_parser(op)
-        p.add_argument("--plan", default=os.environ.get("LIFELINE_JOB_PLAN"),
-                       help="the plan as JSON, or @file (default: $LIFELINE_JOB_PLAN)")
+        p.add_argument("--plan", default=os.environ.get(PLAN_ENV),
+                       help=f"the plan as JSON, or @file (default: ${PLAN_ENV})")
         p.add_argument("--termination-log",
                        default=os.environ.get("LIFELINE_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
     p = sub.add_parser("prepare")
@@ -466,23 +424,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.operation == "prepare":
         return _prepare(args)
-    plan = _load_plan(args.plan)
-    if plan.get("operation") != args.operation:
-        return _usage(f"this plan is for {plan.get('operation')!r}, not {args.operation!r}")
+    try:
+        plan = load_plan(args.plan, BackupPlan if args.operation == "backup" else PrunePlan)
+    except UnreadableMessage as exc:
+        return refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-job-"))
     try:
         task = Task(plan, _key_ref(plan, workdir), dict(os.environ))
         rc, summary = run_backup(task) if args.operation == "backup" else run_prune(task)
     except OSError as exc:
-        rc, summary = 1, {"v": 1, "op": args.operation, "ok": [], "failed": [],
-                          "error": f"{exc.strerror or exc}{' ' + exc.filename if exc.filename else ''}"}
-        _log(f"error: {summary['error']}")
+        error = os_error(exc)
+        rc = 1
+        summary = BackupSummary(requested_type=plan.type, error=error) if args.operation == "backup" \
+            else PruneReport(error=error)
+        _log(f"error: {error}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    text = compact(summary)
-    _write_termination(args.termination_log, text)
-    print(text, flush=True)
+    print(termination.write(args.termination_log, summary), flush=True)
     return rc
+
+
+def os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc}{' ' + exc.filename if exc.filename else ''}"
 
 
 if __name__ == "__main__":

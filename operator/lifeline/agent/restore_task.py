@@ -7,16 +7,15 @@ a byte is written); then the point is restored, to a directory or as one byte st
 FIFO a ``load`` container reads (every chunk is authenticated and re-hashed on the way, so a
 corrupted chunk fails the restore); for a stream, the load command's exit status decides.
 
-The summary written to the termination message (at most 4 KiB) carries the measurements the
-operator records: ``checksumSeconds`` and ``restoreSeconds`` measured here with a monotonic
-clock, bytes and files restored, and on failure a ``reason`` (one CamelCase word) and an
-``error`` sentence. Exit codes: 0 restored and checked, 1 failed (the summary says why),
-2 the plan is unusable.
+The summary written to the termination message (:class:`~lifeline.messages.RestoreSummary`, at
+most 4 KiB) carries the measurements the operator records: ``checksumSeconds`` and
+``restoreSeconds`` measured here with a monotonic clock, bytes and files restored, and on failure
+a ``reason`` (one CamelCase word) and an ``error`` sentence. Exit codes: 0 restored and checked,
+1 failed (the summary says why), 78 (:data:`~lifeline.messages.EXIT_BAD_PLAN`) the plan is unusable.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -25,8 +24,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .jobs import (DEFAULT_TERMINATION_LOG, Destination, _key_ref, _log, _read_exit_code, _usage, _write_termination,
-                   s3_options)
+from lifeline.messages import (DEFAULT_TERMINATION_LOG, PLAN_ENV, DestinationPlan, RestorePlan, RestoreSummary,
+                               RestoreTargetPlan, UnreadableMessage, termination)
+
+from .jobs import _key_ref, _log, _read_exit_code, destination_env, load_plan, os_error, refuse_plan, s3_options
 
 LOAD_WAIT = 6 * 3600.0  # the Job's deadline ends a load that never finishes; this only bounds the wait
 
@@ -51,7 +52,7 @@ def _reason(exc: Exception) -> str:
     return "RestoreFailed"
 
 
-def _open(dest: Destination, env: dict):
+def _open(dest: DestinationPlan, env: dict):
     from lifeline.repository.backend import open_backend
     from lifeline.repository.repo import Repository
 
@@ -64,18 +65,18 @@ def _provider(key_ref: str, repo):
     return provider_for(repo, key_ref)
 
 
-def _check_manifest(repo, plan: dict) -> str:
+def _check_manifest(repo, plan: RestorePlan) -> str:
     """The stored manifest's checksum; Failed when it is not the one recorded at backup time."""
     from lifeline.repository.errors import ObjectNotFound
 
     try:
-        actual = repo.point_checksum(plan["snapshotId"])
+        actual = repo.point_checksum(plan.snapshot_id)
     except ObjectNotFound:
-        raise Failed("PointNotFound", f"the manifest of point {plan['snapshotId']} is gone from "
+        raise Failed("PointNotFound", f"the manifest of point {plan.snapshot_id} is gone from "
                                       f"{repo.url}; was it pruned or shredded?") from None
-    expected = plan.get("manifestChecksum")
+    expected = plan.manifest_checksum
     if expected and actual != expected:
-        raise Failed("ChecksumMismatch", f"the manifest of point {plan['snapshotId']} has checksum {actual}, "
+        raise Failed("ChecksumMismatch", f"the manifest of point {plan.snapshot_id} has checksum {actual}, "
                                          f"but {expected} was recorded at backup time: it was changed or damaged")
     return actual
 
@@ -101,9 +102,9 @@ def load_error(path: str | None, limit: int = 300) -> str:
     return errors[-1][:limit] if errors else ""
 
 
-def _to_fifo(restorer, target: dict) -> dict:
+def _to_fifo(restorer, target: RestoreTargetPlan) -> dict:
     """Write the point's one stream into the FIFO; then wait for the load command's status."""
-    fifo = target["path"]
+    fifo = target.path
     summary = None
     error: Exception | None = None
     # Opening a FIFO for writing waits for the load container to open it for reading.
@@ -112,54 +113,51 @@ def _to_fifo(restorer, target: dict) -> dict:
             summary = restorer.to_stream(out)
         except Exception as exc:  # noqa: BLE001 - reported below, after the loader saw EOF
             error = exc
-    status = _read_exit_code(target["exitCode"], LOAD_WAIT)
+    status = _read_exit_code(target.exit_code, LOAD_WAIT)
     if error is not None:
         raise error
     if status != 0:
         why = (f"the load command exited with status {status}" if status is not None
                else "the load command's exit status never appeared (did the load container start?)")
-        reason = load_error(target.get("errors"))
+        reason = load_error(target.errors)
         raise Failed("LoadFailed", f"{why}: {reason}" if reason else why)
     return summary
 
 
-def run_restore(plan: dict, key_ref: str, env: dict) -> dict:
+def run_restore(plan: RestorePlan, key_ref: str, env: dict) -> RestoreSummary:
     from lifeline.repository.errors import LifelineError
 
     from .restore import Restorer
 
-    dest = Destination.from_plan(plan["destinations"][0])
-    denv = dest.env(env)
-    out: dict = {"v": 1, "op": "restore", "point": plan.get("point"), "snapshotId": plan.get("snapshotId"),
-                 "d": dest.name, "start": _now()}
+    dest = plan.destinations[0]
+    denv = destination_env(dest, env)
+    out = RestoreSummary(ok=False, point=plan.point, snapshot_id=plan.snapshot_id, destination=dest.name,
+                         start=_now())
     try:
         t0 = time.monotonic()
         try:
             repo = _open(dest, denv)
-            out["checksum"] = _check_manifest(repo, plan)
+            out.checksum = _check_manifest(repo, plan)
         except LifelineError as exc:
             raise Failed(_reason(exc), str(exc)) from None
-        out["checksumSeconds"] = round(time.monotonic() - t0, 3)
+        out.checksum_seconds = round(time.monotonic() - t0, 3)
         t1 = time.monotonic()
         try:
-            restorer = Restorer(repo, _provider(key_ref, repo), plan["snapshotId"])
-            target = plan["target"]
-            if target["kind"] == "dir":
-                result = restorer.to_directory(target["path"], overwrite=bool(target.get("overwrite")))
-            elif target["kind"] == "fifo":
-                result = _to_fifo(restorer, target)
+            restorer = Restorer(repo, _provider(key_ref, repo), plan.snapshot_id)
+            target = plan.target
+            if target.kind == "dir":
+                result = restorer.to_directory(target.path, overwrite=target.overwrite)
             else:
-                raise Failed("InvalidPlan", f"unknown target kind {target['kind']!r}")
+                result = _to_fifo(restorer, target)
         except LifelineError as exc:
             raise Failed(_reason(exc), str(exc)) from None
-        out["restoreSeconds"] = round(time.monotonic() - t1, 3)
-        out.update(ok=True, bytes=int(result.get("bytes") or 0), files=int(result.get("files") or 0))
+        out.restore_seconds = round(time.monotonic() - t1, 3)
+        out.ok, out.bytes_restored, out.files = True, int(result.get("bytes") or 0), int(result.get("files") or 0)
     except Failed as exc:
-        out.update(ok=False, reason=exc.reason, error=exc.error[:600])
+        out.reason, out.error = exc.reason, exc.error[:600]
     except OSError as exc:
-        out.update(ok=False, reason="RestoreFailed",
-                   error=f"{exc.strerror or exc}{' ' + exc.filename if exc.filename else ''}"[:600])
-    out["end"] = _now()
+        out.reason, out.error = "RestoreFailed", os_error(exc)[:600]
+    out.end = _now()
     return out
 
 
@@ -168,30 +166,23 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run one restore Job's plan (rendered by the operator).")
     sub = parser.add_subparsers(dest="operation", required=True)
     p = sub.add_parser("restore")
-    p.add_argument("--plan", default=os.environ.get("LIFELINE_JOB_PLAN"),
-                   help="the plan as JSON, or @file (default: $LIFELINE_JOB_PLAN)")
+    p.add_argument("--plan", default=os.environ.get(PLAN_ENV),
+                   help=f"the plan as JSON, or @file (default: ${PLAN_ENV})")
     p.add_argument("--termination-log", default=os.environ.get("LIFELINE_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG)
     args = parser.parse_args(argv)
-    text = args.plan or ""
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
     try:
-        plan = json.loads(text)
-    except ValueError:
-        return _usage("no usable plan: set LIFELINE_JOB_PLAN (the operator renders it)")
-    if not isinstance(plan, dict) or plan.get("operation") != "restore" or not plan.get("destinations"):
-        return _usage("this plan is not a restore plan with a destination")
+        plan = load_plan(args.plan, RestorePlan)
+    except UnreadableMessage as exc:
+        return refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-restore-"))
     try:
         summary = run_restore(plan, _key_ref(plan, workdir), dict(os.environ))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    _log(f"restore of {plan.get('point')}: " + ("ok, %s bytes in %ss" % (summary.get("bytes"), summary.get("restoreSeconds"))
-                                                if summary["ok"] else f"FAILED ({summary['reason']}): {summary['error']}"))
-    text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
-    _write_termination(args.termination_log, text)
-    print(text, flush=True)
-    return 0 if summary["ok"] else 1
+    _log(f"restore of {plan.point}: " + (f"ok, {summary.bytes_restored} bytes in {summary.restore_seconds}s"
+                                         if summary.ok else f"FAILED ({summary.reason}): {summary.error}"))
+    print(termination.write(args.termination_log, summary), flush=True)
+    return 0 if summary.ok else 1
 
 
 if __name__ == "__main__":

@@ -5,18 +5,19 @@ recorder, the watch of deletions; the snapshot pipeline's early failures use the
 """
 from __future__ import annotations
 
+from lifeline.messages import BackupSummary
 from lifeline.observability import audit
 
 ACTOR = "lifeline-operator"
 
 
-def audit_backup(job: dict, body: dict, outcome: str, point: str | None, summary: dict | None, when,
+def audit_backup(job: dict, body: dict, outcome: str, point: str | None, summary: BackupSummary | None, when,
                  why: str = "") -> None:
     """A finished backup Job: where it was stored and where not, and the RecoveryPoint it became."""
     details = {"job": job["name"], "type": job.get("type"), "trigger": job.get("trigger"),
                "recoveryPoint": point,
-               "storedAt": [c["d"] for c in (summary or {}).get("ok") or []],
-               "failedAt": [f["d"] for f in (summary or {}).get("failed") or []]}
+               "storedAt": [c.destination for c in summary.copies] if summary is not None else [],
+               "failedAt": [f.destination for f in summary.failures] if summary is not None else []}
     if why:
         details["message"] = why[:500]
     if job.get("triggerJob"):

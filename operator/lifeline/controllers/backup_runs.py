@@ -9,13 +9,13 @@ its pipeline, :mod:`lifeline.controllers.backup_snapshots`.)
 """
 from __future__ import annotations
 
-import json
 import logging
 
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_audit import audit_backup
 from lifeline.kube import KubeError, ObjectRef
+from lifeline.messages import BackupSummary, PruneReport
 from lifeline.planning import backup, backup_points
 
 log = logging.getLogger(__name__)
@@ -75,68 +75,70 @@ class BackupRuns:
         body = self.ctl.policy(namespace, policy)
         if body is None:
             return None  # the policy is gone; its Jobs go with it
-        summary, report = backup_points.pod_report(await self._pods(job))
+        prune = job["operation"] == "prune"
+        summary, report, problem = backup_points.pod_report(await self._pods(job),
+                                                            PruneReport if prune else BackupSummary)
         now = rfc3339(self.ctx.clock.now())
         ref = ObjectRef.of(body)
         tier = str(body["spec"].get("tier", ""))
         labels = (namespace, policy, tier)
         m = self.ctx.metrics
         point = None
-        if job["operation"] == "prune":
+        if prune:
             await self._record_prune(job, body, summary, report, now)
-        elif job["phase"] == "Succeeded" and summary and summary.get("ok"):
+        elif job["phase"] == "Succeeded" and summary is not None and summary.copies:
             point = await self._create_point(job, body, summary)
-            for c in summary["ok"]:
-                m.backup_last_success.labels(*labels, c["d"]).set(backup_points.parse_time(c["e"]).timestamp())
-                if c.get("dur") is not None:
-                    m.backup_duration.labels(*labels, c["d"], c["t"]).observe(float(c["dur"]))
-                m.backup_bytes.labels(*labels, c["d"]).inc(int(c.get("stored") or 0))
-            m.backup_source_bytes.labels(*labels).inc(int(summary.get("size") or 0))
-            stored = ", ".join(c["d"] for c in summary["ok"])
+            for c in summary.copies:
+                m.backup_last_success.labels(*labels, c.destination).set(backup_points.parse_time(c.end).timestamp())
+                if c.seconds is not None:
+                    m.backup_duration.labels(*labels, c.destination, c.type).observe(c.seconds)
+                m.backup_bytes.labels(*labels, c.destination).inc(c.stored_bytes)
+            m.backup_source_bytes.labels(*labels).inc(summary.size_bytes)
+            stored = ", ".join(c.destination for c in summary.copies)
             audit_backup(job, body, "succeeded", point, summary, self.ctx.clock.now())
             await self.kube.emit_event(ref, "Normal", "BackupSucceeded",
-                                       f"{summary['ok'][0]['t']} backup recorded as RecoveryPoint {point}, stored at "
-                                       f"{stored} ({summary.get('size', 0)} bytes read)", now)
-            for f in summary.get("failed") or []:
-                m.backup_failures.labels(*labels, f["d"], "DestinationFailed").inc()
+                                       f"{summary.copies[0].type} backup recorded as RecoveryPoint {point}, stored "
+                                       f"at {stored} ({summary.size_bytes} bytes read)", now)
+            for f in summary.failures:
+                m.backup_failures.labels(*labels, f.destination, "DestinationFailed").inc()
                 await self.kube.emit_event(ref, "Warning", "DestinationFailed",
-                                           f"backup {point} could not be stored at {f['d']}: {f.get('error')}; "
+                                           f"backup {point} could not be stored at {f.destination}: {f.error}; "
                                            f"it is stored at {stored}", now)
         else:
-            failed = (summary or {}).get("failed") or []
+            failed = summary.failures if summary is not None else []
             for f in failed:
-                m.backup_failures.labels(*labels, f["d"], "BackupFailed").inc()
+                m.backup_failures.labels(*labels, f.destination, "BackupFailed").inc()
             if not failed:
                 m.backup_failures.labels(*labels, "", job.get("reason") or "BackupFailed").inc()
-            why = (summary or {}).get("error") or "; ".join(f"{f['d']}: {f.get('error')}" for f in failed) or \
+            why = (summary.error if summary is not None else None) or problem or \
+                "; ".join(f"{f.destination}: {f.error}" for f in failed) or \
                 job.get("failMessage") or ("the Job succeeded but left no summary" if job["phase"] == "Succeeded"
                                            else "")
             audit_backup(job, body, "failed", None, summary, self.ctx.clock.now(), why)
             await self.kube.emit_event(ref, "Warning", "BackupFailed",
                                        f"{job.get('type') or ''} backup Job {job['name']} failed: {why} ({report})"
                                        .replace("  ", " "), now)
-        result = backup_points.result_of(job, summary, report, point)
+        record = backup_points.result_of(job, summary, report, point, problem)
         if job["phase"] == "Succeeded" and job["operation"] == "backup" and not point:
-            result["o"] = "Failed"
+            record.outcome = "Failed"
         await self.kube.patch_object("batch/v1", "jobs", namespace, job["name"], {"metadata": {"annotations": {
-            backup.ANN_RECORDED: point or result["o"],
-            backup.ANN_RESULT: json.dumps(result, separators=(",", ":"), sort_keys=True)}}})
-        return point or result["o"], result
+            backup.ANN_RECORDED: point or record.outcome, backup.ANN_RESULT: record.to_annotation()}}})
+        return point or record.outcome, record.to_wire()
 
-    async def _create_point(self, job: dict, body: dict, summary: dict) -> str:
+    async def _create_point(self, job: dict, body: dict, summary: BackupSummary) -> str:
         namespace, policy = job["namespace"], job["policy"]
         points = self.ctl.stores.of_policy("backup_points", (namespace, policy))
         mine = [p for p in points if p.get("jobUid") == job["uid"]]
         if mine:
             return mine[0]["name"]
-        first = summary["ok"][0]
-        parent = next((p["name"] for p in points if first.get("p") and (first["d"], first["p"]) in
+        first = summary.copies[0]
+        parent = next((p["name"] for p in points if first.parent_id and (first.destination, first.parent_id) in
                        [tuple(c) for c in p["copies"]]), None)
         retain = (body.get("spec") or {}).get("deletionPolicy", "Retain") not in ("Delete", "Shred")
         taken = {p["name"] for p in points}
-        start = backup_points.parse_time(summary["start"])
+        start = backup_points.parse_time(summary.start or first.start)
         for _ in range(3):
-            name = backup_points.point_name(policy, start, taken, first["t"])
+            name = backup_points.point_name(policy, start, taken, first.type)
             rp = backup_points.recovery_point(body, job, summary, name, parent, retain)
             try:
                 await self.kube.create(POINT, namespace, rp)
@@ -151,17 +153,18 @@ class BackupRuns:
                 taken.add(name)
         raise KubeError(f"no free RecoveryPoint name for Job {job['name']}", 409)
 
-    async def _record_prune(self, job: dict, body: dict, summary: dict | None, report: str, now: str) -> None:
+    async def _record_prune(self, job: dict, body: dict, summary: PruneReport | None, report: str,
+                            now: str) -> None:
         ref = ObjectRef.of(body)
         namespace, policy = job["namespace"], job["policy"]
-        failed = (summary or {}).get("failed") or []
+        failed = summary.failures if summary is not None else []
         if summary is None or failed or job["phase"] != "Succeeded":
-            why = "; ".join(f"{f['d']}: {f.get('error')}" for f in failed) or report
+            why = "; ".join(f"{f.destination}: {f.error}" for f in failed) or report
             tier = str(body["spec"].get("tier", ""))
-            for f in failed or [{"d": ""}]:
-                self.ctx.metrics.backup_failures.labels(namespace, policy, tier, f["d"], "PruneFailed").inc()
+            for destination in [f.destination for f in failed] or [""]:
+                self.ctx.metrics.backup_failures.labels(namespace, policy, tier, destination, "PruneFailed").inc()
             await self.kube.emit_event(ref, "Warning", "PruneFailed", f"prune Job {job['name']}: {why}", now)
-        if summary:
+        if summary is not None:
             points = self.ctl.stores.of_policy("backup_points", (namespace, policy))
-            for name in backup_points.pruned_points(points, summary.get("forgot") or {}):
+            for name in backup_points.pruned_points(points, summary.forgotten):
                 await self.ctl.point_status.reconcile(namespace, name, pruned=True)

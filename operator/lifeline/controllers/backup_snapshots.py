@@ -14,7 +14,6 @@ again: hooks must be idempotent, as fsfreeze --unfreeze and CHECKPOINT are).
 """
 from __future__ import annotations
 
-import json
 import logging
 
 from pydantic import ValidationError
@@ -27,6 +26,7 @@ from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup, snapshot
 from lifeline.planning.backup_points import parse_time
+from lifeline.planning.job_record import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class SnapshotPipelines:
         """The mover is recorded: it goes with the temporary PVC, snapshots beyond keepSnapshots go, done."""
         ns, policy = trig["namespace"], trig["policy"]
         mover = self._mover(trig)
-        outcome = ((mover or {}).get("result") or {}).get("o") or (mover or {}).get("phase") or "Failed"
+        recorded = JobRecord.of(mover)
+        outcome = (recorded.outcome if recorded else None) or (mover or {}).get("phase") or "Failed"
         # A claim stays while any pod bound to a node names it, finished or not (the PVC protection
         # controller): the recorded mover Job goes with its pod, then the claim and its copy of the volume.
         await self.kube.delete_object("batch/v1", "jobs", ns, snapshot.mover_name(trig["name"]))
@@ -185,15 +186,14 @@ class SnapshotPipelines:
         moved = {k: mover[k] for k in MOVED_FACTS if mover and mover.get(k) is not None}
         if moved and not moved.get("recorded") and self.ctl.runs.written_on(mover["uid"]):
             moved["recorded"], moved["result"] = self.ctl.runs.written_on(mover["uid"])  # before the watch said so
-        await self._record(trig, {"o": outcome, "op": "trigger", "mover": snapshot.mover_name(trig["name"]),
-                                  **({"moved": moved} if moved else {})})
+        await self._record(trig, JobRecord(outcome=outcome, operation="trigger",
+                                           mover=snapshot.mover_name(trig["name"]), moved=moved or None))
 
     # ---- outcomes ------------------------------------------------------------------------------
 
-    async def _record(self, trig: dict, result: dict) -> None:
+    async def _record(self, trig: dict, record: JobRecord) -> None:
         await self.kube.patch_object("batch/v1", "jobs", trig["namespace"], trig["name"], {"metadata": {"annotations": {
-            backup.ANN_RECORDED: result["o"], backup.ANN_RESULT: json.dumps(result, separators=(",", ":"),
-                                                                            sort_keys=True)}}})
+            backup.ANN_RECORDED: record.outcome, backup.ANN_RESULT: record.to_annotation()}}})
         self.finished.add(trig["uid"])
 
     async def _fail(self, trig: dict, body: dict, reason: str, message: str) -> None:
@@ -209,8 +209,8 @@ class SnapshotPipelines:
                               "uid": body["metadata"].get("uid", "")},
                      details={"job": trig["name"], "type": trig.get("type"), "trigger": trig.get("trigger"),
                               "reason": reason, "message": message[:500]}, when=now)
-        await self._record(trig, {"o": "Failed", "op": "backup", "reason": reason, "error": message[:300],
-                                  "msg": message[:300]})
+        await self._record(trig, JobRecord(outcome="Failed", operation="backup", reason=reason, error=message[:300],
+                                           report=message[:300]))
 
     async def _mark_hooks(self, trig: dict, phase: str) -> str:
         await self.kube.patch_object("batch/v1", "jobs", trig["namespace"], trig["name"],

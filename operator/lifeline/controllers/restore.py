@@ -24,8 +24,9 @@ from lifeline.clock import rfc3339
 from lifeline.controllers.common import vault_env
 from lifeline.controllers.common import job_end
 from lifeline.kube import KubeError, ObjectRef
+from lifeline.messages import RestoreSummary, read_summary
 from lifeline.observability import audit
-from lifeline.planning import approval_policy, authority, backup, drill_measure, restore, restore_run
+from lifeline.planning import approval_policy, authority, backup, restore, restore_run
 from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,17 @@ def _summary(pods: list[dict]) -> tuple[str, int | None]:
             term = (cs.get("state") or {}).get("terminated") or {}
             if term.get("message"):
                 messages.append((cs.get("name"), term.get("exitCode"), term["message"]))
-    for _, _, text in messages:
-        summary = drill_measure.parse_restore_summary(text)
+    problems = []
+    for name, _, text in messages:
+        summary, problem = read_summary(text, RestoreSummary)
         if summary is not None:
-            if summary.get("ok"):
-                return "restored", summary.get("bytes")
-            return f"{summary.get('reason') or 'RestoreFailed'}: {summary.get('error') or ''}".strip(), None
+            if summary.ok:
+                return "restored", summary.bytes_restored
+            return f"{summary.reason or 'RestoreFailed'}: {summary.error or ''}".strip(), None
+        if problem:
+            problems.append(f"{name}: {problem}")
+    if problems:
+        return "; ".join(problems), None
     failed = [f"{n} exited {c}: {t.strip()[-500:]}" for n, c, t in messages if c]
     return ("; ".join(failed), None)
 

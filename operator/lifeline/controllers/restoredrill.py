@@ -27,6 +27,7 @@ from lifeline.clock import rfc3339
 from lifeline.controllers.common import vault_env
 from lifeline.controllers.common import job_end, stop_ticker
 from lifeline.kube import KubeError, ObjectRef
+from lifeline.messages import RestoreSummary, VerifyReport, read_summary
 from lifeline.observability import audit
 from lifeline.planning import backup, conditions, drill_measure, drill_points, drill_sandbox, drill_schedule
 from lifeline.planning.backup_points import parse_time
@@ -191,10 +192,11 @@ class DrillController:
             done = job_end(restore_job)
             if done is None:
                 return run
-            summary = drill_measure.parse_restore_summary(
-                await self._message(sandbox, drill_sandbox.RESTORE_JOB, backup.AGENT))
-            if summary is None or not summary.get("ok"):
-                return self._finish(body, spec, policy, run, restore=summary, failure=_job_failure(restore_job),
+            summary, problem = read_summary(
+                await self._message(sandbox, drill_sandbox.RESTORE_JOB, backup.AGENT), RestoreSummary)
+            if summary is None or not summary.ok:
+                return self._finish(body, spec, policy, run, restore=summary,
+                                    failure=problem or _job_failure(restore_job),
                                     spans=(restore_job["status"].get("startTime"),
                                            restore_job["status"].get("completionTime")))
             verify = drill_sandbox.verify_job(body, policy, run["name"], sandbox)
@@ -203,16 +205,17 @@ class DrillController:
                                     spans=(restore_job["status"].get("startTime"),
                                            restore_job["status"].get("completionTime")))
             await self._create_all([verify])
-            return {**run, "phase": "Verifying", "bytesRestored": int(summary.get("bytes") or 0),
-                    "restoreSeconds": round(float(summary.get("restoreSeconds") or 0)
-                                            + float(summary.get("checksumSeconds") or 0), 3)}
+            return {**run, "phase": "Verifying", "bytesRestored": summary.bytes_restored or 0,
+                    "restoreSeconds": summary.seconds or 0.0}
         verify_job = await self.kube.get_object("batch/v1", "jobs", sandbox, drill_sandbox.VERIFY_JOB)
         if verify_job is not None and job_end(verify_job) is None:
             return run
         output = None
         if verify_job is not None:
-            output = drill_measure.parse_verify_message(await self._message(sandbox, drill_sandbox.VERIFY_JOB, "verify"))
-        summary = {"ok": True, "restoreSeconds": run.get("restoreSeconds"), "bytes": run.get("bytesRestored")}
+            output = VerifyReport.parse(await self._message(sandbox, drill_sandbox.VERIFY_JOB, "verify"))
+        # the restore's measurements were kept on the run when it ended (its seconds include the check)
+        summary = RestoreSummary(ok=True, restore_seconds=run.get("restoreSeconds"),
+                                 bytes_restored=run.get("bytesRestored"))
         point = await self._point(body, run)
         recorded = ((point or {}).get("spec", {}).get("tags") or {}).get("verifyOutput")
         return self._finish(body, spec, policy, run, restore=summary, verify=output,

@@ -26,6 +26,7 @@ from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import job_end, stop_ticker
 from lifeline.kube import KubeError, ObjectRef
+from lifeline.messages import ShredSummary, read_summary
 from lifeline.observability import audit
 from lifeline.planning import backup_points, shred_approval
 from lifeline.planning import recoverypoint_shred as shred
@@ -50,20 +51,6 @@ def _deleting(point: dict) -> bool:
 
 def _job_phase(job: dict) -> str:
     return {"Complete": "Succeeded", "Failed": "Failed"}.get(job_end(job), "Running")
-
-
-def _plan_of(job: dict) -> dict:
-    """The shred plan the Job was given (who shreds, why): no secret is in it."""
-    import json
-
-    for c in job["spec"]["template"]["spec"].get("containers") or []:
-        for e in c.get("env") or []:
-            if e.get("name") == "LIFELINE_JOB_PLAN":
-                try:
-                    return json.loads(e.get("value") or "{}")
-                except ValueError:
-                    return {}
-    return {}
 
 
 class ShredController:
@@ -167,16 +154,18 @@ class ShredController:
             pods = await self.kube.list_objects("v1", "pods", namespace, f"{label}={uid}")
             if pods:
                 break
-        summary, report = self._report(pods)
-        ok, message, epochs = shred.outcome(summary, report)
+        summary, report, problem = self._report(pods)
+        ok, message, epochs = shred.outcome(summary, report, problem)
         ref = ObjectRef.of(point)
         reviewed = shred_approval.approved_by(point, seal_key(self.ctx.options)) or ("", "")
-        actor = reviewed[0] or _plan_of(job).get("actor") or "lifeline-operator"
+        plan = shred.plan_of(job)
+        shredder = plan.actor if plan is not None else None  # the Job's own identity, from its plan
+        actor = reviewed[0] or shredder or "lifeline-operator"
         subject = {"kind": "RecoveryPoint", "namespace": namespace, "name": name,
                    "uid": point["metadata"].get("uid", "")}
         details = {"policy": (point.get("spec") or {}).get("policyName"), "job": job["metadata"]["name"],
                    "attempt": attempt, "epochs": epochs, "result": message, "requestedBy": reviewed[0],
-                   "approvedBy": reviewed[1], "shredder": _plan_of(job).get("actor")}
+                   "approvedBy": reviewed[1], "shredder": shredder}
         if ok:
             audit.record("key-shred", actor=actor, outcome="succeeded", subject=subject, details=details)
             await self.kube.emit_event(ref, "Normal", "Shredded", f"key destroyed, the point is unreadable for "
@@ -206,17 +195,18 @@ class ShredController:
                                    f"destroyed; retrying after {rfc3339(after)}: {message}", rfc3339(now))
 
     @staticmethod
-    def _report(pods: list[dict]) -> tuple[dict | None, str]:
+    def _report(pods: list[dict]) -> tuple[ShredSummary | None, str, str | None]:
+        """The newest pod's shred summary, how its container ended, and why the summary is unusable (if so)."""
         ended = [(p, backup_points.terminated(p)) for p in pods]
         ended = [(p, t) for p, t in ended if t]
         if not ended:
-            return None, "no pod of the Job reported a finished container"
+            return None, "no pod of the Job reported a finished container", None
         _pod, state = max(ended, key=lambda pt: pt[1].get("finishedAt") or "")
-        summary = shred.parse_summary(state.get("message"))
+        summary, problem = read_summary(state.get("message"), ShredSummary)
         report = f"exited {state.get('exitCode')}"
-        if summary is None and state.get("message"):
+        if summary is None and problem is None and state.get("message"):
             report += "; last output: " + state["message"].strip().replace("\n", " ")[-300:]
-        return summary, report
+        return summary, report, problem
 
     # ---- the timer: retries after their delay ---------------------------------------------------
 

@@ -9,11 +9,11 @@ runs. The controller compares these with what exists and applies the difference.
 What a backup pod looks like:
 
 - one ``agent`` container running ``python -m lifeline.agent.jobs backup``, which reads its
-  whole task from the ``LIFELINE_JOB_PLAN`` environment variable (JSON, no secrets:
-  S3 credentials come from ``secretKeyRef`` variables named in the plan), backs the
-  source up to every destination (each its own repository) and writes a compact JSON
-  summary to its termination message, from which the operator records the
-  RecoveryPoint;
+  whole task from the ``LIFELINE_JOB_PLAN`` environment variable (a
+  :class:`~lifeline.messages.BackupPlan`, no secrets: S3 credentials come from ``secretKeyRef``
+  variables named in the plan), backs the source up to every destination (each its own
+  repository) and writes a compact :class:`~lifeline.messages.BackupSummary` to its termination
+  message, from which the operator records the RecoveryPoint;
 - a PVC (or continuous) source mounted read-only at ``/source``; filesystem
   destinations' PVCs at ``/destinations/<name>``; a ``secret://`` key at
   ``/etc/lifeline/key``; an emptyDir at ``/tmp``;
@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 from lifeline import API_VERSION
 from lifeline.api.backuppolicy import BackupPolicySpec, Destination
+from lifeline.messages import (BackupPlan, DestinationPlan, FingerprintPlan, KeyPlan, PrunePlan, RetentionPlan,
+                               SourcePlan)
 
 from .backup_schedule import longest_gap
 
@@ -222,66 +224,55 @@ def s3_env_prefix(index: int) -> str:
     return f"LIFELINE_S3_{index}_"
 
 
-def destination_plan(index: int, dest: Destination) -> dict:
-    out: dict = {"name": dest.name, "offSite": dest.off_site}
+def destination_plan(index: int, dest: Destination) -> DestinationPlan:
     if dest.filesystem is not None:
         path = _inside(f"{DESTINATIONS_MOUNT}/{dest.name}", dest.filesystem.path,
                        f"destination {dest.name}: filesystem.path")
-        out["repository"] = f"file://{path}"
-    else:
-        s3 = dest.s3
-        prefix = s3.prefix.strip("/")
-        out["repository"] = f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}"
-        out["region"] = s3.region
-        if s3.endpoint:
-            out["endpoint"] = s3.endpoint
-        out["credentialsEnv"] = s3_env_prefix(index)
-    return out
+        return DestinationPlan(name=dest.name, off_site=dest.off_site, repository=f"file://{path}")
+    s3 = dest.s3
+    prefix = s3.prefix.strip("/")
+    return DestinationPlan(name=dest.name, off_site=dest.off_site,
+                           repository=f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}",
+                           region=s3.region, endpoint=s3.endpoint or None, credentials_env=s3_env_prefix(index))
 
 
-def key_plan(spec: BackupPolicySpec) -> dict:
+def key_plan(spec: BackupPolicySpec) -> KeyPlan:
     ref = spec.encryption.key_ref
     scheme, _, key = parse_key_ref(ref)
-    out = {"ref": ref}
-    if scheme == "secret":
-        out["file"] = f"{KEY_MOUNT}/{key}"
-    return out
+    return KeyPlan(ref=ref, file=f"{KEY_MOUNT}/{key}" if scheme == "secret" else None)
 
 
-def source_plan(namespace: str, policy: str, spec: BackupPolicySpec) -> dict:
+def source_plan(namespace: str, policy: str, spec: BackupPolicySpec) -> SourcePlan:
     src = spec.source
     name = f"{namespace}/{policy}"
     if src.pvc is not None:
-        return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.pvc.path, "source.pvc.path"), "name": name}
+        return SourcePlan(kind="dir", path=_inside(SOURCE_MOUNT, src.pvc.path, "source.pvc.path"), name=name)
     if src.continuous is not None and src.continuous.postgres is not None:
-        return {"kind": "pg-basebackup", "path": BASEBACKUP_DATA, "name": name}
+        return SourcePlan(kind="pg-basebackup", path=BASEBACKUP_DATA, name=name)
     if src.continuous is not None:
-        return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.continuous.path, "source.continuous.path"),
-                "name": name}
+        return SourcePlan(kind="dir", path=_inside(SOURCE_MOUNT, src.continuous.path, "source.continuous.path"),
+                          name=name)
     if src.command is not None:
         program = posixpath.basename(src.command.command[0]) or "dump"
-        return {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE, "name": name, "streamName": f"{program}.out"}
+        return SourcePlan(kind="fifo", path=FIFO, exit_code=EXIT_CODE, name=name, stream_name=f"{program}.out")
     # volumeSnapshot: the data-mover Job mounts a PVC made from the snapshot at /source
-    return {"kind": "dir", "path": _inside(SOURCE_MOUNT, src.volume_snapshot.path, "source.volumeSnapshot.path"),
-            "name": name}
+    return SourcePlan(kind="dir", path=_inside(SOURCE_MOUNT, src.volume_snapshot.path, "source.volumeSnapshot.path"),
+                      name=name)
 
 
-def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str, type_: str | None) -> dict:
+def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str,
+             type_: str | None) -> BackupPlan | PrunePlan:
     """The task ``python -m lifeline.agent.jobs`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
-    plan: dict = {"v": 1, "operation": operation, "namespace": namespace, "policy": policy}
-    if operation == "backup":
-        plan["type"] = type_
-        plan["source"] = source_plan(namespace, policy, spec)
-        plan["tags"] = [f"policy={namespace}/{policy}"]
-    else:
+    common = {"namespace": namespace, "policy": policy, "key": key_plan(spec),
+              "destinations": [destination_plan(i, d) for i, d in enumerate(spec.destinations)]}
+    if operation != "backup":
         r = spec.retention
-        plan["retention"] = {"last": r.keep_last, "daily": r.keep_daily, "weekly": r.keep_weekly,
-                             "monthly": r.keep_monthly, "yearly": r.keep_yearly}
-    plan["destinations"] = [destination_plan(i, d) for i, d in enumerate(spec.destinations)]
-    plan["key"] = key_plan(spec)
-    if operation == "backup" and spec.fingerprint is not None:
-        plan["fingerprint"] = {"output": FINGERPRINT_OUTPUT, "exitCode": FINGERPRINT_EXIT_CODE}
-    return plan
+        return PrunePlan(**common, retention=RetentionPlan(last=r.keep_last, daily=r.keep_daily, weekly=r.keep_weekly,
+                                                           monthly=r.keep_monthly, yearly=r.keep_yearly))
+    fingerprint = FingerprintPlan(output=FINGERPRINT_OUTPUT, exit_code=FINGERPRINT_EXIT_CODE) \
+        if spec.fingerprint is not None else None
+    return BackupPlan(**common, type=type_ or "incremental", source=source_plan(namespace, policy, spec),
+                      tags=[f"policy={namespace}/{policy}"], fingerprint=fingerprint)
 
 
 # ---- pods --------------------------------------------------------------------------
@@ -317,8 +308,7 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
 
     plan = job_plan(namespace, policy, spec, operation, type_)
     key_scheme = parse_key_ref(spec.encryption.key_ref)[0]
-    env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
-           {"name": "HOME", "value": "/tmp"}]
+    env = [plan.to_env(), {"name": "HOME", "value": "/tmp"}]
     if key_scheme.startswith("vault"):
         env += [{"name": k, "value": v} for k, v in facts.vault_env]
     for i, dest in enumerate(spec.destinations):

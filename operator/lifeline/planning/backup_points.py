@@ -1,19 +1,23 @@
 """Finished backup Jobs -> RecoveryPoints and recorded outcomes. Pure.
 
-The agent's Job writes a compact JSON summary (:mod:`lifeline.agent.jobs`) to its
-container's termination message; the operator reads it from the pod, and these
-functions turn it into the RecoveryPoint manifest and into the small outcome it
-stores on the Job (annotation ``dr.lifeline.io/result``) so the policy's status can
-be planned from the Jobs alone, after a restart too.
+The agent's Job writes a compact summary (:class:`~lifeline.messages.BackupSummary`, a
+prune's :class:`~lifeline.messages.PruneReport`) to its container's termination message; the
+operator reads it from the pod (:func:`pod_report`), and these functions turn it into the
+RecoveryPoint manifest and into the small outcome it stores on the Job (annotation
+``dr.lifeline.io/result``) so the policy's status can be planned from the Jobs alone, after a
+restart too.
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from lifeline import API_VERSION
+from lifeline.messages import BackupSummary, FingerprintResult, PruneReport, read_summary
 
 from . import backup
+from .job_record import JobRecord
 
 RP_NAME_MAX = 253
 ANN_JOB = "dr.lifeline.io/job"
@@ -44,7 +48,7 @@ def job_fact(job: dict) -> dict:
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     phase = "Succeeded" if complete else "Failed" if failed else "Running"
     finished = complete or failed
-    result = None
+    result = None  # the record's wire form (lifeline.planning.job_record.JobRecord.of reads it)
     if ann.get(backup.ANN_RESULT):
         try:
             result = json.loads(ann[backup.ANN_RESULT])
@@ -71,17 +75,6 @@ def job_fact(job: dict) -> dict:
     }
 
 
-def parse_summary(message: str | None) -> dict | None:
-    """The agent's compact summary from a termination message; None when it is not one."""
-    if not message:
-        return None
-    try:
-        data = json.loads(message.strip())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("v") == 1 and data.get("op") in ("backup", "prune") else None
-
-
 def terminated(pod: dict, container: str = backup.AGENT) -> dict | None:
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         if cs.get("name") == container:
@@ -89,21 +82,29 @@ def terminated(pod: dict, container: str = backup.AGENT) -> dict | None:
     return None
 
 
-def pod_report(pods: list[dict]) -> tuple[dict | None, str]:
-    """The newest pod's agent summary, and a sentence on how its containers ended."""
+class PodReport(NamedTuple):
+    summary: BackupSummary | PruneReport | None  # the agent's summary, validated
+    report: str  # how the containers ended (and why the summary is unusable, first, when it is)
+    problem: str | None = None  # the summary was there but cut off, invalid or of another version
+
+
+def pod_report(pods: list[dict], *kinds: type) -> PodReport:
+    """The newest pod's agent summary (one of ``kinds``: by default a backup's or a prune's), and a
+    sentence on how its containers ended."""
     ended = [(p, terminated(p)) for p in pods]
     ended = [(p, t) for p, t in ended if t]
     if not ended:
-        return None, "no pod of the Job reported a finished agent container"
+        return PodReport(None, "no pod of the Job reported a finished agent container")
     pod, state = max(ended, key=lambda pt: (pt[1].get("finishedAt") or "", pt[0]["metadata"].get("name", "")))
-    summary = parse_summary(state.get("message"))
-    parts = [f"agent exited {state.get('exitCode')}" + (f" ({state['reason']})" if state.get("reason") else "")]
+    summary, problem = read_summary(state.get("message"), *(kinds or (BackupSummary, PruneReport)))
+    parts = [problem] if problem else []
+    parts.append(f"agent exited {state.get('exitCode')}" + (f" ({state['reason']})" if state.get("reason") else ""))
     dump = terminated(pod, "dump")
     if dump is not None:
         parts.append(f"dump exited {dump.get('exitCode')}" + (f" ({dump['reason']})" if dump.get("reason") else ""))
-    if summary is None and state.get("message"):
+    if summary is None and problem is None and state.get("message"):
         parts.append("last output: " + state["message"].strip().replace("\n", " ")[-300:])
-    return summary, "; ".join(parts)
+    return PodReport(summary, "; ".join(parts), problem)
 
 
 def point_name(policy: str, start: datetime, taken: set[str], type_: str) -> str:
@@ -120,40 +121,41 @@ def point_name(policy: str, start: datetime, taken: set[str], type_: str) -> str
     return name
 
 
-def recovery_point(policy_body: dict, job: dict, summary: dict, name: str,
+def recovery_point(policy_body: dict, job: dict, summary: BackupSummary, name: str,
                    parent: str | None, retain: bool) -> dict:
     """The RecoveryPoint of one successful backup (every destination that took it is a copy)."""
     meta = policy_body["metadata"]
     policy = meta["name"]
-    copies = summary["ok"]
+    copies = summary.copies
+    first = copies[0]
     # The agent falls back to a full where a destination has no parent yet: when every copy did,
     # the point is a full; when only some did, the point keeps the requested type and those
     # copies say their own.
-    types = {c["t"] for c in copies}
-    type_ = copies[0]["t"] if len(types) == 1 else (summary.get("type") or copies[0]["t"])
+    types = {c.type for c in copies}
+    type_ = first.type if len(types) == 1 else (summary.requested_type or first.type)
     spec = {
         "policyName": policy,
         "type": type_,
         "copies": [],
-        "sizeBytes": int(summary.get("size") or 0),
-        "files": int(summary.get("files") or 0),
-        "chunks": {"total": int(copies[0]["chunks"][0]), "new": int(copies[0]["chunks"][1])},
-        "manifestChecksum": copies[0]["sum"],
-        "keyRef": summary.get("keyRef") or "unknown",
-        "startTime": summary["start"],
-        "completionTime": summary["end"],
+        "sizeBytes": summary.size_bytes,
+        "files": summary.files,
+        "chunks": {"total": first.chunks[0], "new": first.chunks[1]},
+        "manifestChecksum": first.manifest_checksum,
+        "keyRef": summary.key_ref or "unknown",
+        "startTime": summary.start or first.start,
+        "completionTime": summary.end or first.end,
         "tags": {"job": job["name"], "trigger": job["trigger"]},
     }
     if parent:
         spec["parent"] = parent
-    spec["tags"].update(fingerprint_tags(summary.get("fp")))
+    spec["tags"].update(fingerprint_tags(summary.fingerprint))
     for c in copies:
-        copy_ = {"destination": c["d"], "repository": c["repo"], "snapshotId": c["id"],
-                 "storedBytes": int(c.get("stored") or 0), "manifestChecksum": c["sum"]}
-        if c["t"] != type_:
-            copy_["type"] = c["t"]
-        if c.get("p"):
-            copy_["parentSnapshotId"] = c["p"]
+        copy_ = {"destination": c.destination, "repository": c.repository, "snapshotId": c.snapshot_id,
+                 "storedBytes": c.stored_bytes, "manifestChecksum": c.manifest_checksum}
+        if c.type != type_:
+            copy_["type"] = c.type
+        if c.parent_id:
+            copy_["parentSnapshotId"] = c.parent_id
         spec["copies"].append(copy_)
     body = {
         "apiVersion": API_VERSION,
@@ -171,32 +173,30 @@ def recovery_point(policy_body: dict, job: dict, summary: dict, name: str,
     return body
 
 
-def fingerprint_tags(fp: dict | None) -> dict:
+def fingerprint_tags(fp: FingerprintResult | None) -> dict:
     """spec.fingerprint's result as tags: ``verifyOutput`` (what drills compare) or why it is missing."""
-    if not isinstance(fp, dict):
+    if fp is None:
         return {}
-    if isinstance(fp.get("out"), str):
-        return {"verifyOutput": fp["out"][:256]}
-    return {"verifyOutputError": str(fp.get("error") or "the fingerprint left no result")[:200]}
+    if fp.output is not None:
+        return {"verifyOutput": fp.output[:256]}
+    return {"verifyOutputError": (fp.error or "the fingerprint left no result")[:200]}
 
 
-def result_of(job: dict, summary: dict | None, report: str, point: str | None) -> dict:
-    """The compact outcome stored on the Job (``dr.lifeline.io/result``) once it is recorded."""
-    if job["operation"] == "prune":
-        return {"o": job["phase"], "op": "prune", "msg": report[:300],
-                "failed": {f["d"]: f.get("error", "")[:200] for f in (summary or {}).get("failed") or []}}
-    out = {"o": job["phase"], "op": "backup", "msg": report[:300]}
-    if summary:
-        out["start"], out["end"] = summary.get("start"), summary.get("end")
-        out["ok"] = [c["d"] for c in summary.get("ok") or []]
-        out["failed"] = {f["d"]: f.get("error", "")[:200] for f in summary.get("failed") or []}
-        out["rc"] = {f["d"]: f.get("rc") for f in summary.get("failed") or []}
-        if summary.get("error"):
-            out["error"] = summary["error"][:200]
-        if summary.get("ok"):
-            out["type"] = summary["ok"][0]["t"]
-    if point:
-        out["rp"] = point
+def result_of(job: dict, summary: BackupSummary | PruneReport | None, report: str, point: str | None,
+              problem: str | None = None) -> JobRecord:
+    """The record stored on the Job (``dr.lifeline.io/result``) once it is recorded.
+
+    ``problem``: why the agent's summary could not be used; it is the recorded error then."""
+    failures = summary.failures if summary is not None else []
+    out = JobRecord(outcome=job["phase"], operation="prune" if job["operation"] == "prune" else "backup",
+                    report=report[:300], failures={f.destination: f.error[:200] for f in failures},
+                    recovery_point=point, error=problem[:200] if problem else None)
+    if isinstance(summary, BackupSummary):
+        out.start, out.end = summary.start, summary.end
+        out.stored_at = [c.destination for c in summary.copies]
+        out.exit_codes = {f.destination: f.exit_code for f in failures}
+        out.error = summary.error[:200] if summary.error else None
+        out.type = summary.copies[0].type if summary.copies else None
     return out
 
 

@@ -38,6 +38,7 @@ from .backup import PlanError, parse_key_ref, schedules
 from .backup_points import parse_time, rfc3339
 from .backup_schedule import describe, longest_gap
 from .continuous import SHIP_SCAN_SECONDS
+from .job_record import JobRecord
 from .readiness import EventPlan
 from .snapshot import SNAPSHOT_REASONS
 
@@ -229,14 +230,14 @@ def _hooks_note(spec: BackupPolicySpec) -> str:
     return ""
 
 
-def _snapshot_failure(jobs: list[dict]) -> dict | None:
+def _snapshot_failure(jobs: list[dict]) -> JobRecord | None:
     """The newest snapshot pipeline's failure about the source, unless a backup succeeded since."""
     newest = None
     for job in sorted(jobs, key=_job_key):
-        r = job.get("result") or {}
-        if job["operation"] == "trigger" and r.get("o") == "Failed" and r.get("reason") in SNAPSHOT_REASONS:
+        r = JobRecord.of(job) or JobRecord()
+        if job["operation"] == "trigger" and r.outcome == "Failed" and r.reason in SNAPSHOT_REASONS:
             newest = r
-        elif r.get("o") == "Succeeded" and job["operation"] == "backup":
+        elif r.outcome == "Succeeded" and job["operation"] == "backup":
             newest = None
     return newest
 
@@ -262,7 +263,7 @@ def _snapshot_source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
                                "spec.source.volumeSnapshot.volumeSnapshotClassName", None)
     failure = _snapshot_failure(x.jobs)
     if failure is not None:
-        return conditions.make("SourceAvailable", False, failure["reason"], failure.get("error") or "", None)
+        return conditions.make("SourceAvailable", False, failure.reason, failure.error or "", None)
     if ref is None or ref.exists is None:
         return conditions.make("SourceAvailable", None, "LookupFailed",
                                f"could not look up PersistentVolumeClaim {ns}/{vs.claim_name}: "
@@ -344,16 +345,17 @@ def _destinations(spec: BackupPolicySpec, ns: str, x: Inputs, dest_status: list[
                            "(there is no active probe yet)", None)
 
 
-def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None, last_result: dict | None) -> dict:
+def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None,
+          last_result: JobRecord | None) -> dict:
     if x.plan_error is not None and x.plan_error.condition == "KeysAvailable":
         return conditions.make("KeysAvailable", False, x.plan_error.reason, x.plan_error.message, None)
     ref = spec.encryption.key_ref
     scheme, secret, key = parse_key_ref(ref)
     if x.key_check is not None and x.key_check[0] == "False":  # what the key provider says now comes first
         return conditions.make("KeysAvailable", False, x.key_check[1], x.key_check[2], None)
-    if last_result and last_result.get("o") == "Failed" and last_result.get("rc") and \
-            all(rc == 4 for rc in last_result["rc"].values()):
-        errors = "; ".join(f"{d}: {e}" for d, e in (last_result.get("failed") or {}).items())
+    if last_result and last_result.outcome == "Failed" and last_result.exit_codes and \
+            all(rc == 4 for rc in last_result.exit_codes.values()):
+        errors = "; ".join(f"{d}: {e}" for d, e in last_result.failures.items())
         return conditions.make("KeysAvailable", False, "KeyRefused",
                                f"the latest backup could not use the key {ref}: {errors}", None)
     if secret:
@@ -412,10 +414,10 @@ def _as_backup(job: dict) -> dict | None:
         return None
     if not job.get("recorded"):
         return dict(job, phase="Running")
-    r = job.get("result") or {}
-    if r.get("mover"):  # the pipeline ran its mover, deleted once recorded: the backup is the mover's
-        return r.get("moved") or None
-    return job if r.get("o") == "Failed" else None
+    r = JobRecord.of(job) or JobRecord()
+    if r.mover:  # the pipeline ran its mover, deleted once recorded: the backup is the mover's
+        return r.moved or None
+    return job if r.outcome == "Failed" else None
 
 
 def _job_key(job: dict) -> tuple:
@@ -431,23 +433,23 @@ def _last_backup(job: dict) -> dict:
                 if job["operation"] == "trigger" else f"Job {job['name']} is running")
         lb.update(outcome="Running", message=text)
         return lb
-    r = job.get("result") or {}
-    lb["outcome"] = r.get("o") or job["phase"]
-    if r.get("type"):
-        lb["type"] = r["type"]
+    r = JobRecord.of(job) or JobRecord()
+    lb["outcome"] = r.outcome or job["phase"]
+    if r.type:
+        lb["type"] = r.type
     if job.get("completion"):
         lb["completionTime"] = job["completion"]
-    if r.get("rp"):
-        lb["recoveryPoint"] = r["rp"]
-    failed = r.get("failed") or {}
+    if r.recovery_point:
+        lb["recoveryPoint"] = r.recovery_point
+    failed = r.failures
     if lb["outcome"] == "Succeeded":
-        text = f"stored at {', '.join(r.get('ok') or [])}" if r.get("ok") else r.get("msg", "")
+        text = f"stored at {', '.join(r.stored_at)}" if r.stored_at else r.report
         if failed:
             text += "; failed at " + "; ".join(f"{d}: {e}" for d, e in failed.items())
     else:
-        text = r.get("error") or ("; ".join(f"{d}: {e}" for d, e in failed.items()) if failed else "")
+        text = r.error or ("; ".join(f"{d}: {e}" for d, e in failed.items()) if failed else "")
         if not text:  # no summary from the agent: what the Job and its pod said
-            text = r.get("msg") or job.get("failMessage") or "the Job failed"
+            text = r.report or job.get("failMessage") or "the Job failed"
             if job.get("reason") and job["reason"] not in text:
                 text = f"{job['reason']}: {text}"
     lb["message"] = text[:1000]
@@ -457,15 +459,15 @@ def _last_backup(job: dict) -> dict:
 def _destination_status(spec: BackupPolicySpec, stored: list[dict], jobs: list[dict]) -> list[dict]:
     by_name = {d["name"]: dict(d) for d in stored or []}
     for job in jobs:
-        r, t = job.get("result") or {}, job.get("completion")
+        r, t = JobRecord.of(job) or JobRecord(), job.get("completion")
         if not t:
             continue
-        for name in r.get("ok") or []:
+        for name in r.stored_at:
             entry = by_name.setdefault(name, {"name": name})
             if (entry.get("lastAttemptTime") or "") <= t:
                 entry.update(lastOutcome="Succeeded", lastAttemptTime=t, lastSuccessTime=t)
                 entry.pop("message", None)
-        for name, error in (r.get("failed") or {}).items():
+        for name, error in r.failures.items():
             entry = by_name.setdefault(name, {"name": name})
             if (entry.get("lastAttemptTime") or "") <= t:
                 entry.update(lastOutcome="Failed", lastAttemptTime=t, message=error or "no reason given")
@@ -558,10 +560,10 @@ def plan_status(body: dict, x: Inputs) -> StatusPlan:
     if newest_job is not None and (last_backup is None
                                    or (newest_job["start"] or "") >= (last_backup.get("startTime") or "")):
         last_backup = _last_backup(newest_job)
-    last_result = (newest_job or {}).get("result") if newest_job and last_backup and \
+    last_result = JobRecord.of(newest_job) if newest_job and last_backup and \
         last_backup.get("job") == newest_job["name"] else None
     dest_status = _destination_status(spec, old.get("destinations") or [],
-                                      [j for j in backup_jobs if j.get("recorded") and j.get("result")])
+                                      [j for j in backup_jobs if j.get("recorded") and JobRecord.of(j) is not None])
 
     available = [p for p in x.points if p.get("phase") != "Pruned" and p.get("completion")]
     newest_point = max(available, key=lambda p: (parse_time(p["start"]), p["name"])) if available else None

@@ -41,7 +41,7 @@ def ship_args(spec: BackupPolicySpec) -> list[str]:
             "--pattern", src.segment_pattern, "--state", STATE_DIR, "--queue-max", str(QUEUE_MAX),
             "--metrics-port", str(METRICS_PORT), "--create"]
     for i, dest in enumerate(spec.destinations):
-        args += ["--repo", destination_plan(i, dest)["repository"]]
+        args += ["--repo", destination_plan(i, dest).repository]
     scheme, _secret, key = parse_key_ref(spec.encryption.key_ref)
     if scheme == "secret":
         args += ["--key-file", f"{KEY_MOUNT}/{key}"]

@@ -1,50 +1,30 @@
 """A drill run's measurements -> its DrillRun record, its verdict and its history. Pure.
 
 Durations come from the data plane, never from the operator's clock: the restore agent times
-the manifest check and the restore with a monotonic clock (its termination summary), and the
-verify container times the user's command (``date +%s%N`` around it). The total is their sum,
+the manifest check and the restore with a monotonic clock (its termination summary, a
+:class:`~lifeline.messages.RestoreSummary`), and the verify container times the user's command
+(``date +%s%N`` around it; :class:`~lifeline.messages.VerifyReport`). The total is their sum,
 or the span between the restore Job's start and the verify Job's end when the cluster's
 timestamps say it took longer (pod scheduling and image pulls count against an RTO too).
 """
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime
+
+from lifeline.messages import RestoreSummary, VerifyReport
 
 from .backup_points import parse_time, rfc3339
 
-_VERIFY_HEAD = re.compile(r"^lifeline-verify rc=(\d+) ns=(\d*)\n?")
 
-
-def parse_restore_summary(message: str | None) -> dict | None:
-    """The restore agent's summary (``op: restore``) from a termination message, else None."""
-    try:
-        data = json.loads(message or "")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("op") == "restore" else None
-
-
-def parse_verify_message(message: str | None) -> dict | None:
-    """``{"rc", "seconds", "output"}`` from the verify container's termination message, else None."""
-    found = _VERIFY_HEAD.match(message or "")
-    if not found:
-        return None
-    rc, ns = found.groups()
-    return {"rc": int(rc), "seconds": round(int(ns) / 1e9, 3) if ns else None,
-            "output": (message or "")[found.end():].strip()}
-
-
-def verify_verdict(spec, output: dict | None, recorded: str | None) -> tuple[bool, str, str]:
+def verify_verdict(spec, output: VerifyReport | None, recorded: str | None) -> tuple[bool, str, str]:
     """``(ok, reason, message)`` of the user's verify command."""
     cmd = spec.verify.command
     if output is None:
         return False, "VerifyCommandFailed", "the verify command left no result (did its image start?)"
-    shown = output["output"][:200]
-    if output["rc"] != 0:
-        return False, "VerifyCommandFailed", f"the verify command exited with status {output['rc']}: {shown}"
-    if cmd.expect_output is not None and output["output"] != cmd.expect_output.strip():
+    shown = output.output[:200]
+    if output.exit_code != 0:
+        return False, "VerifyCommandFailed", f"the verify command exited with status {output.exit_code}: {shown}"
+    if cmd.expect_output is not None and output.output != cmd.expect_output.strip():
         return False, "UnexpectedOutput", (f"the verify command printed {shown!r}, expected "
                                            f"{cmd.expect_output.strip()!r}")
     if cmd.compare_to_backup:
@@ -52,7 +32,7 @@ def verify_verdict(spec, output: dict | None, recorded: str | None) -> tuple[boo
             return False, "NoRecordedValue", ("compareToBackup is set but the recovery point carries no "
                                               "verifyOutput tag; set the BackupPolicy's spec.fingerprint to record it at "
                                               "backup time, or use expectOutput")
-        if output["output"] != recorded.strip():
+        if output.output != recorded.strip():
             return False, "UnexpectedOutput", (f"the verify command printed {shown!r}, but {recorded.strip()!r} "
                                                "was recorded at backup time")
     return True, "Verified", f"the verify command printed {shown!r}"
@@ -63,7 +43,7 @@ def _span(start: str | None, end: str | None) -> float | None:
     return (b - a).total_seconds() if a and b else None
 
 
-def finish(run: dict, *, restore: dict | None, restore_job_failure: str | None, verify: dict | None,
+def finish(run: dict, *, restore: RestoreSummary | None, restore_job_failure: str | None, verify: VerifyReport | None,
            verify_needed: bool, verify_ok: tuple[bool, str, str] | None, spans: tuple[str | None, str | None],
            rto: float, rpo: float, point_time: datetime | None, now: datetime, ttl: float,
            keep_on_failure: bool) -> dict:
@@ -80,23 +60,23 @@ def finish(run: dict, *, restore: dict | None, restore_job_failure: str | None, 
         ok, reason = False, "RestoreJobFailed"
         message = restore_job_failure or "the restore Job ended without a summary from the agent"
     else:
-        parts = [restore.get("checksumSeconds"), restore.get("restoreSeconds")]
-        if restore.get("restoreSeconds") is not None:
-            out["restoreSeconds"] = round(float(restore["restoreSeconds"]) + float(restore.get("checksumSeconds") or 0), 3)
-        if restore.get("bytes") is not None:
-            out["bytesRestored"] = int(restore["bytes"])
-        if not restore.get("ok"):
-            ok, reason = False, restore.get("reason") or "RestoreFailed"
-            message = restore.get("error") or "the restore failed"
+        measured = restore.seconds or 0.0
+        if restore.restore_seconds is not None:
+            out["restoreSeconds"] = measured
+        if restore.bytes_restored is not None:
+            out["bytesRestored"] = restore.bytes_restored
+        if not restore.ok:
+            ok, reason = False, restore.reason or "RestoreFailed"
+            message = restore.error or "the restore failed"
         elif verify_needed:
-            if verify is not None and verify.get("seconds") is not None:
-                out["verifySeconds"] = verify["seconds"]
+            if verify is not None and verify.seconds is not None:
+                out["verifySeconds"] = verify.seconds
             if verify is not None:
-                out["verifyOutput"] = verify["output"][:512]
+                out["verifyOutput"] = verify.output[:512]
             ok, reason, message = verify_ok or (False, "VerifyCommandFailed", "the verify command did not run")
-        measured = sum(float(p) for p in parts if p is not None) + float(out.get("verifySeconds") or 0)
+        measured += float(out.get("verifySeconds") or 0)
         wall = _span(*spans)
-        if restore.get("restoreSeconds") is not None:
+        if restore.restore_seconds is not None:
             out["totalSeconds"] = round(max(measured, wall or 0.0), 3)
     if out.get("totalSeconds") is not None:
         out["rtoMet"] = out["totalSeconds"] <= rto

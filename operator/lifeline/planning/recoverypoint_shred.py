@@ -8,7 +8,8 @@
   otherwise destroying its key would silently destroy theirs;
 * :func:`shred_job` — the Job that runs ``python -m lifeline.keys.shred_job`` (the same
   ``lifeline keys shred`` a person runs) with the destinations' credentials;
-* :func:`outcome` — whether a finished Job's summary lets the finalizer go.
+* :func:`outcome` — whether a finished Job's summary (a :class:`~lifeline.messages.ShredSummary`)
+  lets the finalizer go.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 
 from lifeline import API_VERSION
 from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.messages import PLAN_ENV, KeyPlan, ShredCopyPlan, ShredPlan, ShredSummary
 
 from . import backup
 
@@ -170,19 +172,17 @@ def shred_job(point: dict, facts: ShredFacts, attempt: int) -> dict:
     pod = backup.pod_spec(namespace, policy, spec, "prune", None, bfacts)
     base = backup.job_plan(namespace, policy, spec, "prune", None)
     account = spec.pod.service_account_name or "default"
-    plan = {
-        "v": 1, "operation": "shred", "namespace": namespace, "policy": policy, "recoveryPoint": name,
-        "copies": [{"destination": c["destination"], "snapshotId": c["snapshotId"]}
-                   for c in (point.get("spec") or {}).get("copies") or []],
-        "destinations": base["destinations"], "key": {"ref": base["key"]["ref"]},
+    plan = ShredPlan(
+        namespace=namespace, policy=policy, recovery_point=name,
+        copies=[ShredCopyPlan(destination=c["destination"], snapshot_id=c["snapshotId"])
+                for c in (point.get("spec") or {}).get("copies") or []],
+        destinations=base.destinations, key=KeyPlan(ref=base.key.ref),
         # who shreds: the Job's own Kubernetes identity, on the policy's behalf
-        "actor": f"system:serviceaccount:{namespace}:{account}",
-        "reason": f"RecoveryPoint {namespace}/{name} deleted under deletionPolicy Shred of BackupPolicy {policy}",
-    }
+        actor=f"system:serviceaccount:{namespace}:{account}",
+        reason=f"RecoveryPoint {namespace}/{name} deleted under deletionPolicy Shred of BackupPolicy {policy}")
     agent = pod["containers"][0]
     agent["command"], agent["args"] = list(JOB_COMMAND), []
-    agent["env"] = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
-                    *(e for e in agent["env"] if e["name"] != "LIFELINE_JOB_PLAN")]
+    agent["env"] = [plan.to_env(), *(e for e in agent["env"] if e["name"] != PLAN_ENV)]
     # the shred needs no key file: drop the key Secret (it may be gone already)
     agent["volumeMounts"] = [m for m in agent["volumeMounts"] if m["name"] != "key"]
     pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "key"]
@@ -209,30 +209,39 @@ def shred_job(point: dict, facts: ShredFacts, attempt: int) -> dict:
 # ---- outcomes --------------------------------------------------------------------------------
 
 
-def parse_summary(message: str | None) -> dict | None:
-    try:
-        data = json.loads((message or "").strip())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("v") == 1 and data.get("op") == "shred" else None
+def plan_of(job: dict) -> ShredPlan | None:
+    """The shred plan a Job was given (who shreds, why; no secret is in it), None when unreadable."""
+    from lifeline.messages import UnreadableMessage, read_plan
+
+    for c in job["spec"]["template"]["spec"].get("containers") or []:
+        for e in c.get("env") or []:
+            if e.get("name") == PLAN_ENV:
+                try:
+                    return read_plan(e.get("value"), ShredPlan)
+                except UnreadableMessage:
+                    return None
+    return None
 
 
-def outcome(summary: dict | None, report: str) -> tuple[bool, str, list[str]]:
-    """(shredded everywhere?, a sentence for the Event, the epochs destroyed)."""
+def outcome(summary: ShredSummary | None, report: str, problem: str | None = None) -> tuple[bool, str, list[str]]:
+    """(shredded everywhere?, a sentence for the Event, the epochs destroyed).
+
+    ``problem``: why the Job's summary could not be read (cut off, not valid), when it could not."""
     if summary is None:
+        if problem:
+            return False, f"{problem} ({report})", []
         return False, f"the shred Job left no summary ({report})", []
-    done = summary.get("ok") or []
-    failed = summary.get("failed") or []
-    epochs = sorted({o["epoch"] for o in done if o.get("epoch")})
+    done, failed = summary.shredded, summary.failures
+    epochs = sorted({o.epoch for o in done if o.epoch})
     if failed or not done:
-        why = "; ".join(f"{f.get('d')}: {f.get('error')}" for f in failed) or "no copy was shredded"
+        why = "; ".join(f"{f.destination}: {f.error}" for f in failed) or "no copy was shredded"
         return False, why, epochs
     parts = []
     for o in done:
-        if o.get("already"):
-            parts.append(f"{o['d']}: already shredded")
+        if o.already:
+            parts.append(f"{o.destination}: already shredded")
         else:
-            parts.append(f"{o['d']}: key epoch {o['epoch']} destroyed at {o['at']} by {o['actor']}")
+            parts.append(f"{o.destination}: key epoch {o.epoch} destroyed at {o.shredded_at} by {o.actor}")
     return True, "; ".join(parts), epochs
 
 

@@ -21,13 +21,12 @@ complete Job manifest:
   point's byte stream is piped into, such as ``pg_restore -d his`` or ``psql``.
 
 What the pod runs: an ``agent`` container, ``python -m lifeline.agent.restore_task restore``,
-reading its task from ``LIFELINE_JOB_PLAN`` (JSON, no secret in it). It checks the stored
-manifest against the checksum the RecoveryPoint recorded, restores (every chunk is
-authenticated on the way), and writes a compact JSON summary to its termination message:
-``{"v":1,"op":"restore","ok":bool,"reason":..,"error":..,"bytes":..,"files":..,
-"restoreSeconds":..,"checksumSeconds":..,"start":..,"end":..,"snapshotId":..,"checksum":..}``
-(see :func:`lifeline.planning.drill_measure.parse_restore_summary`). Durations are measured by
-the agent itself (monotonic clock), so they are real whatever clock the cluster keeps.
+reading its task from ``LIFELINE_JOB_PLAN`` (a :class:`~lifeline.messages.RestorePlan`, no
+secret in it). It checks the stored manifest against the checksum the RecoveryPoint recorded,
+restores (every chunk is authenticated on the way), and writes a
+:class:`~lifeline.messages.RestoreSummary` to its termination message (ok, reason, error, bytes,
+files, restoreSeconds, checksumSeconds, ...). Durations are measured by the agent itself
+(monotonic clock), so they are real whatever clock the cluster keeps.
 
 For a command target the pod mirrors a dump backup: an init container makes a FIFO in a shared
 emptyDir (``/restore/stream``), the agent writes the stream into it, the ``load`` container runs
@@ -47,6 +46,7 @@ import json
 from dataclasses import dataclass, field
 
 from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.messages import RestorePlan, RestoreTargetPlan
 
 from . import backup, restore_pitr as pitr
 from .backup import Facts, PlanError
@@ -141,36 +141,31 @@ def claims_needed(policy: BackupPolicySpec, copy: dict) -> list[str]:
 
 
 def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: BackupPolicySpec, copy: dict,
-                 target: RestoreTarget) -> dict:
+                 target: RestoreTarget) -> RestorePlan:
     """The task ``python -m lifeline.agent.restore_task`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
     index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])
     dest = backup.destination_plan(index, spec.destinations[index])
     p_spec = point.get("spec") or {}
-    plan: dict = {
-        "v": 1, "operation": "restore", "namespace": policy_namespace, "policy": policy_name,
-        "point": (point.get("metadata") or {}).get("name"),
-        "snapshotId": copy["snapshotId"],
-        # the copy's own checksum when it differs from the point's (another repository, another manifest)
-        "manifestChecksum": copy.get("manifestChecksum") or p_spec.get("manifestChecksum"),
-        "destinations": [dest],
-        "key": backup.key_plan(spec),
-    }
     if target.claim_name:
-        plan["target"] = {"kind": "dir", "path": backup._inside(TARGET_MOUNT, target.path, "target path"),
-                          **({"overwrite": True} if target.overwrite else {})}
+        where = RestoreTargetPlan(kind="dir", path=backup._inside(TARGET_MOUNT, target.path, "target path"),
+                                  overwrite=target.overwrite)
     else:
-        plan["target"] = {"kind": "fifo", "path": FIFO, "exitCode": EXIT_CODE, "errors": LOAD_ERRORS}
-    return plan
+        where = RestoreTargetPlan(kind="fifo", path=FIFO, exit_code=EXIT_CODE, errors=LOAD_ERRORS)
+    return RestorePlan(
+        namespace=policy_namespace, policy=policy_name, point=(point.get("metadata") or {}).get("name"),
+        snapshot_id=copy["snapshotId"],
+        # the copy's own checksum when it differs from the point's (another repository, another manifest)
+        manifest_checksum=copy.get("manifestChecksum") or p_spec.get("manifestChecksum"),
+        destinations=[dest], key=backup.key_plan(spec), target=where)
 
 
 def _labels(policy: str, extra: dict) -> dict:
     return {**backup.labels(policy, COMPONENT), **extra}
 
 
-def pod_spec(plan: dict, spec: BackupPolicySpec, copy: dict, target: RestoreTarget, facts: Facts) -> dict:
+def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: RestoreTarget, facts: Facts) -> dict:
     key_scheme = backup.parse_key_ref(spec.encryption.key_ref)[0]
-    env = [{"name": "LIFELINE_JOB_PLAN", "value": json.dumps(plan, sort_keys=True, separators=(",", ":"))},
-           {"name": "HOME", "value": "/tmp"}]
+    env = [plan.to_env(), {"name": "HOME", "value": "/tmp"}]
     if key_scheme.startswith("vault"):
         env += [{"name": k, "value": v} for k, v in facts.vault_env]
     index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])

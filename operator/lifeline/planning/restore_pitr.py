@@ -14,48 +14,24 @@ directory (the workload, or a drill's verify pod), not in this Job: the agent im
 PostgreSQL. ``prefetch=False`` keeps the older shape (``restore_command`` calling ``lifeline
 agent wal-fetch`` with the key), for a database pod that has the agent and the key.
 
-The container runs a short Python program (:data:`SCRIPT`) in the agent image: ``restore-pitr
---json`` (a key mounted from a Secret is passed as ``--key-file``, which the agent copies to a
-private 0600 file itself), and its outcome becomes the termination message the Restore
-controller reads (``{"v":1,"op":"restore","ok":..,"reason":..,"error":..,"bytes":..}``).
-Exit 3 (a hole in the WAL before the target) is a failed restore with reason ``WALGap``: the
-directory then recovers only to the last good segment, and the message names the missing range.
+The container runs :mod:`lifeline.agent.pitr_task`: ``restore-pitr --json`` (a key mounted from a
+Secret is passed as ``--key-file``, which the agent copies to a private 0600 file itself), and its
+outcome becomes the restore summary (:class:`~lifeline.messages.RestoreSummary`) in the
+termination message the Restore controller reads. Exit 3 (a hole in the WAL before the target) is
+a failed restore with reason ``WALGap``: the directory then recovers only to the last good
+segment, and the message names the missing range.
 """
 from __future__ import annotations
 
 from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.messages import PLAN_ENV, RestorePlan
 
 from . import backup
 from .backup import PlanError
 
 FETCH_PREFIX = "lifeline agent"  # without prefetch: how the restored database's restore_command calls the agent
 PREFETCH = "--prefetch-wal"
-COMMAND = ("python", "-c")
-SCRIPT = r"""
-import json, os, subprocess, sys
-proc = subprocess.run([sys.executable, "-m", "lifeline.agent", "restore-pitr", "--json"] + sys.argv[1:],
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-sys.stderr.write(proc.stderr)
-sys.stdout.write(proc.stdout)
-try:
-    result = json.loads(proc.stdout)
-except ValueError:
-    result = {}
-wal = result.get("wal") or {}
-summary = {"v": 1, "op": "restore", "ok": proc.returncode == 0, "bytes": result.get("bytes"),
-           "files": result.get("files"), "baseBackup": result.get("base_backup"),
-           "recoveryTargetTime": result.get("recovery_target_time"), "lastSegment": wal.get("last_good")}
-if proc.returncode == 3:
-    summary.update(reason="WALGap", error="the shipped WAL has a hole before the target: "
-                   + "; ".join((wal.get("gaps") or [])[:3] + ([wal["damaged"]["name"] + " is damaged"]
-                                                             if wal.get("damaged") else []))
-                   + "; the directory recovers only to " + str(wal.get("last_good")))
-elif proc.returncode != 0:
-    summary.update(reason="RestoreFailed", error=(proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][-500:])
-with open(os.environ.get("LIFELINE_TERMINATION_LOG", "/dev/termination-log"), "w") as out:
-    out.write(json.dumps({k: v for k, v in summary.items() if v is not None}))
-sys.exit(proc.returncode)
-""".strip()
+COMMAND = ("python", "-m", "lifeline.agent.pitr_task")
 
 
 def require_continuous(spec: BackupPolicySpec, policy: str) -> None:
@@ -69,20 +45,20 @@ def require_continuous(spec: BackupPolicySpec, policy: str) -> None:
 
 
 def command() -> list[str]:
-    return [*COMMAND, SCRIPT]
+    return list(COMMAND)
 
 
-def args(plan: dict, target_time: str, *, no_archive: bool = False, prefetch: bool = True) -> list[str]:
-    """restore-pitr's arguments (after :data:`SCRIPT`): target, repository, key, then the directory."""
-    key = plan["key"]
-    out = ["--target-time", target_time, "--repo", plan["destinations"][0]["repository"]]
-    out += ["--key-file", key["file"]] if key.get("file") else ["--key", key["ref"]]
+def args(plan: RestorePlan, target_time: str, *, no_archive: bool = False, prefetch: bool = True) -> list[str]:
+    """restore-pitr's arguments: target, repository, key, then the directory."""
+    key = plan.key
+    out = ["--target-time", target_time, "--repo", plan.destinations[0].repository]
+    out += ["--key-file", key.file] if key.file else ["--key", key.ref]
     # only this policy's base backups (the base-backup Job names its source namespace/policy)
-    out += ["--source", f"{plan['namespace']}/{plan['policy']}"]
+    out += ["--source", f"{plan.namespace}/{plan.policy}"]
     out += [PREFETCH] if prefetch else ["--fetch-command", FETCH_PREFIX]
     if no_archive:
         out.append("--no-archive")
-    return out + [plan["target"]["path"]]
+    return out + [plan.target.path]
 
 
 def env(base: list[dict], spec: BackupPolicySpec, copy: dict) -> list[dict]:
@@ -92,7 +68,7 @@ def env(base: list[dict], spec: BackupPolicySpec, copy: dict) -> list[dict]:
     old, new = backup.s3_env_prefix(index), backup.s3_env_prefix(0)
     out = []
     for e in base:
-        if e["name"] == "LIFELINE_JOB_PLAN":
+        if e["name"] == PLAN_ENV:
             continue
         out.append({**e, "name": new + e["name"][len(old):]} if e["name"].startswith(old) else e)
     s3 = spec.destinations[index].s3

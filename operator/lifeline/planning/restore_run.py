@@ -32,20 +32,8 @@ LABEL_RESTORE = "dr.lifeline.io/restore"
 LABEL_STATE = "dr.lifeline.io/restore-state"
 ANN_RESTORED_FROM = "dr.lifeline.io/restored-from"
 GUARD = "check-target"
-# Run by the guard container (the agent image's python): refuse a target that holds anything.
-GUARD_SCRIPT = """
-import os, sys
-path = sys.argv[1]
-entries = sorted(e for e in os.listdir(path) if e != "lost+found") if os.path.isdir(path) else []
-if entries:
-    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-    message = (f"target {sys.argv[2]} is not empty ({len(entries)} entries: {shown}): nothing was written; "
-               "set overwrite: true in a new Restore to restore over it")
-    with open(os.environ.get("LIFELINE_TERMINATION_LOG", "/dev/termination-log"), "w") as out:
-        out.write(json.dumps({"v": 1, "op": "restore", "ok": False, "reason": "TargetNotEmpty", "error": message}))
-    print(message, file=sys.stderr)
-    sys.exit(2)
-""".replace("import os, sys", "import json, os, sys").strip()
+# The guard container (the agent image): refuse a target that holds anything (lifeline.agent.target_guard).
+GUARD_COMMAND = ("python", "-m", "lifeline.agent.target_guard")
 
 
 def job_name(restore: str) -> str:
@@ -110,7 +98,7 @@ def job(body: dict, point: dict, policy_body: dict, facts: backup.Facts) -> dict
         shown = f"{spec['target']['pvc']['claimName']}:{spec['target']['pvc'].get('path') or '/'}"
         pod.setdefault("initContainers", []).insert(0, {
             "name": GUARD, "image": agent["image"], "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-c", GUARD_SCRIPT, path, shown],
+            "command": [*GUARD_COMMAND, path, shown],
             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
             "securityContext": agent["securityContext"],
             "volumeMounts": [m for m in agent["volumeMounts"] if m["name"] == "target"],
