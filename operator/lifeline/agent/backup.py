@@ -297,6 +297,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             "type": kind,
             "parent": parent.id if parent else None,
             "epoch": keys.epoch_id,
+            "cipher": keys.cipher,
             "key_ref": repo.epoch_record(keys.epoch_id).get("key_ref", provider.ref),
             "source": source.describe(),
             "hostname": socket.gethostname(),
@@ -320,6 +321,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         "parent_id": header["parent"],
         "repository": repo.url,
         "epoch": keys.epoch_id,
+        "cipher": keys.cipher,
         "source": header["source"],
         "size_bytes": stats.size_bytes,
         "stored_bytes": stats.stored_bytes,
@@ -350,7 +352,7 @@ def _confirm_key(repo: Repository, provider, keys: EpochKeys) -> None:
         exc.args = (f"the backup was not published: its data key could not be unwrapped again "
                     f"before publishing ({exc})",)
         raise
-    if EpochKeys(keys.epoch_id, dek).id_key != keys.id_key:
+    if EpochKeys(keys.epoch_id, dek, cipher=keys.cipher).id_key != keys.id_key:
         raise LifelineError(f"the backup was not published: keys/{keys.epoch_id} no longer opens "
                             "to the key this backup used")
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 
 from lifeline.repository.backend import S3Options, open_backend
-from lifeline.repository.errors import DamagedData, LifelineError, RepositoryNotFound, UsageError
+from lifeline.repository.errors import CipherUnavailable, DamagedData, LifelineError, RepositoryNotFound, UsageError
 from lifeline.repository.repo import Repository
 from lifeline.repository.segments import SegmentNotFound, SegmentStore
 
@@ -46,8 +46,9 @@ def destinations(urls: list[str], base: S3Options | None = None, env: dict | Non
     return out
 
 
-def open_store(dest: Destination, key_ref: str | None, *, create: bool = False) -> SegmentStore:
-    """The segment store of one destination (creating the repository when asked and missing)."""
+def open_store(dest: Destination, key_ref: str | None, *, create: bool = False,
+               cipher: str = "aes-256-gcm") -> SegmentStore:
+    """The segment store of one destination (creating the repository, of ``cipher``, when asked and missing)."""
     from lifeline.keys import provider_from_ref
     from lifeline.keys.choice import provider_for
 
@@ -58,7 +59,9 @@ def open_store(dest: Destination, key_ref: str | None, *, create: bool = False) 
             raise
         provider = provider_from_ref(key_ref or "")
         try:
-            repo = Repository.init(open_backend(dest.url, dest.s3, create=True), provider)
+            repo = Repository.init(open_backend(dest.url, dest.s3, create=True), provider, cipher=cipher)
+        except CipherUnavailable:
+            raise
         except LifelineError:
             repo = Repository.open(open_backend(dest.url, dest.s3))
         return SegmentStore(repo, provider)

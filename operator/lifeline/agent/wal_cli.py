@@ -34,6 +34,14 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _cipher_option(p) -> None:
+    from .cli import _cipher
+
+    p.add_argument("--cipher", type=_cipher, default="aes-256-gcm", metavar="{aes-256-gcm,sm4-gcm}",
+                   help="cipher of a repository --create makes (default aes-256-gcm; an existing repository "
+                        "keeps the one it was made with)")
+
+
 def register(sub) -> None:
     common = _common()
     p = sub.add_parser("wal-push", parents=[common], help="store one closed WAL segment (archive_command)",
@@ -42,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("path", help="the segment file (%%p)")
     p.add_argument("--name", help="name to store it under (default: the file's name, %%f)")
     p.add_argument("--create", action="store_true", help="create a missing repository (needs --key)")
+    _cipher_option(p)
     p.set_defaults(func=cmd_wal_push)
 
     p = sub.add_parser("wal-fetch", parents=[common], help="fetch and verify one WAL segment (restore_command)",
@@ -64,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--status-every", type=float, default=10.0, help="status line at least this often (seconds)")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0 = off)")
     p.add_argument("--create", action="store_true", help="create missing repositories (needs --key)")
+    _cipher_option(p)
     p.add_argument("--delete-shipped", action="store_true",
                    help="delete a segment from DIR once every repository has it (DIR must be writable)")
     p.add_argument("--key-file",
@@ -112,7 +122,8 @@ def _dests(args):
 def _stores(args, *, create: bool = False):
     from .wal import open_store
 
-    return [open_store(d, args.key, create=create) for d in _dests(args)]
+    cipher = getattr(args, "cipher", "aes-256-gcm")  # wal-push and ship have --cipher (for --create)
+    return [open_store(d, args.key, create=create, cipher=cipher) for d in _dests(args)]
 
 
 def _emit(args, obj: dict, human: str) -> None:
@@ -200,7 +211,7 @@ def cmd_ship(args) -> int:
     if args.key_file:
         args.key = _private_key_copy(args.key_file, state)
     shipper = Shipper(args.dir, _dests(args), args.key, state, pattern=args.pattern, queue_max=args.queue_max,
-                      create=args.create, delete_shipped=args.delete_shipped)
+                      create=args.create, cipher=args.cipher, delete_shipped=args.delete_shipped)
     metrics = Metrics(args.metrics_port) if args.metrics_port else None
     try:
         return shipper.run(interval=args.interval, status_every=args.status_every, once=args.once, metrics=metrics)

@@ -60,11 +60,12 @@ class DestState:
 class Shipper:
     def __init__(self, directory: str, dests: list[Destination], key_ref: str | None, state_dir: str, *,
                  pattern: str = "*", queue_max: int = 256, create: bool = False, delete_shipped: bool = False,
-                 clock=time.time, out=None):
+                 clock=time.time, out=None, cipher: str = "aes-256-gcm"):
         if queue_max < 1:
             raise LifelineError("--queue-max must be at least 1")
         self.dir, self.pattern, self.queue_max = directory, pattern, queue_max
         self.key_ref, self.create, self.delete_shipped = key_ref, create, delete_shipped
+        self.cipher = cipher  # of the repositories --create makes
         self.state_dir = state_dir
         self.queue_dir = os.path.join(state_dir, QUEUE)
         os.makedirs(self.queue_dir, exist_ok=True)
@@ -158,7 +159,7 @@ class Shipper:
 
     def _store(self, d: DestState):
         if d.store is None:
-            d.store = open_store(d.dest, self.key_ref, create=self.create)
+            d.store = open_store(d.dest, self.key_ref, create=self.create, cipher=self.cipher)
         return d.store
 
     def ship(self) -> int:

@@ -5,7 +5,7 @@ Small modules, one job each:
 * :mod:`.layout`   — object names and constants (format version)
 * :mod:`.backend`, :mod:`.backend_file`, :mod:`.backend_s3` — where bytes live
 * :mod:`.chunker`  — content-defined chunking (FastCDC)
-* :mod:`.crypto`   — per-epoch keys, keyed chunk ids, sealed blobs (zstd + AES-256-GCM)
+* :mod:`.crypto`   — per-epoch keys, keyed chunk ids, sealed blobs (zstd + AES-256-GCM or SM4-GCM)
 * :mod:`.pack`     — pack objects
 * :mod:`.index`    — index segments
 * :mod:`.manifest` — recovery point objects

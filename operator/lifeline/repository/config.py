@@ -19,9 +19,10 @@ import binascii
 import json
 import secrets
 
-from .crypto import MacKeys
+from .crypto import AES_256_GCM, CIPHERS, DEFAULT_CIPHER, MacKeys
 from .errors import FormatError, TamperedData, UsageError
-from .layout import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, FORMAT_NAME, FORMAT_VERSION, PACK_TARGET
+from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CIPHER_FORMAT_VERSION, CONFIG, FORMAT_NAME, FORMAT_VERSION,
+                     PACK_TARGET)
 
 
 def canonical(config: dict) -> bytes:
@@ -30,14 +31,27 @@ def canonical(config: dict) -> bytes:
                       separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def new(provider, *, compression_level: int, created_at: str) -> tuple[dict, MacKeys]:
-    """A fresh config, authenticated under a new anchor key (returned, to seal the first head)."""
+def check_cipher_name(name) -> str:
+    """``name`` if it is a cipher a repository can be created with, else a UsageError that lists them."""
+    if name not in CIPHERS:
+        raise UsageError(f"unknown cipher {name!r}: choose " + " or ".join(
+            f"{c.name} ({c.what})" for c in CIPHERS.values()) + f"; the default is {DEFAULT_CIPHER}")
+    return name
+
+
+def new(provider, *, compression_level: int, created_at: str,
+        cipher: str = DEFAULT_CIPHER) -> tuple[dict, MacKeys]:
+    """A fresh config, authenticated under a new anchor key (returned, to seal the first head).
+
+    ``encryption`` names the repository's cipher for good: every epoch seals with it, and the
+    config MAC (under the anchor and every epoch key) covers it."""
     if not 0 <= compression_level <= 19:
         raise UsageError("compression level must be 0 (off) to 19")
+    check_cipher_name(cipher)
     dek, wrapped = provider.new_data_key()
     config = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if cipher == AES_256_GCM else CIPHER_FORMAT_VERSION,
         "id": secrets.token_hex(16),
         "created_at": created_at,
         "key_ref": provider.ref,
@@ -46,7 +60,7 @@ def new(provider, *, compression_level: int, created_at: str) -> tuple[dict, Mac
         "pack_target": PACK_TARGET,
         "compression": "zstd",
         "compression_level": compression_level,
-        "encryption": "aes-256-gcm",
+        "encryption": cipher,
         "chunk_id": "blake3-keyed",
         "anchor": base64.b64encode(wrapped).decode(),
     }
@@ -63,14 +77,14 @@ def check_format(url: str, config) -> None:
         version = int(config.get("version", 0))
     except (TypeError, ValueError):
         version = 0
-    if version > FORMAT_VERSION:
+    if version > CIPHER_FORMAT_VERSION:
         raise FormatError(f"repository format version {config.get('version')!r} is newer than this lifeline "
-                          f"supports ({FORMAT_VERSION}): upgrade lifeline")
+                          f"supports ({CIPHER_FORMAT_VERSION}): upgrade lifeline")
     if version < FORMAT_VERSION:
         raise FormatError(
             f"the repository at {url} has format version {config.get('version')!r}, whose config and catalogue "
-            f"are not authenticated; this lifeline reads version {FORMAT_VERSION} only. Restore what you need "
-            "with the lifeline that wrote it, and back up into a new repository")
+            f"are not authenticated; this lifeline reads versions {FORMAT_VERSION} and {CIPHER_FORMAT_VERSION} only. "
+            "Restore what you need with the lifeline that wrote it, and back up into a new repository")
 
 
 def wrapped_anchor(config: dict) -> bytes:
@@ -86,5 +100,5 @@ def check(url: str, config: dict, macs: MacKeys, tag, proof: str) -> None:
     if not macs.verify("config", canonical(config), tag):
         raise TamperedData(
             f"the repository {CONFIG} at {url} failed authentication (checked with the key of {proof}): storage "
-            "changed it (chunker, compression, pack size or key reference) or that object; refusing to use it",
+            "changed it (cipher, chunker, compression, pack size or key reference) or that object; refusing to use it",
             obj=CONFIG)

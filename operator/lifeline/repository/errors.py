@@ -33,6 +33,12 @@ class FormatError(LifelineError):
     exit_code = 1
 
 
+class CipherUnavailable(LifelineError):
+    """The repository's cipher is one this lifeline cannot run (SM4 without an OpenSSL that has it)."""
+
+    exit_code = 1
+
+
 class KeyMismatch(LifelineError):
     """The key given cannot unwrap the repository's data keys."""
 

@@ -5,6 +5,11 @@ FORMAT_NAME = "lifeline-repository"
 # 2: config, catalogue head and index segments are authenticated (MACs under the data keys).
 # Version 1 repositories are refused: their unauthenticated config could not be told from a forged one.
 FORMAT_VERSION = 2
+# 3: a version 2 repository whose cipher is not AES-256-GCM (config "encryption": "sm4-gcm"). Only the
+# config says 3 (points, head, index and log segments are exactly as in version 2): a lifeline from before
+# SM4 then refuses the repository ("newer than this lifeline supports") instead of reading its SM4 blobs
+# as damaged AES ones, or writing an AES epoch into it.
+CIPHER_FORMAT_VERSION = 3
 
 CONFIG = "config"
 HEAD = "head"  # the catalogue head: which points were published (rollback detection)

@@ -5,8 +5,8 @@ Layout::
     "LLPOINT1" | header length (u32 LE) | header (UTF-8 JSON) | sealed tree
 
 The header holds what the catalogue needs without the key (id, type, parent, epoch,
-times, sizes, tags, source). The tree is zstd-compressed JSON sealed with the
-epoch's AES-GCM key; the AAD is everything before it, so the header is
+times, sizes, tags, source, cipher). The tree is zstd-compressed JSON sealed with the
+epoch's key in the repository's cipher; the AAD is everything before it, so the header is
 authenticated too and cannot be edited without detection on restore/verify.
 
 Tree entries (one per path, parents before children; ``""`` is the root)::
@@ -25,7 +25,7 @@ import struct
 
 import zstandard
 
-from .crypto import EpochKeys
+from .crypto import DEFAULT_CIPHER, EpochKeys
 from .errors import DamagedData, FormatError
 from .layout import FORMAT_VERSION, POINT_MAGIC
 
@@ -63,6 +63,11 @@ def decode_header(name: str, data: bytes) -> dict:
 
 def decode_tree(keys: EpochKeys, name: str, data: bytes) -> tuple[dict, list[dict]]:
     prefix, header, sealed = _split(name, data)
+    claimed = header.get("cipher", DEFAULT_CIPHER)  # points written before SM4: AES
+    if claimed != keys.cipher:
+        raise DamagedData(f"point {name} says it is encrypted with {claimed!r}, but this repository encrypts "
+                          f"with {keys.cipher} (a repository never mixes ciphers): it was changed or put here "
+                          "from another repository", obj=name)
     plain = keys.open_object(sealed, prefix, f"point {name}")
     try:
         tree = json.loads(zstandard.ZstdDecompressor().decompress(plain))

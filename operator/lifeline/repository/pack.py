@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     "LLPACK01" | epoch id (16 bytes) | blob | blob | ... |
     sealed directory | directory length (u32) | "LLPEND01"
 
-The sealed directory is AES-GCM (epoch key) over N records of
+The sealed directory is AEAD-sealed (the epoch key, the repository's cipher) over N records of
 ``chunk id (32) | offset (u64) | length (u32) | raw length (u32)`` with AAD
 ``"LLPD" | epoch id | pack id``. It makes each pack self-describing, so a lost
 index can be rebuilt from the packs alone; the index is what is read normally.

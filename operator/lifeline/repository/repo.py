@@ -17,8 +17,8 @@ import blake3
 from . import catalogue
 from . import config as config_auth
 from .backend import Backend
-from .crypto import EpochKeys, MacKeys
-from .errors import (DamagedData, FormatError, LifelineError, ObjectNotFound, PointNotFound,
+from .crypto import CIPHERS, DEFAULT_CIPHER, EpochKeys, MacKeys, cipher_problem
+from .errors import (CipherUnavailable, DamagedData, FormatError, LifelineError, ObjectNotFound, PointNotFound,
                      RepositoryExists, RepositoryNotFound, UsageError)
 from .index import Index, PackInfo, decode_segment, encode_segment, segment_epoch
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, PACK_TARGET,
@@ -63,12 +63,18 @@ class Repository:
 
     # --- lifecycle ----------------------------------------------------------------
     @classmethod
-    def init(cls, backend: Backend, provider, *, compression_level: int = 1) -> "Repository":
-        """Create the config (authenticated under a new anchor key) and the empty catalogue head."""
+    def init(cls, backend: Backend, provider, *, compression_level: int = 1,
+             cipher: str = DEFAULT_CIPHER) -> "Repository":
+        """Create the config (authenticated under a new anchor key) and the empty catalogue head.
+
+        ``cipher`` (``aes-256-gcm`` or ``sm4-gcm``) is the repository's for good."""
+        config_auth.check_cipher_name(cipher)
+        if (problem := cipher_problem(cipher)) is not None:
+            raise CipherUnavailable(f"cannot create a {cipher} repository at {backend.url}: {problem}")
         if backend.exists(CONFIG):
             raise RepositoryExists(f"a repository already exists at {backend.url}")
         config, anchor = config_auth.new(provider, compression_level=compression_level,
-                                         created_at=rfc3339(time.time()))
+                                         created_at=rfc3339(time.time()), cipher=cipher)
         try:
             backend.put(CONFIG, json.dumps(config, indent=1, sort_keys=True).encode(), exclusive=True)
         except RepositoryExists:
@@ -132,14 +138,30 @@ class Repository:
     def pack_target(self) -> int:
         return int(self.config.get("pack_target", PACK_TARGET))
 
+    # --- the cipher (chosen at init; the config MAC covers it) ----------------------
+    @property
+    def cipher(self) -> str:
+        """The repository's cipher, once this lifeline is known to run it (CipherUnavailable if not).
+
+        Read from the config: use it only after the config was proved (epoch_keys checks first)."""
+        name = self.config.get("encryption", DEFAULT_CIPHER)
+        if name not in CIPHERS:
+            raise FormatError(f"the repository at {self.url} encrypts with {name!r}, a cipher this lifeline does "
+                              f"not know (it knows {', '.join(CIPHERS)}): upgrade lifeline")
+        if (problem := cipher_problem(name)) is not None:
+            raise CipherUnavailable(f"the repository at {self.url} encrypts with {name} "
+                                    f"({CIPHERS[name].what}), which this lifeline cannot do: {problem}")
+        return name
+
     # --- epochs -----------------------------------------------------------------------
     def new_epoch(self, provider) -> EpochKeys:
         """A new key epoch; its key object carries the MAC of the (proved) config under its key."""
         self.authenticate(provider)
+        cipher = self.cipher
         epoch = secrets.token_hex(16)
         dek, wrapped = provider.new_data_key()
-        keys = EpochKeys(epoch, dek, zstd_level=self.zstd_level)
-        obj = {"version": 1, "epoch": epoch, "key_ref": provider.ref,
+        keys = EpochKeys(epoch, dek, zstd_level=self.zstd_level, cipher=cipher)
+        obj = {"version": 1, "epoch": epoch, "key_ref": provider.ref, "cipher": cipher,
                "wrapped": base64.b64encode(wrapped).decode(), "created_at": rfc3339(time.time()),
                "config_mac": keys.macs.mac("config", config_auth.canonical(self.config)).hex()}
         self.backend.put(key_name(epoch), json.dumps(obj, indent=1).encode())
@@ -160,16 +182,25 @@ class Repository:
 
     def epoch_keys(self, epoch: str, provider) -> EpochKeys:
         """The epoch's keys (unwrapped once). Opening them proves the config: its MAC under this
-        epoch's key, written when the epoch was made, must match, or nothing is read with them."""
+        epoch's key, written when the epoch was made, must match, or nothing is read with them.
+        Then the epoch must be of the config's cipher: a repository never mixes ciphers."""
         keys = self._epochs.get(epoch)
         if keys is None:
             obj = self.epoch_record(epoch)
             if provider is None:
                 raise LifelineError(f"a key is needed to open epoch {epoch} of {self.url}: pass --key")
-            keys = EpochKeys(epoch, provider.unwrap(base64.b64decode(obj["wrapped"])), zstd_level=self.zstd_level)
-            config_auth.check(self.url, self.config, keys.macs, obj.get("config_mac"), key_name(epoch))
-            self._epochs[epoch] = keys
+            dek = provider.unwrap(base64.b64decode(obj["wrapped"]))
+            config_auth.check(self.url, self.config, MacKeys(dek), obj.get("config_mac"), key_name(epoch))
             self.config_proved = True
+            cipher = self.cipher  # proved, and runnable here
+            claimed = obj.get("cipher", DEFAULT_CIPHER)  # key objects written before SM4: AES
+            if claimed != cipher:
+                raise DamagedData(f"key object {key_name(epoch)} says its epoch encrypts with {claimed!r}, but the "
+                                  f"repository's authenticated config says {cipher}: a repository never mixes "
+                                  "ciphers; storage changed that object or put it here from elsewhere",
+                                  obj=key_name(epoch))
+            keys = EpochKeys(epoch, dek, zstd_level=self.zstd_level, cipher=cipher)
+            self._epochs[epoch] = keys
         return keys
 
     def list_epochs(self) -> list[str]:
