@@ -284,3 +284,21 @@ async def test_status_command_reports_each_policy(seeded, kube, capsys):
     header, row = out.splitlines()[:2]
     assert header.split()[:2] == ["NAME", "TIER"]
     assert row.split()[:2] == ["pacs", "B"] and "Unknown" in row
+
+
+async def test_a_policy_that_asks_for_sm4_gets_sm4_repositories(seeded, kube, clock, volumes, key_text):
+    """encryption.cipher reaches the agent's init through the Job plan: every destination's repository is
+    created with SM4-GCM, and its config (authenticated) says so."""
+    import json
+
+    body = policy()
+    body["spec"]["encryption"]["cipher"] = "sm4-gcm"
+    async with kube.operator(clock=clock):
+        kube.create(body)
+        await settled(kube)
+        kube.patch("BackupPolicy", "pacs", {"metadata": {"annotations": {"dr.lifeline.io/backup-now": "sm4"}}})
+        await kube.wait_for(lambda: jobs(kube))
+        [run] = await kube.run_pending()
+        assert run.phase == "Succeeded", kube.job_log(run.job)
+    for config in (volumes["backup-local"] / "repos" / "pacs" / "config", volumes["backup-offsite"] / "pacs" / "config"):
+        assert json.loads(config.read_text())["encryption"] == "sm4-gcm"

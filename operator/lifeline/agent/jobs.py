@@ -185,7 +185,9 @@ def _ensure_repository(task: Task, outcome: Outcome, env: dict) -> bool:
     dest = outcome.destination
     if _repository_exists(dest, env):
         return True
-    proc = subprocess.run(_agent_argv("init", "--repo", dest.repository, "--key", task.key_ref, "--json"),
+    cipher = getattr(task.plan, "key", None) and task.plan.key.cipher
+    proc = subprocess.run(_agent_argv("init", "--repo", dest.repository, "--key", task.key_ref, "--json",
+                                      *(["--cipher", cipher] if cipher else [])),
                           env=env, capture_output=True, text=True)
     if proc.returncode == 0 or "already exists" in proc.stderr:
         return True

@@ -231,6 +231,9 @@ class Encryption(Model):
     )
     ca_bundle: CABundle | None = Field(
         None, description="CA bundle the backup Jobs trust for Vault's TLS (mounted, and named by VAULT_CACERT).")
+    cipher: Literal["aes-256-gcm", "sm4-gcm"] = Field(
+        "aes-256-gcm", description="Cipher of the repositories this policy creates: AES-256-GCM, or SM4-GCM "
+                                   "(GB/T 32907). A repository keeps the cipher it was created with.")
 
 
 class Hook(Model):

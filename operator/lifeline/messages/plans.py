@@ -27,6 +27,7 @@ EXIT_BAD_PLAN = 78
 class KeyPlan(Wire):
     ref: str  # the key reference, as the policy names it
     file: str | None = None  # a secret:// key: where its Secret is mounted (the agent copies it 0600)
+    cipher: str | None = None  # of a repository the Job creates; None: the agent's default (aes-256-gcm)
 
 
 class DestinationPlan(Wire):

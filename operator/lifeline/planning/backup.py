@@ -236,10 +236,15 @@ def destination_plan(index: int, dest: Destination) -> DestinationPlan:
                            region=s3.region, endpoint=s3.endpoint or None, credentials_env=s3_env_prefix(index))
 
 
+DEFAULT_CIPHER = "aes-256-gcm"
+
+
 def key_plan(spec: BackupPolicySpec) -> KeyPlan:
     ref = spec.encryption.key_ref
     scheme, _, key = parse_key_ref(ref)
-    return KeyPlan(ref=ref, file=f"{KEY_MOUNT}/{key}" if scheme == "secret" else None)
+    cipher = spec.encryption.cipher
+    return KeyPlan(ref=ref, file=f"{KEY_MOUNT}/{key}" if scheme == "secret" else None,
+                   cipher=None if cipher == DEFAULT_CIPHER else cipher)
 
 
 def source_plan(namespace: str, policy: str, spec: BackupPolicySpec) -> SourcePlan:

@@ -40,6 +40,8 @@ def ship_args(spec: BackupPolicySpec) -> list[str]:
     args = ["ship", "--dir", _inside(SOURCE_MOUNT, src.path, "source.continuous.path"),
             "--pattern", src.segment_pattern, "--state", STATE_DIR, "--queue-max", str(QUEUE_MAX),
             "--metrics-port", str(METRICS_PORT), "--create"]
+    if spec.encryption.cipher != "aes-256-gcm":
+        args += ["--cipher", spec.encryption.cipher]
     for i, dest in enumerate(spec.destinations):
         args += ["--repo", destination_plan(i, dest).repository]
     scheme, _secret, key = parse_key_ref(spec.encryption.key_ref)
