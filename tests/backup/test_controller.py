@@ -3,6 +3,7 @@ the facts, failures are loud, RPO breaches show when (injected) time passes, and
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
@@ -96,12 +97,15 @@ async def test_a_resync_of_unchanged_policies_writes_nothing(seeded, kube, clock
         assert metric(ctx, "lifeline_reconciles_total", kind="BackupPolicy", result="written") == 0
 
 
-async def test_a_failed_job_keeps_ready_and_says_why(kube, clock, volumes):
+async def test_a_failed_job_keeps_ready_and_says_why(kube, clock, volumes, tmp_path):
+    from lifeline.devstack.notice_receiver import NoticeReceiver
+
     for claim in ("pacs-data", "backup-local", "backup-offsite"):
         kube.claim(claim, volumes[claim])
     kube.secret("pacs-key", {"key": "lifeline-key-v1 not-a-key"})  # a key the provider refuses
-    async with kube.operator(clock=clock) as ctx:
-        kube.create(policy())
+    receiver = await NoticeReceiver(tmp_path / "notices.jsonl").start()
+    async with kube.operator(clock=clock, notification_targets=json.dumps(receiver.targets())) as ctx:
+        kube.create(policy(notify=["ward-screens"]))
         await settled(kube)
         result = await kube.run_cronjob("pacs-full")
         assert result.phase == "Failed"
@@ -122,6 +126,8 @@ async def test_a_failed_job_keeps_ready_and_says_why(kube, clock, volumes):
         assert "key file" in event["message"] and "agent exited 1" in event["message"], event["message"]
         job = kube.stored("batch/v1/jobs", None, result.job)
         assert job["metadata"]["annotations"]["dr.lifeline.io/recorded"] == "Failed"
+        await kube.wait_for(lambda: "BackupFailed" in receiver.titles("ward-screens"), timeout=20)  # spec.notify
+    await receiver.stop()
 
 
 async def test_rpo_breach_and_recovery_follow_the_clock(seeded, kube, clock):

@@ -290,6 +290,10 @@ class BackupPolicySpec(Model):
     """What to protect, when, where to, how long, with which key."""
 
     tier: Tier = Field(description="Recovery tier: A life-critical, B diagnosis and treatment, C management.")
+    notify: list[DNSLabel] = Field(
+        default_factory=list, max_length=10,
+        description="Notification targets (defined by the admin in the chart's notifications.targets) told "
+                    "about a breached RPO (and its recovery) and failed backups.")
     objectives: Objectives = Field(default_factory=Objectives, description="Overrides of the tier's RPO and RTO.")
     source: Source
     schedule: Schedule

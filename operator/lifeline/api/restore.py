@@ -55,6 +55,10 @@ class RestoreSpec(Model):
     )
     overwrite: bool = Field(False, description="Allow restoring into a target that already holds data.")
     reason: str = Field(min_length=1, description="Why this restore is needed; recorded in the audit trail.")
+    notify: list[DNSLabel] = Field(
+        default_factory=list, max_length=10,
+        description="Notification targets (defined by the admin in the chart's notifications.targets) told "
+                    "about this restore: requested (approvers are wanted), started, succeeded, failed or rejected.")
     required_approvals: int = Field(2, ge=2, le=5, description="Distinct approvers needed; never fewer than two.")
     target_time: TargetTime | None = Field(
         None, description="Point-in-time restore (policies with a continuous source only): an RFC 3339 time or "

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .common import Cron, DNSName, Duration, Model, StatusBase
+from .common import Cron, DNSLabel, DNSName, Duration, Model, StatusBase
 from .restore import TargetTime
 
 
@@ -103,6 +103,10 @@ class RestoreDrillSpec(Model):
     mode: Literal["Scheduled", "Once"] = Field("Scheduled")
     point: PointSelector = Field(default_factory=PointSelector)
     sandbox: Sandbox = Field(default_factory=Sandbox)
+    notify: list[DNSLabel] = Field(
+        default_factory=list, max_length=10,
+        description="Notification targets (defined by the admin in the chart's notifications.targets) told "
+                    "about a failed drill or one over its RTO.")
     restore: DrillRestore = Field(default_factory=DrillRestore)
     verify: Verification = Field(default_factory=Verification)
     history_limit: int = Field(10, ge=1, le=100, description="Runs kept in status.history.")

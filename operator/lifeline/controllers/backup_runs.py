@@ -14,6 +14,7 @@ import logging
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_audit import audit_backup
+from lifeline.controllers.common import notify
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import BackupSummary, PruneReport
 from lifeline.planning import backup, backup_points
@@ -115,9 +116,9 @@ class BackupRuns:
                 job.get("failMessage") or ("the Job succeeded but left no summary" if job["phase"] == "Succeeded"
                                            else "")
             audit_backup(job, body, "failed", None, summary, self.ctx.clock.now(), why)
-            await self.kube.emit_event(ref, "Warning", "BackupFailed",
-                                       f"{job.get('type') or ''} backup Job {job['name']} failed: {why} ({report})"
-                                       .replace("  ", " "), now)
+            said = f"{job.get('type') or ''} backup Job {job['name']} failed: {why} ({report})".replace("  ", " ")
+            await self.kube.emit_event(ref, "Warning", "BackupFailed", said, now)
+            notify(self.ctx, body, "BackupFailed", said, now)
         record = backup_points.result_of(job, summary, report, point, problem)
         if job["phase"] == "Succeeded" and job["operation"] == "backup" and not point:
             record.outcome = "Failed"

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import vault_env
-from lifeline.controllers.common import job_end
+from lifeline.controllers.common import job_end, notify
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import RestoreSummary, read_summary
 from lifeline.observability import audit
@@ -209,6 +209,10 @@ class RestoreController:
         for note in plan.notes:
             if note.audit is not None:
                 action, actor, outcome = note.audit
+                event = "RestoreRejected" if action == "rejection" else f"Restore{outcome.capitalize()}" \
+                    if action == "restore" else None
+                if event:
+                    notify(self.ctx, body, event, note.message, now)
                 audit.record(action, actor=actor, outcome=outcome, subject=subject,
                              details={"recoveryPoint": body["spec"].get("recoveryPoint"), "phase": plan.phase,
                                       "message": note.message})

@@ -1,13 +1,10 @@
 """RestoreDrill: start runs when due, follow their Jobs, record the measurements, clean sandboxes up.
 
-Thin and level-triggered: a timer (``LIFELINE_DRILL_INTERVAL`` seconds, default 5), every
-watch event of a drill and the end of each sandbox Job end in :func:`reconcile`, which reads
-the drill's status, decides with the planners in :mod:`lifeline.planning` (``drill_schedule``, ``drill_points``,
-``drill_sandbox``, ``drill_measure``) and writes the status only when it changed. The state of
-a run lives in ``status.lastRun`` (phase Restoring -> Verifying -> Done), so an operator restart
-resumes it. Deletions are limited to namespaces labelled ``dr.lifeline.io/sandbox=true``
-(:meth:`lifeline.kube.Kube.delete_sandbox_namespace`); nothing outside the sandbox is written
-but the drill's own status and Events.
+Thin and level-triggered: a timer (``LIFELINE_DRILL_INTERVAL`` s, default 5), every watch event of a drill
+and the end of each sandbox Job end in :func:`reconcile`, which decides with the planners (``drill_schedule``,
+``drill_points``, ``drill_sandbox``, ``drill_measure``) and writes the status only when it changed. A run's
+state lives in ``status.lastRun`` (Restoring -> Verifying -> Done): a restart resumes it. Deletions only in
+namespaces labelled ``dr.lifeline.io/sandbox=true``; outside the sandbox only the drill's status and Events.
 """
 from __future__ import annotations
 
@@ -18,14 +15,14 @@ import os
 import random
 
 import kopf
+
 from lifeline.api import BY_KIND
 from lifeline.api.restoredrill import RestoreDrillSpec
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import parse_duration
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
-from lifeline.controllers.common import vault_env
-from lifeline.controllers.common import job_end, stop_ticker
+from lifeline.controllers.common import job_end, notify, stop_ticker, vault_env
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import RestoreSummary, VerifyReport, read_summary
 from lifeline.observability import audit
@@ -267,6 +264,8 @@ class DrillController:
         message = f"run {run['name']} {run['outcome'].lower()} ({run.get('reason')}): {timing}; {run.get('message')}"
         await self.kube.emit_event(ObjectRef.of(body), "Normal" if ok and run.get("rtoMet") is not False else "Warning",
                                    "DrillSucceeded" if ok else "DrillFailed", message, rfc3339(now))
+        notify(self.ctx, body, "DrillRTOMissed" if ok and run.get("rtoMet") is False else "DrillFailed" if not ok
+               else "DrillSucceeded", message, rfc3339(now))
         audit.record("drill", actor=ACTOR, outcome="succeeded" if ok else "failed", when=now,
                      subject={"kind": "RestoreDrill", "namespace": ns, "name": name},
                      details={k: run.get(k) for k in ("name", "recoveryPoint", "sandbox", "reason", "restoreSeconds",

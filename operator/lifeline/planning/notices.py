@@ -24,7 +24,8 @@ ENV = "LIFELINE_NOTIFICATION_TARGETS"
 FORMATS = ("generic", "dingtalk", "wecom")
 VERSION = "lifeline.io/notice/v1"
 
-# FailoverPlan Events that people are told about: event reason -> (what happened, severity)
+# What people are told about, per kind: event -> (what happened, severity). FailoverPlans by their Events'
+# reasons; Restores by the transition (RestoreRequested, RestoreStarted, ...); drills and policies likewise.
 FAILOVER_NOTICES = {
     "FailingOver": ("a failover to the standby site started", "critical"),
     "FailoverComplete": ("the failover is complete: the standby site serves", "critical"),
@@ -33,6 +34,27 @@ FAILOVER_NOTICES = {
     "SwitchComplete": ("the planned switchover is complete", "warning"),
     "SwitchoverAborted": ("the switchover was aborted: the source could not be fenced", "critical"),
     "FailoverRecommended": ("a failover is recommended and waits for a person's approval", "critical"),
+}
+
+
+NOTICES = {
+    "FailoverPlan": FAILOVER_NOTICES,
+    "Restore": {
+        "RestoreRequested": ("a restore was requested and waits for its approvals", "warning"),
+        "RestoreStarted": ("the approved restore started", "warning"),
+        "RestoreSucceeded": ("the restore succeeded", "warning"),
+        "RestoreFailed": ("the restore failed", "critical"),
+        "RestoreRejected": ("the restore was rejected", "warning"),
+    },
+    "RestoreDrill": {
+        "DrillFailed": ("a restore drill failed: the backups may not be restorable", "critical"),
+        "DrillRTOMissed": ("a restore drill took longer than the RTO", "warning"),
+    },
+    "BackupPolicy": {
+        "RPOBreached": ("the RPO is breached: the newest backup is older than the objective", "critical"),
+        "RPORecovered": ("the RPO is met again", "warning"),
+        "BackupFailed": ("a backup failed", "warning"),
+    },
 }
 
 
@@ -105,13 +127,18 @@ def load_targets(text: str | None) -> dict[str, Target]:
     return out
 
 
+def notice(kind: str, event: str, namespace: str, name: str, message: str, time: str) -> Notice | None:
+    """The notice for ``event`` of a ``kind`` object, or None when people are not told about it."""
+    found = NOTICES.get(kind, {}).get(event)
+    if found is None:
+        return None
+    what, severity = found
+    return Notice(event, kind, namespace, name, f"{kind} {namespace}/{name}: {what}", message, severity, time)
+
+
 def failover_notice(reason: str, namespace: str, name: str, message: str, time: str) -> Notice | None:
     """The notice for a FailoverPlan Event, or None when people are not told about it."""
-    if reason not in FAILOVER_NOTICES:
-        return None
-    what, severity = FAILOVER_NOTICES[reason]
-    return Notice(reason, "FailoverPlan", namespace, name, f"FailoverPlan {namespace}/{name}: {what}", message,
-                  severity, time)
+    return notice("FailoverPlan", reason, namespace, name, message, time)
 
 
 class _Fields(dict):
