@@ -166,6 +166,12 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
     audit_sink = audit.use_store(options.audit_url) if options.audit_url else None
     count_audited = ctx.metrics.count_audited  # one bound method: sinks are removed by identity
     audit.add_sink(count_audited)
+    following = None
+    if audit_sink is not None:  # what the CLI writes to the same log (key rotation, a key holder's shred)
+        from lifeline.observability.audit_follower import AuditFollower
+
+        follower = AuditFollower(audit_sink.store, ctx.metrics, own_writer=audit_sink.store.writer)
+        following = asyncio.get_running_loop().create_task(follower.run())
     from lifeline.observability.callers import KubeCallers
 
     callers = KubeCallers(ctx.kube) if options.metrics_auth == "kubernetes" else None
@@ -188,6 +194,8 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
         )
     finally:
         audit.remove_sink(count_audited)
+        if following is not None:
+            following.cancel()
         if ctx.notifier is not None:  # what is in flight gets a few seconds to go out
             await ctx.notifier.close(grace=5)
         await health.stop()

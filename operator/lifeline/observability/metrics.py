@@ -135,6 +135,10 @@ class OperatorMetrics:
         self.audited = Counter(
             "lifeline_audited_actions", "Actions written to the audit trail, by action, outcome and namespace.",
             ["action", "outcome", "namespace"], registry=self.registry)
+        self.audited_elsewhere = Counter(
+            "lifeline_audited_elsewhere", "Records other writers (the CLI: key rotation, lifeline keys shred) added "
+            "to the audit log since the operator started, by action, outcome and namespace.",
+            ["action", "outcome", "namespace"], registry=self.registry)
 
         # Notices to people (lifeline.observability.notifier), by target and outcome.
         self.notifications = Counter(
