@@ -31,6 +31,15 @@ class FrozenClock:
         self._now += timedelta(seconds=seconds)
 
 
-def rfc3339(moment: datetime) -> str:
-    """Kubernetes' timestamp form: UTC, whole seconds, trailing Z."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def rfc3339(moment: datetime | None) -> str | None:
+    """Kubernetes' timestamp form: UTC, whole seconds, trailing Z (None stays None)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def parse_time(value) -> datetime | None:
+    """A timestamp as the API or a status holds it (RFC 3339, a trailing Z, or a datetime) in UTC;
+    a time without a zone is taken as UTC. Empty: None."""
+    if not value:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)

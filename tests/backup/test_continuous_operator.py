@@ -11,7 +11,7 @@ import urllib.parse
 from datetime import timedelta
 
 from lifeline.clock import rfc3339
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 from tests.integration.operator_harness import metric, until
 
 from .conftest import cond, events, policy, settled, settled_by, stored, unchanged, wait_event

@@ -10,7 +10,7 @@ import pytest
 
 from lifeline.cli import main
 from lifeline.clock import rfc3339
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 from lifeline.observability import audit
 from tests.integration.operator_harness import metric, until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 from tests.integration.operator_harness import metric
 
 from .conftest import cond, points, policy, settled, stored, wait_event

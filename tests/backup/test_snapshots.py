@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 from lifeline.devstack.snapshotter import HostPathCSI
 from lifeline.observability import audit
 from tests.integration.operator_harness import metric

@@ -12,7 +12,7 @@ import pytest
 from lifeline.api.restoredrill import PointSelector, RestoreDrillSpec
 from lifeline.planning import backup, drill_points, drill_sandbox, drill_schedule, restore_job, restore_pitr
 from lifeline.clock import rfc3339
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 
 from .conftest import backed_up, drill, drill_status, events, last_run, policy, run_drill
 

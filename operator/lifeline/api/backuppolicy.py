@@ -290,10 +290,6 @@ class BackupPolicySpec(Model):
     """What to protect, when, where to, how long, with which key."""
 
     tier: Tier = Field(description="Recovery tier: A life-critical, B diagnosis and treatment, C management.")
-    notify: list[DNSLabel] = Field(
-        default_factory=list, max_length=10,
-        description="Notification targets (defined by the admin in the chart's notifications.targets) told "
-                    "about a breached RPO (and its recovery) and failed backups.")
     objectives: Objectives = Field(default_factory=Objectives, description="Overrides of the tier's RPO and RTO.")
     source: Source
     schedule: Schedule
@@ -311,6 +307,10 @@ class BackupPolicySpec(Model):
         "Retain", description="What happens to RecoveryPoints and data when the policy is deleted. "
         "Shred: deleting one of its RecoveryPoints crypto-shreds the point's key epoch first (finalizer).",
     )
+    notify: list[DNSLabel] = Field(
+        default_factory=list, max_length=10,
+        description="Notification targets (defined by the admin in the chart's notifications.targets) told "
+                    "about a breached RPO (and its recovery) and failed backups.")
 
     @field_validator("destinations")
     @classmethod

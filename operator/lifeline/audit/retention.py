@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from lifeline.clock import parse_time
 from lifeline.repository.errors import RepositoryExists, UsageError
 
 from . import chain
@@ -34,13 +35,8 @@ def parse_retention(text: str) -> float:
     return sum(int(n) * _UNIT[u] for n, u in _PART.findall(text))
 
 
-def _parse_time(value: str) -> datetime:
-    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def seconds_between(earlier: str, later: str) -> float:
-    return (_parse_time(later) - _parse_time(earlier)).total_seconds()
+    return (parse_time(later) - parse_time(earlier)).total_seconds()
 
 
 def prune(store: AuditStore, *, retention: str = DEFAULT_RETENTION, now: datetime | None = None,

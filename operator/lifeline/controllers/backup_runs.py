@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from lifeline.api import BY_KIND
-from lifeline.clock import rfc3339
+from lifeline.clock import parse_time, rfc3339
 from lifeline.controllers.backup_audit import audit_backup
 from lifeline.controllers.common import notify
 from lifeline.kube import KubeError, ObjectRef
@@ -90,7 +90,7 @@ class BackupRuns:
         elif job["phase"] == "Succeeded" and summary is not None and summary.copies:
             point = await self._create_point(job, body, summary)
             for c in summary.copies:
-                m.backup_last_success.labels(*labels, c.destination).set(backup_points.parse_time(c.end).timestamp())
+                m.backup_last_success.labels(*labels, c.destination).set(parse_time(c.end).timestamp())
                 if c.seconds is not None:
                     m.backup_duration.labels(*labels, c.destination, c.type).observe(c.seconds)
                 m.backup_bytes.labels(*labels, c.destination).inc(c.stored_bytes)
@@ -137,7 +137,7 @@ class BackupRuns:
                        [tuple(c) for c in p["copies"]]), None)
         retain = (body.get("spec") or {}).get("deletionPolicy", "Retain") not in ("Delete", "Shred")
         taken = {p["name"] for p in points}
-        start = backup_points.parse_time(summary.start or first.start)
+        start = parse_time(summary.start or first.start)
         for _ in range(3):
             name = backup_points.point_name(policy, start, taken, first.type)
             rp = backup_points.recovery_point(body, job, summary, name, parent, retain)

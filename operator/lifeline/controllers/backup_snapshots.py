@@ -25,7 +25,7 @@ from lifeline.controllers.backup_audit import ACTOR
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.observability import audit
 from lifeline.planning import backup, snapshot
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 from lifeline.planning.job_record import JobRecord
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import RestoreSummary, VerifyReport, read_summary
 from lifeline.observability import audit
 from lifeline.planning import backup, conditions, drill_measure, drill_points, drill_sandbox, drill_schedule
-from lifeline.planning.backup_points import parse_time
+from lifeline.clock import parse_time
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from datetime import datetime, timezone
 
+from lifeline.clock import parse_time
+
 from .machine import CheckState, Record, RequestRecord, Settings, State, Switchover
 
 VOLATILE_CHECK_FIELDS = ("lastProbeTime", "latencyMs")
@@ -19,15 +21,6 @@ def stamp(moment: datetime | None) -> str | None:
         return None
     utc = moment.astimezone(timezone.utc)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def parse_time(text) -> datetime | None:
-    if not text:
-        return None
-    if isinstance(text, datetime):
-        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
-    moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _rounded(value: float | None, digits: int = 3) -> float | None:

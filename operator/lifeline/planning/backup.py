@@ -39,7 +39,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from lifeline import API_VERSION
+from lifeline.objects import owner_reference
 from lifeline.api.backuppolicy import BackupPolicySpec, Destination
 from lifeline.messages import (BackupPlan, DestinationPlan, FingerprintPlan, KeyPlan, PrunePlan, RetentionPlan,
                                SourcePlan)
@@ -152,13 +152,6 @@ def labels(policy: str, component: str, type_: str | None = None) -> dict:
     if type_:
         out[LABEL_TYPE] = type_
     return out
-
-
-def owner_reference(body: dict) -> dict:
-    meta = body.get("metadata") or {}
-    # No blockOwnerDeletion: setting it needs update rights on the policy's finalizers.
-    return {"apiVersion": body.get("apiVersion") or API_VERSION, "kind": body.get("kind") or "BackupPolicy",
-            "name": meta["name"], "uid": meta.get("uid", ""), "controller": True}
 
 
 def spec_hash(manifest: dict) -> str:

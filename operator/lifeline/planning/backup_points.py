@@ -25,16 +25,6 @@ ANN_JOB_UID = "dr.lifeline.io/job-uid"
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-def rfc3339(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
 def _condition(job: dict, type_: str) -> dict | None:
     return next((c for c in (job.get("status") or {}).get("conditions") or []
                  if c.get("type") == type_ and c.get("status") == "True"), None)

@@ -32,10 +32,12 @@ from lifeline.api import BY_KIND
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import format_duration
 from lifeline.api.validation import problems_in_spec
+from lifeline.clock import parse_time, rfc3339
+from lifeline.objects import merge_patch
 
 from . import conditions
+
 from .backup import PlanError, parse_key_ref, schedules
-from .backup_points import parse_time, rfc3339
 from .backup_schedule import describe, longest_gap
 from .continuous import SHIP_SCAN_SECONDS
 from .job_record import JobRecord
@@ -479,22 +481,6 @@ def _destination_status(spec: BackupPolicySpec, stored: list[dict], jobs: list[d
 
 
 # ---- the plan ----------------------------------------------------------------------------------
-
-
-def merge_patch(old: dict, new: dict) -> dict:
-    """The RFC 7386 merge patch that turns ``old`` into ``new`` (top level and nested objects)."""
-    patch = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif old[key] != value:
-            if isinstance(value, dict) and isinstance(old[key], dict):
-                patch[key] = merge_patch(old[key], value)
-            else:
-                patch[key] = value
-    return patch
 
 
 def _events(old_conds: list[dict], new_conds: list[dict]) -> list[EventPlan]:

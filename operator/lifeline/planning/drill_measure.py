@@ -13,7 +13,7 @@ from datetime import datetime
 
 from lifeline.messages import RestoreSummary, VerifyReport
 
-from .backup_points import parse_time, rfc3339
+from lifeline.clock import parse_time, rfc3339
 
 
 def verify_verdict(spec, output: VerifyReport | None, recorded: str | None) -> tuple[bool, str, str]:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from lifeline.api.common import parse_duration
 
 from .backup import PlanError
-from .backup_points import parse_time
+from lifeline.clock import parse_time
 
 UNUSABLE_PHASES = ("Damaged", "Shredded", "Pruned")
 

@@ -41,7 +41,7 @@ def due(spec, tier: str | None, status: dict, now: datetime, created: datetime |
     once: creating a monthly drill is not a request to run it now); a Once drill runs when it
     has never run. Suspended drills never start on their own.
     """
-    from .backup_points import parse_time
+    from lifeline.clock import parse_time
 
     if spec.mode == "Once":
         ran = bool(status.get("history")) or bool(status.get("lastRun"))

@@ -37,6 +37,7 @@ from lifeline.clock import rfc3339
 from lifeline.failover import codec
 from lifeline.failover.machine import FAILING_BACK, FAILING_OVER, FENCE, Event, SiteView, State
 from lifeline.failover.probes import MISCONFIGURED
+from lifeline.objects import merge_patch
 
 from . import conditions, readiness
 from .readiness import EventPlan
@@ -106,17 +107,6 @@ def plan(info: KindInfo, body: dict, now: datetime, *, spec: FailoverPlanSpec | 
     if patch and owned and "checks" in desired:
         patch["checks"] = desired["checks"]  # refresh the volatile fields along with a real change
     return FailoverStatusPlan(patch=patch or None, events=tuple(events), valid=ready.valid)
-
-
-def merge_patch(old, new):
-    """What turns ``old`` into ``new`` under JSON merge patch: maps merge, so removed keys become null."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    out = {k: None for k in old if k not in new}
-    for key, value in new.items():
-        if key not in old or old[key] != value:
-            out[key] = merge_patch(old.get(key), value)
-    return out
 
 
 def held_ready(state: State, sites: dict | None, generation: int | None) -> dict | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-from lifeline import GROUP, VERSION
+from lifeline.objects import owner_reference
 
 from . import backup, restore_job
 
@@ -51,12 +51,6 @@ def labels(restore: str) -> dict:
         "app.kubernetes.io/component": "restore", "app.kubernetes.io/managed-by": "lifeline",
         "app.kubernetes.io/part-of": backup.PART_OF, LABEL_RESTORE: backup.label_value(restore),
     }
-
-
-def owner_reference(body: dict) -> dict:
-    meta = body["metadata"]
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore", "name": meta["name"], "uid": meta.get("uid", ""),
-            "controller": True}
 
 
 def target_of(spec: dict) -> restore_job.RestoreTarget:

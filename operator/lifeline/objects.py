@@ -1,0 +1,29 @@
+"""Helpers about Kubernetes objects that the planners share: one place for each.
+
+Pure functions on plain dicts, as the API serves objects: who owns a child, and the merge patch that
+turns what is stored into what should be.
+"""
+from __future__ import annotations
+
+from lifeline import GROUP, VERSION
+
+
+def owner_reference(body: dict, *, controller: bool = True) -> dict:
+    """An owner reference to ``body`` (a Lifeline object), so the garbage collector takes the child with it.
+
+    No blockOwnerDeletion: setting it needs update rights on the owner's finalizers."""
+    meta = body.get("metadata") or {}
+    return {"apiVersion": body.get("apiVersion") or f"{GROUP}/{VERSION}", "kind": body.get("kind") or "BackupPolicy",
+            "name": meta["name"], "uid": meta.get("uid", ""), "controller": controller}
+
+
+def merge_patch(old, new):
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: objects merge, keys that went
+    become null, anything else is replaced whole."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        if key not in old or old[key] != value:
+            out[key] = merge_patch(old.get(key), value)
+    return out
