@@ -120,3 +120,15 @@ def assert_same_tree(a: Path, b: Path) -> None:
                                      f"only in restore {sorted(set(sb) - set(sa))[:10]}"
     diffs = [(k, sa[k], sb[k]) for k in sa if sa[k] != sb[k]]
     assert not diffs, f"{len(diffs)} entries differ, e.g. {diffs[:5]}"
+
+
+# --- editing a repository's objects, reading an agent's result -----------------------------------
+def edit_json(path: Path, edit) -> None:
+    obj = json.loads(path.read_text())
+    edit(obj)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def clean(result):
+    assert "Traceback" not in result.err, result.err
+    return result

@@ -127,6 +127,20 @@ def test_stdin_round_trip(repo: Repo, tmp_path):
     assert (tmp_path / "d" / "db.dump").read_bytes() == data
 
 
+def backup_change_restore(repo: Repo, src: Path, out: Path, *, big: int, sparse: int) -> tuple[dict, dict]:
+    """A full backup of a generated tree, an incremental after a change, its restore compared with the
+    tree, and a verify that reads the data back: (first summary, second summary)."""
+    build_tree(src, big=big, sparse=sparse)
+    s1 = repo.backup(src)
+    (src / "rand-5m").write_bytes(os.urandom(1000))
+    s2 = repo.backup(src)
+    assert s2["parent_id"] == s1["point_id"] and s2["chunks_new"] >= 1
+    repo.ok("restore", s2["point_id"], "--to", out)
+    assert_same_tree(src, out)
+    repo.ok("verify", "--read-data")
+    return s1, s2
+
+
 @pytest.mark.slow
 def test_round_trip_s3(s3_server, tmp_path):
     bucket = s3_server.make_bucket(f"ll-{uuid.uuid4().hex[:12]}")
@@ -135,17 +149,9 @@ def test_round_trip_s3(s3_server, tmp_path):
     r = repo.ok("init", "--json")
     assert r.json["repository"] == f"s3://{bucket}/team/repo"
     src = tmp_path / "src"
-    build_tree(src, big=40 * MiB, sparse=16 * MiB)
-    s1 = repo.backup(src)
+    s1, _ = backup_change_restore(repo, src, tmp_path / "out", big=40 * MiB, sparse=16 * MiB)
     assert s1["repository"] == f"s3://{bucket}/team/repo"
     assert s3_server.secret_key not in repr(s1) and s3_server.access_key not in repr(s1)
-    (src / "rand-5m").write_bytes(os.urandom(1000))
-    s2 = repo.backup(src)
-    assert s2["parent_id"] == s1["point_id"] and s2["chunks_new"] >= 1
-    out = tmp_path / "out"
-    repo.ok("restore", s2["point_id"], "--to", out)
-    assert_same_tree(src, out)
-    repo.ok("verify", "--read-data")
     objects = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert all(k.startswith("team/repo/") for k in objects)
     assert any(k.startswith("team/repo/data/") for k in objects)

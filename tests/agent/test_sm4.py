@@ -29,7 +29,7 @@ from lifeline.repository.errors import CipherUnavailable, DamagedData, UsageErro
 from lifeline.repository.manifest import decode_tree, encode_point
 from lifeline.repository.pack import read_directory
 
-from .helpers import Repo, assert_same_tree, make_key, run_agent
+from .helpers import Repo, assert_same_tree, clean, edit_json, make_key, run_agent
 
 CTX = "lifeline.io 2026-11 repository v1 "
 
@@ -66,17 +66,6 @@ def tree(path: Path, seed: bytes = b"") -> Path:
     (path / "empty").write_bytes(b"")
     os.symlink("ward/notes.txt", path / "latest")
     return path
-
-
-def edit_json(path: Path, edit) -> None:
-    obj = json.loads(path.read_text())
-    edit(obj)
-    path.write_text(json.dumps(obj, indent=1))
-
-
-def clean(result):
-    assert "Traceback" not in result.err, result.err
-    return result
 
 
 def one(paths) -> Path:

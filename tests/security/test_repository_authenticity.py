@@ -21,24 +21,13 @@ import blake3
 import pytest
 import zstandard
 
-from tests.agent.helpers import AGENT, Repo, make_key, repo, run_agent  # noqa: F401 (repo: fixture)
+from tests.agent.helpers import AGENT, Repo, clean, edit_json, make_key, repo, run_agent  # noqa: F401 (repo: fixture)
 from tests.keys.conftest import run_lifeline, transit, vault_repo  # noqa: F401 (fixtures)
 
 
 # --- helpers ---------------------------------------------------------------------------------
 def root(r: Repo) -> Path:
     return Path(r.url[len("file://"):])
-
-
-def edit_json(path: Path, edit) -> None:
-    obj = json.loads(path.read_text())
-    edit(obj)
-    path.write_text(json.dumps(obj, indent=1))
-
-
-def clean(result):
-    assert "Traceback" not in result.err, result.err
-    return result
 
 
 def point_ids(r: Repo) -> list[str]:

@@ -9,7 +9,7 @@ ids, as the AKS webhook injects them). ``AZURE_STORAGE_ENDPOINT`` points at anot
 """
 from __future__ import annotations
 
-from .backend_object import ObjectStoreBackend, endpoint_of, env, safe_endpoint
+from .backend_object import ObjectStoreBackend, endpoint_of, env
 from .errors import UsageError
 
 # Environment variable -> obstore's Azure config key
@@ -22,6 +22,7 @@ ENV_CONFIG = {
 
 class AzureBackend(ObjectStoreBackend):
     service = "Azure Blob Storage"
+    scheme = "azure"
     container_word = "container"
     credentials_hint = "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN"
     default_endpoint = "Azure"
@@ -42,12 +43,5 @@ class AzureBackend(ObjectStoreBackend):
         if "account_name" not in config and not config.get("use_emulator"):
             raise UsageError(f"azure://{container}: set AZURE_STORAGE_ACCOUNT_NAME (and a credential: "
                              "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN or workload identity)")
-        self.container = container
-        self.prefix = prefix
-        self.url = f"azure://{container}/{prefix}" if prefix else f"azure://{container}"
-        self.endpoint = safe_endpoint(endpoint)
-        try:
-            self.store = AzureStore(container, prefix=prefix or None, config=config,
-                                    client_options=client_options or None)
-        except Exception as exc:  # configuration errors from object_store
-            raise UsageError(f"cannot configure Azure access to {self.url}: {exc}") from exc
+        self._open(container, prefix, endpoint, lambda: AzureStore(container, prefix=prefix or None, config=config,
+                                                                   client_options=client_options or None))

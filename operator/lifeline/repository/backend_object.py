@@ -57,12 +57,23 @@ def safe_endpoint(url: str | None) -> str | None:
 
 class ObjectStoreBackend(Backend):
     service = "object store"  # "S3", "Azure Blob Storage"
+    scheme = ""
     container_word = "bucket"
     credentials_hint = ""
     default_endpoint = ""
     store = None
     container = ""
     endpoint: str | None = None
+
+    def _open(self, container: str, prefix: str, endpoint: str | None, build) -> None:
+        """Name the repository (URL, endpoint: never credentials) and build the store with ``build()``."""
+        self.container, self.prefix = container, prefix
+        self.url = f"{self.scheme}://{container}/{prefix}" if prefix else f"{self.scheme}://{container}"
+        self.endpoint = safe_endpoint(endpoint)
+        try:
+            self.store = build()
+        except Exception as exc:  # configuration errors from object_store
+            raise UsageError(f"cannot configure {self.service} access to {self.url}: {exc}") from exc
 
     def _err(self, exc: Exception, what: str, name: str) -> Exception:
         from obstore import exceptions as oe

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 
 from .backend import S3Options
-from .backend_object import ObjectStoreBackend, endpoint_of, env, safe_endpoint
+from .backend_object import ObjectStoreBackend, endpoint_of, env
 from .errors import UsageError
 
 
 class S3Backend(ObjectStoreBackend):
     service = "S3"
+    scheme = "s3"
     credentials_hint = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     default_endpoint = "AWS"
 
@@ -37,15 +38,9 @@ class S3Backend(ObjectStoreBackend):
             if token:
                 config["session_token"] = token
         config.update(opts.extra)
-        self.bucket = self.container = bucket
-        self.prefix = prefix
-        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-        self.endpoint = safe_endpoint(endpoint)
-        try:
-            self.store = S3Store(bucket, prefix=prefix or None, config=config,
-                                 client_options=client_options or None)
-        except Exception as exc:  # configuration errors from object_store
-            raise UsageError(f"cannot configure S3 access to {self.url}: {exc}") from exc
+        self.bucket = bucket
+        self._open(bucket, prefix, endpoint, lambda: S3Store(bucket, prefix=prefix or None, config=config,
+                                                             client_options=client_options or None))
 
 
 __all__ = ["S3Backend"]
