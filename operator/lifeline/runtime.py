@@ -17,6 +17,7 @@ from lifeline.kube import Kube
 from lifeline.observability.health import HealthServer
 from lifeline.observability.metrics import OperatorMetrics
 from lifeline.observability.notifier import Notifier
+from lifeline.planning import approval_policy
 from lifeline.planning.notices import load_targets
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Context:
     options: Options
     health_port: int | None = None  # known once the health server listens
     notifier: Notifier | None = None  # notices to people (spec.notify), sent in the background
+    approval_policies: tuple = ()  # the admin's (lifeline.planning.approval_policy), read once from options
 
 
 # Controllers that own a kind's whole status (they fold readiness into their own plan).
@@ -150,7 +152,8 @@ def make_context(options: Options, *, clock: Clock | None = None, kube: Kube | N
     kube = kube or Kube.connect(options.kubeconfig, options.context)
     metrics = OperatorMetrics()
     return Context(kube=kube, clock=clock or SystemClock(), metrics=metrics, options=options,
-                   notifier=Notifier(load_targets(options.notification_targets), metrics))
+                   notifier=Notifier(load_targets(options.notification_targets), metrics),
+                   approval_policies=approval_policy.load(options.approval_policies))
 
 
 async def run(ctx: Context, *, stop=None, ready=None) -> None:

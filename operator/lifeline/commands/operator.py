@@ -101,15 +101,14 @@ def run(args) -> int:
         webhook_client_ca=args.webhook_client_ca,
     )
     from lifeline.observability.health import ExposureError, check_exposure
-    from lifeline.planning.approval_policy import PolicyError, load
-    from lifeline.planning.notices import TargetError, load_targets
+    from lifeline.planning.approval_policy import PolicyError
+    from lifeline.planning.notices import TargetError
 
     try:
         check_exposure(options.health_host, options.metrics_auth == "kubernetes")
-        load(options.approval_policies)
-        load_targets(options.notification_targets)
+        ctx = make_context(options)  # reads the admin's approval policies and notification targets once
     except (ExposureError, PolicyError, TargetError) as exc:
         print(f"lifeline operator: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_operator(make_context(options)))
+    asyncio.run(run_operator(ctx))
     return 0

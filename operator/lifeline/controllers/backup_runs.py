@@ -14,7 +14,6 @@ import logging
 from lifeline.api import BY_KIND
 from lifeline.clock import parse_time, rfc3339
 from lifeline.controllers.backup_audit import audit_backup
-from lifeline.controllers.common import notify
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import BackupSummary, PruneReport
 from lifeline.planning import backup, backup_points
@@ -118,7 +117,7 @@ class BackupRuns:
             audit_backup(job, body, "failed", None, summary, self.ctx.clock.now(), why)
             said = f"{job.get('type') or ''} backup Job {job['name']} failed: {why} ({report})".replace("  ", " ")
             await self.kube.emit_event(ref, "Warning", "BackupFailed", said, now)
-            notify(self.ctx, body, "BackupFailed", said, now)
+            self.ctx.notifier.tell(body, "BackupFailed", said, now)
         record = backup_points.result_of(job, summary, report, point, problem)
         if job["phase"] == "Succeeded" and job["operation"] == "backup" and not point:
             record.outcome = "Failed"

@@ -43,7 +43,7 @@ from lifeline.controllers.backup_runs import BackupRuns
 from lifeline.controllers.backup_schedule import BackupSchedule
 from lifeline.controllers.backup_snapshots import SnapshotPipelines
 from lifeline.controllers.backup_stores import BackupStores, RefCache, policy_of, resource_version
-from lifeline.controllers.common import notify, pinned_vault_env, stop_ticker, vault_env
+from lifeline.controllers.common import pinned_vault_env, stop_ticker, vault_env
 from lifeline.controllers.recoverypoint_status import RecoveryPointStatus
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, backup_status
@@ -192,7 +192,7 @@ class BackupController:
         stamp = rfc3339(now)
         for ev in plan.events:
             await self.kube.emit_event(ObjectRef.of(body), ev.type, ev.reason, ev.message, stamp)
-            notify(self.ctx, body, ev.reason, ev.message, stamp)
+            self.ctx.notifier.tell(body, ev.reason, ev.message, stamp)
 
     async def key_check(self, ref: str) -> tuple[str, str, str] | None:
         """What the key provider says about a Vault key (lifeline.keys.health: cached, one check at a time)."""

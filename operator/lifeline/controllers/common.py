@@ -63,17 +63,3 @@ def pinned_vault_env() -> dict[str, str]:
     """The operator's own environment, pinned, for the key checks it makes with its own credentials."""
     return {**os.environ, PINNED_ENV: "true"}
 
-
-def notify(ctx, body: dict, event: str, message: str, time: str) -> None:
-    """Tell the object's notification targets (``spec.notify``) about ``event``, in the background
-    (:mod:`lifeline.observability.notifier`); nothing when it names none or people are not told of it."""
-    from lifeline.planning import notices
-
-    targets = (body.get("spec") or {}).get("notify") or []
-    meta = body.get("metadata") or {}
-    if not targets or getattr(ctx, "notifier", None) is None:
-        return
-    found = notices.notice(body.get("kind") or "", event, meta.get("namespace", ""), meta.get("name", ""), message,
-                           time)
-    if found is not None:
-        ctx.notifier.send(targets, found)

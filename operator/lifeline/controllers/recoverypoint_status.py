@@ -65,7 +65,7 @@ class RecoveryPointStatus:
         reviewed = shred_approval.approved_by(body, key)
         if reviewed:
             return True, f"asked by {reviewed[0]}, approved by {reviewed[1]}"
-        return False, shred_approval.waiting(body, key)
+        return False, shred_approval.waiting(body)
 
     async def sync_owners(self, policy: dict, points: list[dict]) -> None:
         """Owner references of points follow their policy's deletionPolicy (Delete: owned, so collected)."""

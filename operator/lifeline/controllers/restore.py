@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from lifeline.api import BY_KIND
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import vault_env
-from lifeline.controllers.common import job_end, notify
+from lifeline.controllers.common import job_end
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import RestoreSummary, read_summary
 from lifeline.observability import audit
@@ -77,7 +77,8 @@ class RestoreController:
         self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
         self.locks: dict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._failures: dict[tuple, int] = {}
-        self.policies = approval_policy.load(ctx.options.approval_policies)
+        self.policies = ctx.approval_policies
+        self.tiers: dict[str, str | None] = {}  # Restore uid -> the tier of the backup it restores
 
     async def _approval_policy(self, body: dict, phase: str | None) -> approval_policy.ApprovalPolicy:
         """The admin's policy for this Restore: by its namespace, and by the tier of the backup it restores
@@ -89,15 +90,17 @@ class RestoreController:
             kept = next((p for p in self.policies if p.name == named), None)
             if kept is not None or named == approval_policy.DEFAULT.name:
                 return kept or approval_policy.DEFAULT
-        tier = None
-        if approval_policy.needs_tier(self.policies):
+        uid = body["metadata"].get("uid", "")
+        if approval_policy.needs_tier(self.policies) and uid not in self.tiers:
+            # the spec is immutable: the point, its policy and their tier are looked up once per Restore
             point = await self.kube.get_object(POINT.api_version, POINT.plural, namespace,
                                                body["spec"].get("recoveryPoint", ""))
             policy_name = ((point or {}).get("spec") or {}).get("policyName")
             policy = policy_name and await self.kube.get_object(POLICY.api_version, POLICY.plural, namespace,
                                                                 policy_name)
-            tier = ((policy or {}).get("spec") or {}).get("tier")
-        return approval_policy.choose(self.policies, namespace, tier)
+            if policy:  # not there (yet): asked again on the next reconcile
+                self.tiers[uid] = (policy.get("spec") or {}).get("tier")
+        return approval_policy.choose(self.policies, namespace, self.tiers.get(uid))
 
     async def _job(self, body: dict) -> restore.JobFacts | None:
         namespace = restore_run.target_namespace(body)
@@ -212,7 +215,7 @@ class RestoreController:
                 event = "RestoreRejected" if action == "rejection" else f"Restore{outcome.capitalize()}" \
                     if action == "restore" else None
                 if event:
-                    notify(self.ctx, body, event, note.message, now)
+                    self.ctx.notifier.tell(body, event, note.message, now)
                 audit.record(action, actor=actor, outcome=outcome, subject=subject,
                              details={"recoveryPoint": body["spec"].get("recoveryPoint"), "phase": plan.phase,
                                       "message": note.message})
@@ -241,6 +244,7 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
     async def on_restore(event, body, namespace, name, **_):
         if event.get("type") == "DELETED":
             ctx.metrics.forget(INFO.kind, namespace, name)
+            controller.tiers.pop((body.get("metadata") or {}).get("uid", ""), None)
             return
         await controller.reconcile(namespace, name, json.loads(json.dumps(dict(body))))
 

@@ -22,7 +22,7 @@ from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import parse_duration
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
-from lifeline.controllers.common import job_end, notify, stop_ticker, vault_env
+from lifeline.controllers.common import job_end, stop_ticker, vault_env
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.messages import RestoreSummary, VerifyReport, read_summary
 from lifeline.observability import audit
@@ -264,7 +264,7 @@ class DrillController:
         message = f"run {run['name']} {run['outcome'].lower()} ({run.get('reason')}): {timing}; {run.get('message')}"
         await self.kube.emit_event(ObjectRef.of(body), "Normal" if ok and run.get("rtoMet") is not False else "Warning",
                                    "DrillSucceeded" if ok else "DrillFailed", message, rfc3339(now))
-        notify(self.ctx, body, "DrillRTOMissed" if ok and run.get("rtoMet") is False else "DrillFailed" if not ok
+        self.ctx.notifier.tell(body, "DrillRTOMissed" if ok and run.get("rtoMet") is False else "DrillFailed" if not ok
                else "DrillSucceeded", message, rfc3339(now))
         audit.record("drill", actor=ACTOR, outcome="succeeded" if ok else "failed", when=now,
                      subject={"kind": "RestoreDrill", "namespace": ns, "name": name},

@@ -108,8 +108,9 @@ class ShredController:
             return  # the timer comes back
         # a fresh list, not the watch cache: a sibling not seen yet must still hold the shred back
         ref = ObjectRef.of(point)
-        if shred_approval.approved_by(point, seal_key(self.ctx.options)) is None:
-            why = shred_approval.waiting(point, seal_key(self.ctx.options))
+        key = seal_key(self.ctx.options)
+        if shred_approval.approved_by(point, key) is None:
+            why = shred_approval.waiting(point)
             if self.waiting.get((namespace, name)) != (why,):  # once per state, not per event
                 self.waiting[(namespace, name)] = (why,)
                 await self.kube.emit_event(ref, "Normal", "ShredAwaitingApproval", f"not shredded yet: {why}",

@@ -39,7 +39,7 @@ from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import SystemClock
 from lifeline.kube import KubeError, ObjectRef
-from lifeline.planning import authority, notices
+from lifeline.planning import authority
 from lifeline.planning import failover as planner
 
 from . import actuators, codec, machine, probes
@@ -374,13 +374,10 @@ class PlanRunner:
 
     def notify(self, ref: ObjectRef, events, now: str) -> None:
         """Tell the plan's notification targets about the transitions people must hear of."""
-        targets = ((self.body_source().get("spec") or {}).get("notify") or [])
-        if not targets or self.ctx.notifier is None:
-            return
-        for ev in events:
-            notice = notices.failover_notice(ev.reason, ref.namespace, ref.name, ev.message, now)
-            if notice is not None:
-                self.ctx.notifier.send(targets, notice)
+        if self.ctx.notifier is not None:
+            body = {"kind": ref.kind or INFO.kind, **self.body_source()}
+            for ev in events:
+                self.ctx.notifier.tell(body, ev.reason, ev.message, now)
 
     async def refetch(self) -> None:
         try:

@@ -13,6 +13,7 @@ import logging
 
 import aiohttp
 
+from lifeline.planning import notices
 from lifeline.planning.notices import Notice, Target, render
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ class Notifier:
         self.targets, self.metrics = targets, metrics
         self.delays, self.timeout = delays, timeout
         self._tasks: set[asyncio.Task] = set()
+        self._session: aiohttp.ClientSession | None = None  # one connection pool, made in the operator's loop
+
+    def tell(self, body: dict, event: str, message: str, time: str) -> None:
+        """Tell the targets ``body`` names (``spec.notify``) about its ``event``, when people hear of that
+        kind of event (:data:`lifeline.planning.notices.NOTICES`)."""
+        targets = (body.get("spec") or {}).get("notify") or []
+        meta = body.get("metadata") or {}
+        found = targets and notices.notice(body.get("kind") or "", event, meta.get("namespace", ""),
+                                           meta.get("name", ""), message, time)
+        if found:
+            self.send(targets, found)
 
     def send(self, names: list[str], notice: Notice) -> None:
         """Post ``notice`` to each named target, in the background (call from the event loop)."""
@@ -48,13 +60,15 @@ class Notifier:
 
     async def close(self, grace: float) -> None:
         """On shutdown: wait up to ``grace`` seconds for the notices in flight, then drop the rest (logged)."""
-        if not self._tasks:
-            return
-        done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("%d notice(s) still being retried were dropped at shutdown", len(pending))
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("%d notice(s) still being retried were dropped at shutdown", len(pending))
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _deliver(self, target: Target, notice: Notice) -> bool:
         body = render(target, notice)
@@ -63,8 +77,10 @@ class Notifier:
             if pause:
                 await asyncio.sleep(pause)
             try:
-                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http, \
-                        http.post(target.url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                if self._session is None:
+                    self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+                async with self._session.post(target.url, data=body,
+                                              headers={"Content-Type": "application/json"}) as resp:
                     if 200 <= resp.status < 300:
                         self._count(target.name, "sent")
                         return True

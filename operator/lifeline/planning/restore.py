@@ -67,14 +67,24 @@ def seal(key: bytes, body: dict, requester: str | None, decisions_text: str | No
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
+def seal_holds(key: bytes | None, body: dict, requester: str | None, records_text: str | None, given) -> bool:
+    """Is ``given`` the webhook's seal (:func:`seal`) over ``body``, ``requester`` and ``records_text``?"""
+    if key is None or not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given, seal(key, body, requester, records_text))
+
+
 def sealed(body: dict, key: bytes | None) -> bool:
     """Were the requester and the decisions on ``body`` written by the webhook holding ``key``?"""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    given = annotations.get(ANN_SEAL)
-    if key is None or not isinstance(given, str):
-        return False
-    wanted = seal(key, body, annotations.get(ANN_REQUESTED_BY), annotations.get(ANN_DECISIONS))
-    return hmac.compare_digest(given, wanted)
+    return seal_holds(key, body, annotations.get(ANN_REQUESTED_BY), annotations.get(ANN_DECISIONS),
+                      annotations.get(ANN_SEAL))
+
+
+def changed(old: dict | None, new: dict | None, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of ``keys`` (records only the webhook writes) a request changes: a forgery to refuse."""
+    old, new = old or {}, new or {}
+    return tuple(k for k in keys if old.get(k) != new.get(k))
 
 
 
@@ -118,8 +128,8 @@ class Request:
 
 def read_request(old_annotations: dict | None, new_annotations: dict | None) -> Request:
     """Which decision a CREATE (old None) or UPDATE asks for, and which protected keys it touches."""
-    old, new = old_annotations or {}, new_annotations or {}
-    forged = tuple(k for k in PROTECTED if old.get(k) != new.get(k))
+    new = new_annotations or {}
+    forged = changed(old_annotations, new, PROTECTED)
     if ANN_REJECT in new:
         return Request("Rejected", str(new[ANN_REJECT])[:MAX_COMMENT], forged)
     if ANN_APPROVE in new:

@@ -45,8 +45,8 @@ class Ask:
 
 
 def read_ask(old_annotations: dict | None, new_annotations: dict | None) -> Ask:
-    old, new = old_annotations or {}, new_annotations or {}
-    forged = tuple(k for k in PROTECTED if old.get(k) != new.get(k))
+    new = new_annotations or {}
+    forged = restore.changed(old_annotations, new, PROTECTED)
     if ANN_APPROVE in new:
         return Ask("approve", str(new[ANN_APPROVE])[:MAX_TEXT], forged)
     if ANN_REQUEST in new:
@@ -97,18 +97,15 @@ def refusal(ask: Ask, *, user: str, requester: str | None, records: list[dict], 
 def approved_by(body: dict, key: bytes | None) -> tuple[str, str] | None:
     """``(requester, approver)`` when a sealed request and a second person's sealed approval are on ``body``."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    requester, given = annotations.get(ANN_REQUESTED_BY), annotations.get(ANN_SEAL)
-    if key is None or not requester or not isinstance(given, str):
-        return None
-    import hmac
-
-    if not hmac.compare_digest(given, seal(key, body, requester, annotations)):
+    requester = annotations.get(ANN_REQUESTED_BY)
+    if not requester or not restore.seal_holds(key, body, requester, _sealed_text(annotations),
+                                               annotations.get(ANN_SEAL)):
         return None
     others = [a["user"] for a in approvals(annotations) if a["user"] != requester]
     return (requester, others[0]) if others else None
 
 
-def waiting(body: dict, key: bytes | None) -> str:
+def waiting(body: dict) -> str:
     """What a held shred waits for, for a person (the Event and the point's condition say it)."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     name = (body.get("metadata") or {}).get("name", "NAME")

@@ -65,7 +65,7 @@ class Approvals:
     def __init__(self, ctx):
         self.ctx = ctx
         # the approver's groups worth keeping with a decision: those an approval policy asks for
-        self.named_groups = approval_policy.named_groups(approval_policy.load(ctx.options.approval_policies))
+        self.named_groups = approval_policy.named_groups(ctx.approval_policies)
 
     async def may_decide(self, userinfo: dict, namespace: str, name: str, target: str | None = None) -> bool:
         """The approve verb on this Restore, and (for a target in another namespace) on restores there:
