@@ -23,11 +23,13 @@ class Receiver:
         self.got: dict[str, list[dict]] = {}
         self.release = asyncio.Event()
         self.tries = 0
+        self.arrived = 0  # notices that reached /held (answered only once released)
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
         if path == "held":
+            self.arrived += 1
             await self.release.wait()
         if path == "flaky":
             self.tries += 1
@@ -97,6 +99,7 @@ async def test_a_failing_target_is_retried_then_given_up_and_an_unknown_one_is_c
         notifier = Notifier(targets, metrics, delays=(0.01, 0.01), timeout=2)
         notifier.send(["flaky", "gone", "nobody"], NOTICE)
         await notifier.drain()
+        await notifier.close(grace=0)  # and its connection pool
     assert receiver.tries == 3 and len(receiver.got["flaky"]) == 1
     sample = metrics.registry.get_sample_value
     assert sample("lifeline_notifications_total", {"target": "flaky", "outcome": "sent"}) == 1
@@ -115,11 +118,12 @@ async def test_a_failover_tells_the_wards_and_the_on_call_chat_without_waiting_f
             world.node_down()
             await tick(world, ctx, times=7)  # past the 60 s breach window
             await phase(world, "FailedOver")
-            assert "held" not in receiver.got, "the failover completed while a target still held its notice"
+            await world.kube.wait_for(lambda: receiver.arrived >= 1, timeout=30)  # the pager got a notice ...
+            assert "held" not in receiver.got, "... and the failover completed while it was still unanswered"
 
             def told(path: str) -> list[str]:
                 return [n.get("event") or n["markdown"]["title"] for n in receiver.got.get(path, [])]
-            await asyncio.wait_for(_until(lambda: len(told("generic")) == 2 and len(told("dingtalk")) == 2), 30)
+            await world.kube.wait_for(lambda: len(told("generic")) == 2 and len(told("dingtalk")) == 2, timeout=30)
             assert told("generic") == ["FailingOver", "FailoverComplete"]
             assert told("dingtalk") == [f"FailoverPlan {world.ns}/icu: a failover to the standby site started",
                                         f"FailoverPlan {world.ns}/icu: the failover is complete: the standby site serves"]
@@ -127,9 +131,4 @@ async def test_a_failover_tells_the_wards_and_the_on_call_chat_without_waiting_f
             assert generic["object"]["namespace"] == world.ns and generic["labels"]["alertname"] == \
                 "LifelineFailoverComplete"
             receiver.release.set()
-            await asyncio.wait_for(_until(lambda: len(receiver.got.get("held", [])) == 2), 30)
-
-
-async def _until(check) -> None:
-    while not check():
-        await asyncio.sleep(0.05)  # polls the receiver, which the operator's thread fills
+            await world.kube.wait_for(lambda: len(receiver.got.get("held", [])) == 2, timeout=30)

@@ -64,13 +64,14 @@ class Reviews:
     """The two questions KubeCallers asks the API server, answered from a table, counted."""
 
     def __init__(self, tokens: dict[str, str], allowed: set[tuple[str, str]]):
-        self.tokens, self.allowed, self.asked = tokens, allowed, 0
+        self.tokens, self.allowed, self.asked, self.reviewed = tokens, allowed, 0, 0
 
     async def token_review(self, token: str):
         self.asked += 1
         return {"username": self.tokens[token], "groups": []} if token in self.tokens else None
 
     async def path_review(self, *, user, groups, path, uid=None, extra=None, verb="get"):
+        self.reviewed += 1
         return (user, path) in self.allowed
 
 
@@ -80,7 +81,7 @@ async def test_answers_are_kept_briefly_and_refusals_more_briefly():
     callers = KubeCallers(reviews, clock=lambda: now[0])
     assert (await callers.judge("Bearer t1", "/metrics")).status == 200
     assert (await callers.judge("Bearer t1", "/metrics")).status == 200
-    assert reviews.asked == 1, "a scrape every few seconds asks the API server once a minute"
+    assert (reviews.asked, reviews.reviewed) == (1, 1), "a scrape every few seconds asks the API server once a minute"
     assert (await callers.judge("Bearer t2", "/metrics")).status == 403
     reviews.allowed.add(("intruder", "/metrics"))  # a binding made now counts once the refusal expires
     now[0] = REFUSED_FOR - 0.001

@@ -370,10 +370,12 @@ def test_beneath_never_resolves_through_links(use_openat2, outside, tmp_path):
             with pytest.raises(OSError) as exc:
                 b.create_file(rel, replace=True)
             assert exc.value.errno in beneath.NOT_BENEATH
-            with pytest.raises(OSError):
+            with pytest.raises(OSError) as exc:
                 b.mkdir(rel, replace=True)
-            with pytest.raises(OSError):
+            assert exc.value.errno in beneath.NOT_BENEATH
+            with pytest.raises(OSError) as exc:
                 b.open_dir(rel.rpartition("/")[0])
+            assert exc.value.errno in beneath.NOT_BENEATH
         with pytest.raises(FileExistsError):  # the final component is never followed either
             b.create_file("link", replace=False)
         fd = b.create_file("link", replace=True)  # ... and with replace it is the link that goes
