@@ -57,6 +57,12 @@ def refuse(message: str, *, user: str, body: dict, dryrun: bool, verified: bool,
     raise kopf.AdmissionError(message, code=403)
 
 
+async def user_may(kube, userinfo: dict, **attributes) -> bool:
+    """May the admission request's user (``userInfo``, as the API server authenticated it) do this?"""
+    return await kube.access_review(user=userinfo.get("username", ""), groups=list(userinfo.get("groups") or []),
+                                    uid=userinfo.get("uid"), extra=userinfo.get("extra"), **attributes)
+
+
 def _annotations(patch) -> dict:
     return patch.setdefault("metadata", {}).setdefault("annotations", {})
 
@@ -71,10 +77,8 @@ class Approvals:
         """The approve verb on this Restore, and (for a target in another namespace) on restores there:
         an approver of one namespace cannot send data into another."""
         for where in dict.fromkeys([namespace, target or namespace]):
-            allowed = await self.ctx.kube.access_review(
-                user=userinfo.get("username", ""), groups=list(userinfo.get("groups") or []),
-                uid=userinfo.get("uid"), extra=userinfo.get("extra"), namespace=where, verb=rules.APPROVE_VERB,
-                group=INFO.group, resource=INFO.plural, name=name if where == namespace else None)
+            allowed = await user_may(self.ctx.kube, userinfo, namespace=where, verb=rules.APPROVE_VERB,
+                                     group=INFO.group, resource=INFO.plural, name=name if where == namespace else None)
             if not allowed:
                 return False
         return True

@@ -20,7 +20,7 @@ from lifeline.kube import KubeError
 from lifeline.planning import restore as restore_rules
 from lifeline.planning import shred_approval as rules
 
-from .approvals import refuse
+from .approvals import refuse, user_may
 from .seal_key import seal_key
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,8 @@ class ShredApprovals:
         self.ctx = ctx
 
     async def may_review(self, userinfo: dict, namespace: str, name: str) -> bool:
-        return await self.ctx.kube.access_review(
-            user=userinfo.get("username", ""), groups=list(userinfo.get("groups") or []), uid=userinfo.get("uid"),
-            extra=userinfo.get("extra"), namespace=namespace, verb=rules.VERB, group=INFO.group,
-            resource=INFO.plural, name=name)
+        return await user_may(self.ctx.kube, userinfo, namespace=namespace, verb=rules.VERB, group=INFO.group,
+                              resource=INFO.plural, name=name)
 
     async def review(self, body: dict, old: dict | None, userinfo: dict, patch, dryrun: bool, verified: bool) -> None:
         user = userinfo.get("username") or ""
