@@ -123,6 +123,11 @@ def assert_same_tree(a: Path, b: Path) -> None:
 
 
 # --- editing a repository's objects, reading an agent's result -----------------------------------
+def repo_root(r: Repo) -> Path:
+    """The directory of a file:// repository."""
+    return Path(r.url[len("file://"):])
+
+
 def edit_json(path: Path, edit) -> None:
     obj = json.loads(path.read_text())
     edit(obj)

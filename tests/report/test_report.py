@@ -12,10 +12,8 @@ import sys
 from datetime import timedelta
 
 import aiohttp
-import pytest
 
 from lifeline.audit import chain, open_store
-from lifeline.kube import Kube
 from lifeline.observability import audit
 from lifeline.clock import FrozenClock
 from lifeline.observability.report import (
@@ -39,14 +37,6 @@ def _audit_log(url: str, namespace: str = NS) -> None:
                      when=NOW - timedelta(days=22))
     finally:
         audit.remove_sink(sink)
-
-
-@pytest.fixture()
-async def client(cluster):
-    """The project's own API client (what the CLI and the operator use), as the cluster's admin."""
-    kube = Kube.connect(cluster.kubeconfig)
-    yield kube
-    kube.close()
 
 
 async def test_report_shows_an_auditor_every_objective(kube, client, chromium_bin, tmp_path):

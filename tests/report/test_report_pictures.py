@@ -8,24 +8,15 @@ import re
 import subprocess
 import sys
 
-import pytest
 
 from lifeline.commands.report import print_pdf
 from lifeline.devstack import install
-from lifeline.kube import Kube
 from lifeline.observability.report import write_report_async
 
 from . import browser
 from .scene import NOW, apply
 
 A4_PX = 718  # an A4 page's width (210 mm) less the 14 mm margins, at 96 px per inch
-
-
-@pytest.fixture()
-async def client(cluster):
-    kube = Kube.connect(cluster.kubeconfig)
-    yield kube
-    kube.close()
 
 
 def widest(chromium, page, workdir, width: int) -> int:

@@ -70,7 +70,7 @@ def test_validate_still_says_valid_for_a_good_manifest(tmp_path):
 # ---- the agent's half: a forged manifest and bad options end with a message, not a traceback -----
 
 from tests.agent.helpers import repo  # noqa: E402,F401 - fixture
-from tests.security.test_restore_escape import base_point, forge, outside, restore  # noqa: E402,F401
+from tests.security.test_restore_escape import base_point, empty_or_missing, forge, outside, restore  # noqa: E402,F401
 
 
 @pytest.mark.parametrize("chunks", [["zz" * 32], ["ab"], "not-a-list", [None]])
@@ -80,7 +80,7 @@ def test_a_manifest_with_chunk_ids_that_are_not_ids_is_refused_before_anything_i
     target = tmp_path / "target"
     r = restore(base_point, target)
     assert r.rc == 3 and "chunk ids" in r.err and "Traceback" not in r.err, r.err
-    assert not target.exists() or not any(target.iterdir())
+    assert empty_or_missing(target)
 
 
 @pytest.mark.parametrize("option", [["--workers", "-3"], ["--workers", "many"], ["--compression-level", "99"]])

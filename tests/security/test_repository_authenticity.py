@@ -21,15 +21,11 @@ import blake3
 import pytest
 import zstandard
 
-from tests.agent.helpers import AGENT, Repo, clean, edit_json, make_key, repo, run_agent  # noqa: F401 (repo: fixture)
+from tests.agent.helpers import AGENT, Repo, clean, edit_json, make_key, repo, repo_root as root, run_agent  # noqa: F401 (repo: fixture)
 from tests.keys.conftest import run_lifeline, transit, vault_repo  # noqa: F401 (fixtures)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def root(r: Repo) -> Path:
-    return Path(r.url[len("file://"):])
-
-
 def point_ids(r: Repo) -> list[str]:
     return [p["point_id"] for p in r.ok("points", "--json").json["points"]]
 
@@ -245,7 +241,8 @@ def test_d_an_index_segment_rewritten_by_storage_is_detected(repo: Repo, how):
 # --- (e) what legitimately removes points ------------------------------------------------------
 def test_e_prune_and_crypto_shredding_are_not_taken_for_a_rollback(repo: Repo):
     a2 = [backup(repo, f"patient A {i}".encode(), "--source-name", "a") for i in range(2)][1]
-    b = [backup(repo, f"patient B {i}".encode(), "--source-name", "b", "--type", "full") for i in range(2)]
+    for i in range(2):
+        backup(repo, f"patient B {i}".encode(), "--source-name", "b", "--type", "full")
     repo.ok("prune", "--keep-last", "1")  # forgets the older point of each source
     r = repo.ok("verify")
     assert "DAMAGED" not in r.text and "catalogue head: seq" in r.text
