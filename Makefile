@@ -33,7 +33,9 @@ kube:
 
 deps: $(STAMP) system-packages tools kube
 
+# The layers first ([tool.importlinter] in pyproject.toml): a broken contract fails the target before any test runs.
 test: deps
+	$(VENV)/bin/lint-imports --no-logo --no-cache pyproject.toml
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: deps

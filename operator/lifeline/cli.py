@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from lifeline import __version__
+
 _AREAS = (
     "lifeline.commands.crds",
     "lifeline.commands.operator",
@@ -30,8 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lifeline",
         description="Disaster-recovery control plane for Kubernetes.",
     )
-    from lifeline import __version__
-
     parser.add_argument("--version", action="version", version=f"lifeline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for area in _AREAS:

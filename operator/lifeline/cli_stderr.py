@@ -1,19 +1,26 @@
 """What a `lifeline …` command writes to stderr besides its own output: errors and audit records.
 
 Errors: one line and an exit code instead of a traceback. A
-:class:`~lifeline.repository.errors.LifelineError` already says what went wrong and what to do;
+:class:`~lifeline.errors.LifelineError` already says what went wrong and what to do;
 the command only prefixes its own name and exits with the error's code (130 when interrupted).
-The repository package is imported only when a command runs, so ``lifeline --help`` stays fast.
 
 Audit records: a command run by a person shows the records its DR action writes (in the
 operator, its logging configuration does that instead).
+
+Arguments: a check that raises a :class:`~lifeline.errors.UsageError` serves as an argparse type
+(:func:`arg_type`), so a bad value is refused in argparse's words before the command runs.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import sys
-from typing import Callable
+from typing import Callable, TypeVar
+
+from lifeline.errors import LifelineError, UsageError
+
+T = TypeVar("T")
 
 
 def guard(command: Callable[[object], str], *, os_errors: bool = False):
@@ -21,8 +28,6 @@ def guard(command: Callable[[object], str], *, os_errors: bool = False):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapped(args) -> int:
-            from lifeline.repository.errors import LifelineError
-
             try:
                 return fn(args)
             except LifelineError as exc:
@@ -49,3 +54,15 @@ def audit_to_stderr(prefix: str) -> None:
         handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+def arg_type(check: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` from ``check``: its UsageError becomes argparse's error, with the same words."""
+    @functools.wraps(check)
+    def convert(text: str) -> T:
+        try:
+            return check(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert

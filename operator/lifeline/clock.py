@@ -43,3 +43,8 @@ def parse_time(value) -> datetime | None:
         return None
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def seconds_between(earlier, later) -> float:
+    """Seconds from one timestamp to another, each in a form :func:`parse_time` reads."""
+    return (parse_time(later) - parse_time(earlier)).total_seconds()

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from lifeline.api import KINDS, KindInfo
+from lifeline.labels import LABEL_APP_NAME, LABEL_APP_PART_OF
 
 _DROP = {"title", "default", "$defs"}
 
@@ -98,7 +99,7 @@ def crd_for(info: KindInfo) -> dict:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": info.crd_name,
-            "labels": {"app.kubernetes.io/name": "lifeline", "app.kubernetes.io/part-of": "lifeline"},
+            "labels": {LABEL_APP_NAME: "lifeline", LABEL_APP_PART_OF: "lifeline"},
         },
         "spec": {
             "group": info.group,

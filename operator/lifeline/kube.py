@@ -21,6 +21,7 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from lifeline.api import KindInfo
+from lifeline.labels import LABEL_SANDBOX, LABEL_SANDBOX_NAMESPACE
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,48 @@ CLI_VERBS: frozenset[tuple[str, str, str]] = frozenset(
 )
 
 MERGE_PATCH = "application/merge-patch+json"
-SANDBOX_LABEL = "dr.lifeline.io/sandbox"  # the only namespaces Lifeline ever deletes carry it (drills)
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-# Kinds an annotation switch may write to (lifeline.api.failoverplan.ANNOTATABLE), as (group, version, plural).
-ANNOTATABLE = {
-    "Service": ("", "v1", "services"),
-    "Ingress": ("networking.k8s.io", "v1", "ingresses"),
-    "DNSEndpoint": ("externaldns.k8s.io", "v1alpha1", "dnsendpoints"),
-}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A kind as the API serves it: what every :class:`Kube` call is told it acts on.
+
+    Lifeline's own kinds are :class:`lifeline.api.KindInfo`, which has these three fields too; the
+    other kinds Lifeline touches are below.
+    """
+
+    api_version: str  # "v1", "batch/v1", ...
+    plural: str  # the resource name in the URL: "jobs"
+    kind: str  # "Job"
+
+
+NAMESPACES = Resource("v1", "namespaces", "Namespace")
+PODS = Resource("v1", "pods", "Pod")
+SECRETS = Resource("v1", "secrets", "Secret")
+SERVICES = Resource("v1", "services", "Service")
+EVENTS = Resource("v1", "events", "Event")
+RESOURCEQUOTAS = Resource("v1", "resourcequotas", "ResourceQuota")
+PERSISTENTVOLUMECLAIMS = Resource("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+PERSISTENTVOLUMES = Resource("v1", "persistentvolumes", "PersistentVolume")
+JOBS = Resource("batch/v1", "jobs", "Job")
+CRONJOBS = Resource("batch/v1", "cronjobs", "CronJob")
+DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
+STATEFULSETS = Resource("apps/v1", "statefulsets", "StatefulSet")
+INGRESSES = Resource("networking.k8s.io/v1", "ingresses", "Ingress")
+NETWORKPOLICIES = Resource("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy")
+DNSENDPOINTS = Resource("externaldns.k8s.io/v1alpha1", "dnsendpoints", "DNSEndpoint")
+VOLUMESNAPSHOTS = Resource("snapshot.storage.k8s.io/v1", "volumesnapshots", "VolumeSnapshot")
+VOLUMESNAPSHOTCLASSES = Resource("snapshot.storage.k8s.io/v1", "volumesnapshotclasses", "VolumeSnapshotClass")
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding")
+CLUSTERROLEBINDINGS = Resource("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding")
+SUBJECTACCESSREVIEWS = Resource("authorization.k8s.io/v1", "subjectaccessreviews", "SubjectAccessReview")
+TOKENREVIEWS = Resource("authentication.k8s.io/v1", "tokenreviews", "TokenReview")
+SELFSUBJECTREVIEWS = Resource("authentication.k8s.io/v1", "selfsubjectreviews", "SelfSubjectReview")
+# Workload kinds failover scales (lifeline.api.failoverplan's Workload.kind).
+WORKLOADS = {r.kind: r for r in (DEPLOYMENTS, STATEFULSETS)}
+# Kinds an annotation switch may write to (lifeline.api.failoverplan.ANNOTATABLE).
+ANNOTATABLE = {r.kind: r for r in (SERVICES, INGRESSES, DNSENDPOINTS)}
+Kind = Resource | KindInfo  # what every Kube call acts on
 
 
 class KubeError(RuntimeError):
@@ -191,17 +226,18 @@ class ObjectRef:
 
 
 class Kube:
-    """An API connection; build one with :meth:`connect`."""
+    """An API connection; build one with :meth:`connect`.
+
+    One set of calls for every kind: :meth:`get`, :meth:`list` (:meth:`list_pages`), :meth:`create`,
+    :meth:`replace`, :meth:`patch` and :meth:`delete`, each told what it acts on by a :class:`Resource`
+    or a :class:`~lifeline.api.KindInfo`; the rest (Events, Secrets, reviews, sandboxes) is built on them.
+    """
 
     def __init__(self, api_client: kubernetes.client.ApiClient, *, request_timeout: float | tuple | None = None):
         self._api = api_client
-        self._custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._core = kubernetes.client.CoreV1Api(api_client)
-        self._apps = kubernetes.client.AppsV1Api(api_client)
-        self._networking = kubernetes.client.NetworkingV1Api(api_client)
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
         self._me: str | None = None  # whoami()
-        # (connect, read) seconds for the calls failover makes: a dead site must not hang a thread.
+        # (connect, read) seconds for every call: a dead site (failover) must not hang a thread.
         self.request_timeout = request_timeout or (5, 15)
 
     @classmethod
@@ -268,121 +304,104 @@ class Kube:
             reason = getattr(exc, "reason", None) or exc
             raise KubeError(f"{what}: no answer from the API server: {_short(reason)}") from None
 
-    async def patch_status(self, info: KindInfo, namespace: str, name: str, status: dict,
-                           *, resource_version: str | None = None) -> dict:
-        """Merge-patch the status subresource of one of Lifeline's own objects; returns the object.
+    # ---- the one set of calls: any kind (a Resource, or a KindInfo for Lifeline's own), by namespace and name
 
-        With ``resource_version`` the write succeeds only if nobody wrote in between (409 otherwise).
+    @staticmethod
+    def _path(res: Kind, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/api/{res.api_version}" if "/" not in res.api_version else f"/apis/{res.api_version}"
+        path = f"{base}/namespaces/{namespace}/{res.plural}" if namespace else f"{base}/{res.plural}"
+        if name:
+            path = f"{path}/{name}"
+        return f"{path}/{subresource}" if subresource else path
+
+    @staticmethod
+    def _what(verb: str, res: Kind, namespace: str | None, name: str) -> str:
+        return f"{verb} {res.kind} {namespace}/{name}" if namespace else f"{verb} {res.kind} {name}"
+
+    def _raw(self, method: str, path: str, body=None, query: list | None = None,
+             content_type: str = "application/json"):
+        import json
+
+        response = self._api.call_api(
+            path, method, {}, query or [], {"Accept": "application/json", "Content-Type": content_type},
+            body=body, response_types_map={}, auth_settings=["BearerToken"],
+            _return_http_data_only=True, _preload_content=False, _request_timeout=self.request_timeout,
+        )
+        data = response.data
+        return json.loads(data) if data else {}
+
+    async def get(self, res: Kind, namespace: str | None, name: str, *, missing_ok: bool = False) -> dict | None:
+        """One object as stored now. One that does not exist is KubeError 404, or None with ``missing_ok``."""
+        try:
+            return await self._call(self._what("get", res, namespace, name), self._raw, "GET",
+                                    self._path(res, namespace, name))
+        except KubeError as exc:
+            if missing_ok and exc.status == 404:
+                return None
+            raise
+
+    async def list_pages(self, res: Kind, namespace: str | None = None, label_selector: str | None = None,
+                         limit: int = 500):
+        """Every object of a kind in a namespace (None: in all), one page (a list) at a time.
+
+        A caller that keeps only a few fields of each object never holds the whole list: at a few
+        thousand CronJobs that is the difference between one page and ~100 MiB of parsed JSON.
         """
-        body: dict = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        return await self._call(
-            f"patch status of {info.kind} {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object_status,
-            info.group, info.version, namespace, info.plural, name, body,
-        )
+        token = None
+        while True:
+            query = [("limit", str(limit))] + ([("labelSelector", label_selector)] if label_selector else [])
+            if token:
+                query.append(("continue", token))
+            result = await self._call(f"list {res.plural} in {namespace or 'every namespace'}", self._raw, "GET",
+                                      self._path(res, namespace), query=query)
+            token = (result.get("metadata") or {}).get("continue")
+            page = result.get("items") or []
+            del result
+            yield page
+            if not token:
+                return
 
-    async def get(self, info: KindInfo, namespace: str, name: str) -> dict:
-        """One of Lifeline's objects as stored now."""
-        return await self._call(
-            f"get {info.kind} {namespace}/{name}", self._custom.get_namespaced_custom_object,
-            info.group, info.version, namespace, info.plural, name,
-        )
+    async def list(self, res: Kind, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+        """Every object of a kind in a namespace (None: in all), read page by page."""
+        items: list[dict] = []
+        async for page in self.list_pages(res, namespace, label_selector):
+            items += page
+        return items
 
-    async def patch_metadata(self, info: KindInfo, namespace: str, name: str, metadata: dict) -> dict:
-        """Merge-patch the metadata (labels, annotations) of one of Lifeline's objects."""
-        return await self._call(
-            f"patch {info.kind} {namespace}/{name}", self._custom.patch_namespaced_custom_object,
-            info.group, info.version, namespace, info.plural, name, {"metadata": metadata},
-            _content_type=MERGE_PATCH,
-        )
-
-    async def delete(self, info: KindInfo, namespace: str, name: str) -> None:
-        """Delete one of Lifeline's objects (the CLI and the demo, on a person's behalf)."""
-        await self._call(
-            f"delete {info.kind} {namespace}/{name}", self._custom.delete_namespaced_custom_object,
-            info.group, info.version, namespace, info.plural, name,
-        )
-
-    # ---- failover: workloads, traffic, other clusters
-
-    def _workload_api(self, kind: str, verb: str):
-        if kind not in WORKLOAD_KINDS:
-            raise KubeError(f"{kind} is not a workload kind Lifeline scales ({', '.join(WORKLOAD_KINDS)})", 400)
-        plural = "deployment" if kind == "Deployment" else "stateful_set"
-        return getattr(self._apps, f"{verb}_namespaced_{plural}")
-
-    def _plain(self, obj) -> dict:
-        return self._api.sanitize_for_serialization(obj)
-
-    async def get_workload(self, kind: str, namespace: str, name: str) -> dict:
-        """A Deployment or StatefulSet as a plain dict (camelCase, as the API serves it)."""
-        obj = await self._call(f"get {kind} {namespace}/{name}", self._workload_api(kind, "read"),
-                               name, namespace, _request_timeout=self.request_timeout)
-        return self._plain(obj)
-
-    async def patch_workload(self, kind: str, namespace: str, name: str, patch: dict) -> dict:
-        """Merge-patch a Deployment or StatefulSet (spec.replicas, annotations)."""
-        obj = await self._call(f"patch {kind} {namespace}/{name}", self._workload_api(kind, "patch"),
-                               name, namespace, patch, _content_type=MERGE_PATCH,
-                               _request_timeout=self.request_timeout)
-        return self._plain(obj)
-
-    async def patch_service(self, namespace: str, name: str, patch: dict) -> dict:
-        """Merge-patch a Service (its selector, its annotations)."""
-        obj = await self._call(f"patch Service {namespace}/{name}", self._core.patch_namespaced_service,
-                               name, namespace, patch, _content_type=MERGE_PATCH,
-                               _request_timeout=self.request_timeout)
-        return self._plain(obj)
-
-    async def annotate(self, kind: str, namespace: str, name: str, annotations: dict) -> dict:
-        """Set annotations on a Service, an Ingress or an external-dns DNSEndpoint."""
-        if kind not in ANNOTATABLE:
-            raise KubeError(f"Lifeline does not annotate {kind} objects (only {', '.join(ANNOTATABLE)})", 400)
-        patch = {"metadata": {"annotations": annotations}}
-        what = f"annotate {kind} {namespace}/{name}"
-        if kind == "Service":
-            return await self.patch_service(namespace, name, patch)
-        if kind == "Ingress":
-            obj = await self._call(what, self._networking.patch_namespaced_ingress, name, namespace, patch,
-                                   _content_type=MERGE_PATCH, _request_timeout=self.request_timeout)
-            return self._plain(obj)
-        group, version, plural = ANNOTATABLE[kind]
-        return await self._call(what, self._custom.patch_namespaced_custom_object, group, version, namespace,
-                                plural, name, patch, _content_type=MERGE_PATCH,
-                                _request_timeout=self.request_timeout)
-
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
-        """One key of a Secret, decoded; KubeError 404 when the Secret or the key is missing."""
-        import base64
-
-        secret = await self._call(f"get Secret {namespace}/{name}", self._core.read_namespaced_secret,
-                                  name, namespace, _request_timeout=self.request_timeout)
-        data = secret.data or {}
-        if key not in data:
-            keys = ", ".join(sorted(data)) or "none"
-            raise KubeError(f"Secret {namespace}/{name} has no key {key!r} (keys: {keys})", 404)
-        return base64.b64decode(data[key])
-
-    async def create(self, info: KindInfo, namespace: str, body: dict) -> dict:
-        """Create one of Lifeline's objects (as `kubectl create` would)."""
+    async def create(self, res: Kind, namespace: str | None, body: dict) -> dict:
+        """Create an object (None: a cluster-scoped one); returns it as stored."""
         name = (body.get("metadata") or {}).get("name", "")
-        return await self._call(
-            f"create {info.kind} {namespace}/{name}",
-            self._custom.create_namespaced_custom_object, info.group, info.version, namespace, info.plural, body,
-        )
+        return await self._call(self._what("create", res, namespace, name), self._raw, "POST",
+                                self._path(res, namespace), body)
 
-    async def list(self, info: KindInfo, namespace: str | None = None) -> list[dict]:
-        """Every object of a kind, in one namespace or all."""
-        if namespace:
-            result = await self._call(f"list {info.plural} in {namespace}",
-                                      self._custom.list_namespaced_custom_object,
-                                      info.group, info.version, namespace, info.plural)
-        else:
-            result = await self._call(f"list {info.plural}", self._custom.list_cluster_custom_object,
-                                      info.group, info.version, info.plural)
-        return result.get("items", [])
+    async def replace(self, res: Kind, namespace: str | None, name: str, body: dict) -> dict:
+        """PUT: the object becomes ``body`` (give metadata.resourceVersion for optimistic concurrency)."""
+        return await self._call(self._what("update", res, namespace, name), self._raw, "PUT",
+                                self._path(res, namespace, name), body)
+
+    async def patch(self, res: Kind, namespace: str | None, name: str, patch: dict, *,
+                    subresource: str | None = None) -> dict:
+        """Merge-patch an object, or its ``subresource`` ("status"); returns the object as stored.
+
+        A ``metadata.resourceVersion`` in the patch makes the write succeed only if nobody wrote in
+        between (409 otherwise).
+        """
+        verb = f"patch {subresource} of" if subresource else "patch"
+        return await self._call(self._what(verb, res, namespace, name), self._raw, "PATCH",
+                                self._path(res, namespace, name, subresource), patch, content_type=MERGE_PATCH)
+
+    async def delete(self, res: Kind, namespace: str | None, name: str, *, missing_ok: bool = False,
+                     propagation: str = "Background") -> None:
+        """Delete an object. One that does not exist is KubeError 404, or nothing with ``missing_ok``."""
+        try:
+            await self._call(self._what("delete", res, namespace, name), self._raw, "DELETE",
+                             self._path(res, namespace, name),
+                             {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation})
+        except KubeError as exc:
+            if not (missing_ok and exc.status == 404):
+                raise
+
+    # ---- built on those
 
     async def emit_event(self, ref: ObjectRef, type_: str, reason: str, message: str, now: str) -> None:
         """Post a core/v1 Event about ``ref``; losing one is logged, never fatal."""
@@ -409,98 +428,19 @@ class Kube:
             "count": 1,
         }
         try:
-            await self._call(
-                f"create Event for {ref.kind} {ref.namespace}/{ref.name}",
-                self._core.create_namespaced_event, ref.namespace, body,
-            )
+            await self.create(EVENTS, ref.namespace, body)
         except KubeError as exc:
             log.warning("could not post event %s/%s: %s", ref.kind, ref.name, exc)
 
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+        """One key of a Secret, decoded; KubeError 404 when the Secret or the key is missing."""
+        import base64
 
-    # ---- any namespaced object by apiVersion and plural (backups: CronJobs, Jobs, Pods, PVCs, Secrets)
-
-    @staticmethod
-    def _path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
-        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-        path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-        return f"{path}/{name}" if name else path
-
-    def _raw(self, method: str, path: str, body=None, query: list | None = None,
-             content_type: str = "application/json"):
-        import json
-
-        response = self._api.call_api(
-            path, method, {}, query or [], {"Accept": "application/json", "Content-Type": content_type},
-            body=body, response_types_map={}, auth_settings=["BearerToken"],
-            _return_http_data_only=True, _preload_content=False, _request_timeout=self.request_timeout,
-        )
-        data = response.data
-        return json.loads(data) if data else {}
-
-    async def get_object(self, api_version: str, plural: str, namespace: str, name: str) -> dict | None:
-        """One object as stored now, or None when it does not exist."""
-        try:
-            return await self._call(f"get {plural} {namespace}/{name}", self._raw, "GET",
-                                    self._path(api_version, plural, namespace, name))
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def list_pages(self, api_version: str, plural: str, namespace: str | None,
-                         label_selector: str | None = None, limit: int = 500):
-        """Every object of a kind in a namespace (None: in all), one page (a list) at a time.
-
-        A caller that keeps only a few fields of each object never holds the whole list: at a few
-        thousand CronJobs that is the difference between one page and ~100 MiB of parsed JSON.
-        """
-        token = None
-        while True:
-            query = [("limit", str(limit))] + ([("labelSelector", label_selector)] if label_selector else [])
-            if token:
-                query.append(("continue", token))
-            result = await self._call(f"list {plural} in {namespace or 'every namespace'}", self._raw, "GET",
-                                      self._path(api_version, plural, namespace), query=query)
-            token = (result.get("metadata") or {}).get("continue")
-            page = result.get("items") or []
-            del result
-            yield page
-            if not token:
-                return
-
-    async def list_objects(self, api_version: str, plural: str, namespace: str | None,
-                           label_selector: str | None = None) -> list[dict]:
-        """Every object of a kind in a namespace (None: in all), page by page."""
-        items: list[dict] = []
-        async for page in self.list_pages(api_version, plural, namespace, label_selector):
-            items += page
-        return items
-
-    async def create_object(self, api_version: str, plural: str, namespace: str, body: dict) -> dict:
-        name = (body.get("metadata") or {}).get("name", "")
-        return await self._call(f"create {plural} {namespace}/{name}", self._raw, "POST",
-                                self._path(api_version, plural, namespace), body)
-
-    async def replace_object(self, api_version: str, plural: str, namespace: str, name: str, body: dict) -> dict:
-        """PUT: the object becomes ``body`` (give metadata.resourceVersion for optimistic concurrency)."""
-        return await self._call(f"update {plural} {namespace}/{name}", self._raw, "PUT",
-                                self._path(api_version, plural, namespace, name), body)
-
-    async def patch_object(self, api_version: str, plural: str, namespace: str, name: str, patch: dict) -> dict:
-        """Merge-patch an object."""
-        return await self._call(f"patch {plural} {namespace}/{name}", self._raw, "PATCH",
-                                self._path(api_version, plural, namespace, name), patch, content_type=MERGE_PATCH)
-
-    async def delete_object(self, api_version: str, plural: str, namespace: str, name: str,
-                            propagation: str = "Background") -> None:
-        """Delete an object (404 is not an error: it is gone either way)."""
-        try:
-            await self._call(f"delete {plural} {namespace}/{name}", self._raw, "DELETE",
-                             self._path(api_version, plural, namespace, name),
-                             {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation})
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        data = (await self.get(SECRETS, namespace, name)).get("data") or {}
+        if key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise KubeError(f"Secret {namespace}/{name} has no key {key!r} (keys: {keys})", 404)
+        return base64.b64decode(data[key])
 
     async def exec(self, namespace: str, pod: str, container: str | None, command: list[str],
                    timeout: float = 60.0) -> "ExecResult":
@@ -528,24 +468,24 @@ class Kube:
             spec["uid"] = uid
         if extra:
             spec["extra"] = extra
-        review = await self.create_object("authorization.k8s.io/v1", "subjectaccessreviews", None,
-                                          {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                                           "spec": spec})
+        review = await self.create(SUBJECTACCESSREVIEWS, None,
+                                   {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                                    "spec": spec})
         return bool((review.get("status") or {}).get("allowed"))
 
     async def token_review(self, token: str) -> dict | None:
         """Whose bearer token is this (``userInfo``), or None when the API server does not know it."""
-        review = await self.create_object("authentication.k8s.io/v1", "tokenreviews", None,
-                                          {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                                           "spec": {"token": token}})
+        review = await self.create(TOKENREVIEWS, None,
+                                   {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                    "spec": {"token": token}})
         status = review.get("status") or {}
         return status.get("user") or {} if status.get("authenticated") else None
 
     async def whoami(self) -> str:
         """The user name the API server knows this client as (a SelfSubjectReview), once."""
         if self._me is None:
-            review = await self.create_object("authentication.k8s.io/v1", "selfsubjectreviews", None,
-                                              {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+            review = await self.create(SELFSUBJECTREVIEWS, None,
+                                       {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
             self._me = ((review.get("status") or {}).get("userInfo") or {}).get("username") or ""
         return self._me
 
@@ -554,10 +494,10 @@ class Kube:
         ``role`` -- the right to delete it -- to this client in it; None when it existed already."""
         labels = (body.get("metadata") or {}).get("labels") or {}
         name = (body.get("metadata") or {}).get("name")
-        if labels.get(SANDBOX_LABEL) != "true":
-            raise KubeError(f"refusing to create namespace {name}: not labelled {SANDBOX_LABEL}=true", 400)
+        if labels.get(LABEL_SANDBOX) != "true":
+            raise KubeError(f"refusing to create namespace {name}: not labelled {LABEL_SANDBOX}=true", 400)
         try:
-            created = await self.create_object("v1", "namespaces", None, body)
+            created = await self.create(NAMESPACES, None, body)
         except KubeError as exc:
             if exc.status != 409:  # a resumed start: bind anyway, the first try may have stopped before
                 raise
@@ -573,11 +513,11 @@ class Kube:
         else:
             subject = {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": me}
         binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                   "metadata": {"name": "lifeline-sandbox", "labels": {SANDBOX_LABEL: "true"}},
+                   "metadata": {"name": "lifeline-sandbox", "labels": {LABEL_SANDBOX: "true"}},
                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
                    "subjects": [subject]}
         try:
-            await self.create_object("rbac.authorization.k8s.io/v1", "rolebindings", namespace, binding)
+            await self.create(ROLEBINDINGS, namespace, binding)
         except KubeError as exc:
             if exc.status != 409:
                 raise
@@ -586,30 +526,30 @@ class Kube:
         """Delete a drill's sandbox namespace, only if Lifeline labelled it so; False when it was not one.
         The right to delete it is ``role``, bound inside the sandbox when it was made (and bound now for
         a sandbox made before that was so)."""
-        found = await self.get_object("v1", "namespaces", None, name)
+        found = await self.get(NAMESPACES, None, name, missing_ok=True)
         if found is None:
             return True
-        if ((found.get("metadata") or {}).get("labels") or {}).get(SANDBOX_LABEL) != "true":
-            log.error("not deleting namespace %s: it is not a Lifeline sandbox (no %s=true)", name, SANDBOX_LABEL)
+        if ((found.get("metadata") or {}).get("labels") or {}).get(LABEL_SANDBOX) != "true":
+            log.error("not deleting namespace %s: it is not a Lifeline sandbox (no %s=true)", name, LABEL_SANDBOX)
             return False
         try:
-            await self.delete_object("v1", "namespaces", None, name)
+            await self.delete(NAMESPACES, None, name, missing_ok=True)
         except KubeError as exc:
             if exc.status != 403:
                 raise
             await self._bind_in_sandbox(name, role)
-            await self.delete_object("v1", "namespaces", None, name)
+            await self.delete(NAMESPACES, None, name, missing_ok=True)
         return True
 
     async def delete_mirror_volumes(self, sandbox: str) -> None:
         """Delete the read-only mirror volumes made for a sandbox (Retain: the data stays where it is)."""
-        selector = f"{SANDBOX_LABEL}=true,dr.lifeline.io/sandbox-namespace={sandbox}"
-        for pv in await self.list_objects("v1", "persistentvolumes", None, label_selector=selector):
-            await self.delete_object("v1", "persistentvolumes", None, pv["metadata"]["name"])
+        selector = f"{LABEL_SANDBOX}=true,{LABEL_SANDBOX_NAMESPACE}={sandbox}"
+        for pv in await self.list(PERSISTENTVOLUMES, None, label_selector=selector):
+            await self.delete(PERSISTENTVOLUMES, None, pv["metadata"]["name"], missing_ok=True)
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         """The key names of a Secret (None when it does not exist); its values are dropped at once."""
-        secret = await self.get_object("v1", "secrets", namespace, name)
+        secret = await self.get(SECRETS, namespace, name, missing_ok=True)
         if secret is None:
             return None
         return set(secret.get("data") or {}) | set(secret.get("stringData") or {})

@@ -1,11 +1,22 @@
 """Helpers about Kubernetes objects that the planners share: one place for each.
 
 Pure functions on plain dicts, as the API serves objects: who owns a child, and the merge patch that
-turns what is stored into what should be.
+turns what is stored into what should be; and the Event a planner asks to post about an object.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from lifeline import GROUP, VERSION
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """A Kubernetes Event to post about the object planned for."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
 
 
 def owner_reference(body: dict, *, controller: bool = True) -> dict:

@@ -12,13 +12,20 @@ from dataclasses import dataclass, field
 
 import kopf
 
+from lifeline import __version__, webhooks
 from lifeline.clock import Clock, SystemClock
+from lifeline.controllers import readiness
 from lifeline.kube import Kube
+from lifeline.observability import audit
+from lifeline.observability.audit_follower import AuditFollower
+from lifeline.observability.callers import KubeCallers
 from lifeline.observability.health import HealthServer
 from lifeline.observability.metrics import OperatorMetrics
 from lifeline.observability.notifier import Notifier
+from lifeline.observability.report import operator_report
 from lifeline.planning import approval_policy
 from lifeline.planning.notices import load_targets
+from lifeline.webhooks import server
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +71,6 @@ class Options:
 
 
 def _default_agent_image() -> str:
-    from lifeline import __version__
-
     return f"ghcr.io/lifeline-dr/lifeline:{__version__}"
 
 
@@ -97,8 +102,6 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     """
     import importlib
 
-    from lifeline.controllers import readiness
-
     registry = kopf.OperatorRegistry()
     owned: set[str] = set()
     for name in CONTROLLERS:
@@ -117,8 +120,6 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
 
     readiness.register(registry, ctx, skip=owned)
     if ctx.options.webhook_port:  # kopf refuses admission handlers without a server
-        from lifeline import webhooks
-
         webhooks.register(registry, ctx)
     return registry
 
@@ -136,8 +137,6 @@ def configure_settings(settings: kopf.OperatorSettings, options: Options) -> Non
     # Only the kinds we serve: no cluster-wide CRD discovery needing extra RBAC.
     settings.scanning.disabled = True
     if options.webhook_port:
-        from lifeline.webhooks import server
-
         settings.admission.server = server(options)
     if options.peering:
         settings.peering.name = options.peering
@@ -163,20 +162,13 @@ async def run(ctx: Context, *, stop=None, ready=None) -> None:
     """
     options = ctx.options
     ready = ready or asyncio.Event()
-    from lifeline.observability import audit
-    from lifeline.observability.report import operator_report
-
     audit_sink = audit.use_store(options.audit_url) if options.audit_url else None
     count_audited = ctx.metrics.count_audited  # one bound method: sinks are removed by identity
     audit.add_sink(count_audited)
     following = None
     if audit_sink is not None:  # what the CLI writes to the same log (key rotation, a key holder's shred)
-        from lifeline.observability.audit_follower import AuditFollower
-
         follower = AuditFollower(audit_sink.store, ctx.metrics, own_writer=audit_sink.store.writer)
         following = asyncio.get_running_loop().create_task(follower.run())
-    from lifeline.observability.callers import KubeCallers
-
     callers = KubeCallers(ctx.kube) if options.metrics_auth == "kubernetes" else None
     health = HealthServer(ctx.metrics.registry, ready, options.health_host, options.health_port,
                           report=lambda: operator_report(ctx), callers=callers)

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lifeline.agent.prune import Policy, apply_retention
+from lifeline.agent.prune import apply_retention
+from lifeline.messages import RetentionPlan
 from lifeline.repository.repo import PointRef
 
 from .helpers import Repo
@@ -28,7 +29,7 @@ def test_retention_rules_pure():
     newest = pts[-1]
 
     def kept(**kw):
-        keep, forget, _ = apply_retention(pts, Policy(**kw))
+        keep, forget, _ = apply_retention(pts, RetentionPlan(**kw))
         assert len(keep) + len(forget) == len(pts)
         return keep
 
@@ -45,7 +46,7 @@ def test_retention_rules_pure():
     assert kept() == pts  # no policy: forget nothing
     # rules apply per source
     other = [_pt(10_000 + i, base + dt.timedelta(days=i), source="t") for i in range(5)]
-    keep, _, _ = apply_retention(pts + other, Policy(last=1))
+    keep, _, _ = apply_retention(pts + other, RetentionPlan(last=1))
     assert {p.header["source"]["name"] for p in keep} == {"s", "t"} and len(keep) == 2
 
 

@@ -22,10 +22,11 @@ from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lifeline.errors import UsageError
 from lifeline.keys import LocalKeyFileProvider
 from lifeline.repository import crypto
 from lifeline.repository.crypto import SM4GCM, EpochKeys
-from lifeline.repository.errors import CipherUnavailable, DamagedData, UsageError
+from lifeline.repository.errors import CipherUnavailable, DamagedData
 from lifeline.repository.manifest import decode_tree, encode_point
 from lifeline.repository.pack import read_directory
 

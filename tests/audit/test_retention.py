@@ -9,7 +9,7 @@ import pytest
 from lifeline.audit import chain, verify
 from lifeline.audit.retention import parse_retention, prune
 from lifeline.cli import main
-from lifeline.repository.errors import UsageError
+from lifeline.errors import UsageError
 
 from .conftest import T0, store_of, write_records
 

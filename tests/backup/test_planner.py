@@ -91,7 +91,7 @@ def test_the_pod_is_hardened_and_mounts_the_source_read_only():
                                  "effect": "NoSchedule", "tolerationSeconds": 30}]
     assert p["automountServiceAccountToken"] is False and p["restartPolicy"] == "Never"
     plan = json.loads(next(e["value"] for e in agent["env"] if e["name"] == "LIFELINE_JOB_PLAN"))
-    assert plan["source"] == {"kind": "dir", "path": "/source", "name": "hospital/pacs"}
+    assert plan["source"] == {"kind": "pvc", "path": "/source", "name": "hospital/pacs"}
     assert [d["repository"] for d in plan["destinations"]] == [
         "file:///destinations/local/repos/pacs", "file:///destinations/offsite/pacs"]
     assert plan["key"] == {"ref": "secret://pacs-key/key", "file": "/etc/lifeline/key/key"}
@@ -111,8 +111,8 @@ def test_a_dump_source_streams_through_a_fifo_between_two_images():
     assert dump["securityContext"]["readOnlyRootFilesystem"] is True
     assert not any(v["name"] == "source" for v in p["volumes"]), "no PVC for a dump source"
     plan = json.loads(agent["env"][0]["value"])
-    assert plan["source"] == {"kind": "fifo", "path": "/dump/stream", "exitCode": "/dump/exit-code",
-                              "name": "hospital/pacs", "streamName": "pg_dump.out"}
+    assert plan["source"] == {"kind": "command", "path": "/dump/stream", "name": "hospital/pacs",
+                              "stream": {"exitCode": "/dump/exit-code", "name": "pg_dump.out"}}
 
 
 def test_suspend_and_time_zone_and_s3_credentials_reach_the_cronjob():

@@ -27,7 +27,7 @@ def _copy(root):
 
 def _plan(data, repos, key_ref):
     return {"v": 1, "operation": "backup", "namespace": "icu", "policy": "charting", "type": "full",
-            "source": {"kind": "pg-basebackup", "path": str(data), "name": "icu/charting"},
+            "source": {"kind": "continuous", "path": str(data), "name": "icu/charting", "baseBackup": True},
             "tags": ["policy=icu/charting"], "key": {"ref": key_ref},
             "destinations": [{"name": f"d{i}", "repository": url} for i, url in enumerate(repos)]}
 

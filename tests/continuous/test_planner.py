@@ -123,7 +123,7 @@ def test_scheduled_backups_of_a_postgres_source_are_base_backups():
         in init["env"]
     assert agent["command"] == ["python", "-m", "lifeline.agent.base_backup_job"]
     plan = yaml.safe_load(next(e["value"] for e in agent["env"] if e["name"] == "LIFELINE_JOB_PLAN"))
-    assert plan["source"] == {"kind": "pg-basebackup", "path": "/basebackup/data", "name": "ns/db"}
+    assert plan["source"] == {"kind": "continuous", "path": "/basebackup/data", "name": "ns/db", "baseBackup": True}
     assert "source" not in {v["name"] for v in pod["volumes"]}, "the WAL volume is not needed for a base backup"
     # without postgres the schedules copy the segment directory, read-only
     plain = next(c for c in backup.plan(base_policy(continuous={"claimName": "wal"}), FACTS)

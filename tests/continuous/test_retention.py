@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from lifeline.agent.backup import dir_source, run_backup
-from lifeline.agent.prune import Policy, run_prune
+from lifeline.agent.prune import run_prune
+from lifeline.messages import RetentionPlan
 from lifeline.agent.verify import run_check
 
 from .helpers import make_segment, new_repo, store, wal_name
@@ -27,11 +28,11 @@ def test_prune_deletes_only_segments_older_than_the_oldest_kept_base_backup(tmp_
     base_backup(s, tmp_path, 3, 1_700_000_000.0)
     base_backup(s, tmp_path, 7, 1_700_086_400.0)
 
-    report = run_prune(s.repo, s.provider, Policy(last=2))
+    report = run_prune(s.repo, s.provider, RetentionPlan(last=2))
     assert report["wal_segments_deleted"] == 2  # 1 and 2: before the older base backup
     assert store(url, key).list()["00000001"] == [wal_name(i) for i in range(3, 11)]
 
-    report = run_prune(s.repo, s.provider, Policy(last=1))
+    report = run_prune(s.repo, s.provider, RetentionPlan(last=1))
     assert report["wal_segments_deleted"] == 4  # 3..6: only the newer base backup is left
     listing = store(url, key).list()
     assert listing["00000001"] == [wal_name(i) for i in range(7, 11)]
@@ -46,5 +47,5 @@ def test_without_a_base_backup_prune_deletes_no_segment(tmp_path):
     s = store(url, key)
     for seq in (1, 2):
         s.push(str(make_segment(tmp_path / "wal", seq)))
-    assert run_prune(s.repo, s.provider, Policy(last=1))["wal_segments_deleted"] == 0
+    assert run_prune(s.repo, s.provider, RetentionPlan(last=1))["wal_segments_deleted"] == 0
     assert store(url, key).fetch(wal_name(2))[1] == (tmp_path / "wal" / wal_name(2)).read_bytes()

@@ -12,7 +12,7 @@ from lifeline.api.failoverplan import FailoverPlanSpec, FailoverPlanStatus
 from lifeline.failover import codec, machine
 from lifeline.failover.machine import CheckResult, Inputs, Settings, SiteView, State
 from lifeline.planning import conditions
-from lifeline.planning.failover import plan
+from lifeline.failover.status import plan
 
 from .machine_helpers import T0
 
@@ -153,7 +153,7 @@ def test_removed_machine_fields_are_deleted_by_the_merge_patch():
 
 
 def test_the_merge_patch_removes_what_the_new_state_no_longer_has():
-    from lifeline.planning.failover import merge_patch
+    from lifeline.failover.status import merge_patch
 
     old = {"fencedReplicas": {"site-a": {"StatefulSet/p": 2}}, "switchover": {"step": "Fence", "message": "x"}}
     new = {"fencedReplicas": {"site-b": {"StatefulSet/q": 1}}, "switchover": {"step": "Promote"}}

@@ -31,7 +31,10 @@ class FakeKube:
         self.body["metadata"]["resourceVersion"] = str(self.rv)
         return copy.deepcopy(self.body)
 
-    async def patch_status(self, info, namespace, name, status, *, resource_version=None):
+    async def patch(self, res, namespace, name, patch, *, subresource=None):
+        assert subresource == "status"
+        resource_version = (patch.get("metadata") or {}).get("resourceVersion")
+        status = patch["status"]
         self.calls.append(f"patch@{resource_version}")
         if self.gone:
             raise KubeError("not found", 404)
@@ -49,16 +52,15 @@ class FakeKube:
         self.rv += 1
         return self._stored()
 
-    async def get(self, info, namespace, name):
+    async def get(self, res, namespace, name, *, missing_ok=False):
+        if res.kind in ("Deployment", "StatefulSet"):
+            return {"metadata": {"generation": 1}, "spec": {"replicas": 1},
+                    "status": {"readyReplicas": 1, "observedGeneration": 1}}
         self.calls.append("get")
         return self._stored()
 
     async def emit_event(self, ref, type_, reason, message, now):
         self.calls.append(f"event:{reason}")
-
-    async def get_workload(self, kind, namespace, name):
-        return {"metadata": {"generation": 1}, "spec": {"replicas": 1},
-                "status": {"readyReplicas": 1, "observedGeneration": 1}}
 
 
 def make(body: dict):

@@ -161,6 +161,6 @@ async def apply(kube, client) -> dict[str, list[dict]]:
         for body, status in objects(kube.namespace):
             info = BY_KIND[body["kind"]]
             await client.create(info, kube.namespace, body)
-            await client.patch_status(info, kube.namespace, body["metadata"]["name"], status)
+            await client.patch(info, kube.namespace, body["metadata"]["name"], {"status": status}, subresource="status")
     return {kind: await client.list(BY_KIND[kind], kube.namespace)
             for kind in ("BackupPolicy", "RecoveryPoint", "RestoreDrill", "FailoverPlan", "Restore")}

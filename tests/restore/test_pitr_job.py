@@ -110,7 +110,7 @@ def test_a_policy_without_a_continuous_source_is_refused_with_what_to_do():
 def _plan(target: str) -> RestorePlan:
     return RestorePlan(namespace="icu", policy="charting", snapshot_id="0123", key=KeyPlan(ref="file:///k"),
                        destinations=[DestinationPlan(name="a", repository="file:///r")],
-                       target=RestoreTargetPlan(kind="dir", path=target))
+                       target=RestoreTargetPlan(kind="pvc", path=target))
 
 
 def test_restore_pitr_is_given_the_plans_repository_key_and_source():

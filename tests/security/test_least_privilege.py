@@ -9,7 +9,7 @@ import secrets
 import pytest
 
 from lifeline.devstack import install
-from lifeline.kube import Kube, KubeError
+from lifeline.kube import NAMESPACES, ROLEBINDINGS, Kube, KubeError
 
 SANDBOX = {"dr.lifeline.io/sandbox": "true"}
 
@@ -64,7 +64,7 @@ async def test_the_operator_reads_secrets_only_where_a_namespace_granted_it(oper
 
 
 async def test_the_operator_cannot_delete_a_namespace_that_is_not_its_sandbox(operator_kube, bystander):
-    assert await forbidden(operator_kube.delete_object("v1", "namespaces", None, bystander))
+    assert await forbidden(operator_kube.delete(NAMESPACES, None, bystander))
     assert not await operator_kube.delete_sandbox_namespace(bystander, "lifeline-operator-sandbox")
 
 
@@ -75,15 +75,15 @@ async def test_the_operator_binds_only_its_sandbox_role_only_in_a_sandbox(operat
                             "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]}
     rbac = "rbac.authorization.k8s.io/v1"
     assert await refused_once_active(
-        lambda: operator_kube.create_object(rbac, "rolebindings", bystander, binding("lifeline-operator-sandbox")),
+        lambda: operator_kube.create(ROLEBINDINGS, bystander, binding("lifeline-operator-sandbox")),
         lambda: asyncio.to_thread(cluster.request, "DELETE",
                                   f"/apis/{rbac}/namespaces/{bystander}/rolebindings/grab"))
     sandbox = f"sandbox-{secrets.token_hex(3)}"
     await operator_kube.create_sandbox_namespace({"metadata": {"name": sandbox, "labels": SANDBOX}},
                                                  "lifeline-operator-sandbox")
     try:
-        assert await forbidden(operator_kube.create_object(rbac, "rolebindings", sandbox, binding("admin")))
-        assert await forbidden(operator_kube.create_object(rbac, "rolebindings", sandbox, binding("cluster-admin")))
+        assert await forbidden(operator_kube.create(ROLEBINDINGS, sandbox, binding("admin")))
+        assert await forbidden(operator_kube.create(ROLEBINDINGS, sandbox, binding("cluster-admin")))
         assert await operator_kube.delete_sandbox_namespace(sandbox, "lifeline-operator-sandbox")
         gone = cluster.request("GET", f"/api/v1/namespaces/{sandbox}")
         assert gone["metadata"].get("deletionTimestamp"), "its own sandbox it may delete"

@@ -17,7 +17,7 @@ from lifeline.api import BY_KIND
 from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.failover.machine import FAILING_BACK, FAILING_OVER, Settings, SiteView, State
 from lifeline.planning import conditions
-from lifeline.planning.failover import plan
+from lifeline.failover.status import plan
 from tests.failover.machine_helpers import T0
 from tests.failover.test_planner import apply  # RFC 7386, as the API server applies a status patch
 from tests.gitops.argo import health

@@ -36,7 +36,7 @@ def backup_summary(n: int = 2) -> BackupSummary:
 def plan() -> BackupPlan:
     return BackupPlan(namespace="hospital", policy="pacs", type="full", key=KeyPlan(ref="secret://k/key"),
                       destinations=[DestinationPlan(name="local", repository="file:///destinations/local")],
-                      source=SourcePlan(kind="dir", path="/source", name="hospital/pacs"))
+                      source=SourcePlan(kind="pvc", path="/source", name="hospital/pacs"))
 
 
 # ---- the wire form ---------------------------------------------------------------------------------
@@ -154,10 +154,11 @@ def test_the_plan_the_operator_renders_is_the_plan_the_agent_reads():
     ('{"v": 2, "operation": "backup"}', "the job plan is version 2, and this release reads version 1"),
     ('{"v": 1, "operation": "prune"}', "the job plan is for 'prune', and this command runs 'backup'"),
     ('{"v": 1, "operation": "backup", "namespace": "h", "policy": "p", "destinations": [], "key": {"ref": "x"},'
-     ' "source": {"kind": "dir", "path": "/s", "name": "h/p"}}', "destinations: List should have at least 1 item"),
+     ' "source": {"kind": "pvc", "path": "/s", "name": "h/p"}}', "destinations: List should have at least 1 item"),
     ('{"v": 1, "operation": "backup", "namespace": "h", "policy": "p", "key": {"ref": "x"},'
      ' "destinations": [{"name": "a", "repository": "file:///r"}],'
-     ' "source": {"kind": "fifo", "path": "/dump/stream", "name": "h/p"}}', "a fifo source needs exitCode"),
+     ' "source": {"kind": "command", "path": "/dump/stream", "name": "h/p", "stream": {"name": "pg_dump.out"}}}',
+     "source.stream.exitCode: Field required"),
 ])
 def test_a_bad_plan_is_refused_with_what_is_wrong(text, says):
     with pytest.raises(UnreadableMessage, match=says.replace("(", r"\(")):
@@ -178,10 +179,10 @@ def test_the_agents_exit_with_their_own_code_on_a_bad_plan_and_do_nothing(tmp_pa
 def test_a_restore_plan_keeps_its_single_destination_and_writes_overwrite_only_when_asked():
     base = dict(namespace="h", policy="p", snapshot_id="s", key=KeyPlan(ref="x"),
                 destinations=[DestinationPlan(name="a", repository="file:///r")])
-    dir_plan = RestorePlan(**base, target={"kind": "dir", "path": "/target"})
+    dir_plan = RestorePlan(**base, target={"kind": "pvc", "path": "/target"})
     assert "overwrite" not in json.loads(dir_plan.to_json())["target"]
     with pytest.raises(ValueError, match="at most 1 item"):
-        RestorePlan(**dict(base, destinations=base["destinations"] * 2), target={"kind": "dir", "path": "/t"})
+        RestorePlan(**dict(base, destinations=base["destinations"] * 2), target={"kind": "pvc", "path": "/t"})
 
 
 def test_the_verify_containers_text_header():

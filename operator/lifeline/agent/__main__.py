@@ -5,21 +5,15 @@ scripts that only need the data plane start faster through this entry point.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+from lifeline.cli_area import run_area
 
 from . import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lifeline")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    cli.register(sub)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "agent":
-        argv.insert(0, "agent")
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_area(cli.register, "agent", argv)
 
 
 if __name__ == "__main__":

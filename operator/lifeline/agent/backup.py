@@ -13,6 +13,7 @@ Order of writes (what makes ``kill -9`` harmless):
 """
 from __future__ import annotations
 
+import base64
 import io
 import os
 import secrets
@@ -20,19 +21,17 @@ import shlex
 import socket
 import stat
 import subprocess
-import threading
+import sys
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from lifeline.errors import LifelineError, UsageError
 from lifeline.repository import catalogue
+from lifeline.repository.blob_saver import BlobSaver
 from lifeline.repository.chunker import Chunker
 from lifeline.repository.crypto import EpochKeys
-from lifeline.repository.errors import LifelineError, UsageError
-from lifeline.repository.index import Index, PackInfo
+from lifeline.repository.index import Index
 from lifeline.repository.layout import FORMAT_VERSION, key_name
-from lifeline.repository.pack import PackBuilder
 from lifeline.repository.repo import PointRef, Repository, rfc3339
 
 from .progress import Progress
@@ -156,80 +155,6 @@ class Stats:
     skipped: list = field(default_factory=list)
 
 
-class ChunkStore:
-    """Hashes, deduplicates, seals and packs chunks with a pool of worker threads.
-
-    ``submit`` returns immediately; results are applied in submission order, so
-    every file's chunk list is in order. Hashing, zstd and AES-GCM release the GIL.
-    """
-
-    def __init__(self, repo: Repository, keys: EpochKeys, known, stats: Stats, *, workers: int):
-        self.repo, self.keys, self.known, self.stats = repo, keys, known, stats
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="chunk")
-        self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
-        self.window: deque[tuple[Future, list]] = deque()
-        self.max_window = workers * 3
-        self.claimed: set[bytes] = set()
-        self.claim_lock = threading.Lock()
-        self.pack = PackBuilder(keys)
-        self.pending_uploads: deque[Future] = deque()
-        self.packs: list[PackInfo] = []
-
-    def _work(self, data: bytes):
-        cid = self.keys.chunk_id(data)
-        with self.claim_lock:
-            if cid in self.claimed or cid in self.known:
-                return cid, None, len(data)
-            self.claimed.add(cid)
-        return cid, self.keys.seal_chunk(cid, data), len(data)
-
-    def submit(self, data: bytes, chunk_list: list) -> None:
-        self.window.append((self.pool.submit(self._work, data), chunk_list))
-        while len(self.window) > self.max_window:
-            self._apply_one()
-
-    def _apply_one(self) -> None:
-        fut, chunk_list = self.window.popleft()
-        cid, blob, raw_len = fut.result()
-        chunk_list.append(cid.hex())
-        self.stats.chunks_total += 1
-        if blob is not None:
-            self.pack.add(cid, blob, raw_len)
-            self.stats.chunks_new += 1
-            if self.pack.size >= self.repo.pack_target:
-                self._flush_pack()
-
-    def _flush_pack(self) -> None:
-        if not len(self.pack):
-            return
-        builder, self.pack = self.pack, PackBuilder(self.keys)
-        while len(self.pending_uploads) >= 1:  # one pack uploading while the next fills
-            self._finish_upload(self.pending_uploads.popleft())
-        self.pending_uploads.append(self.uploads.submit(self.repo.store_pack, builder))
-
-    def _finish_upload(self, fut: Future) -> None:
-        info = fut.result()
-        self.packs.append(info)
-        self.stats.stored_bytes += info.size
-
-    def drain(self) -> None:
-        while self.window:
-            self._apply_one()
-
-    def finish(self) -> list[PackInfo]:
-        self.drain()
-        self._flush_pack()
-        while self.pending_uploads:
-            self._finish_upload(self.pending_uploads.popleft())
-        return self.packs
-
-    def close(self) -> None:
-        for fut, _ in self.window:
-            fut.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.uploads.shutdown(wait=True, cancel_futures=True)
-
-
 def _parent_for(points: list[PointRef], source: Source, kind: str) -> PointRef | None:
     same = [p for p in points if p.header.get("source") == source.describe()]
     if kind == "differential":
@@ -278,17 +203,14 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
                 known = index.chunks
         chunker = Chunker(keys.cdc_seed, **repo.chunk_params)
         stats = Stats()
-        store = ChunkStore(repo, keys, known, stats, workers=workers)
-        try:
+        with repo.blob_saver(keys, known, workers=workers) as store:
             if source.kind == "dir":
                 entries = _backup_tree(source, chunker, store, stats, parent_entries, known, progress)
             else:
                 entries = _backup_stream(source, chunker, store, stats, progress)
-            packs = store.finish()
-        finally:
-            store.close()
-        if packs:
-            stats.stored_bytes += repo.write_index_segment(keys, packs)
+        stats.chunks_total += store.chunks_total
+        stats.chunks_new += store.chunks_new
+        stats.stored_bytes += store.stored_bytes
         completion = time.time() if at is None else start_time + (time.time() - start)
         point_id = secrets.token_hex(16)
         header = {
@@ -343,8 +265,6 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
 def _confirm_key(repo: Repository, provider, keys: EpochKeys) -> None:
     """Publish a point only if its data key can be unwrapped *now*: a key service that went
     away (or a key version retired) during the backup must not yield a point nobody can read."""
-    import base64
-
     record = repo.epoch_record(keys.epoch_id)
     try:
         dek = provider.unwrap(base64.b64decode(record["wrapped"]))
@@ -376,7 +296,7 @@ def _same_file(old: dict | None, new: dict) -> bool:
             and old.get("ino") == new["ino"] and old.get("ctime_ns") == new["ctime_ns"])
 
 
-def _backup_tree(source: Source, chunker: Chunker, store: ChunkStore, stats: Stats,
+def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,
                  parent_entries: dict, known, progress: Progress) -> list[dict]:
     def warn(path, why):
         stats.skipped.append({"path": path, "error": why})
@@ -418,7 +338,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: ChunkStore, stats: Sta
                     for piece in pieces:
                         if len(piece):
                             size += len(piece)
-                            store.submit(piece, chunks)
+                            store.save(piece, chunks)
                             progress.bytes_done += len(piece)
                 finally:
                     if e["size"] > small_max:
@@ -438,10 +358,8 @@ def _backup_tree(source: Source, chunker: Chunker, store: ChunkStore, stats: Sta
     return kept
 
 
-def _backup_stream(source: Source, chunker: Chunker, store: ChunkStore, stats: Stats,
+def _backup_stream(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,
                    progress: Progress) -> list[dict]:
-    import sys
-
     proc = None
     if source.kind == "command":
         try:
@@ -461,7 +379,7 @@ def _backup_stream(source: Source, chunker: Chunker, store: ChunkStore, stats: S
     try:
         for data in chunker.chunk_stream(readinto):
             size += len(data)
-            store.submit(data, chunks)
+            store.save(data, chunks)
             progress.bytes_done += len(data)
     finally:
         if proc is not None:

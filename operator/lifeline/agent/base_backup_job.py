@@ -24,10 +24,10 @@ from .wal_pitr import BASE_TAG, START_TAG, wal_start_of
 
 
 def plan_for_directory(plan: BackupPlan) -> BackupPlan:
-    """The job plan with its ``pg-basebackup`` source turned into a tagged directory backup."""
+    """The job plan of a base backup (``source.baseBackup``) as a tagged directory backup."""
     source = plan.source
-    if source.kind != "pg-basebackup":
-        raise SystemExit(jobs.refuse_plan(f"this plan's source is {source.kind!r}, not 'pg-basebackup'"))
+    if not source.base_backup:
+        raise SystemExit(jobs.refuse_plan(f"this plan's {source.kind} source is not a base backup (source.baseBackup)"))
     label = Path(source.path) / "backup_label"
     try:
         start = wal_start_of(label.read_text())
@@ -37,7 +37,7 @@ def plan_for_directory(plan: BackupPlan) -> BackupPlan:
     if start is None:
         raise ValueError(f"{label} has no START WAL LOCATION: not a pg_basebackup copy")
     tags = [t for t in plan.tags if t != BASE_TAG and not t.startswith(START_TAG)]
-    return plan.model_copy(update={"source": source.model_copy(update={"kind": "dir"}),
+    return plan.model_copy(update={"source": source.model_copy(update={"base_backup": None}),
                                    "tags": tags + [BASE_TAG, START_TAG + start]})
 
 
@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         return jobs.refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-job-"))
     try:
-        task = jobs.Task(plan_for_directory(plan), jobs._key_ref(plan, workdir), dict(os.environ))
+        task = jobs.Task(plan_for_directory(plan), jobs.key_ref_of(plan, workdir), dict(os.environ))
         rc, summary = jobs.run_backup(task)
     except (OSError, ValueError) as exc:
         message = jobs.os_error(exc) if isinstance(exc, OSError) else str(exc)
         rc, summary = 1, BackupSummary(requested_type=plan.type, error=message)
-        jobs._log(f"error: {message}")
+        jobs.log(f"error: {message}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(termination.write(args.termination_log, summary), flush=True)

@@ -22,10 +22,26 @@ import os
 import re
 import sys
 
+from lifeline.cli_stderr import arg_type
+from lifeline.errors import LifelineError, UsageError
 from lifeline.hidden_text import BIDI_MARKS
+from lifeline.keys import LocalKeyFileProvider, create_key_file, provider_from_ref
+from lifeline.keys.choice import provider_for
+from lifeline.keys.shred import add_target_arguments as add_shred_arguments, shred
+from lifeline.messages import RetentionPlan
+from lifeline.observability.audit import default_actor
 from lifeline.repository.backend import S3Options, open_backend
-from lifeline.repository.errors import LifelineError, UsageError
+from lifeline.repository.config import check_cipher_name
+from lifeline.repository.crypto import cipher_problem
+from lifeline.repository.errors import CipherUnavailable
 from lifeline.repository.repo import Repository, parse_rfc3339
+
+from .backup import dir_source, run_backup, stream_source
+from .progress import Progress, human_bytes
+from .prune import run_prune
+from .restore import Restorer
+from .verify import catalogue_lines_for_latest, run_check, run_verify
+from .wal_cli import register as register_continuous  # wal-push, wal-fetch, ship, restore-pitr
 
 EXIT_CODES = __doc__.split("Exit codes", 1)[1].split(":", 1)[1]
 
@@ -41,16 +57,6 @@ def _bounded(low: int, high: int):
             raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
         return value
     return parse
-
-
-def _cipher(text: str) -> str:
-    """An argparse type: a cipher a repository can be created with, or a usage error naming them."""
-    from lifeline.repository.config import check_cipher_name
-
-    try:
-        return check_cipher_name(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers) -> None:
@@ -87,7 +93,7 @@ def register(subparsers) -> None:
                    help="create the key file named by --key if it does not exist (mode 0600)")
     p.add_argument("--compression-level", type=_bounded(0, 22), default=1,
                    help="zstd level for new data, 0 = off (default 1: fastest; 3 packs ~5%% tighter on text)")
-    p.add_argument("--cipher", type=_cipher, default="aes-256-gcm", metavar="{aes-256-gcm,sm4-gcm}",
+    p.add_argument("--cipher", type=arg_type(check_cipher_name), default="aes-256-gcm", metavar="{aes-256-gcm,sm4-gcm}",
                    help="the repository's cipher, for good (default aes-256-gcm; sm4-gcm = SM4, GB/T 32907, "
                         "in GCM mode, for sites that must use the Chinese national block cipher: without SM4 "
                         "instructions it runs in software, ~30x slower than AES-NI per byte, which makes "
@@ -153,13 +159,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("shred", parents=[common],
                        help="crypto-shred: destroy a key epoch's wrapped key and its points")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--epoch")
-    which.add_argument("--point", help="shred the epoch this point belongs to")
-    p.add_argument("--yes", action="store_true", help="confirm: the data becomes unreadable for good")
+    add_shred_arguments(p)
     p.set_defaults(func=cmd_shred)
-
-    from .wal_cli import register as register_continuous  # wal-push, wal-fetch, ship, restore-pitr (issue 10)
 
     register_continuous(sub)
 
@@ -201,14 +202,10 @@ def _open(args) -> Repository:
 
 
 def _provider(args, repo: Repository):
-    from lifeline.keys.choice import provider_for
-
     return provider_for(repo, args.key)
 
 
 def _progress(args, verb: str):
-    from .progress import Progress
-
     return Progress(verb, enabled=args.progress)
 
 
@@ -256,11 +253,6 @@ def _skipped_lines(skipped: list[dict], shown: int = 5) -> list[str]:
 # --- commands ---------------------------------------------------------------------------
 @_guard
 def cmd_init(args) -> int:
-    from lifeline.keys import LocalKeyFileProvider, create_key_file, provider_from_ref
-
-    from lifeline.repository.crypto import cipher_problem
-    from lifeline.repository.errors import CipherUnavailable
-
     if not args.key:
         raise UsageError("init needs --key (e.g. --key file:///root/.config/lifeline/key --create-key)")
     if (problem := cipher_problem(args.cipher)) is not None:  # before a key file or a directory is made
@@ -284,8 +276,6 @@ def cmd_init(args) -> int:
 
 @_guard
 def cmd_backup(args) -> int:
-    from .backup import dir_source, run_backup, stream_source
-
     if args.path:
         source = dir_source(args.path, args.source_name)
     elif args.stdin:
@@ -305,7 +295,6 @@ def cmd_backup(args) -> int:
         summary = run_backup(repo, provider, source, kind=args.type, tags=args.tag, at=at,
                              progress=progress, workers=args.workers, lock_wait=args.lock_wait,
                              notice=lambda m: print(f"lifeline agent backup: {m}", file=sys.stderr))
-    from .progress import human_bytes
 
     human = (f"point {summary['point_id']} ({summary['type']}) saved: {summary['files']} files, "
              f"{human_bytes(summary['size_bytes'])} read, {human_bytes(summary['stored_bytes'])} stored, "
@@ -320,8 +309,6 @@ def cmd_backup(args) -> int:
 
 @_guard
 def cmd_restore(args) -> int:
-    from .restore import Restorer
-
     repo = _open(args)
     provider = _provider(args, repo)
     points, _bad = repo.list_points()
@@ -359,8 +346,6 @@ def cmd_restore(args) -> int:
 
 def _say_which_latest(repo, provider, points, point) -> None:
     """`restore latest` names the point it took, and says when the catalogue head knows newer ones."""
-    from .verify import catalogue_lines_for_latest
-
     for line in catalogue_lines_for_latest(repo, provider, points, point):
         print(printable(f"lifeline agent restore: warning: {line}"), file=sys.stderr)
     print(printable(f"lifeline agent restore: restoring point {point.id} (latest: completed "
@@ -389,8 +374,6 @@ def _report_exit(args, report, verb: str) -> int:
 
 @_guard
 def cmd_verify(args) -> int:
-    from .verify import run_verify
-
     repo = _open(args)
     provider = _provider(args, repo)
     with _progress(args, "verify") as progress:
@@ -400,8 +383,6 @@ def cmd_verify(args) -> int:
 
 @_guard
 def cmd_check(args) -> int:
-    from .verify import run_check
-
     repo = _open(args)
     provider = _provider(args, repo)
     with _progress(args, "check") as progress:
@@ -411,10 +392,8 @@ def cmd_check(args) -> int:
 
 @_guard
 def cmd_prune(args) -> int:
-    from .progress import human_bytes
-    from .prune import Policy, run_prune
-
-    policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly, args.keep_yearly)
+    policy = RetentionPlan(last=args.keep_last, daily=args.keep_daily, weekly=args.keep_weekly,
+                           monthly=args.keep_monthly, yearly=args.keep_yearly)
     if any(v < 0 for v in (policy.last, policy.daily, policy.weekly, policy.monthly, policy.yearly)):
         raise UsageError("--keep-* values must be 0 or more")
     repo = _open(args)
@@ -439,8 +418,6 @@ def cmd_prune(args) -> int:
 
 @_guard
 def cmd_points(args) -> int:
-    from .progress import human_bytes
-
     repo = _open(args)
     points, bad = repo.list_points()
     rows = []
@@ -468,9 +445,6 @@ def cmd_points(args) -> int:
 
 @_guard
 def cmd_shred(args) -> int:
-    from lifeline.agent.prune import default_actor
-    from lifeline.keys.shred import shred
-
     if not args.yes:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
     repo = _open(args)

@@ -45,6 +45,9 @@ from pathlib import Path
 from lifeline.messages import (DEFAULT_TERMINATION_LOG, EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, BackupSummary, CopyStored,
                                DestinationFailed, DestinationPlan, FingerprintPlan, FingerprintResult, JobPlan,
                                PrunePlan, PruneReport, UnreadableMessage, read_plan, termination)
+from lifeline.messages.destination import destination_env, stderr_tail
+from lifeline.repository.backend import S3Options, open_backend
+from lifeline.repository.layout import CONFIG
 
 EXIT_CODE_WAIT = 60.0  # seconds to wait for the dump's exit status after its stream ended
 FINGERPRINT_WAIT = 300.0  # seconds to wait for the fingerprint command after the backup finished
@@ -59,34 +62,8 @@ def _agent_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "lifeline.agent", *args]  # the data plane only: starts fast
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"lifeline job: {message}", file=sys.stderr, flush=True)
-
-
-def _tail(text: str, limit: int = 300) -> str:
-    """The useful end of an agent's stderr: its last error line(s), trimmed."""
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower()] or lines
-    out = " ".join(errors[-2:])
-    prefix = "lifeline agent "
-    out = out.replace(prefix + "backup: error: ", "").replace(prefix + "prune: error: ", "")
-    out = out.replace(prefix + "init: error: ", "")
-    return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-def destination_env(dest: DestinationPlan, base: dict) -> dict:
-    """The environment of one destination's agent: only its own S3 credentials, and no plan."""
-    env = {k: v for k, v in base.items() if not k.startswith("LIFELINE_S3_") and k != PLAN_ENV}
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        env.pop(k, None)
-    if dest.credentials_env:
-        env["AWS_ACCESS_KEY_ID"] = base.get(dest.credentials_env + "ACCESS_KEY_ID", "")
-        env["AWS_SECRET_ACCESS_KEY"] = base.get(dest.credentials_env + "SECRET_ACCESS_KEY", "")
-    if dest.endpoint:
-        env["AWS_ENDPOINT_URL"] = dest.endpoint
-    if dest.region:
-        env["AWS_REGION"] = dest.region
-    return env
 
 
 @dataclass
@@ -127,11 +104,11 @@ def load_plan(text: str | None, kind):
 
 def refuse_plan(message: str) -> int:
     """Say why the plan is refused; the exit code that tells a bad plan from a failed backup."""
-    _log(f"error: {message}; nothing was done")
+    log(f"error: {message}; nothing was done")
     return EXIT_BAD_PLAN
 
 
-def _key_ref(plan: JobPlan, workdir: Path) -> str:
+def key_ref_of(plan: JobPlan, workdir: Path) -> str:
     """The key reference for the agent; a mounted Secret file is copied to a 0600 file first."""
     source = plan.key.file
     if not source:
@@ -158,22 +135,17 @@ def _finish(proc: subprocess.Popen, outcome: Outcome) -> Outcome:
     except ValueError:
         outcome.summary = None
     if not outcome.ok and not outcome.error:
-        outcome.error = _tail(outcome.stderr) or f"agent exited with status {outcome.rc}"
+        outcome.error = stderr_tail(outcome.stderr) or f"agent exited with status {outcome.rc}"
     return outcome
 
 
 def s3_options(env: dict):
     """S3 settings of one destination's agent environment (see :func:`destination_env`)."""
-    from lifeline.repository.backend import S3Options
-
     return S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
                      access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
 
 
 def _repository_exists(dest: DestinationPlan, env: dict) -> bool:
-    from lifeline.repository.backend import open_backend
-    from lifeline.repository.layout import CONFIG
-
     try:
         return open_backend(dest.repository, s3_options(env)).exists(CONFIG)
     except Exception:  # noqa: BLE001 - unreachable or missing: let `init` say what is wrong
@@ -192,7 +164,7 @@ def _ensure_repository(task: Task, outcome: Outcome, env: dict) -> bool:
     if proc.returncode == 0 or "already exists" in proc.stderr:
         return True
     outcome.rc = proc.returncode
-    outcome.error = _tail(proc.stderr) or f"agent init exited with status {proc.returncode}"
+    outcome.error = stderr_tail(proc.stderr) or f"agent init exited with status {proc.returncode}"
     return False
 
 
@@ -228,7 +200,7 @@ def _backup_directory(task: Task) -> list[Outcome]:
     return outcomes
 
 
-def _read_exit_code(path: str, wait: float) -> int | None:
+def read_exit_code(path: str, wait: float) -> int | None:
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -251,7 +223,7 @@ def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
         env = destination_env(outcome.destination, task.env)
         if not _ensure_repository(task, outcome, env):
             continue
-        args = ["--stdin", "--stdin-name", source.stream_name or "dump.out"]
+        args = ["--stdin", "--stdin-name", source.stream.name]
         procs[i] = _run(_backup_args(task, outcome.destination, args), env, stdin=subprocess.PIPE)
     total = 0
     # Opening a FIFO for reading waits for the dump container to open it for writing.
@@ -268,7 +240,7 @@ def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
                     proc.stdin = None
                     _finish(proc, outcomes[i])
                     del procs[i]
-    status = _read_exit_code(source.exit_code, EXIT_CODE_WAIT)
+    status = read_exit_code(source.stream.exit_code, EXIT_CODE_WAIT)
     if status != 0:
         why = ("the dump command exited with status %d" % status if status is not None
                else "the dump command's exit status never appeared (did the dump container start?)")
@@ -281,7 +253,7 @@ def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
         proc.stdin.close()
         proc.stdin = None
         _finish(proc, outcomes[i])
-    _log(f"read {total} bytes from the dump")
+    log(f"read {total} bytes from the dump")
     return outcomes, None
 
 
@@ -316,7 +288,7 @@ def backup_summary(plan: BackupPlan, outcomes: list[Outcome], source_error: str 
 
 def read_fingerprint(spec: FingerprintPlan, wait: float = FINGERPRINT_WAIT) -> FingerprintResult:
     """The value, or why there is none, from the fingerprint container's files."""
-    status = _read_exit_code(spec.exit_code, wait)
+    status = read_exit_code(spec.exit_code, wait)
     if status is None:
         return FingerprintResult(
             error="the fingerprint command's exit status never appeared (did its container start?)")
@@ -337,25 +309,25 @@ def read_fingerprint(spec: FingerprintPlan, wait: float = FINGERPRINT_WAIT) -> F
 
 
 def run_backup(task: Task) -> tuple[int, BackupSummary]:
-    kind = task.plan.source.kind
-    if kind == "dir":
-        outcomes, source_error = _backup_directory(task), None
-    elif kind == "fifo":
+    source = task.plan.source
+    if source.base_backup:  # lifeline.agent.base_backup_job stores the copy, tagged
+        raise SystemExit(refuse_plan("a base backup's plan is run by python -m lifeline.agent.base_backup_job"))
+    if source.stream is not None:
         outcomes, source_error = _backup_stream(task)
-    else:  # pg-basebackup: lifeline.agent.base_backup_job turns it into a directory first
-        raise SystemExit(refuse_plan(f"source kind {kind!r} is run by python -m lifeline.agent.base_backup_job"))
+    else:
+        outcomes, source_error = _backup_directory(task), None
     summary = backup_summary(task.plan, outcomes, source_error)
     if task.plan.fingerprint is not None and summary.copies:
         summary.fingerprint = read_fingerprint(task.plan.fingerprint)
         if summary.fingerprint.error:
-            _log(f"fingerprint: {summary.fingerprint.error}")
+            log(f"fingerprint: {summary.fingerprint.error}")
     for o in outcomes:
         if o.ok:
             s = o.summary
-            _log(f"{o.destination.name}: point {s['point_id']} ({s['type']}) in {o.destination.repository}: "
+            log(f"{o.destination.name}: point {s['point_id']} ({s['type']}) in {o.destination.repository}: "
                  f"{s.get('size_bytes')} bytes read, {s.get('stored_bytes')} stored")
         else:
-            _log(f"{o.destination.name}: FAILED: {o.error}")
+            log(f"{o.destination.name}: FAILED: {o.error}")
     return (0 if summary.copies else 1), summary
 
 
@@ -389,7 +361,7 @@ def run_prune(task: Task) -> tuple[int, PruneReport]:
         kept={o.destination.name: len(o.summary.get("keep") or []) for o in outcomes if o.ok},
         failures=_failures(outcomes))
     for o in outcomes:
-        _log(f"{o.destination.name}: " + ("no repository yet" if o.skipped else
+        log(f"{o.destination.name}: " + ("no repository yet" if o.skipped else
                                           f"forgot {len(report.forgotten.get(o.destination.name, []))} points"
                                           if o.ok else f"FAILED: {o.error}"))
     return (0 if report.forgotten or not report.failures else 1), report
@@ -407,7 +379,7 @@ def _prepare(args) -> int:
         os.mkfifo(args.fifo, 0o666)  # the dump image may run as another user
     finally:
         os.umask(old)
-    _log(f"created FIFO {args.fifo}")
+    log(f"created FIFO {args.fifo}")
     return 0
 
 
@@ -432,14 +404,14 @@ def main(argv: list[str] | None = None) -> int:
         return refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-job-"))
     try:
-        task = Task(plan, _key_ref(plan, workdir), dict(os.environ))
+        task = Task(plan, key_ref_of(plan, workdir), dict(os.environ))
         rc, summary = run_backup(task) if args.operation == "backup" else run_prune(task)
     except OSError as exc:
         error = os_error(exc)
         rc = 1
         summary = BackupSummary(requested_type=plan.type, error=error) if args.operation == "backup" \
             else PruneReport(error=error)
-        _log(f"error: {error}")
+        log(f"error: {error}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(termination.write(args.termination_log, summary), flush=True)

@@ -1,4 +1,4 @@
-"""`prune` (retention + garbage collection) and `shred` (crypto-shredding of an epoch).
+"""`prune`: retention + garbage collection (crypto-shredding an epoch is :mod:`lifeline.keys.shred`'s).
 
 Prune holds the exclusive lock, so no backup is half-way while it decides what is
 garbage. Deletion order keeps every step crash-safe:
@@ -21,29 +21,20 @@ accepted (``accept_missing``), which writes a head of the points that are there.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
+from lifeline.errors import LifelineError
+from lifeline.messages import RetentionPlan
 from lifeline.repository import catalogue
-from lifeline.repository.errors import DamagedData, LifelineError, TamperedData
+from lifeline.repository.errors import DamagedData, TamperedData
 from lifeline.repository.layout import key_name, pack_name, point_name
 from lifeline.repository.locks import list_locks
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_rfc3339
 
+from . import wal_retention  # log segments: keep what a kept base backup needs (continuous protection)
+
 
 class PruneRefused(LifelineError):
     exit_code = 3
-
-
-@dataclass
-class Policy:
-    last: int = 0
-    daily: int = 0
-    weekly: int = 0
-    monthly: int = 0
-    yearly: int = 0
-
-    def empty(self) -> bool:
-        return not (self.last or self.daily or self.weekly or self.monthly or self.yearly)
 
 
 def _buckets():
@@ -55,7 +46,7 @@ def _buckets():
     ]
 
 
-def apply_retention(points: list[PointRef], policy: Policy) -> tuple[list[PointRef], list[PointRef], dict]:
+def apply_retention(points: list[PointRef], policy: RetentionPlan) -> tuple[list[PointRef], list[PointRef], dict]:
     """(keep, forget, reasons) per source, restic semantics: newest point of each of the last N buckets."""
     if policy.empty():
         return list(points), [], {}
@@ -85,7 +76,7 @@ def apply_retention(points: list[PointRef], policy: Policy) -> tuple[list[PointR
     return keep, forget, keep_ids
 
 
-def run_prune(repo: Repository, provider, policy: Policy, *, dry_run: bool = False,
+def run_prune(repo: Repository, provider, policy: RetentionPlan, *, dry_run: bool = False,
               lock_wait: float = 0.0, accept_missing: bool = False) -> dict:
     lock = repo.lock(exclusive=True, command="prune", wait=lock_wait)
     try:
@@ -112,7 +103,7 @@ def _catalogue_problem(repo: Repository, provider, points: list[PointRef]) -> tu
         [pid for pid, _e in found.missing]
 
 
-def _prune(repo: Repository, provider, policy: Policy, dry_run: bool, accept_missing: bool) -> dict:
+def _prune(repo: Repository, provider, policy: RetentionPlan, dry_run: bool, accept_missing: bool) -> dict:
     points, bad = repo.list_points()
     if bad:
         raise PruneRefused("prune stopped: some points cannot be read (" + "; ".join(bad.values())
@@ -154,8 +145,6 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool, accept_mis
                   if pid in stored and any(en[0] in live for en in info.entries)}
     drop_packs = sorted(set(stored) - set(keep_packs))
     keep_epochs = {p.header.get("epoch") for p in keep} | {i.epoch for i in keep_packs.values()}
-    from . import wal_retention  # log segments: keep what a kept base backup needs (continuous protection)
-
     wal = wal_retention.plan(repo, keep)
     keep_epochs |= wal["keep_epochs"]
     drop_epochs = sorted(set(repo.list_epochs()) - keep_epochs)
@@ -193,17 +182,8 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool, accept_mis
     for p in forget:
         repo.backend.delete(point_name(p.id))
     wal_retention.apply(repo, wal)
-    old_segments = list(index.segments) + list(index.other)
-    by_epoch: dict[str, list] = {}
-    for info in keep_packs.values():
-        by_epoch.setdefault(info.epoch, []).append(info)
-    rewrite = bool(drop_packs) or len(old_segments) > len(by_epoch)
-    if rewrite:
-        for epoch, infos in by_epoch.items():
-            repo.write_index_segment(repo.epoch_keys(epoch, provider), infos)
-        for name in old_segments:
-            repo.backend.delete(name)
-        report["index_segments_rewritten"] = len(old_segments)
+    report["index_segments_rewritten"] = repo.rewrite_index(index, keep_packs.values(), provider,
+                                                            force=bool(drop_packs))
     for pid in drop_packs:
         repo.backend.delete(pack_name(pid))
     for epoch in drop_epochs:
@@ -213,49 +193,3 @@ def _prune(repo: Repository, provider, policy: Policy, dry_run: bool, accept_mis
     for lk in stale:
         repo.backend.delete(lk.name)
     return report
-
-
-def default_actor() -> str:
-    import getpass
-    import os
-    import socket
-
-    actor = os.environ.get("LIFELINE_ACTOR")
-    if actor:
-        return actor
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
-
-
-def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None = None,
-              lock_wait: float = 0.0, actor: str | None = None, reason: str | None = None) -> dict:
-    """Destroy an epoch's wrapped key (and drop its now unreadable points).
-
-    A tombstone ``shredded/<epoch>`` (time, actor, reason, point ids; no key material) is
-    written first, so a later restore says when and by whom the key was destroyed."""
-    lock = repo.lock(exclusive=True, command="shred", wait=lock_wait)
-    try:
-        points, _bad = repo.list_points()
-        if point:
-            epoch = repo.resolve_point(point, points).header["epoch"]
-        if not epoch or epoch not in repo.list_epochs():
-            raise LifelineError(f"no key epoch {epoch!r} in {repo.url}")
-        victims = [p for p in points if p.header.get("epoch") == epoch]
-        import time
-
-        from lifeline.repository.repo import rfc3339
-
-        record = repo.epoch_record(epoch)
-        tombstone = {"version": 1, "epoch": epoch, "key_ref": record.get("key_ref"),
-                     "points": [p.id for p in victims], "shredded_at": rfc3339(time.time()),
-                     "actor": actor or default_actor(), "reason": reason or ""}
-        repo.shred_epoch(epoch, tombstone)  # from here on the data is unreadable
-        for p in victims:
-            repo.backend.delete(point_name(p.id))
-        return {"epoch": epoch, "points_shredded": [p.id for p in victims],
-                "shredded_at": tombstone["shredded_at"], "actor": tombstone["actor"]}
-    finally:
-        lock.release()

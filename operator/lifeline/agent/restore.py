@@ -18,8 +18,9 @@ import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from lifeline.errors import LifelineError, UsageError
 from lifeline.repository.crypto import EpochKeys
-from lifeline.repository.errors import DamagedData, LifelineError, UsageError
+from lifeline.repository.errors import DamagedData
 from lifeline.repository.index import Index
 from lifeline.repository.repo import Repository
 

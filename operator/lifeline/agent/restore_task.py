@@ -24,10 +24,17 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lifeline.errors import LifelineError
+from lifeline.keys.choice import provider_for
 from lifeline.messages import (DEFAULT_TERMINATION_LOG, PLAN_ENV, DestinationPlan, RestorePlan, RestoreSummary,
                                RestoreTargetPlan, UnreadableMessage, termination)
+from lifeline.messages.destination import destination_env
+from lifeline.repository.backend import open_backend
+from lifeline.repository.errors import DamagedData, KeyMismatch, LockConflict, ObjectNotFound, PointNotFound
+from lifeline.repository.repo import Repository
 
-from .jobs import _key_ref, _log, _read_exit_code, destination_env, load_plan, os_error, refuse_plan, s3_options
+from .jobs import key_ref_of, load_plan, log, os_error, read_exit_code, refuse_plan, s3_options
+from .restore import Restorer
 
 LOAD_WAIT = 6 * 3600.0  # the Job's deadline ends a load that never finishes; this only bounds the wait
 
@@ -43,8 +50,6 @@ class Failed(Exception):
 
 
 def _reason(exc: Exception) -> str:
-    from lifeline.repository.errors import DamagedData, KeyMismatch, LockConflict, PointNotFound
-
     for cls, reason in ((DamagedData, "DamagedData"), (KeyMismatch, "KeyUnavailable"),
                         (PointNotFound, "PointNotFound"), (LockConflict, "RepositoryLocked")):
         if isinstance(exc, cls):
@@ -53,22 +58,15 @@ def _reason(exc: Exception) -> str:
 
 
 def _open(dest: DestinationPlan, env: dict):
-    from lifeline.repository.backend import open_backend
-    from lifeline.repository.repo import Repository
-
     return Repository.open(open_backend(dest.repository, s3_options(env)))
 
 
 def _provider(key_ref: str, repo):
-    from lifeline.keys.choice import provider_for
-
     return provider_for(repo, key_ref)
 
 
 def _check_manifest(repo, plan: RestorePlan) -> str:
     """The stored manifest's checksum; Failed when it is not the one recorded at backup time."""
-    from lifeline.repository.errors import ObjectNotFound
-
     try:
         actual = repo.point_checksum(plan.snapshot_id)
     except ObjectNotFound:
@@ -113,7 +111,7 @@ def _to_fifo(restorer, target: RestoreTargetPlan) -> dict:
             summary = restorer.to_stream(out)
         except Exception as exc:  # noqa: BLE001 - reported below, after the loader saw EOF
             error = exc
-    status = _read_exit_code(target.exit_code, LOAD_WAIT)
+    status = read_exit_code(target.exit_code, LOAD_WAIT)
     if error is not None:
         raise error
     if status != 0:
@@ -125,10 +123,6 @@ def _to_fifo(restorer, target: RestoreTargetPlan) -> dict:
 
 
 def run_restore(plan: RestorePlan, key_ref: str, env: dict) -> RestoreSummary:
-    from lifeline.repository.errors import LifelineError
-
-    from .restore import Restorer
-
     dest = plan.destinations[0]
     denv = destination_env(dest, env)
     out = RestoreSummary(ok=False, point=plan.point, snapshot_id=plan.snapshot_id, destination=dest.name,
@@ -145,7 +139,7 @@ def run_restore(plan: RestorePlan, key_ref: str, env: dict) -> RestoreSummary:
         try:
             restorer = Restorer(repo, _provider(key_ref, repo), plan.snapshot_id)
             target = plan.target
-            if target.kind == "dir":
+            if target.kind == "pvc":
                 result = restorer.to_directory(target.path, overwrite=target.overwrite)
             else:
                 result = _to_fifo(restorer, target)
@@ -176,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         return refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-restore-"))
     try:
-        summary = run_restore(plan, _key_ref(plan, workdir), dict(os.environ))
+        summary = run_restore(plan, key_ref_of(plan, workdir), dict(os.environ))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    _log(f"restore of {plan.point}: " + (f"ok, {summary.bytes_restored} bytes in {summary.restore_seconds}s"
+    log(f"restore of {plan.point}: " + (f"ok, {summary.bytes_restored} bytes in {summary.restore_seconds}s"
                                          if summary.ok else f"FAILED ({summary.reason}): {summary.error}"))
     print(termination.write(args.termination_log, summary), flush=True)
     return 0 if summary.ok else 1

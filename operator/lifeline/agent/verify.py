@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
+from lifeline.errors import LifelineError
 from lifeline.repository import catalogue
-from lifeline.repository.errors import DamagedData, KeyMismatch, LifelineError, ObjectNotFound, TamperedData
+from lifeline.repository.errors import DamagedData, KeyMismatch, ObjectNotFound, TamperedData
 from lifeline.repository.index import Index
 from lifeline.repository.layout import CONFIG, HEAD, pack_name, point_name
 from lifeline.repository.locks import list_locks
@@ -17,6 +18,7 @@ from lifeline.repository.pack import read_directory
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch
 
 from .progress import Progress
+from .wal_retention import plan as _wal_plan  # log segments' epochs are in use too
 
 
 class Report:
@@ -264,8 +266,6 @@ def run_check(repo: Repository, provider, *, read_data: bool = False,
         if unused:
             left["unreferenced_packs"] = sorted(unused)
     used_epochs = {p.header.get("epoch") for p in points}
-    from .wal_retention import plan as _wal_plan  # log segments' epochs are in use too
-
     used_epochs |= _wal_plan(repo, [])["keep_epochs"]
     unused_epochs = sorted(set(repo.list_epochs()) - used_epochs
                            - {info.epoch for info in index.packs.values()})

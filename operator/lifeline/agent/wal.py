@@ -13,8 +13,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from lifeline.errors import LifelineError, UsageError
+from lifeline.keys import provider_from_ref
+from lifeline.keys.choice import provider_for
 from lifeline.repository.backend import S3Options, open_backend
-from lifeline.repository.errors import CipherUnavailable, DamagedData, LifelineError, RepositoryNotFound, UsageError
+from lifeline.repository.errors import CipherUnavailable, DamagedData, RepositoryNotFound
 from lifeline.repository.repo import Repository
 from lifeline.repository.segments import SegmentNotFound, SegmentStore
 
@@ -49,9 +52,6 @@ def destinations(urls: list[str], base: S3Options | None = None, env: dict | Non
 def open_store(dest: Destination, key_ref: str | None, *, create: bool = False,
                cipher: str = "aes-256-gcm") -> SegmentStore:
     """The segment store of one destination (creating the repository, of ``cipher``, when asked and missing)."""
-    from lifeline.keys import provider_from_ref
-    from lifeline.keys.choice import provider_for
-
     try:
         repo = Repository.open(open_backend(dest.url, dest.s3))
     except RepositoryNotFound:

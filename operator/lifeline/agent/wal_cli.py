@@ -12,9 +12,17 @@ import json
 import os
 import sys
 
-from lifeline.cli_stderr import audit_to_stderr, guard
+from lifeline.cli_stderr import arg_type, audit_to_stderr, guard
+from lifeline.errors import LifelineError, UsageError
+from lifeline.observability import audit
 from lifeline.repository.backend import S3Options
-from lifeline.repository.errors import LifelineError, UsageError
+from lifeline.repository.config import check_cipher_name
+from lifeline.repository.errors import BackendError, ObjectNotFound
+from lifeline.repository.segments import SegmentNotFound
+
+from .wal import destinations, fetch, open_store, push
+from .wal_pitr import base_backup, restore_pitr
+from .wal_ship import Metrics, Shipper
 
 
 def _common() -> argparse.ArgumentParser:
@@ -35,9 +43,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def _cipher_option(p) -> None:
-    from .cli import _cipher
-
-    p.add_argument("--cipher", type=_cipher, default="aes-256-gcm", metavar="{aes-256-gcm,sm4-gcm}",
+    p.add_argument("--cipher", type=arg_type(check_cipher_name), default="aes-256-gcm", metavar="{aes-256-gcm,sm4-gcm}",
                    help="cipher of a repository --create makes (default aes-256-gcm; an existing repository "
                         "keeps the one it was made with)")
 
@@ -112,16 +118,12 @@ _guard = guard(lambda args: f"lifeline agent {args.agent_command}", os_errors=Tr
 
 
 def _dests(args):
-    from .wal import destinations
-
     urls = args.repo or ([args._env_repo] if args._env_repo else [])
     return destinations(urls, S3Options(endpoint=args.s3_endpoint, region=args.s3_region,
                                         allow_http=args.s3_allow_http))
 
 
 def _stores(args, *, create: bool = False):
-    from .wal import open_store
-
     cipher = getattr(args, "cipher", "aes-256-gcm")  # wal-push and ship have --cipher (for --create)
     return [open_store(d, args.key, create=create, cipher=cipher) for d in _dests(args)]
 
@@ -136,8 +138,6 @@ def _emit(args, obj: dict, human: str) -> None:
 # --- commands ---------------------------------------------------------------------------
 @_guard
 def cmd_wal_push(args) -> int:
-    from .wal import push
-
     results = push(_stores(args, create=args.create), args.path, args.name)
     new = sum(1 for r in results if r["stored"])
     _emit(args, {"results": [{k: v for k, v in r.items() if k != "header"} for r in results]}, "")
@@ -148,10 +148,6 @@ def cmd_wal_push(args) -> int:
 
 @_guard
 def cmd_wal_fetch(args) -> int:
-    from lifeline.repository.segments import SegmentNotFound
-
-    from .wal import fetch
-
     try:
         result = _fetch_with_retries(args, fetch)
     except SegmentNotFound as exc:  # the normal end of recovery, or a hole: say so without alarm
@@ -173,8 +169,6 @@ def _fetch_with_retries(args, fetch):
     """A storage error is not the end of the WAL: retry, then make PostgreSQL *abort* recovery
     (exit 126) rather than promote early with data missing; restart it once storage is back."""
     import time
-
-    from lifeline.repository.errors import BackendError, ObjectNotFound
 
     for attempt in range(FETCH_ATTEMPTS):
         try:
@@ -205,8 +199,6 @@ def cmd_wal_list(args) -> int:
 
 @_guard
 def cmd_ship(args) -> int:
-    from .wal_ship import Metrics, Shipper
-
     state = args.state or os.path.join(os.path.dirname(os.path.abspath(args.dir)), ".lifeline-ship")
     if args.key_file:
         args.key = _private_key_copy(args.key_file, state)
@@ -235,28 +227,22 @@ def _private_key_copy(source: str, state: str) -> str:
 def _audited(action: str, subject_name: str, details: dict, run):
     """Base backups and restores are DR actions: one audit record when each ends (not wal-push,
     which runs every second and leaves its trace in the repository itself)."""
-    from lifeline.observability import audit
-
-    from .prune import default_actor
-
     audit_to_stderr("lifeline agent")
     subject = {"kind": "PostgreSQL", "namespace": "", "name": subject_name}
     try:
         result = run()
     except LifelineError as exc:
-        audit.record(action, actor=default_actor(), outcome="failed", subject=subject,
+        audit.record(action, actor=audit.default_actor(), outcome="failed", subject=subject,
                      details={**details, "error": str(exc)})
         raise
     if isinstance(result, dict) and result.get("outcome", "complete") != "complete":
         details = {**details, "recovery": result["outcome"]}  # stops at a hole: named in the output
-    audit.record(action, actor=default_actor(), outcome="succeeded", subject=subject, details=details)
+    audit.record(action, actor=audit.default_actor(), outcome="succeeded", subject=subject, details=details)
     return result
 
 
 @_guard
 def cmd_base_backup(args) -> int:
-    from .wal_pitr import base_backup
-
     extra = [a for a in args.extra if a != "--"]
     stores = _stores(args)
     results = _audited("backup", args.source_name or "postgresql",
@@ -288,8 +274,6 @@ def cmd_restore_pitr(args) -> int:
 
 
 def _restore_pitr(args) -> int:
-    from .wal_pitr import restore_pitr
-
     stores = _stores(args)
     result = _audited("restore", args.source or os.path.abspath(args.dest),
                       {"type": "point-in-time", "target": args.target_time, "directory": os.path.abspath(args.dest),

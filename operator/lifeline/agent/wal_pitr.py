@@ -27,9 +27,14 @@ import subprocess
 import sys
 import tempfile
 
-from lifeline.repository.errors import DamagedData, LifelineError, PointNotFound, UsageError
+from lifeline.errors import LifelineError, UsageError
+from lifeline.repository.errors import DamagedData, PointNotFound
 from lifeline.repository.repo import parse_rfc3339
 from lifeline.repository.segments import SegmentStore, parse_name
+
+from .backup import dir_source, run_backup
+from .restore import Restorer
+from .wal import fetch
 
 BASE_TAG = "base-backup"
 PREFETCH_DIR = "lifeline-wal"  # inside the data directory; named relative to it (see PREFETCH_COMMAND)
@@ -50,8 +55,6 @@ def wal_start_of(label_text: str) -> str | None:
 def base_backup(stores: list[SegmentStore], *, pg_basebackup: str = "pg_basebackup", extra: list[str] | None = None,
                 source_name: str | None = None, kind: str = "full", work_dir: str | None = None,
                 notice=None) -> list[dict]:
-    from .backup import dir_source, run_backup
-
     tmp = tempfile.mkdtemp(prefix="lifeline-basebackup-", dir=work_dir)
     data = os.path.join(tmp, "data")
     try:
@@ -204,8 +207,6 @@ class _Prefetcher:
         self.count = self.bytes = 0
 
     def __call__(self, position) -> bool:
-        from .wal import fetch
-
         got = fetch(self.stores, position.name, os.path.join(self.directory, position.name))
         self.count, self.bytes = self.count + 1, self.bytes + got["size"]
         if self.target is not None and (got.get("closed_at") or 0) > self.target:
@@ -216,8 +217,6 @@ class _Prefetcher:
 def restore_pitr(stores: list[SegmentStore], target_text: str, dest: str, *, source: str | None = None,
                  verify: bool = False, fetch_prefix: str | None = None, key: str | None = None,
                  no_archive: bool = False, prefetch: bool = False, notice=None) -> dict:
-    from .restore import Restorer
-
     notice = notice or (lambda m: print(f"lifeline agent restore-pitr: {m}", file=sys.stderr))
     target = parse_target(target_text)
     if os.path.isdir(dest) and os.listdir(dest):

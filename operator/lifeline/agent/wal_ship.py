@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from lifeline.repository.errors import LifelineError
+from lifeline.errors import LifelineError
 from lifeline.repository.segments import parse_name
 
 from .wal import Destination, open_store

@@ -5,24 +5,10 @@ from datetime import datetime
 from zoneinfo import available_timezones
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from .common import (
-    TIER_DEFAULTS,
-    Cron,
-    DNSLabel,
-    DNSName,
-    Duration,
-    KeyRef,
-    Model,
-    Objectives,
-    SecretKeyRef,
-    StatusBase,
-    Tier,
-    exactly_one,
-    one_of_rule,
-    parse_duration,
-)
+from .common import (Cron, DNSLabel, DNSName, Duration, KeyRef, Model, Objectives, OneOf, SecretKeyRef, StatusBase,
+                     Tier, TierObjectives)
 
 # ---- source: exactly one kind ------------------------------------------------
 
@@ -102,24 +88,15 @@ class ContinuousSource(Model):
                           "of point-in-time restore); without it, the full schedule copies the segment directory.")
 
 
-class Source(Model):
+class Source(OneOf):
     """Exactly one of the source kinds."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [one_of_rule(SOURCE_KINDS, "source")]})
+    one_of, choice = SOURCE_KINDS, "source"
 
     pvc: PVCSource | None = None
     volume_snapshot: VolumeSnapshotSource | None = None
     command: CommandSource | None = None
     continuous: ContinuousSource | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        exactly_one(self, SOURCE_KINDS, "source")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
 
 
 # ---- schedules ---------------------------------------------------------------
@@ -168,22 +145,15 @@ class FilesystemDestination(Model):
     path: str = Field("/", description="Directory of the repository inside the volume.")
 
 
-class Destination(Model):
+class Destination(OneOf):
     """One repository a backup goes to; every destination receives every backup."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [one_of_rule(DESTINATION_KINDS, "destination kind")]}
-    )
+    one_of, choice = DESTINATION_KINDS, "destination kind"
 
     name: DNSLabel = Field(description="Short name used in status, metrics and RecoveryPoints.")
     off_site: bool = Field(False, description="True when this copy lives outside the protected site.")
     s3: S3Destination | None = None
     filesystem: FilesystemDestination | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        exactly_one(self, DESTINATION_KINDS, "destination kind")
-        return self
 
 
 # ---- retention, keys, hooks, pods -------------------------------------------
@@ -205,21 +175,14 @@ class Retention(Model):
 KEY_SCHEMES = ("vault-transit", "vault-kv", "secret")
 
 
-class CABundle(Model):
+class CABundle(OneOf):
     """A CA bundle (PEM) in a ConfigMap or a Secret of the policy's namespace."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [one_of_rule(("config_map", "secret"), "CA bundle source")]}
-    )
+    one_of, choice = ("config_map", "secret"), "CA bundle source"
 
     config_map: DNSName | None = Field(None, description="ConfigMap that holds the bundle.")
     secret: DNSName | None = Field(None, description="Secret that holds the bundle.")
     key: str = Field("ca.crt", pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the bundle in it.")
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        exactly_one(self, ("config_map", "secret"), "CA bundle source")
-        return self
 
 
 class Encryption(Model):
@@ -286,7 +249,7 @@ class PodOptions(Model):
 # ---- the kind ------------------------------------------------------------------
 
 
-class BackupPolicySpec(Model):
+class BackupPolicySpec(Model, TierObjectives):
     """What to protect, when, where to, how long, with which key."""
 
     tier: Tier = Field(description="Recovery tier: A life-critical, B diagnosis and treatment, C management.")
@@ -320,14 +283,6 @@ class BackupPolicySpec(Model):
         if dupes:
             raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
         return value
-
-    @property
-    def rpo_seconds(self) -> float:
-        return parse_duration(self.objectives.rpo or TIER_DEFAULTS[self.tier].rpo)
-
-    @property
-    def rto_seconds(self) -> float:
-        return parse_duration(self.objectives.rto or TIER_DEFAULTS[self.tier].rto)
 
 
 class LastBackup(Model):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from lifeline.hidden_text import BIDI_MARKS
-from lifeline.keys.refs import connection_settings_in
+from lifeline.key_refs import connection_settings_in
 
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
@@ -224,3 +224,34 @@ def one_of_rule(fields: tuple[str, ...], what: str) -> dict:
         "rule": f"[{has}].filter(x, x).size() == 1",
         "message": f"set exactly one {what}: " + ", ".join(to_camel(f) for f in fields),
     }
+
+
+def _one_of_schema(schema: dict, cls) -> None:
+    schema.setdefault("x-kubernetes-validations", []).append(one_of_rule(cls.one_of, cls.choice))
+
+
+class OneOf(Model):
+    """A choice of kinds: exactly one of the fields named in ``one_of`` is set (``choice`` names it in
+    messages). The model checks it, and the CRD carries the same rule for the API server."""
+
+    one_of: ClassVar[tuple[str, ...]]
+    choice: ClassVar[str]
+
+    model_config = ConfigDict(json_schema_extra=_one_of_schema)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        exactly_one(self, self.one_of, self.choice)
+        return self
+
+
+class TierObjectives:
+    """The objectives in seconds of a spec with a ``tier`` and its ``objectives``: each as written, else the tier's."""
+
+    @property
+    def rpo_seconds(self) -> float:
+        return parse_duration(self.objectives.rpo or TIER_DEFAULTS[self.tier].rpo)
+
+    @property
+    def rto_seconds(self) -> float:
+        return parse_duration(self.objectives.rto or TIER_DEFAULTS[self.tier].rto)

@@ -4,22 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .common import (
-    TIER_DEFAULTS,
-    DNSLabel,
-    DNSName,
-    Duration,
-    Model,
-    Objectives,
-    SecretKeyRef,
-    StatusBase,
-    Tier,
-    exactly_one,
-    one_of_rule,
-    parse_duration,
-)
+from .common import (DNSLabel, DNSName, Duration, Model, Objectives, OneOf, SecretKeyRef, StatusBase, Tier,
+                     TierObjectives, parse_duration)
 
 CHECK_KINDS = ("http", "tcp", "promql", "workload")
 PHASES = ("Monitoring", "Degraded", "FailingOver", "FailedOver", "FailingBack")
@@ -51,8 +39,8 @@ class WorkloadCheck(Model):
     name: DNSName
 
 
-class HealthCheck(Model):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [one_of_rule(CHECK_KINDS, "check kind")]})
+class HealthCheck(OneOf):
+    one_of, choice = CHECK_KINDS, "check kind"
 
     name: DNSLabel
     interval: Duration = Field("10s")
@@ -64,8 +52,7 @@ class HealthCheck(Model):
     workload: WorkloadCheck | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self):
-        exactly_one(self, CHECK_KINDS, "check kind")
+    def _timeout_within_interval(self):
         if parse_duration(self.timeout) > parse_duration(self.interval):
             raise ValueError(f"timeout {self.timeout} is longer than interval {self.interval}")
         return self
@@ -117,18 +104,11 @@ class AnnotationSwitch(Model):
         return self
 
 
-class Traffic(Model):
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [one_of_rule(("service", "annotation"), "traffic switch")]}
-    )
+class Traffic(OneOf):
+    one_of, choice = ("service", "annotation"), "traffic switch"
 
     service: ServiceSwitch | None = None
     annotation: AnnotationSwitch | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        exactly_one(self, ("service", "annotation"), "traffic switch")
-        return self
 
 
 class FailoverCap(Model):
@@ -136,7 +116,7 @@ class FailoverCap(Model):
     window: Duration = Field("24h")
 
 
-class FailoverPlanSpec(Model):
+class FailoverPlanSpec(Model, TierObjectives):
     tier: Tier = Field("A", description="Recovery tier whose RTO bounds the failover.")
     objectives: Objectives = Field(default_factory=Objectives)
     mode: Literal["Automatic", "Manual"] = Field("Automatic", description="Manual only recommends and waits for approval.")
@@ -172,10 +152,6 @@ class FailoverPlanSpec(Model):
         if primary is not None and primary.name == standby.name:
             raise ValueError(f"standby must be a different site from primary (both are '{standby.name}')")
         return standby
-
-    @property
-    def rto_seconds(self) -> float:
-        return parse_duration(self.objectives.rto or TIER_DEFAULTS[self.tier].rto)
 
     @property
     def longest_interval_seconds(self) -> float:

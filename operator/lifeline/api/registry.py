@@ -135,3 +135,9 @@ KINDS: tuple[KindInfo, ...] = (
 
 BY_KIND = {k.kind: k for k in KINDS}
 BY_PLURAL = {k.plural: k for k in KINDS}
+# Each kind by name, for the modules that handle one: a typo fails at import, not at a lookup.
+BACKUP_POLICY = BY_KIND["BackupPolicy"]
+RECOVERY_POINT = BY_KIND["RecoveryPoint"]
+RESTORE_DRILL = BY_KIND["RestoreDrill"]
+RESTORE = BY_KIND["Restore"]
+FAILOVER_PLAN = BY_KIND["FailoverPlan"]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .common import DNSLabel, DNSName, Model, StatusBase, exactly_one, one_of_rule
+from .common import DNSLabel, DNSName, Model, OneOf, StatusBase
 
 TARGET_KINDS = ("pvc", "command")
 # Point-in-time targets: an RFC 3339 time (with a zone) or the word latest.
@@ -28,17 +28,12 @@ class CommandTarget(Model):
     command: list[str] = Field(min_length=1)
 
 
-class Target(Model):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [one_of_rule(TARGET_KINDS, "target")]})
+class Target(OneOf):
+    one_of, choice = TARGET_KINDS, "target"
 
     namespace: DNSLabel | None = Field(None, description="Target namespace; the Restore's own when left out.")
     pvc: PVCTarget | None = None
     command: CommandTarget | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        exactly_one(self, TARGET_KINDS, "target")
-        return self
 
 
 class RestoreSpec(Model):

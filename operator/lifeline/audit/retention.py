@@ -13,11 +13,13 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from lifeline.clock import parse_time
-from lifeline.repository.errors import RepositoryExists, UsageError
+from lifeline.clock import seconds_between
+from lifeline.errors import UsageError
+from lifeline.repository.errors import RepositoryExists
 
 from . import chain
 from .store import AuditStore
+from .verify import PRUNE_ACTION, verify
 
 log = logging.getLogger("lifeline.audit")
 
@@ -35,18 +37,12 @@ def parse_retention(text: str) -> float:
     return sum(int(n) * _UNIT[u] for n, u in _PART.findall(text))
 
 
-def seconds_between(earlier: str, later: str) -> float:
-    return (parse_time(later) - parse_time(earlier)).total_seconds()
-
-
 def prune(store: AuditStore, *, retention: str = DEFAULT_RETENTION, now: datetime | None = None,
           actor: str = "lifeline") -> dict[str, Any]:
     """Remove records older than ``retention`` from the start of the chain; returns what was done.
 
     Refuses to touch a log that does not verify: pruning must never erase evidence of tampering.
     """
-    from .verify import PRUNE_ACTION, verify
-
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     keep_seconds = parse_retention(retention)
     checked = verify(store)

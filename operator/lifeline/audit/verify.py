@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lifeline.clock import seconds_between
 from lifeline.repository.errors import ObjectNotFound
 
 from . import chain
@@ -215,8 +216,6 @@ def _check_checkpoint(checkpoint: dict[str, Any], prune_records: dict[str, dict[
     if prune is None:
         raise _Broken("checkpoint", first, f"checkpoint {chain.checkpoint_name(first)} is not recorded in the "
                                            "chain (no audit-prune record carries its digest): edited or forged")
-    from .retention import seconds_between
-
     kept = float(checkpoint.get("retention_seconds") or 0)
     newest_pruned = checkpoint.get("last_pruned_time")
     if newest_pruned and seconds_between(newest_pruned, prune.get("time")) < kept:

@@ -13,7 +13,11 @@ import os
 import sys
 from datetime import datetime, timedelta, timezone
 
+from lifeline.audit import open_store, verify
+from lifeline.audit.retention import parse_retention, prune
 from lifeline.cli_stderr import guard
+from lifeline.errors import UsageError
+from lifeline.observability.audit import default_actor
 
 
 def register(subparsers) -> None:
@@ -50,8 +54,6 @@ def _guard(fn):
     @functools.wraps(fn)
     def wrapped(args) -> int:
         if not args.url:
-            from lifeline.repository.errors import UsageError
-
             raise UsageError("no audit log given: pass --url (file:///path/audit or s3://bucket/audit) "
                              "or set LIFELINE_AUDIT_URL")
         return fn(args)
@@ -59,14 +61,10 @@ def _guard(fn):
 
 
 def _store(args, create: bool = False):
-    from lifeline.audit import open_store
-
     return open_store(args.url, create=create)
 
 
 def parse_anchor(text: str) -> tuple[int, str]:
-    from lifeline.repository.errors import UsageError
-
     seq, _, digest = text.partition(":")
     if not seq.isdigit() or len(digest) < 8 or any(c not in "0123456789abcdefABCDEF" for c in digest):
         raise UsageError(f"anchor {text!r}: write SEQ:HASH, e.g. 41:3fa9c2… (at least 8 hex digits)")
@@ -75,8 +73,6 @@ def parse_anchor(text: str) -> tuple[int, str]:
 
 @_guard
 def cmd_verify(args) -> int:
-    from lifeline.audit import verify
-
     anchors = [parse_anchor(a) for a in args.anchor]
     result = verify(_store(args), anchors)
     if args.json:
@@ -89,9 +85,6 @@ def cmd_verify(args) -> int:
 def _since(text: str | None) -> datetime | None:
     if not text:
         return None
-    from lifeline.audit.retention import parse_retention
-    from lifeline.repository.errors import UsageError
-
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
@@ -134,9 +127,6 @@ def cmd_log(args) -> int:
 
 @_guard
 def cmd_prune(args) -> int:
-    from lifeline.agent.prune import default_actor
-    from lifeline.audit.retention import prune
-
     result = prune(_store(args), retention=args.retention, actor=args.actor or default_actor())
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))

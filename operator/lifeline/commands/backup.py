@@ -16,29 +16,35 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as POLICY
+from lifeline.api.common import format_duration
+from lifeline.kube import Kube, KubeError
 from lifeline.planning import backup, conditions
-
-POLICY = BY_KIND["BackupPolicy"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("backup", help="start a backup now, or show the backup status of policies",
-                       description="Ask the operator for an on-demand backup, or show where each policy stands.")
-    inner = p.add_subparsers(dest="backup_command", metavar="COMMAND", required=True)
-
-    common = _common()
-    now = inner.add_parser("now", parents=[common], help="run one backup of a policy now")
-    now.add_argument("name", help="the BackupPolicy")
+    inner, named = _command_group(
+        sub, "backup", POLICY.kind, help="start a backup now, or show the backup status of policies",
+        description="Ask the operator for an on-demand backup, or show where each policy stands.")
+    now = inner.add_parser("now", parents=[named], help="run one backup of a policy now")
     now.add_argument("--type", choices=backup.TYPES, default="incremental",
                      help="backup type (default incremental; the agent takes a full when there is no parent)")
     now.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                      help="wait up to this long for the backup to finish (default: do not wait)")
     now.set_defaults(func=run_now)
 
-    status = inner.add_parser("status", parents=[common], help="show the backup status of policies")
+    status = inner.add_parser("status", parents=[_common()], help="show the backup status of policies")
     status.add_argument("name", nargs="?", help="one policy (default: all in the namespace)")
     status.set_defaults(func=run_status)
+
+
+def _command_group(sub, name: str, kind: str, **texts) -> tuple:
+    """``lifeline NAME COMMAND``: the sub-parsers of its commands, and the parent parser of those about one
+    ``kind`` object: the cluster options and the object's name."""
+    inner = sub.add_parser(name, **texts).add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+    named = argparse.ArgumentParser(add_help=False, parents=[_common()])
+    named.add_argument("name", help=f"the {kind}")
+    return inner, named
 
 
 def _common() -> argparse.ArgumentParser:
@@ -64,8 +70,6 @@ def _namespace(args) -> str:
 
 
 def _kube(args):
-    from lifeline.kube import Kube
-
     return Kube.connect(args.kubeconfig, args.context)
 
 
@@ -81,15 +85,13 @@ def _finished(obj: dict, job: str) -> dict | None:
 
 
 async def _now(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
     value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
     annotations = {backup.ANN_BACKUP_NOW: value, backup.ANN_BACKUP_NOW_TYPE: args.type}
     kube = _kube(args)
     try:
         try:
-            await kube.patch_metadata(POLICY, namespace, args.name, {"annotations": annotations})
+            await kube.patch(POLICY, namespace, args.name, {"metadata": {"annotations": annotations}})
         except KubeError as exc:
             print(f"lifeline backup now: {exc}", file=sys.stderr)
             return 1 if exc.status != 404 else 2
@@ -122,14 +124,10 @@ def run_status(args) -> int:
 def _age(seconds) -> str:
     if seconds is None:
         return "-"
-    from lifeline.api.common import format_duration
-
     return format_duration(seconds)
 
 
 async def _status(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
     kube = _kube(args)
     try:

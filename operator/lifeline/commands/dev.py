@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 
 from lifeline.api import BY_KIND, KINDS
+from lifeline.audit import open_store, verify
+from lifeline.kube import Kube, KubeError
+from lifeline.observability.report import write_report_async
 from lifeline.planning import conditions
+from lifeline.printing import table
 
 NAMESPACE = "hospital"
 
@@ -53,7 +57,7 @@ def _say(text: str = "") -> None:
 
 def _scenes():
     """The areas the demo walks through, in the order of the DR loop."""
-    from lifeline.devstack.scenes import backup, drill, failover
+    from lifeline.devstack.scenes import backup, drill, failover  # lazy: the dev stack is slow to import
 
     return (("backup", backup), ("drill", drill), ("failover", failover))
 
@@ -110,7 +114,7 @@ def _unready_policy(examples: list[dict]) -> dict:
 
 
 def _settled(cluster, body: dict):
-    from lifeline.devstack import live
+    from lifeline.devstack import live  # lazy: the dev stack is slow to import
 
     obj = live.stored(cluster, body["kind"], NAMESPACE, body["metadata"]["name"])
     if obj and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation"):
@@ -127,10 +131,8 @@ def _operator_writes(stack, since: int) -> tuple[int, int]:
 
 
 async def _demo(args) -> int:
-    from lifeline.devstack.scenes import backup as backup_scene
-    from lifeline.devstack.stack import DevStack
-    from lifeline.kube import Kube, KubeError
-    from lifeline.printing import table
+    from lifeline.devstack.scenes import backup as backup_scene  # lazy: the dev stack is slow to import
+    from lifeline.devstack.stack import DevStack  # lazy: the dev stack is slow to import
 
     state = args.dir.resolve()
     if not any(args.examples.glob("*.yaml")):
@@ -143,7 +145,7 @@ async def _demo(args) -> int:
     async with stack:
         from datetime import datetime, timezone
 
-        from lifeline.devstack import live
+        from lifeline.devstack import live  # lazy: the dev stack is slow to import
 
         cluster, kubeconfig = stack.cluster, stack.kubeconfig
         examples = stack.manifests  # every document of <examples>/*.yaml, read once by the stack
@@ -231,7 +233,7 @@ async def _wait_for_stop() -> None:
 async def _daily_report(stack, state: Path) -> str:
     """Run the chart's daily report CronJob once now (as `kubectl create job --from=cronjob/...`): the
     report it writes lands beside the audit log, on the audit claim."""
-    from lifeline.devstack import live
+    from lifeline.devstack import live  # lazy: the dev stack is slow to import
 
     name, phase, _ = await live.run_cronjob(stack.cluster, stack.release.namespace, f"{stack.release.name}-report",
                                             timeout=180)
@@ -243,9 +245,6 @@ async def _daily_report(stack, state: Path) -> str:
 
 async def _report(kube, state: Path, audit_url: str) -> dict:
     """The HTML report and the audit chain's verification, both from what is stored."""
-    from lifeline.audit import open_store, verify
-    from lifeline.observability.report import write_report_async
-
     path = await write_report_async(kube, state / "report.html", audit_url)
     result = await asyncio.to_thread(lambda: verify(open_store(audit_url, create=False)))
     return {"path": str(path), "bytes": path.stat().st_size, "audit_ok": result.ok,

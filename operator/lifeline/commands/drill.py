@@ -21,88 +21,32 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from lifeline.api import BY_KIND
+from lifeline.api import RESTORE_DRILL as INFO
+from lifeline.kube import KubeError
+from lifeline.labels import ANN_RUN_NOW
 from lifeline.planning import conditions
+from lifeline.printing import describe_drill_run, drill_table
 
-from .backup import _common, _kube, _namespace
+from .backup import _command_group, _kube, _namespace
 from .fetch import get_named
 
-INFO = BY_KIND["RestoreDrill"]
-ANN_RUN_NOW = "dr.lifeline.io/run-now"  # read by lifeline.controllers.restoredrill
 # Ready=False reasons that may clear by themselves (an API hiccup): keep waiting through them.
 TRANSIENT = ("ApplyFailed", "LookupFailed")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("drill", help="run a restore drill now, or print a drill's history",
-                       description="Rehearse a restore (RestoreDrill) now and follow it, or print the measured "
-                                   "history of a drill.")
-    inner = p.add_subparsers(dest="drill_command", metavar="COMMAND", required=True)
-    common = _common()
-    run = inner.add_parser("run", parents=[common], help="start a run of a RestoreDrill now and follow it")
-    run.add_argument("name", help="the RestoreDrill")
+    inner, named = _command_group(
+        sub, "drill", INFO.kind, help="run a restore drill now, or print a drill's history",
+        description="Rehearse a restore (RestoreDrill) now and follow it, or print the measured history of a drill.")
+    run = inner.add_parser("run", parents=[named], help="start a run of a RestoreDrill now and follow it")
     run.add_argument("--no-wait", action="store_true", help="return once the run is asked for")
     run.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
                      help="give up following after this long (default 3600; the run goes on)")
     run.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
     run.set_defaults(func=run_now)
-    report = inner.add_parser("report", parents=[common], help="print a RestoreDrill's run history")
-    report.add_argument("name", help="the RestoreDrill")
+    report = inner.add_parser("report", parents=[named], help="print a RestoreDrill's run history")
     report.add_argument("-o", "--output", choices=("table", "json"), default="table")
     report.set_defaults(func=run_report)
-
-
-# ---- formatting (shared with the demo) ----------------------------------------------------------------
-
-def _secs(value) -> str:
-    return "-" if value is None else f"{float(value):.2f}s"
-
-
-def _limit(value) -> str:
-    if value is None:
-        return "-"
-    from lifeline.api.common import format_duration
-
-    value = float(value)
-    return format_duration(value) if value >= 1 else f"{value * 1000:g}ms"
-
-
-def _yes(value) -> str:
-    return "-" if value is None else ("yes" if value else "NO")
-
-
-def describe(run: dict) -> str:
-    """One line with a finished run's measurements: what an on-call person reads first."""
-    head = f"{run.get('outcome', '?')} ({run.get('reason') or '-'})"
-    timing = (f"restore {_secs(run.get('restoreSeconds'))}, verify {_secs(run.get('verifySeconds'))}, "
-              f"total {_secs(run.get('totalSeconds'))} against an RTO of {_limit(run.get('rtoSeconds'))}: "
-              f"RTO {'met' if run.get('rtoMet') else 'NOT met' if run.get('rtoMet') is False else 'not measured'}")
-    age = (f"; point {run.get('recoveryPoint')} was {_secs(run.get('pointAgeSeconds'))} old against an RPO of "
-           f"{_limit(run.get('rpoSeconds'))}" if run.get("pointAgeSeconds") is not None else "")
-    size = f"; {run['bytesRestored']} bytes restored" if run.get("bytesRestored") is not None else ""
-    return f"{head}: {timing}{age}{size}"
-
-
-HEADER = ("START", "POINT", "RESTORE", "VERIFY", "TOTAL/RTO", "RTO MET", "AGE/RPO", "BYTES", "OUTCOME")
-
-
-def rows(history: list[dict]) -> list[tuple[str, ...]]:
-    out = []
-    for r in history:
-        outcome = r.get("outcome") or "-"
-        if r.get("reason"):
-            outcome += f"/{r['reason']}"
-        out.append((r.get("startTime") or "-", r.get("recoveryPoint") or "-", _secs(r.get("restoreSeconds")),
-                    _secs(r.get("verifySeconds")), f"{_secs(r.get('totalSeconds'))}/{_limit(r.get('rtoSeconds'))}",
-                    _yes(r.get("rtoMet")), f"{_secs(r.get('pointAgeSeconds'))}/{_limit(r.get('rpoSeconds'))}",
-                    str(r["bytesRestored"]) if r.get("bytesRestored") is not None else "-", outcome))
-    return out
-
-
-def table(history: list[dict]) -> str:
-    lines = [HEADER, *rows(history)]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(HEADER))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
 
 
 # ---- drill run ------------------------------------------------------------------------------------------
@@ -155,14 +99,12 @@ class Progress:
 
 
 async def _run(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
     value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
     kube = _kube(args)
     try:
         try:
-            await kube.patch_metadata(INFO, namespace, args.name, {"annotations": {ANN_RUN_NOW: value}})
+            await kube.patch(INFO, namespace, args.name, {"metadata": {"annotations": {ANN_RUN_NOW: value}}})
         except KubeError as exc:
             print(f"lifeline drill run: {exc}", file=sys.stderr)
             return 2 if exc.status == 404 else 1
@@ -197,7 +139,7 @@ async def _run(args) -> int:
                               f"{run.get('sandbox', '-')}   elapsed {elapsed:.1f}s", ("run", phase))
             else:
                 progress.end()
-                print(f"run {run['name']}: {describe(run)}")
+                print(f"run {run['name']}: {describe_drill_run(run)}")
                 if run.get("message"):
                     print(f"  {run['message']}")
                 if run["outcome"] == "Succeeded":
@@ -237,7 +179,7 @@ async def _report(args) -> int:
     if running.get("outcome") == "Running":
         print(f"running now: {running.get('name')} ({running.get('phase')}) in sandbox {running.get('sandbox')}")
     if history:
-        print(table(history))
+        print(drill_table(history))
         for r in history:
             if r.get("outcome") == "Failed":
                 print(f"{r.get('name')}: {r.get('reason')}: {r.get('message')}")

@@ -21,13 +21,12 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from lifeline.api import BY_KIND
+from lifeline.api import FAILOVER_PLAN as INFO
+from lifeline.kube import KubeError
+from lifeline.labels import ANN_FAILOVER_REQUEST as REQUEST_ANNOTATION
 
 from .backup import _common, _kube, _namespace
 from .fetch import get_named
-
-INFO = BY_KIND["FailoverPlan"]
-REQUEST_ANNOTATION = "dr.lifeline.io/request"
 
 
 def register(sub) -> None:
@@ -64,8 +63,6 @@ def status(args) -> int:
 
 
 async def _request(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
     ident = uuid.uuid4().hex[:12]
     payload = {"verb": args.verb, "id": ident,
@@ -75,8 +72,8 @@ async def _request(args) -> int:
     kube = _kube(args)
     try:
         try:
-            await kube.patch_metadata(INFO, namespace, args.name,
-                                      {"annotations": {REQUEST_ANNOTATION: json.dumps(payload, sort_keys=True)}})
+            await kube.patch(INFO, namespace, args.name,
+                             {"metadata": {"annotations": {REQUEST_ANNOTATION: json.dumps(payload, sort_keys=True)}}})
         except KubeError as exc:
             print(f"failover {args.verb} {namespace}/{args.name}: {exc}", file=sys.stderr)
             return 1

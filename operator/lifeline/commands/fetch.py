@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import sys
 
+from lifeline.kube import KubeError
+
 
 async def get_named(kube, info, namespace: str, name: str, where: str, *,
                     not_found_exit: int = 2) -> tuple[dict | None, int]:
     """``(body, 0)``, or ``(None, exit code)`` with ``where: <error>`` printed: ``not_found_exit`` for a 404,
     1 otherwise. Closes ``kube`` either way (these commands read once, then print)."""
-    from lifeline.kube import KubeError
-
     try:
         return await kube.get(info, namespace, name), 0
     except KubeError as exc:

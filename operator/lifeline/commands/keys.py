@@ -10,6 +10,15 @@ import json
 import os
 
 from lifeline.cli_stderr import audit_to_stderr, guard
+from lifeline.errors import LifelineError, UsageError
+from lifeline.keys.choice import provider_for
+from lifeline.keys.health import check
+from lifeline.keys.rotation import rotate
+from lifeline.keys.shred import add_target_arguments as add_shred_arguments, shred
+from lifeline.observability import audit
+from lifeline.observability.audit import default_actor
+from lifeline.repository.backend import S3Options, open_backend
+from lifeline.repository.repo import Repository
 
 
 def register(subparsers) -> None:
@@ -37,11 +46,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("shred", parents=[common],
                        help="crypto-shred an epoch: destroy its wrapped key, record who and when")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--epoch")
-    which.add_argument("--point", help="shred the epoch this point belongs to")
+    add_shred_arguments(p)
     p.add_argument("--reason", default="", help="recorded in the tombstone")
-    p.add_argument("--yes", action="store_true", help="confirm: the data becomes unreadable for good")
     p.add_argument("--destroy-key-version", action="store_true",
                    help="vault-kv:// keys: also destroy the KV version that wrapped this epoch (`kv destroy`; "
                         "refused while another epoch still needs it)")
@@ -57,17 +63,11 @@ _guard = guard(lambda args: f"lifeline keys {args.keys_command}")
 
 
 def _open(args):
-    from lifeline.repository.backend import S3Options, open_backend
-    from lifeline.repository.repo import Repository
-
     return Repository.open(open_backend(args.repo, S3Options()))
 
 
 def _actor(args, provider=None) -> str:
     """--actor, LIFELINE_ACTOR, the Vault token's display name, or user@host."""
-    from lifeline.agent.prune import default_actor
-    from lifeline.repository.errors import LifelineError
-
     if args.actor or os.environ.get("LIFELINE_ACTOR"):
         return args.actor or os.environ["LIFELINE_ACTOR"]
     if provider is not None and hasattr(provider, "client"):
@@ -81,8 +81,6 @@ def _actor(args, provider=None) -> str:
 
 
 def _provider(args, repo):
-    from lifeline.keys.choice import provider_for
-
     return provider_for(repo, args.key)
 
 
@@ -92,10 +90,6 @@ def _emit(args, obj: dict, human: str) -> None:
 
 @_guard
 def cmd_rotate(args) -> int:
-    from lifeline.keys.rotation import rotate
-    from lifeline.observability import audit
-    from lifeline.repository.errors import LifelineError
-
     audit_to_stderr("lifeline keys")
     repo = _open(args)
     provider = _provider(args, repo)
@@ -125,9 +119,6 @@ def cmd_rotate(args) -> int:
 
 @_guard
 def cmd_shred(args) -> int:
-    from lifeline.keys.shred import shred
-    from lifeline.repository.errors import UsageError
-
     if not args.yes:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
     audit_to_stderr("lifeline keys")
@@ -136,8 +127,6 @@ def cmd_shred(args) -> int:
     if args.destroy_key_version:
         provider = _provider(args, repo)
     elif not (args.actor or os.environ.get("LIFELINE_ACTOR")):
-        from lifeline.repository.errors import LifelineError
-
         try:
             provider = _provider(args, repo)
         except LifelineError:
@@ -156,9 +145,6 @@ def cmd_shred(args) -> int:
 
 @_guard
 def cmd_check(args) -> int:
-    from lifeline.keys.health import check
-    from lifeline.repository.errors import UsageError
-
     if not args.key:
         raise UsageError("pass --key (or set LIFELINE_KEY)")
     status, reason, message = check(args.key)

@@ -9,6 +9,10 @@ import sys
 
 import kopf
 
+from lifeline.observability.health import ExposureError, check_exposure
+from lifeline.planning.approval_policy import PolicyError
+from lifeline.planning.notices import TargetError
+
 
 def register(sub) -> None:
     p = sub.add_parser("operator", help="run the Lifeline operator")
@@ -81,7 +85,7 @@ def namespaces_from(args) -> list[str]:
 
 
 def run(args) -> int:
-    from lifeline.runtime import Options, make_context, run as run_operator
+    from lifeline.runtime import Options, make_context, run as run_operator  # lazy: kopf handlers, prometheus: only to run
 
     fmt = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=fmt)
@@ -100,10 +104,6 @@ def run(args) -> int:
         webhook_cert_dir=args.webhook_cert_dir,
         webhook_client_ca=args.webhook_client_ca,
     )
-    from lifeline.observability.health import ExposureError, check_exposure
-    from lifeline.planning.approval_policy import PolicyError
-    from lifeline.planning.notices import TargetError
-
     try:
         check_exposure(options.health_host, options.metrics_auth == "kubernetes")
         ctx = make_context(options)  # reads the admin's approval policies and notification targets once

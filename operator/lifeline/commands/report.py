@@ -8,6 +8,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lifeline.kube import Kube, KubeError
+from lifeline.observability import report_html, report_restores
+from lifeline.observability.report import collect_access, collect_objects, render_for
+
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
@@ -58,10 +62,6 @@ def print_pdf(html_path: Path, pdf_path: Path) -> str | None:
 
 def run(args) -> int:
     import asyncio
-
-    from lifeline.kube import Kube, KubeError
-    from lifeline.observability import report_html, report_restores
-    from lifeline.observability.report import collect_access, collect_objects, render_for
 
     try:
         kube = Kube.connect(args.kubeconfig, args.context)

@@ -11,29 +11,25 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from lifeline.api import BY_KIND
+from lifeline.api import RESTORE as INFO
+from lifeline.kube import KubeError
 from lifeline.planning import restore as rules
 
-from .backup import _common, _kube, _namespace
+from .backup import _command_group, _kube, _namespace
 from .fetch import get_named
-
-INFO = BY_KIND["Restore"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("restore", help="approve, reject or inspect a production Restore",
-                       description="Two people holding the lifeline-restore-approver role must approve a Restore "
-                                   "before it runs; the requester cannot be one of them.")
-    inner = p.add_subparsers(dest="restore_command", metavar="COMMAND", required=True)
-    common = _common()
+    inner, named = _command_group(
+        sub, "restore", INFO.kind, help="approve, reject or inspect a production Restore",
+        description="Two people holding the lifeline-restore-approver role must approve a Restore before it runs; "
+                    "the requester cannot be one of them.")
     for verb, helptext in (("approve", "approve a Restore (as yourself: your kubeconfig's identity)"),
                            ("reject", "reject a Restore: it ends Rejected and never runs")):
-        q = inner.add_parser(verb, parents=[common], help=helptext)
-        q.add_argument("name", help="the Restore")
+        q = inner.add_parser(verb, parents=[named], help=helptext)
         q.add_argument("--comment", "-m", default="", help="recorded with your decision (and in the audit trail)")
         q.set_defaults(func=run_decide, decision=verb)
-    q = inner.add_parser("status", parents=[common], help="show a Restore's phase and approvals")
-    q.add_argument("name", help="the Restore")
+    q = inner.add_parser("status", parents=[named], help="show a Restore's phase and approvals")
     q.set_defaults(func=run_status)
 
 
@@ -42,13 +38,11 @@ def run_decide(args) -> int:
 
 
 async def _decide(args) -> int:
-    from lifeline.kube import KubeError
-
     namespace = _namespace(args)
     key = rules.ANN_APPROVE if args.decision == "approve" else rules.ANN_REJECT
     kube = _kube(args)
     try:
-        await kube.patch_metadata(INFO, namespace, args.name, {"annotations": {key: args.comment}})
+        await kube.patch(INFO, namespace, args.name, {"metadata": {"annotations": {key: args.comment}}})
         body = await kube.get(INFO, namespace, args.name)
     except KubeError as exc:
         print(f"lifeline restore {args.decision}: {exc}", file=sys.stderr)

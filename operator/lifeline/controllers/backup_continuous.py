@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from lifeline.controllers.common import delete_owned, replace_current
-from lifeline.kube import KubeError
+from lifeline.controllers.common import delete_owned, write_owned
+from lifeline.kube import DEPLOYMENTS, PODS, KubeError
+from lifeline.labels import LABEL_APP_COMPONENT, LABEL_APP_INSTANCE
 from lifeline.planning import backup, continuous
 
 log = logging.getLogger(__name__)
 
-DEPLOYMENTS = ("apps/v1", "deployments")
 STATUS_COMMAND = ["cat", f"{continuous.STATE_DIR}/status.json"]
 
 
@@ -104,33 +104,12 @@ class ShippingDeployments:
             if current is not None and current["hash"] == digest and \
                     current["replicas"] == manifest["spec"]["replicas"]:
                 continue
-            try:
-                if current is None:
-                    await self._create(namespace, manifest, uid)
-                    self._pending[(namespace, name)] = (digest, None)
-                else:
-                    written = await replace_current(self.kube, *DEPLOYMENTS, namespace, name, manifest, current)
-                    self._pending[(namespace, name)] = (digest, written)
-            except KubeError as exc:
-                if exc.status == 409:  # someone wrote in between: the watch event brings it, and we retry
-                    continue
-                errors.append(f"Deployment {name}: {exc}")
+            written, replaced = await write_owned(self.kube, DEPLOYMENTS, namespace, manifest, current, uid, errors)
+            if written:
+                self._pending[(namespace, name)] = (digest, replaced)
         # what is left: the policy is no longer continuous
-        await delete_owned(self.kube, *DEPLOYMENTS, "Deployment", namespace, existing, uid, errors)
+        await delete_owned(self.kube, DEPLOYMENTS, namespace, existing, uid, errors)
         return "; ".join(errors) or None
-
-    async def _create(self, namespace: str, manifest: dict, uid: str) -> None:
-        name = manifest["metadata"]["name"]
-        try:
-            await self.kube.create_object(*DEPLOYMENTS, namespace, manifest)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-            found = await self.kube.get_object(*DEPLOYMENTS, namespace, name)
-            owners = [r.get("uid") for r in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
-            if found is not None and uid not in owners:
-                raise KubeError(f"a Deployment named {name} already exists and does not belong to this policy: "
-                                "rename or delete it") from None
 
     # ---- what was shipped ------------------------------------------------------------------------
 
@@ -153,9 +132,8 @@ class ShippingDeployments:
 
     async def _ask(self, namespace: str, policy: str) -> Shipped:
         deployment = continuous.deployment_name(policy)
-        selector = (f"app.kubernetes.io/instance={backup.label_value(policy)},"
-                    f"app.kubernetes.io/component={continuous.COMPONENT}")
-        pods = [p for p in await self.kube.list_objects("v1", "pods", namespace, selector)
+        selector = f"{LABEL_APP_INSTANCE}={backup.label_value(policy)},{LABEL_APP_COMPONENT}={continuous.COMPONENT}"
+        pods = [p for p in await self.kube.list(PODS, namespace, selector)
                 if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
                 and any(r.get("kind") == "ReplicaSet" and str(r.get("name", "")).startswith(deployment + "-")
                         for r in p["metadata"].get("ownerReferences") or [])]

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 
-from lifeline.api import BY_KIND
+from lifeline.api import RECOVERY_POINT as POINT
 from lifeline.clock import parse_time, rfc3339
 from lifeline.controllers.backup_audit import audit_backup
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.kube import JOBS, PODS, KubeError, ObjectRef
 from lifeline.messages import BackupSummary, PruneReport
 from lifeline.planning import backup, backup_points
 
 log = logging.getLogger(__name__)
-
-POINT = BY_KIND["RecoveryPoint"]
 
 
 class BackupRuns:
@@ -64,7 +62,7 @@ class BackupRuns:
 
     async def _pods(self, job: dict) -> list[dict]:
         for label in backup_points.JOB_UID_LABELS:
-            pods = await self.kube.list_objects("v1", "pods", job["namespace"], f"{label}={job['uid']}")
+            pods = await self.kube.list(PODS, job["namespace"], f"{label}={job['uid']}")
             if pods:
                 return pods
         return []
@@ -121,7 +119,7 @@ class BackupRuns:
         record = backup_points.result_of(job, summary, report, point, problem)
         if job["phase"] == "Succeeded" and job["operation"] == "backup" and not point:
             record.outcome = "Failed"
-        await self.kube.patch_object("batch/v1", "jobs", namespace, job["name"], {"metadata": {"annotations": {
+        await self.kube.patch(JOBS, namespace, job["name"], {"metadata": {"annotations": {
             backup.ANN_RECORDED: point or record.outcome, backup.ANN_RESULT: record.to_annotation()}}})
         return point or record.outcome, record.to_wire()
 
@@ -146,7 +144,7 @@ class BackupRuns:
             except KubeError as exc:
                 if exc.status != 409:
                     raise
-                found = await self.kube.get_object(POINT.api_version, POINT.plural, namespace, name)
+                found = await self.kube.get(POINT, namespace, name, missing_ok=True)
                 if ((found or {}).get("metadata", {}).get("annotations") or {}).get(
                         backup_points.ANN_JOB_UID) == job["uid"]:
                     return name

@@ -14,15 +14,15 @@ import asyncio
 
 from pydantic import ValidationError
 
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as POLICY
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
-from lifeline.controllers.common import delete_owned, replace_current
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.controllers.common import delete_owned, write_owned
+from lifeline.kube import CRONJOBS, JOBS, KubeError, ObjectRef
 from lifeline.planning import backup, continuous
+from lifeline.sources import room_of
 
-POLICY = BY_KIND["BackupPolicy"]
 
 # Policies writing CronJobs at once (see BackupSchedule._writers).
 WRITERS = 32
@@ -124,40 +124,21 @@ class BackupSchedule:
             if not rendered:
                 rendered = {m["metadata"]["name"]: m for m in backup.plan(body, self.ctl.facts)}
             manifest = rendered[name]
-            try:
-                if current is None:
-                    await self._create_cronjob(namespace, manifest, uid)
-                else:
-                    self._pending_rv[(namespace, name)] = await replace_current(
-                        self.kube, "batch/v1", "cronjobs", namespace, name, manifest, current)
+            written, replaced = await write_owned(self.kube, CRONJOBS, namespace, manifest, current, uid, errors)
+            if written:
                 self._pending[(namespace, name)] = digest
-            except KubeError as exc:
-                if exc.status == 409:  # someone wrote in between: the next event brings it, and we retry
-                    continue
-                errors.append(f"CronJob {name}: {exc}")
+            if replaced is not None:
+                self._pending_rv[(namespace, name)] = replaced
         # what is left: a schedule kind left the spec
-        await delete_owned(self.kube, "batch/v1", "cronjobs", "CronJob", namespace, leftovers, uid, errors)
+        await delete_owned(self.kube, CRONJOBS, namespace, leftovers, uid, errors)
         return "; ".join(errors) or None
-
-    async def _create_cronjob(self, namespace: str, manifest: dict, uid: str) -> None:
-        name = manifest["metadata"]["name"]
-        try:
-            await self.kube.create_object("batch/v1", "cronjobs", namespace, manifest)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-            found = await self.kube.get_object("batch/v1", "cronjobs", namespace, name)
-            owners = [r.get("uid") for r in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
-            if found is not None and uid not in owners:
-                raise KubeError(f"a CronJob named {name} already exists and does not belong to this policy: "
-                                "rename or delete it") from None
 
     # ---- the shipping Deployment -----------------------------------------------------------------
 
     async def apply_shipping(self, body: dict, spec: BackupPolicySpec, plan_error) -> str | None:
         """A continuous policy's shipping Deployment (lifeline.controllers.backup_continuous)."""
         key = (body["metadata"].get("namespace", ""), body["metadata"]["name"])
-        if spec.source.continuous is None and not self.ctl.stores.of_policy("backup_deployments", key):
+        if not room_of(spec).ships_segments and not self.ctl.stores.of_policy("backup_deployments", key):
             return None
         try:
             desired = [] if plan_error is not None else continuous.plan(body, self.ctl.facts)
@@ -183,7 +164,7 @@ class BackupSchedule:
         try:
             job = backup.on_demand_job(body, self.ctl.facts, request,
                                        annotations.get(backup.ANN_BACKUP_NOW_TYPE) or "incremental")
-            await self.kube.create_object("batch/v1", "jobs", namespace, job)
+            await self.kube.create(JOBS, namespace, job)
         except backup.PlanError as exc:
             await self.kube.emit_event(ObjectRef.of(body), "Warning", exc.reason, exc.message, now)
             return request  # a bad request is handled: it will not get better by retrying

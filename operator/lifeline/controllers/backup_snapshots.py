@@ -22,7 +22,9 @@ from lifeline.api.backuppolicy import BackupPolicySpec, Hook
 from lifeline.api.common import parse_duration
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_audit import ACTOR
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.kube import (JOBS, PERSISTENTVOLUMECLAIMS, PODS, VOLUMESNAPSHOTCLASSES, VOLUMESNAPSHOTS, Kind,
+                           KubeError, ObjectRef)
+from lifeline.labels import ANN_HOOKS
 from lifeline.observability import audit
 from lifeline.planning import backup, snapshot
 from lifeline.clock import parse_time
@@ -90,7 +92,7 @@ class SnapshotPipelines:
         running = self._mover(trig)
         if running is not None and running["phase"] == "Running":
             return  # nothing to do until the data mover ends (no API call per timer round meanwhile)
-        snap = await self.kube.get_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, snapshot.snapshot_name(name))
+        snap = await self.kube.get(VOLUMESNAPSHOTS, ns, snapshot.snapshot_name(name), missing_ok=True)
         if snap is None:
             if self._mover(trig) is not None:
                 return await self._cleanup(trig, body, spec)  # the snapshot went away after the mover ran
@@ -101,7 +103,7 @@ class SnapshotPipelines:
                     return await self._fail(trig, body, "PreHookFailed", why)
                 hooks = await self._mark_hooks(trig, "pre")
             cls = vs.volume_snapshot_class_name
-            if cls and await self.kube.get_object(snapshot.SNAPSHOT_API, "volumesnapshotclasses", None, cls) is None:
+            if cls and await self.kube.get(VOLUMESNAPSHOTCLASSES, None, cls, missing_ok=True) is None:
                 if hooks == "pre":
                     await self._run_hooks(body, spec.hooks.post, "post")
                 return await self._fail(trig, body, "VolumeSnapshotClassNotFound",
@@ -114,7 +116,7 @@ class SnapshotPipelines:
             await self._run_hooks(body, spec.hooks.post, "post")  # a failing post-hook warns; the data is cut
             hooks = await self._mark_hooks(trig, "post")
         if state.phase in ("Failed", "TimedOut"):
-            await self.kube.delete_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, snap["metadata"]["name"])
+            await self.kube.delete(VOLUMESNAPSHOTS, ns, snap["metadata"]["name"], missing_ok=True)
             reason = "SnapshotFailed" if state.phase == "Failed" else "SnapshotTimeout"
             return await self._fail(trig, body, reason, state.message)
         if state.phase != "Ready":
@@ -133,29 +135,29 @@ class SnapshotPipelines:
     async def _create_snapshot(self, body: dict, trig: dict) -> dict:
         manifest = snapshot.volume_snapshot(body, trig)
         try:
-            return await self.kube.create_object(snapshot.SNAPSHOT_API, "volumesnapshots", trig["namespace"], manifest)
+            return await self.kube.create(VOLUMESNAPSHOTS, trig["namespace"], manifest)
         except KubeError as exc:
             if exc.status != 409:
                 raise
-            return await self.kube.get_object(snapshot.SNAPSHOT_API, "volumesnapshots", trig["namespace"],
-                                              manifest["metadata"]["name"])
+            return await self.kube.get(VOLUMESNAPSHOTS, trig["namespace"], manifest["metadata"]["name"],
+                                       missing_ok=True)
 
     async def _start_mover(self, body: dict, trig: dict, snap: dict) -> None:
         ns = trig["namespace"]
         claim = snapshot.data_claim_name(trig["name"])
-        if await self.kube.get_object("v1", "persistentvolumeclaims", ns, claim) is None:
+        if await self.kube.get(PERSISTENTVOLUMECLAIMS, ns, claim, missing_ok=True) is None:
             vs = body["spec"]["source"]["volumeSnapshot"]
-            source = await self.kube.get_object("v1", "persistentvolumeclaims", ns, vs["claimName"])
-            await self._create("v1", "persistentvolumeclaims", ns, snapshot.data_claim(body, trig, snap, source))
-        await self._create("batch/v1", "jobs", ns, snapshot.mover_job(body, self.ctl.facts, trig, claim))
+            source = await self.kube.get(PERSISTENTVOLUMECLAIMS, ns, vs["claimName"], missing_ok=True)
+            await self._create(PERSISTENTVOLUMECLAIMS, ns, snapshot.data_claim(body, trig, snap, source))
+        await self._create(JOBS, ns, snapshot.mover_job(body, self.ctl.facts, trig, claim))
         await self.kube.emit_event(ObjectRef.of(body), "Normal", "SnapshotReady",
                                    f"VolumeSnapshot {snap['metadata']['name']} is ready; data-mover Job "
                                    f"{snapshot.mover_name(trig['name'])} reads it through PVC {claim}",
                                    rfc3339(self.ctl.ctx.clock.now()))
 
-    async def _create(self, api_version: str, plural: str, ns: str, manifest: dict) -> None:
+    async def _create(self, res: Kind, ns: str, manifest: dict) -> None:
         try:
-            await self.kube.create_object(api_version, plural, ns, manifest)
+            await self.kube.create(res, ns, manifest)
         except KubeError as exc:
             if exc.status != 409:  # made before a restart
                 raise
@@ -168,20 +170,19 @@ class SnapshotPipelines:
         outcome = (recorded.outcome if recorded else None) or (mover or {}).get("phase") or "Failed"
         # A claim stays while any pod bound to a node names it, finished or not (the PVC protection
         # controller): the recorded mover Job goes with its pod, then the claim and its copy of the volume.
-        await self.kube.delete_object("batch/v1", "jobs", ns, snapshot.mover_name(trig["name"]))
-        await self.kube.delete_object("v1", "persistentvolumeclaims", ns, snapshot.data_claim_name(trig["name"]))
+        await self.kube.delete(JOBS, ns, snapshot.mover_name(trig["name"]), missing_ok=True)
+        await self.kube.delete(PERSISTENTVOLUMECLAIMS, ns, snapshot.data_claim_name(trig["name"]), missing_ok=True)
         keep = spec.source.volume_snapshot.keep_snapshots if spec.source.volume_snapshot else 0
         mine = snapshot.snapshot_name(trig["name"])
         if outcome != "Succeeded":
-            await self.kube.delete_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, mine)
-        existing = await self.kube.list_objects(snapshot.SNAPSHOT_API, "volumesnapshots", ns,
-                                                f"{backup.LABEL_POLICY}={backup.label_value(policy)}")
+            await self.kube.delete(VOLUMESNAPSHOTS, ns, mine, missing_ok=True)
+        existing = await self.kube.list(VOLUMESNAPSHOTS, ns, f"{backup.LABEL_POLICY}={backup.label_value(policy)}")
         running = {snapshot.snapshot_name(j["name"]) for j in self.ctl.stores.of_policy("backup_jobs", (ns, policy))
                    if j["operation"] == "trigger" and not j.get("recorded") and j["name"] != trig["name"]}
         existing = [s for s in existing if (s["metadata"].get("annotations") or {}).get(backup.ANN_POLICY) == policy
                     and (outcome == "Succeeded" or s["metadata"]["name"] != mine)]
         for name in snapshot.snapshots_to_delete(existing, keep, running):
-            await self.kube.delete_object(snapshot.SNAPSHOT_API, "volumesnapshots", ns, name)
+            await self.kube.delete(VOLUMESNAPSHOTS, ns, name, missing_ok=True)
         # The mover Job is gone now: the trigger keeps what the policy's status shows of it.
         moved = {k: mover[k] for k in MOVED_FACTS if mover and mover.get(k) is not None}
         if moved and not moved.get("recorded") and self.ctl.runs.written_on(mover["uid"]):
@@ -192,7 +193,7 @@ class SnapshotPipelines:
     # ---- outcomes ------------------------------------------------------------------------------
 
     async def _record(self, trig: dict, record: JobRecord) -> None:
-        await self.kube.patch_object("batch/v1", "jobs", trig["namespace"], trig["name"], {"metadata": {"annotations": {
+        await self.kube.patch(JOBS, trig["namespace"], trig["name"], {"metadata": {"annotations": {
             backup.ANN_RECORDED: record.outcome, backup.ANN_RESULT: record.to_annotation()}}})
         self.finished.add(trig["uid"])
 
@@ -213,8 +214,7 @@ class SnapshotPipelines:
                                            report=message[:300]))
 
     async def _mark_hooks(self, trig: dict, phase: str) -> str:
-        await self.kube.patch_object("batch/v1", "jobs", trig["namespace"], trig["name"],
-                                     {"metadata": {"annotations": {snapshot.ANN_HOOKS: phase}}})
+        await self.kube.patch(JOBS, trig["namespace"], trig["name"], {"metadata": {"annotations": {ANN_HOOKS: phase}}})
         return phase
 
     # ---- hooks ---------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ class SnapshotPipelines:
     async def _run_hook(self, ns: str, hook: Hook) -> tuple[bool, str]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(hook.pod_selector.items()))
         try:
-            pods = await self.kube.list_objects("v1", "pods", ns, selector)
+            pods = await self.kube.list(PODS, ns, selector)
         except KubeError as exc:
             return False, f"could not list pods {selector}: {exc}"
         running = sorted((p for p in pods if (p.get("status") or {}).get("phase") == "Running"

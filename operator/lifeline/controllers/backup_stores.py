@@ -15,15 +15,13 @@ import copy
 import fnmatch
 import time
 
-from lifeline import GROUP, VERSION
+from lifeline.api import BY_KIND
 from lifeline.controllers.backup_continuous import deployment_fact
 from lifeline.controllers.backup_schedule import cronjob_fact
-from lifeline.kube import KubeError
+from lifeline.kube import CRONJOBS, DEPLOYMENTS, JOBS, PERSISTENTVOLUMECLAIMS, VOLUMESNAPSHOTCLASSES, KubeError
+from lifeline.labels import ANN_LAST_APPLIED
 from lifeline.planning import backup, backup_points
-from lifeline.planning.backup_status import Ref
-
-# kubectl's copy of what was last applied: a second copy of the spec, never read here
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+from lifeline.sources import Ref
 
 
 def kept_policy(body) -> dict:
@@ -32,8 +30,8 @@ def kept_policy(body) -> dict:
     policy's memory."""
     obj = dict(body)
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    if LAST_APPLIED in (meta.get("annotations") or {}):
-        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
+    if ANN_LAST_APPLIED in (meta.get("annotations") or {}):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != ANN_LAST_APPLIED}
     obj["metadata"] = meta
     return copy.deepcopy(obj)
 
@@ -75,10 +73,10 @@ class RefCache:
         kind, name = ref.split("/", 1)
         try:
             if kind == "pvc":
-                found = await self.kube.get_object("v1", "persistentvolumeclaims", namespace, name)
+                found = await self.kube.get(PERSISTENTVOLUMECLAIMS, namespace, name, missing_ok=True)
                 return Ref(found is not None)
             if kind == "vsclass":  # cluster-scoped
-                found = await self.kube.get_object("snapshot.storage.k8s.io/v1", "volumesnapshotclasses", None, name)
+                found = await self.kube.get(VOLUMESNAPSHOTCLASSES, None, name, missing_ok=True)
                 return Ref(found is not None)
             keys = await self.kube.secret_keys(namespace, name)
             return Ref(keys is not None, frozenset(keys or ()))
@@ -154,13 +152,13 @@ class BackupStores:
     """The stores the BackupPolicy controller reads, by name (``stores["backup_jobs"]``), and the LIST
     that fills them before any watch event is handled."""
 
-    # what the stores are filled from: (store, apiVersion, plural, label selector)
+    # what the stores are filled from: (store, kind, label selector)
     SOURCES = (
-        ("backup_policies", f"{GROUP}/{VERSION}", "backuppolicies", None),
-        ("backup_cronjobs", "batch/v1", "cronjobs", backup.LABEL_POLICY),
-        ("backup_jobs", "batch/v1", "jobs", backup.LABEL_POLICY),
-        ("backup_points", f"{GROUP}/{VERSION}", "recoverypoints", None),
-        ("backup_deployments", "apps/v1", "deployments", backup.LABEL_POLICY),
+        ("backup_policies", BY_KIND["BackupPolicy"], None),
+        ("backup_cronjobs", CRONJOBS, backup.LABEL_POLICY),
+        ("backup_jobs", JOBS, backup.LABEL_POLICY),
+        ("backup_points", BY_KIND["RecoveryPoint"], None),
+        ("backup_deployments", DEPLOYMENTS, backup.LABEL_POLICY),
     )
 
     def __init__(self, kube, options):
@@ -195,10 +193,10 @@ class BackupStores:
         namespaces = self.options.namespaces or [None]
         exact = all(ns and not any(c in ns for c in "*?[!") for ns in namespaces)
         patterns = [] if exact else self.options.namespaces
-        for store, api_version, plural, selector in self.SOURCES:
+        for store, res, selector in self.SOURCES:
             self._stores[store].clear()  # a retry starts over
             for ns in (namespaces if exact else [None]):
-                async for page in self.kube.list_pages(api_version, plural, ns, selector):
+                async for page in self.kube.list_pages(res, ns, selector):
                     for item in page:
                         if not patterns or any(fnmatch.fnmatch(namespace_of(item), pat) for pat in patterns):
                             self._stores[store].put(item)

@@ -35,7 +35,7 @@ import kopf
 from pydantic import ValidationError
 
 from lifeline import GROUP, VERSION
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as POLICY
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_audit import audit_deletion
 from lifeline.controllers.backup_continuous import ShippingDeployments
@@ -45,14 +45,15 @@ from lifeline.controllers.backup_snapshots import SnapshotPipelines
 from lifeline.controllers.backup_stores import BackupStores, RefCache, policy_of, resource_version
 from lifeline.controllers.common import pinned_vault_env, stop_ticker, vault_env
 from lifeline.controllers.recoverypoint_status import RecoveryPointStatus
+from lifeline.keys import health
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, backup_status
 from lifeline.planning.recoverypoint_shred import FINALIZER as shred_finalizer
+from lifeline.sources import room_of
 
 log = logging.getLogger(__name__)
 
 OWNS = ("BackupPolicy", "RecoveryPoint")
-POLICY = BY_KIND["BackupPolicy"]
 PRESENT = {backup.LABEL_POLICY: kopf.PRESENT}
 
 
@@ -177,14 +178,14 @@ class BackupController:
             inputs.jobs = self.stores.of_policy("backup_jobs", key)
             inputs.points = self.stores.of_policy("backup_points", key)
             inputs.key_check = await self.key_check(spec.encryption.key_ref)
-            if spec.source.continuous is not None and not spec.suspend:
+            if room_of(spec).ships_segments and not spec.suspend:
                 inputs.shipped = await self.shipping.shipped(body)
         plan = backup_status.plan_status(body, inputs)
         self._observe(body, plan)
         if plan.patch is None:
             self.ctx.metrics.reconciles.labels("BackupPolicy", "unchanged").inc()
             return
-        written = await self.kube.patch_status(POLICY, namespace, name, plan.patch)
+        written = await self.kube.patch(POLICY, namespace, name, {"status": plan.patch}, subresource="status")
         if isinstance(written, dict):  # kept until the watch brings the write back (see policy())
             self._written[key] = {"metadata": {k: written["metadata"].get(k) for k in ("uid", "resourceVersion")},
                                   "status": written.get("status")}
@@ -204,8 +205,6 @@ class BackupController:
                     "the first backup shows whether the key works")
         task = self._key_checks.get(ref)
         if task is None:
-            from lifeline.keys import health
-
             # pinned: the operator's own Vault settings and credentials, whatever the reference says
             task = self._key_checks[ref] = asyncio.ensure_future(
                 asyncio.to_thread(health.check, ref, env=pinned_vault_env()))

@@ -6,7 +6,7 @@ import copy
 import os
 
 from lifeline.keys.refs import ALLOWED_ROLES_ENV, PINNED_ENV
-from lifeline.kube import KubeError
+from lifeline.kube import Kind, KubeError
 
 
 def job_end(job: dict | None) -> str | None:
@@ -27,25 +27,57 @@ async def stop_ticker(task: asyncio.Task | None) -> None:
             pass
 
 
-async def replace_current(kube, api_version: str, plural: str, namespace: str, name: str, manifest: dict,
-                          current: dict) -> str:
+async def replace_current(kube, res: Kind, namespace: str, name: str, manifest: dict, current: dict) -> str:
     """Replace the object with ``manifest`` at ``current``'s resourceVersion (a 409 if it changed since);
     the resourceVersion the write was made against."""
     body = copy.deepcopy(manifest)
     body["metadata"]["resourceVersion"] = current["resourceVersion"]
-    await kube.replace_object(api_version, plural, namespace, name, body)
+    await kube.replace(res, namespace, name, body)
     return current["resourceVersion"]
 
 
-async def delete_owned(kube, api_version: str, plural: str, kind: str, namespace: str, leftovers: dict,
-                       uid: str, errors: list[str]) -> None:
+async def create_owned(kube, res: Kind, namespace: str, manifest: dict, uid: str) -> None:
+    """Create ``manifest``; one of its name already there is ours too when ``uid`` owns it (a create the watch
+    has not brought back yet), else a KubeError that says so."""
+    name = manifest["metadata"]["name"]
+    try:
+        await kube.create(res, namespace, manifest)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        found = await kube.get(res, namespace, name, missing_ok=True)
+        owners = [r.get("uid") for r in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
+        if found is not None and uid not in owners:
+            raise KubeError(f"a {res.kind} named {name} already exists and does not belong to this policy: "
+                            "rename or delete it") from None
+
+
+async def write_owned(kube, res: Kind, namespace: str, manifest: dict, current: dict | None, uid: str,
+                      errors: list[str]) -> tuple[bool, str | None]:
+    """Create ``manifest`` (``current`` None: there is none) or replace ``current`` with it: whether it was
+    written, and the resourceVersion the replace was made against (None: created). A conflict is not an
+    error: someone wrote in between, the watch brings that and the write is tried again then; any other
+    failure goes to ``errors``."""
+    name = manifest["metadata"]["name"]
+    try:
+        if current is None:
+            await create_owned(kube, res, namespace, manifest, uid)
+            return True, None
+        return True, await replace_current(kube, res, namespace, name, manifest, current)
+    except KubeError as exc:
+        if exc.status != 409:
+            errors.append(f"{res.kind} {name}: {exc}")
+        return False, None
+
+
+async def delete_owned(kube, res: Kind, namespace: str, leftovers: dict, uid: str, errors: list[str]) -> None:
     """Delete the ``leftovers`` (name -> fact with ``owners``) that ``uid`` owns; failures go to ``errors``."""
     for name, current in leftovers.items():
         if uid in current["owners"]:
             try:
-                await kube.delete_object(api_version, plural, namespace, name)
+                await kube.delete(res, namespace, name, missing_ok=True)
             except KubeError as exc:
-                errors.append(f"{kind} {name}: {exc}")
+                errors.append(f"{res.kind} {name}: {exc}")
 
 
 # The operator's non-secret Vault settings, handed to every Job that needs a key (backup, restore,

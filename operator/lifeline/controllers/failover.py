@@ -20,13 +20,12 @@ import logging
 
 import kopf
 
-from lifeline.api import BY_KIND
+from lifeline.api import FAILOVER_PLAN as INFO
 from lifeline.failover.runner import PlanRunner
 
 log = logging.getLogger(__name__)
 
 OWNS = ("FailoverPlan",)
-INFO = BY_KIND["FailoverPlan"]
 DAEMON_ID = "failover"
 
 

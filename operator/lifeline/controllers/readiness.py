@@ -42,7 +42,7 @@ def _register_kind(registry: kopf.OperatorRegistry, ctx, info: KindInfo) -> None
             ctx.metrics.reconciles.labels(info.kind, "unchanged").inc()
             return
         try:
-            await ctx.kube.patch_status(info, namespace, name, decision.patch)
+            await ctx.kube.patch(info, namespace, name, {"status": decision.patch}, subresource="status")
         except KubeError as exc:
             ctx.metrics.reconciles.labels(info.kind, "error").inc()
             if exc.status == 404:  # deleted meanwhile: nothing to report on

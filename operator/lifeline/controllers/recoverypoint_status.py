@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from lifeline.api import BY_KIND
+from lifeline.api import RECOVERY_POINT as POINT
 from lifeline.clock import rfc3339
 from lifeline.kube import KubeError, ObjectRef
 from lifeline.planning import backup, backup_points, shred_approval
@@ -21,8 +21,6 @@ from lifeline.planning import recoverypoint_shred as shred
 from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
-
-POINT = BY_KIND["RecoveryPoint"]
 
 
 class RecoveryPointStatus:
@@ -37,7 +35,7 @@ class RecoveryPointStatus:
         """Bring a point's status in line with its plan (``body``: as the watch brought it; None: read it)."""
         async with self._locks[(namespace, name)]:
             if body is None:
-                body = await self.kube.get_object(POINT.api_version, POINT.plural, namespace, name)
+                body = await self.kube.get(POINT, namespace, name, missing_ok=True)
                 if body is None:
                     return
             now = rfc3339(self.ctx.clock.now())
@@ -46,7 +44,7 @@ class RecoveryPointStatus:
                 self.ctx.metrics.reconciles.labels("RecoveryPoint", "unchanged").inc()
                 return
             try:
-                await self.kube.patch_status(POINT, namespace, name, patch)
+                await self.kube.patch(POINT, namespace, name, {"status": patch}, subresource="status")
             except KubeError as exc:
                 self.ctx.metrics.reconciles.labels("RecoveryPoint", "error").inc()
                 if exc.status != 404:
@@ -79,7 +77,7 @@ class RecoveryPointStatus:
             if want:
                 new.append({**backup.owner_reference(policy), "controller": False})
             try:
-                await self.kube.patch_metadata(POINT, point["namespace"], point["name"], {"ownerReferences": new})
+                await self.kube.patch(POINT, point["namespace"], point["name"], {"metadata": {"ownerReferences": new}})
             except KubeError as exc:
                 if exc.status != 404:
                     log.warning("RecoveryPoint %s/%s: %s", point["namespace"], point["name"], exc)

@@ -19,11 +19,12 @@ from collections import defaultdict
 import kopf
 from pydantic import ValidationError
 
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as POLICY, RECOVERY_POINT as POINT, RESTORE as INFO
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import vault_env
 from lifeline.controllers.common import job_end
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.kube import JOBS, PERSISTENTVOLUMECLAIMS, PODS, KubeError, ObjectRef
+from lifeline.labels import LABEL_JOB_NAME
 from lifeline.messages import RestoreSummary, read_summary
 from lifeline.observability import audit
 from lifeline.planning import approval_policy, authority, backup, restore, restore_run
@@ -33,9 +34,6 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before reconciling a Restore again after an API error
 
 OWNS = ("Restore",)
-INFO = BY_KIND["Restore"]
-POINT = BY_KIND["RecoveryPoint"]
-POLICY = BY_KIND["BackupPolicy"]
 OPERATOR = "lifeline-operator"
 
 
@@ -93,11 +91,9 @@ class RestoreController:
         uid = body["metadata"].get("uid", "")
         if approval_policy.needs_tier(self.policies) and uid not in self.tiers:
             # the spec is immutable: the point, its policy and their tier are looked up once per Restore
-            point = await self.kube.get_object(POINT.api_version, POINT.plural, namespace,
-                                               body["spec"].get("recoveryPoint", ""))
+            point = await self.kube.get(POINT, namespace, body["spec"].get("recoveryPoint", ""), missing_ok=True)
             policy_name = ((point or {}).get("spec") or {}).get("policyName")
-            policy = policy_name and await self.kube.get_object(POLICY.api_version, POLICY.plural, namespace,
-                                                                policy_name)
+            policy = policy_name and await self.kube.get(POLICY, namespace, policy_name, missing_ok=True)
             if policy:  # not there (yet): asked again on the next reconcile
                 self.tiers[uid] = (policy.get("spec") or {}).get("tier")
         return approval_policy.choose(self.policies, namespace, self.tiers.get(uid))
@@ -105,13 +101,13 @@ class RestoreController:
     async def _job(self, body: dict) -> restore.JobFacts | None:
         namespace = restore_run.target_namespace(body)
         name = restore_run.job_name(body["metadata"]["name"])
-        job = await self.kube.get_object("batch/v1", "jobs", namespace, name)
+        job = await self.kube.get(JOBS, namespace, name, missing_ok=True)
         if job is None:
             return None
         phase = _job_phase(job)
         message, size = "", None
         if phase in ("Succeeded", "Failed"):
-            pods = await self.kube.list_objects("v1", "pods", namespace, f"job-name={name}")
+            pods = await self.kube.list(PODS, namespace, f"{LABEL_JOB_NAME}={name}")
             message, size = _summary(pods)
             if not message and phase == "Failed":
                 conds = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"]
@@ -123,8 +119,8 @@ class RestoreController:
         pvc = ((body.get("spec") or {}).get("target") or {}).get("pvc")
         if not pvc:
             return None
-        return await self.kube.get_object("v1", "persistentvolumeclaims", restore_run.target_namespace(body),
-                                          pvc["claimName"])
+        return await self.kube.get(PERSISTENTVOLUMECLAIMS, restore_run.target_namespace(body), pvc["claimName"],
+                                   missing_ok=True)
 
     async def _start(self, body: dict) -> tuple[str, str] | None:
         """Create the claim (NewClaim) and the Job; ``(reason, message)`` when it cannot start."""
@@ -133,12 +129,12 @@ class RestoreController:
                                             authority.allowed_pairs(os.environ))
         if outside:
             return "TargetNamespaceNotAllowed", outside
-        point = await self.kube.get_object(POINT.api_version, POINT.plural, namespace, spec["recoveryPoint"])
+        point = await self.kube.get(POINT, namespace, spec["recoveryPoint"], missing_ok=True)
         if point is None:
             return "RecoveryPointNotFound", (f"RecoveryPoint {spec['recoveryPoint']} does not exist in {namespace}: "
                                              "create a new Restore naming an existing one (kubectl get recoverypoints)")
         policy_name = (point.get("spec") or {}).get("policyName", "")
-        policy = await self.kube.get_object(POLICY.api_version, POLICY.plural, namespace, policy_name)
+        policy = await self.kube.get(POLICY, namespace, policy_name, missing_ok=True)
         if policy is None:
             return "PolicyNotFound", (f"BackupPolicy {policy_name}, which made {spec['recoveryPoint']}, is gone: its "
                                       "key reference and destinations are needed; restore by hand with "
@@ -151,9 +147,9 @@ class RestoreController:
             return "InvalidPolicy", f"BackupPolicy {policy_name} is invalid: {exc.errors()[0]['msg']}"
         claim = restore_run.new_claim(body)
         if claim is not None and await self._claim(body) is None:
-            await self.kube.create_object("v1", "persistentvolumeclaims", claim["metadata"]["namespace"], claim)
+            await self.kube.create(PERSISTENTVOLUMECLAIMS, claim["metadata"]["namespace"], claim)
         try:
-            await self.kube.create_object("batch/v1", "jobs", manifest["metadata"]["namespace"], manifest)
+            await self.kube.create(JOBS, manifest["metadata"]["namespace"], manifest)
         except KubeError as exc:
             if exc.status != 409:  # 409: created before, the status write was lost
                 raise
@@ -162,7 +158,7 @@ class RestoreController:
     async def reconcile(self, namespace: str, name: str, body: dict | None = None) -> None:
         async with self.locks[(namespace, name)]:
             try:
-                body = body or await self.kube.get_object(INFO.api_version, INFO.plural, namespace, name)
+                body = body or await self.kube.get(INFO, namespace, name, missing_ok=True)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     return
                 await self._reconcile(body)
@@ -204,8 +200,10 @@ class RestoreController:
             self.ctx.metrics.reconciles.labels("Restore", "unchanged").inc()
             return
         meta = body["metadata"]
-        await self.kube.patch_status(INFO, meta["namespace"], meta["name"], plan.status,
-                                     resource_version=meta.get("resourceVersion"))
+        rv = meta.get("resourceVersion")  # written only over what was read (a 409 otherwise)
+        await self.kube.patch(INFO, meta["namespace"], meta["name"],
+                              {"status": plan.status, **({"metadata": {"resourceVersion": rv}} if rv else {})},
+                              subresource="status")
         self.ctx.metrics.reconciles.labels("Restore", "written").inc()
         ref = ObjectRef.of(body)
         subject = {"kind": "Restore", "namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid", "")}
@@ -225,8 +223,8 @@ class RestoreController:
         pvc = ((body.get("spec") or {}).get("target") or {}).get("pvc")
         if pvc:
             try:
-                await self.kube.patch_object("v1", "persistentvolumeclaims", restore_run.target_namespace(body),
-                                             pvc["claimName"], restore_run.claim_state_patch(body, state))
+                await self.kube.patch(PERSISTENTVOLUMECLAIMS, restore_run.target_namespace(body), pvc["claimName"],
+                                      restore_run.claim_state_patch(body, state))
             except KubeError as exc:
                 if exc.status != 404:
                     raise

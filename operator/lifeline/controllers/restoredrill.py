@@ -16,14 +16,16 @@ import random
 
 import kopf
 
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as POLICY, RECOVERY_POINT as POINT, RESTORE_DRILL as DRILL
 from lifeline.api.restoredrill import RestoreDrillSpec
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import parse_duration
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import job_end, stop_ticker, vault_env
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.kube import (JOBS, NAMESPACES, NETWORKPOLICIES, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS,
+                           RESOURCEQUOTAS, SECRETS, SERVICES, KubeError, ObjectRef)
+from lifeline.labels import ANN_RUN_NOW, LABEL_JOB_NAME
 from lifeline.messages import RestoreSummary, VerifyReport, read_summary
 from lifeline.observability import audit
 from lifeline.planning import backup, conditions, drill_measure, drill_points, drill_sandbox, drill_schedule
@@ -32,10 +34,6 @@ from lifeline.clock import parse_time
 log = logging.getLogger(__name__)
 
 OWNS = ("RestoreDrill",)
-DRILL = BY_KIND["RestoreDrill"]
-POLICY = BY_KIND["BackupPolicy"]
-POINT = BY_KIND["RecoveryPoint"]
-ANN_RUN_NOW = "dr.lifeline.io/run-now"
 ACTOR = "lifeline-operator"
 RNG = random.SystemRandom()  # tests replace it with a seeded random.Random
 def sandbox_role() -> str:
@@ -44,11 +42,9 @@ def sandbox_role() -> str:
     return os.environ.get("LIFELINE_SANDBOX_ROLE") or "lifeline-operator-sandbox"
 
 
-PLURALS = {"Namespace": ("v1", "namespaces"), "ResourceQuota": ("v1", "resourcequotas"),
-           "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"), "Secret": ("v1", "secrets"),
-           "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"), "Pod": ("v1", "pods"),
-           "Service": ("v1", "services"), "Job": ("batch/v1", "jobs"),
-           "PersistentVolume": ("v1", "persistentvolumes")}
+# What a sandbox is made of (lifeline.planning.drill_sandbox), by kind.
+SANDBOX_KINDS = {r.kind: r for r in (NAMESPACES, RESOURCEQUOTAS, NETWORKPOLICIES, SECRETS, PERSISTENTVOLUMECLAIMS,
+                                     PODS, SERVICES, JOBS, PERSISTENTVOLUMES)}
 
 
 class Stop(Exception):
@@ -95,7 +91,7 @@ class DrillController:
             raise Stop("LookupFailed", str(exc)) from None
 
     async def _message(self, sandbox: str, job: str, container: str) -> str | None:
-        pods = await self.kube.list_objects("v1", "pods", sandbox, label_selector=f"job-name={job}")
+        pods = await self.kube.list(PODS, sandbox, label_selector=f"{LABEL_JOB_NAME}={job}")
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
         for pod in reversed(pods):
             for st in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -107,14 +103,14 @@ class DrillController:
 
     async def _create_all(self, objects: list[dict]) -> None:
         for obj in objects:
-            api, plural = PLURALS[obj["kind"]]
+            res = SANDBOX_KINDS[obj["kind"]]
             try:
                 if obj["kind"] == "Namespace":
                     await self.kube.create_sandbox_namespace(obj, sandbox_role())
                 elif obj["kind"] == "PersistentVolume":
-                    await self.kube.create_object(api, plural, None, obj)
+                    await self.kube.create(res, None, obj)
                 else:
-                    await self.kube.create_object(api, plural, obj["metadata"]["namespace"], obj)
+                    await self.kube.create(res, obj["metadata"]["namespace"], obj)
             except KubeError as exc:
                 if exc.status != 409:  # already there: a resumed start
                     raise
@@ -123,10 +119,10 @@ class DrillController:
         """The PersistentVolume each repository claim of the drill's own namespace is bound to."""
         out = {}
         for claim in claims:
-            pvc = await self.kube.get_object("v1", "persistentvolumeclaims", namespace, claim)
+            pvc = await self.kube.get(PERSISTENTVOLUMECLAIMS, namespace, claim, missing_ok=True)
             volume = ((pvc or {}).get("spec") or {}).get("volumeName")
             if volume and ((pvc.get("status") or {}).get("phase") == "Bound"):
-                pv = await self.kube.get_object("v1", "persistentvolumes", None, volume)
+                pv = await self.kube.get(PERSISTENTVOLUMES, None, volume, missing_ok=True)
                 claim_ref = ((pv or {}).get("spec") or {}).get("claimRef") or {}
                 if pv and (claim_ref.get("namespace"), claim_ref.get("name")) == (namespace, claim):
                     out[claim] = pv  # only a volume really bound to this namespace's claim is mirrored
@@ -151,7 +147,7 @@ class DrillController:
             copy_ = drill_sandbox.restore_job.choose_copy(point, pspec)
             secrets = {}
             for sname in drill_sandbox.restore_job.secrets_needed(pspec, copy_):
-                found = await self.kube.get_object("v1", "secrets", ns, sname)
+                found = await self.kube.get(SECRETS, ns, sname, missing_ok=True)
                 if found is not None:
                     secrets[sname] = found
             volumes = await self._repository_volumes(ns, drill_sandbox.restore_job.claims_needed(pspec, copy_))
@@ -181,7 +177,7 @@ class DrillController:
     async def _advance(self, body: dict, spec: RestoreDrillSpec, policy: dict, run: dict) -> dict:
         """One step of a running run: nothing until its current Job ends."""
         sandbox = run["sandbox"]
-        restore_job = await self.kube.get_object("batch/v1", "jobs", sandbox, drill_sandbox.RESTORE_JOB)
+        restore_job = await self.kube.get(JOBS, sandbox, drill_sandbox.RESTORE_JOB, missing_ok=True)
         if restore_job is None:
             return self._finish(body, spec, policy, run, restore=None,
                                 failure="the restore Job is gone (was the sandbox deleted by hand?)")
@@ -204,7 +200,7 @@ class DrillController:
             await self._create_all([verify])
             return {**run, "phase": "Verifying", "bytesRestored": summary.bytes_restored or 0,
                     "restoreSeconds": summary.seconds or 0.0}
-        verify_job = await self.kube.get_object("batch/v1", "jobs", sandbox, drill_sandbox.VERIFY_JOB)
+        verify_job = await self.kube.get(JOBS, sandbox, drill_sandbox.VERIFY_JOB, missing_ok=True)
         if verify_job is not None and job_end(verify_job) is None:
             return run
         output = None
@@ -359,7 +355,7 @@ class DrillController:
         new["observedGeneration"] = generation
         if new != status:
             try:
-                await self.kube.patch_status(DRILL, ns, name, new)
+                await self.kube.patch(DRILL, ns, name, {"status": new}, subresource="status")
             except KubeError as exc:
                 log.warning("RestoreDrill %s/%s: %s", ns, name, exc)
                 return

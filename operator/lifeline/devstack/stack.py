@@ -32,6 +32,18 @@ from typing import Callable
 
 import yaml
 
+from lifeline.devstack import install, live
+from lifeline.devstack.children import free_port
+from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
+from lifeline.devstack.cluster_version import KUBE_VERSION
+from lifeline.devstack.install import CHART
+from lifeline.devstack.monitoring import prometheus
+from lifeline.devstack.notice_receiver import NoticeReceiver
+from lifeline.devstack.openbao import OpenBaoServer, prepare_keys, trust_cluster
+from lifeline.devstack.postgres import PostgresServer
+from lifeline.devstack.tools import helm_path
+from lifeline.keys import create_key_file
+
 NAMESPACE = "hospital"
 TOKEN = "root"  # the dev server's root token: a throwaway in-memory server on loopback
 ONSITE, OFFSITE = "hospital-backup-onsite", "hospital-backup-offsite"
@@ -165,10 +177,6 @@ class DevStack:
         self._write_facts()
 
     async def _start_cluster(self) -> None:
-        from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
-        from lifeline.devstack.cluster_version import KUBE_VERSION
-        from lifeline.devstack.install import CHART
-
         if kube_binary() is None:
             raise SystemExit(f"lifeline dev up: {MISSING}")
         self.cluster = Cluster(self.state / "cluster", name="hospital", crds=CHART / "crds")
@@ -180,8 +188,6 @@ class DevStack:
                  f"kube-scheduler; node {self.cluster.node} (process kubelet)")
 
     async def _start_notice_receiver(self) -> None:
-        from lifeline.devstack.notice_receiver import NoticeReceiver
-
         self.notices = await NoticeReceiver(self.state / "notices.jsonl").start()
         self._stack.push_async_callback(self.notices.stop)
         self.say(f"notices           a receiver at {self.notices.url} stands for the wards' screens (generic JSON) "
@@ -189,9 +195,6 @@ class DevStack:
 
     async def _install(self) -> None:
         """``helm install`` Lifeline: the operator runs as the chart's Deployment under the process kubelet."""
-        from lifeline.devstack import install, live
-        from lifeline.devstack.tools import helm_path
-
         env = [{"name": "LIFELINE_RPO_CHECK_INTERVAL", "value": "2"}]
         if self.vault is not None:
             env += [{"name": "VAULT_ADDR", "value": self.vault.addr},
@@ -230,8 +233,6 @@ class DevStack:
         self._stack.callback(handler.close)
 
     async def _start_vault(self) -> None:
-        from lifeline.devstack.openbao import OpenBaoServer, prepare_keys
-
         ok, why = (False, "left out (--without vault)") if "vault" in self.without else OpenBaoServer.available()
         if not ok:
             self.say(f"keys              no OpenBao: {why}; backups use local keys (secret://) instead")
@@ -247,8 +248,6 @@ class DevStack:
                  + ", ".join(sorted({r.split('?')[0] for r in prepared})))
 
     async def _start_postgres(self) -> None:
-        from lifeline.devstack.postgres import PostgresServer
-
         ok, why = (False, "left out (--without postgres)") if "postgres" in self.without else PostgresServer.available()
         if not ok:
             self.say(f"HIS database      skipped: {why}")
@@ -281,10 +280,6 @@ class DevStack:
 
     async def _start_monitoring(self) -> None:
         """The wards' two Prometheus servers (Debian's ``prometheus``) as StatefulSets the kubelet runs."""
-        from lifeline.devstack import live
-        from lifeline.devstack.children import free_port
-        from lifeline.devstack.monitoring import prometheus
-
         self.endpoints = {}
         for site in MONITORING_PORTS:
             # A free port, not the example's fixed one: two stacks on one machine (tests run them side
@@ -321,8 +316,6 @@ class DevStack:
         """What a platform team has in place before applying the hospital manifests."""
         import base64
 
-        from lifeline.devstack import install, live
-
         live.namespace(self.cluster, NAMESPACE)
         for claim, path in self.volumes.items():
             live.host_claim(self.cluster, NAMESPACE, claim, path)
@@ -332,8 +325,6 @@ class DevStack:
                 "metadata": {"name": HIS_SECRET},
                 "data": {"password": base64.b64encode(self._his_password.encode()).decode()}})
         if self.vault is None:
-            from lifeline.keys import create_key_file
-
             key = self.state / "keys" / "hospital.kek"
             key.parent.mkdir(parents=True, exist_ok=True)
             if not key.exists():
@@ -350,8 +341,6 @@ class DevStack:
 
     def _vault_kubernetes_auth(self) -> None:
         """OpenBao reviews pods' ServiceAccount tokens with the API server (a reviewer allowed to)."""
-        from lifeline.devstack.openbao import trust_cluster
-
         trust_cluster(self.vault, self.cluster)
 
     def _write_facts(self) -> None:
@@ -409,8 +398,6 @@ class DevStack:
 
 def connect_postgres(pg: dict):
     """A client for the stack's running PostgreSQL, from its facts in stack.json (psql only)."""
-    from lifeline.devstack.postgres import PostgresServer
-
     client = PostgresServer(bin_dir=Path(pg["bin"]))
     client.port = pg["port"]
     return client

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 
 from lifeline.api.failoverplan import FailoverPlanSpec, Site
-from lifeline.kube import Kube, KubeError
+from lifeline.kube import ANNOTATABLE, SERVICES, WORKLOADS, Kube, KubeError
+from lifeline.labels import ANN_ACTIVE_SITE as ACTIVE_ANNOTATION, ANN_FENCED as FENCED_ANNOTATION
 
 from .machine import Action, Fence, Outcome, Promote, SwitchTraffic
 from .sites import Clusters, SiteUnavailable, where
-
-FENCED_ANNOTATION = "dr.lifeline.io/fenced"
-ACTIVE_ANNOTATION = "dr.lifeline.io/active-site"
 
 
 def site_named(spec: FailoverPlanSpec, name: str) -> Site:
@@ -46,7 +44,7 @@ async def _fence(action: Fence, site: Site, clusters: Clusters, stamp: str) -> O
 
     async def one(kind: str, name: str) -> tuple[str, int] | None:
         try:
-            current = await kube.get_workload(kind, site.namespace, name)
+            current = await kube.get(WORKLOADS[kind], site.namespace, name)
         except KubeError as exc:
             if exc.status == 404:
                 return None  # nothing there to serve
@@ -59,16 +57,12 @@ async def _fence(action: Fence, site: Site, clusters: Clusters, stamp: str) -> O
         if annotate and FENCED_ANNOTATION not in annotations:
             patch["metadata"] = {"annotations": {FENCED_ANNOTATION: stamp}}
         if patch:
-            await kube.patch_workload(kind, site.namespace, name, patch)
+            await kube.patch(WORKLOADS[kind], site.namespace, name, patch)
         return f"{kind}/{name}", had
 
-    answers = await asyncio.gather(*(one(w.kind, w.name) for w in site.workloads), return_exceptions=True)
-    errors = [a for a in answers if isinstance(a, BaseException)]
-    if errors:
-        first = errors[0]
-        unreachable = isinstance(first, KubeError) and first.status == 0
-        return Outcome(action, ok=False, unreachable=unreachable,
-                       message=f"fencing site {site.name} ({where(site)}): {first}")
+    answers, failed = await _each_workload(action, site, one, "fencing")
+    if failed:
+        return failed
     had = dict(a for a in answers if a is not None)
     return Outcome(action, ok=True, replicas=had, message=f"fenced {len(had)} workload(s)")
 
@@ -79,16 +73,23 @@ async def _promote(action: Promote, site: Site, clusters: Clusters) -> Outcome:
     async def one(kind: str, name: str) -> None:
         replicas = action.replicas.get(f"{kind}/{name}", 1)
         patch = {"spec": {"replicas": replicas}, "metadata": {"annotations": {FENCED_ANNOTATION: None}}}
-        await kube.patch_workload(kind, site.namespace, name, patch)
+        await kube.patch(WORKLOADS[kind], site.namespace, name, patch)
 
+    _, failed = await _each_workload(action, site, one, "promoting")
+    return failed or Outcome(action, ok=True, message=f"scaled up {len(site.workloads)} workload(s)")
+
+
+async def _each_workload(action: Action, site: Site, one, doing: str) -> tuple[list, Outcome | None]:
+    """``one(kind, name)`` for every workload of the site at once: the answers, and the Outcome of the
+    first failure (None when none failed)."""
     answers = await asyncio.gather(*(one(w.kind, w.name) for w in site.workloads), return_exceptions=True)
     errors = [a for a in answers if isinstance(a, BaseException)]
-    if errors:
-        first = errors[0]
-        unreachable = isinstance(first, KubeError) and first.status == 0
-        return Outcome(action, ok=False, unreachable=unreachable,
-                       message=f"promoting site {site.name} ({where(site)}): {first}")
-    return Outcome(action, ok=True, message=f"scaled up {len(site.workloads)} workload(s)")
+    if not errors:
+        return answers, None
+    first = errors[0]
+    unreachable = isinstance(first, KubeError) and first.status == 0
+    return answers, Outcome(action, ok=False, unreachable=unreachable,
+                            message=f"{doing} site {site.name} ({where(site)}): {first}")
 
 
 def selector_patch(new: dict[str, str], old: dict[str, str]) -> dict:
@@ -105,8 +106,9 @@ async def _switch(action: SwitchTraffic, spec: FailoverPlanSpec, kube: Kube) -> 
                     else (svc.standby_selector, svc.primary_selector))
         patch = {"spec": {"selector": selector_patch(new, old)},
                  "metadata": {"annotations": {ACTIVE_ANNOTATION: action.site}}}
-        await kube.patch_service(svc.namespace, svc.name, patch)
+        await kube.patch(SERVICES, svc.namespace, svc.name, patch)
         return Outcome(action, ok=True, message=f"Service {svc.namespace}/{svc.name} selects {new}")
     ann = traffic.annotation
-    await kube.annotate(ann.kind, ann.namespace, ann.name, {ann.key: action.site})
+    await kube.patch(ANNOTATABLE[ann.kind], ann.namespace, ann.name,
+                     {"metadata": {"annotations": {ann.key: action.site}}})
     return Outcome(action, ok=True, message=f"{ann.kind} {ann.namespace}/{ann.name} {ann.key}={action.site}")

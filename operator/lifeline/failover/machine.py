@@ -32,6 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from lifeline.api.common import parse_duration
+from lifeline.labels import ANN_FAILOVER_REQUEST as REQUEST_ANNOTATION
+from lifeline.objects import EventPlan as Event
+
 MONITORING, DEGRADED, FAILING_OVER, FAILED_OVER, FAILING_BACK = (
     "Monitoring", "Degraded", "FailingOver", "FailedOver", "FailingBack")
 FENCE, PROMOTE, AWAIT_READY, SWITCH_TRAFFIC, VERIFY = "Fence", "Promote", "AwaitReady", "SwitchTraffic", "Verify"
@@ -40,7 +44,6 @@ ACTION_STEPS = (FENCE, PROMOTE, SWITCH_TRAFFIC)
 # Why a breached failover waits for a person (status.recommendation and the condition's reason).
 MANUAL_MODE, CAP_REACHED, STANDBY_UNAVAILABLE = "ManualMode", "CapReached", "StandbyUnavailable"
 
-REQUEST_ANNOTATION = "dr.lifeline.io/request"
 HISTORY_LIMIT = 20
 RECOVERY_ROUNDS = 2  # healthy rounds in a row before Degraded returns to Monitoring
 
@@ -82,8 +85,6 @@ class Settings:
 
     @classmethod
     def from_spec(cls, spec) -> "Settings":
-        from lifeline.api.common import parse_duration
-
         checks, workloads = [], {}
         for site in (spec.primary, spec.standby):
             checks += [CheckSpec(site.name, c.name, c.weight) for c in site.health_checks]
@@ -175,13 +176,6 @@ class Inputs:
     request: Request | None = None
     outcome: Outcome | None = None
     failback_generation: int | None = None  # the generation whose spec asks for a failback, if it does
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 # ---- the state (what status holds)

@@ -33,22 +33,21 @@ import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from lifeline.api import BY_KIND
+from lifeline.api import FAILOVER_PLAN as INFO
 from lifeline.api.common import parse_duration
 from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import SystemClock
-from lifeline.kube import KubeError, ObjectRef
+from lifeline.kube import WORKLOADS, KubeError, ObjectRef
+from lifeline.observability import audit
 from lifeline.planning import authority
-from lifeline.planning import failover as planner
 
-from . import actuators, codec, machine, probes
+from . import actuators, codec, machine, probes, status as planner
 from .machine import AWAIT_READY, VERIFY, Decision, Inputs, Request, Settings, State
 from .sites import Clusters, SiteUnavailable, observe
 
 log = logging.getLogger(__name__)
 
-INFO = BY_KIND["FailoverPlan"]
 REQUEST_ANNOTATION = machine.REQUEST_ANNOTATION
 FAST_FIRST, FAST_MAX = 0.05, 1.0  # real seconds between looks while a switchover waits on the world
 OBSERVE_EVERY = 2.0  # clock seconds at least between looks at both sites' APIs (never more often than checks)
@@ -321,7 +320,7 @@ class PlanRunner:
                 kube = await self.clusters.connect(site)
             except SiteUnavailable as exc:
                 raise KubeError(str(exc), 0) from None
-            return await kube.get_workload(kind, site.namespace, name)
+            return await kube.get(WORKLOADS[kind], site.namespace, name)
         return read
 
     # ---- persisting
@@ -339,8 +338,10 @@ class PlanRunner:
         else:
             rv = (body.get("metadata") or {}).get("resourceVersion")
             try:
-                stored = await self.ctx.kube.patch_status(INFO, self.namespace, self.name, plan.patch,
-                                                          resource_version=rv)
+                stored = await self.ctx.kube.patch(
+                    INFO, self.namespace, self.name,
+                    {"status": plan.patch, **({"metadata": {"resourceVersion": rv}} if rv else {})},
+                    subresource="status")
             except KubeError as exc:
                 if exc.status == 404:
                     raise Gone() from None
@@ -413,8 +414,6 @@ AUDITED = {"FailingOver": ("failover", "started"), "FailingBack": ("failback", "
 
 def audit_transitions(ref: ObjectRef, events, now: str) -> None:
     """One audit record per failover/failback transition the machine announced as an Event."""
-    from lifeline.observability import audit
-
     when = datetime.fromisoformat(now.replace("Z", "+00:00"))
     for ev in events:
         if ev.reason in AUDITED:

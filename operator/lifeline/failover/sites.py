@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from lifeline.api.failoverplan import Site
-from lifeline.kube import Kube, KubeError
+from lifeline.kube import WORKLOADS, Kube, KubeError
 from lifeline.planning import authority
 
 from .machine import SiteView
@@ -93,7 +93,7 @@ async def observe(clusters: Clusters, site: Site, role: str) -> SiteView:
     except SiteUnavailable as exc:
         return SiteView(reachable=False, resolved=False, reason=exc.reason, message=str(exc))
     answers = await asyncio.gather(
-        *(kube.get_workload(w.kind, site.namespace, w.name) for w in site.workloads), return_exceptions=True)
+        *(kube.get(WORKLOADS[w.kind], site.namespace, w.name) for w in site.workloads), return_exceptions=True)
     replicas, missing, unready, failures = {}, [], [], []
     for i, (w, answer) in enumerate(zip(site.workloads, answers)):
         key = f"{w.kind}/{w.name}"

@@ -2,21 +2,14 @@
 (the full CLI loads kopf and kubernetes: about two seconds)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lifeline.cli_area import run_area
 from lifeline.commands import keys as commands
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lifeline")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.register(sub)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "keys":
-        argv.insert(0, "keys")
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_area(commands.register, "keys", argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from lifeline.repository.errors import KeyMismatch, LifelineError
+from lifeline.errors import LifelineError
+from lifeline.repository.errors import KeyMismatch
 
 
 class KeyProviderError(LifelineError):

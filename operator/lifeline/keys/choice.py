@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from lifeline.repository.errors import LifelineError
+from lifeline.errors import LifelineError
 
 from . import provider_from_ref
 from .base import KeyProviderError

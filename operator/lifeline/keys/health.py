@@ -17,7 +17,11 @@ import threading
 import time
 from typing import Callable
 
+from . import provider_from_ref
 from .base import KeyProviderError
+from .vault import VaultTransitProvider
+from .vault_client import VaultAuthError, VaultKeyMissing, VaultKeyUnusable, VaultPermissionDenied, VaultUnreachable
+from .vault_kv import VaultKVProvider
 
 Result = tuple[str, str, str]
 
@@ -47,16 +51,10 @@ def check(ref: str, *, clock: Callable[[], float] = time.monotonic, env=None) ->
 
 
 def _check_uncached(ref: str, env) -> Result:
-    from . import provider_from_ref
-
     try:
         if ref and ref.startswith("vault-transit:"):
-            from .vault import VaultTransitProvider
-
             provider = VaultTransitProvider(ref, env=env)
         elif ref and ref.startswith("vault-kv:"):
-            from .vault_kv import VaultKVProvider
-
             provider = VaultKVProvider(ref, env=env)
         else:
             provider = provider_from_ref(ref)
@@ -105,23 +103,18 @@ def _check_kv(provider) -> Result:
 
 
 def _guarded(provider, fn) -> Result:
-    from .vault_client import (VaultAuthError, VaultKeyMissing, VaultKeyUnusable, VaultPermissionDenied,
-                               VaultUnreachable)
-
+    # (error, status, reason), the first that matches counts: any other key provider error leaves it Unknown
+    answers = ((VaultUnreachable, "False", "VaultUnreachable"),
+               (VaultAuthError, "False", "AuthenticationFailed"),
+               (VaultPermissionDenied, "False", "PermissionDenied"),
+               (VaultKeyMissing, "False", "KeyMissing"),
+               (VaultKeyUnusable, "False", "KeyTypeUnusable"),
+               (KeyProviderError, "Unknown", "CheckFailed"))
     try:
         return fn(provider)
-    except VaultUnreachable as exc:
-        return "False", "VaultUnreachable", str(exc)
-    except VaultAuthError as exc:
-        return "False", "AuthenticationFailed", str(exc)
-    except VaultPermissionDenied as exc:
-        return "False", "PermissionDenied", str(exc)
-    except VaultKeyMissing as exc:
-        return "False", "KeyMissing", str(exc)
-    except VaultKeyUnusable as exc:
-        return "False", "KeyTypeUnusable", str(exc)
     except KeyProviderError as exc:
-        return "Unknown", "CheckFailed", str(exc)
+        status, reason = next((status, reason) for error, status, reason in answers if isinstance(exc, error))
+        return status, reason, str(exc)
     finally:
         provider.close()
 

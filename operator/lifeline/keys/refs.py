@@ -15,23 +15,10 @@ import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 
-# Where Vault is and how to reach it: the operator's configuration, never a tenant's.
-CONNECTION_PARAMS = ("addr", "namespace", "auth", "auth_mount", "ca")
+from lifeline.key_refs import CONNECTION_PARAMS, connection_settings_in, query
+
 PINNED_ENV = "LIFELINE_VAULT_PINNED"
 ALLOWED_ROLES_ENV = "LIFELINE_VAULT_ALLOWED_ROLES"
-
-
-def query(ref: str) -> dict[str, str]:
-    """The reference's parameters (the last value of a repeated one, as the providers read them)."""
-    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(ref).query, keep_blank_values=True))
-
-
-def connection_settings_in(ref: str) -> list[str]:
-    """The connection parameters a reference sets, in :data:`CONNECTION_PARAMS` order."""
-    if not ref.startswith(("vault-transit://", "vault-kv://")):
-        return []
-    given = query(ref)
-    return [p for p in CONNECTION_PARAMS if p in given]
 
 
 def pinned(env: Mapping[str, str]) -> bool:

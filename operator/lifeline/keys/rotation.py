@@ -15,7 +15,7 @@ import base64
 import json
 import time
 
-from lifeline.repository.errors import LifelineError, UsageError
+from lifeline.errors import LifelineError, UsageError
 from lifeline.repository.layout import key_name
 from lifeline.repository.repo import Repository, rfc3339
 

@@ -1,7 +1,7 @@
 """Crypto-shredding, one code path for `lifeline keys shred` and for RecoveryPoint deletion.
 
 The unit is the key epoch (a full backup and the incrementals/differentials on it):
-:func:`lifeline.agent.prune.run_shred` writes the tombstone (time, actor, reason) and
+:func:`run_shred` writes the tombstone (time, actor, reason) and
 deletes the epoch's wrapped key. With ``destroy_key_version`` and a ``vault-kv://`` key,
 the KV version that wrapped it is destroyed too (``kv destroy``) — refused, before
 anything is touched, while another epoch of the repository still needs that version.
@@ -10,9 +10,23 @@ Every outcome goes to the audit trail as ``key-shred``.
 from __future__ import annotations
 
 import base64
+import time
 
+from lifeline.errors import LifelineError, UsageError
 from lifeline.observability import audit
-from lifeline.repository.errors import LifelineError, UsageError
+from lifeline.repository.layout import point_name, rfc3339
+from lifeline.repository.repo import Repository
+
+from .rotation import _key_id
+
+
+def add_target_arguments(parser) -> None:
+    """What both shred commands (``lifeline agent shred``, ``lifeline keys shred``) are told: which
+    epoch (directly or by one of its points), and ``--yes``."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--epoch")
+    which.add_argument("--point", help="shred the epoch this point belongs to")
+    parser.add_argument("--yes", action="store_true", help="confirm: the data becomes unreadable for good")
 
 
 def epoch_of(repo, *, epoch: str | None, point: str | None) -> str:
@@ -25,8 +39,6 @@ def epoch_of(repo, *, epoch: str | None, point: str | None) -> str:
 
 def _kv_version_plan(repo, epoch: str, provider) -> int:
     """The KV version to destroy with this epoch; raises when another epoch still needs it."""
-    from .rotation import _key_id
-
     if provider is None or not hasattr(provider, "destroy_versions"):
         raise UsageError("--destroy-key-version applies to vault-kv:// keys only: a transit key's versions are "
                          "shared by every epoch (the wrapped key's deletion is the shred; retire old transit "
@@ -55,8 +67,6 @@ def shred(repo, *, epoch: str | None = None, point: str | None = None, actor: st
           provider=None, destroy_key_version: bool = False, lock_wait: float = 0.0,
           subject: dict | None = None) -> dict:
     """Shred one epoch (by id or by one of its points) and audit it; returns what happened."""
-    from lifeline.agent.prune import run_shred
-
     subject = subject or {"kind": "KeyEpoch", "namespace": "", "name": epoch or point or "?",
                           "repository": repo.url}
     details = {"repository": repo.url, "reason": reason}
@@ -78,3 +88,30 @@ def shred(repo, *, epoch: str | None = None, point: str | None = None, actor: st
                           **({"destroyed_key_version": result["destroyed_key_version"]}
                              if "destroyed_key_version" in result else {})})
     return result
+
+
+def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None = None,
+              lock_wait: float = 0.0, actor: str | None = None, reason: str | None = None) -> dict:
+    """Destroy an epoch's wrapped key (and drop its now unreadable points).
+
+    A tombstone ``shredded/<epoch>`` (time, actor, reason, point ids; no key material) is
+    written first, so a later restore says when and by whom the key was destroyed."""
+    lock = repo.lock(exclusive=True, command="shred", wait=lock_wait)
+    try:
+        points, _bad = repo.list_points()
+        if point:
+            epoch = repo.resolve_point(point, points).header["epoch"]
+        if not epoch or epoch not in repo.list_epochs():
+            raise LifelineError(f"no key epoch {epoch!r} in {repo.url}")
+        victims = [p for p in points if p.header.get("epoch") == epoch]
+        record = repo.epoch_record(epoch)
+        tombstone = {"version": 1, "epoch": epoch, "key_ref": record.get("key_ref"),
+                     "points": [p.id for p in victims], "shredded_at": rfc3339(time.time()),
+                     "actor": actor or audit.default_actor(), "reason": reason or ""}
+        repo.shred_epoch(epoch, tombstone)  # from here on the data is unreadable
+        for p in victims:
+            repo.backend.delete(point_name(p.id))
+        return {"epoch": epoch, "points_shredded": [p.id for p in victims],
+                "shredded_at": tombstone["shredded_at"], "actor": tombstone["actor"]}
+    finally:
+        lock.release()

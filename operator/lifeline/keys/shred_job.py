@@ -19,9 +19,9 @@ import os
 import subprocess
 import sys
 
-from lifeline.agent.jobs import _tail, destination_env
 from lifeline.messages import (DEFAULT_TERMINATION_LOG, EXIT_BAD_PLAN, PLAN_ENV, CopyShredded, DestinationFailed,
                                DestinationPlan, ShredPlan, ShredSummary, UnreadableMessage, read_plan, termination)
+from lifeline.messages.destination import destination_env, stderr_tail
 
 ALREADY = "no longer exists"  # PointShredded's wording: the tombstone names the epoch's shred
 
@@ -47,9 +47,9 @@ def shred_copy(plan: ShredPlan, dest: DestinationPlan, snapshot: str) -> CopyShr
         return CopyShredded(destination=dest.name, epoch=result["epoch"], shredded_at=result["shredded_at"],
                             actor=result["actor"], points=result["points_shredded"])
     if ALREADY in proc.stderr:
-        return CopyShredded(destination=dest.name, already=True, error=_tail(proc.stderr))
+        return CopyShredded(destination=dest.name, already=True, error=stderr_tail(proc.stderr))
     return DestinationFailed(destination=dest.name, exit_code=proc.returncode,
-                             error=_tail(proc.stderr) or f"keys shred exited with status {proc.returncode}")
+                             error=stderr_tail(proc.stderr) or f"keys shred exited with status {proc.returncode}")
 
 
 def run(plan: ShredPlan) -> tuple[int, ShredSummary]:

@@ -29,9 +29,8 @@ Secrets come from the environment or files only:
 from __future__ import annotations
 
 import base64
-import time
 import urllib.parse
-from typing import Callable, Mapping
+from typing import Mapping
 
 from . import register_scheme
 from .base import KeyMismatch, KeyProviderError
@@ -79,11 +78,7 @@ _CAPABILITY = {"datakey": "update", "decrypt": "update", "rewrap": "update", "ro
 class VaultTransitProvider(VaultSession):
     """A :class:`~lifeline.keys.KeyProvider` backed by the transit engine."""
 
-    def __init__(self, ref: str, *, env: Mapping[str, str] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, client_factory=None):
-        self.cfg = TransitRef(ref, env)
-        self.ref = ref
-        super().__init__(sleep=sleep, client_factory=client_factory)
+    settings = TransitRef
 
     def _call(self, fn, path: str, op: str, *, c=None):
         return self.call(fn, path, op, c=c, capability=_CAPABILITY.get(op, "update"))

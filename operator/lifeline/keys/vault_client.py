@@ -134,13 +134,17 @@ class VaultSettings:
 class VaultSession:
     """An authenticated hvac client with renewal, retries and errors that name path and capability.
 
-    Subclasses set ``cfg`` (a :class:`VaultSettings`) before use and may override
-    :meth:`not_found` / :meth:`invalid`.
+    Subclasses name the ``settings`` class that parses their reference into ``cfg`` (a
+    :class:`VaultSettings`) and may override :meth:`not_found` / :meth:`invalid`.
     """
 
+    settings: Callable[[str, Mapping[str, str] | None], VaultSettings]
     cfg: VaultSettings
 
-    def __init__(self, *, sleep: Callable[[float], None] = time.sleep, client_factory=None):
+    def __init__(self, ref: str, *, env: Mapping[str, str] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, client_factory=None):
+        self.cfg = self.settings(ref, env)
+        self.ref = ref
         self._sleep = sleep
         self._client_factory = client_factory
         self._client = None

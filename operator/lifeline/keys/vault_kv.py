@@ -30,9 +30,8 @@ import base64
 import binascii
 import os
 import secrets
-import time
 import urllib.parse
-from typing import Callable, Mapping
+from typing import Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -134,11 +133,10 @@ def _read_version(c, cfg: KVRef, version: int | None) -> dict:
 class VaultKVProvider(VaultSession):
     """A :class:`~lifeline.keys.KeyProvider` whose key-encryption key is a KV secret field."""
 
-    def __init__(self, ref: str, *, env: Mapping[str, str] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, client_factory=None):
-        self.cfg = KVRef(ref, env)
-        self.ref = ref
-        super().__init__(sleep=sleep, client_factory=client_factory)
+    settings = KVRef
+
+    def __init__(self, ref: str, **options):
+        super().__init__(ref, **options)
         self._keys: dict[int, bytes] = {}  # version -> key, for this process only
 
     # --- errors ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ machinery a Job does not need. docs/operator.md ("What the agent tells the opera
 """
 from .plans import (EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, DestinationPlan, FingerprintPlan, JobPlan, KeyPlan,
                     PrunePlan, RestorePlan, RestoreTargetPlan, RetentionPlan, ShredCopyPlan, ShredPlan, SourcePlan,
-                    read_plan)
+                    StreamPlan, read_plan)
 from .summaries import (BackupSummary, CopyShredded, CopyStored, DestinationFailed, FingerprintResult, PruneReport,
                         RestoreSummary, ShredSummary, Summary, VerifyReport)
 from .termination import DEFAULT_TERMINATION_LOG, MAX_MESSAGE, Reading, read_summary, render
@@ -23,6 +23,6 @@ __all__ = [
     "BackupPlan", "BackupSummary", "CopyShredded", "CopyStored", "DEFAULT_TERMINATION_LOG", "DestinationFailed",
     "DestinationPlan", "EXIT_BAD_PLAN", "FingerprintPlan", "FingerprintResult", "JobPlan", "KeyPlan", "MAX_MESSAGE",
     "PLAN_ENV", "PruneReport", "PrunePlan", "Reading", "RestorePlan", "RestoreSummary", "RestoreTargetPlan",
-    "RetentionPlan", "ShredCopyPlan", "ShredPlan", "ShredSummary", "SourcePlan", "Summary", "UnreadableMessage",
-    "VERSION", "VerifyReport", "read_plan", "read_summary", "render",
+    "RetentionPlan", "ShredCopyPlan", "ShredPlan", "ShredSummary", "SourcePlan", "StreamPlan", "Summary",
+    "UnreadableMessage", "VERSION", "VerifyReport", "read_plan", "read_summary", "render",
 ]

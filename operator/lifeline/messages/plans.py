@@ -41,20 +41,25 @@ class DestinationPlan(Wire):
     credentials_env: str | None = Field(None, alias="credentialsEnv")
 
 
-class SourcePlan(Wire):
-    """What a backup reads: a directory, the dump's FIFO, or the copy pg_basebackup left."""
+class StreamPlan(Wire):
+    """A source that is a byte stream: it arrives through the FIFO at the source's ``path``."""
 
-    kind: Literal["dir", "fifo", "pg-basebackup"]
+    exit_code: str = Field(alias="exitCode")  # the file the producing command's exit status appears in
+    name: str  # the stream's name in the point (``pg_dump.out``)
+
+
+class SourcePlan(Wire):
+    """What a backup reads: a directory at ``path``, or with ``stream`` the FIFO a dump writes into.
+
+    ``kind`` is the API's word for the source (``spec.source.<kind>``), recorded and logged as such;
+    what the agent does follows from the shape: ``stream`` set, a stream; ``baseBackup``, the copy
+    pg_basebackup left at ``path``, stored tagged as a base backup; else a directory tree."""
+
+    kind: Literal["pvc", "volumeSnapshot", "command", "continuous"]
     path: str
     name: str  # the source name recorded in the point (``<namespace>/<policy>``)
-    exit_code: str | None = Field(None, alias="exitCode")  # fifo: the file the dump's status appears in
-    stream_name: str | None = Field(None, alias="streamName")  # fifo: the stream's name in the point
-
-    @model_validator(mode="after")
-    def _a_fifo_has_its_status_file(self):
-        if self.kind == "fifo" and not self.exit_code:
-            raise ValueError("a fifo source needs exitCode (the file the dump's exit status appears in)")
-        return self
+    stream: StreamPlan | None = None
+    base_backup: Literal[True] | None = Field(None, alias="baseBackup")  # written only when set
 
 
 class FingerprintPlan(Wire):
@@ -63,11 +68,16 @@ class FingerprintPlan(Wire):
 
 
 class RetentionPlan(Wire):
+    """Which points prune keeps (restic's rules; the agent's ``prune --keep-*`` take the same)."""
+
     last: int = Field(0, ge=0)
     daily: int = Field(0, ge=0)
     weekly: int = Field(0, ge=0)
     monthly: int = Field(0, ge=0)
     yearly: int = Field(0, ge=0)
+
+    def empty(self) -> bool:
+        return not (self.last or self.daily or self.weekly or self.monthly or self.yearly)
 
 
 class _Plan(Wire):
@@ -99,18 +109,19 @@ class PrunePlan(_Plan):
 
 
 class RestoreTargetPlan(Wire):
-    """Where a restore writes: a directory, or the FIFO a ``load`` container reads."""
+    """Where a restore writes, in the Restore's words: a directory on a ``pvc``, or the FIFO a
+    ``command`` (the ``load`` container) reads."""
 
-    kind: Literal["dir", "fifo"]
+    kind: Literal["pvc", "command"]
     path: str
-    overwrite: bool = False  # dir: restore over what is there; written only when true
-    exit_code: str | None = Field(None, alias="exitCode")  # fifo: the file the load's status appears in
-    errors: str | None = None  # fifo: the load command's stderr, for the failure's reason
+    overwrite: bool = False  # pvc: restore over what is there; written only when true
+    exit_code: str | None = Field(None, alias="exitCode")  # command: the file the load's status appears in
+    errors: str | None = None  # command: the load command's stderr, for the failure's reason
 
     @model_validator(mode="after")
-    def _a_fifo_has_its_status_file(self):
-        if self.kind == "fifo" and not self.exit_code:
-            raise ValueError("a fifo target needs exitCode (the file the load's exit status appears in)")
+    def _a_command_has_its_status_file(self):
+        if self.kind == "command" and not self.exit_code:
+            raise ValueError("a command target needs exitCode (the file the load's exit status appears in)")
         return self
 
     @model_serializer(mode="wrap")

@@ -7,12 +7,17 @@ module's business, so no caller changes when the store does.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
 import re
+import socket
 from datetime import datetime, timezone
 from typing import Any, Callable
+
+from lifeline.audit.sink import ChainSink
+from lifeline.audit.store import open_store
 
 ACTIONS = frozenset(
     {
@@ -92,6 +97,18 @@ def remove_sink(sink: Callable[[dict[str, Any]], None]) -> None:
         _store_sink = None
 
 
+def default_actor() -> str:
+    """Who runs this process, for a record made at a terminal: ``$LIFELINE_ACTOR``, else user@host."""
+    actor = os.environ.get("LIFELINE_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 def record(
     action: str,
     *,
@@ -133,9 +150,6 @@ _store_sink: Any = None  # the ChainSink in use, if any
 def use_store(url: str, *, writer: str | None = None):
     """Send every later record to the hash-chained log at ``url`` too; returns the sink (to remove it)."""
     global _store_sink
-    from lifeline.audit.sink import ChainSink
-    from lifeline.audit.store import open_store
-
     sink = ChainSink(open_store(url, writer=writer))
     add_sink(sink)
     _store_sink = sink

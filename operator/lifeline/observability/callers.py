@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lifeline.kube import KubeError
+
 log = logging.getLogger(__name__)
 
 ALLOWED_FOR = 60.0
@@ -54,8 +56,6 @@ class KubeCallers:
         return verdict
 
     async def _ask(self, token: str, path: str) -> Verdict:
-        from lifeline.kube import KubeError
-
         try:
             who = await self._kube.token_review(token)
             if who is None:

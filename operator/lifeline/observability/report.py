@@ -15,6 +15,8 @@ from typing import Any
 
 from lifeline.api import BY_KIND, BY_PLURAL
 from lifeline.api.common import TIER_DEFAULTS, parse_duration
+from lifeline.audit import open_store, verify
+from lifeline.kube import CLUSTERROLEBINDINGS, ROLEBINDINGS, KubeError
 
 from . import report_access, report_html, report_restores
 
@@ -54,12 +56,9 @@ async def collect_objects(kube, namespace: str | None = None, namespaces: list[s
 async def collect_access(kube) -> dict | None:
     """The RoleBindings and ClusterRoleBindings for the access review; None when these credentials
     may not read them (the section then says so)."""
-    from lifeline.kube import KubeError
-
     try:
-        return {"rolebindings": await kube.list_objects("rbac.authorization.k8s.io/v1", "rolebindings", None),
-                "clusterrolebindings": await kube.list_objects("rbac.authorization.k8s.io/v1", "clusterrolebindings",
-                                                               None)}
+        return {"rolebindings": await kube.list(ROLEBINDINGS, None),
+                "clusterrolebindings": await kube.list(CLUSTERROLEBINDINGS, None)}
     except KubeError as exc:
         if exc.status in (401, 403):
             return None
@@ -70,8 +69,6 @@ def audit_facts(audit_url: str | None) -> dict[str, Any]:
     """The audit log's verification and its key-rotation records (blocking I/O)."""
     if not audit_url:
         return {"configured": False}
-    from lifeline.audit import open_store, verify
-
     try:
         store = open_store(audit_url, create=False)
         result = verify(store)

@@ -14,17 +14,12 @@ What a backup pod looks like:
   variables named in the plan), backs the source up to every destination (each its own
   repository) and writes a compact :class:`~lifeline.messages.BackupSummary` to its termination
   message, from which the operator records the RecoveryPoint;
-- a PVC (or continuous) source mounted read-only at ``/source``; filesystem
-  destinations' PVCs at ``/destinations/<name>``; a ``secret://`` key at
+- what the source needs, drawn by its room (:mod:`lifeline.sources`): a PVC mounted read-only
+  at ``/source``, a dump container writing into a FIFO, pg_basebackup as an init container, or
+  (``volumeSnapshot``) no backup pod at all on schedule but a trigger, the operator then
+  starting a data-mover Job rendered here with ``source_claim`` (the PVC made from the snapshot);
+- filesystem destinations' PVCs at ``/destinations/<name>``; a ``secret://`` key at
   ``/etc/lifeline/key``; an emptyDir at ``/tmp``;
-- for a dump (``command``) source, the dump tool runs in its own image and needs
-  only ``/bin/sh``: an init container makes a FIFO in a shared emptyDir
-  (``/dump/stream``), the ``dump`` container writes the command's stdout into it and
-  its exit status to ``/dump/exit-code``, the agent reads the FIFO and publishes the
-  point only when the dump exited 0;
-- for a ``volumeSnapshot`` source the CronJobs' pod is only a trigger (see
-  :mod:`lifeline.planning.snapshot`): the operator takes the snapshot and starts a data-mover
-  Job, rendered here with ``source_claim`` (the PVC made from the snapshot) as its ``/source``;
 - a ``vault-*`` key with ``encryption.caBundle`` mounts the bundle at ``/etc/lifeline/vault-ca``
   and sets ``VAULT_CACERT``;
 - non-root (65532 unless ``pod.runAsUser``), read-only root filesystem, every
@@ -35,49 +30,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
-import re
 from dataclasses import dataclass
 
 from lifeline.objects import owner_reference
 from lifeline.api.backuppolicy import BackupPolicySpec, Destination
-from lifeline.messages import (BackupPlan, DestinationPlan, FingerprintPlan, KeyPlan, PrunePlan, RetentionPlan,
-                               SourcePlan)
+from lifeline.api.common import parse_duration
+from lifeline.labels import (ANN_BACKUP_NOW, ANN_BACKUP_NOW_TYPE, ANN_POLICY, ANN_RECORDED, ANN_RESULT,
+                             LABEL_APP_COMPONENT, LABEL_APP_INSTANCE, LABEL_APP_MANAGED_BY, LABEL_APP_NAME,
+                             LABEL_APP_PART_OF, LABEL_POLICY, LABEL_TRIGGER)
+from lifeline.labels import ANN_SPEC_HASH as ANN_HASH, LABEL_BACKUP_TYPE as LABEL_TYPE
+from lifeline.messages import BackupPlan, DestinationPlan, FingerprintPlan, KeyPlan, PrunePlan, RetentionPlan
+from lifeline.sources import BackupPod, PlanError, room_of
+from lifeline.sources.base import (AGENT, JOB_COMMAND, RUN_AS, SOURCE_MOUNT, TERMINATION_LOG, container_security,
+                                   env_var, inside)
 
 from .backup_schedule import longest_gap
+from .pod_security import (DESTINATIONS_MOUNT, KEY_MOUNT, add_destination_volumes, add_key_volumes, apply_placement,
+                           parse_key_ref, pod_security_context)
 
 TYPES = ("full", "incremental", "differential")
-AGENT = "agent"
 PART_OF = "lifeline"
-
-LABEL_POLICY = "dr.lifeline.io/policy"
-LABEL_TYPE = "dr.lifeline.io/backup-type"
-LABEL_TRIGGER = "dr.lifeline.io/trigger"
-ANN_POLICY = "dr.lifeline.io/policy"  # the full name: a label value stops at 63 characters
-ANN_HASH = "dr.lifeline.io/spec-hash"
-ANN_BACKUP_NOW = "dr.lifeline.io/backup-now"
-ANN_BACKUP_NOW_TYPE = "dr.lifeline.io/backup-now-type"
-ANN_RECORDED = "dr.lifeline.io/recorded"
-ANN_RESULT = "dr.lifeline.io/result"
 
 CRONJOB_NAME_MAX = 52  # the CronJob controller appends an 11-character suffix to Job names
 JOB_NAME_MAX = 63  # a Job's name becomes its pods' job-name label
-RUN_AS = 65532  # the image's lifeline user
+# AGENT, RUN_AS, SOURCE_MOUNT, TERMINATION_LOG, DESTINATIONS_MOUNT, KEY_MOUNT, PlanError and the pod
+# helpers above are imported here for the planners that render the same pods (restore Jobs, drills).
 
-SOURCE_MOUNT = "/source"
-DESTINATIONS_MOUNT = "/destinations"
-KEY_MOUNT = "/etc/lifeline/key"
-VAULT_CA_MOUNT = "/etc/lifeline/vault-ca"
-DUMP_MOUNT = "/dump"
-FIFO = f"{DUMP_MOUNT}/stream"
-EXIT_CODE = f"{DUMP_MOUNT}/exit-code"
-TERMINATION_LOG = "/dev/termination-log"
-JOB_COMMAND = ("python", "-m", "lifeline.agent.jobs")  # the image's entry point is `lifeline`
-# Continuous PostgreSQL sources: pg_basebackup (in the database's image, an init container) writes a
-# plain copy here; the agent stores it tagged as a base backup (lifeline.agent.base_backup_job).
-BASEBACKUP_MOUNT = "/basebackup"
-BASEBACKUP_DATA = f"{BASEBACKUP_MOUNT}/data"
-BASEBACKUP_COMMAND = ("python", "-m", "lifeline.agent.base_backup_job")
 # spec.fingerprint: its container writes the command's output and then its status into this emptyDir;
 # it always exits 0 (a failed fingerprint is reported in the point's tags, it does not fail the backup).
 FINGERPRINT_MOUNT = "/fingerprint"
@@ -88,23 +66,10 @@ FINGERPRINT_SCRIPT = (
     f'echo "$rc" > {FINGERPRINT_EXIT_CODE}.tmp && mv {FINGERPRINT_EXIT_CODE}.tmp {FINGERPRINT_EXIT_CODE}'
 )
 
-# The dump container's whole program: run the command into the FIFO, publish its status.
-DUMP_SCRIPT = (
-    f'"$@" > {FIFO}; rc=$?; echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
-)
-
 # What each operation's Jobs are (app.kubernetes.io/component); "snapshot": a snapshot trigger.
 COMPONENTS = {"backup": "backup", "prune": "prune", "snapshot": "snapshot"}
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
-
-
-class PlanError(ValueError):
-    """The policy cannot be turned into objects; ``condition`` says which condition reports it."""
-
-    def __init__(self, condition: str, reason: str, message: str):
-        super().__init__(message)
-        self.condition, self.reason, self.message = condition, reason, message
 
 
 @dataclass(frozen=True)
@@ -142,11 +107,11 @@ def label_value(name: str) -> str:
 
 def labels(policy: str, component: str, type_: str | None = None) -> dict:
     out = {
-        "app.kubernetes.io/name": "lifeline",
-        "app.kubernetes.io/instance": label_value(policy),
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": "lifeline",
-        "app.kubernetes.io/part-of": PART_OF,
+        LABEL_APP_NAME: "lifeline",
+        LABEL_APP_INSTANCE: label_value(policy),
+        LABEL_APP_COMPONENT: component,
+        LABEL_APP_MANAGED_BY: "lifeline",
+        LABEL_APP_PART_OF: PART_OF,
         LABEL_POLICY: label_value(policy),
     }
     if type_:
@@ -163,7 +128,7 @@ def spec_hash(manifest: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _stamp(manifest: dict) -> dict:
+def stamp(manifest: dict) -> dict:
     manifest = json.loads(json.dumps(manifest))  # no shared sub-objects between parts of the tree
     manifest["metadata"].setdefault("annotations", {})[ANN_HASH] = spec_hash(manifest)
     return manifest
@@ -191,35 +156,13 @@ def prune_schedule(namespace: str, policy: str) -> str:
     return f"{h % 60} {3 + (h // 60) % 3} * * *"
 
 
-def parse_key_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``(scheme, secret name, secret key)``; the name and key only for ``secret://name/key``."""
-    scheme = ref.split("://", 1)[0]
-    if scheme != "secret":
-        return scheme, None, None
-    rest = ref.split("://", 1)[1]
-    name, _, key = rest.partition("/")
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
-        raise PlanError("KeysAvailable", "InvalidKeyRef",
-                        f"encryption.keyRef {ref!r}: write secret://<secret name>/<key in that secret>, "
-                        "for example secret://his-backup-key/key")
-    return scheme, name, key
-
-
-def _inside(mount: str, path: str, what: str) -> str:
-    parts = [p for p in (path or "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PlanError("SourceAvailable", "InvalidPath",
-                        f"{what} {path!r} climbs out of its volume ('..'); give a path inside the volume")
-    return posixpath.join(mount, *parts) if parts else mount
-
-
 def s3_env_prefix(index: int) -> str:
     return f"LIFELINE_S3_{index}_"
 
 
 def destination_plan(index: int, dest: Destination) -> DestinationPlan:
     if dest.filesystem is not None:
-        path = _inside(f"{DESTINATIONS_MOUNT}/{dest.name}", dest.filesystem.path,
+        path = inside(f"{DESTINATIONS_MOUNT}/{dest.name}", dest.filesystem.path,
                        f"destination {dest.name}: filesystem.path")
         return DestinationPlan(name=dest.name, off_site=dest.off_site, repository=f"file://{path}")
     s3 = dest.s3
@@ -240,24 +183,6 @@ def key_plan(spec: BackupPolicySpec) -> KeyPlan:
                    cipher=None if cipher == DEFAULT_CIPHER else cipher)
 
 
-def source_plan(namespace: str, policy: str, spec: BackupPolicySpec) -> SourcePlan:
-    src = spec.source
-    name = f"{namespace}/{policy}"
-    if src.pvc is not None:
-        return SourcePlan(kind="dir", path=_inside(SOURCE_MOUNT, src.pvc.path, "source.pvc.path"), name=name)
-    if src.continuous is not None and src.continuous.postgres is not None:
-        return SourcePlan(kind="pg-basebackup", path=BASEBACKUP_DATA, name=name)
-    if src.continuous is not None:
-        return SourcePlan(kind="dir", path=_inside(SOURCE_MOUNT, src.continuous.path, "source.continuous.path"),
-                          name=name)
-    if src.command is not None:
-        program = posixpath.basename(src.command.command[0]) or "dump"
-        return SourcePlan(kind="fifo", path=FIFO, exit_code=EXIT_CODE, name=name, stream_name=f"{program}.out")
-    # volumeSnapshot: the data-mover Job mounts a PVC made from the snapshot at /source
-    return SourcePlan(kind="dir", path=_inside(SOURCE_MOUNT, src.volume_snapshot.path, "source.volumeSnapshot.path"),
-                      name=name)
-
-
 def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str,
              type_: str | None) -> BackupPlan | PrunePlan:
     """The task ``python -m lifeline.agent.jobs`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
@@ -269,41 +194,28 @@ def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
                                                            monthly=r.keep_monthly, yearly=r.keep_yearly))
     fingerprint = FingerprintPlan(output=FINGERPRINT_OUTPUT, exit_code=FINGERPRINT_EXIT_CODE) \
         if spec.fingerprint is not None else None
-    return BackupPlan(**common, type=type_ or "incremental", source=source_plan(namespace, policy, spec),
+    return BackupPlan(**common, type=type_ or "incremental",
+                      source=room_of(spec).job_source(namespace, policy, spec),
                       tags=[f"policy={namespace}/{policy}"], fingerprint=fingerprint)
 
 
 # ---- pods --------------------------------------------------------------------------
 
 
-def _container_security() -> dict:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}}
-
-
-def _resources(spec: BackupPolicySpec) -> dict:
+def pod_resources(spec: BackupPolicySpec) -> dict:
+    """The policy's ``pod.resources``, or the defaults for a backup pod."""
     res = spec.pod.resources
     if res is None:
         return json.loads(json.dumps(DEFAULT_RESOURCES))
     return {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
 
 
-def _env(entry) -> dict:
-    if entry.value_from_secret is not None:
-        ref = entry.value_from_secret
-        return {"name": entry.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-    return {"name": entry.name, "value": entry.value or ""}
-
-
 def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str, type_: str | None,
              facts: Facts, source_claim: str | None = None) -> dict:
     """The backup (or prune) pod; ``source_claim`` is the PVC made from a snapshot (data-mover Jobs)."""
+    room = room_of(spec)
     if operation == "snapshot":
-        from .snapshot import trigger_pod_spec
-
-        return trigger_pod_spec(spec, facts)
-    from .pod_security import add_destination_volumes, add_key_volumes, apply_placement, pod_security_context
-
+        return room.trigger_pod(spec, facts.agent_image)
     plan = job_plan(namespace, policy, spec, operation, type_)
     key_scheme = parse_key_ref(spec.encryption.key_ref)[0]
     env = [plan.to_env(), {"name": "HOME", "value": "/tmp"}]
@@ -316,22 +228,11 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
                             "valueFrom": {"secretKeyRef": {"name": dest.s3.credentials_secret, "key": key}}})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
-    src = spec.source
-    claim = (src.pvc or src.continuous).claim_name if (src.pvc or src.continuous) and operation == "backup" else None
-    base_backup = src.continuous.postgres if src.continuous is not None and operation == "backup" else None
-    if base_backup is not None:
-        claim = None  # the copy comes from the server, not from the segment directory
-    claim = source_claim if operation == "backup" and source_claim else claim
-    if claim:
-        mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
-        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-    add_destination_volumes(spec, mounts, volumes)
-    add_key_volumes(spec, mounts, volumes, env)
-    resources = _resources(spec)
+    resources = pod_resources(spec)
     agent = {
         "name": AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
         "command": list(JOB_COMMAND), "args": [operation], "env": env, "resources": resources,
-        "securityContext": _container_security(), "volumeMounts": mounts,
+        "securityContext": container_security(), "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod: dict = {
@@ -342,47 +243,15 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
         "containers": [agent],
         "volumes": volumes,
     }
-    if src.command is not None and operation == "backup":
-        volumes.append({"name": "dump", "emptyDir": {}})
-        agent["volumeMounts"].append({"name": "dump", "mountPath": DUMP_MOUNT})
-        pod["initContainers"] = [{
-            "name": "prepare", "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
-            "command": list(JOB_COMMAND), "args": ["prepare", "--fifo", FIFO],
-            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-            "securityContext": _container_security(),
-            "volumeMounts": [{"name": "dump", "mountPath": DUMP_MOUNT}],
-        }]
-        pod["containers"].insert(0, {
-            "name": "dump", "image": src.command.image,
-            "command": ["/bin/sh", "-c", DUMP_SCRIPT, "lifeline-dump", *src.command.command],
-            "env": [_env(e) for e in src.command.env] + [{"name": "HOME", "value": "/tmp"}],
-            "resources": resources, "securityContext": _container_security(),
-            "volumeMounts": [{"name": "dump", "mountPath": DUMP_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
-        })
-    if base_backup is not None:
-        _add_base_backup(pod, agent, base_backup, resources)
-    if spec.fingerprint is not None and operation == "backup":
-        _add_fingerprint(pod, agent, spec, resources, with_source=bool(claim))
+    add_destination_volumes(spec, mounts, volumes)
+    add_key_volumes(spec, mounts, volumes, env)
+    if operation == "backup":
+        draft = BackupPod(pod, agent, resources, facts.agent_image, source_claim)
+        room.shape_backup_pod(draft, spec)
+        if spec.fingerprint is not None:
+            _add_fingerprint(pod, agent, spec, resources, with_source=draft.mounts_source)
     apply_placement(pod, spec)
     return pod
-
-
-def _add_base_backup(pod: dict, agent: dict, pg, resources: dict) -> None:
-    """pg_basebackup first (an init container in the database's image), then the agent stores the copy.
-
-    The agent image has no PostgreSQL client; the server's own image has the matching pg_basebackup.
-    The copy lives in an emptyDir (node disk, the database's size) only until the Job ends."""
-    pod["volumes"].append({"name": "basebackup", "emptyDir": {}})
-    agent["command"] = list(BASEBACKUP_COMMAND)
-    agent["volumeMounts"].append({"name": "basebackup", "mountPath": BASEBACKUP_MOUNT, "readOnly": True})
-    pod["initContainers"] = [{
-        "name": "pg-basebackup", "image": pg.image, "imagePullPolicy": "IfNotPresent",
-        "command": ["pg_basebackup", "-D", BASEBACKUP_DATA, "-Fp", "-X", "fetch", "--checkpoint=fast",
-                    "--no-sync", "--no-password", *pg.args],
-        "env": [_env(e) for e in pg.env] + [{"name": "HOME", "value": "/tmp"}],
-        "resources": resources, "securityContext": _container_security(),
-        "volumeMounts": [{"name": "basebackup", "mountPath": BASEBACKUP_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
-    }]
 
 
 def _add_fingerprint(pod: dict, agent: dict, spec: BackupPolicySpec, resources: dict, with_source: bool) -> None:
@@ -396,19 +265,17 @@ def _add_fingerprint(pod: dict, agent: dict, spec: BackupPolicySpec, resources: 
     mounts = [{"name": "fingerprint", "mountPath": FINGERPRINT_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]
     if with_source:
         mounts.append({"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True})
-    env = [_env(e) for e in (spec.source.command.env if spec.source.command is not None else [])]
-    env = [e for e in env if e["name"] not in {f.name for f in fp.env}] + [_env(e) for e in fp.env]
+    env = [env_var(e) for e in room_of(spec).container_env(spec) if e.name not in {f.name for f in fp.env}]
+    env += [env_var(e) for e in fp.env]
     pod["containers"].append({
         "name": "fingerprint", "image": fp.image,
         "command": ["/bin/sh", "-c", FINGERPRINT_SCRIPT, "lifeline-fingerprint", *fp.command],
         "env": env + [{"name": "HOME", "value": "/tmp"}],
-        "resources": resources, "securityContext": _container_security(), "volumeMounts": mounts,
+        "resources": resources, "securityContext": container_security(), "volumeMounts": mounts,
     })
 
 
 def _deadline(spec: BackupPolicySpec, interval: int | None) -> int:
-    from lifeline.api.common import parse_duration
-
     if spec.pod.active_deadline and interval != 0:
         return int(parse_duration(spec.pod.active_deadline))
     if interval == 0:  # a snapshot trigger: its pod only says "now"
@@ -452,7 +319,7 @@ def _cronjob(body: dict, spec: BackupPolicySpec, facts: Facts, name: str, schedu
     }
     if spec.schedule.time_zone:
         cron["timeZone"] = spec.schedule.time_zone
-    return _stamp({
+    return stamp({
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {
@@ -477,7 +344,7 @@ def plan(policy_body: dict, facts: Facts) -> list[dict]:
     policy = meta["name"]
     # A volumeSnapshot policy's CronJobs only say "now" (their pod exits at once); the operator takes
     # the snapshot and starts the data-mover Job (lifeline.planning.snapshot).
-    operation = "snapshot" if spec.source.volume_snapshot is not None else "backup"
+    operation = "snapshot" if room_of(spec).runs_by_trigger else "backup"
     children = [
         _cronjob(policy_body, spec, facts, child_name(policy, kind), expr, operation, kind)
         for kind, expr in schedules(spec)
@@ -501,7 +368,7 @@ def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "i
     meta = policy_body["metadata"]
     policy = meta["name"]
     expr = getattr(spec.schedule, type_)
-    snapshot = spec.source.volume_snapshot is not None
+    snapshot = room_of(spec).runs_by_trigger
     template = job_template(policy_body, spec, facts, "snapshot" if snapshot else "backup", type_,
                             0 if snapshot else interval_seconds(expr) if expr else None,
                             extra_labels={LABEL_TRIGGER: "on-demand"})

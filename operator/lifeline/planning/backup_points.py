@@ -14,15 +14,15 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 from lifeline import API_VERSION
+from lifeline.api import BY_KIND
+from lifeline.labels import ANN_HOOKS, ANN_JOB, ANN_JOB_UID, ANN_TRIGGER_JOB, JOB_UID_LABELS, LABEL_APP_COMPONENT
 from lifeline.messages import BackupSummary, FingerprintResult, PruneReport, read_summary
 
-from . import backup
+from . import backup, conditions, readiness
 from .job_record import JobRecord
+from .readiness import EventPlan
 
 RP_NAME_MAX = 253
-ANN_JOB = "dr.lifeline.io/job"
-ANN_JOB_UID = "dr.lifeline.io/job-uid"
-JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 
 
 def _condition(job: dict, type_: str) -> dict | None:
@@ -49,10 +49,10 @@ def job_fact(job: dict) -> dict:
         "policy": ann.get(backup.ANN_POLICY) or labels.get(backup.LABEL_POLICY),
         # "trigger": a volumeSnapshot policy's CronJob run, which the operator turns into a snapshot
         # and a data-mover Job (lifeline.planning.snapshot)
-        "operation": {"prune": "prune", "snapshot": "trigger"}.get(labels.get("app.kubernetes.io/component"),
+        "operation": {"prune": "prune", "snapshot": "trigger"}.get(labels.get(LABEL_APP_COMPONENT),
                                                                   "backup"),
-        "hooks": ann.get("dr.lifeline.io/hooks"),
-        "triggerJob": ann.get("dr.lifeline.io/trigger-job"),  # a data-mover Job's snapshot trigger
+        "hooks": ann.get(ANN_HOOKS),
+        "triggerJob": ann.get(ANN_TRIGGER_JOB),  # a data-mover Job's snapshot trigger
         "type": labels.get(backup.LABEL_TYPE),
         "trigger": "OnDemand" if labels.get(backup.LABEL_TRIGGER) == "on-demand" else "Schedule",
         "backupNow": ann.get(backup.ANN_BACKUP_NOW),
@@ -226,10 +226,6 @@ def plan_point_status(body: dict, now: str, pruned: bool = False, shred_review: 
     point whose keys are to be shredded, ``(approved, message)`` (who approved, or what the shred
     waits for: :mod:`lifeline.planning.shred_approval`), shown as the condition ``ShredApproved``.
     """
-    from lifeline.api import BY_KIND
-
-    from . import conditions, readiness
-
     decision = readiness.plan(BY_KIND["RecoveryPoint"], body, now)
     old = body.get("status") or {}
     phase = "Pruned" if pruned else (old.get("phase") or "Available")
@@ -246,7 +242,5 @@ def plan_point_status(body: dict, now: str, pruned: bool = False, shred_review: 
             patch["conditions"] = merged
     event = decision.event
     if pruned and old.get("phase") != "Pruned":
-        from .readiness import EventPlan
-
         event = EventPlan("Normal", "Pruned", "retention forgot every copy of this recovery point")
     return (patch or None), event

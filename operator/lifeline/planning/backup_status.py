@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from lifeline.api import BY_KIND
+from lifeline.api import BACKUP_POLICY as INFO
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import format_duration
 from lifeline.api.validation import problems_in_spec
@@ -37,6 +37,9 @@ from lifeline.objects import merge_patch
 
 from . import conditions
 
+from lifeline.sources import Ref, Seen, room_of
+from lifeline.sources.base import pvc_problem, secret_problem
+
 from .backup import PlanError, parse_key_ref, schedules
 from .backup_schedule import describe, longest_gap
 from .continuous import SHIP_SCAN_SECONDS
@@ -44,20 +47,10 @@ from .job_record import JobRecord
 from .readiness import EventPlan
 from .snapshot import SNAPSHOT_REASONS
 
-INFO = BY_KIND["BackupPolicy"]
 READY = "Ready"
 ORDER = ("Ready", "RPOAchievable", "RPOMet", "SourceAvailable", "DestinationsReachable", "KeysAvailable",
          "OffSiteCopy")
 RECOVERED = {"RPOMet": "RPORecovered"}
-
-
-@dataclass(frozen=True)
-class Ref:
-    """What a lookup found: ``exists`` None means the lookup failed (``error`` says why)."""
-
-    exists: bool | None
-    keys: frozenset[str] = frozenset()
-    error: str | None = None
 
 
 @dataclass
@@ -93,17 +86,7 @@ class StatusPlan:
 
 def required_refs(spec: BackupPolicySpec) -> list[str]:
     """Every ``pvc/<name>`` and ``secret/<name>`` the policy's Jobs need."""
-    refs: list[str] = []
-    src = spec.source
-    for claim in (src.pvc, src.continuous, src.volume_snapshot):
-        if claim is not None:
-            refs.append(f"pvc/{claim.claim_name}")
-    if src.volume_snapshot is not None and src.volume_snapshot.volume_snapshot_class_name:
-        refs.append(f"vsclass/{src.volume_snapshot.volume_snapshot_class_name}")
-    if src.command is not None:
-        refs += [f"secret/{e.value_from_secret.name}" for e in src.command.env if e.value_from_secret]
-    if src.continuous is not None and src.continuous.postgres is not None:
-        refs += [f"secret/{e.value_from_secret.name}" for e in src.continuous.postgres.env if e.value_from_secret]
+    refs = room_of(spec).references(spec)
     for d in spec.destinations:
         if d.s3 is not None:
             refs.append(f"secret/{d.s3.credentials_secret}")
@@ -194,45 +177,14 @@ def _rpo_met(rpo: float, data_time: datetime | None, created: datetime | None, n
                            f"out at {rfc3339(limit)}. Look at the latest backup Jobs and the policy's Events", None)
 
 
-def _secret_problem(ref: Ref | None, ns: str, name: str, need: tuple[str, ...], what: str) -> tuple[str, str] | None:
-    if ref is None or ref.exists is None:
-        return None
-    if not ref.exists:
-        return "SecretNotFound", f"{what}: Secret {ns}/{name} does not exist: create it" + (
-            f" with the keys {', '.join(need)}" if need else "")
-    missing = [k for k in need if k not in ref.keys]
-    if missing:
-        return "SecretKeyMissing", (f"{what}: Secret {ns}/{name} has no key {', '.join(missing)} "
-                                    f"(it has: {', '.join(sorted(ref.keys)) or 'none'})")
-    return None
-
-
-def _env_secret_problem(env, ns: str, x: Inputs, of: str) -> tuple[str, str] | None:
-    """The first ``valueFrom.secretKeyRef`` of a source container's ``env`` whose Secret or key is missing."""
-    for e in env:
-        if e.value_from_secret:
-            ref = x.refs.get(f"secret/{e.value_from_secret.name}")
-            problem = _secret_problem(ref, ns, e.value_from_secret.name, (e.value_from_secret.key,),
-                                      f"source: env {e.name} of {of}")
-            if problem:
-                return problem
-    return None
-
-
-def _pvc_problem(ref: Ref | None, ns: str, name: str, what: str, field_: str) -> tuple[str, str] | None:
-    if ref is None or ref.exists is None or ref.exists:
-        return None
-    return "PVCNotFound", f"{what}: PersistentVolumeClaim {ns}/{name} does not exist: create it, or fix {field_}"
-
-
 def _hooks_note(spec: BackupPolicySpec) -> str:
-    if spec.source.volume_snapshot is None and (spec.hooks.pre or spec.hooks.post):
+    if not room_of(spec).runs_hooks and (spec.hooks.pre or spec.hooks.post):
         return ("; spec.hooks are not run for this source (hooks run around a volumeSnapshot's cut only: "
                 "a backup Job of a pvc or command source starts without the operator)")
     return ""
 
 
-def _snapshot_failure(jobs: list[dict]) -> JobRecord | None:
+def _pipeline_failure(jobs: list[dict]) -> tuple[str, str] | None:
     """The newest snapshot pipeline's failure about the source, unless a backup succeeded since."""
     newest = None
     for job in sorted(jobs, key=_job_key):
@@ -241,88 +193,28 @@ def _snapshot_failure(jobs: list[dict]) -> JobRecord | None:
             newest = r
         elif r.outcome == "Succeeded" and job["operation"] == "backup":
             newest = None
-    return newest
+    return (newest.reason, newest.error or "") if newest is not None else None
 
 
 def _source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
-    cond = _source_only(spec, ns, x)
-    note = _hooks_note(spec)
-    return dict(cond, message=cond["message"] + note) if note else cond
-
-
-def _snapshot_source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
-    vs = spec.source.volume_snapshot
-    ref = x.refs.get(f"pvc/{vs.claim_name}")
-    problem = _pvc_problem(ref, ns, vs.claim_name, "source", "spec.source.volumeSnapshot.claimName")
-    if problem:
-        return conditions.make("SourceAvailable", False, *problem, None)
-    cls = vs.volume_snapshot_class_name
-    looked = x.refs.get(f"vsclass/{cls}") if cls else None
-    if looked is not None and looked.exists is False:
-        return conditions.make("SourceAvailable", False, "VolumeSnapshotClassNotFound",
-                               f"VolumeSnapshotClass {cls} does not exist: create it for the PVC's CSI driver "
-                               "(kubectl get volumesnapshotclasses), or fix "
-                               "spec.source.volumeSnapshot.volumeSnapshotClassName", None)
-    failure = _snapshot_failure(x.jobs)
-    if failure is not None:
-        return conditions.make("SourceAvailable", False, failure.reason, failure.error or "", None)
-    if ref is None or ref.exists is None:
-        return conditions.make("SourceAvailable", None, "LookupFailed",
-                               f"could not look up PersistentVolumeClaim {ns}/{vs.claim_name}: "
-                               f"{(ref.error if ref else None) or 'not looked up yet'}", None)
-    hooks = (f"; {len(spec.hooks.pre)} pre- and {len(spec.hooks.post)} post-hook(s) run around the cut"
-             if spec.hooks.pre or spec.hooks.post else "; crash-consistent (no hooks)")
-    return conditions.make("SourceAvailable", True, "PVCFound",
-                           f"PersistentVolumeClaim {vs.claim_name} exists; each backup takes a VolumeSnapshot of "
-                           f"it (class {cls or 'the default'}) and a data-mover Job reads a PVC made from that "
-                           f"snapshot{hooks}", None)
-
-
-def _source_only(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
+    """SourceAvailable: the plan's error about the source, else what the source's room finds."""
     if x.plan_error is not None and x.plan_error.condition == "SourceAvailable":
-        return conditions.make("SourceAvailable", False, x.plan_error.reason, x.plan_error.message, None)
-    src = spec.source
-    if src.volume_snapshot is not None:
-        return _snapshot_source(spec, ns, x)
-    claim = src.pvc or src.continuous
-    if claim is not None:
-        field_ = "spec.source.pvc.claimName" if src.pvc else "spec.source.continuous.claimName"
-        ref = x.refs.get(f"pvc/{claim.claim_name}")
-        problem = _pvc_problem(ref, ns, claim.claim_name, "source", field_)
-        if problem:
-            return conditions.make("SourceAvailable", False, *problem, None)
-        if ref is None or ref.exists is None:
-            return conditions.make("SourceAvailable", None, "LookupFailed",
-                                   f"could not look up PersistentVolumeClaim {ns}/{claim.claim_name}: "
-                                   f"{(ref.error if ref else None) or 'not looked up yet'}", None)
-        extra = "" if src.pvc else "; the shipper Deployment (<policy>-ship) ships each closed segment from it"
-        pg = src.continuous.postgres if src.continuous is not None else None
-        problem = _env_secret_problem(pg.env if pg is not None else (), ns, x, "pg_basebackup")
-        if problem:
-            return conditions.make("SourceAvailable", False, *problem, None)
-        if pg is not None:
-            extra += f"; base backups run pg_basebackup from image {pg.image}"
-        return conditions.make("SourceAvailable", True, "PVCFound",
-                               f"PersistentVolumeClaim {claim.claim_name} exists; backups mount it read-only{extra}",
-                               None)
-    cmd = src.command
-    problem = _env_secret_problem(cmd.env, ns, x, "the dump command")
-    if problem:
-        return conditions.make("SourceAvailable", False, *problem, None)
-    return conditions.make("SourceAvailable", True, "DumpCommand",
-                           f"the dump runs {' '.join(cmd.command)!r} in image {cmd.image} (it needs /bin/sh; "
-                           "its stdout is streamed to the agent through a FIFO)", None)
+        status, reason, message = False, x.plan_error.reason, x.plan_error.message
+    else:
+        found = room_of(spec).availability(spec, Seen(ns, x.refs, _pipeline_failure(x.jobs)))
+        status, reason, message = found.status, found.reason, found.message
+    return conditions.make("SourceAvailable", status, reason, message + _hooks_note(spec), None)
 
 
 def _destinations(spec: BackupPolicySpec, ns: str, x: Inputs, dest_status: list[dict]) -> dict:
     problems = []
     for d in spec.destinations:
         if d.s3 is not None:
-            p = _secret_problem(x.refs.get(f"secret/{d.s3.credentials_secret}"), ns, d.s3.credentials_secret,
+            p = secret_problem(x.refs.get(f"secret/{d.s3.credentials_secret}"), ns, d.s3.credentials_secret,
                                 ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
                                 f"destination {d.name} (S3 credentials)")
         else:
-            p = _pvc_problem(x.refs.get(f"pvc/{d.filesystem.claim_name}"), ns, d.filesystem.claim_name,
+            p = pvc_problem(x.refs.get(f"pvc/{d.filesystem.claim_name}"), ns, d.filesystem.claim_name,
                              f"destination {d.name}", "its filesystem.claimName")
         if p:
             problems.append(p)
@@ -361,7 +253,7 @@ def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None,
         return conditions.make("KeysAvailable", False, "KeyRefused",
                                f"the latest backup could not use the key {ref}: {errors}", None)
     if secret:
-        problem = _secret_problem(x.refs.get(f"secret/{secret}"), ns, secret, (key,), f"encryption.keyRef {ref}")
+        problem = secret_problem(x.refs.get(f"secret/{secret}"), ns, secret, (key,), f"encryption.keyRef {ref}")
         if problem:
             reason, text = problem
             return conditions.make("KeysAvailable", False, "KeySecretNotFound" if reason == "SecretNotFound"
@@ -560,7 +452,7 @@ def plan_status(body: dict, x: Inputs) -> StatusPlan:
     data_time = parse_time(newest_point["start"]) if newest_point else stored_success
     created = parse_time(meta.get("creationTimestamp"))
 
-    if spec.source.continuous is not None:
+    if room_of(spec).ships_segments:
         achievable, gap = _achievable_continuous(rpo)
         shipped_at = getattr(x.shipped, "closed_at", None)
         rpo_met = _rpo_met_shipped(rpo, x.shipped, data_time, created, x.now)

@@ -15,9 +15,11 @@ shipped segment) are the controller's part, not this planner's.
 from __future__ import annotations
 
 from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.labels import LABEL_APP_COMPONENT, LABEL_APP_INSTANCE, LABEL_APP_NAME
+from lifeline.objects import owner_reference
 
-from .backup import (ANN_POLICY, KEY_MOUNT, SOURCE_MOUNT, Facts, PlanError, _container_security, _inside, _stamp,
-                     child_name, destination_plan, labels, owner_reference, parse_key_ref, parse_spec, s3_env_prefix)
+from .backup import (ANN_POLICY, KEY_MOUNT, SOURCE_MOUNT, Facts, PlanError, child_name, container_security,
+                     destination_plan, inside, labels, parse_key_ref, parse_spec, s3_env_prefix, stamp)
 from .pod_security import add_destination_volumes, add_key_volumes, apply_placement, pod_security_context
 
 COMPONENT = "wal-shipper"
@@ -37,7 +39,7 @@ def deployment_name(policy: str) -> str:
 
 def ship_args(spec: BackupPolicySpec) -> list[str]:
     src = spec.source.continuous
-    args = ["ship", "--dir", _inside(SOURCE_MOUNT, src.path, "source.continuous.path"),
+    args = ["ship", "--dir", inside(SOURCE_MOUNT, src.path, "source.continuous.path"),
             "--pattern", src.segment_pattern, "--state", STATE_DIR, "--queue-max", str(QUEUE_MAX),
             "--metrics-port", str(METRICS_PORT), "--create"]
     if spec.encryption.cipher != "aes-256-gcm":
@@ -96,7 +98,7 @@ def pod_spec(spec: BackupPolicySpec, facts: Facts) -> dict:
         "command": list(COMMAND), "args": ship_args(spec), "env": env,
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "readinessProbe": probe, "livenessProbe": {**probe, "initialDelaySeconds": 30},
-        "resources": _resources(spec), "securityContext": _container_security(), "volumeMounts": mounts,
+        "resources": _resources(spec), "securityContext": container_security(), "volumeMounts": mounts,
     }
     pod: dict = {
         "automountServiceAccountToken": key_scheme.startswith("vault"),
@@ -122,9 +124,8 @@ def plan(policy_body: dict, facts: Facts) -> list[dict]:
     meta = policy_body["metadata"]
     policy = meta["name"]
     lbl = labels(policy, COMPONENT)
-    selector = {k: lbl[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                                      "app.kubernetes.io/component")}
-    return [_stamp({
+    selector = {k: lbl[k] for k in (LABEL_APP_NAME, LABEL_APP_INSTANCE, LABEL_APP_COMPONENT)}
+    return [stamp({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {

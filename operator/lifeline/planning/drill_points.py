@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from lifeline.api.common import parse_duration
+from lifeline.labels import LABEL_POLICY
 
 from .backup import PlanError
 from lifeline.clock import parse_time
@@ -42,7 +43,7 @@ def select_point(points: list[dict], selector, policy: str, now: datetime, rng) 
                 return p
         raise PlanError("Ready", "NoRecoveryPoint",
                         f"recovery point {selector.name} does not exist; list them with "
-                        f"`kubectl get recoverypoints -l dr.lifeline.io/policy={policy}`")
+                        f"`kubectl get recoverypoints -l {LABEL_POLICY}={policy}`")
     if not usable:
         raise PlanError("Ready", "NoRecoveryPoint",
                         f"policy {policy} has no recovery point to rehearse yet; run a backup first "

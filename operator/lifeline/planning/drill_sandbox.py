@@ -26,18 +26,18 @@ import json
 from urllib.parse import urlparse
 
 from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.api.common import parse_duration
 from lifeline.api.restoredrill import RestoreDrillSpec
+from lifeline.labels import (ANN_COPIED_FROM, ANN_DRILL, ANN_RECOVERY_POINT, LABEL_APP_COMPONENT, LABEL_APP_INSTANCE,
+                             LABEL_APP_MANAGED_BY, LABEL_APP_NAME, LABEL_APP_PART_OF, LABEL_DRILL,
+                             LABEL_DRILL_NAMESPACE, LABEL_POD_SECURITY_ENFORCE, LABEL_SANDBOX, LABEL_SANDBOX_NAMESPACE)
+from lifeline.labels import ANN_MIRROR_OF as ANN_MIRROR, LABEL_DRILL_RUN as LABEL_RUN
+
+from lifeline.sources import room_of
 
 from . import backup, restore_job
-from .backup import Facts
+from .backup import Facts, container_security
 
-LABEL_SANDBOX = "dr.lifeline.io/sandbox"
-LABEL_DRILL = "dr.lifeline.io/drill"
-LABEL_DRILL_NAMESPACE = "dr.lifeline.io/drill-namespace"
-LABEL_RUN = "dr.lifeline.io/drill-run"
-LABEL_SANDBOX_NAMESPACE = "dr.lifeline.io/sandbox-namespace"  # on a mirror volume: the sandbox it serves
-ANN_DRILL = "dr.lifeline.io/drill"  # namespace/name in full
-ANN_MIRROR = "dr.lifeline.io/mirror-of"
 RESTORED_CLAIM = "restored"
 DATABASE = "drill-db"
 RESTORE_JOB = "restore"
@@ -70,9 +70,9 @@ def run_name(drill: str, started) -> str:
 
 def sandbox_labels(namespace: str, drill: str, run: str, component: str = "drill-sandbox") -> dict:
     return {
-        "app.kubernetes.io/name": "lifeline", "app.kubernetes.io/instance": backup.label_value(drill),
-        "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": "lifeline",
-        "app.kubernetes.io/part-of": backup.PART_OF,
+        LABEL_APP_NAME: "lifeline", LABEL_APP_INSTANCE: backup.label_value(drill),
+        LABEL_APP_COMPONENT: component, LABEL_APP_MANAGED_BY: "lifeline",
+        LABEL_APP_PART_OF: backup.PART_OF,
         LABEL_SANDBOX: "true", LABEL_DRILL: backup.label_value(drill),
         LABEL_DRILL_NAMESPACE: namespace, LABEL_RUN: backup.label_value(run),
     }
@@ -114,14 +114,14 @@ def network_policies(sandbox: str, labels: dict, drill_ref: str, ports: list[int
     allow = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": _meta("restore-egress", sandbox, labels, drill_ref),
-        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/component": restore_job.COMPONENT}},
+        "spec": {"podSelector": {"matchLabels": {LABEL_APP_COMPONENT: restore_job.COMPONENT}},
                  "policyTypes": ["Egress"], "egress": agent_rules},
     }
     # the verify pods talk to the sandbox's database and nothing else
     verify = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": _meta("verify-egress", sandbox, labels, drill_ref),
-        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "drill-verify"}},
+        "spec": {"podSelector": {"matchLabels": {LABEL_APP_COMPONENT: "drill-verify"}},
                  "policyTypes": ["Egress"],
                  "egress": [{"to": [{"podSelector": {}}]},
                             {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 53}]}]},
@@ -134,7 +134,7 @@ def secret_copy(secret: dict, sandbox: str, labels: dict, drill_ref: str) -> dic
     meta = secret.get("metadata") or {}
     return {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type") or "Opaque",
             "metadata": _meta(meta["name"], sandbox, labels, drill_ref,
-                              **{"dr.lifeline.io/copied-from": f"{meta.get('namespace')}/{meta['name']}"}),
+                              **{ANN_COPIED_FROM: f"{meta.get('namespace')}/{meta['name']}"}),
             "data": dict(secret.get("data") or {})}
 
 
@@ -151,7 +151,7 @@ def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str)
     db = spec.restore.database
     if db is None:
         return []
-    lbl = {**labels, "app.kubernetes.io/component": "drill-database"}
+    lbl = {**labels, LABEL_APP_COMPONENT: "drill-database"}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(DATABASE, sandbox, lbl, drill_ref),
            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
                     "containers": [{"name": "database", "image": db.image,
@@ -161,7 +161,7 @@ def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str)
                                                         "capabilities": {"drop": ["ALL"]}}}],
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(DATABASE, sandbox, lbl, drill_ref),
-           "spec": {"selector": {"app.kubernetes.io/component": "drill-database", LABEL_RUN: labels[LABEL_RUN]},
+           "spec": {"selector": {LABEL_APP_COMPONENT: "drill-database", LABEL_RUN: labels[LABEL_RUN]},
                     "ports": [{"port": db.port, "targetPort": db.port}]}}
     return [pod, svc]
 
@@ -171,7 +171,7 @@ def target_of(drill: RestoreDrillSpec, point: dict, policy: BackupPolicySpec) ->
     fresh PVC replayed to that time (restore_job refuses a policy that is not continuous PostgreSQL)."""
     if drill.point.target_time:  # a subdirectory: a fresh volume's root may hold lost+found
         return restore_job.RestoreTarget(claim_name=RESTORED_CLAIM, path=PITR_DATA, target_time=drill.point.target_time)
-    if policy.source.command is not None:
+    if room_of(policy).restores_into == "command":
         load = drill.restore.load
         if load is None:
             raise backup.PlanError(
@@ -230,8 +230,8 @@ def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, 
     labels = sandbox_labels(ns, drill, run)
     out: list[dict] = [
         {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": sandbox, "labels": {**labels, "pod-security.kubernetes.io/enforce": "baseline"},
-                      "annotations": {ANN_DRILL: ref, "dr.lifeline.io/recovery-point": point["metadata"]["name"]}}},
+         "metadata": {"name": sandbox, "labels": {**labels, LABEL_POD_SECURITY_ENFORCE: "baseline"},
+                      "annotations": {ANN_DRILL: ref, ANN_RECOVERY_POINT: point["metadata"]["name"]}}},
         {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta("drill", sandbox, labels, ref),
          "spec": {"hard": dict(QUOTA)}},
         *network_policies(sandbox, labels, ref, _egress_ports(policy, copy, vault_addr)),
@@ -256,7 +256,6 @@ def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, 
         out.append(_pvc(RESTORED_CLAIM, sandbox, labels, ref, spec.restore.size, ["ReadWriteOnce"],
                         spec.sandbox.storage_class_name))
     out += database(spec, sandbox, labels, ref)
-    from lifeline.api.common import parse_duration
 
     out.append(restore_job.restore_job(
         point, policy_body, target, namespace=sandbox, name=RESTORE_JOB, facts=facts, destination=copy["destination"],
@@ -275,14 +274,13 @@ def verify_job(drill_body: dict, policy_body: dict, run: str, sandbox: str) -> d
     cmd = spec.verify.command
     if cmd is None:
         return None
-    from lifeline.api.common import parse_duration
 
     policy = backup.parse_spec(policy_body)
-    labels = {**sandbox_labels(ns, drill, run), "app.kubernetes.io/component": "drill-verify"}
+    labels = {**sandbox_labels(ns, drill, run), LABEL_APP_COMPONENT: "drill-verify"}
     env = [{"name": "HOME", "value": "/tmp"}]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
-    if policy.source.command is None:
+    if room_of(policy).restores_into == "volume":
         env.append({"name": "LIFELINE_RESTORED", "value": RESTORED_MOUNT})
         mounts.append({"name": "restored", "mountPath": RESTORED_MOUNT, "readOnly": True})
         volumes.append({"name": "restored", "persistentVolumeClaim": {"claimName": RESTORED_CLAIM, "readOnly": True}})
@@ -298,7 +296,7 @@ def verify_job(drill_body: dict, policy_body: dict, run: str, sandbox: str) -> d
         "containers": [{
             "name": "verify", "image": cmd.image, "imagePullPolicy": "IfNotPresent",
             "command": ["/bin/sh", "-c", VERIFY_SCRIPT, "lifeline-verify", *cmd.command],
-            "env": env, "resources": SMALL, "securityContext": backup._container_security(),
+            "env": env, "resources": SMALL, "securityContext": container_security(),
             "volumeMounts": mounts, "terminationMessagePath": backup.TERMINATION_LOG,
         }],
         "volumes": volumes,

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from croniter import croniter
 
 from lifeline.api.common import TIER_DEFAULTS
+from lifeline.clock import parse_time
 
 # The longest a tier may go without a drill: what lifeline_drill_max_interval_seconds reports
 # and an "overdue" alert compares with (a month, a quarter, half a year, each with a day's slack).
@@ -41,8 +42,6 @@ def due(spec, tier: str | None, status: dict, now: datetime, created: datetime |
     once: creating a monthly drill is not a request to run it now); a Once drill runs when it
     has never run. Suspended drills never start on their own.
     """
-    from lifeline.clock import parse_time
-
     if spec.mode == "Once":
         ran = bool(status.get("history")) or bool(status.get("lastRun"))
         return (None if ran or spec.suspend else "once"), None

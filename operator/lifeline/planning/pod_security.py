@@ -2,13 +2,33 @@
 
 One place for how such a pod is hardened and what it mounts, so the pods cannot drift apart:
 a non-root pod with seccomp RuntimeDefault, the policy's placement options, filesystem
-destinations, a ``secret://`` key and Vault's CA bundle.
+destinations, a ``secret://`` key (and what ``encryption.keyRef`` names) and Vault's CA bundle.
 """
 from __future__ import annotations
 
-from lifeline.api.backuppolicy import BackupPolicySpec
+import re
 
-from .backup import DESTINATIONS_MOUNT, KEY_MOUNT, RUN_AS, VAULT_CA_MOUNT, parse_key_ref
+from lifeline.api.backuppolicy import BackupPolicySpec
+from lifeline.sources import PlanError
+from lifeline.sources.base import RUN_AS
+
+DESTINATIONS_MOUNT = "/destinations"
+KEY_MOUNT = "/etc/lifeline/key"
+VAULT_CA_MOUNT = "/etc/lifeline/vault-ca"
+
+
+def parse_key_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``(scheme, secret name, secret key)``; the name and key only for ``secret://name/key``."""
+    scheme = ref.split("://", 1)[0]
+    if scheme != "secret":
+        return scheme, None, None
+    rest = ref.split("://", 1)[1]
+    name, _, key = rest.partition("/")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
+        raise PlanError("KeysAvailable", "InvalidKeyRef",
+                        f"encryption.keyRef {ref!r}: write secret://<secret name>/<key in that secret>, "
+                        "for example secret://his-backup-key/key")
+    return scheme, name, key
 
 
 def pod_security_context(spec: BackupPolicySpec) -> dict:

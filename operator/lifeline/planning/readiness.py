@@ -13,17 +13,11 @@ from dataclasses import dataclass
 
 from lifeline.api import KindInfo
 from lifeline.api.validation import problems_in_spec
+from lifeline.objects import EventPlan
 
 from . import conditions
 
 READY = "Ready"
-
-
-@dataclass(frozen=True)
-class EventPlan:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

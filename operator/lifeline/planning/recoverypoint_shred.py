@@ -19,16 +19,15 @@ from datetime import datetime, timedelta
 
 from lifeline import API_VERSION
 from lifeline.api.backuppolicy import BackupPolicySpec
-from lifeline.messages import PLAN_ENV, KeyPlan, ShredCopyPlan, ShredPlan, ShredSummary
+from lifeline.labels import (LABEL_APP_COMPONENT, LABEL_APP_INSTANCE, LABEL_APP_MANAGED_BY, LABEL_APP_NAME,
+                             LABEL_APP_PART_OF)
+from lifeline.labels import ANN_SHRED_ATTEMPT as ANN_ATTEMPT, ANN_SHRED_PLAN as ANN_PLAN
+from lifeline.labels import ANN_SHRED_POINT as ANN_POINT, ANN_SHRED_RETRY_AFTER as ANN_RETRY_AFTER
+from lifeline.labels import FINALIZER_SHRED as FINALIZER, LABEL_SHRED_FOR as LABEL_FOR
+from lifeline.messages import PLAN_ENV, KeyPlan, ShredCopyPlan, ShredPlan, ShredSummary, UnreadableMessage, read_plan
 
 from . import backup
 
-FINALIZER = "dr.lifeline.io/shred"
-ANN_PLAN = "dr.lifeline.io/shred-plan"
-ANN_ATTEMPT = "dr.lifeline.io/shred-attempt"
-ANN_RETRY_AFTER = "dr.lifeline.io/shred-retry-after"
-LABEL_FOR = "dr.lifeline.io/shred-for"
-ANN_POINT = "dr.lifeline.io/recoverypoint"
 COMPONENT = "shred"
 JOB_COMMAND = ("python", "-m", "lifeline.keys.shred_job")
 RETRY_BASE, RETRY_MAX = 30.0, 1800.0  # seconds between failed attempts: 30 s, 60 s, ... at most 30 min
@@ -188,9 +187,9 @@ def shred_job(point: dict, facts: ShredFacts, attempt: int) -> dict:
     pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "key"]
     pod["automountServiceAccountToken"] = False  # nor Vault: a wrapped key is deleted without unwrapping it
     labels = {
-        "app.kubernetes.io/name": "lifeline", "app.kubernetes.io/instance": backup.label_value(name),
-        "app.kubernetes.io/component": COMPONENT, "app.kubernetes.io/managed-by": "lifeline",
-        "app.kubernetes.io/part-of": backup.PART_OF, LABEL_FOR: backup.label_value(name),
+        LABEL_APP_NAME: "lifeline", LABEL_APP_INSTANCE: backup.label_value(name),
+        LABEL_APP_COMPONENT: COMPONENT, LABEL_APP_MANAGED_BY: "lifeline",
+        LABEL_APP_PART_OF: backup.PART_OF, LABEL_FOR: backup.label_value(name),
     }
     return {
         "apiVersion": "batch/v1", "kind": "Job",
@@ -211,8 +210,6 @@ def shred_job(point: dict, facts: ShredFacts, attempt: int) -> dict:
 
 def plan_of(job: dict) -> ShredPlan | None:
     """The shred plan a Job was given (who shreds, why; no secret is in it), None when unreadable."""
-    from lifeline.messages import UnreadableMessage, read_plan
-
     for c in job["spec"]["template"]["spec"].get("containers") or []:
         for e in c.get("env") or []:
             if e.get("name") == PLAN_ENV:

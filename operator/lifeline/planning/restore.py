@@ -28,21 +28,18 @@ import hmac
 import json
 from dataclasses import dataclass, field
 
-from lifeline.api import BY_KIND
+from lifeline.api import RESTORE as INFO
 from lifeline.api.validation import problems_in_spec
+from lifeline.objects import EventPlan
+from lifeline.labels import ANN_APPROVE, ANN_REJECT, ANN_REQUESTED_BY, LABEL_RESTORE_STATE
+from lifeline.labels import ANN_APPROVALS as ANN_DECISIONS, ANN_APPROVALS_SEAL as ANN_SEAL
 
 from . import approval_policy, conditions
 
-INFO = BY_KIND["Restore"]
 
-# Requests a person writes (consumed by the webhook: it removes them and records a decision).
-ANN_APPROVE = "dr.lifeline.io/approve"
-ANN_REJECT = "dr.lifeline.io/reject"
 # Written by the webhook alone; any request that edits them directly is refused.
-ANN_REQUESTED_BY = "dr.lifeline.io/requested-by"
-ANN_DECISIONS = "dr.lifeline.io/approvals"
-ANN_SEAL = "dr.lifeline.io/approvals-seal"
 PROTECTED = (ANN_REQUESTED_BY, ANN_DECISIONS, ANN_SEAL)
+# Requests a person writes (consumed by the webhook: it removes them and records a decision).
 REQUESTS = (ANN_APPROVE, ANN_REJECT)
 
 # The custom RBAC verb the ClusterRole lifeline-restore-approver grants on restores.
@@ -85,7 +82,6 @@ def changed(old: dict | None, new: dict | None, keys: tuple[str, ...]) -> tuple[
     """Which of ``keys`` (records only the webhook writes) a request changes: a forgery to refuse."""
     old, new = old or {}, new or {}
     return tuple(k for k in keys if old.get(k) != new.get(k))
-
 
 
 def decisions(annotations: dict | None) -> list[dict]:
@@ -180,12 +176,9 @@ class JobFacts:
 
 
 @dataclass(frozen=True)
-class Note:
-    """An Event to post and/or an audit record to write once the status write succeeded."""
+class Note(EventPlan):
+    """An Event to post, and maybe an audit record to write, once the status write succeeded."""
 
-    type: str
-    reason: str
-    message: str
     audit: tuple[str, str, str] | None = None  # (action, actor, outcome)
 
 
@@ -332,7 +325,7 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
             status["completionTime"] = job.end or now
             target = (spec.get("target") or {}).get("pvc") or {}
             switch = (f"; claim {target.get('claimName')} marked ready "
-                      f"(label dr.lifeline.io/restore-state=verified)") if switched else ""
+                      f"(label {LABEL_RESTORE_STATE}=verified)") if switched else ""
             status.update(reason="Restored", message=f"{spec.get('recoveryPoint')} restored by Job {job.name}"
                                                      f"{switch}")
             notes.append(Note("Normal", "RestoreSucceeded", status["message"],
@@ -357,7 +350,7 @@ def _failure_message(job: JobFacts, spec: dict) -> str:
         hint = (" — the database may hold a partial restore: empty it (or restore into a fresh one) "
                 "before restoring again")
     elif "not empty" not in text:
-        hint = (" — the target may hold a partial restore: it is marked dr.lifeline.io/restore-state=failed; "
+        hint = (f" — the target may hold a partial restore: it is marked {LABEL_RESTORE_STATE}=failed; "
                 "create a new Restore (overwrite: true) to restore again")
     return f"Job {job.name}: {text[:1500]}{hint}"
 

@@ -107,17 +107,17 @@ def choose_copy(point: dict, policy: BackupPolicySpec, destination: str | None =
     known = {d.name: d for d in policy.destinations}
     usable = [c for c in copies if c.get("destination") in known]
     name = (point.get("metadata") or {}).get("name", "?")
-    if destination:
-        for c in usable:
-            if c["destination"] == destination:
-                return c
-        raise PlanError("Ready", "NoSuchCopy",
-                        f"recovery point {name} has no copy in destination {destination!r} of the policy "
-                        f"(copies: {', '.join(c.get('destination', '?') for c in copies) or 'none'})")
+    listed = ", ".join(c.get("destination", "?") for c in copies) or "none"
+    asked = next((c for c in usable if c["destination"] == destination), None) if destination else None
+    if destination and asked is None:
+        raise PlanError("Ready", "NoSuchCopy", f"recovery point {name} has no copy in destination {destination!r} "
+                                               f"of the policy (copies: {listed})")
+    if asked is not None:
+        return asked
     if not usable:
         raise PlanError("Ready", "NoReadableCopy",
-                        f"recovery point {name}: none of its copies ({', '.join(c.get('destination', '?') for c in copies) or 'none'}) "
-                        "is in a destination the policy still names; restore it by hand with `lifeline agent restore`")
+                        f"recovery point {name}: none of its copies ({listed}) is in a destination the policy "
+                        "still names; restore it by hand with `lifeline agent restore`")
     s3 = [c for c in usable if known[c["destination"]].s3 is not None]
     return (s3 or usable)[0]
 
@@ -147,10 +147,10 @@ def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: Bac
     dest = backup.destination_plan(index, spec.destinations[index])
     p_spec = point.get("spec") or {}
     if target.claim_name:
-        where = RestoreTargetPlan(kind="dir", path=backup._inside(TARGET_MOUNT, target.path, "target path"),
+        where = RestoreTargetPlan(kind="pvc", path=backup.inside(TARGET_MOUNT, target.path, "target path"),
                                   overwrite=target.overwrite)
     else:
-        where = RestoreTargetPlan(kind="fifo", path=FIFO, exit_code=EXIT_CODE, errors=LOAD_ERRORS)
+        where = RestoreTargetPlan(kind="command", path=FIFO, exit_code=EXIT_CODE, errors=LOAD_ERRORS)
     return RestorePlan(
         namespace=policy_namespace, policy=policy_name, point=(point.get("metadata") or {}).get("name"),
         snapshot_id=copy["snapshotId"],
@@ -182,13 +182,13 @@ def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: Rest
         volumes.append({"name": "repository",
                         "persistentVolumeClaim": {"claimName": dest.filesystem.claim_name, "readOnly": True}})
     add_key_volumes(spec, mounts, volumes, env)
-    resources = backup._resources(spec)
+    resources = backup.pod_resources(spec)
     if target.target_time:
         env = pitr.env(env, spec, copy)
     agent = {
         "name": backup.AGENT, "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
         "command": list(RESTORE_COMMAND), "args": ["restore"], "env": env, "resources": resources,
-        "securityContext": backup._container_security(), "volumeMounts": mounts,
+        "securityContext": backup.container_security(), "volumeMounts": mounts,
         "terminationMessagePath": backup.TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod: dict = {
@@ -217,14 +217,14 @@ def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: Rest
             "name": "prepare", "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
             "command": list(backup.JOB_COMMAND), "args": ["prepare", "--fifo", FIFO],
             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-            "securityContext": backup._container_security(),
+            "securityContext": backup.container_security(),
             "volumeMounts": [{"name": "stream", "mountPath": STREAM_MOUNT}],
         }]
         pod["containers"].append({
             "name": LOADER, "image": target.image,
             "command": ["/bin/sh", "-c", LOAD_SCRIPT, "lifeline-load", *target.command],
             "env": [{"name": k, "value": v} for k, v in target.env] + [{"name": "HOME", "value": "/tmp"}],
-            "resources": resources, "securityContext": backup._container_security(),
+            "resources": resources, "securityContext": backup.container_security(),
             "volumeMounts": [{"name": "stream", "mountPath": STREAM_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         })
     apply_placement(pod, spec, service_account=key_scheme.startswith("vault"))

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import hashlib
 
+from lifeline.labels import (ANN_RESTORED_FROM, LABEL_APP_COMPONENT, LABEL_APP_INSTANCE, LABEL_APP_MANAGED_BY,
+                             LABEL_APP_NAME, LABEL_APP_PART_OF, LABEL_RESTORE)
+from lifeline.labels import LABEL_RESTORE_STATE as LABEL_STATE
 from lifeline.objects import owner_reference
 
 from . import backup, restore_job
 
-LABEL_RESTORE = "dr.lifeline.io/restore"
-LABEL_STATE = "dr.lifeline.io/restore-state"
-ANN_RESTORED_FROM = "dr.lifeline.io/restored-from"
 GUARD = "check-target"
 # The guard container (the agent image): refuse a target that holds anything (lifeline.agent.target_guard).
 GUARD_COMMAND = ("python", "-m", "lifeline.agent.target_guard")
@@ -47,9 +47,9 @@ def job_name(restore: str) -> str:
 
 def labels(restore: str) -> dict:
     return {
-        "app.kubernetes.io/name": "lifeline", "app.kubernetes.io/instance": backup.label_value(restore),
-        "app.kubernetes.io/component": "restore", "app.kubernetes.io/managed-by": "lifeline",
-        "app.kubernetes.io/part-of": backup.PART_OF, LABEL_RESTORE: backup.label_value(restore),
+        LABEL_APP_NAME: "lifeline", LABEL_APP_INSTANCE: backup.label_value(restore),
+        LABEL_APP_COMPONENT: "restore", LABEL_APP_MANAGED_BY: "lifeline",
+        LABEL_APP_PART_OF: backup.PART_OF, LABEL_RESTORE: backup.label_value(restore),
     }
 
 
@@ -88,7 +88,7 @@ def job(body: dict, point: dict, policy_body: dict, facts: backup.Facts) -> dict
     pod = manifest["spec"]["template"]["spec"]
     if spec.get("target", {}).get("pvc") and not spec.get("overwrite"):
         agent = next(c for c in pod["containers"] if c["name"] == backup.AGENT)
-        path = backup._inside(restore_job.TARGET_MOUNT, spec["target"]["pvc"].get("path") or "/", "target path")
+        path = backup.inside(restore_job.TARGET_MOUNT, spec["target"]["pvc"].get("path") or "/", "target path")
         shown = f"{spec['target']['pvc']['claimName']}:{spec['target']['pvc'].get('path') or '/'}"
         pod.setdefault("initContainers", []).insert(0, {
             "name": GUARD, "image": agent["image"], "imagePullPolicy": "IfNotPresent",

@@ -20,14 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from lifeline.labels import ANN_SHRED_APPROVALS as ANN_APPROVALS, ANN_SHRED_APPROVE as ANN_APPROVE
+from lifeline.labels import ANN_SHRED_REASON as ANN_REASON, ANN_SHRED_REQUEST as ANN_REQUEST
+from lifeline.labels import ANN_SHRED_REQUESTED_BY as ANN_REQUESTED_BY, ANN_SHRED_SEAL as ANN_SEAL
+
 from . import restore
 
-ANN_REQUEST = "dr.lifeline.io/shred-request"
-ANN_APPROVE = "dr.lifeline.io/shred-approve"
-ANN_REQUESTED_BY = "dr.lifeline.io/shred-requested-by"
-ANN_REASON = "dr.lifeline.io/shred-reason"
-ANN_APPROVALS = "dr.lifeline.io/shred-approvals"
-ANN_SEAL = "dr.lifeline.io/shred-seal"
 PROTECTED = (ANN_REQUESTED_BY, ANN_REASON, ANN_APPROVALS, ANN_SEAL)
 REQUESTS = (ANN_REQUEST, ANN_APPROVE)
 VERB = "shred"

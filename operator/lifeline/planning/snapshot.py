@@ -24,41 +24,16 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.common import parse_duration
+from lifeline.labels import ANN_DEFAULT_SNAPSHOT_CLASS, ANN_TRIGGER_JOB, ANN_VOLUME_SNAPSHOT
 
 from . import backup
 
 SNAPSHOT_API = "snapshot.storage.k8s.io/v1"
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
-ANN_TRIGGER_JOB = "dr.lifeline.io/trigger-job"
-ANN_SNAPSHOT = "dr.lifeline.io/volume-snapshot"
-ANN_HOOKS = "dr.lifeline.io/hooks"  # on the trigger Job: "pre" once pre-hooks ran, "post" once post-hooks ran
-ANN_DEFAULT_CLASS = "snapshot.storage.kubernetes.io/is-default-class"
 COMPONENT_DATA = "snapshot-data"
-TRIGGER_SCRIPT = "print('lifeline: snapshot requested; the operator takes it and starts the data mover')"
 # Reasons a pipeline fails before its data mover runs (SourceAvailable shows the snapshot ones).
 SNAPSHOT_REASONS = ("VolumeSnapshotClassNotFound", "SnapshotFailed", "SnapshotTimeout", "SourcePVCNotFound")
-
-
-def trigger_pod_spec(spec: BackupPolicySpec, facts: backup.Facts) -> dict:
-    """The trigger's pod: prints one line and exits; it mounts nothing and needs no token."""
-    pod: dict = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": backup.RUN_AS, "runAsGroup": backup.RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "trigger", "image": facts.agent_image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-c", TRIGGER_SCRIPT],
-            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-            "securityContext": backup._container_security(),
-        }],
-    }
-    if spec.pod.priority_class_name:
-        pod["priorityClassName"] = spec.pod.priority_class_name
-    return pod
 
 
 # ---- names -------------------------------------------------------------------------------
@@ -116,7 +91,7 @@ def data_claim(policy_body: dict, trigger: dict, snapshot: dict, source_pvc: dic
     if src_spec.get("storageClassName"):
         spec["storageClassName"] = src_spec["storageClassName"]
     meta = _meta(policy_body, data_claim_name(trigger["name"]), COMPONENT_DATA, trigger.get("type"), trigger["name"])
-    meta["annotations"][ANN_SNAPSHOT] = snapshot["metadata"]["name"]
+    meta["annotations"][ANN_VOLUME_SNAPSHOT] = snapshot["metadata"]["name"]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
@@ -132,7 +107,7 @@ def mover_job(policy_body: dict, facts: backup.Facts, trigger: dict, claim: str)
     meta = _meta(policy_body, mover_name(trigger["name"]), "backup", type_, trigger["name"])
     meta["labels"] = template["metadata"]["labels"]
     meta["annotations"].update(template["metadata"]["annotations"])
-    meta["annotations"][ANN_SNAPSHOT] = snapshot_name(trigger["name"])
+    meta["annotations"][ANN_VOLUME_SNAPSHOT] = snapshot_name(trigger["name"])
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
            "spec": {**template["spec"], "ttlSecondsAfterFinished": 7 * 86400}}
     return json.loads(json.dumps(job))  # no sub-object shared with the policy's parsed spec
@@ -182,6 +157,6 @@ def snapshots_to_delete(snapshots: list[dict], keep: int, running: set[str]) -> 
 def default_class(classes: list[dict]) -> str | None:
     """The VolumeSnapshotClass annotated as the default (None when there is none)."""
     for c in sorted(classes, key=lambda c: c["metadata"]["name"]):
-        if (c["metadata"].get("annotations") or {}).get(ANN_DEFAULT_CLASS) == "true":
+        if (c["metadata"].get("annotations") or {}).get(ANN_DEFAULT_SNAPSHOT_CLASS) == "true":
             return c["metadata"]["name"]
     return None

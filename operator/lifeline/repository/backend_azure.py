@@ -9,8 +9,9 @@ ids, as the AKS webhook injects them). ``AZURE_STORAGE_ENDPOINT`` points at anot
 """
 from __future__ import annotations
 
+from lifeline.errors import UsageError
+
 from .backend_object import ObjectStoreBackend, endpoint_of, env
-from .errors import UsageError
 
 # Environment variable -> obstore's Azure config key
 ENV_CONFIG = {

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .backend import Backend, ObjectInfo
+from .backend_base import Backend, ObjectInfo
 from .errors import BackendError, ObjectNotFound, RepositoryExists
 
 TMP_DIR = "tmp"

@@ -11,8 +11,10 @@ import ipaddress
 import os
 import urllib.parse
 
-from .backend import Backend, ObjectInfo
-from .errors import BackendError, ObjectNotFound, RepositoryExists, UsageError
+from lifeline.errors import UsageError
+
+from .backend_base import Backend, ObjectInfo
+from .errors import BackendError, ObjectNotFound, RepositoryExists
 
 
 def env(*names: str) -> str | None:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 
-from .backend import S3Options
+from lifeline.errors import UsageError
+
+from .backend_base import S3Options
 from .backend_object import ObjectStoreBackend, endpoint_of, env
-from .errors import UsageError
 
 
 class S3Backend(ObjectStoreBackend):

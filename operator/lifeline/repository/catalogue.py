@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass, field
 
 from .crypto import MacKeys
-from .errors import ObjectNotFound, TamperedData
-from .layout import FORMAT_VERSION, HEAD, POINTS_DIR, key_name
+from .errors import ObjectNotFound, ShreddedEpoch, TamperedData
+from .layout import FORMAT_VERSION, HEAD, POINTS_DIR, key_name, rfc3339
 from .locks import HEAD as HEAD_SCOPE
 
 ANCHOR = "anchor"
@@ -76,8 +76,6 @@ def _canonical(body: dict) -> bytes:
 
 
 def write(repo, *, seq: int, points: dict[str, dict], sources: dict[str, MacKeys], by: str) -> None:
-    from .repo import rfc3339
-
     body = {"version": FORMAT_VERSION, "repository": repo.config.get("id"), "seq": seq,
             "updated_at": rfc3339(time.time()), "updated_by": by, "points": points}
     data = _canonical(body)
@@ -109,8 +107,6 @@ def _parse(repo, raw: bytes) -> tuple[dict, int, dict, dict]:
 def read(repo, provider) -> Head:
     """The head, authenticated. Raises TamperedData when it fails; ``state`` says when it is missing,
     or cannot be checked because every epoch that sealed it was crypto-shredded."""
-    from .repo import ShreddedEpoch
-
     try:
         raw = repo.backend.get(HEAD)
     except ObjectNotFound:

@@ -19,8 +19,10 @@ import binascii
 import json
 import secrets
 
+from lifeline.errors import UsageError
+
 from .crypto import AES_256_GCM, CIPHERS, DEFAULT_CIPHER, MacKeys
-from .errors import FormatError, TamperedData, UsageError
+from .errors import FormatError, TamperedData
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CIPHER_FORMAT_VERSION, CONFIG, FORMAT_NAME, FORMAT_VERSION,
                      PACK_TARGET)
 

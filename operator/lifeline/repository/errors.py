@@ -1,42 +1,29 @@
-"""Errors raised by the repository layer.
+"""Errors raised by the repository layer, under the root classes of :mod:`lifeline.errors`.
 
-Every error carries a message written for the person at the terminal: what went
-wrong and what to do about it. The agent CLI prints ``str(error)`` and maps the
-class to an exit code; no traceback is shown for these.
+The CLI maps each class to its exit code (``exit_code``: 1 unless the class says otherwise). The
+root classes are re-exported here for the modules that name them with the repository's errors.
 """
 from __future__ import annotations
 
+from lifeline.errors import LifelineError, UsageError
 
-class LifelineError(Exception):
-    """Base class: an error the user can act on."""
-
-    exit_code = 1
-
-
-class UsageError(LifelineError):
-    """Bad arguments or a missing/invalid input named by the user."""
-
-    exit_code = 2
+__all__ = ["BackendError", "CipherUnavailable", "DamagedData", "FormatError", "KeyMismatch", "LifelineError",
+           "LockConflict", "ObjectNotFound", "PointNotFound", "RepositoryExists", "RepositoryNotFound",
+           "ShreddedEpoch", "TamperedData", "UsageError"]
 
 
-class RepositoryNotFound(LifelineError):
-    exit_code = 1
+class RepositoryNotFound(LifelineError): ...
 
 
-class RepositoryExists(LifelineError):
-    exit_code = 1
+class RepositoryExists(LifelineError): ...
 
 
 class FormatError(LifelineError):
     """An object in the repository does not follow the format (or is a newer version)."""
 
-    exit_code = 1
-
 
 class CipherUnavailable(LifelineError):
     """The repository's cipher is one this lifeline cannot run (SM4 without an OpenSSL that has it)."""
-
-    exit_code = 1
 
 
 class KeyMismatch(LifelineError):
@@ -69,10 +56,24 @@ class TamperedData(DamagedData):
     segment) failed its MAC: storage changed it, or put back one written with another key."""
 
 
+class ShreddedEpoch(LifelineError):
+    """The epoch's wrapped key is gone: its points are unreadable by design."""
+
+    exit_code = 3
+
+    def __init__(self, epoch: str, tombstone: dict | None = None):
+        when = ""
+        if tombstone:
+            when = (f" at {tombstone.get('shredded_at', '?')} by {tombstone.get('actor', '?')}"
+                    + (f" (reason: {tombstone['reason']})" if tombstone.get("reason") else ""))
+        super().__init__(f"the data key of epoch {epoch} was destroyed (crypto-shredded){when}; "
+                         "points of this epoch cannot be read")
+        self.epoch = epoch
+        self.tombstone = tombstone
+
+
 class BackendError(LifelineError):
     """The storage backend failed (I/O error, network, permissions)."""
-
-    exit_code = 1
 
 
 class ObjectNotFound(BackendError):

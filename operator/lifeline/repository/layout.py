@@ -1,6 +1,10 @@
 """Names and constants of the on-storage format (see docs/repository-format.md)."""
 from __future__ import annotations
 
+import datetime as dt
+import time
+from typing import Callable
+
 FORMAT_NAME = "lifeline-repository"
 # 2: config, catalogue head and index segments are authenticated (MACs under the data keys).
 # Version 1 repositories are refused: their unauthenticated config could not be told from a forged one.
@@ -37,21 +41,25 @@ def pack_name(pack_id: str) -> str:
     return f"{DATA_DIR}{pack_id[:2]}/{pack_id}"
 
 
-def index_name(index_id: str) -> str:
-    return f"{INDEX_DIR}{index_id}"
+def _in(directory: str) -> Callable[[str], str]:
+    """The naming of the objects of one directory: an object's id -> its name."""
+    def name(object_id: str) -> str:
+        return f"{directory}{object_id}"
+
+    return name
 
 
-def point_name(point_id: str) -> str:
-    return f"{POINTS_DIR}{point_id}"
+index_name = _in(INDEX_DIR)
+point_name = _in(POINTS_DIR)
+key_name = _in(KEYS_DIR)  # by epoch id
+tombstone_name = _in(SHREDDED_DIR)  # by epoch id
+lock_name = _in(LOCKS_DIR)
 
 
-def key_name(epoch_id: str) -> str:
-    return f"{KEYS_DIR}{epoch_id}"
+def rfc3339(ts: float) -> str:
+    """The format's timestamps (creation, tombstones, the catalogue head): UTC, microseconds, trailing Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1e6):06d}Z"
 
 
-def tombstone_name(epoch_id: str) -> str:
-    return f"{SHREDDED_DIR}{epoch_id}"
-
-
-def lock_name(lock_id: str) -> str:
-    return f"{LOCKS_DIR}{lock_id}"
+def parse_rfc3339(s: str) -> float:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()

@@ -9,33 +9,28 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import blake3
 
+from lifeline.errors import LifelineError, UsageError
+
 from . import catalogue
 from . import config as config_auth
 from .backend import Backend
+from .blob_saver import BlobSaver
 from .crypto import CIPHERS, DEFAULT_CIPHER, EpochKeys, MacKeys, cipher_problem
-from .errors import (CipherUnavailable, DamagedData, FormatError, LifelineError, ObjectNotFound, PointNotFound,
-                     RepositoryExists, RepositoryNotFound, UsageError)
+from .errors import (CipherUnavailable, DamagedData, FormatError, ObjectNotFound, PointNotFound, RepositoryExists,
+                     RepositoryNotFound, ShreddedEpoch)
 from .index import Index, PackInfo, decode_segment, encode_segment, segment_epoch
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, PACK_TARGET,
-                     POINTS_DIR, SHREDDED_DIR, index_name, key_name, pack_name, point_name, tombstone_name)
+                     POINTS_DIR, SHREDDED_DIR, index_name, key_name, pack_name, parse_rfc3339, point_name, rfc3339,
+                     tombstone_name)
 from .locks import REPOSITORY, Lock
 from .manifest import decode_header, decode_tree, encode_point
 from .pack import PackBuilder
-
-
-def rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1e6):06d}Z"
-
-
-def parse_rfc3339(s: str) -> float:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass
@@ -288,7 +283,28 @@ class Repository:
         self.backend.put(index_name(secrets.token_hex(16)), data)
         return len(data)
 
+    def rewrite_index(self, index: Index, keep: Iterable[PackInfo], provider, *, force: bool = False) -> int:
+        """Replace every segment of ``index`` (loaded or set aside) by one per epoch naming only ``keep``:
+        when ``force`` (packs are about to be deleted) or when that merges segments. The new segments are
+        stored before any old one goes, so a crash leaves duplicates, never a pack no index names.
+        Returns how many old segments were replaced (0: nothing was rewritten)."""
+        old = list(index.segments) + list(index.other)
+        by_epoch: dict[str, list[PackInfo]] = {}
+        for info in keep:
+            by_epoch.setdefault(info.epoch, []).append(info)
+        if not force and len(old) <= len(by_epoch):
+            return 0
+        for epoch, infos in by_epoch.items():
+            self.write_index_segment(self.epoch_keys(epoch, provider), infos)
+        for name in old:
+            self.backend.delete(name)
+        return len(old)
+
     # --- packs ------------------------------------------------------------------------
+    def blob_saver(self, keys: EpochKeys, known: Container[bytes], *, workers: int) -> BlobSaver:
+        """The door for new chunks of ``keys``' epoch (``known``: ids stored already); see :mod:`.blob_saver`."""
+        return BlobSaver(self, keys, known, workers=workers)
+
     def store_pack(self, builder: PackBuilder) -> PackInfo:
         parts = builder.finish()
         self.backend.put(pack_name(builder.pack_id), parts)
@@ -369,22 +385,6 @@ class Repository:
 
     def delete_point(self, point_id: str) -> None:
         self.backend.delete(point_name(point_id))
-
-
-class ShreddedEpoch(LifelineError):
-    """The epoch's wrapped key is gone: its points are unreadable by design."""
-
-    exit_code = 3
-
-    def __init__(self, epoch: str, tombstone: dict | None = None):
-        when = ""
-        if tombstone:
-            when = (f" at {tombstone.get('shredded_at', '?')} by {tombstone.get('actor', '?')}"
-                    + (f" (reason: {tombstone['reason']})" if tombstone.get("reason") else ""))
-        super().__init__(f"the data key of epoch {epoch} was destroyed (crypto-shredded){when}; "
-                         "points of this epoch cannot be read")
-        self.epoch = epoch
-        self.tombstone = tombstone
 
 
 class PointShredded(PointNotFound):

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import zstandard
 
+from lifeline.errors import LifelineError
+
 from .crypto import EpochKeys
-from .errors import DamagedData, FormatError, LifelineError, ObjectNotFound, RepositoryExists
+from .errors import DamagedData, FormatError, ObjectNotFound, RepositoryExists
 from .layout import FORMAT_VERSION, key_name
 
 WAL_DIR = "wal/"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import kopf
 
+from . import approvals, shred_approvals, validate
 from .server import server
 
 __all__ = ["register", "server"]
@@ -25,8 +26,6 @@ __all__ = ["register", "server"]
 
 def register(registry: kopf.OperatorRegistry, ctx) -> None:
     """Add both webhooks' handlers to ``registry`` (only when the server is configured)."""
-    from . import approvals, shred_approvals, validate
-
     validate.register(registry, ctx)
     approvals.register(registry, ctx)
     shred_approvals.register(registry, ctx)

@@ -22,7 +22,7 @@ import logging
 
 import kopf
 
-from lifeline.api import BY_KIND
+from lifeline.api import RESTORE as INFO
 from lifeline.clock import rfc3339
 from lifeline.kube import KubeError
 from lifeline.observability import audit
@@ -33,7 +33,6 @@ from .seal_key import seal_key
 log = logging.getLogger(__name__)
 
 HANDLER_ID = "restore-approvals"
-INFO = BY_KIND["Restore"]
 
 
 def _forged_message(keys: tuple[str, ...]) -> str:

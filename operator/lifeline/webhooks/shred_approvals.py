@@ -14,7 +14,7 @@ import logging
 
 import kopf
 
-from lifeline.api import BY_KIND
+from lifeline.api import RECOVERY_POINT as INFO
 from lifeline.clock import rfc3339
 from lifeline.kube import KubeError
 from lifeline.planning import restore as restore_rules
@@ -26,7 +26,6 @@ from .seal_key import seal_key
 log = logging.getLogger(__name__)
 
 HANDLER_ID = "shred-approvals"
-INFO = BY_KIND["RecoveryPoint"]
 
 
 def _forged(keys: tuple[str, ...]) -> str:

@@ -22,9 +22,12 @@ import os
 from pathlib import Path
 
 from lifeline.api import BY_KIND
-from lifeline.planning.backup_points import ANN_JOB
+from lifeline.devstack import live, stack as devstack
+from lifeline.kube import Kube
+from lifeline.labels import ANN_JOB, LABEL_APP_PART_OF, LABEL_POLICY
 from lifeline.keys import create_key_file
 from lifeline.planning import conditions
+from lifeline.printing import table
 
 NAMESPACE = "hospital"
 POLICY = "icu-trends"
@@ -41,7 +44,7 @@ def key_ref() -> str:
 def policy() -> dict:
     return {
         "apiVersion": "dr.lifeline.io/v1alpha1", "kind": "BackupPolicy",
-        "metadata": {"name": POLICY, "labels": {"app.kubernetes.io/part-of": "icu-monitoring"}},
+        "metadata": {"name": POLICY, "labels": {LABEL_APP_PART_OF: "icu-monitoring"}},
         "spec": {
             "tier": "C",
             "objectives": {"rpo": "15m"},
@@ -69,14 +72,10 @@ def _write_ward_data(root: Path, hour: int) -> None:
 
 
 def _stored(cluster, kind: str, name: str):
-    from lifeline.devstack import live
-
     return live.stored(cluster, kind, NAMESPACE, name)
 
 
 def _point_of(cluster, job: str) -> dict | None:
-    from lifeline.devstack import live
-
     points = cluster.request("GET", live.lifeline_path("RecoveryPoint", NAMESPACE))["items"]
     return next((p for p in points if (p["metadata"].get("annotations") or {}).get(ANN_JOB) == job
                  and (p.get("status") or {}).get("phase") == "Available"), None)
@@ -89,8 +88,6 @@ def _made_by(points: list[dict], runs: list[dict]) -> list[dict]:
 
 async def _backup(cluster, policy_name: str, kind: str, count: int, say) -> dict | None:
     """Start the policy's ``kind`` CronJob now; wait for the operator to record the point; its figures."""
-    from lifeline.devstack import live
-
     job, phase, seconds = await live.run_cronjob(cluster, NAMESPACE, f"{policy_name}-{kind}")
     say(f"ran               Job {job} ({kind}): {phase} in {seconds:.2f}s")
     if phase != "Succeeded":
@@ -108,10 +105,6 @@ async def _backup(cluster, policy_name: str, kind: str, count: int, say) -> dict
 
 
 async def run(stack, say) -> dict:
-    from lifeline.devstack import live
-    from lifeline.kube import Kube
-    from lifeline.printing import table
-
     cluster, state = stack.cluster, Path(stack.state)
     workdir = state / "backup-scene"
     volumes = {claim: workdir / "volumes" / d for claim, d in CLAIMS.items()}
@@ -135,7 +128,7 @@ async def run(stack, say) -> dict:
             f"site-a and site-b (off site), RPO 15m, key {key_ref()}")
         obj = await live.until(lambda: (o := _stored(cluster, "BackupPolicy", POLICY)) and
                                (o.get("status") or {}).get("cronJobs") and o, 30, f"{POLICY}'s CronJobs")
-        say("\n$ kubectl get cronjobs -l dr.lifeline.io/policy=" + POLICY)
+        say(f"\n$ kubectl get cronjobs -l {LABEL_POLICY}={POLICY}")
         say(f"{'NAME':28} {'SCHEDULE':16} {'SUSPEND':8} CONCURRENCY")
         for name in obj["status"]["cronJobs"]:
             cj = await asyncio.to_thread(live.get, cluster, f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{name}")
@@ -155,7 +148,7 @@ async def run(stack, say) -> dict:
     finally:
         kube.close()
 
-    say(f"\n$ kubectl get recoverypoints -l dr.lifeline.io/policy={POLICY}")
+    say(f"\n$ kubectl get recoverypoints -l {LABEL_POLICY}={POLICY}")
     say(table(BY_KIND["RecoveryPoint"], points, namespaced=False))
     say(f"\n$ kubectl get backuppolicy {POLICY}")
     say(table(BY_KIND["BackupPolicy"], [obj], wide=True, namespaced=False))
@@ -183,8 +176,6 @@ async def run(stack, say) -> dict:
 
 async def _hospital(stack, kube, say) -> dict:
     """Full, change, incremental for each hospital BackupPolicy ``lifeline dev up`` applied."""
-    from lifeline.devstack import stack as devstack
-
     cluster = stack.cluster
     facts = devstack.read_facts(stack.state)
     names = [m["name"] for m in facts.get("hospital") or [] if m["kind"] == "BackupPolicy"
@@ -217,8 +208,6 @@ async def _hospital(stack, kube, say) -> dict:
 
 def _change(policy_name: str, pg: dict | None, volumes: dict[str, Path]) -> str:
     """What happens at the hospital between the full and the incremental backup."""
-    from lifeline.devstack import stack as devstack
-
     if pg and policy_name == "his-patients":
         server = devstack.connect_postgres(pg)
         server.psql("his", devstack.his_rows(pg["patients"] + 1, 25))

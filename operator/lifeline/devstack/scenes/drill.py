@@ -11,13 +11,15 @@ time against the RTO.
 """
 from __future__ import annotations
 
-from lifeline.api import BY_KIND
+from lifeline.api import RESTORE_DRILL as INFO
+from lifeline.devstack import live
+from lifeline.kube import Kube
+from lifeline.printing import describe_drill_run, drill_table
 
 from . import backup as backup_scene
 
 NAMESPACE = backup_scene.NAMESPACE
 DRILL = "icu-trends-demo-drill"
-INFO = BY_KIND["RestoreDrill"]
 
 
 def restore_drill() -> dict:
@@ -35,8 +37,6 @@ def restore_drill() -> dict:
 
 
 def _drill(cluster) -> dict:
-    from lifeline.devstack import live
-
     return live.stored(cluster, "RestoreDrill", NAMESPACE, DRILL) or {}
 
 
@@ -45,10 +45,6 @@ def _last(cluster) -> dict:
 
 
 async def run(stack, say) -> dict:
-    from lifeline.commands.drill import describe, table
-    from lifeline.devstack import live
-    from lifeline.kube import Kube
-
     cluster = stack.cluster
     kube = Kube.connect(stack.kubeconfig)
     try:
@@ -72,8 +68,8 @@ async def run(stack, say) -> dict:
             say(f"ran               Job {sandbox}/{job}: {live.job_end(found)}")
     history = (_drill(cluster).get("status") or {}).get("history") or []
     say(f"\n$ lifeline drill report {DRILL}")
-    say(table(history))
-    say(f"\ndrill             {describe(final)}")
+    say(drill_table(history))
+    say(f"\ndrill             {describe_drill_run(final)}")
     if final.get("outcome") != "Succeeded":
         say(f"                  {final.get('message')}")
     keys = ("restoreSeconds", "verifySeconds", "totalSeconds", "rtoSeconds", "rtoMet", "bytesRestored", "outcome",

@@ -32,13 +32,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from lifeline.api import BY_KIND
+from lifeline.api import FAILOVER_PLAN as PLANS
+from lifeline.api.common import parse_duration
+from lifeline.devstack import live
+from lifeline.devstack.children import free_port
+from lifeline.devstack.cluster import Cluster
+from lifeline.devstack.monitoring import prometheus
 from lifeline.devstack.notice_receiver import TARGETS as NOTICE_TARGETS
+from lifeline.kube import Kube
+from lifeline.labels import ANN_FAILOVER_REQUEST, LABEL_APP_PART_OF
 
 NAMESPACE = "hospital"  # the plan, the entry Service and the standby site (the operator's cluster)
 REMOTE_NAMESPACE = "monitoring"  # the primary site, in the other cluster
 PLAN = "icu-failover"
-PLANS = BY_KIND["FailoverPlan"]
 
 
 def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict:
@@ -51,7 +57,7 @@ def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict
 
     return {
         "apiVersion": PLANS.api_version, "kind": "FailoverPlan",
-        "metadata": {"name": PLAN, "labels": {"app.kubernetes.io/part-of": "icu-monitoring"}},
+        "metadata": {"name": PLAN, "labels": {LABEL_APP_PART_OF: "icu-monitoring"}},
         "spec": {
             "tier": "A", "mode": "Automatic", "breachWindow": window, "switchoverEstimate": "30s",
             "fencing": "Both",
@@ -73,14 +79,10 @@ def plan(primary_url: str, standby_url: str, window: str, interval: str) -> dict
 def _remote_identity(site_a, namespace: str) -> str:
     """A kubeconfig for the operator in site A: a ServiceAccount that may read and scale the
     workloads in ``namespace`` only, its token and site A's CA inline (what a Secret can carry)."""
-    from lifeline.devstack import live
-
     return live.remote_site_kubeconfig(site_a, namespace)
 
 
 def _ready(cluster, namespace: str, name: str) -> int:
-    from lifeline.devstack import live
-
     return ((live.get(cluster, f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}") or {})
             .get("status") or {}).get("readyReplicas") or 0
 
@@ -94,12 +96,6 @@ def _selector(cluster) -> dict:
 
 
 async def run(stack, say, *, window: str = "5s", interval: str = "500ms", timeout: float = 90.0) -> dict:
-    from lifeline.devstack import live
-    from lifeline.devstack.children import free_port
-    from lifeline.devstack.cluster import Cluster
-    from lifeline.devstack.monitoring import prometheus
-    from lifeline.kube import Kube
-
     began = time.monotonic()
     own = stack.cluster
     workdir = Path(stack.state)
@@ -192,8 +188,8 @@ async def run(stack, say, *, window: str = "5s", interval: str = "500ms", timeou
             request = {"verb": "back", "id": uuid.uuid4().hex[:12]}
             say(f"\n$ lifeline failover back {PLAN} -n {NAMESPACE}")
             asked = time.monotonic()
-            await kube.patch_metadata(PLANS, NAMESPACE, PLAN,
-                                      {"annotations": {"dr.lifeline.io/request": json.dumps(request)}})
+            await kube.patch(PLANS, NAMESPACE, PLAN,
+                             {"metadata": {"annotations": {ANN_FAILOVER_REQUEST: json.dumps(request)}}})
             shown.clear()
 
             def back():
@@ -242,6 +238,4 @@ def _parse(text: str) -> datetime:
 
 
 def _seconds(duration: str) -> float:
-    from lifeline.api.common import parse_duration
-
     return parse_duration(duration)

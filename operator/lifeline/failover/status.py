@@ -34,13 +34,13 @@ from lifeline.api import KindInfo
 from lifeline.api.common import TIER_DEFAULTS, format_duration
 from lifeline.api.failoverplan import FailoverPlanSpec
 from lifeline.clock import rfc3339
-from lifeline.failover import codec
-from lifeline.failover.machine import FAILING_BACK, FAILING_OVER, FENCE, Event, SiteView, State
-from lifeline.failover.probes import MISCONFIGURED
 from lifeline.objects import merge_patch
+from lifeline.planning import conditions, readiness
+from lifeline.planning.readiness import EventPlan
 
-from . import conditions, readiness
-from .readiness import EventPlan
+from . import codec
+from .machine import FAILING_BACK, FAILING_OVER, FENCE, Event, SiteView, State
+from .probes import MISCONFIGURED
 
 READY = conditions.READY
 RTO_ACHIEVABLE, SITES_RESOLVED, CHECKS_VALID, RECOMMENDED = (
@@ -90,7 +90,7 @@ def plan(info: KindInfo, body: dict, now: datetime, *, spec: FailoverPlanSpec | 
             event = _condition_event(old, cond)
             if event is not None:
                 events.append(event)
-        events += [EventPlan(e.type, e.reason, e.message) for e in machine_events]
+        events += machine_events
         owned = MACHINE_KEYS
     else:
         owned = ()
