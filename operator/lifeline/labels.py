@@ -58,6 +58,8 @@ ANN_HOOKS = "dr.lifeline.io/hooks"  # a snapshot trigger Job: "pre" once pre-hoo
 ANN_APPROVE = "dr.lifeline.io/approve"  # a Restore: a person approves (consumed by the webhook)
 ANN_REJECT = "dr.lifeline.io/reject"  # a Restore: a person rejects (consumed by the webhook)
 ANN_REQUESTED_BY = "dr.lifeline.io/requested-by"  # a Restore: who asked for it (the webhook's alone)
+# a Restore: the requester's teams an approval policy keeps apart (the webhook's alone)
+ANN_REQUESTED_BY_TEAMS = "dr.lifeline.io/requested-by-teams"
 ANN_APPROVALS = "dr.lifeline.io/approvals"  # a Restore: the approval decisions (the webhook's alone)
 ANN_APPROVALS_SEAL = "dr.lifeline.io/approvals-seal"  # a Restore: the seal over those records (the webhook's alone)
 ANN_RESTORED_FROM = "dr.lifeline.io/restored-from"  # a restored claim: the RecoveryPoint it holds

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from lifeline.planning import restore_run
-from lifeline.planning.approval_policy import DEFAULT, PolicyError, choose, load, named_groups, needs_tier, tally
+from lifeline.planning.approval_policy import (DEFAULT, PolicyError, choose, load, named_groups, needs_tier, tally,
+                                               team_groups)
 from tests.backup.conftest import policy
 
 from .conftest import restore_body
@@ -25,6 +26,7 @@ HEADS = [{"name": "his-critical", "namespaces": ["his", "t-*"], "fromGroups": ["
     ('[{"approvals": 2, "fromGroups": ["a", "b", "c"]}]', "3 groups need at least as many approvals"),
     ('[{"namespace": ["his"]}]', "unknown field(s) namespace"),
     ('[{"fromGroups": "heads"}]', "fromGroups: a list of non-empty strings"),
+    ('[{"separateTeams": [""]}]', "separateTeams: a list of non-empty strings"),
 ])
 def test_a_policy_the_operator_cannot_read_is_refused_with_the_field(text, says):
     with pytest.raises(PolicyError, match=says.replace("(", r"\(").replace(")", r"\)")):
@@ -57,6 +59,26 @@ def test_one_person_fills_one_group_and_approvers_outside_the_groups_do_not_fill
     assert tally(heads, [{"user": "erin", "groups": ["his-department-heads"]},
                          {"user": "frank", "groups": ["it-management"]}], requested=3).required == 3
     assert tally(DEFAULT, dbas).met
+
+
+TEAMS = [{"name": "teams-apart", "separateTeams": ["hospital-dba", "pacs-dba"]}]
+
+
+def test_an_approval_from_the_requesters_own_team_does_not_count_where_teams_are_kept_apart():
+    [apart] = load(json.dumps(TEAMS))
+    assert team_groups([apart]) == {"hospital-dba", "pacs-dba"} <= named_groups([apart])
+    colleague = {"user": "alice", "groups": ["hospital-dba"]}
+    others = [{"user": "bob", "groups": ["pacs-dba"]}, {"user": "frank", "groups": []}]
+    counted = tally(apart, [colleague, *others], requester_groups=["hospital-dba", "dr-approvers"])
+    assert counted.met and counted.approvers == ("bob", "frank") and counted.same_team == ("alice",)
+    short = tally(apart, [colleague, others[0]], requester_groups=["hospital-dba"])
+    assert not short.met
+    assert short.summary() == "1 of 2 approvals (bob); not counted, same team as the requester: alice"
+    # groups the policy does not name as teams keep no one apart, and without the requester's teams
+    # recorded (no policy named them when the Restore was created) everyone counts
+    assert tally(apart, [{"user": "gina", "groups": ["dr-approvers"]}, others[1]],
+                 requester_groups=["dr-approvers"]).met
+    assert tally(apart, [colleague, others[1]]).met
 
 
 async def test_two_dbas_are_not_enough_where_the_heads_must_approve(kube, clock, fast_env, people, backed_up,
@@ -94,3 +116,29 @@ async def test_two_dbas_are_not_enough_where_the_heads_must_approve(kube, clock,
     approved = {r["actor"] for r in audit_records if r["action"] == "approval" and r["outcome"] == "succeeded"
                 and r["subject"]["name"] == name}
     assert approved == {"alice", "bob", "erin", "frank"}
+
+
+async def test_a_colleague_of_the_requester_cannot_release_a_restore_where_teams_are_kept_apart(
+        kube, clock, fast_env, people, backed_up, audit_records):
+    _, _, point = backed_up
+    rules = json.dumps([{**TEAMS[0], "namespaces": [kube.namespace]}])
+    async with kube.operator(clock=clock, approval_policies=rules) as ctx:
+        catalogue(kube, policy(), point)
+        kube.create(restore_body(), user="carol")  # carol is in hospital-dba
+        name = restore_body()["metadata"]["name"]
+        await kube.wait_for(lambda: phase(kube, name) == "PendingApproval")
+        for person in ("alice", "bob"):  # alice is carol's colleague in hospital-dba; bob is not
+            code, out = await decide(people[person], "approve", name, kube.namespace)
+            assert code == 0, out
+        await kube.wait_for(lambda: len(stored(kube, name)["status"].get("approvals") or []) == 2)
+        status = stored(kube, name)["status"]
+        assert status["phase"] == "PendingApproval", status
+        assert "1 of 2 approvals (bob); not counted, same team as the requester: alice" in status["message"]
+        assert ctx.metrics.audited.labels("approval", "not-counted", kube.namespace)._value.get() == 1
+        events = kube.events(name, reason="ApprovalNotCounted")
+        assert events and "hospital-dba" in events[0]["message"] and events[0]["type"] == "Warning"
+        assert (await decide(people["frank"], "approve", name, kube.namespace))[0] == 0
+        await kube.wait_for(lambda: phase(kube, name) in ("Approved", "Running", "Succeeded"))
+    not_counted = [r for r in audit_records if r["action"] == "approval" and r["outcome"] == "not-counted"
+                   and r["subject"]["name"] == name]
+    assert [r["actor"] for r in not_counted] == ["alice"]

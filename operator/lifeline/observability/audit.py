@@ -34,7 +34,7 @@ ACTIONS = frozenset(
         "audit-prune",  # written by lifeline.audit.retention itself, straight into the chain
     }
 )
-OUTCOMES = frozenset({"requested", "started", "succeeded", "failed", "refused"})
+OUTCOMES = frozenset({"requested", "started", "succeeded", "failed", "refused", "not-counted"})
 
 log = logging.getLogger("lifeline.audit")
 

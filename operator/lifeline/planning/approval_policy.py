@@ -4,7 +4,9 @@ A hospital's rule reads "a critical restore needs the department head **and** th
 information management", not "any two approvers". The admin writes approval policies in the chart
 (``approvals.policies``, passed to the operator as JSON in ``LIFELINE_APPROVAL_POLICIES``): each
 matches namespaces (globs) and, optionally, tiers of the backup being restored, and asks for N
-approvals of which one must come from each named group. The first policy that matches applies; none
+approvals of which one must come from each named group; with ``separateTeams`` an approval from
+someone in the same team as the requester (a group both are in, of those listed) does not count,
+and is audited as ``same-team`` for the alert. The first policy that matches applies; none
 matching means the default, two distinct approvers. A tenant cannot lower it: ``spec.requiredApprovals``
 can only ask for more.
 
@@ -36,6 +38,7 @@ class ApprovalPolicy:
     tiers: tuple[str, ...] = ()  # empty: every tier
     approvals: int = MIN_APPROVALS
     from_groups: tuple[str, ...] = ()  # one approval from each
+    separate_teams: tuple[str, ...] = ()  # groups that are teams: no approval from the requester's own
 
     def applies(self, namespace: str, tier: str | None) -> bool:
         if self.namespaces and not any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces):
@@ -55,13 +58,14 @@ def _strings(value, where: str) -> tuple[str, ...]:
 
 
 def load(text: str | None) -> tuple[ApprovalPolicy, ...]:
-    """The policies of ``text`` (JSON: a list of ``{name, namespaces, tiers, approvals, fromGroups}``)."""
+    """The policies of ``text`` (JSON: a list of ``{name, namespaces, tiers, approvals, fromGroups,
+    separateTeams}``)."""
     out = []
     for i, item in enumerate(json_list(text, ENV, "approval policies", PolicyError)):
         where = f"approval policy {i + 1}"
         if not isinstance(item, dict):
             raise PolicyError(f"{where}: an object")
-        unknown = set(item) - {"name", "namespaces", "tiers", "approvals", "fromGroups"}
+        unknown = set(item) - {"name", "namespaces", "tiers", "approvals", "fromGroups", "separateTeams"}
         if unknown:
             raise PolicyError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         name = item.get("name") or f"policy-{i + 1}"
@@ -74,7 +78,8 @@ def load(text: str | None) -> tuple[ApprovalPolicy, ...]:
             raise PolicyError(f"{where}: {len(set(groups))} groups need at least as many approvals, not {approvals}")
         out.append(ApprovalPolicy(str(name), _strings(item.get("namespaces"), f"{where}.namespaces"),
                                   _strings(item.get("tiers"), f"{where}.tiers"), approvals,
-                                  tuple(dict.fromkeys(groups))))
+                                  tuple(dict.fromkeys(groups)),
+                                  tuple(dict.fromkeys(_strings(item.get("separateTeams"), f"{where}.separateTeams")))))
     return tuple(out)
 
 
@@ -89,8 +94,13 @@ def needs_tier(policies: Iterable[ApprovalPolicy]) -> bool:
 
 
 def named_groups(policies: Iterable[ApprovalPolicy]) -> frozenset[str]:
-    """The groups worth recording with a decision: those some policy asks for."""
-    return frozenset(g for p in policies for g in p.from_groups)
+    """The groups worth recording with a decision: those some policy asks for or keeps apart."""
+    return frozenset(g for p in policies for g in (*p.from_groups, *p.separate_teams))
+
+
+def team_groups(policies: Iterable[ApprovalPolicy]) -> frozenset[str]:
+    """The groups worth recording with a request: the teams some policy keeps apart."""
+    return frozenset(g for p in policies for g in p.separate_teams)
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class Tally:
     required: int
     approvers: tuple[str, ...]
     missing_groups: tuple[str, ...]
+    same_team: tuple[str, ...] = ()  # approvers not counted: in a team of the requester's
 
     @property
     def met(self) -> bool:
@@ -112,6 +123,8 @@ class Tally:
             said += f" ({', '.join(self.approvers)})"
         if self.missing_groups:
             said += "; still needed: one from " + " and one from ".join(self.missing_groups)
+        if self.same_team:
+            said += f"; not counted, same team as the requester: {', '.join(self.same_team)}"
         return said
 
 
@@ -134,9 +147,19 @@ def _cover(groups: tuple[str, ...], members: dict[str, frozenset[str]]) -> dict[
     return {g: p for p, g in holder.items()}
 
 
-def tally(policy: ApprovalPolicy, approvals: list[dict], requested: int = MIN_APPROVALS) -> Tally:
-    """Count ``approvals`` (``{"user", "groups"}``, the requester already left out, one per person)."""
-    members = {a["user"]: frozenset(a.get("groups") or ()) for a in approvals}
+def same_team(policy: ApprovalPolicy, approver_groups, requester_groups) -> tuple[str, ...]:
+    """The teams (of the policy's ``separateTeams``) an approver shares with the requester."""
+    return tuple(g for g in policy.separate_teams if g in set(approver_groups) & set(requester_groups))
+
+
+def tally(policy: ApprovalPolicy, approvals: list[dict], requested: int = MIN_APPROVALS,
+          requester_groups: Iterable[str] = ()) -> Tally:
+    """Count ``approvals`` (``{"user", "groups"}``, the requester already left out, one per person);
+    ``requester_groups``: the requester's groups the webhook recorded (for ``separateTeams``)."""
+    requester_groups = frozenset(requester_groups)
+    apart = {a["user"] for a in approvals if same_team(policy, a.get("groups") or (), requester_groups)}
+    members = {a["user"]: frozenset(a.get("groups") or ()) for a in approvals if a["user"] not in apart}
     filled = _cover(policy.from_groups, members)
     required = max(policy.approvals, requested, len(policy.from_groups))
-    return Tally(policy.name, required, tuple(members), tuple(g for g in policy.from_groups if g not in filled))
+    return Tally(policy.name, required, tuple(members), tuple(g for g in policy.from_groups if g not in filled),
+                 tuple(a["user"] for a in approvals if a["user"] in apart))

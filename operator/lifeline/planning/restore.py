@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from lifeline.api import RESTORE as INFO
 from lifeline.api.validation import problems_in_spec
 from lifeline.objects import EventPlan
-from lifeline.labels import ANN_APPROVE, ANN_REJECT, ANN_REQUESTED_BY, LABEL_RESTORE_STATE
+from lifeline.labels import ANN_APPROVE, ANN_REJECT, ANN_REQUESTED_BY, ANN_REQUESTED_BY_TEAMS, LABEL_RESTORE_STATE
 from lifeline.labels import ANN_APPROVALS as ANN_DECISIONS, ANN_APPROVALS_SEAL as ANN_SEAL
 
 from . import approval_policy, conditions
 
 
 # Written by the webhook alone; any request that edits them directly is refused.
-PROTECTED = (ANN_REQUESTED_BY, ANN_DECISIONS, ANN_SEAL)
+PROTECTED = (ANN_REQUESTED_BY, ANN_REQUESTED_BY_TEAMS, ANN_DECISIONS, ANN_SEAL)
 # Requests a person writes (consumed by the webhook: it removes them and records a decision).
 REQUESTS = (ANN_APPROVE, ANN_REJECT)
 
@@ -71,10 +71,23 @@ def seal_holds(key: bytes | None, body: dict, requester: str | None, records_tex
     return hmac.compare_digest(given, seal(key, body, requester, records_text))
 
 
+def requester_teams(annotations: dict | None) -> tuple[str, ...]:
+    """The requester's teams the webhook recorded (those an approval policy keeps apart)."""
+    return tuple(t for t in ((annotations or {}).get(ANN_REQUESTED_BY_TEAMS) or "").split(",") if t)
+
+
+def sealed_requester(annotations: dict | None) -> str | None:
+    """What the seal says of the requester: the name, and the teams when any were recorded."""
+    annotations = annotations or {}
+    teams = requester_teams(annotations)
+    requester = annotations.get(ANN_REQUESTED_BY)
+    return f"{requester}\n{','.join(teams)}" if requester and teams else requester
+
+
 def sealed(body: dict, key: bytes | None) -> bool:
     """Were the requester and the decisions on ``body`` written by the webhook holding ``key``?"""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    return seal_holds(key, body, annotations.get(ANN_REQUESTED_BY), annotations.get(ANN_DECISIONS),
+    return seal_holds(key, body, sealed_requester(annotations), annotations.get(ANN_DECISIONS),
                       annotations.get(ANN_SEAL))
 
 
@@ -223,7 +236,8 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     records = [] if unsealed else decisions(annotations)
     valid = counted(records, requester)
     tally = approval_policy.tally(policy, [d for d in valid if d["decision"] == "Approved"],
-                                  int(spec.get("requiredApprovals") or approval_policy.MIN_APPROVALS))
+                                  int(spec.get("requiredApprovals") or approval_policy.MIN_APPROVALS),
+                                  () if unsealed else requester_teams(annotations))
     required = tally.required
     phase = old.get("phase")
     _, problems = problems_in_spec(INFO, spec)
@@ -249,7 +263,7 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     else:
         set_cond("Ready", True, "SpecValid", "Restore spec is valid")
 
-    approved_by = [d["user"] for d in valid if d["decision"] == "Approved"]
+    approved_by = list(tally.approvers)
     rejected = [d for d in valid if d["decision"] == "Rejected"]
     if phase is None:
         notes.append(Note("Normal", "RestoreRequested",
@@ -264,6 +278,13 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
             continue
         action = "approval" if d["decision"] == "Approved" else "rejection"
         comment = f": {d['comment']}" if d.get("comment") else ""
+        if d["user"] in tally.same_team:
+            teams = ", ".join(approval_policy.same_team(policy, d.get("groups") or (), requester_teams(annotations)))
+            notes.append(Note("Warning", "ApprovalNotCounted",
+                              f"approval by {d['user']} does not count: the same team ({teams}) as the requester "
+                              f"{requester} (approval policy {policy.name} keeps teams apart)",
+                              ("approval", d["user"], "not-counted")))
+            continue
         notes.append(Note("Normal" if action == "approval" else "Warning",
                           "Approved" if action == "approval" else "Rejected",
                           f"{action} by {d['user']}{comment}", (action, d["user"], "succeeded")))

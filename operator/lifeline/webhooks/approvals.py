@@ -71,6 +71,8 @@ class Approvals:
         self.ctx = ctx
         # the approver's groups worth keeping with a decision: those an approval policy asks for
         self.named_groups = approval_policy.named_groups(ctx.approval_policies)
+        # the requester's groups worth keeping with a request: the teams a policy keeps apart
+        self.team_groups = approval_policy.team_groups(ctx.approval_policies)
 
     async def may_decide(self, userinfo: dict, namespace: str, name: str, target: str | None = None) -> bool:
         """The approve verb on this Restore, and (for a target in another namespace) on restores there:
@@ -99,7 +101,11 @@ class Approvals:
                         verified=verified)
             annotations = _annotations(patch)
             annotations[rules.ANN_REQUESTED_BY] = user
-            annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, user, None)
+            teams = sorted(self.team_groups.intersection(userinfo.get("groups") or ()))
+            if teams:  # what the API server said of the requester, for policies that keep teams apart
+                annotations[rules.ANN_REQUESTED_BY_TEAMS] = ",".join(teams)
+            annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body,
+                                                     rules.sealed_requester(annotations), None)
             return
         if not request.decision:
             return
@@ -130,7 +136,7 @@ class Approvals:
             record["groups"] = groups  # sealed with the rest: what the API server said, not the user
         annotations = _annotations(patch)
         annotations[rules.ANN_DECISIONS] = rules.encode(records + [record])
-        annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, requester,
+        annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, rules.sealed_requester(new_ann),
                                                  annotations[rules.ANN_DECISIONS])
         for key in rules.REQUESTS:
             if key in new_ann:
