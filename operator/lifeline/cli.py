@@ -23,6 +23,7 @@ _AREAS = (
     "lifeline.commands.audit",
     "lifeline.commands.report",
     "lifeline.commands.restore",
+    "lifeline.commands.shred",
     "lifeline.commands.drill",
 )
 

@@ -77,8 +77,8 @@ def refusal(ask: Ask, *, user: str, requester: str | None, records: list[dict], 
             return f"{requester} already asked for this shred; approve it or leave it"
         return None
     if not requester:
-        return (f"nobody asked for this shred yet: first `kubectl annotate recoverypoint NAME {ANN_REQUEST}=\"why\"`, "
-                "then a second person approves")
+        return ("nobody asked for this shred yet: first `lifeline shred request NAME --reason \"why\"` (or `kubectl "
+                f"annotate recoverypoint NAME {ANN_REQUEST}=\"why\"`), then a second person approves")
     if user.startswith(restore.SERVICE_ACCOUNT_PREFIX):
         return f"{user} is a ServiceAccount: destroying keys is approved by people"
     if user == requester:
@@ -109,8 +109,8 @@ def waiting(body: dict) -> str:
     name = (body.get("metadata") or {}).get("name", "NAME")
     requester = annotations.get(ANN_REQUESTED_BY)
     if not requester:
-        return (f"its keys are destroyed only when someone asks (kubectl annotate recoverypoint {name} "
-                f"{ANN_REQUEST}=\"why\") and a second person with the {REVIEWER_ROLE} role approves "
-                f"({ANN_APPROVE}=\"comment\")")
+        return (f"its keys are destroyed only when someone asks (lifeline shred request {name} --reason \"why\", "
+                f"or the annotation {ANN_REQUEST}=\"why\") and a second person with the {REVIEWER_ROLE} role "
+                f"approves (lifeline shred approve {name}, or {ANN_APPROVE}=\"comment\")")
     return (f"{requester} asked to destroy its keys; a second person with the {REVIEWER_ROLE} role must approve: "
-            f"kubectl annotate recoverypoint {name} {ANN_APPROVE}=\"comment\"")
+            f"lifeline shred approve {name} (or kubectl annotate recoverypoint {name} {ANN_APPROVE}=\"comment\")")
