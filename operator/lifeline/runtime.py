@@ -24,7 +24,7 @@ from lifeline.observability.metrics import OperatorMetrics
 from lifeline.observability.notifier import Notifier
 from lifeline.observability.report import operator_report
 from lifeline.planning import approval_policy
-from lifeline.planning.notices import load_targets
+from lifeline.planning.notices import SECRET_ENV_PREFIX, load_targets
 from lifeline.webhooks import server
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class Options:
     # The admin's notification targets (JSON, lifeline.planning.notices); objects name them in spec.notify.
     notification_targets: str | None = field(
         default_factory=lambda: os.environ.get("LIFELINE_NOTIFICATION_TARGETS") or None)
+    # Their signing secrets (LIFELINE_NOTIFICATION_SECRET_<TARGET>, set by the chart from Secrets); never shown.
+    notification_secrets: dict[str, str] = field(repr=False, default_factory=lambda: {
+        k: v for k, v in os.environ.items() if k.startswith(SECRET_ENV_PREFIX)})
     # The CA of the API server's client certificate towards webhooks: then no other caller gets through
     # the TLS handshake (None: any caller; refusals are then logged, not audited).
     webhook_client_ca: str | None = field(default_factory=lambda: os.environ.get("LIFELINE_WEBHOOK_CLIENT_CA") or None)
@@ -150,8 +153,10 @@ def make_context(options: Options, *, clock: Clock | None = None, kube: Kube | N
     """Connect to the API and gather what the handlers share."""
     kube = kube or Kube.connect(options.kubeconfig, options.context)
     metrics = OperatorMetrics()
-    return Context(kube=kube, clock=clock or SystemClock(), metrics=metrics, options=options,
-                   notifier=Notifier(load_targets(options.notification_targets), metrics),
+    clock = clock or SystemClock()
+    return Context(kube=kube, clock=clock, metrics=metrics, options=options,
+                   notifier=Notifier(load_targets(options.notification_targets, options.notification_secrets),
+                                     metrics, clock=clock),
                    approval_policies=approval_policy.load(options.approval_policies))
 
 

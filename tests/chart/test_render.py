@@ -248,19 +248,28 @@ def test_approval_policies_reach_the_operator_as_it_reads_them(helm_bin):
 
 
 def test_notification_targets_reach_the_operator_as_it_reads_them(helm_bin):
-    from lifeline.planning.notices import load_targets
+    from lifeline.planning.notices import load_targets, secret_env
 
     container = deployment(helm_bin, "notifications.targets[0].name=ward-screens",
                            "notifications.targets[0].url=https://notices.his.example/lifeline",
-                           "notifications.targets[1].name=oncall", "notifications.targets[1].format=dingtalk",
-                           "notifications.targets[1].url=https://oapi.dingtalk.com/robot/send")[
+                           "notifications.targets[1].name=oncall-ding", "notifications.targets[1].format=dingtalk",
+                           "notifications.targets[1].url=https://oapi.dingtalk.com/robot/send",
+                           "notifications.targets[1].secret.name=dingtalk-robot",
+                           "notifications.targets[1].secret.key=secret")[
         "spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    targets = load_targets(env["LIFELINE_NOTIFICATION_TARGETS"])
-    assert {n: t.format for n, t in targets.items()} == {"ward-screens": "generic", "oncall": "dingtalk"}
-    refused = helm_template(helm_bin, "--set", "notifications.targets[0].name=x",
-                            "--set", "notifications.targets[0].url=ftp://x")
-    assert refused.returncode != 0 and "url" in refused.stderr
+    # the signing secret: a reference in the values, the Secret's key in the operator's environment
+    [signing] = [e for e in container["env"] if e["name"] == secret_env("oncall-ding")]
+    assert signing == {"name": "LIFELINE_NOTIFICATION_SECRET_ONCALL_DING",
+                       "valueFrom": {"secretKeyRef": {"name": "dingtalk-robot", "key": "secret"}}}
+    targets = load_targets(env["LIFELINE_NOTIFICATION_TARGETS"], {signing["name"]: "SECfrom-the-secret"})
+    assert {n: t.format for n, t in targets.items()} == {"ward-screens": "generic", "oncall-ding": "dingtalk"}
+    assert targets["oncall-ding"].secret == "SECfrom-the-secret" and targets["ward-screens"].secret is None
+    for values in (("url=ftp://x",), ("url=https://x", "format=wecom", "secret.name=s", "secret.key=k"),
+                   ("url=https://x", "format=dingtalk", "secret=SECinline")):
+        refused = helm_template(helm_bin, "--set", "notifications.targets[0].name=x",
+                                *(a for v in values for a in ("--set", f"notifications.targets[0].{v}")))
+        assert refused.returncode != 0 and "notifications/targets/0" in refused.stderr, values
 
 
 def test_the_daily_report_is_written_beside_the_audit_log(helm_bin):
@@ -275,4 +284,31 @@ def test_the_daily_report_is_written_beside_the_audit_log(helm_bin):
         "report", "file:///var/lib/lifeline/audit", "/var/lib/lifeline/audit/reports")
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "audit-log"
     assert pod["serviceAccountName"] == "lifeline-operator"
-    assert not [d for d in render(helm_bin) if d["kind"] == "CronJob"], "no audit claim, no report CronJob"
+    assert not [d for d in render(helm_bin) if d["kind"] == "CronJob"], "no audit claim nor S3 url, no report CronJob"
+
+
+def test_the_daily_report_is_written_beside_an_s3_audit_log(helm_bin):
+    from lifeline.cli import build_parser
+
+    docs = render(helm_bin, "audit.url=s3://hospital-dr/audit/", "extraEnv[0].name=AWS_ENDPOINT_URL",
+                  "extraEnv[0].value=https://s3.hospital.example", "envFrom[0].secretRef.name=audit-s3")
+    job = one(docs, "CronJob", "lifeline-report")
+    assert validate(job, {}) == "kubernetes-validate"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.audit_url, args.output_url, args.output_dir) == (
+        "report", "s3://hospital-dr/audit/", "s3://hospital-dr/audit/reports", None)
+    operator = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [{"name": "AWS_ENDPOINT_URL", "value": "https://s3.hospital.example"}]
+    assert container["envFrom"] == operator["envFrom"] == [{"secretRef": {"name": "audit-s3"}}]
+    assert {e["name"]: e.get("value") for e in operator["env"]}["LIFELINE_AUDIT_URL"] == args.audit_url
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"] and "affinity" not in pod, "no claim to follow"
+    assert [m["name"] for m in container["volumeMounts"]] == ["tmp"]
+    assert pod["serviceAccountName"] == "lifeline-operator"
+    # an S3 url wins over a claim, as it does for the operator; a file:// url alone has nothing to mount
+    both = one(render(helm_bin, "audit.url=s3://hospital-dr/audit", "audit.claimName=audit-log"), "CronJob")
+    assert "--output-url" in both["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    for values in (("audit.url=file:///var/lib/lifeline/audit",),
+                   ("audit.url=s3://hospital-dr/audit", "report.schedule=")):
+        assert not [d for d in render(helm_bin, *values) if d["kind"] == "CronJob"], values

@@ -1,23 +1,27 @@
-"""Switchover notices: the admin's targets, the formats, retries, and a real failover telling a local
-receiver in the generic and DingTalk formats without waiting for it."""
+"""Switchover notices: the admin's targets, the formats, retries, signed DingTalk robots, and a real
+failover telling a local receiver in the generic and DingTalk formats without waiting for it."""
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from aiohttp import web
 
+from lifeline.clock import FrozenClock
+from lifeline.devstack.notice_receiver import NoticeReceiver
 from lifeline.observability.metrics import OperatorMetrics
 from lifeline.observability.notifier import Notifier
-from lifeline.planning.notices import Notice, TargetError, failover_notice, load_targets, render
+from lifeline.planning.notices import Notice, TargetError, failover_notice, load_targets, render, secret_env
 
 from .conftest import operator, phase, tick
 
 
 class Receiver:
     """An HTTP server on loopback that keeps what is posted to it, per path; ``/held`` answers only once
-    released, and ``/flaky`` fails the first two tries."""
+    released, ``/flaky`` fails the first two tries, and ``/refuses`` answers as a robot refusing does."""
 
     def __init__(self):
         self.got: dict[str, list[dict]] = {}
@@ -31,6 +35,8 @@ class Receiver:
         if path == "held":
             self.arrived += 1
             await self.release.wait()
+        if path == "refuses":  # as DingTalk and WeCom refuse: HTTP 200 and a non-zero errcode
+            return web.json_response({"errcode": 310000, "errmsg": "sign not match"})
         if path == "flaky":
             self.tries += 1
             if self.tries <= 2:
@@ -95,16 +101,80 @@ async def test_a_failing_target_is_retried_then_given_up_and_an_unknown_one_is_c
     metrics = OperatorMetrics()
     async with Receiver() as receiver:
         targets = load_targets(json.dumps([{"name": "flaky", "url": f"{receiver.url}/flaky"},
-                                           {"name": "gone", "url": "http://127.0.0.1:9/none"}]))
+                                           {"name": "gone", "url": "http://127.0.0.1:9/none"},
+                                           {"name": "refuses", "url": f"{receiver.url}/refuses", "format": "wecom"}]))
         notifier = Notifier(targets, metrics, delays=(0.01, 0.01), timeout=2)
-        notifier.send(["flaky", "gone", "nobody"], NOTICE)
+        notifier.send(["flaky", "gone", "refuses", "nobody"], NOTICE)
         await notifier.drain()
         await notifier.close(grace=0)  # and its connection pool
     assert receiver.tries == 3 and len(receiver.got["flaky"]) == 1
     sample = metrics.registry.get_sample_value
     assert sample("lifeline_notifications_total", {"target": "flaky", "outcome": "sent"}) == 1
     assert sample("lifeline_notifications_total", {"target": "gone", "outcome": "failed"}) == 1
+    assert sample("lifeline_notifications_total", {"target": "refuses", "outcome": "failed"}) == 1  # 200, errcode
     assert sample("lifeline_notifications_total", {"target": "nobody", "outcome": "unknown-target"}) == 1
+
+
+class Ticking:
+    """Real now, a second later each time it is read: each attempt signs with a timestamp of its own."""
+
+    def __init__(self, start: datetime):
+        self.moment = start
+
+    def now(self) -> datetime:
+        self.moment += timedelta(seconds=1)
+        return self.moment
+
+
+async def test_a_signed_dingtalk_robot_gets_each_attempt_signed_and_a_wrong_secret_is_not_delivered(tmp_path, caplog):
+    right, wrong = "SECthe-robots-own-signing-secret", "SECanother-robots-signing-secret"
+    # the receiver checks every path's requests as a robot with signing does, with the robot's secret
+    receiver = await NoticeReceiver(tmp_path / "notices.jsonl",
+                                    secrets={p: right for p in ("signed", "wrong", "unsigned")}).start()
+    metrics = OperatorMetrics()
+    ref = {"name": "dingtalk-robot", "key": "secret"}
+    try:
+        targets = load_targets(json.dumps([
+            {"name": "signed", "url": f"{receiver.url}/signed?access_token=t", "format": "dingtalk", "secret": ref},
+            {"name": "wrong", "url": f"{receiver.url}/wrong?access_token=t", "format": "dingtalk", "secret": ref},
+            {"name": "unsigned", "url": f"{receiver.url}/unsigned", "format": "dingtalk"}]),
+            {secret_env("signed"): right, secret_env("wrong"): wrong})
+        notifier = Notifier(targets, metrics, delays=(0.01, 0.01, 0.01), timeout=2,
+                            clock=Ticking(datetime.now(timezone.utc)))
+        late = Notifier(targets, metrics, delays=(), clock=FrozenClock(datetime.now(timezone.utc) - timedelta(hours=2)))
+        with caplog.at_level(logging.INFO, logger="lifeline.observability.notifier"):
+            notifier.send(["signed", "wrong", "unsigned"], NOTICE)
+            late.send(["signed"], NOTICE)  # DingTalk refuses a timestamp more than an hour off
+            for each in (notifier, late):
+                await each.drain()
+                await each.close(grace=0)
+    finally:
+        await receiver.stop()
+    assert receiver.titles("signed") == [NOTICE.summary]
+    assert sorted((path, why) for path, why, _ in receiver.refused if path != "wrong") == [
+        ("signed", "invalid timestamp")] + [("unsigned", "sign not match")] * 4
+    stamps = [stamp for path, why, stamp in receiver.refused if path == "wrong" and why == "sign not match"]
+    assert len(stamps) == len(set(stamps)) == 4, "tried again, each time signed afresh"
+    sample = metrics.registry.get_sample_value
+    assert sample("lifeline_notifications_total", {"target": "signed", "outcome": "sent"}) == 1
+    assert sample("lifeline_notifications_total", {"target": "signed", "outcome": "failed"}) == 1  # the late one
+    assert sample("lifeline_notifications_total", {"target": "wrong", "outcome": "failed"}) == 1
+    assert "not delivered to wrong after 4 attempts: HTTP 403, errcode 310000: sign not match" in caplog.text
+    for hidden in (right, wrong, "sign=", "timestamp="):
+        assert hidden not in caplog.text
+
+
+def test_the_operator_signs_with_the_secret_the_chart_puts_in_its_environment_at_its_clock(monkeypatch):
+    from lifeline.runtime import Options, make_context
+
+    monkeypatch.setenv("LIFELINE_NOTIFICATION_TARGETS", json.dumps([
+        {"name": "oncall-ding", "url": "https://oapi.dingtalk.com/robot/send?access_token=t", "format": "dingtalk",
+         "secret": {"name": "dingtalk-robot", "key": "secret"}}]))
+    monkeypatch.setenv("LIFELINE_NOTIFICATION_SECRET_ONCALL_DING", "SECfrom-the-secret")
+    clock = FrozenClock(datetime(2026, 12, 2, 3, 0, tzinfo=timezone.utc))
+    ctx = make_context(Options(), clock=clock, kube=object())
+    assert ctx.notifier.targets["oncall-ding"].secret == "SECfrom-the-secret" and ctx.notifier.clock is clock
+    assert "SECfrom-the-secret" not in repr(ctx.options) + repr(ctx.notifier.targets)
 
 
 async def test_a_failover_tells_the_wards_and_the_on_call_chat_without_waiting_for_them(world):

@@ -10,12 +10,22 @@ Formats: ``generic`` (Lifeline's JSON, or the admin's ``template`` with the noti
 in), ``dingtalk`` and ``wecom`` (their group robots' markdown messages). Every notice carries
 Alertmanager-style labels (``alertname``, ``severity``, ``namespace``, ``name``, plus the target's
 own), so SMS and phone routing can stay in Alertmanager.
+
+A DingTalk robot created with signing (加签) wants each request's URL signed with its secret
+(:func:`dingtalk_signed_url`). The secret never stands in the targets' JSON: a target names a
+Kubernetes Secret (``secret: {name, key}``), the chart puts that Secret's key into the operator's
+environment as :func:`secret_env` of the target's name, and :func:`load_targets` takes it from there.
+WeCom robots have no signing: their key is in the URL.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .admin_settings import json_list
@@ -23,6 +33,7 @@ from .admin_settings import json_list
 ENV = "LIFELINE_NOTIFICATION_TARGETS"
 FORMATS = ("generic", "dingtalk", "wecom")
 VERSION = "lifeline.io/notice/v1"
+SECRET_ENV_PREFIX = "LIFELINE_NOTIFICATION_SECRET_"  # + the target's name: its signing secret (from a Secret)
 
 # What people are told about, per kind: event -> (what happened, severity). FailoverPlans by their Events'
 # reasons; Restores by the transition (RestoreRequested, RestoreStarted, ...); drills and policies likewise.
@@ -69,6 +80,7 @@ class Target:
     format: str = "generic"
     template: dict | None = None  # generic only: a JSON object whose strings may hold {placeholders}
     labels: tuple[tuple[str, str], ...] = ()
+    secret: str | None = field(default=None, repr=False)  # dingtalk only: the robot's signing secret (SEC...)
 
 
 @dataclass(frozen=True)
@@ -100,15 +112,37 @@ def _checked_url(url, where: str) -> str:
     return url
 
 
-def load_targets(text: str | None) -> dict[str, Target]:
-    """The targets of ``text`` (JSON: a list of ``{name, url, format, template, labels}``), by name."""
+def secret_env(target: str) -> str:
+    """The environment variable that holds ``target``'s signing secret (the chart sets it from the Secret)."""
+    return SECRET_ENV_PREFIX + target.upper().replace("-", "_")
+
+
+def _secret(item: dict, fmt: str, where: str, secrets: Mapping[str, str]) -> str | None:
+    ref = item.get("secret")
+    if ref is None:
+        return None
+    if fmt != "dingtalk":
+        raise TargetError(f"{where}.secret: for the dingtalk format only (WeCom robots have no signing)")
+    if not isinstance(ref, dict) or set(ref) != {"name", "key"} or not all(
+            isinstance(v, str) and v for v in ref.values()):
+        raise TargetError(f"{where}.secret: {{name, key}} of a Secret in the operator's namespace")
+    value = secrets.get(secret_env(item["name"]), "").strip()
+    if not value:
+        raise TargetError(f"{where}.secret: {secret_env(item['name'])} is not set (the chart sets it from "
+                          f"key {ref['key']!r} of Secret {ref['name']!r})")
+    return value
+
+
+def load_targets(text: str | None, secrets: Mapping[str, str] | None = None) -> dict[str, Target]:
+    """The targets of ``text`` (JSON: a list of ``{name, url, format, template, labels, secret}``), by name;
+    a target's signing secret is taken from ``secrets`` (the environment) by :func:`secret_env`."""
     out: dict[str, Target] = {}
     for i, item in enumerate(json_list(text, ENV, "notification targets", TargetError)):
         where = f"notification target {i + 1}"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
             raise TargetError(f"{where}: an object with a name")
         where = f"notification target {item['name']!r}"
-        unknown = set(item) - {"name", "url", "format", "template", "labels"}
+        unknown = set(item) - {"name", "url", "format", "template", "labels", "secret"}
         if unknown:
             raise TargetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         if item["name"] in out:
@@ -123,8 +157,21 @@ def load_targets(text: str | None) -> dict[str, Target]:
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise TargetError(f"{where}.labels: a map of strings")
         out[item["name"]] = Target(item["name"], _checked_url(item.get("url"), where), fmt, template,
-                                   tuple(sorted(labels.items())))
+                                   tuple(sorted(labels.items())), _secret(item, fmt, where, secrets or {}))
     return out
+
+
+def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
+    """DingTalk's signature of a robot request: base64(HMAC-SHA256(key=secret, msg="<timestamp>\\n<secret>"))."""
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def dingtalk_signed_url(url: str, secret: str, timestamp_ms: int) -> str:
+    """``url`` with ``timestamp`` (ms since the epoch; DingTalk refuses one more than an hour off) and
+    its ``sign`` appended. Never logged: it is good for an hour."""
+    query = urllib.parse.urlencode({"timestamp": timestamp_ms, "sign": dingtalk_sign(secret, timestamp_ms)})
+    return url + ("" if url.endswith(("?", "&")) else "&" if "?" in url else "?") + query
 
 
 def notice(kind: str, event: str, namespace: str, name: str, message: str, time: str) -> Notice | None:
