@@ -22,6 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from lifeline.api import KindInfo
 from lifeline.labels import LABEL_SANDBOX, LABEL_SANDBOX_NAMESPACE
+from lifeline.sources.resources import Served
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,23 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("", "persistentvolumes", "delete"),
         # restores: re-read a Restore before acting on it (a real API server's RBAC found this missing)
         ("dr.lifeline.io", "restores", "get"),
+        # backup, resources sources: the account a policy's Jobs read its namespace's objects as (a
+        # ServiceAccount, a Role of exactly the kinds it selects, a RoleBinding; in tenant namespaces
+        # only). escalate: the Role grants reads of kinds the operator itself does not read; bind: the
+        # RoleBinding to it
+        ("", "serviceaccounts", "get"),
+        ("", "serviceaccounts", "create"),
+        ("", "serviceaccounts", "update"),
+        ("", "serviceaccounts", "delete"),
+        ("rbac.authorization.k8s.io", "roles", "get"),
+        ("rbac.authorization.k8s.io", "roles", "create"),
+        ("rbac.authorization.k8s.io", "roles", "update"),
+        ("rbac.authorization.k8s.io", "roles", "delete"),
+        ("rbac.authorization.k8s.io", "roles", "escalate"),
+        ("rbac.authorization.k8s.io", "roles", "bind"),
+        ("rbac.authorization.k8s.io", "rolebindings", "get"),
+        ("rbac.authorization.k8s.io", "rolebindings", "update"),
+        ("rbac.authorization.k8s.io", "rolebindings", "delete"),
     }
 )
 
@@ -182,6 +200,8 @@ DNSENDPOINTS = Resource("externaldns.k8s.io/v1alpha1", "dnsendpoints", "DNSEndpo
 VOLUMESNAPSHOTS = Resource("snapshot.storage.k8s.io/v1", "volumesnapshots", "VolumeSnapshot")
 VOLUMESNAPSHOTCLASSES = Resource("snapshot.storage.k8s.io/v1", "volumesnapshotclasses", "VolumeSnapshotClass")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding")
+ROLES = Resource("rbac.authorization.k8s.io/v1", "roles", "Role")
+SERVICEACCOUNTS = Resource("v1", "serviceaccounts", "ServiceAccount")
 CLUSTERROLEBINDINGS = Resource("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding")
 SUBJECTACCESSREVIEWS = Resource("authorization.k8s.io/v1", "subjectaccessreviews", "SubjectAccessReview")
 TOKENREVIEWS = Resource("authentication.k8s.io/v1", "tokenreviews", "TokenReview")
@@ -480,6 +500,23 @@ class Kube:
                                     "spec": {"token": token}})
         status = review.get("status") or {}
         return status.get("user") or {} if status.get("authenticated") else None
+
+    async def discover(self) -> tuple[Served, ...]:
+        """Every resource the API server serves, at each group's preferred version (discovery: readable
+        by every authenticated user, so no RBAC rule of its own)."""
+
+        def served(group: str, version: str, listing: dict) -> list[Served]:
+            return [Served(group, version, r["name"], r["kind"], bool(r.get("namespaced")), frozenset(r.get("verbs") or ()))
+                    for r in listing.get("resources") or ()]
+
+        out = served("", "v1", await self._call("discover core", self._raw, "GET", "/api/v1"))
+        groups = await self._call("discover groups", self._raw, "GET", "/apis")
+        for g in groups.get("groups") or ():
+            preferred = (g.get("preferredVersion") or {}).get("version")
+            if preferred:
+                listing = await self._call(f"discover {g['name']}", self._raw, "GET", f"/apis/{g['name']}/{preferred}")
+                out += served(g["name"], preferred, listing)
+        return tuple(sorted(out, key=lambda r: (r.group, r.plural)))
 
     async def whoami(self) -> str:
         """The user name the API server knows this client as (a SelfSubjectReview), once."""

@@ -5,9 +5,12 @@ turns what is stored into what should be; and the Event a planner asks to post a
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from lifeline import GROUP, VERSION
+
+CRONJOB_NAME_MAX = 52  # the CronJob controller appends an 11-character suffix to Job names
 
 
 @dataclass(frozen=True)
@@ -38,3 +41,25 @@ def merge_patch(old, new):
         if key not in old or old[key] != value:
             out[key] = merge_patch(old.get(key), value)
     return out
+
+
+def short_hash(text: str, n: int = 6) -> str:
+    """A few hex digits of a name's SHA-256: what keeps a shortened name unique."""
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def child_name(policy: str, suffix: str, limit: int = CRONJOB_NAME_MAX) -> str:
+    """``<policy>-<suffix>``, truncated with a hash of the policy name when too long."""
+    name = f"{policy}-{suffix}"
+    if len(name) <= limit:
+        return name
+    h = short_hash(policy)
+    keep = limit - len(suffix) - len(h) - 2
+    return f"{policy[:keep].rstrip('-.')}-{h}-{suffix}"
+
+
+def label_value(name: str) -> str:
+    """A name as a label value (at most 63 characters)."""
+    if len(name) <= 63:
+        return name
+    return f"{name[:56].rstrip('-.')}-{short_hash(name)}"

@@ -13,12 +13,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lifeline.planning import backup, snapshot
+from lifeline.planning import backup, objects_reader, snapshot
+from tests.discovery import SERVED
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = sorted((ROOT / "examples").glob("backuppolicy-*.yaml"))
-FACTS = backup.Facts(agent_image="ghcr.io/lifeline-dr/lifeline:0.1.0")
+FACTS = backup.Facts(agent_image="ghcr.io/lifeline-dr/lifeline:0.1.0", served=SERVED)
 REGENERATE = os.environ.get("LIFELINE_REGENERATE_GOLDEN") == "1"
 
 
@@ -33,7 +34,7 @@ def render(body: dict) -> list[dict]:
         docs = backup.plan(body, FACTS)
     except backup.PlanError as exc:
         return [{"planError": {"condition": exc.condition, "reason": exc.reason, "message": exc.message}}]
-    docs = docs + [backup.on_demand_job(body, FACTS, "2026-11-23T10:00:00Z")]
+    docs = docs + [backup.on_demand_job(body, FACTS, "2026-11-23T10:00:00Z")] + objects_reader.plan(body, SERVED)
     if "volumeSnapshot" in body["spec"]["source"]:  # what the operator makes of one trigger Job
         trigger = {"name": "lis-volume-full-29401560", "uid": "t-1", "type": "full", "trigger": "Schedule"}
         snap = snapshot.volume_snapshot(body, trigger)

@@ -57,13 +57,13 @@ def test_unknown_tier_is_refused_with_the_allowed_tiers():
 def test_two_sources_are_refused_naming_both():
     found = problems(lambda s: s["source"].update(command={"image": "postgres:16", "command": ["pg_dump", "his"]}))
     assert found == [
-        "spec.source: set exactly one source (pvc, volumeSnapshot, command, continuous); got pvc, command"
+        "spec.source: set exactly one source (pvc, volumeSnapshot, command, continuous, resources); got pvc, command"
     ]
 
 
 def test_no_source_kind_is_refused():
     found = problems(lambda s: s.update(source={}))
-    assert found == ["spec.source: set exactly one source (pvc, volumeSnapshot, command, continuous); got none"]
+    assert found == ["spec.source: set exactly one source (pvc, volumeSnapshot, command, continuous, resources); got none"]
 
 
 def test_no_destination_is_refused():

@@ -9,9 +9,10 @@ from lifeline.api.backuppolicy import SOURCE_KINDS, BackupPolicySpec, Source
 from lifeline.messages import BackupPlan
 from lifeline.planning import backup
 from lifeline.sources import ROOMS, Ref, Seen, room_of
+from tests.discovery import SERVED
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob("backuppolicy-*.yaml"))
-FACTS = backup.Facts(agent_image="lifeline:test")
+FACTS = backup.Facts(agent_image="lifeline:test", served=SERVED)
 
 
 def test_every_source_kind_of_the_api_has_exactly_one_room_named_as_the_api_names_it():
@@ -45,10 +46,52 @@ def test_a_missing_claim_or_secret_the_source_needs_makes_it_unavailable(path):
     spec = BackupPolicySpec.model_validate(body["spec"])
     room = room_of(spec)
     refs = room.references(spec)
-    present = Seen("hospital", {r: Ref(True, frozenset({"password", "pw", "PGPASSWORD"})) for r in refs})
+    present = Seen("hospital", {r: Ref(True, frozenset({"password", "pw", "PGPASSWORD"})) for r in refs},
+                   served=SERVED)
     assert room.availability(spec, present).status is True
     for missing in refs:
-        seen = Seen("hospital", {**present.refs, missing: Ref(False)})
+        seen = Seen("hospital", {**present.refs, missing: Ref(False)}, served=SERVED)
         found = room.availability(spec, seen)
         assert found.status is False, missing
         assert missing.split("/", 1)[1] in found.message
+
+
+def test_a_resources_selection_leaves_out_what_the_cluster_rebuilds_and_honours_include_and_exclude():
+    from lifeline.api.backuppolicy import ResourcesSource
+    from lifeline.sources.resources import selection
+
+    def names(**src):
+        chosen, unknown = selection(ResourcesSource.model_validate(src), SERVED)
+        return [r.name for r in chosen], unknown
+
+    everything, _ = names()
+    assert {"configmaps", "secrets", "deployments.apps", "wards.his.example.org", "pods"} <= set(everything)
+    assert not {"events", "events.events.k8s.io", "endpoints", "leases.coordination.k8s.io", "namespaces",
+                "controllerrevisions.apps", "recoverypoints.dr.lifeline.io", "restores.dr.lifeline.io",
+                "pods.metrics.k8s.io", "bindings", "persistentvolumeclaims/status"} & set(everything)
+    assert names(includeKinds=["Deployment", "configmaps", "wards.his.example.org"]) == (
+        ["configmaps", "deployments.apps", "wards.his.example.org"], [])
+    assert "secrets" not in names(excludeKinds=["Secret"])[0]
+    assert names(includeKinds=["beds", "configmaps"]) == (["configmaps"], ["beds"])
+
+
+def test_an_object_is_stored_without_what_the_server_sets_and_owned_pods_are_left_to_their_owner():
+    from lifeline.agent.objects import cleaned, folder, left_out
+    from lifeline.messages import ResourcePlan
+
+    deployments = ResourcePlan(api_version="apps/v1", plural="deployments", kind="Deployment")
+    served = {"metadata": {"name": "his-web", "uid": "u", "resourceVersion": "7", "generation": 2,
+                           "creationTimestamp": "t", "managedFields": [{}], "labels": {"app": "his"}},
+              "spec": {"replicas": 2}, "status": {"readyReplicas": 2}}
+    assert cleaned(served, deployments, keep_status=False) == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "his-web", "labels": {"app": "his"}},
+        "spec": {"replicas": 2}}
+    assert cleaned(served, deployments, keep_status=True)["status"] == {"readyReplicas": 2}
+    assert folder(deployments) == "deployments.apps"
+    pods = ResourcePlan(api_version="v1", plural="pods", kind="Pod", owned=True)
+    assert folder(pods) == "pods"
+    owned = {"metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "controller": True}]}}
+    assert left_out(owned, pods) and not left_out({"metadata": {"name": "lonely"}}, pods)
+    secrets = ResourcePlan(api_version="v1", plural="secrets", kind="Secret")
+    assert left_out({"metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}, secrets)
+    assert not left_out({"metadata": {"name": "his-db"}, "type": "Opaque"}, secrets)

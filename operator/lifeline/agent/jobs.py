@@ -182,6 +182,19 @@ def _backup_args(task: Task, dest: DestinationPlan, source_args: list[str]) -> l
     return _agent_argv(*args)
 
 
+def _write_objects(source) -> str | None:
+    """A resources source: the namespace's objects written out under ``source.path``; why not, if not."""
+    from . import objects  # lazy: the Kubernetes client takes seconds to import, and only this needs it
+
+    try:
+        written = objects.write_objects(source.resources, Path(source.path))
+    except objects.ObjectsUnreadable as exc:
+        return str(exc)
+    log(f"wrote {written.objects} objects of {len(written.kinds)} kinds from {source.resources.namespace} "
+        f"({written.left_out} left out: the cluster makes them again)")
+    return None
+
+
 def _backup_directory(task: Task) -> list[Outcome]:
     source = task.plan.source.path
     outcomes = [Outcome(d) for d in task.destinations]
@@ -314,6 +327,8 @@ def run_backup(task: Task) -> tuple[int, BackupSummary]:
         raise SystemExit(refuse_plan("a base backup's plan is run by python -m lifeline.agent.base_backup_job"))
     if source.stream is not None:
         outcomes, source_error = _backup_stream(task)
+    elif source.resources is not None and (source_error := _write_objects(source)) is not None:
+        outcomes = [Outcome(d, error=source_error) for d in task.destinations]  # nothing half-read is stored
     else:
         outcomes, source_error = _backup_directory(task), None
     summary = backup_summary(task.plan, outcomes, source_error)

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from zoneinfo import available_timezones
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .common import (Cron, DNSLabel, DNSName, Duration, KeyRef, Model, Objectives, OneOf, SecretKeyRef, StatusBase,
                      Tier, TierObjectives)
 
 # ---- source: exactly one kind ------------------------------------------------
 
-SOURCE_KINDS = ("pvc", "volume_snapshot", "command", "continuous")
+SOURCE_KINDS = ("pvc", "volume_snapshot", "command", "continuous", "resources")
 
 
 class PVCSource(Model):
@@ -88,6 +88,59 @@ class ContinuousSource(Model):
                           "of point-in-time restore); without it, the full schedule copies the segment directory.")
 
 
+class SelectorRequirement(Model):
+    """One ``matchExpressions`` term of a label selector."""
+
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector: every term must hold."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[SelectorRequirement] = Field(default_factory=list, max_length=16)
+
+    def as_query(self) -> str:
+        """The selector as the API's ``labelSelector`` query parameter."""
+        terms = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        for e in self.match_expressions:
+            if e.operator in ("In", "NotIn"):
+                terms.append(f"{e.key} {e.operator.lower()} ({','.join(e.values)})")
+            else:
+                terms.append(e.key if e.operator == "Exists" else f"!{e.key}")
+        return ",".join(terms)
+
+
+# A kind as kubectl names it: a resource (deployments), a Kind (Deployment), either with its group.
+KindName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")]
+
+
+class ResourcesSource(Model):
+    """The Kubernetes objects of the policy's own namespace, each stored as one document."""
+
+    selector: LabelSelector | None = Field(None, description="Only objects with these labels; all when left out.")
+    include_kinds: list[KindName] = Field(
+        default_factory=list, max_length=64,
+        description="Only these kinds, as kubectl names them (deployments, deployments.apps, Deployment, "
+                    "widgets.example.com); every kind the namespace can list when empty.")
+    exclude_kinds: list[KindName] = Field(
+        default_factory=list, max_length=64,
+        description="Kinds left out besides those the cluster rebuilds itself (Events, Endpoints, EndpointSlices, "
+                    "Leases, ControllerRevisions, Pods and ReplicaSets a controller owns) and Lifeline's "
+                    "RecoveryPoints and Restores.")
+    include_status: bool = Field(False, description="Keep each object's status (it is dropped by default: "
+                                                    "the cluster writes it again).")
+
+    @model_validator(mode="after")
+    def _not_both(self):
+        both = {k.lower() for k in self.include_kinds} & {k.lower() for k in self.exclude_kinds}
+        if both:
+            raise ValueError(f"includeKinds and excludeKinds both name {', '.join(sorted(both))}")
+        return self
+
+
 class Source(OneOf):
     """Exactly one of the source kinds."""
 
@@ -97,6 +150,9 @@ class Source(OneOf):
     volume_snapshot: VolumeSnapshotSource | None = None
     command: CommandSource | None = None
     continuous: ContinuousSource | None = None
+    resources: ResourcesSource | None = Field(
+        None, description="The namespace's Kubernetes objects (Deployments, Services, ConfigMaps, Secrets, PVC "
+                          "definitions, custom resources): docs/kubernetes-objects.md.")
 
 
 # ---- schedules ---------------------------------------------------------------
@@ -283,6 +339,14 @@ class BackupPolicySpec(Model, TierObjectives):
         if dupes:
             raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _objects_read_as_their_own_account(self):
+        if self.source.resources is not None and self.pod.service_account_name:
+            raise ValueError("a resources source's backup Jobs run as the ServiceAccount <policy>-objects, which "
+                             "the operator binds to exactly what the policy selects; leave pod.serviceAccountName "
+                             "out (give that account the Vault role instead, if the key is in Vault)")
+        return self
 
 
 class LastBackup(Model):

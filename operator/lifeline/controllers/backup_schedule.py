@@ -18,6 +18,7 @@ from lifeline.api import BACKUP_POLICY as POLICY
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
+from lifeline.controllers.backup_objects import backs_up_objects
 from lifeline.controllers.common import delete_owned, write_owned
 from lifeline.kube import CRONJOBS, JOBS, KubeError, ObjectRef
 from lifeline.planning import backup, continuous
@@ -63,7 +64,9 @@ class BackupSchedule:
     def parsed(self, body: dict):
         """``(desired CronJobs | PlanError | ValidationError, spec or None, problems)``, once per generation."""
         meta = body["metadata"]
-        key = (meta.get("uid"), meta.get("generation"), meta["name"], meta.get("namespace"))
+        # a resources policy's plan follows what the API server serves, too
+        served = self.ctl.facts.served if backs_up_objects(body) else None
+        key = (meta.get("uid"), meta.get("generation"), meta["name"], meta.get("namespace"), served)
         if key not in self._children:
             _, problems = problems_in_spec(POLICY, body.get("spec"))
             spec = None if problems else BackupPolicySpec.model_validate(body["spec"])

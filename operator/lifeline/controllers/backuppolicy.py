@@ -39,6 +39,7 @@ from lifeline.api import BACKUP_POLICY as POLICY
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_audit import audit_deletion
 from lifeline.controllers.backup_continuous import ShippingDeployments
+from lifeline.controllers.backup_objects import ObjectReaders, backs_up_objects
 from lifeline.controllers.backup_runs import BackupRuns
 from lifeline.controllers.backup_schedule import BackupSchedule
 from lifeline.controllers.backup_snapshots import SnapshotPipelines
@@ -83,6 +84,7 @@ class BackupController:
         self.point_status = RecoveryPointStatus(ctx)
         self.snapshots = SnapshotPipelines(self)
         self.shipping = ShippingDeployments(self)  # continuous sources: the shipper and what it shipped
+        self.objects = ObjectReaders(self)  # resources sources: discovery, and the account Jobs read as
 
     def policy(self, namespace: str, name: str) -> dict | None:
         """The policy as the store has it, with the status our last write returned until the watch brings it."""
@@ -154,6 +156,7 @@ class BackupController:
         namespace, name = meta.get("namespace", ""), meta["name"]
         key = (namespace, name)
         now = self.ctx.clock.now()
+        discovery_error = await self.objects.refresh() if backs_up_objects(body) else None
         desired, spec, problems = self.schedule.parsed(body)
         inputs = backup_status.Inputs(now=now, spec=spec, problems=problems)
         if spec is not None and not isinstance(desired, ValidationError):
@@ -168,7 +171,9 @@ class BackupController:
                 manifests = [] if plan_error else desired
                 apply_error = await self.schedule.apply(body, manifests)
                 ship_error = await self.schedule.apply_shipping(body, spec, plan_error)
-                apply_error = "; ".join(e for e in (apply_error, ship_error) if e) or None
+                reader_error = await self.objects.apply(body) if plan_error is None else None
+                apply_error = "; ".join(e for e in (apply_error, ship_error, reader_error, discovery_error)
+                                        if e) or None
                 cron_jobs = [(m["name"], m["spec"]["schedule"]) for m in manifests]
                 self._applied[key] = (cron_jobs, apply_error, plan_error)
                 inputs.backup_now_handled = await self.schedule.backup_now(body)
@@ -178,6 +183,7 @@ class BackupController:
             inputs.jobs = self.stores.of_policy("backup_jobs", key)
             inputs.points = self.stores.of_policy("backup_points", key)
             inputs.key_check = await self.key_check(spec.encryption.key_ref)
+            inputs.served = self.facts.served
             if room_of(spec).ships_segments and not spec.suspend:
                 inputs.shipped = await self.shipping.shipped(body)
         plan = backup_status.plan_status(body, inputs)

@@ -12,8 +12,8 @@ Not under :mod:`lifeline.api`: an agent imports this, and the API's models pull 
 machinery a Job does not need. docs/operator.md ("What the agent tells the operator") has the shapes.
 """
 from .plans import (EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, DestinationPlan, FingerprintPlan, JobPlan, KeyPlan,
-                    PrunePlan, RestorePlan, RestoreTargetPlan, RetentionPlan, ShredCopyPlan, ShredPlan, SourcePlan,
-                    StreamPlan, read_plan)
+                    PrunePlan, RestorePlan, RestoreTargetPlan, RetentionPlan, ResourcePlan, ResourcesPlan, ShredCopyPlan, ShredPlan,
+                    SourcePlan, StreamPlan, read_plan)
 from .summaries import (BackupSummary, CopyShredded, CopyStored, DestinationFailed, FingerprintResult, PruneReport,
                         RestoreSummary, ShredSummary, Summary, VerifyReport)
 from .termination import DEFAULT_TERMINATION_LOG, MAX_MESSAGE, Reading, read_summary, render
@@ -22,7 +22,8 @@ from .wire import VERSION, UnreadableMessage
 __all__ = [
     "BackupPlan", "BackupSummary", "CopyShredded", "CopyStored", "DEFAULT_TERMINATION_LOG", "DestinationFailed",
     "DestinationPlan", "EXIT_BAD_PLAN", "FingerprintPlan", "FingerprintResult", "JobPlan", "KeyPlan", "MAX_MESSAGE",
-    "PLAN_ENV", "PruneReport", "PrunePlan", "Reading", "RestorePlan", "RestoreSummary", "RestoreTargetPlan",
-    "RetentionPlan", "ShredCopyPlan", "ShredPlan", "ShredSummary", "SourcePlan", "StreamPlan", "Summary",
-    "UnreadableMessage", "VERSION", "VerifyReport", "read_plan", "read_summary", "render",
+    "PLAN_ENV", "PruneReport", "PrunePlan", "Reading", "ResourcePlan", "ResourcesPlan", "RestorePlan",
+    "RestoreSummary", "RestoreTargetPlan", "RetentionPlan", "ShredCopyPlan", "ShredPlan", "ShredSummary",
+    "SourcePlan", "StreamPlan", "Summary", "UnreadableMessage", "VERSION", "VerifyReport", "read_plan",
+    "read_summary", "render",
 ]

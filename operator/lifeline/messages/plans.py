@@ -48,18 +48,38 @@ class StreamPlan(Wire):
     name: str  # the stream's name in the point (``pg_dump.out``)
 
 
+class ResourcePlan(Wire):
+    """One kind a resources backup reads, at the version discovery preferred."""
+
+    api_version: str = Field(alias="apiVersion")
+    plural: str
+    kind: str
+    owned: Literal[True] | None = None  # pods, replicasets, jobs: skip those a controller owns
+
+
+class ResourcesPlan(Wire):
+    """A resources source: which objects of the namespace to write out before the tree is backed up."""
+
+    namespace: str
+    resources: list[ResourcePlan] = Field(min_length=1)
+    selector: str | None = None  # the labelSelector query
+    status: Literal[True] | None = None  # keep each object's status
+
+
 class SourcePlan(Wire):
     """What a backup reads: a directory at ``path``, or with ``stream`` the FIFO a dump writes into.
 
     ``kind`` is the API's word for the source (``spec.source.<kind>``), recorded and logged as such;
     what the agent does follows from the shape: ``stream`` set, a stream; ``baseBackup``, the copy
-    pg_basebackup left at ``path``, stored tagged as a base backup; else a directory tree."""
+    pg_basebackup left at ``path``, stored tagged as a base backup; ``resources``, the namespace's
+    objects written out under ``path`` first; then ``path`` is backed up as a directory tree."""
 
-    kind: Literal["pvc", "volumeSnapshot", "command", "continuous"]
+    kind: Literal["pvc", "volumeSnapshot", "command", "continuous", "resources"]
     path: str
     name: str  # the source name recorded in the point (``<namespace>/<policy>``)
     stream: StreamPlan | None = None
     base_backup: Literal[True] | None = Field(None, alias="baseBackup")  # written only when set
+    resources: ResourcesPlan | None = None
 
 
 class FingerprintPlan(Wire):

@@ -32,7 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from lifeline.objects import owner_reference
+from lifeline.objects import CRONJOB_NAME_MAX, child_name, label_value, owner_reference, short_hash
 from lifeline.api.backuppolicy import BackupPolicySpec, Destination
 from lifeline.api.common import parse_duration
 from lifeline.labels import (ANN_BACKUP_NOW, ANN_BACKUP_NOW_TYPE, ANN_POLICY, ANN_RECORDED, ANN_RESULT,
@@ -41,6 +41,7 @@ from lifeline.labels import (ANN_BACKUP_NOW, ANN_BACKUP_NOW_TYPE, ANN_POLICY, AN
 from lifeline.labels import ANN_SPEC_HASH as ANN_HASH, LABEL_BACKUP_TYPE as LABEL_TYPE
 from lifeline.messages import BackupPlan, DestinationPlan, FingerprintPlan, KeyPlan, PrunePlan, RetentionPlan
 from lifeline.sources import BackupPod, PlanError, room_of
+from lifeline.sources.resources import Served
 from lifeline.sources.base import (AGENT, JOB_COMMAND, RUN_AS, SOURCE_MOUNT, TERMINATION_LOG, container_security,
                                    env_var, inside)
 
@@ -51,7 +52,6 @@ from .pod_security import (DESTINATIONS_MOUNT, KEY_MOUNT, add_destination_volume
 TYPES = ("full", "incremental", "differential")
 PART_OF = "lifeline"
 
-CRONJOB_NAME_MAX = 52  # the CronJob controller appends an 11-character suffix to Job names
 JOB_NAME_MAX = 63  # a Job's name becomes its pods' job-name label
 # AGENT, RUN_AS, SOURCE_MOUNT, TERMINATION_LOG, DESTINATIONS_MOUNT, KEY_MOUNT, PlanError and the pod
 # helpers above are imported here for the planners that render the same pods (restore Jobs, drills).
@@ -74,35 +74,16 @@ DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {
 
 @dataclass(frozen=True)
 class Facts:
-    """What the planner needs besides the policy: only the operator's settings."""
+    """What the planner needs besides the policy: the operator's settings, and what the cluster serves."""
 
     agent_image: str
     # Non-secret Vault settings (VAULT_ADDR, LIFELINE_VAULT_ROLE, ...) handed to Jobs whose key is in Vault.
     vault_env: tuple[tuple[str, str], ...] = ()
+    # The resources the API server serves (discovery), which a resources source chooses from.
+    served: tuple[Served, ...] = ()
 
 
 # ---- names and labels --------------------------------------------------------------
-
-
-def _short_hash(text: str, n: int = 6) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def child_name(policy: str, suffix: str, limit: int = CRONJOB_NAME_MAX) -> str:
-    """``<policy>-<suffix>``, truncated with a hash of the policy name when too long."""
-    name = f"{policy}-{suffix}"
-    if len(name) <= limit:
-        return name
-    h = _short_hash(policy)
-    keep = limit - len(suffix) - len(h) - 2
-    return f"{policy[:keep].rstrip('-.')}-{h}-{suffix}"
-
-
-def label_value(name: str) -> str:
-    """A name as a label value (at most 63 characters)."""
-    if len(name) <= 63:
-        return name
-    return f"{name[:56].rstrip('-.')}-{_short_hash(name)}"
 
 
 def labels(policy: str, component: str, type_: str | None = None) -> dict:
@@ -152,7 +133,7 @@ def interval_seconds(expression: str) -> int:
 
 def prune_schedule(namespace: str, policy: str) -> str:
     """Once a day between 03:00 and 05:59, at a minute spread by the policy's name."""
-    h = int(_short_hash(f"{namespace}/{policy}", 8), 16)
+    h = int(short_hash(f"{namespace}/{policy}", 8), 16)
     return f"{h % 60} {3 + (h // 60) % 3} * * *"
 
 
@@ -184,7 +165,7 @@ def key_plan(spec: BackupPolicySpec) -> KeyPlan:
 
 
 def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str,
-             type_: str | None) -> BackupPlan | PrunePlan:
+             type_: str | None, served: tuple[Served, ...] = ()) -> BackupPlan | PrunePlan:
     """The task ``python -m lifeline.agent.jobs`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
     common = {"namespace": namespace, "policy": policy, "key": key_plan(spec),
               "destinations": [destination_plan(i, d) for i, d in enumerate(spec.destinations)]}
@@ -195,7 +176,7 @@ def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     fingerprint = FingerprintPlan(output=FINGERPRINT_OUTPUT, exit_code=FINGERPRINT_EXIT_CODE) \
         if spec.fingerprint is not None else None
     return BackupPlan(**common, type=type_ or "incremental",
-                      source=room_of(spec).job_source(namespace, policy, spec),
+                      source=room_of(spec).job_source(namespace, policy, spec, served),
                       tags=[f"policy={namespace}/{policy}"], fingerprint=fingerprint)
 
 
@@ -216,7 +197,7 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     room = room_of(spec)
     if operation == "snapshot":
         return room.trigger_pod(spec, facts.agent_image)
-    plan = job_plan(namespace, policy, spec, operation, type_)
+    plan = job_plan(namespace, policy, spec, operation, type_, facts.served)
     key_scheme = parse_key_ref(spec.encryption.key_ref)[0]
     env = [plan.to_env(), {"name": "HOME", "value": "/tmp"}]
     if key_scheme.startswith("vault"):
@@ -246,7 +227,7 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     add_destination_volumes(spec, mounts, volumes)
     add_key_volumes(spec, mounts, volumes, env)
     if operation == "backup":
-        draft = BackupPod(pod, agent, resources, facts.agent_image, source_claim)
+        draft = BackupPod(pod, agent, resources, facts.agent_image, policy, source_claim)
         room.shape_backup_pod(draft, spec)
         if spec.fingerprint is not None:
             _add_fingerprint(pod, agent, spec, resources, with_source=draft.mounts_source)
@@ -356,7 +337,7 @@ def plan(policy_body: dict, facts: Facts) -> list[dict]:
 
 def on_demand_name(policy: str, request: str) -> str:
     """The Job a ``backup-now`` request starts: named by the request, so it starts at most once."""
-    return child_name(policy, f"now-{_short_hash(request, 8)}", JOB_NAME_MAX)
+    return child_name(policy, f"now-{short_hash(request, 8)}", JOB_NAME_MAX)
 
 
 def on_demand_job(policy_body: dict, facts: Facts, request: str, type_: str = "incremental") -> dict:

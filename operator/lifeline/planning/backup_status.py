@@ -72,6 +72,8 @@ class Inputs:
     # continuous sources: what the shipper last said it shipped (lifeline.controllers.backup_continuous.Shipped:
     # .segment, .closed_at, .error), None when it was not asked (not continuous, or suspended)
     shipped: object | None = None
+    # resources sources: what the API server serves (lifeline.sources.resources.Served), from discovery
+    served: tuple = ()
 
 
 @dataclass
@@ -196,12 +198,13 @@ def _pipeline_failure(jobs: list[dict]) -> tuple[str, str] | None:
     return (newest.reason, newest.error or "") if newest is not None else None
 
 
-def _source(spec: BackupPolicySpec, ns: str, x: Inputs) -> dict:
+def _source(spec: BackupPolicySpec, ns: str, name: str, x: Inputs) -> dict:
     """SourceAvailable: the plan's error about the source, else what the source's room finds."""
     if x.plan_error is not None and x.plan_error.condition == "SourceAvailable":
         status, reason, message = False, x.plan_error.reason, x.plan_error.message
     else:
-        found = room_of(spec).availability(spec, Seen(ns, x.refs, _pipeline_failure(x.jobs)))
+        seen = Seen(ns, x.refs, _pipeline_failure(x.jobs), policy=name, served=x.served)
+        found = room_of(spec).availability(spec, seen)
         status, reason, message = found.status, found.reason, found.message
     return conditions.make("SourceAvailable", status, reason, message + _hooks_note(spec), None)
 
@@ -465,7 +468,7 @@ def plan_status(body: dict, x: Inputs) -> StatusPlan:
         ready,
         achievable,
         rpo_met,
-        _source(spec, ns, x),
+        _source(spec, ns, meta["name"], x),
         _destinations(spec, ns, x, dest_status),
         _keys(spec, ns, x, last_backup, last_result),
         _off_site(spec, newest_point, dest_status),

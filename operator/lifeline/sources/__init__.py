@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from lifeline.api.backuppolicy import BackupPolicySpec
 
-from . import command, continuous, pvc, volume_snapshot
+from . import command, continuous, pvc, resources, volume_snapshot
 from .base import Availability, BackupPod, PlanError, Ref, Seen, SourceRoom
 
-ROOMS: dict[str, SourceRoom] = {r.kind: r for r in (pvc.ROOM, volume_snapshot.ROOM, command.ROOM, continuous.ROOM)}
+ROOMS: dict[str, SourceRoom] = {r.kind: r for r in (pvc.ROOM, volume_snapshot.ROOM, command.ROOM, continuous.ROOM,
+                                                    resources.ROOM)}
 
 
 def room_of(spec: BackupPolicySpec) -> SourceRoom:

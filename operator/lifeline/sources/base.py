@@ -80,6 +80,8 @@ class Seen:
     namespace: str
     refs: dict[str, Ref] = field(default_factory=dict)
     pipeline_failure: tuple[str, str] | None = None
+    policy: str = ""
+    served: tuple = ()  # what the API server serves (resources.Served), for a resources source
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class BackupPod:
     agent: dict
     resources: dict
     image: str  # the agent image (init containers that only prepare use it too)
+    policy: str = ""
     source_claim: str | None = None  # a PVC made from a snapshot, which the data mover reads at /source
 
     @property
@@ -173,8 +176,9 @@ class SourceRoom:
     def settings(self, spec: BackupPolicySpec):
         return getattr(spec.source, self.attribute)
 
-    def job_source(self, namespace: str, policy: str, spec: BackupPolicySpec) -> SourcePlan:
-        """What the backup Job's agent reads (the plan's ``source``)."""
+    def job_source(self, namespace: str, policy: str, spec: BackupPolicySpec, served: tuple = ()) -> SourcePlan:
+        """What the backup Job's agent reads (the plan's ``source``); ``served``: what the API server
+        serves (:class:`lifeline.sources.resources.Served`), which only a resources source reads."""
         raise NotImplementedError
 
     def shape_backup_pod(self, draft: BackupPod, spec: BackupPolicySpec) -> None:

@@ -27,7 +27,7 @@ class CommandRoom(SourceRoom):
     attribute = "command"
     restores_into = "command"
 
-    def job_source(self, namespace, policy, spec) -> SourcePlan:
+    def job_source(self, namespace, policy, spec, served=()) -> SourcePlan:
         program = posixpath.basename(self.settings(spec).command[0]) or "dump"
         return SourcePlan(kind=self.kind, name=f"{namespace}/{policy}", path=FIFO,
                           stream=StreamPlan(exit_code=EXIT_CODE, name=f"{program}.out"))

@@ -23,7 +23,7 @@ class ContinuousRoom(SourceRoom):
     attribute = "continuous"
     ships_segments = True
 
-    def job_source(self, namespace, policy, spec) -> SourcePlan:
+    def job_source(self, namespace, policy, spec, served=()) -> SourcePlan:
         src = self.settings(spec)
         if src.postgres is not None:
             return SourcePlan(kind=self.kind, name=f"{namespace}/{policy}", path=BASEBACKUP_DATA, base_backup=True)

@@ -10,7 +10,7 @@ class PVCRoom(SourceRoom):
     kind = "pvc"
     attribute = "pvc"
 
-    def job_source(self, namespace, policy, spec) -> SourcePlan:
+    def job_source(self, namespace, policy, spec, served=()) -> SourcePlan:
         return SourcePlan(kind=self.kind, name=f"{namespace}/{policy}",
                           path=inside(SOURCE_MOUNT, self.settings(spec).path, f"source.{self.kind}.path"))
 

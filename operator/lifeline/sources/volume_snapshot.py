@@ -20,7 +20,7 @@ class VolumeSnapshotRoom(SourceRoom):
     runs_by_trigger = True
     runs_hooks = True
 
-    def job_source(self, namespace, policy, spec) -> SourcePlan:
+    def job_source(self, namespace, policy, spec, served=()) -> SourcePlan:
         return SourcePlan(kind=self.kind, name=f"{namespace}/{policy}",
                           path=inside(SOURCE_MOUNT, self.settings(spec).path, f"source.{self.kind}.path"))
 

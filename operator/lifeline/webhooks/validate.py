@@ -13,6 +13,8 @@ import kopf
 from lifeline.api import KINDS
 from lifeline.api.validation import problems_in_manifest
 
+from .object_authors import Authors
+
 HANDLER_ID = "validate"
 RESTORE_IMMUTABLE = ("spec is immutable once a Restore is created (its approvals were given for exactly this "
                      "spec): delete it and create a new Restore, which needs new approvals")
@@ -32,8 +34,13 @@ def check(body: dict, old: dict | None, operation: str, subresource: str | None 
 
 
 def register(registry: kopf.OperatorRegistry, ctx) -> None:
-    def validate(body, old, operation, subresource, **_):
-        check(dict(body), dict(old) if old is not None else None, operation, subresource)
+    authors = Authors(ctx)
+
+    async def validate(body, old, operation, subresource, userinfo, **_):
+        body, old = dict(body), dict(old) if old is not None else None
+        check(body, old, operation, subresource)
+        if not subresource:
+            await authors.check(body, old, operation, dict(userinfo or {}))
 
     for info in KINDS:
         kopf.on.validate(info.group, info.version, info.plural, id=HANDLER_ID, registry=registry,

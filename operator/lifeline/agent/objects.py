@@ -1,0 +1,130 @@
+"""A resources backup's first step: the namespace's objects written out as documents.
+
+The job plan's ``source.resources`` (:class:`~lifeline.messages.ResourcesPlan`) names each kind to
+read, at the version the operator's discovery preferred. Each object becomes one JSON file,
+``<path>/<resource>[.<group>]/<name>.json``, as the API served it less what the server sets
+(``uid``, ``resourceVersion``, ``managedFields``, ``creationTimestamp``, ``generation``, and
+``status`` unless the plan keeps it), with its ``apiVersion`` and ``kind``; then the agent backs
+the tree up as it backs up a volume, so objects are encrypted, deduplicated and pruned like all
+data. Left out: what a controller made (Pods, ReplicaSets and Jobs with a controlling owner: the
+owner is kept and makes them again), ServiceAccount token Secrets and the cluster's own
+``kube-root-ca.crt`` ConfigMap, which every namespace gets anyway.
+
+The reader uses the pod's own ServiceAccount (in-cluster credentials; ``KUBECONFIG`` when set),
+which the operator bound to get and list exactly these kinds in this namespace: a kind it may not
+read fails the backup with the API server's words rather than leaving a hole in the point.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import kubernetes
+
+from lifeline.errors import LifelineError
+from lifeline.messages import ResourcePlan, ResourcesPlan
+
+PAGE = 500
+SERVER_SET = ("uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "selfLink",
+              "deletionTimestamp", "deletionGracePeriodSeconds")
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+
+
+class ObjectsUnreadable(LifelineError):
+    """A kind the plan names could not be listed (forbidden, not served, the API server unreachable)."""
+
+
+@dataclass
+class Written:
+    """What :func:`write_objects` wrote: objects per kind, and those left out on purpose."""
+
+    kinds: Counter = field(default_factory=Counter)
+    left_out: int = 0
+
+    @property
+    def objects(self) -> int:
+        return sum(self.kinds.values())
+
+
+def api_client() -> kubernetes.client.ApiClient:
+    """The pod's own credentials: in-cluster, or ``KUBECONFIG`` (the local control plane's pods)."""
+    config = kubernetes.client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    else:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return kubernetes.client.ApiClient(config)
+
+
+def cleaned(obj: dict, resource: ResourcePlan, keep_status: bool) -> dict:
+    """The object as stored in a point: its apiVersion and kind, without what the server sets."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_SET}
+    out = {"apiVersion": resource.api_version, "kind": resource.kind, **obj, "metadata": meta}
+    if not keep_status:
+        out.pop("status", None)
+    return out
+
+
+def left_out(obj: dict, resource: ResourcePlan) -> bool:
+    """Whether the cluster makes this object again by itself (see the module's docstring)."""
+    meta = obj.get("metadata") or {}
+    if resource.owned and any(r.get("controller") for r in meta.get("ownerReferences") or ()):
+        return True
+    if resource.kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
+        return True
+    return resource.kind == "ConfigMap" and meta.get("name") == ROOT_CA_CONFIGMAP
+
+
+def folder(resource: ResourcePlan) -> str:
+    """``deployments.apps``, ``configmaps``: the kind's folder, as kubectl names the resource."""
+    group = resource.api_version.rpartition("/")[0]
+    return f"{resource.plural}.{group}" if group else resource.plural
+
+
+def _pages(client, resource: ResourcePlan, plan: ResourcesPlan):
+    prefix = "/api" if "/" not in resource.api_version else "/apis"
+    path = f"{prefix}/{resource.api_version}/namespaces/{plan.namespace}/{resource.plural}"
+    token = None
+    while True:
+        query = {"limit": PAGE, **({"labelSelector": plan.selector} if plan.selector else {}),
+                 **({"continue": token} if token else {})}
+        try:
+            response = client.call_api(f"{path}?{urlencode(query)}", "GET", header_params={"Accept": "application/json"},
+                                        auth_settings=["BearerToken"], _return_http_data_only=True,
+                                        _preload_content=False, _request_timeout=(5, 60))
+        except kubernetes.client.ApiException as exc:
+            why = exc.reason
+            try:
+                why = json.loads(exc.body or "{}").get("message") or why
+            except ValueError:
+                pass
+            raise ObjectsUnreadable(f"cannot list {folder(resource)} in {plan.namespace}: {why} "
+                                    f"(HTTP {exc.status})") from None
+        except OSError as exc:
+            raise ObjectsUnreadable(f"cannot list {folder(resource)} in {plan.namespace}: {exc}") from None
+        page = json.loads(response.data)
+        yield from page.get("items") or ()
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
+
+
+def write_objects(plan: ResourcesPlan, into: Path, client=None) -> Written:
+    """Every object the plan selects, one JSON file each under ``into``; what was written."""
+    client = client or api_client()
+    written = Written()
+    for resource in plan.resources:
+        where = into / folder(resource)
+        where.mkdir(parents=True, exist_ok=True)
+        for obj in _pages(client, resource, plan):
+            if left_out(obj, resource):
+                written.left_out += 1
+                continue
+            doc = cleaned(obj, resource, bool(plan.status))
+            (where / f"{doc['metadata']['name']}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            written.kinds[folder(resource)] += 1
+    return written

@@ -1,0 +1,92 @@
+"""Resources policies: what the API server serves, and the account their backup Jobs read objects as.
+
+Discovery (:meth:`lifeline.kube.Kube.discover`) is asked at most every ``DISCOVERY_TTL`` seconds
+and only while some policy backs up objects; when it changes, the controller's facts change, and
+every resources policy is planned again (a new CRD's objects join the next backup, its Role the
+reads). The reader's ServiceAccount, Role and RoleBinding (:mod:`lifeline.planning.objects_reader`)
+are created when missing, replaced when their spec hash differs, and deleted when the policy stops
+being a resources policy; a policy's deletion takes them with it (owner references).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from lifeline.kube import ROLEBINDINGS, ROLES, SERVICEACCOUNTS, KubeError
+from lifeline.labels import ANN_SPEC_HASH
+from lifeline.planning import objects_reader
+
+from .common import write_owned
+
+DISCOVERY_TTL = 300.0
+RESOURCES = {"ServiceAccount": SERVICEACCOUNTS, "Role": ROLES, "RoleBinding": ROLEBINDINGS}
+
+
+def backs_up_objects(body: dict) -> bool:
+    """Whether a policy (as stored, perhaps invalid) names a resources source."""
+    return isinstance(((body.get("spec") or {}).get("source") or {}).get("resources"), dict)
+
+
+class ObjectReaders:
+    """One BackupPolicy controller's discovery cache and reader accounts."""
+
+    def __init__(self, controller):
+        self.ctl = controller
+        self.kube = controller.kube
+        self._discovered_at: float | None = None
+        self._applied: dict[tuple, str] = {}  # (namespace, name, kind) -> spec hash written by this process
+
+    async def refresh(self) -> str | None:
+        """Discovery again when it is older than the TTL; the error text when it failed."""
+        if self._discovered_at is not None and time.monotonic() - self._discovered_at < DISCOVERY_TTL:
+            return None
+        try:
+            served = await self.kube.discover()
+        except KubeError as exc:
+            return f"could not read what the API server serves: {exc}"
+        self._discovered_at = time.monotonic()
+        if served != self.ctl.facts.served:
+            self.ctl.facts = dataclasses.replace(self.ctl.facts, served=served)
+        return None
+
+    async def apply(self, body: dict) -> str | None:
+        """The reader's three objects as planned (none for other sources); the error text, if any."""
+        meta = body["metadata"]
+        namespace, uid = meta.get("namespace", ""), meta.get("uid", "")
+        desired = objects_reader.plan(body, self.ctl.facts.served)
+        name = objects_reader.reader_name(meta["name"])
+        if not desired and not any(k[:2] == (namespace, name) for k in self._applied):
+            return None
+        errors: list[str] = []
+        wanted = {m["kind"]: m for m in desired}
+        for kind, res in RESOURCES.items():
+            key, manifest = (namespace, name, kind), wanted.get(kind)
+            digest = manifest["metadata"]["annotations"][ANN_SPEC_HASH] if manifest else None
+            if manifest is not None and self._applied.get(key) == digest:
+                continue
+            try:
+                current = await self.kube.get(res, namespace, name, missing_ok=True)
+            except KubeError as exc:
+                errors.append(f"{kind} {name}: {exc}")
+                continue
+            owned = current is not None and uid in [r.get("uid") for r in current["metadata"].get("ownerReferences") or ()]
+            if manifest is None:
+                if owned:
+                    try:
+                        await self.kube.delete(res, namespace, name, missing_ok=True)
+                    except KubeError as exc:
+                        errors.append(f"{kind} {name}: {exc}")
+                self._applied.pop(key, None)
+                continue
+            if current is not None and not owned:
+                errors.append(f"a {kind} named {name} already exists and does not belong to this policy: rename or "
+                              "delete it")
+                continue
+            if current is not None and (current["metadata"].get("annotations") or {}).get(ANN_SPEC_HASH) == digest:
+                self._applied[key] = digest
+                continue
+            fact = None if current is None else {"resourceVersion": current["metadata"]["resourceVersion"]}
+            written, _ = await write_owned(self.kube, res, namespace, manifest, fact, uid, errors)
+            if written:
+                self._applied[key] = digest
+        return "; ".join(errors) or None
