@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 
 from lifeline.cli_stderr import arg_type
 from lifeline.errors import LifelineError, UsageError
@@ -36,6 +37,7 @@ from lifeline.repository.crypto import cipher_problem
 from lifeline.repository.errors import CipherUnavailable
 from lifeline.repository.repo import Repository, parse_rfc3339
 
+from . import objects_restore
 from .backup import dir_source, run_backup, stream_source
 from .progress import Progress, human_bytes
 from .prune import run_prune
@@ -161,6 +163,23 @@ def register(subparsers) -> None:
                        help="crypto-shred: destroy a key epoch's wrapped key and its points")
     add_shred_arguments(p)
     p.set_defaults(func=cmd_shred)
+
+    p = sub.add_parser("objects-restore", help="put a resources backup's objects back through the API server",
+                       description="Create the objects of a tree a resources backup's point restored into "
+                                   "(lifeline agent restore POINT --to DIR), with your own credentials: every "
+                                   "object passes the server's dry run first, or nothing is written. Deletes "
+                                   "nothing. Exit 1 when any object failed (each is named).")
+    p.add_argument("dir", help="the restored tree: <resource>[.<group>]/<name>.json")
+    p.add_argument("--namespace-map", action="append", default=[], metavar="FROM=TO",
+                   type=arg_type(objects_restore.namespace_pair),
+                   help="restore the objects of namespace FROM into TO (repeatable; TO must exist)")
+    p.add_argument("--existing", choices=objects_restore.EXISTING, default="skip",
+                   help="an object that exists already: leave it (skip, the default) or replace it at its live "
+                        "version (update)")
+    p.add_argument("--dry-run", action="store_true", help="only the server's dry run; write nothing")
+    p.add_argument("--kubeconfig", help="credentials (default: in-cluster, or KUBECONFIG, or ~/.kube/config)")
+    p.add_argument("--json", action="store_true", help="print the outcomes as a JSON list on stdout")
+    p.set_defaults(func=cmd_objects_restore)
 
     register_continuous(sub)
 
@@ -350,6 +369,30 @@ def _say_which_latest(repo, provider, points, point) -> None:
         print(printable(f"lifeline agent restore: warning: {line}"), file=sys.stderr)
     print(printable(f"lifeline agent restore: restoring point {point.id} (latest: completed "
                     f"{point.header.get('completion_time')}, seq {point.header.get('seq')})"), file=sys.stderr)
+
+
+@_guard
+def cmd_objects_restore(args) -> int:
+    docs = objects_restore.prepared(objects_restore.read_tree(args.dir),
+                                    objects_restore.namespace_map(args.namespace_map))
+    outcomes = objects_restore.restore_objects(docs, objects_restore.connect(args.kubeconfig),
+                                               existing=args.existing, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps([o.as_dict() for o in outcomes], indent=1, sort_keys=True))
+    else:
+        print(printable(objects_restore.outcome_table(outcomes)))
+    counts = Counter(o.outcome for o in outcomes)
+    for o in outcomes:
+        if o.outcome == "failed":
+            print(printable(f"lifeline agent objects-restore: failed: {o.kind} {o.where} ({o.file}): {o.message}"),
+                  file=sys.stderr)
+    said = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+    if counts["failed"] and not counts["created"] + counts["updated"]:
+        said = f"nothing was written: {counts['failed']} of {len(outcomes)} objects failed ({said})"
+    elif args.dry_run:
+        said = f"dry run, nothing was written: {said}"
+    print(f"lifeline agent objects-restore: {said}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
 
 
 def _report_exit(args, report, verb: str) -> int:
