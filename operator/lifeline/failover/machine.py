@@ -183,6 +183,8 @@ class Inputs:
 
 @dataclass(frozen=True)
 class CheckState:
+    """One health check of one site, as the last probes left it (status.checks)."""
+
     site: str
     name: str
     healthy: bool | None = None
@@ -196,6 +198,8 @@ class CheckState:
 
 @dataclass(frozen=True)
 class Switchover:
+    """A failover, failback or switch under way: where it is, so a restarted operator resumes it."""
+
     kind: str  # Failover | Failback | Switch
     source: str
     target: str
@@ -212,6 +216,8 @@ class Switchover:
 
 @dataclass(frozen=True)
 class Record:
+    """One entry of status.history: a phase reached, with the measured figures once it is over."""
+
     phase: str
     time: datetime
     active: str
@@ -224,6 +230,8 @@ class Record:
 
 @dataclass(frozen=True)
 class RequestRecord:
+    """What became of the last request a person made (approve, failback, switch): status.lastRequest."""
+
     id: str
     verb: str
     outcome: str  # Accepted | Rejected
@@ -233,6 +241,8 @@ class RequestRecord:
 
 @dataclass(frozen=True)
 class State:
+    """Everything the machine knows between steps; the codec keeps it in the FailoverPlan's status."""
+
     phase: str
     active: str
     checks: tuple[CheckState, ...] = ()
