@@ -237,8 +237,9 @@ def test_the_hints_name_what_in_the_tree_a_dry_run_cannot_see_made_first():
                                       "folder namespaces on its own first)")
 
 
-def test_a_failed_write_stops_the_rest():
-    docs = o.prepared([doc("v1", "ConfigMap", "a"), doc("v1", "ConfigMap", "b"), doc("v1", "ConfigMap", "c")])
+def test_a_failed_write_stops_the_steps_after_it():
+    # a and b are written at once (one step), c (a Service: a later step) waits for them
+    docs = o.prepared([doc("v1", "ConfigMap", "a"), doc("v1", "ConfigMap", "b"), doc("v1", "Service", "c")])
     api = FakeApi()
     real = api.call
 
@@ -252,7 +253,8 @@ def test_a_failed_write_stops_the_rest():
     assert out[1].message == 'configmaps "b" already exists'
     assert out[2].message == "not written: the write of ConfigMap his/b failed"
     table = o.outcome_table(out).splitlines()
-    assert table[0].split() == ["KIND", "NAME", "OUTCOME", "MESSAGE"] and table[1].split() == ["ConfigMap", "his/a", "created"]
+    assert table[0].split() == ["KIND", "NAME", "OUTCOME", "MESSAGE"]
+    assert table[1].split() == ["ConfigMap", "his/a", "created"]
     assert table[3].endswith("failed    not written: the write of ConfigMap his/b failed")
 
 

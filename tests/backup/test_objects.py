@@ -6,6 +6,8 @@ controller and the process kubelet) writes each object out and stores the tree l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 
 import pytest
@@ -98,6 +100,11 @@ async def test_a_namespaces_objects_are_backed_up_as_documents_by_an_account_tha
 
     restored = tmp_path / "restored"
     restore(rp["spec"]["copies"][0], key_text, tmp_path, restored)
+    copy, key = rp["spec"]["copies"][0], tmp_path / "restore.key"  # restore() left the key there
+    listed = subprocess.run([sys.executable, "-m", "lifeline.agent", "ls", copy["snapshotId"], "--repo",
+                             copy["repository"], "--key", f"file://{key}"], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.split()
+    assert "wards.his.example.org/icu.json" in listed and "secrets/his-db.json" in listed, listed
     stored = {str(p.relative_to(restored)) for p in restored.rglob("*.json")}
     assert stored == {"deployments.apps/his-web.json", "services/his-web.json", "configmaps/his-settings.json",
                       "secrets/his-db.json", "wards.his.example.org/icu.json"}, "the selector's objects, nothing else"

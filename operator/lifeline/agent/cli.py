@@ -136,6 +136,10 @@ def register(subparsers) -> None:
                    help="create device nodes (as root; default: not created, and listed)")
     p.set_defaults(func=cmd_restore)
 
+    p = sub.add_parser("ls", parents=[common], help="list what a point holds (a resources point: its objects)")
+    p.add_argument("point", help="point id (a unique prefix is enough) or 'latest'")
+    p.set_defaults(func=cmd_ls)  # --json: one JSON object per entry (path, type, size)
+
     p = sub.add_parser("verify", parents=[common], help="check that points are restorable")
     p.add_argument("points", nargs="*", help="point ids (default: all)")
     p.add_argument("--read-data", action="store_true", help="read, decrypt and hash every chunk")
@@ -323,6 +327,22 @@ def cmd_backup(args) -> int:
         for s in summary["skipped"]:
             print(printable(f"lifeline agent backup: warning: skipped {s['path']!r}: {s['error']}"), file=sys.stderr)
         return 7
+    return 0
+
+
+@_guard
+def cmd_ls(args) -> int:
+    """The point's entries, from its manifest alone (no data is read); a resources point's files are
+    its objects, ``<resource>[.<group>]/<name>.json``."""
+    repo = _open(args)
+    provider = _provider(args, repo)
+    point = repo.resolve_point(args.point, repo.list_points()[0])
+    _header, entries, _keys = repo.load_point(point.id, provider)
+    for e in sorted(entries, key=lambda e: e["path"]):
+        if args.json:
+            print(json.dumps({"path": e["path"], "type": e.get("type"), "size": e.get("size")}))
+        elif e.get("path"):
+            print(printable(e["path"]) + ("/" if e.get("type") == "dir" else ""))
     return 0
 
 

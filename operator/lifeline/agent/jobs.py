@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lifeline.errors import LifelineError
 from lifeline.messages import (DEFAULT_TERMINATION_LOG, EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, BackupSummary, CopyStored,
                                DestinationFailed, DestinationPlan, FingerprintPlan, FingerprintResult, JobPlan,
                                PrunePlan, PruneReport, UnreadableMessage, read_plan, termination)
@@ -188,7 +189,7 @@ def _write_objects(source) -> str | None:
 
     try:
         written = objects.write_objects(source.resources, Path(source.path))
-    except objects.ObjectsUnreadable as exc:
+    except LifelineError as exc:  # unreadable kinds, no credentials, the API server out of reach
         return str(exc)
     log(f"wrote {written.objects} objects of {len(written.kinds)} kinds from {source.resources.namespace} "
         f"({written.left_out} left out: the cluster makes them again)")

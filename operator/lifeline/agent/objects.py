@@ -10,14 +10,14 @@ data. Left out: what a controller made (Pods, ReplicaSets and Jobs with a contro
 owner is kept and makes them again), ServiceAccount token Secrets and the cluster's own
 ``kube-root-ca.crt`` ConfigMap, which every namespace gets anyway.
 
-The reader uses the pod's own ServiceAccount (in-cluster credentials; ``KUBECONFIG`` when set),
+The reader uses the pod's own ServiceAccount (in-cluster credentials; ``KUBECONFIG`` when set:
+:func:`lifeline.agent.objects_restore.connect`),
 which the operator bound to get and list exactly these kinds in this namespace: a kind it may not
 read fails the backup with the API server's words rather than leaving a hole in the point.
 """
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ import kubernetes
 
 from lifeline.errors import LifelineError
 from lifeline.messages import ResourcePlan, ResourcesPlan
+
+from .objects_restore import connect
 
 PAGE = 500
 SERVER_SET = ("uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "selfLink",
@@ -48,16 +50,6 @@ class Written:
     @property
     def objects(self) -> int:
         return sum(self.kinds.values())
-
-
-def api_client() -> kubernetes.client.ApiClient:
-    """The pod's own credentials: in-cluster, or ``KUBECONFIG`` (the local control plane's pods)."""
-    config = kubernetes.client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        kubernetes.config.load_incluster_config(client_configuration=config)
-    else:
-        kubernetes.config.load_kube_config(client_configuration=config)
-    return kubernetes.client.ApiClient(config)
 
 
 def cleaned(obj: dict, resource: ResourcePlan, keep_status: bool) -> dict:
@@ -115,7 +107,7 @@ def _pages(client, resource: ResourcePlan, plan: ResourcesPlan):
 
 def write_objects(plan: ResourcesPlan, into: Path, client=None) -> Written:
     """Every object the plan selects, one JSON file each under ``into``; what was written."""
-    client = client or api_client()
+    client = client or connect().client
     written = Written()
     for resource in plan.resources:
         where = into / folder(resource)

@@ -48,6 +48,7 @@ import copy
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -79,6 +80,7 @@ EXISTING = ("skip", "update")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a namespace's name (RFC 1123 label)
 _API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[a-z0-9]+$")  # v1, apps/v1, his.example.org/v1beta1
 SA_USER, SA_GROUP = "system:serviceaccount:", "system:serviceaccounts:"
+WORKERS = 8  # checks and writes at once: the API server answers many clients at a time
 
 
 class Refused(LifelineError):
@@ -467,12 +469,17 @@ def _check(api: Api, doc: Document, served: Served, existing: str, out: Outcome)
     return write
 
 
-def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", dry_run: bool = False) -> list[Outcome]:
+def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", dry_run: bool = False,
+                    workers: int = WORKERS) -> list[Outcome]:
     """Check every prepared document with the server's dry run, then (unless ``dry_run`` or one
-    failed) write them in order; one :class:`Outcome` per document, in that order."""
+    failed) write them in order; one :class:`Outcome` per document, in that order.
+
+    The checks are independent, so ``workers`` of them run at once; the writes go step by step
+    (:data:`STEPS`: what an object needs is written in an earlier step), the objects of one step at
+    once, and a step that fails stops the ones after it."""
     if existing not in EXISTING:
         raise UsageError(f"existing must be one of {', '.join(EXISTING)}, not {existing!r}")
-    discovery, outcomes, writes, seen = _Discovery(api), [], [], {}
+    discovery, outcomes, to_check, seen = _Discovery(api), [], [], {}
     for doc in docs:
         out = Outcome(doc.kind, doc.api_version, doc.namespace, doc.name, doc.file)
         outcomes.append(out)
@@ -489,36 +496,58 @@ def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", d
             out.outcome, out.message = "failed", f"the tree holds this object twice ({seen[key]}, {doc.file})"
         else:
             seen[key] = doc.file
-            try:
-                write = _check(api, doc, served, existing, out)
-            except Refused as exc:
-                out.outcome, out.message = "failed", exc.message + _hint(doc, docs, exc)
-                continue
-            if isinstance(write, str):
-                out.outcome, out.message = "failed", write
-            elif write is None:
-                out.outcome, out.message = "skipped", "exists, skipped"
-            else:
-                out.outcome = "would create" if write.method == "POST" else "would update"
-                writes.append(write)
-    failed = sum(o.outcome == "failed" for o in outcomes)
-    if failed or dry_run:
-        why = (f"not written: {failed} object(s) failed the server's check" if failed
-               else "dry run: the server accepted it")
-        for w in writes:
-            w.outcome.message = why
-        return outcomes
-    for i, w in enumerate(writes):
+            to_check.append((doc, served, out))
+
+    def check(item) -> _Write | None:
+        doc, served, out = item
+        try:
+            write = _check(api, doc, served, existing, out)
+        except Refused as exc:
+            out.outcome, out.message = "failed", exc.message + _hint(doc, docs, exc)
+            return None
+        if isinstance(write, str):
+            out.outcome, out.message = "failed", write
+        elif write is None:
+            out.outcome, out.message = "skipped", "exists, skipped"
+        else:
+            out.outcome = "would create" if write.method == "POST" else "would update"
+            return write
+        return None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        writes = [w for w in pool.map(check, to_check) if w is not None]
+        failed = sum(o.outcome == "failed" for o in outcomes)
+        if failed or dry_run:
+            why = (f"not written: {failed} object(s) failed the server's check" if failed
+                   else "dry run: the server accepted it")
+            for w in writes:
+                w.outcome.message = why
+            return outcomes
+        _write_in_steps(api, writes, pool)
+    return outcomes
+
+
+def _write_in_steps(api: Api, writes: list[_Write], pool: ThreadPoolExecutor) -> None:
+    def write(w: _Write) -> None:
         try:
             api.call(w.method, w.path, w.body)
         except Refused as exc:
             w.outcome.outcome, w.outcome.message = "failed", exc.message
-            for rest in writes[i + 1:]:
-                rest.outcome.outcome = "failed"
-                rest.outcome.message = f"not written: the write of {w.outcome.kind} {w.outcome.where} failed"
-            break
+            return
         w.outcome.outcome = "created" if w.method == "POST" else "updated"
-    return outcomes
+
+    by_step: dict[int, list[_Write]] = {}
+    for w in writes:
+        by_step.setdefault(step(w.body), []).append(w)
+    failure = None
+    for number in sorted(by_step):
+        if failure is not None:
+            for w in by_step[number]:
+                w.outcome.outcome = "failed"
+                w.outcome.message = f"not written: the write of {failure.kind} {failure.where} failed"
+            continue
+        list(pool.map(write, by_step[number]))
+        failure = next((w.outcome for w in by_step[number] if w.outcome.outcome == "failed"), None)
 
 
 def outcome_table(outcomes: list[Outcome]) -> str:
