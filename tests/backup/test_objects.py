@@ -162,3 +162,18 @@ async def test_someone_who_may_write_policies_but_not_read_secrets_cannot_back_t
         # what dave may read, dave may back up
         kube.create(objects_policy(includeKinds=["configmaps"]), user="dave")
         await settled(kube, "his-objects", generation=1)
+
+
+async def test_a_role_of_that_name_made_by_someone_else_is_never_bound_and_no_job_runs(kube, his, clock):
+    """The attack: a Role ``<policy>-objects`` made beforehand, with more than reads, for the operator to
+    bind to the account its Jobs (and whatever runs in them) use."""
+    kube.seed("rbac.authorization.k8s.io/v1/roles", {"metadata": {"name": "his-objects-objects"}, "rules": [
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})
+    async with kube.operator(clock=clock):
+        kube.create(objects_policy(includeKinds=["configmaps"]))
+        status = (await settled(kube, "his-objects", generation=1))["status"]
+        source = next(c for c in status["conditions"] if c["type"] == "SourceAvailable")
+        assert source["status"] == "False" and source["reason"] == "ReaderNotReady", source
+        assert "Role named his-objects-objects already exists and does not belong to this policy" in source["message"]
+    assert kube.stored("rbac.authorization.k8s.io/v1/rolebindings", None, "his-objects-objects") is None
+    assert kube.stored("batch/v1/cronjobs", None, "his-objects-full") is None, "no Job may run as that account"

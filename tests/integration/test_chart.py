@@ -26,13 +26,14 @@ def operator_rules(docs: list[dict], kind: str) -> list[dict]:
 # Never granted cluster-wide (issue 15, finding 6): a tenant namespace grants the first two, and the
 # operator binds the last inside each drill sandbox it creates.
 NOT_CLUSTER_WIDE = {("", "secrets", "get"), ("", "pods/exec", "get"), ("", "pods/exec", "create"),
-                    ("", "namespaces", "delete")}
+                    ("", "namespaces", "delete"), ("rbac.authorization.k8s.io", "roles", "escalate"),
+                    ("rbac.authorization.k8s.io", "roles", "bind")}
 
 
 def test_operator_role_is_exactly_what_the_code_calls(helm_bin):
     docs = render(helm_bin)
     granted = set().union(*(rule_set(one(docs, "ClusterRole", f"lifeline-operator{suffix}")["rules"])
-                            for suffix in ("", "-tenant", "-sandbox")))
+                            for suffix in ("", "-tenant", "-objects", "-sandbox")))
     needed = VERBS_USED | KOPF_NEEDS
     assert not needed - granted, f"called but not granted: {sorted(needed - granted)}"
     assert not granted - needed, f"granted but not used (remove, or add the call to VERBS_USED): {sorted(granted - needed)}"
@@ -47,8 +48,12 @@ def test_no_secret_read_pod_exec_or_namespace_delete_cluster_wide(helm_bin):
             too_much = rule_set(role["rules"]) & NOT_CLUSTER_WIDE
             assert not too_much, f"{values}: ClusterRole {role['metadata']['name']} grants {too_much} cluster-wide"
     docs = render(helm_bin, "tenantNamespaces={his}")
-    [tenant] = [b for b in docs if b["kind"] == "RoleBinding" and b["roleRef"]["name"] == "lifeline-operator-tenant"]
-    assert tenant["metadata"]["namespace"] == "his"
+    for role in ("lifeline-operator-tenant", "lifeline-operator-objects"):
+        [granted] = [b for b in docs if b["kind"] == "RoleBinding" and b["roleRef"]["name"] == role]
+        assert granted["metadata"]["namespace"] == "his"
+    # what a namespace's admin may grant holds nothing an admin lacks (escalate is the objects role's)
+    tenant_role = rule_set(one(docs, "ClusterRole", "lifeline-operator-tenant")["rules"])
+    assert not {v for _, _, v in tenant_role} & {"escalate", "bind"}
     [bind] = [r for r in one(docs, "ClusterRole", "lifeline-operator")["rules"] if "bind" in r["verbs"]]
     assert bind["resourceNames"] == ["lifeline-operator-sandbox"], "the operator may bind its sandbox role only"
 
@@ -106,5 +111,6 @@ def test_namespaced_scope_grants_the_same_through_roles(helm_bin, cluster):
                         ("rbac.authorization.k8s.io", "rolebindings", "list")}  # the report's access review
     assert all(cluster_scoped(known, g, r) for g, r, _ in in_cluster - sandbox_bindings), \
         "only cluster-scoped kinds cluster-wide"
-    tenant = rule_set(one(render(helm_bin), "ClusterRole", "lifeline-operator-tenant")["rules"])
+    tenant = set().union(*(rule_set(one(render(helm_bin), "ClusterRole", f"lifeline-operator-{suffix}")["rules"])
+                           for suffix in ("tenant", "objects")))
     assert in_roles | in_cluster == cluster_wide | tenant

@@ -95,3 +95,40 @@ def test_an_object_is_stored_without_what_the_server_sets_and_owned_pods_are_lef
     secrets = ResourcePlan(api_version="v1", plural="secrets", kind="Secret")
     assert left_out({"metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}, secrets)
     assert not left_out({"metadata": {"name": "his-db"}, "type": "Opaque"}, secrets)
+
+
+def test_a_resources_policy_runs_no_container_of_its_authors_and_names_its_reader_alone():
+    from pydantic import ValidationError
+
+    from lifeline.sources.resources import MAX_POLICY_NAME, reader_name
+
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/backuppolicy-his-objects.yaml").read_text())
+    with pytest.raises(ValidationError, match="takes no fingerprint"):
+        BackupPolicySpec.model_validate({**body["spec"], "fingerprint": {"image": "busybox", "command": ["true"]}})
+    spec = BackupPolicySpec.model_validate(body["spec"])
+    long = "x" * (MAX_POLICY_NAME + 1)
+    assert len(reader_name("x" * MAX_POLICY_NAME)) == 63
+    found = room_of(spec).availability(spec, Seen("hospital", served=SERVED, policy=long))
+    assert (found.status, found.reason) == (False, "NameTooLong")
+    with pytest.raises(backup.PlanError, match="at most 55 characters"):
+        backup.plan({**body, "metadata": {**body["metadata"], "name": long}}, FACTS)
+
+
+def test_a_restore_never_writes_an_objects_point_into_a_volume():
+    from lifeline.planning import restore_job
+
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/backuppolicy-his-objects.yaml").read_text())
+    spec = BackupPolicySpec.model_validate(body["spec"])
+    point = {"metadata": {"name": "his-objects-1"}, "spec": {"copies": [{"destination": "site-b-s3", "snapshotId": "x"}]}}
+    with pytest.raises(backup.PlanError, match="objects-restore") as refused:
+        restore_job.restore_plan(point, "hospital", "his-objects", spec, point["spec"]["copies"][0],
+                                 restore_job.RestoreTarget(claim_name="anywhere"))
+    assert refused.value.reason == "ObjectsRestoreNotSupported"
+
+
+def test_an_object_with_a_name_too_long_for_a_file_is_stored_under_its_digest():
+    from lifeline.agent.objects import file_name
+
+    assert file_name("his-settings") == "his-settings.json"
+    long = "a" * 253
+    assert len(file_name(long)) < 255 and file_name(long) != file_name("a" * 252)

@@ -17,6 +17,7 @@ read fails the backup with the API server's words rather than leaving a hole in 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ def left_out(obj: dict, resource: ResourcePlan) -> bool:
     return resource.kind == "ConfigMap" and meta.get("name") == ROOT_CA_CONFIGMAP
 
 
+def file_name(name: str) -> str:
+    """``<name>.json``; a name too long for a file (253 characters are allowed) by its digest: the
+    document holds the name itself, and one long name must not fail the namespace's backup."""
+    return f"{name}.json" if len(name) <= 200 else f"{hashlib.sha256(name.encode()).hexdigest()}.json"
+
+
 def folder(resource: ResourcePlan) -> str:
     """``deployments.apps``, ``configmaps``: the kind's folder, as kubectl names the resource."""
     group = resource.api_version.rpartition("/")[0]
@@ -117,6 +124,6 @@ def write_objects(plan: ResourcesPlan, into: Path, client=None) -> Written:
                 written.left_out += 1
                 continue
             doc = cleaned(obj, resource, bool(plan.status))
-            (where / f"{doc['metadata']['name']}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            (where / file_name(doc["metadata"]["name"])).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
             written.kinds[folder(resource)] += 1
     return written

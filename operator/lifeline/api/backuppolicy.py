@@ -342,6 +342,9 @@ class BackupPolicySpec(Model, TierObjectives):
 
     @model_validator(mode="after")
     def _objects_read_as_their_own_account(self):
+        if self.source.resources is not None and self.fingerprint is not None:
+            raise ValueError("a resources source takes no fingerprint: its backup pod holds the token of the "
+                             "account that reads the namespace's objects, and runs no container of yours")
         if self.source.resources is not None and self.pod.service_account_name:
             raise ValueError("a resources source's backup Jobs run as the ServiceAccount <policy>-objects, which "
                              "the operator binds to exactly what the policy selects; leave pod.serviceAccountName "

@@ -68,7 +68,7 @@ class ObjectReaders:
                 current = await self.kube.get(res, namespace, name, missing_ok=True)
             except KubeError as exc:
                 errors.append(f"{kind} {name}: {exc}")
-                continue
+                break
             owned = current is not None and uid in [r.get("uid") for r in current["metadata"].get("ownerReferences") or ()]
             if manifest is None:
                 if owned:
@@ -79,14 +79,16 @@ class ObjectReaders:
                 self._applied.pop(key, None)
                 continue
             if current is not None and not owned:
+                # stop here: a RoleBinding must never name a Role, nor a Job an account, that is not ours
                 errors.append(f"a {kind} named {name} already exists and does not belong to this policy: rename or "
                               "delete it")
-                continue
+                break
             if current is not None and (current["metadata"].get("annotations") or {}).get(ANN_SPEC_HASH) == digest:
                 self._applied[key] = digest
                 continue
             fact = None if current is None else {"resourceVersion": current["metadata"]["resourceVersion"]}
             written, _ = await write_owned(self.kube, res, namespace, manifest, fact, uid, errors)
-            if written:
-                self._applied[key] = digest
+            if not written:
+                break  # the RoleBinding waits until the account and the Role are this policy's, as planned
+            self._applied[key] = digest
         return "; ".join(errors) or None

@@ -168,15 +168,17 @@ class BackupController:
                 seen = self._looked_up[key] = (meta.get("generation"), time.monotonic())
             if children or key not in self._applied:
                 plan_error = desired if isinstance(desired, backup.PlanError) else None
+                reader_error = await self.objects.apply(body) if plan_error is None else None
+                if reader_error:  # no Job runs until its account is this policy's alone, as planned
+                    plan_error = backup.PlanError("SourceAvailable", "ReaderNotReady", reader_error)
                 manifests = [] if plan_error else desired
                 apply_error = await self.schedule.apply(body, manifests)
                 ship_error = await self.schedule.apply_shipping(body, spec, plan_error)
-                reader_error = await self.objects.apply(body) if plan_error is None else None
-                apply_error = "; ".join(e for e in (apply_error, ship_error, reader_error, discovery_error)
-                                        if e) or None
+                apply_error = "; ".join(e for e in (apply_error, ship_error, discovery_error) if e) or None
                 cron_jobs = [(m["name"], m["spec"]["schedule"]) for m in manifests]
                 self._applied[key] = (cron_jobs, apply_error, plan_error)
-                inputs.backup_now_handled = await self.schedule.backup_now(body)
+                if not reader_error:  # a Job would run as an account that is not (yet) this policy's
+                    inputs.backup_now_handled = await self.schedule.backup_now(body)
                 await self.point_status.sync_owners(body, self.stores.of_policy("backup_points", key))
             inputs.cron_jobs, inputs.apply_error, inputs.plan_error = self._applied[key]
             inputs.refs = await self.refs.get(namespace, backup_status.required_refs(spec), newer_than=seen[1])

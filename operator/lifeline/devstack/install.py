@@ -186,14 +186,16 @@ def bind_people(request, namespace: str, *, by_name: bool = False) -> None:
 
 
 def grant_tenant(request, namespace: str, release: str = RELEASE, release_namespace: str = SYSTEM_NAMESPACE) -> None:
-    """What a namespace's admin does to let Lifeline work there (``request`` is ``Cluster.request``): a
-    RoleBinding of the operator's ServiceAccount to ``<release>-operator-tenant`` (read Secrets, exec
-    into Pods), which the chart never grants cluster-wide."""
-    request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": f"{release}-operator-tenant"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{release}-operator-tenant"},
-        "subjects": [{"kind": "ServiceAccount", "name": f"{release}-operator", "namespace": release_namespace}]})
+    """What lets Lifeline work in a namespace (``request`` is ``Cluster.request``): RoleBindings of the
+    operator's ServiceAccount to ``<release>-operator-tenant`` (read Secrets, exec into Pods: the
+    namespace's admin may grant it) and ``<release>-operator-objects`` (the readers of resources
+    sources: a cluster admin grants it), which the chart never grants cluster-wide."""
+    for role in ("tenant", "objects"):
+        request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": f"{release}-operator-{role}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{release}-operator-{role}"},
+            "subjects": [{"kind": "ServiceAccount", "name": f"{release}-operator", "namespace": release_namespace}]})
 
 
 __all__ = ["InstallError", "OPERATOR_SA", "PEOPLE_BINDINGS", "Release", "bind_people", "grant_tenant", "install",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from lifeline.labels import ANN_POLICY
 from lifeline.objects import owner_reference
 from lifeline.sources import room_of
-from lifeline.sources.resources import Served, reader_name, selection
+from lifeline.sources.resources import MAX_POLICY_NAME, Served, reader_name, selection
 
 from .backup import labels, parse_spec, stamp
 
@@ -33,7 +33,7 @@ def rules(chosen: list[Served]) -> list[dict]:
 def plan(policy_body: dict, served: tuple[Served, ...]) -> list[dict]:
     """The reader's ServiceAccount, Role and RoleBinding ([] unless the policy backs up objects)."""
     spec = parse_spec(policy_body)
-    if room_of(spec).kind != "resources":
+    if room_of(spec).kind != "resources" or len(policy_body["metadata"]["name"]) > MAX_POLICY_NAME:
         return []
     meta = policy_body["metadata"]
     policy, namespace = meta["name"], meta.get("namespace", "")

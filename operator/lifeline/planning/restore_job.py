@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.messages import RestorePlan, RestoreTargetPlan
+from lifeline.sources import room_of
 
 from . import backup, restore_pitr as pitr
 from .backup import Facts, PlanError
@@ -143,6 +144,10 @@ def claims_needed(policy: BackupPolicySpec, copy: dict) -> list[str]:
 def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: BackupPolicySpec, copy: dict,
                  target: RestoreTarget) -> RestorePlan:
     """The task ``python -m lifeline.agent.restore_task`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
+    if room_of(spec).restores_into == "objects":  # never as files: the Secrets would land readable in a volume
+        raise PlanError("Ready", "ObjectsRestoreNotSupported",
+                        f"policy {policy_name} backs up Kubernetes objects, which a Restore cannot put back yet; "
+                        "restore them by hand with `lifeline agent objects-restore` (docs/kubernetes-objects.md)")
     index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])
     dest = backup.destination_plan(index, spec.destinations[index])
     p_spec = point.get("spec") or {}

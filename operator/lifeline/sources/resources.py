@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from lifeline.api.backuppolicy import ResourcesSource
 from lifeline.messages import ResourcePlan, ResourcesPlan, SourcePlan
-from lifeline.objects import child_name
 
 from .base import Availability, BackupPod, PlanError, Seen, SourceRoom
 
@@ -73,9 +72,13 @@ def selection(src: ResourcesSource, served: tuple[Served, ...]) -> tuple[list[Se
     return sorted(chosen, key=lambda r: (r.group, r.plural)), unknown
 
 
+READER_SUFFIX = "-objects"
+MAX_POLICY_NAME = 63 - len(READER_SUFFIX)  # the reader's name is never shortened: no two policies share one
+
+
 def reader_name(policy: str) -> str:
     """The ServiceAccount (and Role, RoleBinding) the policy's backup Jobs read the objects as."""
-    return child_name(policy, "objects", 63)
+    return f"{policy}{READER_SUFFIX}"
 
 
 class ResourcesRoom(SourceRoom):
@@ -85,7 +88,7 @@ class ResourcesRoom(SourceRoom):
 
     def job_source(self, namespace, policy, spec, served: tuple[Served, ...] = ()) -> SourcePlan:
         src: ResourcesSource = self.settings(spec)
-        problem = _problem(src, served)
+        problem = _name_problem(policy) or _problem(src, served)
         if problem is not None:
             raise PlanError("SourceAvailable", problem.reason, problem.message)
         chosen, _ = selection(src, served)
@@ -99,7 +102,7 @@ class ResourcesRoom(SourceRoom):
     def shape_backup_pod(self, draft: BackupPod, spec) -> None:
         draft.pod["volumes"].append({"name": "objects", "emptyDir": {}})
         draft.agent["volumeMounts"].append({"name": "objects", "mountPath": OBJECTS_MOUNT})
-        # the reader's token: the only credentials of the pod that reach the API server
+        # the reader's token: the pod runs only the agent (a resources source has no fingerprint)
         draft.pod["serviceAccountName"] = reader_name(draft.policy)
         draft.pod["automountServiceAccountToken"] = True
 
@@ -108,7 +111,7 @@ class ResourcesRoom(SourceRoom):
 
     def availability(self, spec, seen: Seen) -> Availability:
         src = self.settings(spec)
-        problem = _problem(src, seen.served)
+        problem = _name_problem(seen.policy) or _problem(src, seen.served)
         if problem is not None:
             return problem
         chosen, _ = selection(src, seen.served)
@@ -116,6 +119,14 @@ class ResourcesRoom(SourceRoom):
         return Availability(True, "KindsSelected",
                             f"{len(chosen)} kinds ({names}); the backup Job reads them as ServiceAccount "
                             f"{reader_name(seen.policy)}, which may only get and list those in {seen.namespace}")
+
+
+def _name_problem(policy: str) -> Availability | None:
+    if len(policy) > MAX_POLICY_NAME:
+        return Availability(False, "NameTooLong",
+                            f"a resources policy's name is at most {MAX_POLICY_NAME} characters (its Jobs read as "
+                            f"the ServiceAccount <name>{READER_SUFFIX}, which must be its alone); rename the policy")
+    return None
 
 
 def _problem(src: ResourcesSource, served: tuple[Served, ...]) -> Availability | None:
