@@ -40,7 +40,9 @@ same run would make first (a namespace, a CRD): such objects fail the check with
 restore those first.
 
 Only the applier talks to the API server, through :class:`Api`; the Kubernetes client is imported
-when it connects, so ``python -m lifeline.agent`` stays fast.
+when it connects, so ``python -m lifeline.agent`` stays fast. :func:`connect` and :class:`Api` are
+the agent's one way to the API server (a resources backup's writer uses them too): the agent may
+not import :mod:`lifeline.kube`, the operator's door, and needs only its caller's credentials.
 """
 from __future__ import annotations
 
