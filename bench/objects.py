@@ -126,10 +126,12 @@ def main() -> int:
             ResourcePlan(api_version=r.api_version, plural=r.plural, kind=r.kind,
                          owned=(r.group, r.plural) in OWNED_BY_CONTROLLERS or None) for r in chosen])
         tree = work / "tree"
-        client = Counting(objects_restore.connect(config).client)
-        written, seconds = timed(lambda: objects.write_objects(plan, tree, client))
+        reader = objects_restore.connect(config)
+        reader.client = Counting(reader.client)
+        written, seconds = timed(lambda: objects.write_objects(plan, tree, reader))
+        calls = reader.client.calls
         out["write_out"] = {"seconds": seconds, "objects": written.objects, "kinds": len(written.kinds),
-                            "requests": client.calls, "requests_per_object": round(client.calls / written.objects, 3)}
+                            "requests": calls, "requests_per_object": round(calls / written.objects, 3)}
         kinds = ",".join(r.name for r in chosen)
         _, floor = timed(lambda: subprocess.run([str(kubectl_path()), "--kubeconfig", config, "get", kinds, "-n", NS,
                                                  "-o", "json"], capture_output=True, check=True, timeout=600))

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from lifeline.sources.resources import Served
 log = logging.getLogger(__name__)
 
 COMPONENT = "lifeline-operator"
+DISCOVERY_TTL = 300.0  # seconds a discovery answer is used: a CRD installed later joins within this
 
 # (api group, resource, verb) for every call the operator makes below; the Helm chart's
 # ClusterRole must grant these (a test checks it).
@@ -257,6 +259,7 @@ class Kube:
         self._api = api_client
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
         self._me: str | None = None  # whoami()
+        self._served: tuple[float, tuple[Served, ...]] | None = None  # discover(): when, and what
         # (connect, read) seconds for every call: a dead site (failover) must not hang a thread.
         self.request_timeout = request_timeout or (5, 15)
 
@@ -501,9 +504,16 @@ class Kube:
         status = review.get("status") or {}
         return status.get("user") or {} if status.get("authenticated") else None
 
-    async def discover(self) -> tuple[Served, ...]:
+    async def discover(self, max_age: float = DISCOVERY_TTL) -> tuple[Served, ...]:
         """Every resource the API server serves, at each group's preferred version (discovery: readable
-        by every authenticated user, so no RBAC rule of its own)."""
+        by every authenticated user, so no RBAC rule of its own); asked again only when the last answer
+        is older than ``max_age`` seconds, so the controller and the webhook share one."""
+        if self._served is not None and time.monotonic() - self._served[0] < max_age:
+            return self._served[1]
+        self._served = (time.monotonic(), await self._discover())
+        return self._served[1]
+
+    async def _discover(self) -> tuple[Served, ...]:
 
         def served(group: str, version: str, listing: dict) -> list[Served]:
             return [Served(group, version, r["name"], r["kind"], bool(r.get("namespaced")), frozenset(r.get("verbs") or ()))

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 
-import kubernetes
-
 from lifeline.agent.__main__ import main
 from lifeline.agent.objects import write_objects
+from lifeline.agent.objects_restore import connect
 from lifeline.messages import ResourcesPlan
 
 from .test_objects import application, wards_crd
@@ -40,8 +39,7 @@ def test_objects_are_restored_into_another_namespace_checked_first_and_never_hal
     tree, source, target = tmp_path / "objects", kube.namespace, f"{kube.namespace}-restored"
     plan = ResourcesPlan(namespace=source, selector="app=his", resources=[
         {"apiVersion": v, "plural": p, "kind": k} for v, p, k in KINDS])
-    with kubernetes.config.new_client_from_config(config_file=str(kube.cluster.kubeconfig)) as client:
-        assert write_objects(plan, tree, client).objects == 6
+    assert write_objects(plan, tree, connect(str(kube.cluster.kubeconfig))).objects == 6
     old_ip = json.loads((tree / "services/his-web.json").read_text())["spec"]["clusterIP"]
     # The disaster. The Service stays, and so does its address: the restored one must be given another.
     for resource, name in RESTORED:

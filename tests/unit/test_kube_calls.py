@@ -48,3 +48,23 @@ async def test_a_status_patch_is_a_merge_patch_of_the_subresource(kube_404):
     assert str(got.value).startswith("patch status of Restore ns/r")
     assert kube_404.calls[-1] == ("PATCH", "/apis/dr.lifeline.io/v1alpha1/namespaces/ns/restores/r/status",
                                   "application/merge-patch+json")
+
+
+async def test_discovery_is_asked_once_for_the_controller_and_the_webhook_until_it_is_old():
+    kube = Kube(kubernetes.client.ApiClient())
+    calls = []
+
+    def raw(method, path, body=None, query=None, content_type="application/json"):
+        calls.append(path)
+        if path == "/apis":
+            return {"groups": [{"name": "apps", "preferredVersion": {"version": "v1"}}]}
+        group = "apps" if path.startswith("/apis/apps") else ""
+        return {"resources": [{"name": "deployments" if group else "configmaps", "namespaced": True,
+                               "kind": "Deployment" if group else "ConfigMap", "verbs": ["get", "list"]}]}
+
+    kube._raw = raw
+    first = await kube.discover()
+    assert [r.name for r in first] == ["configmaps", "deployments.apps"]
+    assert await kube.discover() is first and len(calls) == 3, "one answer serves every caller"
+    assert await kube.discover(max_age=0) == first and len(calls) == 6, "an old answer is asked again"
+    kube.close()

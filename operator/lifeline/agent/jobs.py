@@ -50,6 +50,8 @@ from lifeline.messages.destination import destination_env, stderr_tail
 from lifeline.repository.backend import S3Options, open_backend
 from lifeline.repository.layout import CONFIG
 
+from . import objects
+
 EXIT_CODE_WAIT = 60.0  # seconds to wait for the dump's exit status after its stream ended
 FINGERPRINT_WAIT = 300.0  # seconds to wait for the fingerprint command after the backup finished
 FINGERPRINT_MAX = 256  # characters of a fingerprint kept: a count or a checksum, never data
@@ -185,8 +187,6 @@ def _backup_args(task: Task, dest: DestinationPlan, source_args: list[str]) -> l
 
 def _write_objects(source) -> str | None:
     """A resources source: the namespace's objects written out under ``source.path``; why not, if not."""
-    from . import objects  # lazy: the Kubernetes client takes seconds to import, and only this needs it
-
     try:
         written = objects.write_objects(source.resources, Path(source.path))
     except LifelineError as exc:  # unreadable kinds, no credentials, the API server out of reach

@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-import kubernetes
-
 from lifeline.errors import LifelineError
 from lifeline.messages import ResourcePlan, ResourcesPlan
 
-from .objects_restore import connect
+from .objects_restore import Api, Refused, connect
 
 PAGE = 500
 SERVER_SET = ("uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "selfLink",
@@ -84,7 +82,7 @@ def folder(resource: ResourcePlan) -> str:
     return f"{resource.plural}.{group}" if group else resource.plural
 
 
-def _pages(client, resource: ResourcePlan, plan: ResourcesPlan):
+def _pages(api: Api, resource: ResourcePlan, plan: ResourcesPlan):
     prefix = "/api" if "/" not in resource.api_version else "/apis"
     path = f"{prefix}/{resource.api_version}/namespaces/{plan.namespace}/{resource.plural}"
     token = None
@@ -92,34 +90,24 @@ def _pages(client, resource: ResourcePlan, plan: ResourcesPlan):
         query = {"limit": PAGE, **({"labelSelector": plan.selector} if plan.selector else {}),
                  **({"continue": token} if token else {})}
         try:
-            response = client.call_api(f"{path}?{urlencode(query)}", "GET", header_params={"Accept": "application/json"},
-                                        auth_settings=["BearerToken"], _return_http_data_only=True,
-                                        _preload_content=False, _request_timeout=(5, 60))
-        except kubernetes.client.ApiException as exc:
-            why = exc.reason
-            try:
-                why = json.loads(exc.body or "{}").get("message") or why
-            except ValueError:
-                pass
-            raise ObjectsUnreadable(f"cannot list {folder(resource)} in {plan.namespace}: {why} "
+            page = api.call("GET", f"{path}?{urlencode(query)}")
+        except Refused as exc:
+            raise ObjectsUnreadable(f"cannot list {folder(resource)} in {plan.namespace}: {exc.message} "
                                     f"(HTTP {exc.status})") from None
-        except OSError as exc:
-            raise ObjectsUnreadable(f"cannot list {folder(resource)} in {plan.namespace}: {exc}") from None
-        page = json.loads(response.data)
         yield from page.get("items") or ()
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return
 
 
-def write_objects(plan: ResourcesPlan, into: Path, client=None) -> Written:
+def write_objects(plan: ResourcesPlan, into: Path, api: Api | None = None) -> Written:
     """Every object the plan selects, one JSON file each under ``into``; what was written."""
-    client = client or connect().client
+    api = api or connect()
     written = Written()
     for resource in plan.resources:
         where = into / folder(resource)
         where.mkdir(parents=True, exist_ok=True)
-        for obj in _pages(client, resource, plan):
+        for obj in _pages(api, resource, plan):
             if left_out(obj, resource):
                 written.left_out += 1
                 continue

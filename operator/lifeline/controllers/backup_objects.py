@@ -1,7 +1,7 @@
 """Resources policies: what the API server serves, and the account their backup Jobs read objects as.
 
-Discovery (:meth:`lifeline.kube.Kube.discover`) is asked at most every ``DISCOVERY_TTL`` seconds
-and only while some policy backs up objects; when it changes, the controller's facts change, and
+Discovery (:meth:`lifeline.kube.Kube.discover`, which keeps an answer five minutes) is asked only
+while some policy backs up objects; when it changes, the controller's facts change, and
 every resources policy is planned again (a new CRD's objects join the next backup, its Role the
 reads). The reader's ServiceAccount, Role and RoleBinding (:mod:`lifeline.planning.objects_reader`)
 are created when missing, replaced when their spec hash differs, and deleted when the policy stops
@@ -10,7 +10,6 @@ being a resources policy; a policy's deletion takes them with it (owner referenc
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from lifeline.kube import ROLEBINDINGS, ROLES, SERVICEACCOUNTS, KubeError
 from lifeline.labels import ANN_SPEC_HASH
@@ -18,7 +17,6 @@ from lifeline.planning import objects_reader
 
 from .common import write_owned
 
-DISCOVERY_TTL = 300.0
 RESOURCES = {"ServiceAccount": SERVICEACCOUNTS, "Role": ROLES, "RoleBinding": ROLEBINDINGS}
 
 
@@ -28,24 +26,20 @@ def backs_up_objects(body: dict) -> bool:
 
 
 class ObjectReaders:
-    """One BackupPolicy controller's discovery cache and reader accounts."""
+    """One BackupPolicy controller's reader accounts, and the discovery its plans follow."""
 
     def __init__(self, controller):
         self.ctl = controller
         self.kube = controller.kube
-        self._discovered_at: float | None = None
         self._applied: dict[tuple, str] = {}  # (namespace, name, kind) -> spec hash written by this process
 
     async def refresh(self) -> str | None:
-        """Discovery again when it is older than the TTL; the error text when it failed."""
-        if self._discovered_at is not None and time.monotonic() - self._discovered_at < DISCOVERY_TTL:
-            return None
+        """The controller's facts follow discovery (kept by :meth:`Kube.discover`); the error text when it failed."""
         try:
             served = await self.kube.discover()
         except KubeError as exc:
             return f"could not read what the API server serves: {exc}"
-        self._discovered_at = time.monotonic()
-        if served != self.ctl.facts.served:
+        if served is not self.ctl.facts.served:  # a new answer (an unchanged one plans the same)
             self.ctl.facts = dataclasses.replace(self.ctl.facts, served=served)
         return None
 

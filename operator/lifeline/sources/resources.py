@@ -88,10 +88,9 @@ class ResourcesRoom(SourceRoom):
 
     def job_source(self, namespace, policy, spec, served: tuple[Served, ...] = ()) -> SourcePlan:
         src: ResourcesSource = self.settings(spec)
-        problem = _name_problem(policy) or _problem(src, served)
+        chosen, problem = _selected(src, served, policy)
         if problem is not None:
             raise PlanError("SourceAvailable", problem.reason, problem.message)
-        chosen, _ = selection(src, served)
         plan = ResourcesPlan(namespace=namespace, selector=src.selector.as_query() if src.selector else None,
                              status=src.include_status or None,
                              resources=[ResourcePlan(api_version=r.api_version, plural=r.plural, kind=r.kind,
@@ -111,36 +110,31 @@ class ResourcesRoom(SourceRoom):
 
     def availability(self, spec, seen: Seen) -> Availability:
         src = self.settings(spec)
-        problem = _name_problem(seen.policy) or _problem(src, seen.served)
+        chosen, problem = _selected(src, seen.served, seen.policy)
         if problem is not None:
             return problem
-        chosen, _ = selection(src, seen.served)
         names = ", ".join(r.name for r in chosen[:8]) + (f" and {len(chosen) - 8} more" if len(chosen) > 8 else "")
         return Availability(True, "KindsSelected",
                             f"{len(chosen)} kinds ({names}); the backup Job reads them as ServiceAccount "
                             f"{reader_name(seen.policy)}, which may only get and list those in {seen.namespace}")
 
 
-def _name_problem(policy: str) -> Availability | None:
+def _selected(src: ResourcesSource, served: tuple[Served, ...], policy: str) -> tuple[list[Served], Availability | None]:
+    """The kinds the policy backs up, and why it cannot be backed up (None: it can)."""
     if len(policy) > MAX_POLICY_NAME:
-        return Availability(False, "NameTooLong",
-                            f"a resources policy's name is at most {MAX_POLICY_NAME} characters (its Jobs read as "
-                            f"the ServiceAccount <name>{READER_SUFFIX}, which must be its alone); rename the policy")
-    return None
-
-
-def _problem(src: ResourcesSource, served: tuple[Served, ...]) -> Availability | None:
-    """Why the policy's selection cannot be backed up (None: it can)."""
+        return [], Availability(False, "NameTooLong",
+                                f"a resources policy's name is at most {MAX_POLICY_NAME} characters (its Jobs read "
+                                f"as the ServiceAccount <name>{READER_SUFFIX}, which must be its alone); rename it")
     if not served:
-        return Availability(None, "DiscoveryPending", "the kinds the API server serves are not known yet")
+        return [], Availability(None, "DiscoveryPending", "the kinds the API server serves are not known yet")
     chosen, unknown = selection(src, served)
     if unknown:
-        return Availability(False, "KindNotServed",
-                            f"includeKinds names {', '.join(unknown)}, which this namespace cannot list "
-                            "(kubectl api-resources --namespaced shows what can be)")
+        return chosen, Availability(False, "KindNotServed",
+                                    f"includeKinds names {', '.join(unknown)}, which this namespace cannot list "
+                                    "(kubectl api-resources --namespaced shows what can be)")
     if not chosen:
-        return Availability(False, "NothingSelected", "includeKinds and excludeKinds leave no kind to back up")
-    return None
+        return chosen, Availability(False, "NothingSelected", "includeKinds and excludeKinds leave no kind to back up")
+    return chosen, None
 
 
 ROOM = ResourcesRoom()

@@ -10,28 +10,17 @@ BackupPolicies but not read Secrets cannot copy them out through a backup.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import kopf
 
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.kube import KubeError
-from lifeline.sources.resources import Served, selection
-
-DISCOVERY_TTL = 300.0
+from lifeline.sources.resources import selection
 
 
 class Authors:
     def __init__(self, ctx):
         self.kube = ctx.kube
-        self._served: tuple[Served, ...] = ()
-        self._at: float | None = None
-
-    async def served(self) -> tuple[Served, ...]:
-        if self._at is None or time.monotonic() - self._at >= DISCOVERY_TTL:
-            self._served, self._at = await self.kube.discover(), time.monotonic()
-        return self._served
-
     async def check(self, body: dict, old: dict | None, operation: str, userinfo: dict) -> None:
         """Refuse (403) a resources policy whose author may not list every kind it selects."""
         spec = body.get("spec") or {}
@@ -42,7 +31,7 @@ class Authors:
         namespace = (body.get("metadata") or {}).get("namespace", "")
         user, groups = userinfo.get("username") or "", list(userinfo.get("groups") or ())
         try:
-            chosen, _ = selection(BackupPolicySpec.model_validate(spec).source.resources, await self.served())
+            chosen, _ = selection(BackupPolicySpec.model_validate(spec).source.resources, await self.kube.discover())
             allowed = await asyncio.gather(*(
                 self.kube.access_review(user=user, groups=groups, namespace=namespace, verb="list", group=r.group,
                                         resource=r.plural, uid=userinfo.get("uid"), extra=userinfo.get("extra"))
