@@ -53,7 +53,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from lifeline.errors import LifelineError, UsageError
 
@@ -410,6 +410,9 @@ class Outcome:
         return d
 
 
+AfterStep = Callable[[list[Outcome]], "str | None"]
+
+
 @dataclass
 class _Write:
     outcome: Outcome
@@ -472,13 +475,15 @@ def _check(api: Api, doc: Document, served: Served, existing: str, out: Outcome)
 
 
 def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", dry_run: bool = False,
-                    workers: int = WORKERS) -> list[Outcome]:
+                    workers: int = WORKERS, after_step: AfterStep | None = None) -> list[Outcome]:
     """Check every prepared document with the server's dry run, then (unless ``dry_run`` or one
     failed) write them in order; one :class:`Outcome` per document, in that order.
 
     The checks are independent, so ``workers`` of them run at once; the writes go step by step
     (:data:`STEPS`: what an object needs is written in an earlier step), the objects of one step at
-    once, and a step that fails stops the ones after it."""
+    once, and a step that fails stops the ones after it. ``after_step(outcomes)`` is called with the
+    outcomes of each step once it is written; a sentence it returns stops the steps after it, as a
+    failed write does (a restore gives claims their data there, before the workloads)."""
     if existing not in EXISTING:
         raise UsageError(f"existing must be one of {', '.join(EXISTING)}, not {existing!r}")
     discovery, outcomes, to_check, seen = _Discovery(api), [], [], {}
@@ -525,11 +530,11 @@ def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", d
             for w in writes:
                 w.outcome.message = why
             return outcomes
-        _write_in_steps(api, writes, pool)
+        _write_in_steps(api, writes, pool, after_step)
     return outcomes
 
 
-def _write_in_steps(api: Api, writes: list[_Write], pool: ThreadPoolExecutor) -> None:
+def _write_in_steps(api: Api, writes: list[_Write], pool: ThreadPoolExecutor, after_step: AfterStep | None) -> None:
     def write(w: _Write) -> None:
         try:
             api.call(w.method, w.path, w.body)
@@ -541,15 +546,18 @@ def _write_in_steps(api: Api, writes: list[_Write], pool: ThreadPoolExecutor) ->
     by_step: dict[int, list[_Write]] = {}
     for w in writes:
         by_step.setdefault(step(w.body), []).append(w)
-    failure = None
+    stopped = None
     for number in sorted(by_step):
-        if failure is not None:
+        if stopped is not None:
             for w in by_step[number]:
-                w.outcome.outcome = "failed"
-                w.outcome.message = f"not written: the write of {failure.kind} {failure.where} failed"
+                w.outcome.outcome, w.outcome.message = "failed", f"not written: {stopped}"
             continue
         list(pool.map(write, by_step[number]))
         failure = next((w.outcome for w in by_step[number] if w.outcome.outcome == "failed"), None)
+        if failure is not None:
+            stopped = f"the write of {failure.kind} {failure.where} failed"
+        elif after_step is not None:
+            stopped = after_step([w.outcome for w in by_step[number]])
 
 
 def outcome_table(outcomes: list[Outcome]) -> str:

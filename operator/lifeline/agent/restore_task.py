@@ -28,12 +28,14 @@ from lifeline.errors import LifelineError
 from lifeline.keys.choice import provider_for
 from lifeline.messages import (DEFAULT_TERMINATION_LOG, PLAN_ENV, DestinationPlan, RestorePlan, RestoreSummary,
                                RestoreTargetPlan, UnreadableMessage, termination)
+from lifeline.messages.summaries import ObjectFailed
 from lifeline.messages.destination import destination_env
 from lifeline.repository.backend import open_backend
 from lifeline.repository.errors import DamagedData, KeyMismatch, LockConflict, ObjectNotFound, PointNotFound
 from lifeline.repository.repo import Repository
 
 from .jobs import key_ref_of, load_plan, log, os_error, read_exit_code, refuse_plan, s3_options
+from .objects_put_back import put_back
 from .restore import Restorer
 
 LOAD_WAIT = 6 * 3600.0  # the Job's deadline ends a load that never finishes; this only bounds the wait
@@ -122,6 +124,19 @@ def _to_fifo(restorer, target: RestoreTargetPlan) -> dict:
     return summary
 
 
+def _objects(target: RestoreTargetPlan, out: RestoreSummary) -> None:
+    """Put the restored tree's objects back; their outcome into ``out``; Failed when any object failed."""
+    done = put_back(target)
+    out.objects, out.claims_with_data = done.counts(), done.claims_with_data or None
+    failed = [o for o in done.outcomes if o.outcome == "failed"]
+    out.object_failures = [ObjectFailed(kind=o.kind, name=o.where, error=o.message[:300]) for o in failed] or None
+    shutil.rmtree(target.path, ignore_errors=True)  # the Secrets in clear: gone before the summary is written
+    if failed:
+        first = failed[0]
+        raise Failed("ObjectsFailed", f"{len(failed)} of {len(done.outcomes)} objects failed; first {first.kind} "
+                                      f"{first.where}: {first.message}")
+
+
 def run_restore(plan: RestorePlan, key_ref: str, env: dict) -> RestoreSummary:
     dest = plan.destinations[0]
     denv = destination_env(dest, env)
@@ -141,6 +156,9 @@ def run_restore(plan: RestorePlan, key_ref: str, env: dict) -> RestoreSummary:
             target = plan.target
             if target.kind == "pvc":
                 result = restorer.to_directory(target.path, overwrite=target.overwrite)
+            elif target.kind == "objects":
+                result = restorer.to_directory(target.path)
+                _objects(target, out)
             else:
                 result = _to_fifo(restorer, target)
         except LifelineError as exc:

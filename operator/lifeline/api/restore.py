@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from .common import DNSLabel, DNSName, Model, OneOf, StatusBase
 
-TARGET_KINDS = ("pvc", "command")
+TARGET_KINDS = ("pvc", "command", "objects")
 # Point-in-time targets: an RFC 3339 time (with a zone) or the word latest.
 TargetTime = Annotated[str, Field(pattern=r"^(latest|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
                                           r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))$")]
@@ -28,12 +28,34 @@ class CommandTarget(Model):
     command: list[str] = Field(min_length=1)
 
 
+class SecretKey(Model):
+    name: DNSName = Field(description="A Secret in the Restore's namespace.")
+    key: str = Field("kubeconfig", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class ObjectsTarget(Model):
+    """Put a resources point's Kubernetes objects back through an API server (docs/kubernetes-objects.md).
+
+    The point's namespace maps to ``target.namespace`` (the Restore's own when left out); every
+    object passes the server's dry run before anything is written, and nothing there is deleted."""
+
+    existing: Literal["Skip", "Update"] = Field(
+        "Skip", description="An object that exists already: leave it (Skip) or replace it at its live version (Update).")
+    with_data: bool = Field(
+        True, description="A claim restored here whose data a pvc policy of this namespace protects gets that "
+                          "data (the policy's newest point at or before this one), before any workload starts.")
+    kubeconfig_secret: SecretKey | None = Field(
+        None, description="Another cluster (the standby site): a kubeconfig in a Secret of this namespace; the "
+                          "restore acts there with that kubeconfig's identity, never the operator's.")
+
+
 class Target(OneOf):
     one_of, choice = TARGET_KINDS, "target"
 
     namespace: DNSLabel | None = Field(None, description="Target namespace; the Restore's own when left out.")
     pvc: PVCTarget | None = None
     command: CommandTarget | None = None
+    objects: ObjectsTarget | None = None
 
 
 class RestoreSpec(Model):
@@ -75,6 +97,22 @@ class Approval(Model):
     groups: list[str] | None = Field(None, description="The approver's groups that an approval policy asks for.")
 
 
+class ObjectFailure(Model):
+    kind: str
+    name: str = Field(description="namespace/name, or the name of a cluster-scoped object.")
+    message: str = Field(description="The API server's words.")
+
+
+class ObjectsOutcome(Model):
+    counts: dict[str, int] = Field(default_factory=dict,
+                                   description="Objects by outcome: created, updated, skipped, failed.")
+    failures: list[ObjectFailure] = Field(default_factory=list, max_length=50,
+                                          description="The objects that failed, with the server's reason (the "
+                                                      "first 50; the restore Job's log lists every object).")
+    claims_with_data: list[str] = Field(default_factory=list,
+                                        description="Claims whose data was restored with them.")
+
+
 class RestoreStatus(StatusBase):
     phase: Literal["PendingApproval", "Approved", "Running", "Succeeded", "Failed", "Rejected"] | None = None
     requested_by: str | None = None
@@ -88,3 +126,5 @@ class RestoreStatus(StatusBase):
     reason: str | None = Field(None, description="Why the Restore is in its phase, one CamelCase word.")
     message: str | None = Field(None, description="What happened and what to do next, for a person.")
     job_name: str | None = Field(None, description="The restore Job.")
+    objects: ObjectsOutcome | None = Field(None, description="An objects restore: what became of its objects.")
+

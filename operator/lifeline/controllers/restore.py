@@ -23,11 +23,15 @@ from lifeline.api import BACKUP_POLICY as POLICY, RECOVERY_POINT as POINT, RESTO
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import vault_env
 from lifeline.controllers.common import job_end
-from lifeline.kube import JOBS, PERSISTENTVOLUMECLAIMS, PODS, KubeError, ObjectRef
+from lifeline.kube import (JOBS, PERSISTENTVOLUMECLAIMS, PODS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, KubeError,
+                          ObjectRef)
 from lifeline.labels import LABEL_JOB_NAME
 from lifeline.messages import RestoreSummary, read_summary
 from lifeline.observability import audit
-from lifeline.planning import approval_policy, authority, backup, restore, restore_run
+from lifeline.planning import (approval_policy, authority, backup, objects_writer, restore, restore_objects,
+                               restore_run)
+from lifeline.sources import room_of
+from lifeline.sources.resources import selection
 from lifeline.webhooks.seal_key import seal_key
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,20 @@ def _job_phase(job: dict) -> str:
     return "Running" if (job.get("status") or {}).get("startTime") else "Pending"
 
 
-def _summary(pods: list[dict]) -> tuple[str, int | None]:
-    """The agent's (or the guard's) message, and the bytes restored when it says so."""
+def _objects_status(summary: RestoreSummary) -> dict | None:
+    """status.objects of an objects restore, from the agent's summary."""
+    if summary.objects is None:
+        return None
+    out: dict = {"counts": dict(summary.objects)}
+    if summary.object_failures:
+        out["failures"] = [{"kind": f.kind, "name": f.name, "message": f.error} for f in summary.object_failures[:50]]
+    if summary.claims_with_data:
+        out["claimsWithData"] = list(summary.claims_with_data)
+    return out
+
+
+def _summary(pods: list[dict]) -> tuple[str, int | None, dict | None]:
+    """The agent's (or the guard's) message, the bytes restored when it says so, and status.objects."""
     messages = []
     for pod in pods:
         status = pod.get("status") or {}
@@ -58,14 +74,15 @@ def _summary(pods: list[dict]) -> tuple[str, int | None]:
         summary, problem = read_summary(text, RestoreSummary)
         if summary is not None:
             if summary.ok:
-                return "restored", summary.bytes_restored
-            return f"{summary.reason or 'RestoreFailed'}: {summary.error or ''}".strip(), None
+                return "restored", summary.bytes_restored, _objects_status(summary)
+            return (f"{summary.reason or 'RestoreFailed'}: {summary.error or ''}".strip(), None,
+                    _objects_status(summary))
         if problem:
             problems.append(f"{name}: {problem}")
     if problems:
-        return "; ".join(problems), None
+        return "; ".join(problems), None, None
     failed = [f"{n} exited {c}: {t.strip()[-500:]}" for n, c, t in messages if c]
-    return ("; ".join(failed), None)
+    return ("; ".join(failed), None, None)
 
 
 class RestoreController:
@@ -99,21 +116,22 @@ class RestoreController:
         return approval_policy.choose(self.policies, namespace, self.tiers.get(uid))
 
     async def _job(self, body: dict) -> restore.JobFacts | None:
-        namespace = restore_run.target_namespace(body)
+        namespace = restore_run.job_namespace(body)
         name = restore_run.job_name(body["metadata"]["name"])
         job = await self.kube.get(JOBS, namespace, name, missing_ok=True)
         if job is None:
             return None
         phase = _job_phase(job)
-        message, size = "", None
+        message, size, objects = "", None, None
         if phase in ("Succeeded", "Failed"):
             pods = await self.kube.list(PODS, namespace, f"{LABEL_JOB_NAME}={name}")
-            message, size = _summary(pods)
+            message, size, objects = _summary(pods)
             if not message and phase == "Failed":
                 conds = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"]
                 message = (conds[0].get("message") if conds else "") or "the Job failed"
         status = job.get("status") or {}
-        return restore.JobFacts(name, phase, message, status.get("startTime"), status.get("completionTime"), size)
+        return restore.JobFacts(name, phase, message, status.get("startTime"), status.get("completionTime"), size,
+                                objects)
 
     async def _claim(self, body: dict) -> dict | None:
         pvc = ((body.get("spec") or {}).get("target") or {}).get("pvc")
@@ -140,7 +158,8 @@ class RestoreController:
                                       "key reference and destinations are needed; restore by hand with "
                                       "`lifeline agent restore`")
         try:
-            manifest = restore_run.job(body, point, policy, self.facts)
+            objects = await self._objects(body, point, policy) if restore_run.restores_objects(body) else None
+            manifest = restore_run.job(body, point, policy, self.facts, objects)
         except backup.PlanError as exc:
             return exc.reason, exc.message
         except ValidationError as exc:
@@ -154,6 +173,46 @@ class RestoreController:
             if exc.status != 409:  # 409: created before, the status write was lost
                 raise
         return None
+
+    async def _objects(self, body: dict, point: dict, policy: dict):
+        """An objects restore's writer account (this cluster) and data Jobs; PlanError when it cannot be."""
+        spec = backup.parse_spec(policy)
+        if room_of(spec).kind != "resources":
+            return restore_objects.target(body, point, [], [], self.facts)  # the plan refuses it, with the reason
+        namespace = body["metadata"]["namespace"]
+        with_data = (body["spec"]["target"]["objects"] or {}).get("withData", True)
+        policies = await self.kube.list(POLICY, namespace) if with_data else []
+        points = await self.kube.list(POINT, namespace) if with_data else []
+        target = restore_objects.target(body, point, policies, points, self.facts)
+        if target.writer:
+            try:
+                served = await self.kube.discover()
+            except KubeError as exc:
+                raise backup.PlanError("Ready", "DiscoveryFailed",
+                                       f"the kinds the API server serves could not be read: {exc}") from None
+            chosen, _ = selection(spec.source.resources, served)
+            for child in objects_writer.plan(body, restore_run.job_name(body["metadata"]["name"]),
+                                             restore_run.target_namespace(body), chosen,
+                                             with_data=bool(target.data_jobs)):
+                await self._apply(child)
+        return target
+
+    async def _apply(self, child: dict) -> None:
+        kind = {"ServiceAccount": SERVICEACCOUNTS, "Role": ROLES, "RoleBinding": ROLEBINDINGS}[child["kind"]]
+        meta = child["metadata"]
+        try:
+            await self.kube.create(kind, meta["namespace"], child)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            await self.kube.replace(kind, meta["namespace"], meta["name"], child)
+
+    async def _drop_writer(self, body: dict) -> None:
+        """The writer's rights end with the restore (the Role and binding in another namespace have no owner)."""
+        name = objects_writer.writer_name(restore_run.job_name(body["metadata"]["name"]))
+        target = restore_run.target_namespace(body)
+        for kind, namespace in ((ROLEBINDINGS, target), (ROLES, target), (SERVICEACCOUNTS, body["metadata"]["namespace"])):
+            await self.kube.delete(kind, namespace, name, missing_ok=True)
 
     async def reconcile(self, namespace: str, name: str, body: dict | None = None) -> None:
         async with self.locks[(namespace, name)]:
@@ -195,6 +254,9 @@ class RestoreController:
             plan = restore.plan(body, job, now, switched=True, records_sealed=sealed, policy=held_to)
         if plan.mark_failed:
             await self._label_claim(body, "failed")
+        if plan.phase in restore.FINAL and phase not in restore.FINAL and restore_run.restores_objects(body) \
+                and not body["spec"]["target"]["objects"].get("kubeconfigSecret"):
+            await self._drop_writer(body)
         self._metrics(body, plan.phase)
         if restore.unchanged(body, plan.status):
             self.ctx.metrics.reconciles.labels("Restore", "unchanged").inc()

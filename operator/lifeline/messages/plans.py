@@ -129,19 +129,28 @@ class PrunePlan(_Plan):
 
 
 class RestoreTargetPlan(Wire):
-    """Where a restore writes, in the Restore's words: a directory on a ``pvc``, or the FIFO a
-    ``command`` (the ``load`` container) reads."""
+    """Where a restore writes, in the Restore's words: a directory on a ``pvc``, the FIFO a
+    ``command`` (the ``load`` container) reads, or an API server for ``objects`` (the tree is
+    restored into ``path``, a memory-backed scratch directory, and put back from there)."""
 
-    kind: Literal["pvc", "command"]
+    kind: Literal["pvc", "command", "objects"]
     path: str
     overwrite: bool = False  # pvc: restore over what is there; written only when true
     exit_code: str | None = Field(None, alias="exitCode")  # command: the file the load's status appears in
     errors: str | None = None  # command: the load command's stderr, for the failure's reason
+    # objects: the point's namespace -> the target's; skip|update; the kubeconfig file of another cluster
+    # (in-cluster credentials without it); the Jobs that give restored claims their data
+    namespace_map: dict[str, str] | None = Field(None, alias="namespaceMap")
+    existing: Literal["skip", "update"] | None = None
+    kubeconfig: str | None = None
+    data_jobs: list[dict] | None = Field(None, alias="dataJobs")
 
     @model_validator(mode="after")
     def _a_command_has_its_status_file(self):
         if self.kind == "command" and not self.exit_code:
             raise ValueError("a command target needs exitCode (the file the load's exit status appears in)")
+        if self.kind == "objects" and (self.namespace_map is None or self.existing is None):
+            raise ValueError("an objects target needs namespaceMap and existing")
         return self
 
     @model_serializer(mode="wrap")

@@ -79,6 +79,14 @@ class PruneReport(_Summary):
     error: str | None = None
 
 
+class ObjectFailed(Wire):
+    """An object an objects restore could not put back, with the API server's words."""
+
+    kind: str = Field(alias="k")
+    name: str = Field(alias="n")  # namespace/name, or a cluster-scoped object's name
+    error: str = ""
+
+
 class RestoreSummary(_Summary):
     """A restore's result; durations are the agent's own (monotonic clock), whatever the cluster's clocks say."""
 
@@ -100,6 +108,10 @@ class RestoreSummary(_Summary):
     base_backup: str | None = Field(None, alias="baseBackup")
     recovery_target_time: str | None = Field(None, alias="recoveryTargetTime")
     last_segment: str | None = Field(None, alias="lastSegment")
+    # objects restores: objects by outcome, the failed ones (cut to fit), the claims given their data
+    objects: dict[str, int] | None = None
+    object_failures: list[ObjectFailed] | None = Field(None, alias="failed")
+    claims_with_data: list[str] | None = Field(None, alias="claims")
 
     @property
     def seconds(self) -> float | None:

@@ -186,6 +186,7 @@ class JobFacts:
     start: str | None = None
     end: str | None = None
     bytes_restored: int | None = None
+    objects: dict | None = None  # an objects restore: status.objects (counts, failures, claims with data)
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,8 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
             notes.append(Note("Normal", "RestoreStarted", status["message"],
                               ("restore", requester or "unknown", "started")))
     if phase == RUNNING and job is not None and job.phase in ("Succeeded", "Failed"):
+        if job.objects is not None:
+            status["objects"] = job.objects
         if job.phase == "Failed":
             phase = FAILED
             status.update(reason="RestoreFailed", message=_failure_message(job, spec))
@@ -346,9 +349,9 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
             status["completionTime"] = job.end or now
             target = (spec.get("target") or {}).get("pvc") or {}
             switch = (f"; claim {target.get('claimName')} marked ready "
-                      f"(label {LABEL_RESTORE_STATE}=verified)") if switched else ""
+                      f"(label {LABEL_RESTORE_STATE}=verified)") if switched and target else ""
             status.update(reason="Restored", message=f"{spec.get('recoveryPoint')} restored by Job {job.name}"
-                                                     f"{switch}")
+                                                     f"{switch}{_objects_said(job.objects)}")
             notes.append(Note("Normal", "RestoreSucceeded", status["message"],
                               ("restore", requester or "unknown", "succeeded")))
     status["phase"] = phase
@@ -362,10 +365,23 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     return out
 
 
+def _objects_said(objects: dict | None) -> str:
+    """``: 12 created, 3 skipped; claims with their data: his-data`` for an objects restore."""
+    if not objects:
+        return ""
+    counts = ", ".join(f"{n} {what}" for what, n in sorted((objects.get("counts") or {}).items()))
+    claims = objects.get("claimsWithData") or []
+    return f": {counts or 'no objects'}" + (f"; claims with their data: {', '.join(claims)}" if claims else "")
+
+
 def _failure_message(job: JobFacts, spec: dict) -> str:
     text = (job.message or "").strip() or "the restore Job failed without a message"
     hint = ""
-    if "not empty" in text and not spec.get("overwrite"):
+    if (spec.get("target") or {}).get("objects"):
+        hint = (" — nothing that was there was deleted; objects written before the failure stay (status.objects "
+                "and the Job's log name each one); fix the cause and create a new Restore (existing: Skip "
+                "leaves what is back)")
+    elif "not empty" in text and not spec.get("overwrite"):
         hint = " — nothing was written; to replace the data there, create a new Restore with overwrite: true"
     elif (spec.get("target") or {}).get("command"):
         hint = (" — the database may hold a partial restore: empty it (or restore into a fresh one) "

@@ -68,11 +68,30 @@ LOAD_SCRIPT = (
     f'echo "$rc" > {EXIT_CODE}.tmp && mv {EXIT_CODE}.tmp {EXIT_CODE}; exit "$rc"'
 )
 DEFAULT_DEADLINE = 6 * 3600
+OBJECTS_MOUNT = "/objects"  # an objects restore's tree: memory-backed, Secrets included, gone with the pod
+KUBECONFIG_MOUNT = "/kubeconfig"
+
+
+@dataclass(frozen=True)
+class ObjectsTarget:
+    """An objects restore: the point's namespace -> the target's, what to do with what exists, who writes
+    (``writer``: a ServiceAccount of this cluster; ``kubeconfig``: (Secret, key) of another cluster's),
+    and the Jobs, as JSON, that give the claims restored here their data."""
+
+    namespace_map: tuple[tuple[str, str], ...]
+    existing: str = "skip"
+    writer: str | None = None
+    kubeconfig: tuple[str, str] | None = None
+    data_jobs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if bool(self.writer) == bool(self.kubeconfig):
+            raise ValueError("an objects restore writes either as a writer account here or through a kubeconfig")
 
 
 @dataclass(frozen=True)
 class RestoreTarget:
-    """Where the data goes: ``claim_name`` (+ ``path``), or ``command`` run in ``image``."""
+    """Where the data goes: ``claim_name`` (+ ``path``), ``command`` run in ``image``, or ``objects``."""
 
     claim_name: str | None = None
     path: str = "/"
@@ -81,12 +100,13 @@ class RestoreTarget:
     env: tuple[tuple[str, str], ...] = ()  # literal variables for the command (no secrets)
     target_time: str | None = None  # point-in-time (continuous policies): RFC 3339 or "latest"
     overwrite: bool = False  # restore over what is there (never through a link already there)
+    objects: ObjectsTarget | None = None
 
     def __post_init__(self):
         if self.target_time and not self.claim_name:
             raise ValueError("a point-in-time restore writes a PostgreSQL data directory: it needs a PVC target")
-        if bool(self.claim_name) == bool(self.command):
-            raise ValueError("a restore target is either a PVC (claim_name) or a command, exactly one")
+        if sum(map(bool, (self.claim_name, self.command, self.objects))) != 1:
+            raise ValueError("a restore target is a PVC (claim_name), a command or objects, exactly one")
         if self.command and not self.image:
             raise ValueError("a command target needs the image that holds the command")
 
@@ -144,16 +164,27 @@ def claims_needed(policy: BackupPolicySpec, copy: dict) -> list[str]:
 def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: BackupPolicySpec, copy: dict,
                  target: RestoreTarget) -> RestorePlan:
     """The task ``python -m lifeline.agent.restore_task`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
-    if room_of(spec).restores_into == "objects":  # never as files: the Secrets would land readable in a volume
+    holds_objects = room_of(spec).restores_into == "objects"
+    if holds_objects and target.objects is None:  # never as files: the Secrets would land readable in a volume
         raise PlanError("Ready", "ObjectsRestoreNotSupported",
-                        f"policy {policy_name} backs up Kubernetes objects, which a Restore cannot put back yet; "
-                        "restore them by hand with `lifeline agent objects-restore` (docs/kubernetes-objects.md)")
+                        f"policy {policy_name} backs up Kubernetes objects, which are never written into a volume "
+                        "or a command: restore them with a Restore's target.objects, or by hand with "
+                        "`lifeline agent objects-restore` (docs/kubernetes-objects.md)")
+    if target.objects is not None and not holds_objects:
+        raise PlanError("Ready", "NotAnObjectsPoint",
+                        f"policy {policy_name} does not back up Kubernetes objects: restore its points with "
+                        "target.pvc or target.command")
     index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])
     dest = backup.destination_plan(index, spec.destinations[index])
     p_spec = point.get("spec") or {}
     if target.claim_name:
         where = RestoreTargetPlan(kind="pvc", path=backup.inside(TARGET_MOUNT, target.path, "target path"),
                                   overwrite=target.overwrite)
+    elif target.objects is not None:
+        o = target.objects
+        where = RestoreTargetPlan(kind="objects", path=f"{OBJECTS_MOUNT}/tree", namespace_map=dict(o.namespace_map),
+                                  existing=o.existing, kubeconfig=f"{KUBECONFIG_MOUNT}/config" if o.kubeconfig else None,
+                                  data_jobs=[json.loads(j) for j in o.data_jobs] or None)
     else:
         where = RestoreTargetPlan(kind="command", path=FIFO, exit_code=EXIT_CODE, errors=LOAD_ERRORS)
     return RestorePlan(
@@ -215,6 +246,8 @@ def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: Rest
     if target.claim_name:
         mounts.append({"name": "target", "mountPath": TARGET_MOUNT})
         volumes.append({"name": "target", "persistentVolumeClaim": {"claimName": target.claim_name}})
+    elif target.objects is not None:
+        _objects_pod(pod, agent, target.objects)
     else:
         volumes.append({"name": "stream", "emptyDir": {}})
         mounts.append({"name": "stream", "mountPath": STREAM_MOUNT})
@@ -233,7 +266,21 @@ def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: Rest
             "volumeMounts": [{"name": "stream", "mountPath": STREAM_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         })
     apply_placement(pod, spec, service_account=key_scheme.startswith("vault"))
+    if target.objects is not None and target.objects.writer:
+        # the writer's token: the API server judges every write by it (a vault key logs in with it too)
+        pod["serviceAccountName"], pod["automountServiceAccountToken"] = target.objects.writer, True
     return pod
+
+
+def _objects_pod(pod: dict, agent: dict, objects: ObjectsTarget) -> None:
+    """The tree's scratch space in memory (it holds the Secrets in clear), another cluster's kubeconfig."""
+    pod["volumes"].append({"name": "objects", "emptyDir": {"medium": "Memory"}})
+    agent["volumeMounts"].append({"name": "objects", "mountPath": OBJECTS_MOUNT})
+    if objects.kubeconfig:
+        secret, key = objects.kubeconfig
+        pod["volumes"].append({"name": "kubeconfig", "secret": {"secretName": secret, "defaultMode": 0o400,
+                                                                 "items": [{"key": key, "path": "config"}]}})
+        agent["volumeMounts"].append({"name": "kubeconfig", "mountPath": KUBECONFIG_MOUNT, "readOnly": True})
 
 
 def restore_job(point: dict, policy_body: dict, target: RestoreTarget, *, namespace: str, name: str,
@@ -268,5 +315,5 @@ def restore_job(point: dict, policy_body: dict, target: RestoreTarget, *, namesp
     return json.loads(json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}))
 
 
-__all__ = ["Options", "RestoreTarget", "choose_copy", "claims_needed", "restore_job", "restore_plan",
+__all__ = ["ObjectsTarget", "Options", "RestoreTarget", "choose_copy", "claims_needed", "restore_job", "restore_plan",
            "secrets_needed"]

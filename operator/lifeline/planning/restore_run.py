@@ -53,8 +53,10 @@ def labels(restore: str) -> dict:
     }
 
 
-def target_of(spec: dict) -> restore_job.RestoreTarget:
+def target_of(spec: dict, objects: restore_job.ObjectsTarget | None = None) -> restore_job.RestoreTarget:
     target = spec.get("target") or {}
+    if objects is not None:
+        return restore_job.RestoreTarget(objects=objects)
     if target.get("pvc"):
         pvc = target["pvc"]
         return restore_job.RestoreTarget(claim_name=pvc["claimName"], path=pvc.get("path") or "/",
@@ -67,17 +69,29 @@ def target_namespace(body: dict) -> str:
     return ((body.get("spec") or {}).get("target") or {}).get("namespace") or body["metadata"].get("namespace", "")
 
 
-def job(body: dict, point: dict, policy_body: dict, facts: backup.Facts) -> dict:
-    """The restore Job for ``body`` (a Restore), reading ``point`` made by ``policy_body``.
+def restores_objects(body: dict) -> bool:
+    return ((body.get("spec") or {}).get("target") or {}).get("objects") is not None  # {}: every default
+
+
+def job_namespace(body: dict) -> str:
+    """Where the Job runs: the target namespace, except for objects, which are written through the API
+    server from the Restore's own namespace (beside the policy's Secrets)."""
+    return body["metadata"].get("namespace", "") if restores_objects(body) else target_namespace(body)
+
+
+def job(body: dict, point: dict, policy_body: dict, facts: backup.Facts,
+        objects: restore_job.ObjectsTarget | None = None) -> dict:
+    """The restore Job for ``body`` (a Restore), reading ``point`` made by ``policy_body`` (``objects``:
+    how an objects restore writes, :func:`lifeline.planning.restore_objects.target`).
 
     Raises :class:`~lifeline.planning.backup.PlanError` when no copy of the point is readable.
     """
     meta, spec = body["metadata"], body.get("spec") or {}
     name = meta["name"]
-    namespace = target_namespace(body)
+    namespace = job_namespace(body)
     same_namespace = namespace == meta.get("namespace")
     manifest = restore_job.restore_job(
-        point, policy_body, target_of(spec), namespace=namespace, name=job_name(name), facts=facts,
+        point, policy_body, target_of(spec, objects), namespace=namespace, name=job_name(name), facts=facts,
         destination=spec.get("destination"),
         options=restore_job.Options(owner=owner_reference(body) if same_namespace else None,
                                     annotations={LABEL_RESTORE: f"{meta.get('namespace', '')}/{name}"}))
