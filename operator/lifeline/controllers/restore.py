@@ -193,7 +193,7 @@ class RestoreController:
             chosen, _ = selection(spec.source.resources, served)
             for child in objects_writer.plan(body, restore_run.job_name(body["metadata"]["name"]),
                                              restore_run.target_namespace(body), chosen,
-                                             with_data=bool(target.data_jobs)):
+                                             with_data=bool(target.data_jobs), update=target.existing == "update"):
                 await self._apply(child)
         return target
 

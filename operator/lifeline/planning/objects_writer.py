@@ -2,8 +2,8 @@
 
 A Restore of a resources point puts objects back with no more rights than it needs: a
 ServiceAccount ``<job>-writer`` in the Restore's namespace (where the Job runs, beside the
-policy's Secrets), and in the *target* namespace a Role of the same name that may ``get``,
-``create`` and ``update`` exactly the kinds the point's policy selects (never ``delete``: a restore
+policy's Secrets), and in the *target* namespace a Role of the same name that may ``get`` and
+``create`` (and ``update``, for ``existing: Update``) exactly the kinds the point's policy selects (never ``delete``: a restore
 deletes nothing), plus what the Job needs besides: ``create``/``get`` of Jobs and ``list`` of Pods
 when restored claims get their data (the data Jobs are made there and watched), and, when the
 selection holds Roles or RoleBindings, ``escalate`` and ``bind`` on Roles and ``bind`` on
@@ -28,7 +28,7 @@ from .backup import labels, stamp
 COMPONENT = "objects-writer"
 SUFFIX = "-writer"
 RBAC = "rbac.authorization.k8s.io"
-WRITE_VERBS = ("create", "get", "update")
+WRITE_VERBS = ("create", "get")  # and update, only for a restore that replaces what exists (existing: Update)
 KINDS = (("v1", "ServiceAccount"), (f"{RBAC}/v1", "Role"), (f"{RBAC}/v1", "RoleBinding"))
 
 
@@ -41,12 +41,13 @@ def writer_name(job: str) -> str:
     return f"{job[:63 - len(SUFFIX) - 9].rstrip('-.')}-{digest}{SUFFIX}"
 
 
-def rules(chosen: list[Served], *, with_data: bool) -> list[dict]:
-    """get/create/update on the chosen kinds (one rule per API group), and what the Job needs besides."""
+def rules(chosen: list[Served], *, with_data: bool, update: bool = False) -> list[dict]:
+    """get/create (and ``update``) on the chosen kinds (one rule per API group), and what the Job needs besides."""
     by_group: dict[str, set[str]] = {}
     for r in chosen:
         by_group.setdefault(r.group, set()).add(r.plural)
-    out = [{"apiGroups": [group], "resources": sorted(plurals), "verbs": list(WRITE_VERBS)}
+    verbs = [*WRITE_VERBS, "update"] if update else list(WRITE_VERBS)
+    out = [{"apiGroups": [group], "resources": sorted(plurals), "verbs": verbs}
            for group, plurals in sorted(by_group.items())]
     if by_group.get(RBAC, set()) & {"roles", "rolebindings"}:
         out.append({"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["bind", "escalate"]})
@@ -58,7 +59,7 @@ def rules(chosen: list[Served], *, with_data: bool) -> list[dict]:
 
 
 def plan(restore_body: dict, job: str, target_namespace: str, chosen: list[Served], *,
-         with_data: bool) -> list[dict]:
+         with_data: bool, update: bool = False) -> list[dict]:
     """The writer's ServiceAccount (the Restore's namespace), Role and RoleBinding (the target's)."""
     meta = restore_body["metadata"]
     restore, namespace = meta["name"], meta.get("namespace", "")
@@ -73,7 +74,7 @@ def plan(restore_body: dict, job: str, target_namespace: str, chosen: list[Serve
 
     return [
         child("v1", "ServiceAccount", namespace),
-        child(f"{RBAC}/v1", "Role", target_namespace, rules=rules(chosen, with_data=with_data)),
+        child(f"{RBAC}/v1", "Role", target_namespace, rules=rules(chosen, with_data=with_data, update=update)),
         child(f"{RBAC}/v1", "RoleBinding", target_namespace,
               roleRef={"apiGroup": RBAC, "kind": "Role", "name": name},
               subjects=[{"kind": "ServiceAccount", "name": name, "namespace": namespace}]),
