@@ -30,6 +30,7 @@ tools: $(STAMP)
 kube:
 	@bash scripts/build-kube.sh
 	@bash scripts/build-snapshot-controller.sh
+	@bash scripts/build-fake-gcs.sh
 
 deps: $(STAMP) system-packages tools kube
 

@@ -1,4 +1,4 @@
-"""pytest fixtures for the real parts: OpenBao, S3 (moto), PostgreSQL, and the CLI tools.
+"""pytest fixtures for the real parts: OpenBao, S3 (moto), Azurite, fake-gcs-server, PostgreSQL, and the CLI tools.
 
 Servers are session-scoped (under pytest-xdist: one per worker, each on its own free port
 and temp dir) and stopped at session end. A part that is not installed skips the tests that
@@ -55,6 +55,19 @@ def azurite():
     if binary() is None:
         missing("azurite not in .tools/node; run `make test` (scripts/install-tools.py installs it from npm)")
     with Azurite() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_gcs():
+    """fake-gcs-server's Google Cloud Storage on 127.0.0.1 (built from Go modules into .tools/bin), taking
+    the self-signed tokens of one service account's key (``fake_gcs.env()``) and refusing any other."""
+    from .gcs import FakeGCS, binary
+
+    if binary() is None:
+        missing("fake-gcs-server not in .tools/bin; run `make test` (scripts/build-fake-gcs.sh builds it "
+                "from Go modules)")
+    with FakeGCS(authenticate=True) as server:
         yield server
 
 

@@ -8,14 +8,15 @@ from lifeline.errors import UsageError
 from .backend_azure import AzureBackend
 from .backend_base import Backend, ObjectInfo, S3Options
 from .backend_file import FileBackend
+from .backend_gcs import GCSBackend
 from .backend_s3 import S3Backend
 
 __all__ = ["Backend", "ObjectInfo", "S3Options", "open_backend"]
 
 
 def open_backend(url: str, s3: S3Options | None = None, *, create: bool = False) -> Backend:
-    """Backend for a repository URL: ``file:///path``, a plain path, ``s3://bucket/prefix`` or
-    ``azure://container/prefix``."""
+    """Backend for a repository URL: ``file:///path``, a plain path, ``s3://bucket/prefix``,
+    ``azure://container/prefix`` or ``gs://bucket/prefix``."""
     if not url:
         raise UsageError("no repository given: pass --repo URL or set LIFELINE_REPOSITORY "
                          "(file:///path or s3://bucket/prefix)")
@@ -44,5 +45,12 @@ def open_backend(url: str, s3: S3Options | None = None, *, create: bool = False)
             raise UsageError("do not put credentials in the repository URL; use the environment "
                              "(AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, ...: docs/storage.md)")
         return AzureBackend(parsed.netloc, parsed.path.strip("/"))
+    if parsed.scheme == "gs":
+        if not parsed.netloc:
+            raise UsageError(f"repository URL {url!r}: expected gs://bucket/prefix")
+        if parsed.username or parsed.password or parsed.query:
+            raise UsageError("do not put credentials in the repository URL; use the environment "
+                             "(GOOGLE_APPLICATION_CREDENTIALS or Workload Identity: docs/storage.md)")
+        return GCSBackend(parsed.netloc, parsed.path.strip("/"))
     raise UsageError(f"repository URL {url!r}: unsupported scheme {parsed.scheme!r} "
-                     "(use file:///path, s3://bucket/prefix or azure://container/prefix)")
+                     "(use file:///path, s3://bucket/prefix, azure://container/prefix or gs://bucket/prefix)")
