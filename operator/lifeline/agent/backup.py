@@ -14,8 +14,11 @@ Order of writes (what makes ``kill -9`` harmless):
 from __future__ import annotations
 
 import base64
+import errno
+import grp
 import io
 import os
+import pwd
 import secrets
 import shlex
 import socket
@@ -31,7 +34,8 @@ from lifeline.repository.blob_saver import BlobSaver
 from lifeline.repository.chunker import Chunker
 from lifeline.repository.crypto import EpochKeys
 from lifeline.repository.index import Index
-from lifeline.repository.layout import FORMAT_VERSION, key_name
+from lifeline.repository.layout import key_name
+from lifeline.repository.manifest import POINT_VERSION
 from lifeline.repository.repo import PointRef, Repository, rfc3339
 
 from .progress import Progress
@@ -92,10 +96,82 @@ def stream_source(kind: str, *, command: str | None = None, name: str | None = N
 
 
 # --- scanning ----------------------------------------------------------------------------
-def _entry_for(rel: str, st: os.stat_result, full: str) -> dict:
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+class Attributes:
+    """What a scan records next to the stat fields, at one system call per entry in the common case:
+    owner names (looked up once per id) and extended attributes (one ``llistxattr``; ``lgetxattr``
+    only for the names it lists). A filesystem that has no extended attributes is asked once.
+
+    POSIX ACLs are the ``system.posix_acl_access`` / ``system.posix_acl_default`` attributes and are
+    recorded as such (their bytes, as the kernel gives them). ``trusted.*`` attributes are listed only
+    to root; ``security.*`` ones (SELinux labels, file capabilities) to anyone."""
+
+    def __init__(self, warn):
+        self.warn = warn
+        self.users: dict[int, str | None] = {}
+        self.groups: dict[int, str | None] = {}
+        self.no_xattrs: set[int] = set()  # st_dev of filesystems that refused llistxattr
+
+    def user(self, uid: int) -> str | None:
+        try:
+            return self.users[uid]
+        except KeyError:
+            pass
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except (KeyError, OverflowError):
+            name = None
+        self.users[uid] = name
+        return name
+
+    def group(self, gid: int) -> str | None:
+        try:
+            return self.groups[gid]
+        except KeyError:
+            pass
+        try:
+            name = grp.getgrgid(gid).gr_name
+        except (KeyError, OverflowError):
+            name = None
+        self.groups[gid] = name
+        return name
+
+    def xattrs(self, rel: str, full: str, dev: int) -> dict | None:
+        if dev in self.no_xattrs:
+            return None
+        try:
+            names = os.listxattr(full, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                self.no_xattrs.add(dev)
+            elif exc.errno != errno.ENOENT:
+                self.warn(rel, f"cannot list extended attributes ({exc.strerror}); backed up without them")
+            return None
+        if not names:
+            return None
+        out = {}
+        for name in sorted(names):
+            try:
+                value = os.getxattr(full, name, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.ENODATA, errno.ENOENT):  # (removed meanwhile)
+                    self.warn(rel, f"cannot read extended attribute {name} ({exc.strerror}); backed up without it")
+                continue
+            out[name] = base64.b64encode(value).decode("ascii")
+        return out or None
+
+
+def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> dict:
     mode = st.st_mode
     e = {"path": rel, "mode": stat.S_IMODE(mode), "uid": st.st_uid, "gid": st.st_gid,
-         "mtime_ns": st.st_mtime_ns}
+         "mtime_ns": st.st_mtime_ns, "atime_ns": st.st_atime_ns}
+    user, group = attrs.user(st.st_uid), attrs.group(st.st_gid)
+    if user is not None:
+        e["user"] = user
+    if group is not None:
+        e["group"] = group
     if stat.S_ISREG(mode):
         e.update(type="file", size=st.st_size, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
     elif stat.S_ISDIR(mode):
@@ -113,12 +189,20 @@ def _entry_for(rel: str, st: os.stat_result, full: str) -> dict:
         e["type"] = "socket"
     else:
         e["type"] = "unknown"
+    xattrs = attrs.xattrs(rel, full, st.st_dev)
+    if xattrs:
+        e["xattrs"] = xattrs
     return e
 
 
 def scan_tree(root: str, warn) -> list[dict]:
-    """All entries under root, parents first, names sorted (root itself is path "")."""
-    out = [_entry_for("", os.lstat(root), root)]
+    """All entries under root, parents first, names sorted (root itself is path "").
+
+    A regular file with more than one link is recorded once, at the first name met; each further
+    name of the same inode (within the tree) is a ``hardlink`` entry naming that first one."""
+    attrs = Attributes(warn)
+    out = [_entry_for("", os.lstat(root), root, attrs)]
+    first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
 
     def walk(dirpath: str, rel: str) -> None:
         try:
@@ -131,7 +215,13 @@ def scan_tree(root: str, warn) -> list[dict]:
             r = f"{rel}/{d.name}" if rel else d.name
             try:
                 st = d.stat(follow_symlinks=False)
-                e = _entry_for(r, st, d.path)
+                linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
+                if linked and (first := first_name.get((st.st_dev, st.st_ino))) is not None:
+                    out.append({"path": r, "type": "hardlink", "target": first})
+                    continue
+                e = _entry_for(r, st, d.path, attrs)
+                if linked:
+                    first_name[(st.st_dev, st.st_ino)] = r
             except OSError as exc:
                 warn(r, f"cannot stat: {exc.strerror}")
                 continue
@@ -196,6 +286,9 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             _h, entries, keys = repo.load_point(parent.id, provider)
             index = repo.load_index(provider, epochs={keys.epoch_id})  # chunk ids are keyed per epoch
             parent_entries = {e["path"]: e for e in entries if e.get("type") == "file"}
+            for e in entries:  # another name of a file: its data may be there under the first name
+                if e.get("type") == "hardlink" and e.get("target") in parent_entries:
+                    parent_entries.setdefault(e["path"], parent_entries[e["target"]])
             if kind == "differential":
                 known = {bytes.fromhex(c) for e in entries for c in e.get("chunks", ())}
                 known &= index.chunks.keys()  # only what is really stored
@@ -214,7 +307,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         completion = time.time() if at is None else start_time + (time.time() - start)
         point_id = secrets.token_hex(16)
         header = {
-            "version": FORMAT_VERSION,
+            "version": POINT_VERSION,
             "id": point_id,
             "type": kind,
             "parent": parent.id if parent else None,
@@ -312,8 +405,16 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             return f.readall()
 
     kept: list[dict] = []
+    lost: set[str] = set()  # files that could not be read: their other names are left out too
+    reused: set[str] = set()  # files whose chunks the parent point had
     for e in entries:
         if e["type"] != "file":
+            if e["type"] == "hardlink":  # another name of a file above: counted, not read again
+                if e["target"] in lost:
+                    warn(e["path"], f"not backed up: it is a hard link to {e['target']!r}, which could not be read")
+                    continue
+                stats.files += 1
+                stats.files_reused += e["target"] in reused
             kept.append(e)
             continue
         old = parent_entries.get(e["path"])
@@ -321,6 +422,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             e["chunks"] = list(old["chunks"])
             stats.chunks_total += len(e["chunks"])
             stats.files_reused += 1
+            reused.add(e["path"])
         else:
             full = os.path.join(source.path, e["path"])
             chunks: list = []
@@ -346,6 +448,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             except OSError as exc:
                 store.drain()  # chunks already submitted must land before we drop the entry
                 warn(e["path"], f"cannot read: {exc.strerror or exc}")
+                lost.add(e["path"])
                 progress.files_done += 1
                 continue
             if size != e["size"]:

@@ -9,8 +9,12 @@ is written (:func:`check_manifest`) and every file operation goes through :mod:`
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import errno
+import grp
 import os
+import pwd
 import re
 import stat
 import threading
@@ -98,6 +102,9 @@ class UnsafeRestore(LifelineError):
 
 
 SPECIAL_BITS = 0o7000  # setuid, setgid, sticky: restored only when asked (special_bits)
+SET_ID_BITS = 0o6000  # setuid, setgid: dropped too when the owner could not be restored (as tar does)
+ACLS = ("system.posix_acl_access", "system.posix_acl_default")  # POSIX ACLs, as extended attributes
+ROOT_ONLY_XATTRS = ("trusted.", "security.")  # restored only as root
 
 
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a keyed BLAKE3 digest, as backup writes it
@@ -128,10 +135,17 @@ def check_manifest(entries: list[dict], point_id: str = "?") -> None:
         kinds[path] = kind
         get = e.get
         if not (type(get("mode", 0)) is type(get("uid", 0)) is type(get("gid", 0)) is type(get("mtime_ns", 0))
-                is type(get("size", 0)) is type(get("rdev", 0)) is int):
+                is type(get("atime_ns", 0)) is type(get("size", 0)) is type(get("rdev", 0)) is int):
             raise bad(f"{path!r} with a mode, owner, time, size or device number that is not an integer")
         if kind == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
             raise bad(f"a symlink {path!r} without a usable target")
+        if kind == "hardlink" and (not isinstance(e.get("target"), str)
+                                   or kinds.get(e["target"]) != "file"):  # (kinds: the entries before)
+            raise bad(f"a hard link {path!r} whose target is not a file listed before it")
+        if not all(isinstance(n, str) and n and "\0" not in n for n in (get("user", "-"), get("group", "-"))):
+            raise bad(f"{path!r} with an owner or group name that is not a name")
+        if "xattrs" in e and not _good_xattrs(e["xattrs"]):
+            raise bad(f"{path!r} with extended attributes that are not names and base64 values")
         chunks = e.get("chunks", [])
         if kind == "file" and (not isinstance(chunks, list)
                                or not all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)):
@@ -147,6 +161,25 @@ def check_manifest(entries: list[dict], point_id: str = "?") -> None:
             walked.append(head)
             head = head.rpartition("/")[0]
         beneath_dirs.update(walked)
+
+
+def _good_xattrs(xattrs) -> bool:
+    if not isinstance(xattrs, dict):
+        return False
+    for name, value in xattrs.items():
+        if not (isinstance(name, str) and name and "\0" not in name and isinstance(value, str)):
+            return False
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+    return True
+
+
+def _times(e: dict) -> tuple[int, int]:
+    """(atime, mtime) in ns; a version 2 entry has no atime: the mtime stands for it."""
+    m = e["mtime_ns"]
+    return e.get("atime_ns", m), m
 
 
 def _selected(entries: list[dict], includes: list[str] | None) -> list[dict]:
@@ -213,7 +246,7 @@ class Restorer:
 
     # --- to a directory ------------------------------------------------------------
     def to_directory(self, target: str, includes: list[str] | None = None, *, overwrite: bool = False,
-                     special_bits: bool = False, devices: bool = False) -> dict:
+                     special_bits: bool = False, devices: bool = False, numeric_owner: bool = False) -> dict:
         """Files are restored in parallel (creating files is slow on many filesystems):
         small files are one task each; large files are split into segments written with
         pwrite at their offsets; whoever finishes a file's last segment finalizes it.
@@ -224,11 +257,19 @@ class Restorer:
         what is in the way of an entry is removed (a link itself, never what it points to) and
         replaced, never written through. setuid/setgid/sticky bits come back only with
         ``special_bits``, device nodes only with ``devices`` (as root); what was left out is
-        listed in the summary's ``skipped``."""
+        listed in the summary's ``skipped``.
+
+        Attributes (see docs/repository-format.md, "Attributes"): as root, owners by name when the
+        name exists here, else by id (``numeric_owner``: by id always); extended attributes and ACLs
+        (``trusted.*``/``security.*`` only as root; what the target filesystem refuses is listed, not
+        fatal); access and modification times to the nanosecond; the names of a hard-linked file as
+        links to one inode; directories' own attributes last, after their contents."""
         start = time.time()
         check_manifest(self.entries, self.point_id)
         entries = _selected(self.entries, includes)
-        self.overwrite, self.devices = overwrite, devices
+        self.overwrite, self.devices, self.numeric_owner = overwrite, devices, numeric_owner
+        self._owners: dict[tuple, tuple[int, int]] = {}
+        self._root_only: dict[str, int] = {}  # trusted.*/security.* names left out (not root) -> entries
         self.mode_mask = 0o7777 if special_bits else 0o0777
         self.skipped: list[dict] = []
         self._lock = threading.Lock()
@@ -242,6 +283,10 @@ class Restorer:
             done = self._to_directory(Beneath(root), entries)
         finally:
             os.close(root)
+        if self._root_only:  # one note, not one per file: an SELinux host labels every file
+            self.skipped.append({"path": "", "what": f"{sum(self._root_only.values())} trusted.*/security.* "
+                                 "extended attribute(s) not restored: only root restores them",
+                                 "names": sorted(self._root_only)})
         self.damaged.sort(key=lambda d: d["path"])
         self.skipped.sort(key=lambda d: d["path"])
         return {
@@ -256,7 +301,7 @@ class Restorer:
 
     def _to_directory(self, b: Beneath, entries: list[dict]) -> dict:
         index = self.repo_index
-        files = [e for e in entries if e["type"] == "file"]
+        files, links = self._files_and_links(entries)
         self.progress.files_total = len(files)
         self.progress.bytes_total = sum(e.get("size", 0) for e in files)
         dirs = [e for e in entries if e["type"] == "dir"]
@@ -276,12 +321,13 @@ class Restorer:
         slots = threading.BoundedSemaphore(self.workers * 4)
 
         class FileJob:
-            __slots__ = ("entry", "rel", "fd", "remaining", "failed", "error", "end")
+            __slots__ = ("entry", "rel", "fd", "remaining", "failed", "error", "end", "links")
 
             def __init__(self, entry, nseg):
                 self.entry, self.rel, self.fd = entry, entry["path"], None
                 self.remaining, self.failed, self.error = nseg, False, None
                 self.end = 0  # highest offset written so far
+                self.links = links.get(self.rel, ())  # the file's other names: hard links to it
 
         def finalize(job: FileJob) -> None:
             e = job.entry
@@ -296,16 +342,21 @@ class Restorer:
                     with lock:
                         self.damaged.append({"point": self.point_id, "path": e["path"],
                                              "chunk": job.error.chunk, "error": str(job.error)})
+                        self.damaged.extend({"point": self.point_id, "path": rel, "chunk": job.error.chunk,
+                                             "error": f"a hard link to {e['path']!r}, which is damaged"}
+                                            for rel in job.links)
                 return
             fd = job.fd
             try:
                 if job.end != e.get("size", 0):  # trailing hole (or a file that was longer)
                     os.ftruncate(fd, e.get("size", 0))
+                for rel in job.links:  # from the written data, before the owner and mode are set
+                    self._link(b, fd, e, rel)
                 self._apply_fd_meta(fd, e, 0o644)
             finally:
                 os.close(fd)
             with lock:
-                done["files"] += 1
+                done["files"] += 1 + len(job.links)
                 done["bytes"] += e.get("size", 0)
             self.progress.files_done += 1
 
@@ -383,11 +434,82 @@ class Restorer:
             raise first_error[0]
 
         for e in entries:
-            if e["type"] not in ("file", "dir"):
+            if e["type"] not in ("file", "dir", "hardlink"):  # (hard links were made with their file)
                 self._make_special(b, e)
         for d in sorted(dirs, key=lambda d: d["path"].count("/") if d["path"] else -1, reverse=True):
             self._dir_meta(b, d)
         return done
+
+    def _files_and_links(self, entries: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
+        """The files to write, and the other names of each (path -> hard link paths). A hard link
+        whose first name is not restored (``--path``) stands in for it: the first such name gets the
+        file's data and attributes, the others link to it."""
+        files: list[dict] = []
+        links: dict[str, list[str]] = {}
+        selected = {e["path"] for e in entries if e["type"] == "file"}
+        stand_in: dict[str, str] = {}
+        by_path = None
+        for e in entries:
+            if e["type"] == "file":
+                files.append(e)
+            elif e["type"] == "hardlink":
+                first = e["target"]
+                if first not in selected:
+                    if first not in stand_in:
+                        if by_path is None:
+                            by_path = {x["path"]: x for x in self.entries if x["type"] == "file"}
+                        stand_in[first] = e["path"]
+                        files.append({**by_path[first], "path": e["path"]})
+                        continue
+                    first = stand_in[first]
+                links.setdefault(first, []).append(e["path"])
+        return files, links
+
+    def _link(self, b: Beneath, fd: int, e: dict, rel: str) -> None:
+        """Make ``rel`` another name of the file open as ``fd`` (restored for ``e``): a hard link to
+        that very inode (through its /proc descriptor link, so nothing at a path is linked), or,
+        where the target refuses hard links, a copy of its data, listed in ``skipped``."""
+        try:
+            with b.parent(rel) as (pfd, name):
+                for attempt in (0, 1):
+                    try:
+                        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=pfd, follow_symlinks=True)
+                        return
+                    except FileExistsError:
+                        if not self.overwrite or attempt:
+                            raise
+                        remove_at(pfd, name)  # a link itself, never what it points to
+                    except OSError as exc:  # EPERM, EMLINK, EXDEV (a mount in the target), no /proc...
+                        why = exc
+                        break
+        except OSError as exc:
+            raise self._refusal(b, rel, exc) from None
+        self._copy_instead(b, fd, e, rel, why)
+
+    def _copy_instead(self, b: Beneath, fd: int, e: dict, rel: str, why: OSError) -> None:
+        try:
+            src = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | O_CLOEXEC)  # the same inode, to read
+        except OSError as exc:
+            with self._lock:
+                self.damaged.append({"point": self.point_id, "path": rel, "chunk": None,
+                                     "error": f"cannot make a hard link to {e['path']!r} ({why.strerror}) nor "
+                                              f"a copy of it ({exc.strerror})"})
+            return
+        try:
+            dst = self._create_file(b, rel)
+            try:
+                pos = 0
+                while data := os.pread(src, 1 << 20, pos):
+                    _write_sparse(dst, data, pos)
+                    pos += len(data)
+                os.ftruncate(dst, pos)
+                self._apply_fd_meta(dst, {**e, "path": rel}, 0o644)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        self._skip(rel, f"restored as a copy, not a hard link: the target refuses hard links ({why.strerror})",
+                   link_to=e["path"])
 
     # --- to a byte stream ---------------------------------------------------------
     def to_stream(self, out, path: str | None = None) -> dict:
@@ -395,7 +517,9 @@ class Restorer:
         self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id})  # opened by load_point
         files = [e for e in self.entries if e["type"] == "file"]
         if path is not None:
-            files = [e for e in files if e["path"] == path.strip("/")]
+            want = path.strip("/")
+            want = next((e["target"] for e in self.entries if e["type"] == "hardlink" and e["path"] == want), want)
+            files = [e for e in files if e["path"] == want]
             if not files:
                 raise UsageError(f"{path!r} is not a file in point {self.point_id}")
         elif len(files) != 1:
@@ -427,17 +551,73 @@ class Restorer:
                        mode=f"{mode & 0o7777:04o}")
         return mode & self.mode_mask
 
-    def _apply_fd_meta(self, fd: int, e: dict, default_mode: int, *, made_here: bool = True) -> None:
-        """Owner (as root), mode, then mtime: on the descriptor, never by path. Something this
-        restore made is already owned by its user: chown only when the entry says otherwise."""
-        if self.is_root and (not made_here or (e.get("uid"), e.get("gid")) != (self.euid, self.egid)):
+    def _owner(self, e: dict) -> tuple[int, int]:
+        """The (uid, gid) to give ``e``: by name when the name exists here (and not ``numeric_owner``),
+        else the recorded id (-1: leave as is)."""
+        key = (e.get("uid", -1), e.get("gid", -1), e.get("user"), e.get("group"))
+        ids = self._owners.get(key)
+        if ids is None:
+            uid, gid, user, group = key
+            if not self.numeric_owner:
+                if user is not None:
+                    try:
+                        uid = pwd.getpwnam(user).pw_uid
+                    except KeyError:
+                        pass
+                if group is not None:
+                    try:
+                        gid = grp.getgrnam(group).gr_gid
+                    except KeyError:
+                        pass
+            ids = self._owners[key] = (uid, gid)
+        return ids
+
+    def _chown(self, e: dict, mode: int, chown, *, made_here: bool = True) -> int:
+        """As root, give ``e`` its owner with ``chown(uid, gid)``; the mode to set then: without
+        setuid/setgid when the owner could not be given (as tar does), which is listed."""
+        if not self.is_root:
+            return mode
+        uid, gid = self._owner(e)
+        if made_here and (uid, gid) == (self.euid, self.egid):
+            return mode
+        try:
+            chown(uid, gid)
+        except OSError as exc:
+            dropped = mode & SET_ID_BITS
+            self._skip(e["path"], f"owner not restored ({exc.strerror})" +
+                       ("; its setuid/setgid bits were dropped with it" if dropped else ""),
+                       uid=uid, gid=gid)
+            return mode & ~SET_ID_BITS
+        return mode
+
+    def _set_xattrs(self, target, e: dict, *, follow: bool = True) -> None:
+        """Set ``e``'s extended attributes (ACLs among them) on ``target``, a descriptor or a path
+        (``follow``: False for a symlink's own). What is not set is listed, not fatal."""
+        left_out: dict[str, list[str]] = {}
+        for name, value in e["xattrs"].items():
+            if not self.is_root and name.startswith(ROOT_ONLY_XATTRS):
+                with self._lock:
+                    self._root_only[name] = self._root_only.get(name, 0) + 1
+                continue
             try:
-                os.fchown(fd, e.get("uid", -1), e.get("gid", -1))
-            except OSError:
-                pass
-        os.fchmod(fd, self._mode(e, default_mode))  # after chown, which clears setuid/setgid
+                os.setxattr(target, name, base64.b64decode(value), follow_symlinks=follow)
+            except OSError as exc:
+                what = "ACL" if name in ACLS else "extended attribute"
+                left_out.setdefault(f"{what} not restored: the target refuses it ({exc.strerror})", []).append(name)
+        for what, names in left_out.items():
+            self._skip(e["path"], what, names=names)
+
+    def _apply_fd_meta(self, fd: int, e: dict, default_mode: int, *, made_here: bool = True) -> None:
+        """Owner (as root), mode, extended attributes and ACLs, then times: on the descriptor, never
+        by path. Something this restore made is already owned by its user: chown only when the entry
+        says otherwise. The mode after chown, which clears setuid/setgid; the attributes after both
+        (chown clears file capabilities; an ACL and the mode's group bits agree as recorded)."""
+        mode = self._chown(e, self._mode(e, default_mode), lambda u, g: os.fchown(fd, u, g), made_here=made_here)
+        os.fchmod(fd, mode)
+        if "xattrs" in e:
+            self._set_xattrs(fd, e)
         if "mtime_ns" in e:
-            os.utime(fd, ns=(e["mtime_ns"], e["mtime_ns"]))
+            os.utime(fd, ns=_times(e))
 
     def _create_file(self, b: Beneath, rel: str) -> int:
         try:
@@ -481,14 +661,11 @@ class Restorer:
             raise self._refusal(b, e["path"], exc) from None
         try:  # the descriptor's /proc link leads to the directory itself, whatever is at its path now
             proc = f"/proc/self/fd/{fd}"
-            if self.is_root:
-                try:
-                    os.chown(proc, e.get("uid", -1), e.get("gid", -1))
-                except OSError:
-                    pass
-            os.chmod(proc, self._mode(e, 0o755))
+            os.chmod(proc, self._chown(e, self._mode(e, 0o755), lambda u, g: os.chown(proc, u, g), made_here=False))
+            if "xattrs" in e:
+                self._set_xattrs(proc, e)
             if "mtime_ns" in e:
-                os.utime(proc, ns=(e["mtime_ns"], e["mtime_ns"]))
+                os.utime(proc, ns=_times(e))
         finally:
             os.close(fd)
 
@@ -546,16 +723,15 @@ class Restorer:
             finally:
                 os.close(fd)
             return
-        if self.is_root:
-            try:
-                os.chown(name, e.get("uid", -1), e.get("gid", -1), dir_fd=dfd, follow_symlinks=False)
-            except OSError:
-                pass
+        mode = self._chown(e, self._mode(e, 0o600) if t != "symlink" else 0,
+                           lambda u, g: os.chown(name, u, g, dir_fd=dfd, follow_symlinks=False))
         if t != "symlink":
-            chmod_node(dfd, name, self._mode(e, 0o600), kind)
+            chmod_node(dfd, name, mode, kind)
+        if "xattrs" in e:  # the entry's own (a link's too): its name in the directory's /proc link
+            self._set_xattrs(f"/proc/self/fd/{dfd}/{name}", e, follow=False)
         if "mtime_ns" in e:
             try:
-                os.utime(name, ns=(e["mtime_ns"], e["mtime_ns"]), dir_fd=dfd, follow_symlinks=False)
+                os.utime(name, ns=_times(e), dir_fd=dfd, follow_symlinks=False)
             except (OSError, NotImplementedError):
                 pass
 

@@ -17,6 +17,21 @@ Tree entries (one per path, parents before children; ``""`` is the root)::
 Types: ``file``, ``dir``, ``symlink`` (``target``), ``fifo``, ``chardev``/``blockdev``
 (``rdev``), ``socket``. Files may also carry ``ino``/``ctime_ns`` (used only to skip
 unchanged files on the next backup).
+
+Point (tree) format versions, the header's ``version``:
+
+* 2: the entries above;
+* 4 (:data:`POINT_VERSION`, written since): every entry may also carry ``atime_ns``, ``user`` and
+  ``group`` (owner names, next to the ids), ``xattrs`` (``{name: base64 value}``, POSIX ACLs included
+  as their ``system.posix_acl_access`` / ``system.posix_acl_default`` attributes); and a second or
+  later name of a hard-linked file is an entry ``{"path": ..., "type": "hardlink", "target": <path of
+  the group's first file entry>}`` with no data of its own (the inode's attributes are the target's).
+
+Version 3 is only ever a config's (an SM4 repository): no point says 3. A reader of version 4 reads
+version 2 points as they are: without the new fields a restore sets the atime to the mtime, owners
+by id, no extended attributes, and every name of a hard-linked file as a file of its own (version 2
+recorded them so). A reader of version 2 refuses a version 4 point ("upgrade lifeline") rather than
+restore it without its hard links.
 """
 from __future__ import annotations
 
@@ -27,7 +42,10 @@ import zstandard
 
 from .crypto import DEFAULT_CIPHER, EpochKeys
 from .errors import DamagedData, FormatError
-from .layout import FORMAT_VERSION, POINT_MAGIC
+from .layout import POINT_MAGIC
+
+POINT_VERSION = 4  # the tree format points are written in (above)
+_V4_FIELDS = ("atime_ns", "user", "group", "xattrs")
 
 
 def encode_point(keys: EpochKeys, header: dict, entries: list[dict]) -> bytes:
@@ -51,9 +69,10 @@ def _split(name: str, data: bytes) -> tuple[bytes, dict, bytes]:
         raise DamagedData(f"point {name}: header is not valid JSON", obj=name) from None
     if not isinstance(header, dict):
         raise DamagedData(f"point {name}: header is not an object", obj=name)
-    if header.get("version", 0) > FORMAT_VERSION:
-        raise FormatError(f"point {name} uses format version {header.get('version')}; this "
-                          f"lifeline reads up to {FORMAT_VERSION}: upgrade lifeline")
+    version = header.get("version", 0)
+    if type(version) is not int or version > POINT_VERSION:
+        raise FormatError(f"point {name} uses format version {version!r}; this "
+                          f"lifeline reads up to {POINT_VERSION}: upgrade lifeline")
     return data[:end], header, data[end:]
 
 
@@ -73,4 +92,17 @@ def decode_tree(keys: EpochKeys, name: str, data: bytes) -> tuple[dict, list[dic
         tree = json.loads(zstandard.ZstdDecompressor().decompress(plain))
     except (ValueError, zstandard.ZstdError) as exc:
         raise DamagedData(f"point {name}: tree cannot be decoded: {exc}", obj=name) from None
-    return header, tree["entries"]
+    entries = tree["entries"]
+    if header.get("version", 0) < POINT_VERSION and isinstance(entries, list):
+        _read_v2(name, header.get("version", 0), entries)
+    return header, entries
+
+
+def _read_v2(name: str, version, entries: list) -> None:
+    """A version 2 tree is read as version 2 wrote it: one that holds what only version 4 writes
+    (a hard link entry, attributes) was not made by a version 2 writer, whatever its header says."""
+    for e in entries:
+        if isinstance(e, dict) and (e.get("type") == "hardlink" or any(k in e for k in _V4_FIELDS)):
+            raise DamagedData(f"point {name}: its header says format version {version!r}, but its tree holds "
+                              f"what only version {POINT_VERSION} writes ({e.get('path')!r}): it was forged or "
+                              "damaged", obj=name)
