@@ -5,7 +5,8 @@ Exit codes (stable; the operator and scripts rely on them):
   0  success
   1  error (storage unreachable, I/O error, repository missing/invalid)
   2  usage error (bad arguments, unreadable or missing source)
-  3  damaged data found (verify/check/restore), or prune refused to run on a damaged repository
+  3  damaged data found (verify/check/restore/repack/rebuild-index), or prune or repack refused to run on
+     a damaged repository
   4  key problem (wrong key, missing key file, key file permissions)
   5  recovery point not found
   6  repository locked by another process
@@ -41,6 +42,7 @@ from . import objects_restore
 from .backup import dir_source, run_backup, stream_source
 from .progress import Progress, human_bytes
 from .prune import run_prune
+from .repack import DEFAULT_MAX_UNUSED, PackProgress, run_rebuild_index, run_repack
 from .restore import Restorer
 from .verify import catalogue_lines_for_latest, run_check, run_verify
 from .wal_cli import register as register_continuous  # wal-push, wal-fetch, ship, restore-pitr
@@ -61,9 +63,20 @@ def _bounded(low: int, high: int):
     return parse
 
 
+def _percent(text: str) -> float:
+    """An argparse type: a percentage from 0 to 100 ("5", "5%", "2.5")."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 100")
+    return value
+
+
 def register(subparsers) -> None:
     agent = subparsers.add_parser(
-        "agent", help="back up, restore, verify, check and prune a repository (the data plane)",
+        "agent", help="back up, restore, verify, check, prune and repack a repository (the data plane)",
         description="The data-plane agent: encrypted, deduplicated backups to file:// and s3:// repositories.",
         epilog="exit codes:" + EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
@@ -130,8 +143,12 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="restore into a directory that is not empty: what is in the way of an entry is "
                         "replaced (a symbolic link there is removed, never written through); default: refuse")
-    p.add_argument("--special-bits", action="store_true",
-                   help="restore setuid, setgid and sticky bits (default: dropped, and listed)")
+    p.add_argument("--special-bits", "--keep-special-bits", dest="special_bits", action="store_true",
+                   help="restore setuid, setgid and sticky bits (default: dropped, and listed, even as root; "
+                        "setuid/setgid are dropped anyway when the owner cannot be restored)")
+    p.add_argument("--numeric-owner", action="store_true",
+                   help="as root, give owners by the recorded uid/gid (default: by the recorded user and group "
+                        "name when it exists on this system, else by id)")
     p.add_argument("--devices", action="store_true",
                    help="create device nodes (as root; default: not created, and listed)")
     p.set_defaults(func=cmd_restore)
@@ -158,9 +175,32 @@ def register(subparsers) -> None:
                         "accept the loss, record the points that are there, and prune (default: refuse)")
     p.set_defaults(func=cmd_prune)
 
+    p = sub.add_parser("repack", parents=[common], help="rewrite packs that are mostly unused (after prune)",
+                       description="Rewrite the packs in which more than --max-unused percent of the bytes are no "
+                                   "longer used by any point: their live blobs are copied into new packs, a new "
+                                   "index is written, and only then are the old index segments and packs deleted. "
+                                   "Packs no point uses and packs no index names are deleted. Takes the exclusive "
+                                   "lock (as prune): backups wait. See docs/maintenance.md.")
+    p.add_argument("--max-unused", type=_percent, default=DEFAULT_MAX_UNUSED, metavar="PERCENT",
+                   help=f"rewrite a pack when more than this share of its bytes is unused (default "
+                        f"{DEFAULT_MAX_UNUSED:g}; 0 = every pack with any unused byte, 100 = only delete "
+                        "packs with nothing live)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be rewritten and deleted; change nothing")
+    p.set_defaults(func=cmd_repack)
+
+    p = sub.add_parser("rebuild-index", parents=[common], help="recreate the index from the packs alone",
+                       description="Read every pack's own sealed directory (not its data) and write a new index "
+                                   "from them, then delete every index object that was there. A pack whose "
+                                   "directory cannot be read is named (exit 3); the others are indexed.")
+    p.add_argument("--dry-run", action="store_true", help="read the packs and report; write and delete nothing")
+    p.set_defaults(func=cmd_rebuild_index)
+
     p = sub.add_parser("points", parents=[common], help="list recovery points")
     p.add_argument("--tag", action="append", default=[], help="only points with this tag")
     p.add_argument("--source", help="only points of this source name")
+    p.add_argument("--authenticate", action="store_true",
+                   help="read each point with the key (its manifest must authenticate) and give its checksum: "
+                        "what adopting the points into a cluster's catalogue needs (needs --key)")
     p.set_defaults(func=cmd_points)
 
     p = sub.add_parser("shred", parents=[common],
@@ -365,7 +405,8 @@ def cmd_restore(args) -> int:
                 summary = r.to_stream(sys.stdout.buffer, args.path[0] if args.path else None)
             else:
                 summary = r.to_directory(args.target, args.path or None, overwrite=args.overwrite,
-                                         special_bits=args.special_bits, devices=args.devices)
+                                         special_bits=args.special_bits, devices=args.devices,
+                                         numeric_owner=args.numeric_owner)
     finally:
         lock.release()
     out = sys.stderr if args.target == "-" else sys.stdout
@@ -480,21 +521,78 @@ def cmd_prune(args) -> int:
 
 
 @_guard
+def cmd_repack(args) -> int:
+    repo = _open(args)
+    provider = _provider(args, repo)
+    with PackProgress("repack", enabled=args.progress) as progress:
+        r = run_repack(repo, provider, max_unused=args.max_unused, dry_run=args.dry_run,
+                       lock_wait=args.lock_wait, progress=progress)
+    dry = args.dry_run
+    lines = [f"{'would rewrite' if dry else 'rewrote'} {r['packs_rewritten']} packs with more than "
+             f"{r['max_unused_percent']:g}% unused: {r['blobs_copied']} live blobs ({human_bytes(r['bytes_copied'])}) "
+             f"copied into {'about ' if dry else ''}{r['packs_written']} new packs",
+             f"{'would delete' if dry else 'deleted'} {r['packs_deleted_unused']} packs nothing uses and "
+             f"{r['packs_deleted_unindexed']} packs no index names, {r['temporary_files_deleted']} temporary files, "
+             f"{r['stale_locks_deleted']} stale locks",
+             f"packs and index: {human_bytes(r['bytes_before'])} -> {'about ' if dry else ''}"
+             f"{human_bytes(r['bytes_after'])} ({r['packs_before']} -> {r['packs_after']} packs)"]
+    _emit(args, r, "\n".join(lines))
+    if r["damaged"]:
+        print(printable(_damage_lines(r["damaged"])), file=sys.stderr)
+        print(f"lifeline agent repack: {len(r['damaged'])} damaged pack(s) were left as they are; "
+              "run `lifeline agent check --read-data`", file=sys.stderr)
+        return 3
+    return 0
+
+
+@_guard
+def cmd_rebuild_index(args) -> int:
+    repo = _open(args)
+    provider = _provider(args, repo)
+    with PackProgress("rebuild-index", enabled=args.progress) as progress:
+        r = run_rebuild_index(repo, provider, dry_run=args.dry_run, lock_wait=args.lock_wait, progress=progress)
+    lines = [f"read {r['packs_read']} packs: {r['packs_indexed']} indexed ({r['chunks_indexed']} chunks), "
+             f"{len(r['damaged'])} damaged, {len(r['packs_shredded'])} of crypto-shredded epochs (left out: "
+             "`prune` deletes them)"] + [f"note: {n}" for n in r["notes"]]
+    if args.dry_run:
+        lines.append(f"dry run: the {r['index_segments_before']} index objects were left as they are")
+    else:
+        lines.append(f"wrote {r['index_segments_written']} index segments ({human_bytes(r['index_bytes'])}), "
+                     f"deleted the {r['index_segments_before']} that were there")
+    _emit(args, r, "\n".join(lines))
+    if r["damaged"]:
+        print(printable(_damage_lines(r["damaged"])), file=sys.stderr)
+        print(f"lifeline agent rebuild-index: {len(r['damaged'])} damaged pack(s)", file=sys.stderr)
+        return 3
+    return 0
+
+
+@_guard
 def cmd_points(args) -> int:
     repo = _open(args)
     points, bad = repo.list_points()
     rows = []
+    provider = _provider(args, repo) if args.authenticate else None
     for p in points:
         h = p.header
         if args.tag and not set(args.tag) <= set(h.get("tags", [])):
             continue
         if args.source and h.get("source", {}).get("name") != args.source:
             continue
-        rows.append({"point_id": p.id, "type": h.get("type"), "parent_id": h.get("parent"),
-                     "epoch": h.get("epoch"), "source": h.get("source"), "tags": h.get("tags", []),
-                     "start_time": h.get("start_time"), "completion_time": h.get("completion_time"),
-                     "size_bytes": h.get("size_bytes"), "stored_bytes": h.get("stored_bytes"),
-                     "files": h.get("files"), "key_ref": h.get("key_ref")})
+        row = {"point_id": p.id, "type": h.get("type"), "parent_id": h.get("parent"),
+               "epoch": h.get("epoch"), "source": h.get("source"), "tags": h.get("tags", []),
+               "start_time": h.get("start_time"), "completion_time": h.get("completion_time"),
+               "size_bytes": h.get("size_bytes"), "stored_bytes": h.get("stored_bytes"),
+               "files": h.get("files"), "key_ref": h.get("key_ref"),
+               "chunks_total": h.get("chunks_total"), "chunks_new": h.get("chunks_new")}
+        if provider is not None:
+            try:  # the header is bound to the sealed tree: opening it with the key authenticates both
+                repo.load_point(p.id, provider)
+                row["manifest_checksum"] = repo.point_checksum(p.id)
+            except LifelineError as exc:
+                bad[p.name] = str(exc)
+                continue
+        rows.append(row)
     lines = [f"{'ID':12}  {'TYPE':12}  {'TIME':20}  {'SIZE':>10}  {'STORED':>10}  SOURCE  TAGS"]
     for r in rows:
         lines.append(f"{r['point_id'][:12]}  {r['type']:12}  {r['start_time'][:19]:20}  "
