@@ -26,11 +26,12 @@ tools: $(STAMP)
 	@$(PY) scripts/install-tools.py
 
 # The real Kubernetes control plane, built from Go modules (tools/kube) once into .tools/bin/kube,
-# and the real CSI snapshot-controller with its CRDs (tools/snapshot).
+# and the real CSI snapshot-controller with its CRDs (tools/snapshot); the GCS emulator and MinIO too.
 kube:
 	@bash scripts/build-kube.sh
 	@bash scripts/build-snapshot-controller.sh
 	@bash scripts/build-fake-gcs.sh
+	@bash scripts/build-minio.sh
 
 deps: $(STAMP) system-packages tools kube
 

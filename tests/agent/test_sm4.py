@@ -363,9 +363,9 @@ def test_an_aes_config_changed_to_sm4_is_refused(aes: Repo, version):
 
 
 def test_a_newer_format_version_is_refused_before_any_key_is_used(sm4: Repo):
-    edit_json(root(sm4) / "config", lambda c: c.update(version=4))
+    edit_json(root(sm4) / "config", lambda c: c.update(version=6))
     r = clean(sm4.run("points"))
-    assert r.rc == 1 and "newer than this lifeline supports (3)" in r.err, r.err
+    assert r.rc == 1 and "newer than this lifeline supports (5)" in r.err, r.err
 
 
 # --- names and availability ----------------------------------------------------------------

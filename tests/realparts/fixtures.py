@@ -1,4 +1,4 @@
-"""pytest fixtures for the real parts: OpenBao, S3 (moto), Azurite, fake-gcs-server, PostgreSQL, and the CLI tools.
+"""pytest fixtures for the real parts: OpenBao, S3 (moto, and MinIO for Object Lock), Azurite, fake-gcs-server, PostgreSQL, and the CLI tools.
 
 Servers are session-scoped (under pytest-xdist: one per worker, each on its own free port
 and temp dir) and stopped at session end. A part that is not installed skips the tests that
@@ -68,6 +68,18 @@ def fake_gcs():
         missing("fake-gcs-server not in .tools/bin; run `make test` (scripts/build-fake-gcs.sh builds it "
                 "from Go modules)")
     with FakeGCS(authenticate=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def minio():
+    """MinIO on 127.0.0.1 (built from its Go module into .tools/bin): the S3 server that enforces Object
+    Lock, for immutable repositories (moto's lets a COMPLIANCE retention be shortened)."""
+    from .minio import MinIO, binary
+
+    if binary() is None:
+        missing("minio not in .tools/bin; run `make test` (scripts/build-minio.sh builds it from its Go module)")
+    with MinIO() as server:
         yield server
 
 

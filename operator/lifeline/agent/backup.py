@@ -36,7 +36,7 @@ from lifeline.repository.crypto import EpochKeys
 from lifeline.repository.index import Index
 from lifeline.repository.layout import key_name
 from lifeline.repository.manifest import POINT_VERSION
-from lifeline.repository.repo import PointRef, Repository, rfc3339
+from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, rfc3339
 
 from .progress import Progress
 
@@ -278,6 +278,12 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         if parent is not None and not repo.backend.exists(key_name(parent.header["epoch"])):
             notice(f"the key epoch of parent point {parent.id} was destroyed: taking a full backup")
             kind, parent = "full", None
+        if parent is not None and repo.immutability is not None:  # a shredded epoch's objects stay there a while
+            try:
+                repo.epoch_keys(parent.header["epoch"], provider)
+            except ShreddedEpoch:
+                notice(f"the key epoch of parent point {parent.id} was crypto-shredded: taking a full backup")
+                kind, parent = "full", None
         if kind == "full":
             _check_provider(repo, provider, points)
             keys = repo.new_epoch(provider)

@@ -36,6 +36,7 @@ from lifeline.repository.backend import S3Options, open_backend
 from lifeline.repository.config import check_cipher_name
 from lifeline.repository.crypto import cipher_problem
 from lifeline.repository.errors import CipherUnavailable
+from lifeline.repository.immutability import settings as immutability_settings
 from lifeline.repository.repo import Repository, parse_rfc3339
 
 from . import objects_restore
@@ -113,6 +114,14 @@ def register(subparsers) -> None:
                         "in GCM mode, for sites that must use the Chinese national block cipher: without SM4 "
                         "instructions it runs in software, ~30x slower than AES-NI per byte, which makes "
                         "backups ~2x and restores ~4x slower; see docs/performance.md)")
+    p.add_argument("--immutable-days", type=_bounded(1, 36500), metavar="N",
+                   help="make the repository immutable, for good: every object is written once and locked for N "
+                        "days (S3 Object Lock; the bucket must have it), nothing is overwritten or deleted before "
+                        "its retention ends, and prune extends the retention of what kept points need. See "
+                        "docs/immutability.md")
+    p.add_argument("--immutable-mode", choices=["compliance", "governance"], metavar="{compliance,governance}",
+                   help="the lock's mode (default compliance: nobody, the bucket's owner included, can shorten or "
+                        "remove it; governance: whoever may bypass governance retention can)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("backup", parents=[common], help="back up a directory, stdin or a command's output")
@@ -320,6 +329,7 @@ def cmd_init(args) -> int:
         raise UsageError("init needs --key (e.g. --key file:///root/.config/lifeline/key --create-key)")
     if (problem := cipher_problem(args.cipher)) is not None:  # before a key file or a directory is made
         raise CipherUnavailable(f"cannot create a {args.cipher} repository: {problem}")
+    immutable = immutability_settings(args.immutable_mode, args.immutable_days)
     provider = provider_from_ref(args.key)
     created = False
     if args.create_key and isinstance(provider, LocalKeyFileProvider) and not provider.path.exists():
@@ -327,13 +337,16 @@ def cmd_init(args) -> int:
         created = True
     provider.new_data_key()  # proves the provider works before anything is written
     backend = open_backend(args.repo, _s3(args), create=True)
-    repo = Repository.init(backend, provider, compression_level=args.compression_level, cipher=args.cipher)
+    repo = Repository.init(backend, provider, compression_level=args.compression_level, cipher=args.cipher,
+                           immutable=immutable)
     msg = (f"created repository {repo.url} (format v{repo.config['version']}, id {repo.config['id']}, "
-           f"cipher {repo.config['encryption']})")
+           f"cipher {repo.config['encryption']}"
+           + (f", immutable: {immutable.describe()}" if immutable is not None else "") + ")")
     if created:
         msg += f"\ncreated key file {provider.path}: keep a copy apart from the repository, without it the data is lost"
     _emit(args, {"repository": repo.url, "id": repo.config["id"], "format_version": repo.config["version"],
-                 "cipher": repo.config["encryption"], "key_ref": provider.ref, "key_created": created}, msg)
+                 "cipher": repo.config["encryption"], "key_ref": provider.ref, "key_created": created,
+                 "immutable": repo.config.get("immutable")}, msg)
     return 0
 
 
@@ -506,6 +519,8 @@ def cmd_prune(args) -> int:
                        accept_missing=args.accept_missing)
     verb = "would forget" if args.dry_run else "forgot"
     lines = [f"{verb} point {f['point_id']} ({f['type']}, {f['start_time']})" for f in report["forget"]]
+    lines += [f"kept point {r['point_id']} ({r['start_time']}){' (crypto-shredded)' if r['shredded'] else ''}: "
+              f"immutable until {r['until']}, prune deletes it after" for r in report.get("retained_points", ())]
     cat = report["catalogue"]
     if cat["accepted_missing"]:
         lines.append(f"accepted the loss of {len(cat['accepted_missing'])} missing point(s): "
@@ -516,6 +531,10 @@ def cmd_prune(args) -> int:
                  f"({human_bytes(report['bytes_freed'])}), {len(report['epoch_keys_deleted'])} unused epoch keys, "
                  f"{report['temporary_files_deleted']} temporary files, {report['stale_locks_deleted']} stale locks; "
                  f"{len(report['keep'])} points kept")
+    if "immutable" in report and not args.dry_run:
+        lines.append(f"immutable: {report['retained_objects']} unused object(s) stay until their retention ends; "
+                     f"retention extended on {report['retention_extended']} of the {report['retention_checked']} "
+                     "objects the points need")
     _emit(args, report, "\n".join(lines))
     return 0
 
@@ -610,11 +629,17 @@ def cmd_shred(args) -> int:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
     repo = _open(args)
     # the same audited path as `lifeline keys shred`: every shred leaves an audit record
+    provider = _provider(args, repo) if repo.immutability is not None else None  # seals the tombstone
     result = shred(repo, epoch=args.epoch, point=args.point, lock_wait=args.lock_wait,
-                   actor=default_actor(), reason="lifeline agent shred")
+                   actor=default_actor(), reason="lifeline agent shred", provider=provider)
+    retained = ""
+    if result.get("retained"):
+        retained = (f"\nthe repository is immutable: {len(result['retained'])} object(s), the wrapped key among them, "
+                    f"stay until {result['retained_until']}; lifeline treats the epoch as shredded meanwhile")
     _emit(args, result, f"destroyed the data key of epoch {result['epoch']}; "
                         f"{len(result['points_shredded'])} point(s) are gone: "
-                        + ", ".join(result["points_shredded"]) + "\nrun `prune` to delete the unreadable packs")
+                        + ", ".join(result["points_shredded"]) + retained
+                        + "\nrun `prune` to delete the unreadable packs")
     return 0
 
 

@@ -30,7 +30,7 @@ from lifeline.repository.layout import key_name, pack_name, point_name
 from lifeline.repository.locks import list_locks
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_rfc3339
 
-from . import wal_retention  # log segments: keep what a kept base backup needs (continuous protection)
+from . import prune_immutable, wal_retention  # wal_retention: log segments a kept base backup needs
 
 
 class PruneRefused(LifelineError):
@@ -117,6 +117,9 @@ def _prune(repo: Repository, provider, policy: RetentionPlan, dry_run: bool, acc
                            "check`); to accept the loss and record the points that are there, run prune with "
                            "--accept-missing; nothing was deleted")
     keep, forget, reasons = apply_retention(points, policy)
+    if repo.immutability is not None:  # only what is past its retention goes (docs/immutability.md)
+        return prune_immutable.prune(repo, provider, points, keep, forget, reasons, head, distrust, lost, dry_run,
+                                     PruneRefused)
     index = repo.load_index(provider, epochs={p.header.get("epoch") for p in keep})
     if index.damaged:
         raise PruneRefused("prune stopped: damaged index segments (" + ", ".join(index.damaged)

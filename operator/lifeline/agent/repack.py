@@ -35,15 +35,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lifeline.errors import LifelineError
-from lifeline.repository.errors import DamagedData, KeyMismatch, ShreddedEpoch
+from lifeline.repository.errors import DamagedData, KeyMismatch, RetentionActive, ShreddedEpoch
+from lifeline.repository.immutability import delete_expired
 from lifeline.repository.index import Index, PackInfo
-from lifeline.repository.layout import INDEX_DIR, pack_name
-from lifeline.repository.locks import list_locks
+from lifeline.repository.layout import DATA_DIR, INDEX_DIR, pack_name
+from lifeline.repository.locks import delete_lock, list_locks
 from lifeline.repository.maintenance import PackWriter, read_pack_info, write_index
 from lifeline.repository.repo import PointRef, Repository
 
 from .progress import Progress, _hms, human_bytes
 from .prune import _catalogue_problem  # the same rollback test prune makes before it deletes
+from .prune_immutable import retained_until
 
 # A pack is rewritten when more than this percent of its bytes is unused. Per pack, not per repository
 # (restic's --max-unused 5 % is a repository-wide budget): 10 % bounds what stays unused at about a
@@ -78,7 +80,9 @@ def live_chunks(repo: Repository, provider, points: list[PointRef], index: Index
     for p in points:
         try:
             _header, entries, _keys = repo.load_point(p.id, provider)
-        except ShreddedEpoch:
+        except ShreddedEpoch as exc:
+            if repo.immutability is not None and exc.tombstone is not None:
+                continue  # shredded; its objects stay until their retention ends, then prune deletes them
             raise MaintenanceRefused(f"{verb} stopped: point {p.id} belongs to epoch {p.header.get('epoch')} whose "
                                      "key object is missing. Restore keys/<epoch> from a copy, or confirm the "
                                      "loss with `lifeline agent shred --epoch ...`; nothing was deleted") from None
@@ -200,6 +204,8 @@ def _repack(repo: Repository, provider, max_unused: float, dry_run: bool, progre
     stored = repo.list_packs()
     segments_before = _index_objects(repo)
     plan = plan_repack(index, stored, live, max_unused)
+    if repo.immutability is not None:  # a pack still retained can neither go nor be worth copying: it stays
+        _retained_stay(repo, plan)
 
     pack_bytes_before = sum(stored.values())
     index_bytes_before = sum(segments_before.values())
@@ -207,7 +213,7 @@ def _repack(repo: Repository, provider, max_unused: float, dry_run: bool, progre
     going = set(plan.rewrite) | set(plan.drop) | set(plan.orphans)
     epochs = {index.packs[p].epoch for p in plan.keep + plan.lost + plan.rewrite}
     rewrite_index = bool(plan.rewrite or plan.drop or plan.forget or index.other
-                         or len(index.segments) > len(epochs))
+                         or (len(index.segments) > len(epochs) and repo.immutability is None))
     tmp = repo.backend.list_temporaries()
     stale = [lk for lk in list_locks(repo.backend) if lk.is_stale()]
     report = {
@@ -287,15 +293,25 @@ def _repack(repo: Repository, provider, max_unused: float, dry_run: bool, progre
     if rewrite_index or new_packs:
         stays = [index.packs[p] for p in plan.keep + plan.lost] + new_packs
         write_index(repo, provider, stays)
-        for name in list(index.segments) + list(index.other):
-            repo.backend.delete(name)
+        if repo.immutability is None:
+            for name in list(index.segments) + list(index.other):
+                repo.backend.delete(name)
+        else:  # a segment still retained stays, and so does every pack it names
+            _gone, kept = delete_expired(repo.backend, list(index.segments) + list(index.other), repo.immutability)
+            held = {pid for k in kept for pid in index.segments.get(k["object"], ())}
+            unknown = any(k["object"] in index.other for k in kept)  # a shredded epoch's: which packs, unknown
+            for group in (rewritten, plan.drop, plan.orphans):
+                group[:] = [p for p in group if p not in held and not (unknown and p not in index.packs)]
     # 4. the old packs, last
     for pid in rewritten + plan.drop + plan.orphans:
-        repo.backend.delete(pack_name(pid))
+        try:
+            repo.backend.delete(pack_name(pid))
+        except RetentionActive:
+            pass  # extended since it was planned: it goes later
     for t in tmp:
         repo.backend.delete_temporary(t.name)
     for lk in stale:
-        repo.backend.delete(lk.name)
+        delete_lock(repo.backend, lk)
 
     stored_after = repo.list_packs()
     segments_after = _index_objects(repo)
@@ -305,6 +321,25 @@ def _repack(repo: Repository, provider, max_unused: float, dry_run: bool, progre
     report["bytes_freed"] = report["bytes_before"] - report["bytes_after"]
     report["duration_seconds"] = round(time.monotonic() - started, 3)
     return report
+
+
+def _retained_stay(repo: Repository, plan: RepackPlan) -> None:
+    """An immutable repository's plan, without the packs whose retention has not ended (they stay as they
+    are, indexed: copying their live blobs would only add a copy until they may go)."""
+    infos = {o.name.rsplit("/", 1)[-1]: o for o in repo.backend.list(DATA_DIR)}
+    now = time.time()
+
+    def retained(pid: str) -> bool:
+        return retained_until(repo.backend, repo.immutability, infos.get(pid), now) is not None
+
+    for group, to_keep in ((plan.rewrite, True), (plan.drop, True), (plan.orphans, False)):
+        stay = [p for p in group if retained(p)]
+        group[:] = [p for p in group if p not in stay]
+        if to_keep:
+            plan.keep.extend(stay)
+    for pid in list(plan.copy):
+        if pid not in plan.rewrite:
+            del plan.copy[pid]
 
 
 def _checked_blob(keys, pack_id: str, data: bytes, entry: tuple) -> bytes:
@@ -402,7 +437,10 @@ def _rebuild_index(repo: Repository, provider, dry_run: bool, progress: Progress
     if not dry_run:
         count, size = write_index(repo, provider, infos)  # new segments first,
         for name in old:  # then every object that was in index/ before
-            repo.backend.delete(name)
+            try:
+                repo.backend.delete(name)
+            except RetentionActive:  # immutable: it goes with a prune after its retention
+                notes.append(f"{name} is retained: it stays beside the new index until its retention ends")
         report.update(index_segments_written=count, index_bytes=size)
     report["duration_seconds"] = round(time.monotonic() - started, 3)
     return report

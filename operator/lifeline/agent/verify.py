@@ -13,6 +13,8 @@ from lifeline.repository import catalogue
 from lifeline.repository.errors import DamagedData, KeyMismatch, ObjectNotFound, TamperedData
 from lifeline.repository.index import Index
 from lifeline.repository.layout import CONFIG, HEAD, pack_name, point_name
+from lifeline.repository.immutability import audit
+from lifeline.repository.layout import LOCKS_DIR
 from lifeline.repository.locks import list_locks
 from lifeline.repository.pack import read_directory
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch
@@ -272,4 +274,21 @@ def run_check(repo: Repository, provider, *, read_data: bool = False,
     if unused_epochs:
         left["unused_epoch_keys"] = unused_epochs
     report.leftovers = left
+    if repo.immutability is not None:
+        check_retention(repo, report)
     return report
+
+
+def check_retention(repo: Repository, report: Report) -> None:
+    """An immutable repository's objects must each be locked, in its mode, for ``days`` after they were
+    written (lock records, which expire in hours, aside): any other is damage, since whoever holds the
+    credentials could delete it sooner than the repository promises."""
+    imm = repo.immutability
+    infos = [o for o in repo.backend.list("") if not o.name.startswith(LOCKS_DIR)]
+    short = audit(repo.backend, infos, imm)
+    for s in short:
+        report.damaged.append({"object": s["object"], "error": (
+            f"retention {s['mode'] or 'none'} until {s['until'] or '(none)'}, shorter than the repository's "
+            f"({s['expected']}): whoever holds the bucket's credentials could delete it sooner")})
+    report.notes.append(f"immutable repository ({imm.describe()}): retention of {len(infos)} objects checked, "
+                        f"{len(short)} shorter than the repository says")

@@ -123,8 +123,8 @@ def cmd_shred(args) -> int:
         raise UsageError("shred makes data unreadable for good: add --yes to confirm")
     audit_to_stderr("lifeline keys")
     repo = _open(args)
-    provider = None  # needed for --destroy-key-version; otherwise only to name the actor, best effort
-    if args.destroy_key_version:
+    provider = None  # needed for --destroy-key-version and immutable repositories; else only to name the actor
+    if args.destroy_key_version or repo.immutability is not None:
         provider = _provider(args, repo)
     elif not (args.actor or os.environ.get("LIFELINE_ACTOR")):
         try:
@@ -139,6 +139,9 @@ def cmd_shred(args) -> int:
              + ", ".join(result["points_shredded"]))
     if "destroyed_key_version" in result:
         human += f"\ndestroyed version {result['destroyed_key_version']} of {result['key_ref']}"
+    if result.get("retained"):
+        human += (f"\nthe repository is immutable: {len(result['retained'])} object(s), the wrapped key among them, stay "
+                  f"until {result['retained_until']} (lifeline treats the epoch as shredded meanwhile)")
     _emit(args, result, human + "\nrun `lifeline agent prune` to delete the unreadable packs")
     return 0
 

@@ -12,11 +12,9 @@ the old version is retired) → only when every epoch is on a version ≥ N, set
 from __future__ import annotations
 
 import base64
-import json
 import time
 
 from lifeline.errors import LifelineError, UsageError
-from lifeline.repository.layout import key_name
 from lifeline.repository.repo import Repository, rfc3339
 
 from .base import KeyProviderError
@@ -46,7 +44,7 @@ def rotate(repo: Repository, provider, *, rotate_key: bool = True, min_decryptio
             new = provider.rewrap(old)
             rec = {**rec, "wrapped": base64.b64encode(new).decode(), "rewrapped_at": rfc3339(time.time()),
                    "rewrapped_by": actor, "rewrapped_from_version": before}
-            repo.backend.put(key_name(epoch), json.dumps(rec, indent=1).encode())
+            repo.write_epoch_record(epoch, rec)  # over keys/<epoch>; beside it in an immutable repository
             versions[epoch] = provider.version_of(new)
             rewrapped.append({"epoch": epoch, "from_version": before, "to_version": versions[epoch]})
         result = {"key_ref": provider.ref, "latest_version": latest, "rewrapped": rewrapped,

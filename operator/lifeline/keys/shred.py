@@ -6,6 +6,13 @@ deletes the epoch's wrapped key. With ``destroy_key_version`` and a ``vault-kv:/
 the KV version that wrapped it is destroyed too (``kv destroy``) — refused, before
 anything is touched, while another epoch of the repository still needs that version.
 Every outcome goes to the audit trail as ``key-shred``.
+
+An immutable repository (docs/immutability.md) cannot delete the wrapped key, nor the points,
+before their retention ends: the shred then needs the key, seals the tombstone under the epoch's
+own key (so nobody holding only the bucket can fake a shred), and from then on lifeline treats
+the epoch as shredded; the objects go with the first prune after their retention. Until then,
+whoever holds both the bucket and the key provider could still unwrap the key: what makes it
+unreadable at once is destroying what unwraps it, in the key service (``destroy_key_version``).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import time
 
 from lifeline.errors import LifelineError, UsageError
 from lifeline.observability import audit
+from lifeline.repository.errors import RetentionActive
 from lifeline.repository.layout import point_name, rfc3339
 from lifeline.repository.repo import Repository
 
@@ -43,24 +51,26 @@ def _kv_version_plan(repo, epoch: str, provider) -> int:
         raise UsageError("--destroy-key-version applies to vault-kv:// keys only: a transit key's versions are "
                          "shared by every epoch (the wrapped key's deletion is the shred; retire old transit "
                          "versions with `lifeline keys rotate --min-decryption-version N`)")
-    record = repo.epoch_record(epoch)
-    version = provider.version_of(base64.b64decode(record["wrapped"]))
-    if version == 0:
+    versions = _kv_versions(repo, epoch, provider)  # every form: an immutable repository keeps the old ones
+    if 0 in versions:
         raise UsageError("the key sits on a KV v1 mount, which has no versions to destroy; only the wrapped key "
                          "can be shredded (leave out --destroy-key-version)")
-    others = []
-    for e in repo.list_epochs():
-        if e == epoch:
-            continue
-        rec = repo.epoch_record(e)
-        if _key_id(rec.get("key_ref") or "") == _key_id(provider.ref) and \
-                provider.version_of(base64.b64decode(rec["wrapped"])) == version:
-            others.append(e)
-    if others:
-        raise UsageError(f"not destroying version {version} of {provider.cfg.data_path}: epoch(s) "
-                         f"{', '.join(sorted(others))} are still wrapped under it. Rotate first (`lifeline keys "
-                         "rotate` moves them to a new version), then shred")
-    return version
+    for version in sorted(versions):
+        others = [e for e in repo.list_epochs() if e != epoch and version in _kv_versions(repo, e, provider)]
+        if others:
+            raise UsageError(f"not destroying version {version} of {provider.cfg.data_path}: epoch(s) "
+                             f"{', '.join(sorted(others))} are still wrapped under it. Rotate first (`lifeline keys "
+                             "rotate` moves them to a new version), then shred")
+    return max(versions)
+
+
+def _kv_versions(repo, epoch: str, provider) -> set[int]:
+    """The KV versions of ``provider``'s secret that wrap a form of the epoch's key."""
+    out = set()
+    for _name, rec in repo.epoch_records(epoch):
+        if isinstance(rec, dict) and _key_id(rec.get("key_ref") or provider.ref) == _key_id(provider.ref):
+            out.add(provider.version_of(base64.b64decode(rec["wrapped"])))
+    return out
 
 
 def shred(repo, *, epoch: str | None = None, point: str | None = None, actor: str, reason: str = "",
@@ -74,10 +84,12 @@ def shred(repo, *, epoch: str | None = None, point: str | None = None, actor: st
         epoch = epoch_of(repo, epoch=epoch, point=point)
         details["epoch"] = epoch
         version = _kv_version_plan(repo, epoch, provider) if destroy_key_version else None
-        result = run_shred(repo, epoch=epoch, lock_wait=lock_wait, actor=actor, reason=reason)
+        versions = sorted(_kv_versions(repo, epoch, provider)) if version is not None else []
+        result = run_shred(repo, epoch=epoch, lock_wait=lock_wait, actor=actor, reason=reason, provider=provider)
         if version is not None:
-            provider.destroy_versions([version])
+            provider.destroy_versions(versions)
             result["destroyed_key_version"] = version
+            result["destroyed_key_versions"] = versions
             result["key_ref"] = provider.ref
     except LifelineError as exc:
         audit.record("key-shred", actor=actor, outcome="failed", subject=subject,
@@ -91,7 +103,7 @@ def shred(repo, *, epoch: str | None = None, point: str | None = None, actor: st
 
 
 def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None = None,
-              lock_wait: float = 0.0, actor: str | None = None, reason: str | None = None) -> dict:
+              lock_wait: float = 0.0, actor: str | None = None, reason: str | None = None, provider=None) -> dict:
     """Destroy an epoch's wrapped key (and drop its now unreadable points).
 
     A tombstone ``shredded/<epoch>`` (time, actor, reason, point ids; no key material) is
@@ -108,10 +120,24 @@ def run_shred(repo: Repository, *, epoch: str | None = None, point: str | None =
         tombstone = {"version": 1, "epoch": epoch, "key_ref": record.get("key_ref"),
                      "points": [p.id for p in victims], "shredded_at": rfc3339(time.time()),
                      "actor": actor or audit.default_actor(), "reason": reason or ""}
-        repo.shred_epoch(epoch, tombstone)  # from here on the data is unreadable
+        keys = None
+        if repo.immutability is not None:  # the tombstone is what shreds, until retention ends: seal it
+            if provider is None:
+                raise UsageError(f"{repo.url} is immutable: its key objects stay until their retention ends, so a "
+                                 "shred there is a tombstone sealed with the epoch's key, and needs --key (anyone "
+                                 "could write one without)")
+            keys = repo.epoch_keys(epoch, provider)
+        retained = repo.shred_epoch(epoch, tombstone, keys=keys)  # from here on the data is unreadable
         for p in victims:
-            repo.backend.delete(point_name(p.id))
-        return {"epoch": epoch, "points_shredded": [p.id for p in victims],
-                "shredded_at": tombstone["shredded_at"], "actor": tombstone["actor"]}
+            try:
+                repo.backend.delete(point_name(p.id))
+            except RetentionActive as exc:
+                retained.append({"object": point_name(p.id), "until": rfc3339(exc.until) if exc.until else None})
+        out = {"epoch": epoch, "points_shredded": [p.id for p in victims],
+               "shredded_at": tombstone["shredded_at"], "actor": tombstone["actor"]}
+        if repo.immutability is not None:
+            out["retained"] = retained
+            out["retained_until"] = max((r["until"] for r in retained if r["until"]), default=None)
+        return out
     finally:
         lock.release()

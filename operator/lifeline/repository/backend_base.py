@@ -23,6 +23,11 @@ class Backend(abc.ABC):
 
     #: URL shown to people and written into summaries (never holds credentials).
     url: str
+    #: An immutable repository's backend (:mod:`.backend_s3_locked`): every name is written once, with its
+    #: retention; a name's first version is the object (later versions and delete markers are ignored);
+    #: ``delete`` removes every version of a name once its retention has ended (RetentionActive before).
+    write_once: bool = False
+    immutability = None  # its settings (:class:`.immutability.Immutability`)
 
     @abc.abstractmethod
     def put(self, name: str, data, *, exclusive: bool = False, durable: bool = True) -> None:
@@ -49,6 +54,14 @@ class Backend(abc.ABC):
 
     def exists(self, name: str) -> bool:
         return self.stat(name) is not None
+
+    def retention(self, name: str):
+        """The object's retention (:class:`.immutability.Retention`), or None where storage keeps none."""
+        return None
+
+    def extend_retention(self, name: str, until: float, current=None) -> None:
+        """Make the object retained until ``until`` (never shorter than it is: storage refuses that)."""
+        raise NotImplementedError(f"{self.url} keeps no retention")
 
     def list_temporaries(self) -> list[ObjectInfo]:
         """Half-written objects left by a killed writer (backend specific)."""

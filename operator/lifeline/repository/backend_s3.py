@@ -40,8 +40,16 @@ class S3Backend(ObjectStoreBackend):
                 config["session_token"] = token
         config.update(opts.extra)
         self.bucket = bucket
+        self.opts = opts
         self._open(bucket, prefix, endpoint, lambda: S3Store(bucket, prefix=prefix or None, config=config,
                                                              client_options=client_options or None))
+
+    def write_once_view(self, immutability=None):
+        """The same bucket and prefix through S3's object versions and Object Lock (boto3): what an
+        immutable repository is read and written with (:mod:`.backend_s3_locked`)."""
+        from .backend_s3_locked import S3ObjectLockBackend
+
+        return S3ObjectLockBackend(self.bucket, self.prefix, self.opts, immutability)
 
 
 __all__ = ["S3Backend"]

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
 from .crypto import MacKeys
 from .errors import ObjectNotFound, ShreddedEpoch, TamperedData
-from .layout import FORMAT_VERSION, HEAD, POINTS_DIR, key_name, rfc3339
+from .layout import FORMAT_VERSION, HEAD, HEADS_DIR, POINTS_DIR, head_name, head_seq, key_name, rfc3339
 from .locks import HEAD as HEAD_SCOPE
 
 ANCHOR = "anchor"
@@ -80,7 +81,37 @@ def write(repo, *, seq: int, points: dict[str, dict], sources: dict[str, MacKeys
             "updated_at": rfc3339(time.time()), "updated_by": by, "points": points}
     data = _canonical(body)
     body["macs"] = {source: keys.mac("catalogue", data).hex() for source, keys in sources.items()}
-    repo.backend.put(HEAD, json.dumps(body, indent=1, sort_keys=True).encode())
+    # an immutable repository never overwrites: each head is a new object, heads/<seq>.<random>
+    name = head_name(seq, secrets.token_hex(4)) if repo.backend.write_once else HEAD
+    repo.backend.put(name, json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def head_objects(repo) -> list[tuple[int, str]]:
+    """An immutable repository's head objects, (seq, name), newest first."""
+    found = [(head_seq(o.name), o.name) for o in repo.backend.list(HEADS_DIR)]
+    return sorted(((seq, name) for seq, name in found if seq is not None), reverse=True)
+
+
+def _read_raw(repo) -> bytes | None:
+    """The head's bytes (None: there is none). An immutable repository's is its highest-seq head object."""
+    if not repo.backend.write_once:
+        try:
+            return repo.backend.get(HEAD)
+        except ObjectNotFound:
+            return None
+    for seq, name in head_objects(repo):
+        try:
+            raw = repo.backend.get(name)
+        except ObjectNotFound:
+            continue
+        try:
+            said = json.loads(raw).get("seq")
+        except (ValueError, AttributeError):
+            said = None
+        if said != seq:
+            raise _tampered(repo, f"object {name} says seq {said!r} where its name says {seq}")
+        return raw
+    return None
 
 
 def _tampered(repo, why: str) -> TamperedData:
@@ -107,9 +138,8 @@ def _parse(repo, raw: bytes) -> tuple[dict, int, dict, dict]:
 def read(repo, provider) -> Head:
     """The head, authenticated. Raises TamperedData when it fails; ``state`` says when it is missing,
     or cannot be checked because every epoch that sealed it was crypto-shredded."""
-    try:
-        raw = repo.backend.get(HEAD)
-    except ObjectNotFound:
+    raw = _read_raw(repo)
+    if raw is None:
         return Head(state="missing")
     body, seq, points, macs = _parse(repo, raw)
     data = _canonical(body)
@@ -162,7 +192,9 @@ def compare(repo, head: Head, present: set[str], points: list) -> Findings:
         epoch = epoch if isinstance(epoch, str) and _EPOCH.fullmatch(epoch) else None
         if epoch is not None and epoch not in gone_epochs:
             t = repo.tombstone(epoch)
-            gone_epochs[epoch] = t if t is not None and not repo.backend.exists(key_name(epoch)) else None
+            # an immutable repository keeps a shredded epoch's key object until its retention ends
+            gone_epochs[epoch] = t if t is not None and (not repo.backend.exists(key_name(epoch)) or (
+                repo.backend.write_once and "mac" in t)) else None
         tomb = gone_epochs.get(epoch) if epoch is not None else None
         if tomb is not None:
             out.shredded.append((pid, e, tomb))

@@ -24,7 +24,7 @@ from lifeline.errors import UsageError
 from .crypto import AES_256_GCM, CIPHERS, DEFAULT_CIPHER, MacKeys
 from .errors import FormatError, TamperedData
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CIPHER_FORMAT_VERSION, CONFIG, FORMAT_NAME, FORMAT_VERSION,
-                     PACK_TARGET)
+                     IMMUTABLE_FORMAT_VERSION, PACK_TARGET)
 
 
 def canonical(config: dict) -> bytes:
@@ -42,11 +42,12 @@ def check_cipher_name(name) -> str:
 
 
 def new(provider, *, compression_level: int, created_at: str,
-        cipher: str = DEFAULT_CIPHER) -> tuple[dict, MacKeys]:
+        cipher: str = DEFAULT_CIPHER, immutable: dict | None = None) -> tuple[dict, MacKeys]:
     """A fresh config, authenticated under a new anchor key (returned, to seal the first head).
 
     ``encryption`` names the repository's cipher for good: every epoch seals with it, and the
-    config MAC (under the anchor and every epoch key) covers it."""
+    config MAC (under the anchor and every epoch key) covers it. So does ``immutable``
+    ({"mode", "days"}: docs/immutability.md), which makes the config's version 5."""
     if not 0 <= compression_level <= 19:
         raise UsageError("compression level must be 0 (off) to 19")
     check_cipher_name(cipher)
@@ -66,6 +67,9 @@ def new(provider, *, compression_level: int, created_at: str,
         "chunk_id": "blake3-keyed",
         "anchor": base64.b64encode(wrapped).decode(),
     }
+    if immutable is not None:
+        config["immutable"] = dict(immutable)
+        config["version"] = IMMUTABLE_FORMAT_VERSION
     anchor = MacKeys(dek)
     config["mac"] = anchor.mac("config", canonical(config)).hex()
     return config, anchor
@@ -79,13 +83,18 @@ def check_format(url: str, config) -> None:
         version = int(config.get("version", 0))
     except (TypeError, ValueError):
         version = 0
-    if version > CIPHER_FORMAT_VERSION:
+    if version > IMMUTABLE_FORMAT_VERSION or version == IMMUTABLE_FORMAT_VERSION - 1:  # 4: a point's, never a config's
         raise FormatError(f"repository format version {config.get('version')!r} is newer than this lifeline "
-                          f"supports ({CIPHER_FORMAT_VERSION}): upgrade lifeline")
+                          f"supports ({IMMUTABLE_FORMAT_VERSION}): upgrade lifeline")
+    if (version == IMMUTABLE_FORMAT_VERSION) != ("immutable" in config):
+        raise FormatError(f"the repository {CONFIG} at {url} says format version {config.get('version')!r} "
+                          f"{'without' if 'immutable' not in config else 'with'} immutability settings: only "
+                          f"version {IMMUTABLE_FORMAT_VERSION} (immutable repositories) has them")
     if version < FORMAT_VERSION:
         raise FormatError(
             f"the repository at {url} has format version {config.get('version')!r}, whose config and catalogue "
-            f"are not authenticated; this lifeline reads versions {FORMAT_VERSION} and {CIPHER_FORMAT_VERSION} only. "
+            f"are not authenticated; this lifeline reads versions {FORMAT_VERSION}, {CIPHER_FORMAT_VERSION} and "
+            f"{IMMUTABLE_FORMAT_VERSION} only. "
             "Restore what you need with the lifeline that wrote it, and back up into a new repository")
 
 

@@ -173,7 +173,7 @@ class MacKeys:
     config, the catalogue head, the index) carry a keyed BLAKE3 MAC. The keys come from a data
     key like every other sub-key, so they die with it when its epoch is crypto-shredded."""
 
-    PURPOSES = ("config", "catalogue", "index")
+    PURPOSES = ("config", "catalogue", "index", "shred")  # shred: an immutable repository's tombstones
 
     def __init__(self, dek: bytes):
         self._keys = {p: blake3.blake3(dek, derive_key_context=_CTX + p + " mac").digest() for p in self.PURPOSES}

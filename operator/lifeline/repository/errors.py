@@ -9,7 +9,7 @@ from lifeline.errors import LifelineError, UsageError
 
 __all__ = ["BackendError", "CipherUnavailable", "DamagedData", "FormatError", "KeyMismatch", "LifelineError",
            "LockConflict", "ObjectNotFound", "PointNotFound", "RepositoryExists", "RepositoryNotFound",
-           "ShreddedEpoch", "TamperedData", "UsageError"]
+           "RetentionActive", "ShreddedEpoch", "TamperedData", "UsageError"]
 
 
 class RepositoryNotFound(LifelineError): ...
@@ -80,3 +80,15 @@ class ObjectNotFound(BackendError):
     def __init__(self, name: str):
         super().__init__(f"object {name!r} not found in the repository")
         self.name = name
+
+
+class RetentionActive(BackendError):
+    """An immutable repository's object cannot be deleted (or overwritten) yet: its retention has not ended."""
+
+    def __init__(self, name: str, until: float | None = None, message: str | None = None):
+        from .layout import rfc3339
+
+        super().__init__(message or f"object {name!r} is retained" + (f" until {rfc3339(until)}" if until else "")
+                         + ": an immutable repository deletes it only once its retention has ended")
+        self.name = name
+        self.until = until

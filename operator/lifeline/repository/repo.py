@@ -19,15 +19,16 @@ from lifeline.errors import LifelineError, UsageError
 
 from . import catalogue
 from . import config as config_auth
+from . import immutability
 from .backend import Backend
 from .blob_saver import BlobSaver
 from .crypto import CIPHERS, DEFAULT_CIPHER, EpochKeys, MacKeys, cipher_problem
-from .errors import (CipherUnavailable, DamagedData, FormatError, ObjectNotFound, PointNotFound, RepositoryExists,
-                     RepositoryNotFound, ShreddedEpoch)
+from .errors import (BackendError, CipherUnavailable, DamagedData, FormatError, ObjectNotFound, PointNotFound,
+                     RepositoryExists, RepositoryNotFound, RetentionActive, ShreddedEpoch)
 from .index import Index, PackInfo, decode_segment, encode_segment, segment_epoch
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, PACK_TARGET,
-                     POINTS_DIR, SHREDDED_DIR, index_name, key_name, pack_name, parse_rfc3339, point_name, rfc3339,
-                     tombstone_name)
+                     POINTS_DIR, SHREDDED_DIR, index_name, key_epoch, key_name, pack_name, parse_rfc3339, point_name,
+                     rewrapped_key_name, rfc3339, tombstone_name)
 from .locks import REPOSITORY, Lock
 from .manifest import decode_header, decode_tree, encode_point
 from .pack import PackBuilder
@@ -51,6 +52,11 @@ class Repository:
         self._anchor: MacKeys | None = None
         self.config_proved = False  # by a key: the anchor or an epoch's config_mac
         self.zstd_level = int(config.get("compression_level", 1))
+        # immutable (docs/immutability.md): the backend writes every name once, with its retention
+        self.immutability = immutability.from_config(backend.url, config)
+        if self.immutability is not None and not backend.write_once:
+            raise FormatError(f"the repository at {backend.url} is immutable ({self.immutability.describe()}), "
+                              "which this lifeline keeps on s3:// (Object Lock) only")
 
     @property
     def url(self) -> str:
@@ -59,17 +65,26 @@ class Repository:
     # --- lifecycle ----------------------------------------------------------------
     @classmethod
     def init(cls, backend: Backend, provider, *, compression_level: int = 1,
-             cipher: str = DEFAULT_CIPHER) -> "Repository":
+             cipher: str = DEFAULT_CIPHER, immutable: immutability.Immutability | None = None) -> "Repository":
         """Create the config (authenticated under a new anchor key) and the empty catalogue head.
 
-        ``cipher`` (``aes-256-gcm`` or ``sm4-gcm``) is the repository's for good."""
+        ``cipher`` (``aes-256-gcm`` or ``sm4-gcm``) is the repository's for good; so is ``immutable``
+        (every object then written once, with that retention: an s3:// bucket with Object Lock)."""
         config_auth.check_cipher_name(cipher)
         if (problem := cipher_problem(cipher)) is not None:
             raise CipherUnavailable(f"cannot create a {cipher} repository at {backend.url}: {problem}")
+        if immutable is not None:
+            if not hasattr(backend, "write_once_view"):
+                raise UsageError(f"cannot make {backend.url} immutable: lifeline sets and extends retention on "
+                                 "s3:// repositories (S3 Object Lock) only so far; docs/immutability.md says how to "
+                                 "set up Azure and Google Cloud Storage, and what is missing")
+            backend = backend.write_once_view(immutable)
+            backend.check_bucket()
         if backend.exists(CONFIG):
             raise RepositoryExists(f"a repository already exists at {backend.url}")
         config, anchor = config_auth.new(provider, compression_level=compression_level,
-                                         created_at=rfc3339(time.time()), cipher=cipher)
+                                         created_at=rfc3339(time.time()), cipher=cipher,
+                                         immutable=immutable.as_config() if immutable is not None else None)
         try:
             backend.put(CONFIG, json.dumps(config, indent=1, sort_keys=True).encode(), exclusive=True)
         except RepositoryExists:
@@ -81,16 +96,28 @@ class Repository:
 
     @classmethod
     def open(cls, backend: Backend) -> "Repository":
-        """The repository, its config read but not yet proved: that needs a key (:meth:`authenticate`)."""
+        """The repository, its config read but not yet proved: that needs a key (:meth:`authenticate`).
+
+        An immutable repository is read through its backend's write-once view (the first version of
+        every name): when the config says so, and when it is missing or unreadable where such a view
+        exists (an attacker may have deleted or overwritten it: its first version is still there)."""
         try:
             raw = backend.get(CONFIG)
         except ObjectNotFound:
+            raw = None
+        config = _parse_config(raw)
+        if hasattr(backend, "write_once_view") and not backend.write_once and (
+                not isinstance(config, dict) or "immutable" in config):
+            view, first = _first_config(backend)
+            if isinstance(first, dict) and "immutable" in first:
+                config_auth.check_format(backend.url, first)
+                view.immutability = immutability.from_config(backend.url, first)
+                backend, raw, config = view, b"", first
+        if raw is None:
             raise RepositoryNotFound(f"no lifeline repository at {backend.url}: check --repo, or create "
-                                     f"one with `lifeline agent init --repo {backend.url} --key ...`") from None
-        try:
-            config = json.loads(raw)
-        except ValueError:
-            raise DamagedData(f"repository config at {backend.url} is not valid JSON", obj=CONFIG) from None
+                                     f"one with `lifeline agent init --repo {backend.url} --key ...`")
+        if config is None:
+            raise DamagedData(f"repository config at {backend.url} is not valid JSON", obj=CONFIG)
         config_auth.check_format(backend.url, config)
         return cls(backend, config)
 
@@ -163,17 +190,57 @@ class Repository:
         self._epochs[epoch] = keys
         return keys
 
-    def epoch_record(self, epoch: str) -> dict:
+    def epoch_key_objects(self, epoch: str) -> list[str]:
+        """The objects holding the epoch's wrapped key, newest form first: ``keys/<epoch>`` and, in an
+        immutable repository, the rewrapped forms written beside it (``keys/<epoch>.<time>-<random>``)."""
+        if not self.backend.write_once:
+            return [key_name(epoch)]
+        forms = [o.name for o in self.backend.list(key_name(epoch)) if key_epoch(o.name) == epoch]
+        rewrapped = sorted((n for n in forms if n != key_name(epoch)), reverse=True)
+        return rewrapped + [n for n in forms if n == key_name(epoch)]
+
+    def _read_epoch_record(self, epoch: str, name: str) -> dict:
         try:
-            raw = self.backend.get(key_name(epoch))
-        except ObjectNotFound:
-            raise ShreddedEpoch(epoch, self.tombstone(epoch)) from None
-        try:
-            obj = json.loads(raw)
+            obj = json.loads(self.backend.get(name))
             base64.b64decode(obj["wrapped"], validate=True)
+            if self.backend.write_once and obj.get("epoch") != epoch:  # a form added under another name
+                raise ValueError
         except (ValueError, KeyError, TypeError):
-            raise DamagedData(f"key object keys/{epoch} is damaged", obj=key_name(epoch)) from None
+            raise DamagedData(f"key object {name} is damaged", obj=name) from None
         return obj
+
+    def epoch_records(self, epoch: str) -> list[tuple[str, dict | Exception]]:
+        """(object, record or why it cannot be read) of every form of the epoch's key, newest first;
+        ShreddedEpoch when there is none."""
+        out: list[tuple[str, dict | Exception]] = []
+        for name in self.epoch_key_objects(epoch):
+            try:
+                out.append((name, self._read_epoch_record(epoch, name)))
+            except ObjectNotFound:
+                continue
+            except DamagedData as exc:
+                out.append((name, exc))
+        if not out:
+            raise ShreddedEpoch(epoch, self.tombstone(epoch))
+        return out
+
+    def epoch_record(self, epoch: str) -> dict:
+        """The newest readable form of the epoch's wrapped key."""
+        records = self.epoch_records(epoch)
+        for _name, rec in records:
+            if isinstance(rec, dict):
+                return rec
+        raise records[0][1]
+
+    def write_epoch_record(self, epoch: str, record: dict) -> str:
+        """Store a rewrapped form of the epoch's key (``keys rotate``): over ``keys/<epoch>``, or beside it
+        in an immutable repository, which never overwrites. Returns the object's name."""
+        name = key_name(epoch)
+        if self.backend.write_once:
+            name = rewrapped_key_name(epoch, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-"
+                                      + secrets.token_hex(4))
+        self.backend.put(name, json.dumps(record, indent=1).encode())
+        return name
 
     def epoch_keys(self, epoch: str, provider) -> EpochKeys:
         """The epoch's keys (unwrapped once). Opening them proves the config: its MAC under this
@@ -181,11 +248,13 @@ class Repository:
         Then the epoch must be of the config's cipher: a repository never mixes ciphers."""
         keys = self._epochs.get(epoch)
         if keys is None:
-            obj = self.epoch_record(epoch)
+            records = self.epoch_records(epoch)
             if provider is None:
                 raise LifelineError(f"a key is needed to open epoch {epoch} of {self.url}: pass --key")
-            dek = provider.unwrap(base64.b64decode(obj["wrapped"]))
-            config_auth.check(self.url, self.config, MacKeys(dek), obj.get("config_mac"), key_name(epoch))
+            obj, dek = self._unwrap_first(epoch, records, provider)
+            if self.immutability is not None and (t := self.tombstone(epoch)) is not None \
+                    and shred_proved(t, MacKeys(dek)):
+                raise ShreddedEpoch(epoch, t)  # shredded; its key object is retained until its retention ends
             self.config_proved = True
             cipher = self.cipher  # proved, and runnable here
             claimed = obj.get("cipher", DEFAULT_CIPHER)  # key objects written before SM4: AES
@@ -198,15 +267,45 @@ class Repository:
             self._epochs[epoch] = keys
         return keys
 
-    def list_epochs(self) -> list[str]:
-        return [o.name[len(KEYS_DIR):] for o in self.backend.list(KEYS_DIR)]
+    def _unwrap_first(self, epoch: str, records: list, provider) -> tuple[dict, bytes]:
+        """The first form (newest first) that unwraps and proves the config; else the first form's error.
+        A mutable repository has one form; an immutable one keeps every rewrapped form, and a form
+        somebody else added under a name of its own fails here without hiding the good ones."""
+        first: Exception | None = None
+        for name, obj in records:
+            try:
+                if isinstance(obj, Exception):
+                    raise obj
+                dek = provider.unwrap(base64.b64decode(obj["wrapped"]))
+                config_auth.check(self.url, self.config, MacKeys(dek), obj.get("config_mac"), name)
+                return obj, dek
+            except LifelineError as exc:
+                first = first or exc
+                if len(records) == 1:
+                    raise
+        raise first  # type: ignore[misc]
 
-    def shred_epoch(self, epoch: str, tombstone: dict | None = None) -> None:
-        """Delete the epoch's wrapped key; first record who destroyed it and when (no key material)."""
+    def list_epochs(self) -> list[str]:
+        return sorted({key_epoch(o.name) for o in self.backend.list(KEYS_DIR)})
+
+    def shred_epoch(self, epoch: str, tombstone: dict | None = None, keys: EpochKeys | None = None) -> list[dict]:
+        """Delete the epoch's wrapped key; first record who destroyed it and when (no key material).
+
+        In an immutable repository the key objects stay until their retention ends (returned:
+        [{"object", "until"}]); the tombstone, sealed under the epoch's own key (``keys``) so that nobody
+        without it can fake a shred, then makes lifeline treat the epoch as shredded meanwhile."""
         if tombstone is not None:
+            if self.backend.write_once and keys is not None:
+                tombstone = {**tombstone, "mac": keys.macs.mac("shred", _tombstone_canonical(tombstone)).hex()}
             self.backend.put(tombstone_name(epoch), json.dumps(tombstone, indent=1, sort_keys=True).encode())
-        self.backend.delete(key_name(epoch))
+        retained = []
+        for name in self.epoch_key_objects(epoch):
+            try:
+                self.backend.delete(name)
+            except RetentionActive as exc:
+                retained.append({"object": name, "until": rfc3339(exc.until) if exc.until else None})
         self._epochs.pop(epoch, None)
+        return retained
 
     def tombstone(self, epoch: str) -> dict | None:
         try:
@@ -393,3 +492,31 @@ class PointShredded(PointNotFound):
     def __init__(self, spec: str, tombstone: dict):
         super().__init__(f"recovery point {spec} no longer exists: {ShreddedEpoch(tombstone.get('epoch', '?'), tombstone)}")
         self.tombstone = tombstone
+
+
+def _parse_config(raw: bytes | None):
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _first_config(backend) -> tuple[Backend | None, dict | None]:
+    """The config's first version, through the backend's write-once view (None where that cannot be read)."""
+    try:
+        view = backend.write_once_view()
+        return view, _parse_config(view.get(CONFIG))
+    except (BackendError, UsageError):  # no versions, no permission to list them, no boto3: a plain repository
+        return None, None
+
+
+def _tombstone_canonical(tombstone: dict) -> bytes:
+    return json.dumps({k: v for k, v in tombstone.items() if k != "mac"}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True).encode()
+
+
+def shred_proved(tombstone: dict, macs: MacKeys) -> bool:
+    """Whether an immutable repository's tombstone was written by whoever held the epoch's key."""
+    return macs.verify("shred", _tombstone_canonical(tombstone), tombstone.get("mac"))

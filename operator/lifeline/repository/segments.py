@@ -31,7 +31,7 @@ import zstandard
 from lifeline.errors import LifelineError
 
 from .crypto import EpochKeys
-from .errors import DamagedData, FormatError, ObjectNotFound, RepositoryExists
+from .errors import DamagedData, FormatError, ObjectNotFound, RepositoryExists, RetentionActive
 from .layout import FORMAT_VERSION, key_name
 
 WAL_DIR = "wal/"
@@ -196,7 +196,10 @@ class SegmentStore:
                     self.backend.put(WAL_EPOCH, json.dumps({"epoch": keys.epoch_id}).encode(), exclusive=True)
                     return keys
                 except RepositoryExists:  # another pusher won the race: use its epoch
-                    self.backend.delete(key_name(keys.epoch_id))
+                    try:
+                        self.backend.delete(key_name(keys.epoch_id))
+                    except RetentionActive:
+                        pass  # an immutable repository's: an unused epoch key, prune deletes it later
                     epoch = self.current_epoch()
             finally:
                 lock.release()
