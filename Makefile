@@ -49,7 +49,11 @@ crds: $(STAMP)
 check-crds: $(STAMP)
 	$(PY) -m lifeline.cli crds --check
 
+# Every bench/*.py in turn (bench/agent_vs_peers.py: lifeline vs restic, kopia, rustic). The peers are
+# built first into .tools/peers/bin, pinned in tools/{restic,kopia,rustic}, only when a pin changed;
+# rustic only with LIFELINE_BENCH_RUSTIC=1 (`make bench LIFELINE_BENCH_RUSTIC=1`: a long cold cargo build).
 bench: deps
+	@bash scripts/build-peers.sh
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # A real cluster for people with Docker (not exercised on the project's own machines): this
