@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,8 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("", "pods/exec", "create"),
         # backup: the trigger Job of a snapshot pipeline, read back after an operator restart
         ("batch", "jobs", "get"),
+        # adoption (adopt-points): the points a catalogue Job lists in its log
+        ("", "pods/log", "get"),
         # /report (lifeline.observability.report): every kind it reports on, read only
         ("dr.lifeline.io", "backuppolicies", "list"),
         ("dr.lifeline.io", "restoredrills", "list"),
@@ -152,6 +155,11 @@ VERBS_USED: frozenset[tuple[str, str, str]] = frozenset(
         ("rbac.authorization.k8s.io", "rolebindings", "get"),
         ("rbac.authorization.k8s.io", "rolebindings", "update"),
         ("rbac.authorization.k8s.io", "rolebindings", "delete"),
+        # application drills (inside sandboxes only: the sandbox role): the containers' default requests, the
+        # restore Job's writer account there (ServiceAccount, Role and RoleBinding: the verbs above; its
+        # binding deleted when the restore ends), and the restored workloads read while they start
+        ("", "limitranges", "create"),
+        ("apps", "statefulsets", "list"),
     }
 )
 
@@ -190,6 +198,7 @@ SECRETS = Resource("v1", "secrets", "Secret")
 SERVICES = Resource("v1", "services", "Service")
 EVENTS = Resource("v1", "events", "Event")
 RESOURCEQUOTAS = Resource("v1", "resourcequotas", "ResourceQuota")
+LIMITRANGES = Resource("v1", "limitranges", "LimitRange")
 PERSISTENTVOLUMECLAIMS = Resource("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 PERSISTENTVOLUMES = Resource("v1", "persistentvolumes", "PersistentVolume")
 JOBS = Resource("batch/v1", "jobs", "Job")
@@ -352,6 +361,78 @@ class Kube:
         )
         data = response.data
         return json.loads(data) if data else {}
+
+    def _text(self, path: str, query: list) -> str:
+        response = self._api.call_api(
+            path, "GET", {}, query, {"Accept": "*/*"}, response_types_map={}, auth_settings=["BearerToken"],
+            _return_http_data_only=True, _preload_content=False, _request_timeout=self.request_timeout)
+        return (response.data or b"").decode("utf-8", "replace")
+
+    async def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """A container's whole log, as ``kubectl logs`` gives it (a catalogue Job's listing)."""
+        return await self._call(f"read the log of {namespace}/{pod}", self._text,
+                                f"/api/v1/namespaces/{namespace}/pods/{pod}/log", [("container", container)])
+
+    async def follow_pod_log(self, namespace: str, pod: str, container: str, *, tail_lines: int | None = None,
+                             idle: float = 300.0):
+        """A container's log line by line as it is written (``kubectl logs -f``): an async iterator that
+        ends when the container does (``tail_lines``: start with only the last lines written so far).
+
+        The stream is read in a thread of its own; a caller that stops early (``aclose``, a cancelled
+        task) shuts the connection, which ends the thread. A refusal is a KubeError (403: reading a Pod's
+        log takes ``get`` on ``pods/log``), and so is ``idle`` seconds without a byte."""
+        what = f"follow the log of {namespace}/{pod}"
+        query = [("container", container), ("follow", "true")]
+        if tail_lines is not None:
+            query.append(("tailLines", str(tail_lines)))
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        held: dict = {}
+        stop = threading.Event()
+        end = object()
+        connect = self.request_timeout[0] if isinstance(self.request_timeout, tuple) else self.request_timeout
+
+        def put(item) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody reads any more
+                stop.set()
+
+        def read() -> None:
+            try:
+                held["response"] = response = self._api.call_api(
+                    f"/api/v1/namespaces/{namespace}/pods/{pod}/log", "GET", {}, query, {"Accept": "*/*"},
+                    response_types_map={}, auth_settings=["BearerToken"], _return_http_data_only=True,
+                    _preload_content=False, _request_timeout=(connect, idle))
+                if stop.is_set():  # the reader left while we connected
+                    response.close()
+                    return
+                pending = b""
+                while not stop.is_set() and (data := response.read1(65536)):
+                    *whole, pending = (pending + data).split(b"\n")
+                    for line in whole:
+                        put(line.decode("utf-8", "replace"))
+                if pending and not stop.is_set():
+                    put(pending.decode("utf-8", "replace"))
+                put(end)
+            except Exception as exc:  # noqa: BLE001 - handed to the reader, as a KubeError when it is one
+                put(end if stop.is_set() else _api_error(what, exc))
+
+        threading.Thread(target=read, name=f"log {namespace}/{pod}", daemon=True).start()
+        try:
+            while (item := await queue.get()) is not end:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            response = held.get("response")
+            if response is not None:
+                try:
+                    response.shutdown()  # a read blocked in the thread returns now
+                except (OSError, ValueError, RuntimeError):
+                    pass
+                response.close()  # never back to the pool: the socket is half shut
 
     async def get(self, res: Kind, namespace: str | None, name: str, *, missing_ok: bool = False) -> dict | None:
         """One object as stored now. One that does not exist is KubeError 404, or None with ``missing_ok``."""
@@ -666,6 +747,17 @@ async def exec_in_pod(kube: "Kube", namespace: str, pod: str, container: str | N
     """Run ``command`` in a pod's container through pods/exec (the v4 channel websocket protocol)."""
     return await kube._call(f"exec in pod {namespace}/{pod}", _exec_blocking, kube._api, namespace, pod,
                             container, command, timeout)
+
+
+def _api_error(what: str, exc: Exception) -> Exception:
+    """An exception of the client as :meth:`Kube._call` reports it (others as they are)."""
+    if isinstance(exc, ApiException):
+        return KubeError(f"{what}: {exc.status} {exc.reason}: {_status_message(exc)}", exc.status)
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return KubeError(f"{what}: no answer from the API server: {_short(getattr(exc, 'reason', None) or exc)}")
+    if isinstance(exc, (OSError, kubernetes.client.exceptions.OpenApiException)):
+        return KubeError(f"{what}: {exc}")
+    return exc
 
 
 def _short(reason) -> str:

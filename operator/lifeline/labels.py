@@ -15,6 +15,7 @@ This module imports nothing from Lifeline: anything may import it.
 # backups
 LABEL_POLICY = "dr.lifeline.io/policy"  # a policy's CronJobs, Jobs, Deployments, RecoveryPoints: its name (label-safe)
 LABEL_BACKUP_TYPE = "dr.lifeline.io/backup-type"  # a backup Job: full, incremental or differential
+LABEL_CATALOGUE = "dr.lifeline.io/catalogue"  # a catalogue Job: the policy whose points it lists (not its Job)
 LABEL_TRIGGER = "dr.lifeline.io/trigger"  # a Job started by a backup-now request: "on-demand"
 # restores
 LABEL_RESTORE = "dr.lifeline.io/restore"  # a Restore's Job and claims: the Restore's name (label-safe)
@@ -45,6 +46,7 @@ LABEL_POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"  # a sandbox n
 # backups
 ANN_POLICY = "dr.lifeline.io/policy"  # a policy's Jobs, snapshots and points: its full name (a label value stops at 63)
 ANN_SPEC_HASH = "dr.lifeline.io/spec-hash"  # a CronJob or Deployment Lifeline manages: the hash of what it wrote
+ANN_ADOPT_POINTS = "dr.lifeline.io/adopt-points"  # a BackupPolicy: a request to adopt its destinations' points
 ANN_BACKUP_NOW = "dr.lifeline.io/backup-now"  # a BackupPolicy: a request for a backup now (a new value, a new Job)
 ANN_BACKUP_NOW_TYPE = "dr.lifeline.io/backup-now-type"  # ... and the type of that backup
 ANN_RECORDED = "dr.lifeline.io/recorded"  # a finished Job: its outcome is recorded (the point it made, or the outcome)
@@ -62,6 +64,9 @@ ANN_REQUESTED_BY = "dr.lifeline.io/requested-by"  # a Restore: who asked for it 
 ANN_REQUESTED_BY_TEAMS = "dr.lifeline.io/requested-by-teams"
 ANN_APPROVALS = "dr.lifeline.io/approvals"  # a Restore: the approval decisions (the webhook's alone)
 ANN_APPROVALS_SEAL = "dr.lifeline.io/approvals-seal"  # a Restore: the seal over those records (the webhook's alone)
+# an objects Restore: the kinds its requester was checked for at creation, "configmaps,deployments.apps"
+# ("" when none were: no point or policy then); under the seal above (the webhook's alone)
+ANN_CHECKED_KINDS = "dr.lifeline.io/checked-kinds"
 ANN_RESTORED_FROM = "dr.lifeline.io/restored-from"  # a restored claim: the RecoveryPoint it holds
 # drills
 ANN_RUN_NOW = "dr.lifeline.io/run-now"  # a RestoreDrill: a request for a run now (a new value, a new run)

@@ -93,7 +93,8 @@ def _yes(value) -> str:
 def describe_drill_run(run: dict) -> str:
     """One line with a finished run's measurements: what an on-call person reads first."""
     head = f"{run.get('outcome', '?')} ({run.get('reason') or '-'})"
-    timing = (f"restore {_secs(run.get('restoreSeconds'))}, verify {_secs(run.get('verifySeconds'))}, "
+    started = f"start-up {_secs(run['startupSeconds'])}, " if run.get("startupSeconds") is not None else ""
+    timing = (f"restore {_secs(run.get('restoreSeconds'))}, {started}verify {_secs(run.get('verifySeconds'))}, "
               f"total {_secs(run.get('totalSeconds'))} against an RTO of {_limit(run.get('rtoSeconds'))}: "
               f"RTO {'met' if run.get('rtoMet') else 'NOT met' if run.get('rtoMet') is False else 'not measured'}")
     age = (f"; point {run.get('recoveryPoint')} was {_secs(run.get('pointAgeSeconds'))} old against an RPO of "

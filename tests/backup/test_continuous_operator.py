@@ -65,7 +65,7 @@ async def test_the_shipping_deployment_follows_the_policy(kube, seeded, clock):
             [("BackupPolicy", obj["metadata"]["uid"])]
         assert dep["metadata"]["labels"]["app.kubernetes.io/component"] == "wal-shipper"
         assert dep["spec"]["template"]["spec"]["containers"][0]["args"][0] == "ship"
-        assert {c["metadata"]["name"] for c in kube.objects("cronjobs")} == {"icu-full", "icu-prune"}
+        assert {c["metadata"]["name"] for c in kube.objects("cronjobs")} == {"icu-full", "icu-prune", "icu-maintenance"}
         assert (cond(obj, "Ready")["status"], cond(obj, "RPOAchievable")["reason"]) == ("True", "ContinuousShipping")
         assert kube.count_writes(DEPLOYMENTS, method="POST") == 1
         await kube.wait_for(lambda: shipper_pods(kube), timeout=30)  # the Deployment's Pod really runs

@@ -32,7 +32,7 @@ async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(seeded
     async with kube.operator():
         kube.create(policy())
         obj = await settled(kube)
-        names = ("pacs-full", "pacs-incremental", "pacs-prune")
+        names = ("pacs-full", "pacs-incremental", "pacs-prune", "pacs-maintenance")
         await kube.wait_for(lambda: all(cronjob(kube, n) for n in names))
         assert obj["status"]["cronJobs"] == list(names)
         assert (cond(obj, "Ready")["status"], cond(obj, "Ready")["reason"]) == ("True", "SpecValid")
@@ -56,11 +56,12 @@ async def test_cronjobs_follow_the_spec_through_update_suspend_and_delete(seeded
         kube.patch("BackupPolicy", "pacs", {"spec": {"schedule": {"incremental": None}}})
         await kube.wait_for(lambda: cronjob(kube, "pacs-incremental") is None)
         obj = await settled(kube, generation=3)
-        assert obj["status"]["cronJobs"] == ["pacs-full", "pacs-prune"]
+        assert obj["status"]["cronJobs"] == ["pacs-full", "pacs-prune", "pacs-maintenance"]
 
         # suspend reaches every CronJob; running Jobs are not touched
         kube.patch("BackupPolicy", "pacs", {"spec": {"suspend": True}})
-        await kube.wait_for(lambda: all(cronjob(kube, n)["spec"]["suspend"] for n in ("pacs-full", "pacs-prune")))
+        await kube.wait_for(lambda: all(cronjob(kube, n)["spec"]["suspend"]
+                                        for n in ("pacs-full", "pacs-prune", "pacs-maintenance")))
         obj = await settled(kube, generation=4)
         assert "suspended" in cond(obj, "Ready")["message"]
 

@@ -177,3 +177,44 @@ async def test_a_role_of_that_name_made_by_someone_else_is_never_bound_and_no_jo
         assert "Role named his-objects-objects already exists and does not belong to this policy" in source["message"]
     assert kube.stored("rbac.authorization.k8s.io/v1/rolebindings", None, "his-objects-objects") is None
     assert kube.stored("batch/v1/cronjobs", None, "his-objects-full") is None, "no Job may run as that account"
+
+
+async def test_cluster_scoped_dependencies_only_where_the_admin_allowed_them(kube, his, clock, key_text, tmp_path):
+    """A tenant's policy asks for the cluster-scoped objects its namespace depends on: nothing runs until
+    the admin binds lifeline-objects-cluster-reader to its reader; then the point holds the Ward CRD,
+    the claim's StorageClass and its PersistentVolume."""
+    kube.seed("v1/persistentvolumeclaims", {"metadata": {"name": "his-data", "labels": {"app": "his"}}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "resources": {"requests": {"storage": "1Gi"}}}})
+    reader = f"system:serviceaccount:{kube.namespace}:his-objects-objects"
+    async with kube.operator(clock=clock):
+        kube.create(objects_policy(selector={"matchLabels": {"app": "his"}}, clusterDependencies=True,
+                                   includeKinds=["wards", "persistentvolumeclaims"]))
+        status = (await settled(kube, "his-objects", generation=1))["status"]
+        source = next(c for c in status["conditions"] if c["type"] == "SourceAvailable")
+        assert source["status"] == "False" and source["reason"] == "ClusterObjectsNotAllowed", source
+        assert "--clusterrole lifeline-objects-cluster-reader" in source["message"]
+        assert kube.stored("batch/v1/cronjobs", None, "his-objects-full") is None, "no Job until the admin allows it"
+        assert not may(kube, reader, "get", "customresourcedefinitions", "", "apiextensions.k8s.io")
+
+        kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "metadata": {"name": f"{kube.namespace}-his-objects-cluster"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "lifeline-objects-cluster-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "his-objects-objects", "namespace": kube.namespace}]})
+        try:
+            await kube.wait_for(lambda: kube.stored("batch/v1/cronjobs", None, "his-objects-full"), timeout=30)
+            assert not may(kube, reader, "list", "secrets", "default"), "reads of the cluster's objects, not Secrets"
+            run = await kube.run_cronjob("his-objects-full")
+            assert run.phase == "Succeeded", kube.job_log(run.job)
+            [rp] = await kube.wait_for(lambda: points(kube, "his-objects"), timeout=20)
+        finally:
+            kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{kube.namespace}-his-objects-cluster")
+    restored = tmp_path / "restored"
+    restore(rp["spec"]["copies"][0], key_text, tmp_path, restored)
+    volume = kube.stored("v1/persistentvolumeclaims", None, "his-data")["spec"]["volumeName"]
+    stored = {str(p.relative_to(restored)) for p in restored.rglob("*.json")}
+    assert stored == {"wards.his.example.org/icu.json", "persistentvolumeclaims/his-data.json",
+                      f"customresourcedefinitions.apiextensions.k8s.io/{WARDS_CRD}.json",
+                      "storageclasses.storage.k8s.io/standard.json", f"persistentvolumes/{volume}.json"}, stored
+    crd = json.loads((restored / f"customresourcedefinitions.apiextensions.k8s.io/{WARDS_CRD}.json").read_text())
+    assert crd["kind"] == "CustomResourceDefinition" and "status" not in crd and "uid" not in crd["metadata"]

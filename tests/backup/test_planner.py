@@ -35,9 +35,9 @@ def pod(doc):
 # ---- names and shape ---------------------------------------------------------------------------
 
 
-def test_one_cronjob_per_schedule_kind_plus_prune_with_owner_and_labels():
+def test_one_cronjob_per_schedule_kind_plus_prune_and_maintenance_with_owner_and_labels():
     docs = by_name(backup.plan(body(), FACTS))
-    assert list(docs) == ["pacs-full", "pacs-incremental", "pacs-prune"]
+    assert list(docs) == ["pacs-full", "pacs-incremental", "pacs-prune", "pacs-maintenance"]
     full = docs["pacs-full"]
     assert full["metadata"]["ownerReferences"] == [
         {"apiVersion": "dr.lifeline.io/v1alpha1", "kind": "BackupPolicy", "name": "pacs", "uid": "uid-1",
@@ -47,6 +47,7 @@ def test_one_cronjob_per_schedule_kind_plus_prune_with_owner_and_labels():
         "app.kubernetes.io/component": "backup", "app.kubernetes.io/managed-by": "lifeline",
         "app.kubernetes.io/part-of": "lifeline", "dr.lifeline.io/policy": "pacs", "dr.lifeline.io/backup-type": "full"}
     assert docs["pacs-prune"]["metadata"]["labels"]["app.kubernetes.io/component"] == "prune"
+    assert docs["pacs-maintenance"]["metadata"]["labels"]["app.kubernetes.io/component"] == "maintenance"
     spec = docs["pacs-incremental"]["spec"]
     assert (spec["schedule"], spec["concurrencyPolicy"], spec["suspend"]) == ("*/15 * * * *", "Forbid", False)
     assert spec["startingDeadlineSeconds"] == 300 and spec["jobTemplate"]["spec"]["backoffLimit"] == 1
@@ -61,7 +62,7 @@ def test_long_policy_names_are_cut_to_the_cronjob_limit_with_a_hash():
     names = [d["metadata"]["name"] for d in backup.plan(b, FACTS)]
     assert all(len(n) <= 52 for n in names), names
     assert names[0].endswith("-full") and names[0].startswith("radiology-picture-archive")
-    assert len(set(names)) == 3
+    assert len(set(names)) == 4
     other = dict(b, metadata=dict(b["metadata"], name=b["metadata"]["name"] + "-b"))
     assert backup.plan(other, FACTS)[0]["metadata"]["name"] != names[0], "the hash keeps cut names apart"
     labels = backup.plan(b, FACTS)[0]["metadata"]["labels"]

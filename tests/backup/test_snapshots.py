@@ -126,7 +126,7 @@ async def test_a_snapshot_backup_moves_the_data_of_the_cut_and_cleans_up(
     async with kube.operator(clock=clock) as ctx:
         kube.create(snap_policy())
         obj = await settled(kube, "lis")
-        assert obj["status"]["cronJobs"] == ["lis-full", "lis-incremental", "lis-prune"]
+        assert obj["status"]["cronJobs"] == ["lis-full", "lis-incremental", "lis-prune", "lis-maintenance"]
         source = cond(obj, "SourceAvailable")
         assert (source["status"], source["reason"]) == ("True", "PVCFound"), source
 

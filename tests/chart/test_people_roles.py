@@ -14,7 +14,8 @@ AGG = "rbac.authorization.k8s.io/aggregate-to-"
 def roles(helm_bin, *values: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in render(helm_bin, *values)
             if d["kind"] == "ClusterRole" and not d["metadata"]["name"].startswith("lifeline-operator")
-            and not d["metadata"]["name"].endswith(("-metrics-reader", "-report-reader"))}  # not people's duties
+            # readers bound to accounts (Prometheus, auditors, a policy's reader), not people's duties
+            and not d["metadata"]["name"].endswith(("-metrics-reader", "-report-reader", "-objects-cluster-reader"))}
 
 
 def grants(role: dict) -> set[tuple[str, str, str]]:

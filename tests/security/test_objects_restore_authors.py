@@ -6,22 +6,29 @@ that may create, read and update every kind the point's policy selects in the ta
 write Secrets (or anything at all) there, asks for one, and Lifeline's account writes for them. The
 validating webhook admits an objects Restore only from a requester who may do all of that
 themselves (:mod:`lifeline.webhooks.restore_authors`), and into another cluster only from one who
-may read the kubeconfig Secret Lifeline would use. And whoever takes the operator's token can still
-write only such writer Roles and bindings: the chart's ValidatingAdmissionPolicy.
+may read the kubeconfig Secret Lifeline would use. What was checked is sealed on the Restore
+(``dr.lifeline.io/checked-kinds``), and the writer gets nothing outside it: a policy edited between
+creation and start to select more stops the Restore (``SelectionChanged``), and a record edited past
+the webhook counts for nothing. And whoever takes the operator's token can still write only such
+writer Roles and bindings: the chart's ValidatingAdmissionPolicy.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.error
 
 import pytest
 
 from lifeline.api.backuppolicy import ResourcesSource
 from lifeline.kube import ROLEBINDINGS, ROLES, KubeError
-from lifeline.planning import objects_writer
-from lifeline.sources.resources import selection
+from lifeline.planning import objects_writer, restore as rules, restore_run
+from lifeline.sources import PlanError
+from lifeline.sources.resources import Served, selection
 from tests.backup.conftest import policy
+from tests.live_kube import Resource
 from tests.restore.conftest import clock, fast_env, people  # noqa: F401 - fixtures
+from tests.restore.helpers import decide, phase, stored
 from tests.security.test_least_privilege import operator_kube  # noqa: F401 - fixture
 
 RBAC = "rbac.authorization.k8s.io"
@@ -142,6 +149,171 @@ async def test_another_cluster_needs_a_requester_who_may_read_its_kubeconfig(kub
         await kube.wait_for(lambda: may(kube, "dave", "get", "secrets", "site-b"))  # RBAC's cache
         body["metadata"]["name"] = "to-site-b-by-dave"
         kube.create(body, user="dave")
+
+
+# ---- what was checked at creation is all the writer gets (time of check, time of use)
+
+def carol_writes_configmaps_only(kube) -> None:
+    """carol, no longer the namespace's admin: she may request Restores (and edit them, as a tenant
+    may annotate them) and write configmaps, with the data Jobs, but not Secrets."""
+    kube.request("DELETE", f"/apis/{RBAC}/v1/namespaces/{kube.namespace}/rolebindings/hospital-dba-admin")
+    role_for(kube, "carol", "config-writer", [
+        {**REQUEST_RESTORES, "verbs": ["get", "create", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}])
+
+
+async def rbac_settled(kube) -> None:
+    await kube.wait_for(lambda: may(kube, "carol", "create", "configmaps", "")  # RBAC's cache
+                        and not may(kube, "carol", "create", "secrets", ""))
+
+
+def select(kube, policy_name: str, kinds: list[str]) -> None:
+    """The policy edited (by whoever may write policies: here the admin) to select ``kinds``."""
+    kube.patch("backuppolicies", policy_name, {"spec": {"source": {"resources": {"includeKinds": kinds}}}})
+
+
+def nothing_written_for(kube, restore: str) -> None:
+    """No writer account, no Role that may create Secrets, no restore Job."""
+    writer = objects_writer.writer_name(restore_run.job_name(restore))
+    assert kube.stored(f"{RBAC}/v1/roles", None, writer) is None
+    assert not any(kube.count_writes(f"{RBAC}/v1/roles", name=writer, method=m) for m in ("POST", "PUT", "PATCH"))
+    assert not [role["metadata"]["name"] for role in kube.objects(f"{RBAC}/v1/roles")
+                for rule in role.get("rules") or []
+                if "secrets" in rule.get("resources", ()) and "create" in rule.get("verbs", ())]
+    assert kube.stored("jobs", None, restore_run.job_name(restore)) is None
+
+
+async def approve(kube, people, name: str) -> None:
+    for person in ("alice", "bob"):
+        code, out = await decide(people[person], "approve", name, kube.namespace)
+        assert code == 0, out
+
+
+async def test_a_policy_that_selects_more_after_the_check_stops_the_restore(kube, people, clock, fast_env):
+    """The attack: carol may write configmaps, not Secrets. She asks for a point whose policy selects
+    configmaps (checked: she may), then the policy is edited to select Secrets too, and two approvers
+    approve. Lifeline's writer would write her Secrets; it gets nothing, and the Restore says why."""
+    carol_writes_configmaps_only(kube)
+    await rbac_settled(kube)
+    async with kube.operator(clock=clock):
+        point = catalogue(kube, "his-config", includeKinds=["configmaps"])
+        kube.create(objects_restore("steal", point), user="carol")
+        assert stored(kube, "steal")["metadata"]["annotations"][rules.ANN_CHECKED_KINDS] == "configmaps"
+        await kube.wait_for(lambda: phase(kube, "steal") == "PendingApproval")
+
+        select(kube, "his-config", ["configmaps", "secrets"])
+        await approve(kube, people, "steal")
+        await kube.wait_for(lambda: phase(kube, "steal") == "Failed")
+        status = stored(kube, "steal")["status"]
+        assert status["reason"] == "SelectionChanged", status
+        assert "now selects secrets" in status["message"] and "create a new Restore" in status["message"], status
+        nothing_written_for(kube, "steal")
+
+
+def restores_path(kube, name: str) -> str:
+    return Resource.of("restores").path(kube.namespace, name)
+
+
+@contextlib.contextmanager
+def approvals_webhook_skips_the_namespace(kube):
+    """The chart's mutating webhook told not to look at this namespace (as a ``namespaceSelector`` left
+    stale would): a request here gets past it. Put back as it was on the way out."""
+    path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{kube.release.name}-restore-approvals"
+    hooks = kube.request("GET", path)["webhooks"]
+    i = next(i for i, hook in enumerate(hooks) if hook["name"].startswith("restore-approvals."))
+    before = hooks[i].get("namespaceSelector") or {}
+
+    def selector(value: dict) -> None:
+        kube.request("PATCH", path, [{"op": "add", "path": f"/webhooks/{i}/namespaceSelector", "value": value}],
+                     content_type="application/json-patch+json")
+
+    selector({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                    "values": [kube.namespace]}]})
+    try:
+        yield
+    finally:
+        selector(before)
+
+
+def edit(kube, name: str, annotations: dict, *, user: str | None = None, dry_run: bool = False) -> str | None:
+    """The user's (the admin's) edit of the Restore's annotations: None when stored, the refusal when refused."""
+    try:
+        kube.request("PATCH", restores_path(kube, name) + ("?dryRun=All" if dry_run else ""),
+                     {"metadata": {"annotations": annotations}}, content_type="application/merge-patch+json",
+                     **({"user": user} if user else {}))
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 403, exc
+        return str(exc)
+    return None
+
+
+async def test_a_record_of_checked_kinds_edited_past_the_webhook_counts_for_nothing(kube, people, clock, fast_env):
+    """The attack: carol writes the record herself, naming Secrets as checked, and has the policy select
+    them. Through the webhook the edit is refused; past it, the seal no longer holds, the Restore's
+    records count for nothing, and a later approval carries no kind on (none counts as checked)."""
+    carol_writes_configmaps_only(kube)
+    await rbac_settled(kube)
+    forged = {rules.ANN_CHECKED_KINDS: "configmaps,secrets"}
+    async with kube.operator(clock=clock):
+        point = catalogue(kube, "his-config", includeKinds=["configmaps"])
+        kube.create(objects_restore("forged", point), user="carol")
+        await kube.wait_for(lambda: stored(kube, "forged").get("status", {}).get("reason") == "WaitingForApprovals")
+        refusal = edit(kube, "forged", forged, user="carol")
+        assert refusal and "written by Lifeline's admission webhook only" in refusal, refusal
+
+        with approvals_webhook_skips_the_namespace(kube):
+            await kube.wait_for(lambda: edit(kube, "forged", forged, user="carol") is None)  # the API server applies it
+        await kube.wait_for(lambda: edit(kube, "forged", {rules.ANN_CHECKED_KINDS: "x"}, dry_run=True))  # back
+        await kube.wait_for(lambda: stored(kube, "forged").get("status", {}).get("reason") == "ApprovalsNotSealed")
+        status = stored(kube, "forged")["status"]
+        assert status["phase"] == "PendingApproval" and status["approvals"] == [], status
+
+        select(kube, "his-config", ["configmaps", "secrets"])
+        await approve(kube, people, "forged")
+        await kube.wait_for(lambda: phase(kube, "forged") == "Failed")
+        body = stored(kube, "forged")
+        assert body["metadata"]["annotations"][rules.ANN_CHECKED_KINDS] == "", "the forged kinds were not sealed"
+        assert body["status"]["reason"] == "KindsNotChecked", body["status"]
+        assert "create the Restore again" in body["status"]["message"]
+        nothing_written_for(kube, "forged")
+
+
+def served(*names: str) -> list[Served]:
+    """Kinds as discovery serves them: ``deployments.apps`` -> group apps, plural deployments."""
+    return [Served(group, "v1", plural, plural.title(), True, frozenset({"list", "create"}))
+            for plural, _, group in (n.partition(".") for n in names)]
+
+
+def test_the_writer_gets_only_checked_kinds_and_a_restore_selecting_more_does_not_start():
+    """Pure: :func:`objects_writer.writable`, and the record under the approvals' seal."""
+    config, secrets, deploy = served("configmaps", "secrets", "deployments.apps")
+    assert objects_writer.record([deploy, config]) == "configmaps,deployments.apps"
+    assert objects_writer.writable([config], "configmaps,deployments.apps", policy="p") == [config]
+    with pytest.raises(PlanError) as refusal:
+        objects_writer.writable([config, secrets], "configmaps", policy="p")
+    assert refusal.value.reason == "SelectionChanged" and "now selects secrets" in refusal.value.message
+    for nothing in (None, ""):  # no record, or none checked (no point then): never a writer, even of nothing
+        for chosen in ([config], []):
+            with pytest.raises(PlanError) as refusal:
+                objects_writer.writable(chosen, nothing, policy="p")
+            assert refusal.value.reason == "KindsNotChecked"
+
+    key = b"k" * 32
+    body = objects_restore("back", "his-objects-1")
+    body["metadata"].update(namespace="his", annotations={rules.ANN_REQUESTED_BY: "carol",
+                                                          rules.ANN_CHECKED_KINDS: "configmaps"})
+    ann = body["metadata"]["annotations"]
+    ann[rules.ANN_SEAL] = rules.seal(key, body, "carol", None, "configmaps")
+    assert rules.sealed(body, key)
+    for edited in ("configmaps,secrets", "", None):
+        copy = {**body, "metadata": {**body["metadata"], "annotations": {**ann, rules.ANN_CHECKED_KINDS: edited}}}
+        if edited is None:
+            del copy["metadata"]["annotations"][rules.ANN_CHECKED_KINDS]
+        assert not rules.sealed(copy, key), edited
+        assert rules.plan(copy, None, "2026-12-02T10:00:00Z", records_sealed=False).status["reason"] == \
+            "ApprovalsNotSealed"
 
 
 # ---- the operator's token writes only writers' Roles and bindings (the chart's admission policy)

@@ -99,7 +99,7 @@ def test_duplicate_destination_names_are_refused():
 
 def test_destination_needs_exactly_one_kind():
     found = problems(lambda s: s["destinations"][0].pop("filesystem"))
-    assert found == ["spec.destinations[0]: set exactly one destination kind (s3, filesystem); got none"]
+    assert found == ["spec.destinations[0]: set exactly one destination kind (s3, filesystem, azure, gcs); got none"]
 
 
 def test_bad_names_get_a_readable_message():

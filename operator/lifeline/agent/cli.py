@@ -95,6 +95,9 @@ def register(subparsers) -> None:
                    help="wait this long for a conflicting lock (default 30)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress line on stderr (default: when stderr is a terminal)")
+    g.add_argument("--progress-lines", action="store_true",
+                   help="also a 'lifeline-progress {JSON}' line on stderr every 2 s and at the end: files, bytes, "
+                        "total, rate, ETA (what a Job's log carries for `lifeline backup now --wait`)")
     s3 = common.add_argument_group("S3 (defaults from AWS_* environment variables)")
     s3.add_argument("--s3-endpoint", help="endpoint URL (env AWS_ENDPOINT_URL)")
     s3.add_argument("--s3-region", help="region (env AWS_REGION)")
@@ -278,7 +281,7 @@ def _provider(args, repo: Repository):
 
 
 def _progress(args, verb: str):
-    return Progress(verb, enabled=args.progress)
+    return Progress(verb, enabled=args.progress, lines=sys.stderr if args.progress_lines else None)
 
 
 # Text from storage (tags, source names, paths, messages) is printed to someone's terminal: control

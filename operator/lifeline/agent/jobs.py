@@ -1,11 +1,11 @@
-"""What a backup or prune Job runs: ``python -m lifeline.agent.jobs backup|prune|prepare``.
+"""What a backup, prune or maintenance Job runs: ``python -m lifeline.agent.jobs backup|prune|maintenance|prepare``.
 
 The operator renders the whole task into the ``LIFELINE_JOB_PLAN`` environment
 variable (see :mod:`lifeline.planning.backup`). This module is the glue between that
 plan and the agent's own command line: for every destination (each its own
 repository, fanned out in parallel) it runs ``lifeline agent init`` when the
 repository does not exist yet and then ``lifeline agent backup ... --json`` (or
-``prune``), collects the JSON summaries, and writes one compact combined summary
+``prune``, or ``repack`` for maintenance), collects the JSON summaries, and writes one compact combined summary
 (at most 4 KiB) to the container's termination message, which the operator reads
 to record the RecoveryPoint. A failure at one destination does not hide success
 at another: the Job succeeds when at least one destination took the backup, and
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -43,14 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lifeline.errors import LifelineError
-from lifeline.messages import (DEFAULT_TERMINATION_LOG, EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, BackupSummary, CopyStored,
+from lifeline.messages import (CATALOGUE_LINE, DEFAULT_TERMINATION_LOG, EXIT_BAD_PLAN, PLAN_ENV, BackupPlan,
+                               BackupSummary, CataloguePlan, CatalogueSummary, CopyStored,
                                DestinationFailed, DestinationPlan, FingerprintPlan, FingerprintResult, JobPlan,
-                               PrunePlan, PruneReport, UnreadableMessage, read_plan, termination)
+                               MaintenancePlan, MaintenanceSummary, PrunePlan, PruneReport, Repacked,
+                               UnreadableMessage, read_plan, termination)
 from lifeline.messages.destination import destination_env, stderr_tail
 from lifeline.repository.backend import S3Options, open_backend
 from lifeline.repository.layout import CONFIG
 
 from . import objects
+from .progress import PREFIX as PROGRESS_PREFIX, format_line
 
 EXIT_CODE_WAIT = 60.0  # seconds to wait for the dump's exit status after its stream ended
 FINGERPRINT_WAIT = 300.0  # seconds to wait for the fingerprint command after the backup finished
@@ -86,9 +90,10 @@ class Outcome:
 
 @dataclass
 class Task:
-    plan: BackupPlan | PrunePlan
+    plan: BackupPlan | PrunePlan | CataloguePlan | MaintenancePlan
     key_ref: str  # what the agent is given (a local file for secret:// keys)
     env: dict = field(default_factory=dict)
+    run: str = field(default_factory=lambda: secrets.token_hex(8))  # this Job's run, tagged on every copy
 
     @property
     def destinations(self) -> list[DestinationPlan]:
@@ -123,16 +128,51 @@ def key_ref_of(plan: JobPlan, workdir: Path) -> str:
     return f"file://{target}"
 
 
-def _run(argv: list[str], env: dict, stdin=None) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+_LOG_LOCK = threading.Lock()
+
+
+class _Stderr(threading.Thread):
+    """An agent's stderr, read as it is written: its progress lines go to this Job's log at once, named
+    by destination (``lifeline backup now --wait`` draws its bar from them); the rest is kept for the
+    summary and the log at the end. Read from the start, so a chatty agent never blocks on a full pipe."""
+
+    def __init__(self, pipe, destination: str | None):
+        super().__init__(daemon=True)
+        self.pipe, self.destination, self.kept = pipe, destination, []
+        self.start()
+
+    def run(self) -> None:
+        for raw in iter(self.pipe.readline, b""):
+            text = raw.decode(errors="replace")
+            if not text.startswith(PROGRESS_PREFIX):
+                self.kept.append(text)
+                continue
+            try:
+                record = json.loads(text[len(PROGRESS_PREFIX):])
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                line = format_line({**record, "destination": self.destination}) + "\n"
+                with _LOG_LOCK:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+
+
+def _run(argv: list[str], env: dict, stdin=None, destination: str | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.relay = _Stderr(proc.stderr, destination)
+    return proc
 
 
 def _finish(proc: subprocess.Popen, outcome: Outcome) -> Outcome:
-    out, err = proc.communicate()
+    out = proc.stdout.read()
+    proc.wait()
+    proc.relay.join()
     outcome.rc = proc.returncode
-    outcome.stderr = err.decode(errors="replace")
+    outcome.stderr = "".join(proc.relay.kept)
     if outcome.stderr:
-        sys.stderr.write("".join(f"[{outcome.destination.name}] {ln}\n" for ln in outcome.stderr.splitlines()))
+        with _LOG_LOCK:  # whole lines: another destination's progress lines go on meanwhile
+            sys.stderr.write("".join(f"[{outcome.destination.name}] {ln}\n" for ln in outcome.stderr.splitlines()))
     try:
         outcome.summary = json.loads(out) if out.strip() else None
     except ValueError:
@@ -148,9 +188,35 @@ def s3_options(env: dict):
                      access_key_id=env.get("AWS_ACCESS_KEY_ID"), secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
 
 
+# What the azure:// and gs:// backends read from the process environment when they are made.
+_STORE_ENV = ("AZURE_", "GOOGLE_", "GCE_")
+_ENV_LOCK = threading.Lock()
+
+
+def open_destination(dest: DestinationPlan, env: dict, *, create: bool = False):
+    """The destination's backend, made with its own agent environment (:func:`destination_env`): S3
+    settings are passed as options; Azure and GCS read theirs from the process environment when the
+    backend is made, so it holds the destination's own for that moment (one destination at a time)."""
+    if dest.scheme not in ("azure", "gs"):
+        return open_backend(dest.repository, s3_options(env), create=create)
+    with _ENV_LOCK:
+        saved = {k: v for k, v in os.environ.items() if k.startswith(_STORE_ENV)}
+        try:
+            for k in saved:
+                if k not in env:
+                    del os.environ[k]
+            os.environ.update({k: v for k, v in env.items() if k.startswith(_STORE_ENV)})
+            return open_backend(dest.repository, create=create)
+        finally:
+            for k in [k for k in os.environ if k.startswith(_STORE_ENV)]:
+                if k not in saved:
+                    del os.environ[k]
+            os.environ.update(saved)
+
+
 def _repository_exists(dest: DestinationPlan, env: dict) -> bool:
     try:
-        return open_backend(dest.repository, s3_options(env)).exists(CONFIG)
+        return open_destination(dest, env).exists(CONFIG)
     except Exception:  # noqa: BLE001 - unreachable or missing: let `init` say what is wrong
         return False
 
@@ -177,8 +243,8 @@ def _ensure_repository(task: Task, outcome: Outcome, env: dict) -> bool:
 def _backup_args(task: Task, dest: DestinationPlan, source_args: list[str]) -> list[str]:
     plan = task.plan
     args = ["backup", *source_args, "--type", plan.type, "--repo", dest.repository,
-            "--key", task.key_ref, "--json", "--no-progress", "--source-name", plan.source.name]
-    for tag in plan.tags:
+            "--key", task.key_ref, "--json", "--no-progress", "--progress-lines", "--source-name", plan.source.name]
+    for tag in [*plan.tags, f"run={task.run}"]:  # run: one Job's copies, told apart from another's
         args += ["--tag", tag]
     if os.environ.get("LIFELINE_BACKUP_TIME"):  # the devstack's job runner pins times to its clock
         args += ["--time", os.environ["LIFELINE_BACKUP_TIME"]]
@@ -204,7 +270,8 @@ def _backup_directory(task: Task) -> list[Outcome]:
         env = destination_env(outcome.destination, task.env)
         if not _ensure_repository(task, outcome, env):
             return
-        _finish(_run(_backup_args(task, outcome.destination, [source]), env), outcome)
+        _finish(_run(_backup_args(task, outcome.destination, [source]), env, destination=outcome.destination.name),
+                outcome)
 
     threads = [threading.Thread(target=one, args=(o,)) for o in outcomes]
     for t in threads:
@@ -238,7 +305,8 @@ def _backup_stream(task: Task) -> tuple[list[Outcome], str | None]:
         if not _ensure_repository(task, outcome, env):
             continue
         args = ["--stdin", "--stdin-name", source.stream.name]
-        procs[i] = _run(_backup_args(task, outcome.destination, args), env, stdin=subprocess.PIPE)
+        procs[i] = _run(_backup_args(task, outcome.destination, args), env, stdin=subprocess.PIPE,
+                        destination=outcome.destination.name)
     total = 0
     # Opening a FIFO for reading waits for the dump container to open it for writing.
     with open(source.path, "rb", buffering=0) as stream:
@@ -383,6 +451,97 @@ def run_prune(task: Task) -> tuple[int, PruneReport]:
     return (0 if report.forgotten or not report.failures else 1), report
 
 
+# ---- maintenance ------------------------------------------------------------------------------
+
+
+def _repacked(o: Outcome) -> Repacked:
+    s = o.summary
+    return Repacked(destination=o.destination.name, bytes_before=s.get("bytes_before", 0),
+                    bytes_after=s.get("bytes_after", 0), packs_before=s.get("packs_before", 0),
+                    packs_after=s.get("packs_after", 0), packs_rewritten=s.get("packs_rewritten", 0),
+                    packs_deleted=s.get("packs_deleted_unused", 0) + s.get("packs_deleted_unindexed", 0),
+                    bytes_copied=s.get("bytes_copied", 0), damaged=len(s.get("damaged") or []),
+                    seconds=s.get("duration_seconds"))
+
+
+def run_maintenance(task: Task) -> tuple[int, MaintenanceSummary]:
+    """``lifeline agent repack`` at every destination (in parallel: each its own repository and lock).
+    Damaged packs are left whole by repack (exit 3 with its summary): the destination is repacked and
+    listed as failed too, naming them."""
+    plan: MaintenancePlan = task.plan
+    outcomes = [Outcome(d) for d in task.destinations]
+
+    def one(outcome: Outcome) -> None:
+        env = destination_env(outcome.destination, task.env)
+        try:  # unlike prune's, a store out of reach is a failure here, not "no repository yet"
+            exists = open_destination(outcome.destination, env).exists(CONFIG)
+        except Exception as exc:  # noqa: BLE001 - the backend's own words (they never carry a secret)
+            outcome.rc, outcome.error = 1, (str(exc).strip() or type(exc).__name__)[:300]
+            return
+        if not exists:
+            outcome.rc, outcome.skipped, outcome.summary = 0, True, {}
+            return
+        _finish(_run(_agent_argv("repack", "--repo", outcome.destination.repository, "--key", task.key_ref,
+                                 "--json", "--no-progress", "--max-unused", str(plan.max_unused),
+                                 "--lock-wait", str(plan.lock_wait)), env), outcome)
+        if outcome.rc == 3 and outcome.summary is not None and outcome.summary.get("damaged"):
+            outcome.rc = 0
+            outcome.error = (f"{len(outcome.summary['damaged'])} damaged pack(s) left as they are; run "
+                             "`lifeline agent check --read-data`")
+
+    threads = [threading.Thread(target=one, args=(o,)) for o in outcomes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [o for o in outcomes if o.ok and not o.skipped]
+    failures = _failures(outcomes) + [DestinationFailed(destination=o.destination.name, exit_code=3, error=o.error)
+                                      for o in done if o.error]
+    summary = MaintenanceSummary(repacked=[_repacked(o) for o in done], failures=failures)
+    for o in outcomes:
+        r = _repacked(o) if o in done else None
+        log(f"{o.destination.name}: " + ("no repository yet" if o.skipped else
+                                          f"repacked: {r.bytes_before} -> {r.bytes_after} bytes, {r.packs_rewritten} "
+                                          f"packs rewritten, {r.packs_deleted} deleted" if r is not None
+                                          else f"FAILED: {o.error}"))
+    return (0 if summary.repacked or not _failures(outcomes) else 1), summary
+
+
+# ---- catalogue --------------------------------------------------------------------------------
+
+
+def run_catalogue(task: Task) -> tuple[int, CatalogueSummary]:
+    """Every point of the policy in every destination, authenticated with the key, one log line each
+    (``CATALOGUE_LINE`` + JSON): the operator adopts them as RecoveryPoints (a namespace rebuilt)."""
+    plan: CataloguePlan = task.plan
+    outcomes = [Outcome(d) for d in task.destinations]
+    listed: dict[str, int] = {}
+    for o in outcomes:  # one after another: each point's line is written whole
+        env = destination_env(o.destination, task.env)
+        if not _repository_exists(o.destination, env):
+            o.rc, o.skipped, o.summary, listed[o.destination.name] = 0, True, {"points": []}, 0
+            log(f"{o.destination.name}: no repository yet")
+            continue
+        _finish(_run(_agent_argv("points", "--repo", o.destination.repository, "--key", task.key_ref, "--json",
+                                 "--authenticate", "--tag", plan.tag), env), o)
+        rows = (o.summary or {}).get("points") or []
+        if o.rc == 3 and o.summary is not None:  # some points unreadable: the readable ones still count
+            bad = o.summary.get("unreadable") or {}
+            o.rc, o.error = 0, f"{len(bad)} points unreadable: " + "; ".join(f"{k}: {v}" for k, v in list(bad.items())[:3])
+            log(f"{o.destination.name}: {o.error}")
+        for row in rows:
+            print(CATALOGUE_LINE + json.dumps({"destination": o.destination.name, "repository": o.destination.repository,
+                                               **row}, sort_keys=True, separators=(",", ":")), flush=True)
+        listed[o.destination.name] = len(rows)
+        log(f"{o.destination.name}: {len(rows)} points" if o.ok else f"{o.destination.name}: FAILED: {o.error}")
+    failures = _failures(outcomes) + [DestinationFailed(destination=o.destination.name, exit_code=0, error=o.error)
+                                      for o in outcomes if o.ok and o.error]
+    summary = CatalogueSummary(listed={k: v for k, v in listed.items()
+                                       if any(o.ok and o.destination.name == k for o in outcomes)},
+                               failures=failures)
+    return (0 if not _failures(outcomes) else 1), summary
+
+
 # ---- entry point ------------------------------------------------------------------------------
 
 
@@ -401,9 +560,10 @@ def _prepare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lifeline.agent.jobs",
-                                     description="Run one backup or prune Job's plan (rendered by the operator).")
+                                     description="Run one backup, prune or maintenance Job's plan (rendered by the "
+                                                 "operator).")
     sub = parser.add_subparsers(dest="operation", required=True)
-    for op in ("backup", "prune"):
+    for op in ("backup", "prune", "catalogue", "maintenance"):
         p = sub.add_parser(op)
         p.add_argument("--plan", default=os.environ.get(PLAN_ENV),
                        help=f"the plan as JSON, or @file (default: ${PLAN_ENV})")
@@ -415,18 +575,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.operation == "prepare":
         return _prepare(args)
     try:
-        plan = load_plan(args.plan, BackupPlan if args.operation == "backup" else PrunePlan)
+        plan = load_plan(args.plan, {"backup": BackupPlan, "prune": PrunePlan, "catalogue": CataloguePlan,
+                                     "maintenance": MaintenancePlan}[args.operation])
     except UnreadableMessage as exc:
         return refuse_plan(str(exc))
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-job-"))
     try:
         task = Task(plan, key_ref_of(plan, workdir), dict(os.environ))
-        rc, summary = run_backup(task) if args.operation == "backup" else run_prune(task)
+        rc, summary = {"backup": run_backup, "prune": run_prune, "catalogue": run_catalogue,
+                       "maintenance": run_maintenance}[args.operation](task)
     except OSError as exc:
         error = os_error(exc)
         rc = 1
         summary = BackupSummary(requested_type=plan.type, error=error) if args.operation == "backup" \
-            else PruneReport(error=error)
+            else CatalogueSummary(error=error) if args.operation == "catalogue" \
+            else MaintenanceSummary(error=error) if args.operation == "maintenance" else PruneReport(error=error)
         log(f"error: {error}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

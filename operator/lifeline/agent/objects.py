@@ -100,18 +100,69 @@ def _pages(api: Api, resource: ResourcePlan, plan: ResourcesPlan):
             return
 
 
+def _write(into: Path, resource: ResourcePlan, doc: dict, written: Written) -> None:
+    where = into / folder(resource)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / file_name(doc["metadata"]["name"])).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    written.kinds[folder(resource)] += 1
+
+
 def write_objects(plan: ResourcesPlan, into: Path, api: Api | None = None) -> Written:
-    """Every object the plan selects, one JSON file each under ``into``; what was written."""
+    """Every object the plan selects, one JSON file each under ``into`` (and, when the plan asks, the
+    cluster-scoped objects they depend on); what was written."""
     api = api or connect()
     written = Written()
+    claims: list[dict] = []
     for resource in plan.resources:
-        where = into / folder(resource)
-        where.mkdir(parents=True, exist_ok=True)
+        (into / folder(resource)).mkdir(parents=True, exist_ok=True)
         for obj in _pages(api, resource, plan):
             if left_out(obj, resource):
                 written.left_out += 1
                 continue
             doc = cleaned(obj, resource, bool(plan.status))
-            (where / file_name(doc["metadata"]["name"])).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-            written.kinds[folder(resource)] += 1
+            _write(into, resource, doc, written)
+            if resource.kind == "PersistentVolumeClaim":
+                claims.append(doc)
+    if plan.cluster_dependencies:
+        for resource, name in dependencies(plan, written, claims):
+            obj = _get_cluster_object(api, resource, name)
+            if obj is not None:
+                _write(into, resource, cleaned(obj, resource, False), written)
     return written
+
+
+# The cluster-scoped objects a namespace's objects depend on (source.resources.clusterDependencies).
+CRDS = ResourcePlan(api_version="apiextensions.k8s.io/v1", plural="customresourcedefinitions",
+                    kind="CustomResourceDefinition")
+STORAGE_CLASSES = ResourcePlan(api_version="storage.k8s.io/v1", plural="storageclasses", kind="StorageClass")
+VOLUMES = ResourcePlan(api_version="v1", plural="persistentvolumes", kind="PersistentVolume")
+
+
+def dependencies(plan: ResourcesPlan, written: Written, claims: list[dict]) -> list[tuple[ResourcePlan, str]]:
+    """What to read besides: the CRD of every kind of a dotted group that has objects here (a built-in
+    or aggregated group has none: its 404 is skipped), each claim's StorageClass and bound volume."""
+    out: list[tuple[ResourcePlan, str]] = []
+    for resource in plan.resources:
+        group = resource.api_version.rpartition("/")[0]
+        if "." in group and written.kinds.get(folder(resource)):
+            out.append((CRDS, f"{resource.plural}.{group}"))
+    for claim in claims:
+        spec = claim.get("spec") or {}
+        if spec.get("storageClassName"):
+            out.append((STORAGE_CLASSES, spec["storageClassName"]))
+        if spec.get("volumeName"):
+            out.append((VOLUMES, spec["volumeName"]))
+    unique = {(r.plural, name): (r, name) for r, name in out}
+    return list(unique.values())
+
+
+def _get_cluster_object(api: Api, resource: ResourcePlan, name: str) -> dict | None:
+    prefix = "/api" if "/" not in resource.api_version else "/apis"
+    try:
+        return api.call("GET", f"{prefix}/{resource.api_version}/{resource.plural}/{name}")
+    except Refused as exc:
+        if exc.status == 404:  # a built-in kind (no CRD), a class or volume since deleted
+            return None
+        raise ObjectsUnreadable(f"cannot read {folder(resource)} {name}, which the namespace's objects depend on: "
+                                f"{exc.message} (HTTP {exc.status}); the admin allows it by binding the "
+                                "ClusterRole lifeline-objects-cluster-reader to this policy's reader") from None

@@ -115,6 +115,18 @@ class ClaimData:
         return ""
 
 
+def left_alone(doc: objects.Document, served: objects.Served, other_cluster: bool) -> str | None:
+    """Why a restore leaves a cluster-scoped object alone: a PersistentVolume always (it names the old
+    site's storage; a claim binds anew and gets its data from its policy), and in this cluster every
+    one (the writer's Role is the target namespace's: the cluster's objects are its admin's)."""
+    if doc.group_kind == ("", "PersistentVolume"):
+        return "a PersistentVolume names the storage it was made on: the claim binds a new one"
+    if not served.namespaced and not other_cluster:
+        return ("cluster-scoped: a namespace's restore leaves it to the cluster's admin "
+                "(lifeline agent objects-restore, with their credentials)")
+    return None
+
+
 def put_back(target: RestoreTargetPlan, *, connect=objects.connect) -> PutBack:
     """Put the tree under ``target.path`` back through the API server the plan names."""
     docs = objects.prepared(objects.read_tree(Path(target.path)), dict(target.namespace_map or {}))
@@ -122,7 +134,8 @@ def put_back(target: RestoreTargetPlan, *, connect=objects.connect) -> PutBack:
     data = ClaimData(api, list(target.data_jobs or []))
     log(f"putting back {len(docs)} objects (existing: {target.existing}"
         + (f", {len(data.jobs)} claims may get their data" if data.jobs else "") + ")")
-    outcomes = objects.restore_objects(docs, api, existing=target.existing or "skip", after_step=data)
+    outcomes = objects.restore_objects(docs, api, existing=target.existing or "skip", after_step=data,
+                                       leave=lambda doc, served: left_alone(doc, served, bool(target.kubeconfig)))
     shown = outcomes if len(outcomes) <= LOG_LIMIT else [o for o in outcomes if o.outcome == "failed"]
     print(objects.outcome_table(shown), flush=True)
     return PutBack(outcomes, data.restored)

@@ -475,9 +475,11 @@ def _check(api: Api, doc: Document, served: Served, existing: str, out: Outcome)
 
 
 def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", dry_run: bool = False,
-                    workers: int = WORKERS, after_step: AfterStep | None = None) -> list[Outcome]:
+                    workers: int = WORKERS, after_step: AfterStep | None = None,
+                    leave: Callable[[Document, "Served"], str | None] | None = None) -> list[Outcome]:
     """Check every prepared document with the server's dry run, then (unless ``dry_run`` or one
-    failed) write them in order; one :class:`Outcome` per document, in that order.
+    failed) write them in order; one :class:`Outcome` per document, in that order. ``leave(doc,
+    served)`` may name a reason to leave a document alone (its outcome ``skipped``, nothing asked).
 
     The checks are independent, so ``workers`` of them run at once; the writes go step by step
     (:data:`STEPS`: what an object needs is written in an earlier step), the objects of one step at
@@ -499,6 +501,8 @@ def restore_objects(docs: list[Document], api: Api, *, existing: str = "skip", d
             out.outcome, out.message = "failed", f"not served: {doc.api_version} has no kind {doc.kind} on this cluster"
         elif served.namespaced and not doc.namespace:
             out.outcome, out.message = "failed", "a namespaced object without metadata.namespace"
+        elif leave is not None and (why := leave(doc, served)):
+            out.outcome, out.message = "skipped", why
         elif key in seen:
             out.outcome, out.message = "failed", f"the tree holds this object twice ({seen[key]}, {doc.file})"
         else:

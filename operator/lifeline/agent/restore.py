@@ -536,6 +536,7 @@ class Restorer:
             n += len(data)
             self.progress.bytes_done = n
         out.flush()
+        self.progress.files_done = 1
         return {"point_id": self.point_id, "target": "-", "files": 1, "bytes": n, "damaged": [],
                 "duration_seconds": round(time.time() - start, 3)}
 

@@ -30,12 +30,13 @@ from lifeline.messages import (DEFAULT_TERMINATION_LOG, PLAN_ENV, DestinationPla
                                RestoreTargetPlan, UnreadableMessage, termination)
 from lifeline.messages.summaries import ObjectFailed
 from lifeline.messages.destination import destination_env
-from lifeline.repository.backend import open_backend
 from lifeline.repository.errors import DamagedData, KeyMismatch, LockConflict, ObjectNotFound, PointNotFound
 from lifeline.repository.repo import Repository
 
-from .jobs import key_ref_of, load_plan, log, os_error, read_exit_code, refuse_plan, s3_options
+from .jobs import key_ref_of, load_plan, log, open_destination, os_error, read_exit_code, refuse_plan
 from .objects_put_back import put_back
+from .objects_sandbox import fence
+from .progress import Progress
 from .restore import Restorer
 
 LOAD_WAIT = 6 * 3600.0  # the Job's deadline ends a load that never finishes; this only bounds the wait
@@ -60,7 +61,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _open(dest: DestinationPlan, env: dict):
-    return Repository.open(open_backend(dest.repository, s3_options(env)))
+    return Repository.open(open_destination(dest, env))
 
 
 def _provider(key_ref: str, repo):
@@ -125,9 +126,14 @@ def _to_fifo(restorer, target: RestoreTargetPlan) -> dict:
 
 
 def _objects(target: RestoreTargetPlan, out: RestoreSummary) -> None:
-    """Put the restored tree's objects back; their outcome into ``out``; Failed when any object failed."""
+    """Put the restored tree's objects back; their outcome into ``out``; Failed when any object failed.
+    Into a drill's sandbox, what must not come back there is taken out first (:func:`fence`)."""
+    left_out = fence(Path(target.path), target.leave_out or (), bool(target.sandbox)) \
+        if target.leave_out or target.sandbox else []
     done = put_back(target)
     out.objects, out.claims_with_data = done.counts(), done.claims_with_data or None
+    if left_out:
+        out.objects["left out"] = len(left_out)
     failed = [o for o in done.outcomes if o.outcome == "failed"]
     out.object_failures = [ObjectFailed(kind=o.kind, name=o.where, error=o.message[:300]) for o in failed] or None
     shutil.rmtree(target.path, ignore_errors=True)  # the Secrets in clear: gone before the summary is written
@@ -152,15 +158,19 @@ def run_restore(plan: RestorePlan, key_ref: str, env: dict) -> RestoreSummary:
         out.checksum_seconds = round(time.monotonic() - t0, 3)
         t1 = time.monotonic()
         try:
-            restorer = Restorer(repo, _provider(key_ref, repo), plan.snapshot_id)
+            # progress lines in the Job's log: `lifeline drill run` and `restore status --wait` draw a bar
+            restorer = Restorer(repo, _provider(key_ref, repo), plan.snapshot_id,
+                                progress=Progress("restore", enabled=False, lines=sys.stderr))
             target = plan.target
-            if target.kind == "pvc":
-                result = restorer.to_directory(target.path, overwrite=target.overwrite)
-            elif target.kind == "objects":
-                result = restorer.to_directory(target.path)
+            with restorer.progress:
+                if target.kind == "pvc":
+                    result = restorer.to_directory(target.path, overwrite=target.overwrite)
+                elif target.kind == "objects":
+                    result = restorer.to_directory(target.path)
+                else:
+                    result = _to_fifo(restorer, target)
+            if target.kind == "objects":
                 _objects(target, out)
-            else:
-                result = _to_fifo(restorer, target)
         except LifelineError as exc:
             raise Failed(_reason(exc), str(exc)) from None
         out.restore_seconds = round(time.monotonic() - t1, 3)

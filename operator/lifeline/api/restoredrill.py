@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from .backuppolicy import KindName
 from .common import Cron, DNSLabel, DNSName, Duration, Model, StatusBase
 from .restore import TargetTime
 
@@ -84,12 +85,23 @@ class LoadCommand(Model):
 
 
 class DrillRestore(Model):
-    """How a dump (command) source is restored; directory sources need nothing here (a fresh PVC)."""
+    """How a dump (command) source is restored; directory sources need nothing here (a fresh PVC). For a
+    resources policy (an application drill) how long the restored application may take to start."""
 
     size: str = Field("10Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
                       description="Size of the sandbox PVC a directory point is restored into.")
     load: LoadCommand | None = Field(None, description="For dump sources: the command the stream is piped into.")
     database: ThrowawayDatabase | None = Field(None, description="For dump sources: a database to load into.")
+    startup_timeout: Duration = Field(
+        "10m", description="Application drills (resources policies): how long the restored Deployments and "
+                           "StatefulSets may take to have all their replicas ready before the run fails "
+                           "(StartupTimedOut).")
+    leave_out: list[KindName] = Field(
+        default_factory=list, max_length=64,
+        description="Application drills: kinds (a resource or Kind, with or without its group, as includeKinds) "
+                    "not restored into the sandbox, besides those never restored there (NetworkPolicies, "
+                    "Ingresses, Gateway API Gateways and routes, external-dns DNSEndpoints): for example custom "
+                    "resources whose controllers act outside the cluster (certificates.cert-manager.io).")
 
 
 class Verification(Model):
@@ -121,6 +133,8 @@ class DrillRun(Model):
     start_time: datetime | None = None
     completion_time: datetime | None = None
     restore_seconds: float | None = Field(None, ge=0)
+    startup_seconds: float | None = Field(
+        None, ge=0, description="Application drills: from the restored workloads' creation to the last one ready.")
     verify_seconds: float | None = Field(None, ge=0)
     total_seconds: float | None = Field(None, ge=0)
     rto_seconds: float | None = Field(None, alias="rtoSeconds", ge=0)
@@ -132,7 +146,10 @@ class DrillRun(Model):
     outcome: Literal["Running", "Succeeded", "Failed"] | None = None
     reason: str | None = None
     message: str | None = None
-    phase: Literal["Restoring", "Verifying", "Done"] | None = Field(None, description="Step of a running drill.")
+    phase: Literal["Restoring", "Starting", "Verifying", "Done"] | None = Field(
+        None, description="Step of a running drill (Starting: an application drill's workloads becoming ready).")
+    startup_deadline: datetime | None = Field(
+        None, description="Application drills: when a run still starting fails (StartupTimedOut).")
     sandbox: str | None = Field(None, description="Sandbox namespace of this run.")
     cleanup_time: datetime | None = Field(None, description="When the sandbox is (or was) removed.")
     sandbox_deleted: bool | None = None

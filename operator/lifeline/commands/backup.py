@@ -1,4 +1,5 @@
-"""`lifeline backup now NAME` and `lifeline backup status`: ask for a backup, see where each policy stands.
+"""`lifeline backup now|adopt NAME` and `lifeline backup status`: ask for a backup or for the points a
+lost namespace had, see where each policy stands.
 
 ``backup now`` sets the ``dr.lifeline.io/backup-now`` annotation to a new value (as
 ``kubectl annotate`` would); the operator starts one Job for it and records the value in
@@ -18,8 +19,11 @@ from datetime import datetime, timezone
 
 from lifeline.api import BACKUP_POLICY as POLICY
 from lifeline.api.common import format_duration
-from lifeline.kube import Kube, KubeError
-from lifeline.planning import backup, conditions
+from lifeline.kube import JOBS, Kube, KubeError
+from lifeline.labels import ANN_ADOPT_POINTS, ANN_RECORDED
+from lifeline.planning import backup, catalogue, conditions, snapshot
+
+from .follow import Display, JobLog
 
 
 def register(sub) -> None:
@@ -32,6 +36,15 @@ def register(sub) -> None:
     now.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                      help="wait up to this long for the backup to finish (default: do not wait)")
     now.set_defaults(func=run_now)
+
+    adopt = inner.add_parser(
+        "adopt", parents=[named], help="make RecoveryPoints again from what the policy's destinations hold",
+        description="After a namespace or a cluster was lost and the policy applied again: the operator runs one "
+                    "Job that lists the policy's points in each destination (each opened with the key) and makes "
+                    "the RecoveryPoints it does not have. Nothing in the destinations changes.")
+    adopt.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                       help="wait up to this long for the points (default: do not wait)")
+    adopt.set_defaults(func=run_adopt)
 
     status = inner.add_parser("status", parents=[_common()], help="show the backup status of policies")
     status.add_argument("name", nargs="?", help="one policy (default: all in the namespace)")
@@ -103,15 +116,57 @@ async def _now(args) -> int:
                   f"{backup.label_value(args.name)}")
             return 0
         deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline:
-            obj = await kube.get(POLICY, namespace, args.name)
-            last = _finished(obj, job)
-            if last:
-                point = f", RecoveryPoint {last['recoveryPoint']}" if last.get("recoveryPoint") else ""
-                print(f"{last['outcome'].lower()}{point}: {last.get('message', '')}")
-                return 0 if last["outcome"] == "Succeeded" else 1
-            await asyncio.sleep(1)
+        display = Display()  # the agent's progress, from the Job's log (a snapshot's: its data mover's)
+        progress = JobLog(kube, display, "lifeline backup now")
+        progress.follow(namespace, [job, snapshot.mover_name(job)])
+        try:
+            while time.monotonic() < deadline:
+                obj = await kube.get(POLICY, namespace, args.name)
+                last = _finished(obj, job)
+                if last:
+                    await progress.finish()
+                    display.end()
+                    point = f", RecoveryPoint {last['recoveryPoint']}" if last.get("recoveryPoint") else ""
+                    print(f"{last['outcome'].lower()}{point}: {last.get('message', '')}")
+                    return 0 if last["outcome"] == "Succeeded" else 1
+                await asyncio.sleep(1)
+        finally:
+            await progress.stop()
+            display.end()
         print(f"lifeline backup now: not finished after {args.wait:g}s; the Job goes on", file=sys.stderr)
+        return 1
+    finally:
+        kube.close()
+
+
+def run_adopt(args) -> int:
+    return asyncio.run(_adopt(args))
+
+
+async def _adopt(args) -> int:
+    namespace = _namespace(args)
+    value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    kube = _kube(args)
+    try:
+        try:
+            await kube.patch(POLICY, namespace, args.name, {"metadata": {"annotations": {ANN_ADOPT_POINTS: value}}})
+        except KubeError as exc:
+            print(f"lifeline backup adopt: {exc}", file=sys.stderr)
+            return 1 if exc.status != 404 else 2
+        job = catalogue.job_name(args.name, value)
+        print(f"asked to adopt the points of {namespace}/{args.name} ({ANN_ADOPT_POINTS}={value}); its Job will be {job}")
+        if not args.wait:
+            print(f"follow it: kubectl -n {namespace} get events --field-selector involvedObject.name={args.name}")
+            return 0
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            found = await kube.get(JOBS, namespace, job, missing_ok=True)
+            said = ((found or {}).get("metadata", {}).get("annotations") or {}).get(ANN_RECORDED)
+            if said:
+                print(said)
+                return 0 if said.startswith("adopted") else 1
+            await asyncio.sleep(1)
+        print(f"lifeline backup adopt: not finished after {args.wait:g}s; the Job goes on", file=sys.stderr)
         return 1
     finally:
         kube.close()

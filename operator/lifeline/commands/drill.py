@@ -4,8 +4,9 @@
 ``kubectl annotate restoredrill NAME dr.lifeline.io/run-now=...`` does); the operator starts a
 run for it (after the current one, if one is running) and marks it ``trigger: run-now:<value>``,
 which is how this command knows the run it asked for. It then follows that run with a progress
-line (phase, elapsed) and exits 0 when it succeeded, 1 when it failed (with the reason) or could
-not start; ``--no-wait`` returns once asked.
+line (phase, elapsed; while the restore Job runs, its progress bar from the Job's log:
+:mod:`lifeline.commands.follow`) and exits 0 when it succeeded, 1 when it failed (with the reason)
+or could not start; ``--no-wait`` returns once asked.
 
 ``drill report`` prints ``status.history`` (newest first): start, point, restore and verify
 seconds, total against the RTO, the point's age against the RPO, bytes and the outcome;
@@ -24,11 +25,12 @@ from datetime import datetime, timezone
 from lifeline.api import RESTORE_DRILL as INFO
 from lifeline.kube import KubeError
 from lifeline.labels import ANN_RUN_NOW
-from lifeline.planning import conditions
+from lifeline.planning import conditions, drill_sandbox
 from lifeline.printing import describe_drill_run, drill_table
 
 from .backup import _command_group, _kube, _namespace
 from .fetch import get_named
+from .follow import Display, JobLog
 
 # Ready=False reasons that may clear by themselves (an API hiccup): keep waiting through them.
 TRANSIENT = ("ApplyFailed", "LookupFailed")
@@ -76,28 +78,6 @@ def _blocked(body: dict, value: str) -> str | None:
     return None
 
 
-class Progress:
-    """The progress line: rewritten in place on a terminal, one line per change otherwise."""
-
-    def __init__(self, out=None):
-        self.out = out or sys.stdout
-        self.tty = self.out.isatty()
-        self.last = None
-
-    def show(self, text: str, key) -> None:
-        if self.tty:
-            self.out.write("\r" + text.ljust(78))
-            self.out.flush()
-        elif key != self.last:
-            print(text, file=self.out, flush=True)
-        self.last = key
-
-    def end(self) -> None:
-        if self.tty:
-            self.out.write("\n")
-            self.out.flush()
-
-
 async def _run(args) -> int:
     namespace = _namespace(args)
     value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
@@ -113,47 +93,63 @@ async def _run(args) -> int:
             print(f"follow it: lifeline drill report {args.name} -n {namespace}")
             return 0
         started = time.monotonic()
-        progress = Progress()
-        while time.monotonic() - started < args.timeout:
-            try:
-                body = await kube.get(INFO, namespace, args.name)
-            except KubeError as exc:
-                progress.end()
-                print(f"lifeline drill run: {exc}", file=sys.stderr)
-                return 1
-            status = body.get("status") or {}
-            run = _mine(status, value)
-            elapsed = time.monotonic() - started
-            if run is None:
-                why = _blocked(body, value)
-                if why:
-                    progress.end()
-                    print(f"the drill cannot run: {why}", file=sys.stderr)
-                    return 1
-                busy = (status.get("lastRun") or {}).get("outcome") == "Running"
-                progress.show(f"waiting for the operator{' (a run is in progress)' if busy else ''}"
-                              f"   elapsed {elapsed:.1f}s", ("waiting", busy))
-            elif run.get("outcome") == "Running":
-                phase = run.get("phase") or "Starting"
-                progress.show(f"run {run['name']}: {phase} {run.get('recoveryPoint', '')} in sandbox "
-                              f"{run.get('sandbox', '-')}   elapsed {elapsed:.1f}s", ("run", phase))
-            else:
-                progress.end()
-                print(f"run {run['name']}: {describe_drill_run(run)}")
-                if run.get("message"):
-                    print(f"  {run['message']}")
-                if run["outcome"] == "Succeeded":
-                    return 0
-                print(f"lifeline drill run: the drill failed: {run.get('reason')}: {run.get('message')}",
-                      file=sys.stderr)
-                return 1
-            await asyncio.sleep(args.poll)
-        progress.end()
-        print(f"lifeline drill run: not finished after {args.timeout:g}s; the run goes on "
-              f"(lifeline drill report {args.name} -n {namespace})", file=sys.stderr)
-        return 1
+        progress = Display()  # the progress line: rewritten in place on a terminal, one line per change otherwise
+        restore_log = JobLog(kube, progress, "lifeline drill run")
+        try:
+            return await _follow(args, kube, namespace, value, started, progress, restore_log)
+        finally:
+            await restore_log.stop()
+            progress.end()
     finally:
         kube.close()
+
+
+async def _follow(args, kube, namespace: str, value: str, started: float, progress: Display,
+                  restore_log: JobLog) -> int:
+    """Poll the drill until the run asked for ends; while its restore Job runs, draw the Job's progress."""
+    while time.monotonic() - started < args.timeout:
+        try:
+            body = await kube.get(INFO, namespace, args.name)
+        except KubeError as exc:
+            progress.end()
+            print(f"lifeline drill run: {exc}", file=sys.stderr)
+            return 1
+        status = body.get("status") or {}
+        run = _mine(status, value)
+        elapsed = time.monotonic() - started
+        restoring = run is not None and run.get("outcome") == "Running" and run.get("phase") == "Restoring"
+        if restoring and run.get("sandbox"):
+            restore_log.follow(run["sandbox"], [drill_sandbox.RESTORE_JOB])
+        elif restore_log.target is not None:
+            await restore_log.finish()  # the restore ended: its last figures before the next phase
+        if run is None:
+            why = _blocked(body, value)
+            if why:
+                progress.end()
+                print(f"the drill cannot run: {why}", file=sys.stderr)
+                return 1
+            busy = (status.get("lastRun") or {}).get("outcome") == "Running"
+            progress.status(f"waiting for the operator{' (a run is in progress)' if busy else ''}"
+                            f"   elapsed {elapsed:.1f}s", ("waiting", busy))
+        elif run.get("outcome") == "Running":
+            phase = run.get("phase") or "Starting"
+            progress.status(f"run {run['name']}: {phase} {run.get('recoveryPoint', '')} in sandbox "
+                            f"{run.get('sandbox', '-')}   elapsed {elapsed:.1f}s", ("run", phase))
+        else:
+            progress.end()
+            print(f"run {run['name']}: {describe_drill_run(run)}")
+            if run.get("message"):
+                print(f"  {run['message']}")
+            if run["outcome"] == "Succeeded":
+                return 0
+            print(f"lifeline drill run: the drill failed: {run.get('reason')}: {run.get('message')}",
+                  file=sys.stderr)
+            return 1
+        await asyncio.sleep(args.poll)
+    progress.end()
+    print(f"lifeline drill run: not finished after {args.timeout:g}s; the run goes on "
+          f"(lifeline drill report {args.name} -n {namespace})", file=sys.stderr)
+    return 1
 
 
 # ---- drill report ---------------------------------------------------------------------------------------

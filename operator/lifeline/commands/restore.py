@@ -4,19 +4,24 @@
 dr.lifeline.io/approve="comment"`` does, with the caller's own credentials: the
 admission webhook takes the identity from the API server, checks the approver role
 and records the decision -- or refuses, and the refusal is printed as it came.
-``status`` prints the phase, the requester, every recorded decision and what is next.
+``status`` prints the phase, the requester, every recorded decision and what is next; with
+``--wait`` it then follows the Restore to its end, drawing the restore Job's progress from its log
+while it runs (:mod:`lifeline.commands.follow`), and prints the status it ended with.
 """
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 from lifeline.api import RESTORE as INFO
 from lifeline.kube import KubeError
 from lifeline.planning import restore as rules
+from lifeline.planning import restore_run
 
 from .backup import _command_group, _kube, _namespace
 from .fetch import get_named
+from .follow import Display, JobLog
 
 
 def register(sub) -> None:
@@ -30,6 +35,9 @@ def register(sub) -> None:
         q.add_argument("--comment", "-m", default="", help="recorded with your decision (and in the audit trail)")
         q.set_defaults(func=run_decide, decision=verb)
     q = inner.add_parser("status", parents=[named], help="show a Restore's phase and approvals")
+    q.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="then follow the Restore until it ends, up to this long, with the restore Job's progress "
+                        "while it runs (default: do not wait)")
     q.set_defaults(func=run_status)
 
 
@@ -60,11 +68,56 @@ def run_status(args) -> int:
 
 
 async def _status(args) -> int:
+    if args.wait:
+        return await _wait(args)
     body, code = await get_named(_kube(args), INFO, _namespace(args), args.name, "lifeline restore status")
     if body is None:
         return code
     print(_describe(body))
     return 1 if (body.get("status") or {}).get("phase") in (rules.FAILED, rules.REJECTED) else 0
+
+
+async def _wait(args) -> int:
+    """``status --wait``: the status now; then, until the Restore ends, its phase, and while its Job runs the
+    Job's progress bar; then the status it ended with. Exit 0 Succeeded, 1 Failed, Rejected or not ended."""
+    namespace, where = _namespace(args), "lifeline restore status"
+    kube = _kube(args)
+    display = Display()
+    job_log = JobLog(kube, display, where)
+    deadline = time.monotonic() + args.wait
+    first = True
+    try:
+        while True:
+            try:
+                body = await kube.get(INFO, namespace, args.name)
+            except KubeError as exc:
+                display.end()
+                print(f"{where}: {exc}", file=sys.stderr)
+                return 2 if first and exc.status == 404 else 1
+            status = body.get("status") or {}
+            phase = status.get("phase")
+            if phase in rules.FINAL:
+                await job_log.finish()  # the Job's last figures, then the outcome
+            if phase in rules.FINAL or first:
+                display.end()
+                print(_describe(body), flush=True)
+                if phase in rules.FINAL:
+                    return 1 if phase in (rules.FAILED, rules.REJECTED) else 0
+            first = False
+            if phase == rules.RUNNING:
+                job = status.get("jobName") or restore_run.job_name(args.name)
+                job_log.follow(restore_run.job_namespace(body), [job])
+            else:
+                display.status(f"Restore {namespace}/{args.name}: {phase or 'not reconciled yet'}", phase)
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(1)
+    finally:
+        await job_log.stop()
+        display.end()
+        kube.close()
+    print(f"{where}: not finished after {args.wait:g}s; the Restore goes on", file=sys.stderr)
+    return 1
 
 
 def _describe(body: dict) -> str:

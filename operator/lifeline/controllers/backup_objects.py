@@ -18,6 +18,10 @@ from lifeline.planning import objects_reader
 from .common import write_owned
 
 RESOURCES = {"ServiceAccount": SERVICEACCOUNTS, "Role": ROLES, "RoleBinding": ROLEBINDINGS}
+# What a reader must be allowed, cluster-wide, to back up the namespace's cluster-scoped dependencies:
+# what the chart's ClusterRole lifeline-objects-cluster-reader grants, which only the admin binds.
+CLUSTER_READS = (("apiextensions.k8s.io", "customresourcedefinitions"), ("storage.k8s.io", "storageclasses"),
+                 ("", "persistentvolumes"))
 
 
 def backs_up_objects(body: dict) -> bool:
@@ -32,6 +36,7 @@ class ObjectReaders:
         self.ctl = controller
         self.kube = controller.kube
         self._applied: dict[tuple, str] = {}  # (namespace, name, kind) -> spec hash written by this process
+        self._cluster_allowed: dict[tuple, int] = {}  # (namespace, name, uid) -> the generation found allowed
 
     async def refresh(self) -> str | None:
         """The controller's facts follow discovery (kept by :meth:`Kube.discover`); the error text when it failed."""
@@ -41,6 +46,33 @@ class ObjectReaders:
             return f"could not read what the API server serves: {exc}"
         if served is not self.ctl.facts.served:  # a new answer (an unchanged one plans the same)
             self.ctl.facts = dataclasses.replace(self.ctl.facts, served=served)
+        return None
+
+    async def cluster_refused(self, body: dict) -> str | None:
+        """Why the policy may not back up cluster-scoped objects it asks for (None: it does not ask, or the
+        admin bound lifeline-objects-cluster-reader to its reader). Asked once a generation when allowed:
+        a binding taken away later fails the backup Job itself, with the API server's words."""
+        meta = body["metadata"]
+        src = ((body.get("spec") or {}).get("source") or {}).get("resources") or {}
+        if not isinstance(src, dict) or not src.get("clusterDependencies"):
+            return None
+        key = (meta.get("namespace", ""), meta["name"], meta.get("uid", ""))
+        if self._cluster_allowed.get(key) == meta.get("generation"):
+            return None
+        reader = objects_reader.reader_name(meta["name"])
+        user = f"system:serviceaccount:{key[0]}:{reader}"
+        try:
+            missing = [f"{resource}{'.' + group if group else ''}" for group, resource in CLUSTER_READS
+                       if not await self.kube.access_review(user=user, groups=[], namespace="", verb="get",
+                                                             group=group, resource=resource)]
+        except KubeError as exc:
+            return f"could not ask whether {reader} may read cluster-scoped objects: {exc}"
+        if missing:
+            return (f"clusterDependencies asks for cluster-scoped objects, which only the admin allows: {reader} may "
+                    f"not get {', '.join(missing)}. The admin allows it with `kubectl create clusterrolebinding "
+                    f"{key[0]}-{meta['name']}-cluster --clusterrole lifeline-objects-cluster-reader --serviceaccount "
+                    f"{key[0]}:{reader}`; or leave clusterDependencies out")
+        self._cluster_allowed[key] = meta.get("generation")
         return None
 
     async def apply(self, body: dict) -> str | None:

@@ -1,7 +1,8 @@
-"""Finished backup and prune Jobs, recorded once: RecoveryPoints, Events, metrics and audit records.
+"""Finished backup, prune and maintenance Jobs, recorded once: RecoveryPoints, Events, metrics and audit records.
 
 A finished Job's pod carries the agent's summary in its termination message. A backup that
-stored its data somewhere becomes a RecoveryPoint; a prune marks the points it forgot Pruned.
+stored its data somewhere becomes a RecoveryPoint; a prune marks the points it forgot Pruned; a
+maintenance (repack) says how large each repository was before and after (status.lastMaintenance).
 Either way the outcome is written on the Job (``dr.lifeline.io/recorded`` /
 ``dr.lifeline.io/result``), so that the policy's status can be planned from the Jobs alone, after
 an operator restart too, and no Job is recorded twice. (A snapshot trigger Job is recorded by
@@ -15,7 +16,7 @@ from lifeline.api import RECOVERY_POINT as POINT
 from lifeline.clock import parse_time, rfc3339
 from lifeline.controllers.backup_audit import audit_backup
 from lifeline.kube import JOBS, PODS, KubeError, ObjectRef
-from lifeline.messages import BackupSummary, PruneReport
+from lifeline.messages import BackupSummary, MaintenanceSummary, PruneReport
 from lifeline.planning import backup, backup_points
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ class BackupRuns:
         if body is None:
             return None  # the policy is gone; its Jobs go with it
         prune = job["operation"] == "prune"
-        summary, report, problem = backup_points.pod_report(await self._pods(job),
-                                                            PruneReport if prune else BackupSummary)
+        maintenance = job["operation"] == "maintenance"
+        summary, report, problem = backup_points.pod_report(
+            await self._pods(job), PruneReport if prune else MaintenanceSummary if maintenance else BackupSummary)
         now = rfc3339(self.ctx.clock.now())
         ref = ObjectRef.of(body)
         tier = str(body["spec"].get("tier", ""))
@@ -84,6 +86,8 @@ class BackupRuns:
         point = None
         if prune:
             await self._record_prune(job, body, summary, report, now)
+        elif maintenance:
+            await self._record_maintenance(job, body, summary, report, now)
         elif job["phase"] == "Succeeded" and summary is not None and summary.copies:
             point = await self._create_point(job, body, summary)
             for c in summary.copies:
@@ -150,6 +154,33 @@ class BackupRuns:
                     return name
                 taken.add(name)
         raise KubeError(f"no free RecoveryPoint name for Job {job['name']}", 409)
+
+    async def _record_maintenance(self, job: dict, body: dict, summary: MaintenanceSummary | None, report: str,
+                                  now: str) -> None:
+        """A repack: the repositories' sizes as metrics, a Normal Event, or a Warning saying where it failed."""
+        ref = ObjectRef.of(body)
+        namespace, policy = job["namespace"], job["policy"]
+        labels = (namespace, policy, str(body["spec"].get("tier", "")))
+        m = self.ctx.metrics
+        done = summary.repacked if summary is not None else []
+        end = parse_time(job.get("completion")) or self.ctx.clock.now()
+        for r in done:
+            m.repository_bytes.labels(*labels, r.destination).set(r.bytes_after)
+            m.maintenance_freed_bytes.labels(*labels, r.destination).inc(max(0, r.bytes_before - r.bytes_after))
+            if not r.damaged:
+                m.maintenance_last_success.labels(*labels, r.destination).set(end.timestamp())
+        failed = summary.failures if summary is not None else []
+        if summary is None or failed or job["phase"] != "Succeeded":
+            why = "; ".join(f"{f.destination}: {f.error}" for f in failed) or \
+                (summary.error if summary is not None else None) or report
+            for destination in [f.destination for f in failed] or [""]:
+                m.backup_failures.labels(*labels, destination, "MaintenanceFailed").inc()
+            await self.kube.emit_event(ref, "Warning", "MaintenanceFailed",
+                                       f"maintenance Job {job['name']}: {why}", now)
+        elif done:
+            sizes = "; ".join(f"{r.destination}: {r.bytes_before} -> {r.bytes_after} bytes" for r in done)
+            await self.kube.emit_event(ref, "Normal", "Repacked",
+                                       f"maintenance Job {job['name']} repacked {sizes}", now)
 
     async def _record_prune(self, job: dict, body: dict, summary: PruneReport | None, report: str,
                             now: str) -> None:

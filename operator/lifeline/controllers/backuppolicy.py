@@ -38,6 +38,7 @@ from lifeline import GROUP, VERSION
 from lifeline.api import BACKUP_POLICY as POLICY
 from lifeline.clock import rfc3339
 from lifeline.controllers.backup_audit import audit_deletion
+from lifeline.controllers.backup_catalogue import PointAdoption
 from lifeline.controllers.backup_continuous import ShippingDeployments
 from lifeline.controllers.backup_objects import ObjectReaders, backs_up_objects
 from lifeline.controllers.backup_runs import BackupRuns
@@ -48,6 +49,7 @@ from lifeline.controllers.common import pinned_vault_env, stop_ticker, vault_env
 from lifeline.controllers.recoverypoint_status import RecoveryPointStatus
 from lifeline.keys import health
 from lifeline.kube import KubeError, ObjectRef
+from lifeline.labels import LABEL_CATALOGUE
 from lifeline.planning import backup, backup_points, backup_status
 from lifeline.planning.recoverypoint_shred import FINALIZER as shred_finalizer
 from lifeline.sources import room_of
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 OWNS = ("BackupPolicy", "RecoveryPoint")
 PRESENT = {backup.LABEL_POLICY: kopf.PRESENT}
+ADMIN_GRANTS = ("ClusterObjectsNotAllowed",)  # plan errors an admin's grant ends: asked again on every tick
 
 
 def _plain(body) -> dict:
@@ -85,6 +88,7 @@ class BackupController:
         self.snapshots = SnapshotPipelines(self)
         self.shipping = ShippingDeployments(self)  # continuous sources: the shipper and what it shipped
         self.objects = ObjectReaders(self)  # resources sources: discovery, and the account Jobs read as
+        self.adoption = PointAdoption(self)  # adopt-points requests: points made again from the destinations
 
     def policy(self, namespace: str, name: str) -> dict | None:
         """The policy as the store has it, with the status our last write returned until the watch brings it."""
@@ -166,11 +170,14 @@ class BackupController:
             seen = self._looked_up.get(key)
             if seen is None or seen[0] != meta.get("generation"):
                 seen = self._looked_up[key] = (meta.get("generation"), time.monotonic())
-            if children or key not in self._applied:
+            waiting = key in self._applied and getattr(self._applied[key][2], "reason", None) in ADMIN_GRANTS
+            if children or key not in self._applied or waiting:  # (a grant makes no event here: asked each tick)
                 plan_error = desired if isinstance(desired, backup.PlanError) else None
                 reader_error = await self.objects.apply(body) if plan_error is None else None
                 if reader_error:  # no Job runs until its account is this policy's alone, as planned
                     plan_error = backup.PlanError("SourceAvailable", "ReaderNotReady", reader_error)
+                elif plan_error is None and (reader_error := await self.objects.cluster_refused(body)):
+                    plan_error = backup.PlanError("SourceAvailable", "ClusterObjectsNotAllowed", reader_error)
                 manifests = [] if plan_error else desired
                 apply_error = await self.schedule.apply(body, manifests)
                 ship_error = await self.schedule.apply_shipping(body, spec, plan_error)
@@ -179,6 +186,8 @@ class BackupController:
                 self._applied[key] = (cron_jobs, apply_error, plan_error)
                 if not reader_error:  # a Job would run as an account that is not (yet) this policy's
                     inputs.backup_now_handled = await self.schedule.backup_now(body)
+                if plan_error is None:
+                    await self.adoption.requested(body)
                 await self.point_status.sync_owners(body, self.stores.of_policy("backup_points", key))
             inputs.cron_jobs, inputs.apply_error, inputs.plan_error = self._applied[key]
             inputs.refs = await self.refs.get(namespace, backup_status.required_refs(spec), newer_than=seen[1])
@@ -319,6 +328,12 @@ def register(registry: kopf.OperatorRegistry, ctx) -> None:
             await controller.snapshots.advance(trigger)
         if job["policy"] and controller.policy(namespace, job["policy"]) is not None:
             await controller.reconcile(namespace, job["policy"], children=False)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_CATALOGUE: kopf.PRESENT}, registry=registry,
+                   id="backup-catalogue-job")
+    async def on_catalogue_job(event, body, **_):
+        if event.get("type") != "DELETED":
+            await controller.adoption.finished(_plain(body))
 
     @kopf.on.event("apps", "v1", "deployments", labels=PRESENT, registry=registry, id="backup-deployment")
     async def on_deployment(event, body, namespace, **_):

@@ -143,8 +143,10 @@ class RestoreController:
     async def _start(self, body: dict) -> tuple[str, str] | None:
         """Create the claim (NewClaim) and the Job; ``(reason, message)`` when it cannot start."""
         spec, namespace = body["spec"], body["metadata"]["namespace"]
-        outside = authority.outside_problem("the restore target", namespace, restore_run.target_namespace(body),
-                                            authority.allowed_pairs(os.environ))
+        # another cluster's namespaces are its own: its RBAC judges the kubeconfig's identity there
+        elsewhere = bool(((spec.get("target") or {}).get("objects") or {}).get("kubeconfigSecret"))
+        outside = None if elsewhere else authority.outside_problem(
+            "the restore target", namespace, restore_run.target_namespace(body), authority.allowed_pairs(os.environ))
         if outside:
             return "TargetNamespaceNotAllowed", outside
         point = await self.kube.get(POINT, namespace, spec["recoveryPoint"], missing_ok=True)
@@ -175,7 +177,11 @@ class RestoreController:
         return None
 
     async def _objects(self, body: dict, point: dict, policy: dict):
-        """An objects restore's writer account (this cluster) and data Jobs; PlanError when it cannot be."""
+        """An objects restore's writer account (this cluster) and data Jobs; PlanError when it cannot be.
+
+        The writer gets the kinds the policy selects now only when the requester was checked for each
+        of them at creation (the sealed record: :func:`~lifeline.planning.objects_writer.writable`):
+        otherwise the restore does not start (KindsNotChecked, SelectionChanged), and nothing is made."""
         spec = backup.parse_spec(policy)
         if room_of(spec).kind != "resources":
             return restore_objects.target(body, point, [], [], self.facts)  # the plan refuses it, with the reason
@@ -191,6 +197,11 @@ class RestoreController:
                 raise backup.PlanError("Ready", "DiscoveryFailed",
                                        f"the kinds the API server serves could not be read: {exc}") from None
             chosen, _ = selection(spec.source.resources, served)
+            # no more than the requester was checked for at creation (refused when the policy selects more now)
+            annotations = body["metadata"].get("annotations") or {}
+            sealed = restore.sealed(body, seal_key(self.ctx.options))
+            checked = annotations.get(restore.ANN_CHECKED_KINDS) if sealed else None
+            chosen = objects_writer.writable(chosen, checked, policy=policy["metadata"]["name"])
             for child in objects_writer.plan(body, restore_run.job_name(body["metadata"]["name"]),
                                              restore_run.target_namespace(body), chosen,
                                              with_data=bool(target.data_jobs), update=target.existing == "update"):

@@ -3,8 +3,10 @@
 Thin and level-triggered: a timer (``LIFELINE_DRILL_INTERVAL`` s, default 5), every watch event of a drill
 and the end of each sandbox Job end in :func:`reconcile`, which decides with the planners (``drill_schedule``,
 ``drill_points``, ``drill_sandbox``, ``drill_measure``) and writes the status only when it changed. A run's
-state lives in ``status.lastRun`` (Restoring -> Verifying -> Done): a restart resumes it. Deletions only in
-namespaces labelled ``dr.lifeline.io/sandbox=true``; outside the sandbox only the drill's status and Events.
+state lives in ``status.lastRun`` (Restoring -> [Starting ->] Verifying -> Done): a restart resumes it. Deletions
+only in namespaces labelled ``dr.lifeline.io/sandbox=true``; outside the sandbox only the drill's status and Events.
+A drill of a resources policy starts the restored application in the sandbox (Starting) before it is verified:
+:mod:`.drill_application`. What a finished run leaves (Event, metrics, audit record): :mod:`.drill_records`.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from lifeline.api.common import parse_duration
 from lifeline.api.validation import problems_in_spec
 from lifeline.clock import rfc3339
 from lifeline.controllers.common import job_end, stop_ticker, vault_env
-from lifeline.kube import (JOBS, NAMESPACES, NETWORKPOLICIES, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS,
-                           RESOURCEQUOTAS, SECRETS, SERVICES, KubeError, ObjectRef)
+from lifeline.controllers import drill_records
+from lifeline.controllers.drill_application import ApplicationDrills, create_in_sandbox
+from lifeline.kube import (JOBS, LIMITRANGES, NAMESPACES, NETWORKPOLICIES, PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES,
+                           PODS, RESOURCEQUOTAS, ROLEBINDINGS, ROLES, SECRETS, SERVICEACCOUNTS, SERVICES, KubeError,
+                           ObjectRef)
 from lifeline.labels import ANN_RUN_NOW, LABEL_JOB_NAME
 from lifeline.messages import RestoreSummary, VerifyReport, read_summary
 from lifeline.observability import audit
@@ -44,7 +49,8 @@ def sandbox_role() -> str:
 
 # What a sandbox is made of (lifeline.planning.drill_sandbox), by kind.
 SANDBOX_KINDS = {r.kind: r for r in (NAMESPACES, RESOURCEQUOTAS, NETWORKPOLICIES, SECRETS, PERSISTENTVOLUMECLAIMS,
-                                     PODS, SERVICES, JOBS, PERSISTENTVOLUMES)}
+                                     PODS, SERVICES, JOBS, PERSISTENTVOLUMES, LIMITRANGES, SERVICEACCOUNTS, ROLES,
+                                     ROLEBINDINGS)}
 
 
 class Stop(Exception):
@@ -53,6 +59,11 @@ class Stop(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
+
+
+def _kept(run: dict) -> RestoreSummary:
+    """The restore's measurements, kept on the run when its Job ended (its seconds include the check)."""
+    return RestoreSummary(ok=True, restore_seconds=run.get("restoreSeconds"), bytes_restored=run.get("bytesRestored"))
 
 
 def _job_failure(job: dict) -> str:
@@ -65,6 +76,7 @@ class DrillController:
         self.ctx = ctx
         self.kube = ctx.kube
         self.facts = backup.Facts(ctx.options.agent_image, vault_env=vault_env())
+        self.apps = ApplicationDrills(self.kube, self.facts)  # drills of resources policies
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.known: set[tuple[str, str]] = set()  # drills seen by the watch: what the timer walks
         self.ticker: asyncio.Task | None = None
@@ -110,7 +122,7 @@ class DrillController:
                 elif obj["kind"] == "PersistentVolume":
                     await self.kube.create(res, None, obj)
                 else:
-                    await self.kube.create(res, obj["metadata"]["namespace"], obj)
+                    await create_in_sandbox(self.kube, res, obj["metadata"]["namespace"], obj)
             except KubeError as exc:
                 if exc.status != 409:  # already there: a resumed start
                     raise
@@ -145,16 +157,18 @@ class DrillController:
                 run_record.update(pointAgeSeconds=round(age, 3), rpoSeconds=pspec.rpo_seconds,
                                   rpoMet=age <= pspec.rpo_seconds)
             copy_ = drill_sandbox.restore_job.choose_copy(point, pspec)
+            sandbox = drill_sandbox.sandbox_name(spec.sandbox.namespace_prefix, ns, name, run)
+            app = await self.apps.additions(body, policy, point, run, sandbox)  # None: not an application drill
             secrets = {}
-            for sname in drill_sandbox.restore_job.secrets_needed(pspec, copy_):
+            for sname in {*drill_sandbox.restore_job.secrets_needed(pspec, copy_), *(app.secrets if app else ())}:
                 found = await self.kube.get(SECRETS, ns, sname, missing_ok=True)
                 if found is not None:
                     secrets[sname] = found
-            volumes = await self._repository_volumes(ns, drill_sandbox.restore_job.claims_needed(pspec, copy_))
-            sandbox = drill_sandbox.sandbox_name(spec.sandbox.namespace_prefix, ns, name, run)
+            volumes = await self._repository_volumes(
+                ns, {*drill_sandbox.restore_job.claims_needed(pspec, copy_), *(app.claims if app else ())})
             objects = drill_sandbox.sandbox_objects(body, policy, point, run, sandbox, self.facts, secrets,
                                                     os.environ.get("VAULT_ADDR") or os.environ.get("BAO_ADDR"),
-                                                    volumes=volumes)
+                                                    volumes=volumes, additions=app)
         except backup.PlanError as exc:
             return {**run_record, "outcome": "Failed", "reason": exc.reason, "message": exc.message,
                     "completionTime": rfc3339(now), "phase": "Done"}
@@ -187,34 +201,49 @@ class DrillController:
                 return run
             summary, problem = read_summary(
                 await self._message(sandbox, drill_sandbox.RESTORE_JOB, backup.AGENT), RestoreSummary)
+            if self.apps.applies(policy):
+                await self.apps.end_writer(sandbox)
             if summary is None or not summary.ok:
                 return self._finish(body, spec, policy, run, restore=summary,
                                     failure=problem or _job_failure(restore_job),
                                     spans=(restore_job["status"].get("startTime"),
                                            restore_job["status"].get("completionTime")))
-            verify = drill_sandbox.verify_job(body, policy, run["name"], sandbox)
-            if verify is None:
-                return self._finish(body, spec, policy, run, restore=summary,
-                                    spans=(restore_job["status"].get("startTime"),
-                                           restore_job["status"].get("completionTime")))
-            await self._create_all([verify])
-            return {**run, "phase": "Verifying", "bytesRestored": summary.bytes_restored or 0,
-                    "restoreSeconds": summary.seconds or 0.0}
+            run = {**run, "bytesRestored": summary.bytes_restored or 0, "restoreSeconds": summary.seconds or 0.0}
+            if self.apps.applies(policy):  # an application drill: its workloads start before it is verified
+                return self.apps.restored(spec, run, self.ctx.clock.now())
+            return await self._verify_next(body, spec, policy, run, restore_job,
+                                           restore_job["status"].get("completionTime"))
+        if run.get("phase") == "Starting":
+            up = await self.apps.startup(spec, run, restore_job, self.ctx.clock.now())
+            if up.state == "waiting":
+                return {**run, "message": up.message[:1000]}
+            if up.state == "failed":
+                return self._finish(body, spec, policy, run, restore=_kept(run),
+                                    startup_failure=(up.reason, up.message),
+                                    spans=(restore_job["status"].get("startTime"), None))
+            return await self._verify_next(body, spec, policy, {**run, "startupSeconds": up.seconds}, restore_job,
+                                           up.ready_at)
         verify_job = await self.kube.get(JOBS, sandbox, drill_sandbox.VERIFY_JOB, missing_ok=True)
         if verify_job is not None and job_end(verify_job) is None:
             return run
         output = None
         if verify_job is not None:
             output = VerifyReport.parse(await self._message(sandbox, drill_sandbox.VERIFY_JOB, "verify"))
-        # the restore's measurements were kept on the run when it ended (its seconds include the check)
-        summary = RestoreSummary(ok=True, restore_seconds=run.get("restoreSeconds"),
-                                 bytes_restored=run.get("bytesRestored"))
         point = await self._point(body, run)
         recorded = ((point or {}).get("spec", {}).get("tags") or {}).get("verifyOutput")
-        return self._finish(body, spec, policy, run, restore=summary, verify=output,
+        return self._finish(body, spec, policy, run, restore=_kept(run), verify=output,
                             verdict=drill_measure.verify_verdict(spec, output, recorded),
                             spans=(restore_job["status"].get("startTime"),
                                    (verify_job or {}).get("status", {}).get("completionTime")))
+
+    async def _verify_next(self, body, spec, policy, run: dict, restore_job: dict, end: str | None) -> dict:
+        """Restored (and an application started): the verify Job, or the run's end when the drill has none."""
+        verify = drill_sandbox.verify_job(body, policy, run["name"], run["sandbox"])
+        if verify is None:
+            return self._finish(body, spec, policy, run, restore=_kept(run),
+                                spans=(restore_job["status"].get("startTime"), end))
+        await self._create_all([verify])
+        return {**run, "phase": "Verifying"}
 
     async def _point(self, body: dict, run: dict) -> dict | None:
         try:
@@ -223,50 +252,14 @@ class DrillController:
             return None
 
     def _finish(self, body, spec, policy, run, *, restore, failure=None, verify=None, verdict=None,
-                spans=(None, None)) -> dict:
+                spans=(None, None), startup_failure=None) -> dict:
         pspec = BackupPolicySpec.model_validate(policy.get("spec") or {})
         return drill_measure.finish(
             run, restore=restore, restore_job_failure=failure, verify=verify,
             verify_needed=spec.verify.command is not None, verify_ok=verdict, spans=spans,
             rto=pspec.rto_seconds, rpo=pspec.rpo_seconds, point_time=None, now=self.ctx.clock.now(),
-            ttl=parse_duration(spec.sandbox.ttl), keep_on_failure=spec.sandbox.keep_on_failure)
-
-    async def _finished(self, body: dict, spec: RestoreDrillSpec, policy: dict | None, run: dict) -> None:
-        """Event, metrics and audit record of a run that just ended."""
-        meta = body["metadata"]
-        ns, name = meta["namespace"], meta["name"]
-        now = self.ctx.clock.now()
-        ok = run["outcome"] == "Succeeded"
-        pspec = BackupPolicySpec.model_validate((policy or {}).get("spec") or {}) if policy else None
-        tier = pspec.tier if pspec else ""
-        labels = (ns, name, spec.policy_name, tier)
-        m = self.ctx.metrics
-        m.drill_last_run.labels(*labels).set(now.timestamp())
-        if ok:
-            m.drill_last_success.labels(*labels).set(now.timestamp())
-        m.drill_success.labels(*labels).set(1 if ok else 0)
-        if run.get("rtoMet") is not None:
-            m.drill_rto_met.labels(*labels).set(1 if run["rtoMet"] else 0)
-        if run.get("totalSeconds") is not None:
-            m.drill_duration.labels(*labels).set(run["totalSeconds"])
-        if pspec:
-            m.drill_rto_target.labels(*labels).set(pspec.rto_seconds)
-        m.drill_max_interval.labels(*labels).set(drill_schedule.max_interval_seconds(spec, tier or None))
-        m.drill_runs.labels(*labels, run["outcome"]).inc()
-        total = run.get("totalSeconds")
-        timing = (f"restore {run.get('restoreSeconds')}s, verify {run.get('verifySeconds', '-')}s, total {total}s "
-                  f"against an RTO of {run.get('rtoSeconds')}s ({'met' if run.get('rtoMet') else 'NOT met'})"
-                  if total is not None else "no time measured")
-        message = f"run {run['name']} {run['outcome'].lower()} ({run.get('reason')}): {timing}; {run.get('message')}"
-        await self.kube.emit_event(ObjectRef.of(body), "Normal" if ok and run.get("rtoMet") is not False else "Warning",
-                                   "DrillSucceeded" if ok else "DrillFailed", message, rfc3339(now))
-        self.ctx.notifier.tell(body, "DrillRTOMissed" if ok and run.get("rtoMet") is False else "DrillFailed" if not ok
-               else "DrillSucceeded", message, rfc3339(now))
-        audit.record("drill", actor=ACTOR, outcome="succeeded" if ok else "failed", when=now,
-                     subject={"kind": "RestoreDrill", "namespace": ns, "name": name},
-                     details={k: run.get(k) for k in ("name", "recoveryPoint", "sandbox", "reason", "restoreSeconds",
-                                                      "verifySeconds", "totalSeconds", "rtoSeconds", "rtoMet",
-                                                      "pointAgeSeconds", "rpoMet", "bytesRestored")})
+            ttl=parse_duration(spec.sandbox.ttl), keep_on_failure=spec.sandbox.keep_on_failure,
+            startup_failure=startup_failure)
 
     async def _cleanup(self, body: dict, runs: list[dict]) -> list[dict]:
         now = self.ctx.clock.now()
@@ -335,7 +328,7 @@ class DrillController:
                 if finished_now is not None:
                     new["history"] = drill_measure.with_history(new.get("history") or [], finished_now,
                                                                 spec.history_limit)
-                    await self._finished(body, spec, policy, finished_now)
+                    await drill_records.finished(self.ctx, body, spec, policy, finished_now, ACTOR)
                     if finished_now["outcome"] == "Failed":
                         ready = (True, "LastRunFailed", f"last run failed: {finished_now.get('message')}")
                 new["history"] = await self._cleanup(body, new.get("history") or [])

@@ -37,6 +37,8 @@ def table() -> list[LocalImage]:
         LocalImage("docker.io/library/postgres:*", entrypoint=("postgres",), path=_postgres_bin()),
         LocalImage("prom/prometheus:*", entrypoint=("prometheus",)),
         LocalImage("*/prometheus/prometheus:*", entrypoint=("prometheus",)),
+        LocalImage("python:*", entrypoint=(sys.executable,), python=True),  # a test's application: this Python
+        LocalImage("docker.io/library/python:*", entrypoint=(sys.executable,), python=True),
         LocalImage("busybox*", entrypoint=("sh",)),
         LocalImage("docker.io/library/busybox*", entrypoint=("sh",)),
         LocalImage("alpine*", entrypoint=("sh",)),

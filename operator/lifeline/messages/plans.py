@@ -31,7 +31,12 @@ class KeyPlan(Wire):
 
 
 class DestinationPlan(Wire):
-    """One repository, with how to reach it; S3 credentials are in ``<credentialsEnv>ACCESS_KEY_ID``..."""
+    """One repository, with how to reach it (:func:`lifeline.messages.destination.destination_env`).
+
+    ``credentialsEnv``: the prefix of the variables its credentials are in (S3: ``<prefix>ACCESS_KEY_ID``
+    and ``<prefix>SECRET_ACCESS_KEY``; Azure: ``<prefix>ACCOUNT_KEY``, ``<prefix>SAS_TOKEN``, ...);
+    ``credentialsFile``: a Google service account's key file, mounted from its Secret; ``account``: an
+    Azure storage account; ``endpoint``: the store's URL (S3, Azure or GCS, by the repository's scheme)."""
 
     name: str
     repository: str
@@ -39,6 +44,14 @@ class DestinationPlan(Wire):
     endpoint: str | None = None
     region: str | None = None
     credentials_env: str | None = Field(None, alias="credentialsEnv")
+    credentials_file: str | None = Field(None, alias="credentialsFile")
+    account: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """``s3``, ``azure``, ``gs`` or ``file``: what kind of store the repository is in."""
+        head, sep, _ = self.repository.partition("://")
+        return {"s3a": "s3"}.get(head, head) if sep else "file"
 
 
 class StreamPlan(Wire):
@@ -64,6 +77,8 @@ class ResourcesPlan(Wire):
     resources: list[ResourcePlan] = Field(min_length=1)
     selector: str | None = None  # the labelSelector query
     status: Literal[True] | None = None  # keep each object's status
+    # the CRDs, StorageClasses and PersistentVolumes the namespace's objects depend on (the admin allowed it)
+    cluster_dependencies: Literal[True] | None = Field(None, alias="clusterDependencies")
 
 
 class SourcePlan(Wire):
@@ -128,6 +143,14 @@ class PrunePlan(_Plan):
     retention: RetentionPlan
 
 
+class MaintenancePlan(_Plan):
+    """Repack every destination's repository (``lifeline agent repack``, docs/maintenance.md)."""
+
+    operation: Literal["maintenance"] = "maintenance"
+    max_unused: int = Field(10, alias="maxUnused", ge=0, le=100)  # percent of a pack's bytes: --max-unused
+    lock_wait: int = Field(1800, alias="lockWait", ge=0)  # seconds to wait for the exclusive lock (a prune, a backup)
+
+
 class RestoreTargetPlan(Wire):
     """Where a restore writes, in the Restore's words: a directory on a ``pvc``, the FIFO a
     ``command`` (the ``load`` container) reads, or an API server for ``objects`` (the tree is
@@ -144,6 +167,10 @@ class RestoreTargetPlan(Wire):
     existing: Literal["skip", "update"] | None = None
     kubeconfig: str | None = None
     data_jobs: list[dict] | None = Field(None, alias="dataJobs")
+    # objects into a drill's sandbox: the kinds not put back there (``Kind`` or ``Kind.group``), and
+    # ``sandbox``: Services only inside the cluster, CronJobs suspended (lifeline.agent.objects_sandbox)
+    leave_out: list[str] | None = Field(None, alias="leaveOut")
+    sandbox: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _a_command_has_its_status_file(self):
@@ -184,8 +211,15 @@ class ShredPlan(_Plan):
     lock_wait: int = Field(120, alias="lockWait")  # seconds to wait for a repository lock
 
 
-JobPlan = BackupPlan | PrunePlan | RestorePlan | ShredPlan
-P = TypeVar("P", BackupPlan, PrunePlan, RestorePlan, ShredPlan)
+class CataloguePlan(_Plan):
+    """List the points a policy's destinations hold (each authenticated with the key), for adoption."""
+
+    operation: Literal["catalogue"] = "catalogue"
+    tag: str  # the points' policy tag: policy=<namespace>/<name>
+
+
+JobPlan = BackupPlan | PrunePlan | RestorePlan | ShredPlan | CataloguePlan | MaintenancePlan
+P = TypeVar("P", BackupPlan, PrunePlan, RestorePlan, ShredPlan, CataloguePlan, MaintenancePlan)
 
 
 def read_plan(text: str | None, kind: type[P]) -> P:

@@ -79,6 +79,44 @@ class PruneReport(_Summary):
     error: str | None = None
 
 
+class Repacked(Wire):
+    """One destination's repository repacked: its size before and after (packs + index), what changed."""
+
+    destination: str = Field(alias="d")
+    bytes_before: int = Field(0, alias="before")
+    bytes_after: int = Field(0, alias="after")
+    packs_before: int = Field(0, alias="pb")
+    packs_after: int = Field(0, alias="pa")
+    packs_rewritten: int = Field(0, alias="rewritten")
+    packs_deleted: int = Field(0, alias="deleted")  # no live blob, or no index names them
+    bytes_copied: int = Field(0, alias="copied")
+    damaged: int = 0  # packs left whole because a live blob failed authentication
+    seconds: float | None = Field(None, alias="dur")
+
+
+class MaintenanceSummary(_Summary):
+    """A maintenance Job's result: each destination repacked (``ok``), or why not (``failed``); a destination
+    with no repository yet is in neither."""
+
+    operation: Literal["maintenance"] = Field("maintenance", alias="op")
+    repacked: list[Repacked] = Field([], alias="ok")
+    failures: list[DestinationFailed] = Field([], alias="failed")
+    error: str | None = None
+
+
+class CatalogueSummary(_Summary):
+    """A catalogue Job's result: how many points each destination listed (the points themselves are
+    lines of the Job's log, :data:`CATALOGUE_LINE`, too many for a termination message)."""
+
+    operation: Literal["catalogue"] = Field("catalogue", alias="op")
+    listed: dict[str, int] = {}
+    failures: list[DestinationFailed] = Field([], alias="failed")
+    error: str | None = None
+
+
+CATALOGUE_LINE = "lifeline-catalogue-point "  # a log line's prefix, then the point as JSON
+
+
 class ObjectFailed(Wire):
     """An object an objects restore could not put back, with the API server's words."""
 
@@ -140,7 +178,7 @@ class ShredSummary(_Summary):
     failures: list[DestinationFailed] = Field([], alias="failed")
 
 
-Summary = BackupSummary | PruneReport | RestoreSummary | ShredSummary
+Summary = BackupSummary | PruneReport | RestoreSummary | ShredSummary | CatalogueSummary | MaintenanceSummary
 
 
 # ---- the drill's verify container: plain text, written by /bin/sh in the user's image ------------

@@ -16,14 +16,15 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from .summaries import BackupSummary, PruneReport, RestoreSummary, ShredSummary, Summary
+from .summaries import (BackupSummary, CatalogueSummary, MaintenanceSummary, PruneReport, RestoreSummary,
+                        ShredSummary, Summary)
 from .wire import UnreadableMessage, check_version, describe
 
 MAX_MESSAGE = 4096  # the kubelet keeps at most 4 KiB of a termination message
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 WHAT = "the agent's summary"
 KINDS: dict[str, type] = {"backup": BackupSummary, "prune": PruneReport, "restore": RestoreSummary,
-                          "shred": ShredSummary}
+                          "shred": ShredSummary, "catalogue": CatalogueSummary, "maintenance": MaintenanceSummary}
 
 
 def _dumps(data: dict) -> str:

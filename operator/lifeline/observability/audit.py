@@ -31,6 +31,7 @@ ACTIONS = frozenset(
         "key-rotation",
         "key-shred",
         "deletion",
+        "adoption",  # RecoveryPoints made again from what a policy's destinations hold
         "audit-prune",  # written by lifeline.audit.retention itself, straight into the chain
     }
 )

@@ -97,9 +97,21 @@ class OperatorMetrics:
         self.backup_condition = Gauge(
             "lifeline_backup_condition", "1 when the BackupPolicy's condition of that type is True, else 0.",
             ["namespace", "name", "type"], registry=self.registry)
+        # the maintenance CronJob (repack): what it left at each destination
+        self.maintenance_last_success = Gauge(
+            "lifeline_maintenance_last_success_timestamp_seconds",
+            "Completion time of the last maintenance (repack) that succeeded at the destination (Unix seconds).",
+            dest, registry=self.registry)
+        self.repository_bytes = Gauge(
+            "lifeline_repository_bytes", "Bytes of the destination's repository (packs and index) after its latest "
+            "maintenance.", dest, registry=self.registry)
+        self.maintenance_freed_bytes = Counter(
+            "lifeline_maintenance_freed_bytes", "Bytes maintenance (repack) freed at a destination.",
+            dest, registry=self.registry)
         self._per_policy = (self.backup_last_success, self.backup_duration, self.backup_bytes,
                             self.backup_source_bytes, self.backup_failures, self.rpo_seconds, self.rpo_target,
-                            self.rpo_achievable, self.backup_schedule_gap, self.backup_condition)
+                            self.rpo_achievable, self.backup_schedule_gap, self.backup_condition,
+                            self.maintenance_last_success, self.repository_bytes, self.maintenance_freed_bytes)
 
         # RestoreDrill (lifeline.controllers.restoredrill): one series set per drill.
         drill = ["namespace", "name", "policy", "tier"]

@@ -159,9 +159,11 @@ def policy_facts(policy: dict, points: list[dict], drills: list[dict], audit: di
     destinations = []
     for d in spec.get("destinations") or []:
         st = dest_status.get(d.get("name")) or {}
-        kind = "s3" if d.get("s3") else "filesystem" if d.get("filesystem") else "?"
-        where = (f"s3://{d['s3'].get('bucket')}/{d['s3'].get('prefix', '')}".rstrip("/") if d.get("s3")
-                 else f"PVC {d['filesystem'].get('claimName')}" if d.get("filesystem") else "")
+        kind = next((k for k in ("s3", "azure", "gcs", "filesystem") if d.get(k)), "?")
+        store = d.get(kind) or {}
+        where = (f"PVC {store.get('claimName')}" if kind == "filesystem" else "" if kind == "?" else
+                 f"{ {'gcs': 'gs'}.get(kind, kind)}://{store.get('container') or store.get('bucket')}/"
+                 f"{store.get('prefix', '')}".rstrip("/"))
         destinations.append({"name": d.get("name"), "off_site": bool(d.get("offSite")), "kind": kind, "where": where,
                              "last_outcome": st.get("lastOutcome"), "last_success": st.get("lastSuccessTime"),
                              "message": st.get("message")})

@@ -2,9 +2,10 @@
 
 ``plan(policy_body, facts)`` returns every child object the policy should have, as
 complete manifests: one CronJob per schedule kind (``<policy>-full``,
-``<policy>-incremental``, ``<policy>-differential``) and a prune CronJob
-(``<policy>-prune``). ``on_demand_job`` renders the Job a ``backup-now`` request
-runs. The controller compares these with what exists and applies the difference.
+``<policy>-incremental``, ``<policy>-differential``), a prune CronJob
+(``<policy>-prune``) and a maintenance CronJob (``<policy>-maintenance``: repack).
+``on_demand_job`` renders the Job a ``backup-now`` request runs. The controller compares these
+with what exists and applies the difference.
 
 What a backup pod looks like:
 
@@ -39,7 +40,8 @@ from lifeline.labels import (ANN_BACKUP_NOW, ANN_BACKUP_NOW_TYPE, ANN_POLICY, AN
                              LABEL_APP_COMPONENT, LABEL_APP_INSTANCE, LABEL_APP_MANAGED_BY, LABEL_APP_NAME,
                              LABEL_APP_PART_OF, LABEL_POLICY, LABEL_TRIGGER)
 from lifeline.labels import ANN_SPEC_HASH as ANN_HASH, LABEL_BACKUP_TYPE as LABEL_TYPE
-from lifeline.messages import BackupPlan, DestinationPlan, FingerprintPlan, KeyPlan, PrunePlan, RetentionPlan
+from lifeline.messages import (BackupPlan, CataloguePlan, DestinationPlan, FingerprintPlan, KeyPlan, MaintenancePlan,
+                               PrunePlan, RetentionPlan)
 from lifeline.sources import BackupPod, PlanError, room_of
 from lifeline.sources.resources import Served
 from lifeline.sources.base import (AGENT, JOB_COMMAND, RUN_AS, SOURCE_MOUNT, TERMINATION_LOG, container_security,
@@ -47,7 +49,8 @@ from lifeline.sources.base import (AGENT, JOB_COMMAND, RUN_AS, SOURCE_MOUNT, TER
 
 from .backup_schedule import longest_gap
 from .pod_security import (DESTINATIONS_MOUNT, KEY_MOUNT, add_destination_volumes, add_key_volumes, apply_placement,
-                           parse_key_ref, pod_security_context)
+                           azure_env_prefix, credentials_env, gcs_key_file, parse_key_ref, pod_security_context,
+                           s3_env_prefix)
 
 TYPES = ("full", "incremental", "differential")
 PART_OF = "lifeline"
@@ -67,7 +70,8 @@ FINGERPRINT_SCRIPT = (
 )
 
 # What each operation's Jobs are (app.kubernetes.io/component); "snapshot": a snapshot trigger.
-COMPONENTS = {"backup": "backup", "prune": "prune", "snapshot": "snapshot"}
+COMPONENTS = {"backup": "backup", "prune": "prune", "snapshot": "snapshot", "catalogue": "catalogue",
+              "maintenance": "maintenance"}
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
 
@@ -137,19 +141,39 @@ def prune_schedule(namespace: str, policy: str) -> str:
     return f"{h % 60} {3 + (h // 60) % 3} * * *"
 
 
-def s3_env_prefix(index: int) -> str:
-    return f"LIFELINE_S3_{index}_"
+def maintenance_schedule(namespace: str, policy: str, spec: BackupPolicySpec | None = None) -> str:
+    """``spec.maintenance.schedule``, else once a week on Sunday between 06:00 and 07:59 (after the
+    prune, which runs between 03:00 and 05:59), at a minute spread by the policy's name."""
+    if spec is not None and spec.maintenance.schedule:
+        return spec.maintenance.schedule
+    h = int(short_hash(f"{namespace}/{policy}/maintenance", 8), 16)
+    return f"{h % 60} {6 + (h // 60) % 2} * * 0"
+
+
+def _url(scheme: str, where: str, prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{scheme}://{where}/{prefix}" if prefix else f"{scheme}://{where}"
 
 
 def destination_plan(index: int, dest: Destination) -> DestinationPlan:
+    """One destination as the agent reaches it: its repository URL and where its credentials are
+    (variables under a prefix of its own, or a mounted key file; never the secrets themselves)."""
+    common = {"name": dest.name, "off_site": dest.off_site}
     if dest.filesystem is not None:
         path = inside(f"{DESTINATIONS_MOUNT}/{dest.name}", dest.filesystem.path,
                        f"destination {dest.name}: filesystem.path")
-        return DestinationPlan(name=dest.name, off_site=dest.off_site, repository=f"file://{path}")
+        return DestinationPlan(**common, repository=f"file://{path}")
+    if dest.azure is not None:
+        az = dest.azure
+        return DestinationPlan(**common, repository=_url("azure", az.container, az.prefix),
+                               endpoint=az.endpoint or None, account=az.account_name,
+                               credentials_env=azure_env_prefix(index))
+    if dest.gcs is not None:
+        gcs = dest.gcs
+        return DestinationPlan(**common, repository=_url("gs", gcs.bucket, gcs.prefix), endpoint=gcs.endpoint or None,
+                               credentials_file=gcs_key_file(dest))
     s3 = dest.s3
-    prefix = s3.prefix.strip("/")
-    return DestinationPlan(name=dest.name, off_site=dest.off_site,
-                           repository=f"s3://{s3.bucket}/{prefix}" if prefix else f"s3://{s3.bucket}",
+    return DestinationPlan(**common, repository=_url("s3", s3.bucket, s3.prefix),
                            region=s3.region, endpoint=s3.endpoint or None, credentials_env=s3_env_prefix(index))
 
 
@@ -165,10 +189,15 @@ def key_plan(spec: BackupPolicySpec) -> KeyPlan:
 
 
 def job_plan(namespace: str, policy: str, spec: BackupPolicySpec, operation: str,
-             type_: str | None, served: tuple[Served, ...] = ()) -> BackupPlan | PrunePlan:
+             type_: str | None,
+             served: tuple[Served, ...] = ()) -> BackupPlan | PrunePlan | CataloguePlan | MaintenancePlan:
     """The task ``python -m lifeline.agent.jobs`` reads from LIFELINE_JOB_PLAN (no secret in it)."""
     common = {"namespace": namespace, "policy": policy, "key": key_plan(spec),
               "destinations": [destination_plan(i, d) for i, d in enumerate(spec.destinations)]}
+    if operation == "catalogue":
+        return CataloguePlan(**common, tag=f"policy={namespace}/{policy}")
+    if operation == "maintenance":
+        return MaintenancePlan(**common, max_unused=spec.maintenance.max_unused)
     if operation != "backup":
         r = spec.retention
         return PrunePlan(**common, retention=RetentionPlan(last=r.keep_last, daily=r.keep_daily, weekly=r.keep_weekly,
@@ -203,10 +232,7 @@ def pod_spec(namespace: str, policy: str, spec: BackupPolicySpec, operation: str
     if key_scheme.startswith("vault"):
         env += [{"name": k, "value": v} for k, v in facts.vault_env]
     for i, dest in enumerate(spec.destinations):
-        if dest.s3 is not None:
-            for var, key in (("ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
-                env.append({"name": s3_env_prefix(i) + var,
-                            "valueFrom": {"secretKeyRef": {"name": dest.s3.credentials_secret, "key": key}}})
+        env += credentials_env(i, dest)
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
     resources = pod_resources(spec)
@@ -332,6 +358,8 @@ def plan(policy_body: dict, facts: Facts) -> list[dict]:
     ]
     children.append(_cronjob(policy_body, spec, facts, child_name(policy, "prune"),
                              prune_schedule(meta.get("namespace", ""), policy), "prune", None))
+    children.append(_cronjob(policy_body, spec, facts, child_name(policy, "maintenance"),
+                             maintenance_schedule(meta.get("namespace", ""), policy, spec), "maintenance", None))
     return children
 
 

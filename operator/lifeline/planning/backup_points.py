@@ -16,7 +16,7 @@ from typing import NamedTuple
 from lifeline import API_VERSION
 from lifeline.api import BY_KIND
 from lifeline.labels import ANN_HOOKS, ANN_JOB, ANN_JOB_UID, ANN_TRIGGER_JOB, JOB_UID_LABELS, LABEL_APP_COMPONENT
-from lifeline.messages import BackupSummary, FingerprintResult, PruneReport, read_summary
+from lifeline.messages import BackupSummary, FingerprintResult, MaintenanceSummary, PruneReport, read_summary
 
 from . import backup, conditions, readiness
 from .job_record import JobRecord
@@ -49,8 +49,8 @@ def job_fact(job: dict) -> dict:
         "policy": ann.get(backup.ANN_POLICY) or labels.get(backup.LABEL_POLICY),
         # "trigger": a volumeSnapshot policy's CronJob run, which the operator turns into a snapshot
         # and a data-mover Job (lifeline.planning.snapshot)
-        "operation": {"prune": "prune", "snapshot": "trigger"}.get(labels.get(LABEL_APP_COMPONENT),
-                                                                  "backup"),
+        "operation": {"prune": "prune", "snapshot": "trigger", "maintenance": "maintenance"}.get(
+            labels.get(LABEL_APP_COMPONENT), "backup"),
         "hooks": ann.get(ANN_HOOKS),
         "triggerJob": ann.get(ANN_TRIGGER_JOB),  # a data-mover Job's snapshot trigger
         "type": labels.get(backup.LABEL_TYPE),
@@ -73,7 +73,7 @@ def terminated(pod: dict, container: str = backup.AGENT) -> dict | None:
 
 
 class PodReport(NamedTuple):
-    summary: BackupSummary | PruneReport | None  # the agent's summary, validated
+    summary: BackupSummary | PruneReport | MaintenanceSummary | None  # the agent's summary, validated
     report: str  # how the containers ended (and why the summary is unusable, first, when it is)
     problem: str | None = None  # the summary was there but cut off, invalid or of another version
 
@@ -172,13 +172,14 @@ def fingerprint_tags(fp: FingerprintResult | None) -> dict:
     return {"verifyOutputError": (fp.error or "the fingerprint left no result")[:200]}
 
 
-def result_of(job: dict, summary: BackupSummary | PruneReport | None, report: str, point: str | None,
-              problem: str | None = None) -> JobRecord:
+def result_of(job: dict, summary: BackupSummary | PruneReport | MaintenanceSummary | None, report: str,
+              point: str | None, problem: str | None = None) -> JobRecord:
     """The record stored on the Job (``dr.lifeline.io/result``) once it is recorded.
 
     ``problem``: why the agent's summary could not be used; it is the recorded error then."""
     failures = summary.failures if summary is not None else []
-    out = JobRecord(outcome=job["phase"], operation="prune" if job["operation"] == "prune" else "backup",
+    operation = job["operation"] if job["operation"] in ("prune", "maintenance") else "backup"
+    out = JobRecord(outcome=job["phase"], operation=operation,
                     report=report[:300], failures={f.destination: f.error[:200] for f in failures},
                     recovery_point=point, error=problem[:200] if problem else None)
     if isinstance(summary, BackupSummary):
@@ -187,6 +188,10 @@ def result_of(job: dict, summary: BackupSummary | PruneReport | None, report: st
         out.exit_codes = {f.destination: f.exit_code for f in failures}
         out.error = summary.error[:200] if summary.error else None
         out.type = summary.copies[0].type if summary.copies else None
+    if isinstance(summary, MaintenanceSummary):
+        out.repacked = {r.destination: [r.bytes_before, r.bytes_after, r.packs_rewritten, r.packs_deleted]
+                        for r in summary.repacked} or None
+        out.error = summary.error[:200] if summary.error else out.error
     return out
 
 

@@ -90,8 +90,8 @@ def required_refs(spec: BackupPolicySpec) -> list[str]:
     """Every ``pvc/<name>`` and ``secret/<name>`` the policy's Jobs need."""
     refs = room_of(spec).references(spec)
     for d in spec.destinations:
-        if d.s3 is not None:
-            refs.append(f"secret/{d.s3.credentials_secret}")
+        if d.credentials_secret is not None:  # s3, azure, gcs
+            refs.append(f"secret/{d.credentials_secret}")
         else:
             refs.append(f"pvc/{d.filesystem.claim_name}")
     try:
@@ -216,6 +216,11 @@ def _destinations(spec: BackupPolicySpec, ns: str, x: Inputs, dest_status: list[
             p = secret_problem(x.refs.get(f"secret/{d.s3.credentials_secret}"), ns, d.s3.credentials_secret,
                                 ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
                                 f"destination {d.name} (S3 credentials)")
+        elif d.azure is not None:
+            p = _azure_secret_problem(d, x.refs.get(f"secret/{d.azure.credentials_secret}"), ns)
+        elif d.gcs is not None:
+            p = secret_problem(x.refs.get(f"secret/{d.gcs.credentials_secret}"), ns, d.gcs.credentials_secret,
+                                (d.gcs.credentials_key,), f"destination {d.name} (GCS service account key)")
         else:
             p = pvc_problem(x.refs.get(f"pvc/{d.filesystem.claim_name}"), ns, d.filesystem.claim_name,
                              f"destination {d.name}", "its filesystem.claimName")
@@ -240,6 +245,30 @@ def _destinations(spec: BackupPolicySpec, ns: str, x: Inputs, dest_status: list[
     return conditions.make("DestinationsReachable", None, "NotProbedYet",
                            "no backup has reached a destination yet; Lifeline learns reachability from backups "
                            "(there is no active probe yet)", None)
+
+
+AZURE_CREDENTIALS = (("AZURE_STORAGE_ACCOUNT_KEY",), ("AZURE_STORAGE_SAS_TOKEN",),
+                     ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID"))
+
+
+def _azure_secret_problem(d, ref, ns: str) -> tuple[str, str] | None:
+    """An azure destination's Secret: there, with the account's name unless accountName says it, and one
+    credential whole (an account key, a SAS token, or a service principal's three keys)."""
+    az, what = d.azure, f"destination {d.name} (Azure credentials)"
+    name = az.credentials_secret
+    need = () if az.account_name else ("AZURE_STORAGE_ACCOUNT_NAME",)
+    problem = secret_problem(ref, ns, name, need, what)
+    if problem or ref is None or not ref.exists:
+        if problem and problem[0] == "SecretNotFound":
+            return problem[0], problem[1] + (" and " if need else " with ") + "AZURE_STORAGE_ACCOUNT_KEY " \
+                "(or AZURE_STORAGE_SAS_TOKEN, or a service principal's AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and " \
+                "AZURE_TENANT_ID)"
+        return problem
+    if not any(all(k in ref.keys for k in keys) for keys in AZURE_CREDENTIALS):
+        return "SecretKeyMissing", (f"{what}: Secret {ns}/{name} has no credential: give it AZURE_STORAGE_ACCOUNT_KEY, "
+                                    "AZURE_STORAGE_SAS_TOKEN, or AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and "
+                                    f"AZURE_TENANT_ID (it has: {', '.join(sorted(ref.keys)) or 'none'})")
+    return None
 
 
 def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None,
@@ -351,6 +380,32 @@ def _last_backup(job: dict) -> dict:
                 text = f"{job['reason']}: {text}"
     lb["message"] = text[:1000]
     return lb
+
+
+def _last_maintenance(job: dict) -> dict:
+    """status.lastMaintenance of the maintenance (repack) Job: its outcome, each repository's size before and after."""
+    lm = {"job": job["name"], "startTime": job["start"]}
+    if job["phase"] == "Running":
+        lm.update(outcome="Running", message=f"Job {job['name']} is repacking the repositories")
+        return lm
+    r = JobRecord.of(job) or JobRecord()
+    lm["outcome"] = r.outcome or job["phase"]
+    if job.get("completion"):
+        lm["completionTime"] = job["completion"]
+    done = [(d, *(list(v) + [0, 0, 0, 0])[:4]) for d, v in sorted((r.repacked or {}).items())]
+    parts = [f"{d}: {before} -> {after} bytes ({rewritten} packs rewritten, {deleted} deleted)"
+             for d, before, after, rewritten, deleted in done]
+    parts += [f"{d}: failed: {e}" for d, e in r.failures.items()]
+    if done:
+        lm["bytesBefore"], lm["bytesAfter"] = sum(x[1] for x in done), sum(x[2] for x in done)
+        lm["destinations"] = [{"name": d, "bytesBefore": b, "bytesAfter": a, "packsRewritten": rw, "packsDeleted": dl}
+                              for d, b, a, rw, dl in done]
+    text = "; ".join(parts) or r.error or r.report or job.get("failMessage") or \
+        ("no repository to repack yet" if lm["outcome"] == "Succeeded" else "the Job failed")
+    if r.error and r.error not in text:
+        text = f"{r.error}; {text}"
+    lm["message"] = text[:1000]
+    return lm
 
 
 def _destination_status(spec: BackupPolicySpec, stored: list[dict], jobs: list[dict]) -> list[dict]:
@@ -475,12 +530,20 @@ def plan_status(body: dict, x: Inputs) -> StatusPlan:
     ]
     new_conds = _merged(old_conds, wanted, generation, now_s)
 
+    maintenance = sorted((j for j in x.jobs if j["operation"] == "maintenance"
+                          and (j["phase"] == "Running" or j.get("recorded"))), key=_job_key)
+    last_maintenance = old.get("lastMaintenance")
+    if maintenance and (last_maintenance is None
+                        or (maintenance[-1]["start"] or "") >= (last_maintenance.get("startTime") or "")):
+        last_maintenance = _last_maintenance(maintenance[-1])
+
     new = {k: v for k, v in old.items()}
     new.update(observedGeneration=generation, conditions=new_conds, rpoTargetSeconds=int(rpo),
                scheduleIntervalSeconds=gap, recoveryPoints=len(available),
                cronJobs=[n for n, _ in x.cron_jobs], destinations=dest_status)
     for key, value in (("lastBackup", last_backup), ("lastSuccessfulBackupTime", rfc3339(last_success)),
-                       ("backupNowHandled", x.backup_now_handled or old.get("backupNowHandled"))):
+                       ("backupNowHandled", x.backup_now_handled or old.get("backupNowHandled")),
+                       ("lastMaintenance", last_maintenance)):
         if value is None:
             new.pop(key, None)
         else:

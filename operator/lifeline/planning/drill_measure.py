@@ -3,9 +3,11 @@
 Durations come from the data plane, never from the operator's clock: the restore agent times
 the manifest check and the restore with a monotonic clock (its termination summary, a
 :class:`~lifeline.messages.RestoreSummary`), and the verify container times the user's command
-(``date +%s%N`` around it; :class:`~lifeline.messages.VerifyReport`). The total is their sum,
-or the span between the restore Job's start and the verify Job's end when the cluster's
-timestamps say it took longer (pod scheduling and image pulls count against an RTO too).
+(``date +%s%N`` around it; :class:`~lifeline.messages.VerifyReport`). An application drill's
+start-up is the API server's span from the restored workloads' creation to the last one's pods
+ready (one-second resolution). The total is their sum, or the span between the restore Job's
+start and the verify Job's end when the cluster's timestamps say it took longer (pod scheduling
+and image pulls count against an RTO too); a run whose application did not start has no total.
 """
 from __future__ import annotations
 
@@ -46,8 +48,11 @@ def _span(start: str | None, end: str | None) -> float | None:
 def finish(run: dict, *, restore: RestoreSummary | None, restore_job_failure: str | None, verify: VerifyReport | None,
            verify_needed: bool, verify_ok: tuple[bool, str, str] | None, spans: tuple[str | None, str | None],
            rto: float, rpo: float, point_time: datetime | None, now: datetime, ttl: float,
-           keep_on_failure: bool) -> dict:
-    """The finished DrillRun (a dict in wire form): outcome, reason, measurements, clean-up time."""
+           keep_on_failure: bool, startup_failure: tuple[str, str] | None = None) -> dict:
+    """The finished DrillRun (a dict in wire form): outcome, reason, measurements, clean-up time.
+
+    An application drill's run carries ``startupSeconds`` (its workloads' start-up, counted in the
+    total), or ends with ``startup_failure`` (reason, message) when they did not start."""
     out = dict(run)
     start = parse_time(run.get("startTime")) or now
     out["completionTime"] = rfc3339(now)
@@ -56,6 +61,8 @@ def finish(run: dict, *, restore: RestoreSummary | None, restore_job_failure: st
         out.update(pointAgeSeconds=round(age, 3), rpoSeconds=rpo, rpoMet=age <= rpo)
     out["rtoSeconds"] = rto
     ok, reason, message = True, "Verified", "restored and the manifest checksum matched"
+    if run.get("startupSeconds") is not None:
+        message += "; the restored workloads became ready"
     if restore is None:
         ok, reason = False, "RestoreJobFailed"
         message = restore_job_failure or "the restore Job ended without a summary from the agent"
@@ -68,15 +75,17 @@ def finish(run: dict, *, restore: RestoreSummary | None, restore_job_failure: st
         if not restore.ok:
             ok, reason = False, restore.reason or "RestoreFailed"
             message = restore.error or "the restore failed"
+        elif startup_failure is not None:
+            ok, (reason, message) = False, startup_failure
         elif verify_needed:
             if verify is not None and verify.seconds is not None:
                 out["verifySeconds"] = verify.seconds
             if verify is not None:
                 out["verifyOutput"] = verify.output[:512]
             ok, reason, message = verify_ok or (False, "VerifyCommandFailed", "the verify command did not run")
-        measured += float(out.get("verifySeconds") or 0)
+        measured += float(out.get("startupSeconds") or 0) + float(out.get("verifySeconds") or 0)
         wall = _span(*spans)
-        if restore.restore_seconds is not None:
+        if restore.restore_seconds is not None and startup_failure is None:
             out["totalSeconds"] = round(max(measured, wall or 0.0), 3)
     if out.get("totalSeconds") is not None:
         out["rtoMet"] = out["totalSeconds"] <= rto

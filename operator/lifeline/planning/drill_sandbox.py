@@ -6,7 +6,7 @@ namespaces carrying :data:`LABEL_SANDBOX`), holding:
 - a ResourceQuota, so a drill cannot starve the cluster;
 - a NetworkPolicy denying all egress (and ingress from outside the sandbox) by default, and one
   letting only the restore agent reach DNS and the ports its repository or Vault listen on;
-- copies of the Secrets the restore Job reads by name (the key, S3 credentials): a pod can only
+- copies of the Secrets the restore Job reads by name (the key, object store credentials): a pod can only
   mount Secrets of its own namespace;
 - for a filesystem destination, a read-only claim of the same name, pre-bound to a read-only
   PersistentVolume on the same storage as the repository's own claim (:func:`mirror_volume`: the
@@ -14,7 +14,10 @@ namespaces carrying :data:`LABEL_SANDBOX`), holding:
   the source volume's definition, an unbound claim an admin binds (docs/drills.md);
 - a fresh PVC ``restored`` for directory points, or a throwaway database (Pod + Service
   ``drill-db``) for dump points;
-- the restore Job (:mod:`lifeline.planning.restore_job`) and, later, the verify Job.
+- the restore Job (:mod:`lifeline.planning.restore_job`) and, later, the verify Job;
+- for a resources policy (an application drill), what :mod:`.drill_application` adds
+  (:class:`Additions`): the restore Job's writer account, its target, the data points' Secrets and
+  claims, a LimitRange and two more NetworkPolicies.
 
 Namespaced objects cannot be owned across namespaces; the sandbox's objects live and die with
 the namespace, which names its drill in labels and annotations.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from lifeline.api.backuppolicy import BackupPolicySpec
@@ -57,6 +61,20 @@ VERIFY_SCRIPT = (
 )
 
 
+@dataclass(frozen=True)
+class Additions:
+    """What a kind of drill adds to its sandbox (an application drill's: :mod:`.drill_application`): the
+    restore target instead of :func:`target_of`'s, more Secrets to copy and repository claims to mirror
+    (those of the points that give restored claims their data), more egress ports for the restore pods,
+    and objects made before the restore Job."""
+
+    target: restore_job.RestoreTarget
+    secrets: tuple[str, ...] = ()
+    claims: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    objects: tuple[dict, ...] = ()
+
+
 def sandbox_name(prefix: str, namespace: str, drill: str, run: str) -> str:
     """``<prefix><drill>-<hash>``: unique per run, at most 63 characters."""
     h = hashlib.sha256(f"{namespace}/{drill}/{run}".encode()).hexdigest()[:8]
@@ -78,19 +96,20 @@ def sandbox_labels(namespace: str, drill: str, run: str, component: str = "drill
     }
 
 
-def _meta(name: str, sandbox: str | None, labels: dict, drill_ref: str, **extra) -> dict:
+def sandbox_meta(name: str, sandbox: str | None, labels: dict, drill_ref: str, **extra) -> dict:
     meta = {"name": name, "labels": dict(labels), "annotations": {ANN_DRILL: drill_ref, **extra}}
     if sandbox:
         meta["namespace"] = sandbox
     return meta
 
 
-def _egress_ports(policy: BackupPolicySpec, copy: dict, vault_addr: str | None) -> list[int]:
-    """TCP ports the restore agent must reach outside the sandbox: its S3 endpoint, Vault."""
+def egress_ports(policy: BackupPolicySpec, copy: dict, vault_addr: str | None) -> list[int]:
+    """TCP ports the restore agent must reach outside the sandbox: its object store's endpoint, Vault."""
     ports = set()
     dest = next(d for d in policy.destinations if d.name == copy["destination"])
-    if dest.s3 is not None:
-        url = urlparse(dest.s3.endpoint or "https://s3.amazonaws.com")
+    store = dest.s3 or dest.azure or dest.gcs
+    if store is not None:  # https (443) unless the endpoint says otherwise
+        url = urlparse(store.endpoint or "https://s3.amazonaws.com")
         ports.add(url.port or (80 if url.scheme == "http" else 443))
     if policy.encryption.key_ref.startswith("vault"):
         url = urlparse(vault_addr or "https://vault:8200")
@@ -101,7 +120,7 @@ def _egress_ports(policy: BackupPolicySpec, copy: dict, vault_addr: str | None) 
 def network_policies(sandbox: str, labels: dict, drill_ref: str, ports: list[int]) -> list[dict]:
     deny = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": _meta("default-deny", sandbox, labels, drill_ref),
+        "metadata": sandbox_meta("default-deny", sandbox, labels, drill_ref),
         # every pod: no egress at all, ingress only from the sandbox itself (the database's clients)
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
                  "ingress": [{"from": [{"podSelector": {}}]}]},
@@ -113,15 +132,16 @@ def network_policies(sandbox: str, labels: dict, drill_ref: str, ports: list[int
         agent_rules.append({"ports": [{"protocol": "TCP", "port": p} for p in ports]})
     allow = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": _meta("restore-egress", sandbox, labels, drill_ref),
-        "spec": {"podSelector": {"matchLabels": {LABEL_APP_COMPONENT: restore_job.COMPONENT}},
+        "metadata": sandbox_meta("restore-egress", sandbox, labels, drill_ref),
+        # only Lifeline's pods (a restored application's pods may carry any component label)
+        "spec": {"podSelector": {"matchLabels": {LABEL_APP_COMPONENT: restore_job.COMPONENT, LABEL_SANDBOX: "true"}},
                  "policyTypes": ["Egress"], "egress": agent_rules},
     }
     # the verify pods talk to the sandbox's database and nothing else
     verify = {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": _meta("verify-egress", sandbox, labels, drill_ref),
-        "spec": {"podSelector": {"matchLabels": {LABEL_APP_COMPONENT: "drill-verify"}},
+        "metadata": sandbox_meta("verify-egress", sandbox, labels, drill_ref),
+        "spec": {"podSelector": {"matchLabels": {LABEL_APP_COMPONENT: "drill-verify", LABEL_SANDBOX: "true"}},
                  "policyTypes": ["Egress"],
                  "egress": [{"to": [{"podSelector": {}}]},
                             {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 53}]}]},
@@ -133,7 +153,7 @@ def secret_copy(secret: dict, sandbox: str, labels: dict, drill_ref: str) -> dic
     """A copy of a Secret the restore reads, data only (never written anywhere but the API)."""
     meta = secret.get("metadata") or {}
     return {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type") or "Opaque",
-            "metadata": _meta(meta["name"], sandbox, labels, drill_ref,
+            "metadata": sandbox_meta(meta["name"], sandbox, labels, drill_ref,
                               **{ANN_COPIED_FROM: f"{meta.get('namespace')}/{meta['name']}"}),
             "data": dict(secret.get("data") or {})}
 
@@ -144,7 +164,7 @@ def _pvc(name: str, sandbox: str, labels: dict, drill_ref: str, size: str, modes
     if storage_class:
         spec["storageClassName"] = storage_class
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": _meta(name, sandbox, labels, drill_ref, **ann), "spec": spec}
+            "metadata": sandbox_meta(name, sandbox, labels, drill_ref, **ann), "spec": spec}
 
 
 def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str) -> list[dict]:
@@ -152,7 +172,7 @@ def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str)
     if db is None:
         return []
     lbl = {**labels, LABEL_APP_COMPONENT: "drill-database"}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(DATABASE, sandbox, lbl, drill_ref),
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": sandbox_meta(DATABASE, sandbox, lbl, drill_ref),
            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
                     "containers": [{"name": "database", "image": db.image,
                                     "env": [{"name": e.name, "value": e.value} for e in db.env],
@@ -160,7 +180,7 @@ def database(spec: RestoreDrillSpec, sandbox: str, labels: dict, drill_ref: str)
                                     "securityContext": {"allowPrivilegeEscalation": False,
                                                         "capabilities": {"drop": ["ALL"]}}}],
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(DATABASE, sandbox, lbl, drill_ref),
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": sandbox_meta(DATABASE, sandbox, lbl, drill_ref),
            "spec": {"selector": {LABEL_APP_COMPONENT: "drill-database", LABEL_RUN: labels[LABEL_RUN]},
                     "ports": [{"port": db.port, "targetPort": db.port}]}}
     return [pod, svc]
@@ -171,11 +191,11 @@ def target_of(drill: RestoreDrillSpec, point: dict, policy: BackupPolicySpec) ->
     fresh PVC replayed to that time (restore_job refuses a policy that is not continuous PostgreSQL)."""
     if drill.point.target_time:  # a subdirectory: a fresh volume's root may hold lost+found
         return restore_job.RestoreTarget(claim_name=RESTORED_CLAIM, path=PITR_DATA, target_time=drill.point.target_time)
-    if room_of(policy).restores_into == "objects":
+    if room_of(policy).restores_into == "objects":  # an application drill: its Additions name the target
         raise backup.PlanError(
-            "Ready", "ObjectsDrillNotSupported",
-            f"policy {point['spec']['policyName']} backs up Kubernetes objects; drills that start the restored "
-            "application are not built yet (docs/kubernetes-objects.md, \"Not yet\"): drill its data policies")
+            "Ready", "ObjectsDrillNotPlanned",
+            f"policy {point['spec']['policyName']} backs up Kubernetes objects: its drill restores them into the "
+            "sandbox as an application drill (lifeline.planning.drill_application), which was not planned")
     if room_of(policy).restores_into == "command":
         load = drill.restore.load
         if load is None:
@@ -214,17 +234,18 @@ def mirror_volume(source_pv: dict, sandbox: str, claim: str, labels: dict, drill
     spec.update({"capacity": dict((source_pv.get("spec") or {}).get("capacity") or {"storage": "1Gi"}),
                  "accessModes": ["ReadOnlyMany"], "persistentVolumeReclaimPolicy": "Retain",
                  "storageClassName": "", "claimRef": {"namespace": sandbox, "name": claim}})
-    meta = _meta(mirror_name(sandbox, claim), None, {**labels, LABEL_SANDBOX_NAMESPACE: sandbox}, drill_ref,
+    meta = sandbox_meta(mirror_name(sandbox, claim), None, {**labels, LABEL_SANDBOX_NAMESPACE: sandbox}, drill_ref,
                  **{ANN_MIRROR: source_pv["metadata"]["name"]})
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta, "spec": spec}
 
 
 def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, sandbox: str, facts: Facts,
                     secrets: dict[str, dict], vault_addr: str | None = None,
-                    volumes: dict[str, dict] | None = None) -> list[dict]:
+                    volumes: dict[str, dict] | None = None, additions: Additions | None = None) -> list[dict]:
     """Everything a run creates, in creation order (the namespace first, the restore Job last).
 
-    ``volumes`` maps a repository claim's name to the PersistentVolume it is bound to, for mirrors.
+    ``volumes`` maps a repository claim's name to the PersistentVolume it is bound to, for mirrors;
+    ``additions``: what an application drill adds (:class:`Additions`).
     """
     meta = drill_body["metadata"]
     ns, drill = meta.get("namespace", ""), meta["name"]
@@ -237,17 +258,20 @@ def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, 
         {"apiVersion": "v1", "kind": "Namespace",
          "metadata": {"name": sandbox, "labels": {**labels, LABEL_POD_SECURITY_ENFORCE: "baseline"},
                       "annotations": {ANN_DRILL: ref, ANN_RECOVERY_POINT: point["metadata"]["name"]}}},
-        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta("drill", sandbox, labels, ref),
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": sandbox_meta("drill", sandbox, labels, ref),
          "spec": {"hard": dict(QUOTA)}},
-        *network_policies(sandbox, labels, ref, _egress_ports(policy, copy, vault_addr)),
+        *network_policies(sandbox, labels, ref, sorted({*egress_ports(policy, copy, vault_addr),
+                                                         *(additions.ports if additions else ())})),
     ]
-    for name in restore_job.secrets_needed(policy, copy):
+    own = restore_job.secrets_needed(policy, copy)
+    for name in sorted({*own, *(additions.secrets if additions else ())}):
         if name not in secrets:
-            raise backup.PlanError("Ready", "SecretMissing",
-                                   f"Secret {ns}/{name}, which policy {policy_body['metadata']['name']} names, "
+            whose = (f"policy {policy_body['metadata']['name']}" if name in own
+                     else "a pvc policy whose point gives a restored claim its data")
+            raise backup.PlanError("Ready", "SecretMissing", f"Secret {ns}/{name}, which {whose} names, "
                                    "does not exist; create it, then the drill runs at its next time")
         out.append(secret_copy(secrets[name], sandbox, labels, ref))
-    for claim in restore_job.claims_needed(policy, copy):
+    for claim in sorted({*restore_job.claims_needed(policy, copy), *(additions.claims if additions else ())}):
         pvc = _pvc(claim, sandbox, labels, ref, "1Gi", ["ReadOnlyMany"], None, **{ANN_MIRROR: f"{ns}/{claim}"})
         source = (volumes or {}).get(claim)
         if source is not None:
@@ -256,19 +280,25 @@ def sandbox_objects(drill_body: dict, policy_body: dict, point: dict, run: str, 
                                resources={"requests": {"storage": mirror["spec"]["capacity"].get("storage", "1Gi")}})
             out.append(mirror)
         out.append(pvc)
-    target = target_of(spec, point, policy)
+    target = additions.target if additions else target_of(spec, point, policy)
     if target.claim_name:
         out.append(_pvc(RESTORED_CLAIM, sandbox, labels, ref, spec.restore.size, ["ReadWriteOnce"],
                         spec.sandbox.storage_class_name))
     out += database(spec, sandbox, labels, ref)
+    out += additions.objects if additions else ()
 
     out.append(restore_job.restore_job(
         point, policy_body, target, namespace=sandbox, name=RESTORE_JOB, facts=facts, destination=copy["destination"],
         options=restore_job.Options(labels={LABEL_SANDBOX: "true", LABEL_DRILL: backup.label_value(drill),
                                             LABEL_RUN: labels[LABEL_RUN]},
                                     annotations={ANN_DRILL: ref},
-                                    deadline_seconds=int(max(600, 4 * policy.rto_seconds, parse_duration(spec.verify.timeout))))))
+                                    deadline_seconds=restore_deadline(spec, policy))))
     return json.loads(json.dumps(out))
+
+
+def restore_deadline(spec: RestoreDrillSpec, policy: BackupPolicySpec) -> int:
+    """The restore Job's activeDeadlineSeconds: 4 RTOs, at least 10 minutes and the verify timeout."""
+    return int(max(600, 4 * policy.rto_seconds, parse_duration(spec.verify.timeout)))
 
 
 def verify_job(drill_body: dict, policy_body: dict, run: str, sandbox: str) -> dict | None:
@@ -308,7 +338,7 @@ def verify_job(drill_body: dict, policy_body: dict, run: str, sandbox: str) -> d
     }
     return json.loads(json.dumps({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": _meta(VERIFY_JOB, sandbox, labels, f"{ns}/{drill}"),
+        "metadata": sandbox_meta(VERIFY_JOB, sandbox, labels, f"{ns}/{drill}"),
         "spec": {"backoffLimit": 0, "activeDeadlineSeconds": int(parse_duration(spec.verify.timeout)),
                  "template": {"metadata": {"labels": dict(labels)}, "spec": pod}},
     }))

@@ -1,4 +1,4 @@
-"""What the operator writes on a finished backup, prune or snapshot-trigger Job: its record. Pure.
+"""What the operator writes on a finished backup, prune, maintenance or snapshot-trigger Job: its record. Pure.
 
 Once a Job is recorded (:mod:`lifeline.controllers.backup_runs`, or a snapshot pipeline), its
 outcome goes into the annotation ``dr.lifeline.io/result`` so that the policy's status can be
@@ -18,7 +18,7 @@ from lifeline.messages.wire import Wire
 
 class JobRecord(Wire):
     outcome: str | None = Field(None, alias="o")  # Succeeded | Failed (always written)
-    operation: str | None = Field(None, alias="op")  # backup | prune | trigger
+    operation: str | None = Field(None, alias="op")  # backup | prune | trigger | maintenance
     report: str = Field("", alias="msg")  # how the Job's containers ended
     start: str | None = None
     end: str | None = None
@@ -31,6 +31,8 @@ class JobRecord(Wire):
     reason: str | None = None  # a snapshot pipeline's failure reason (SnapshotFailed, PreHookFailed, ...)
     mover: str | None = None  # a snapshot trigger: its data-mover Job
     moved: dict | None = None  # a snapshot trigger: the mover's Job fact, kept once the mover is deleted
+    # maintenance: destination -> [bytes before, bytes after, packs rewritten, packs deleted]
+    repacked: dict[str, list[int]] | None = Field(None, alias="repack")
 
     @classmethod
     def of(cls, job: dict | None) -> "JobRecord | None":

@@ -9,6 +9,8 @@ annotations that no request may edit directly (:data:`PROTECTED`), and seals the
 (:data:`ANN_SEAL`, an HMAC over the Restore's identity, spec and records with a key only the
 operator holds), and this module reads them back and counts them only when the seal holds: a
 record written while the webhook was absent (or by someone who got past it) counts for nothing.
+An objects Restore's records include the kinds its requester was checked for at creation
+(:data:`ANN_CHECKED_KINDS`, :func:`lifeline.planning.objects_writer.writable`), under the same seal.
 Nothing a user types into the spec or the status counts, and ``status.phase`` is never trusted on
 its own: approval is recomputed from the sealed records on every reconcile.
 
@@ -31,14 +33,15 @@ from dataclasses import dataclass, field
 from lifeline.api import RESTORE as INFO
 from lifeline.api.validation import problems_in_spec
 from lifeline.objects import EventPlan
-from lifeline.labels import ANN_APPROVE, ANN_REJECT, ANN_REQUESTED_BY, ANN_REQUESTED_BY_TEAMS, LABEL_RESTORE_STATE
+from lifeline.labels import (ANN_APPROVE, ANN_CHECKED_KINDS, ANN_REJECT, ANN_REQUESTED_BY, ANN_REQUESTED_BY_TEAMS,
+                             LABEL_RESTORE_STATE)
 from lifeline.labels import ANN_APPROVALS as ANN_DECISIONS, ANN_APPROVALS_SEAL as ANN_SEAL
 
 from . import approval_policy, conditions
 
 
 # Written by the webhook alone; any request that edits them directly is refused.
-PROTECTED = (ANN_REQUESTED_BY, ANN_REQUESTED_BY_TEAMS, ANN_DECISIONS, ANN_SEAL)
+PROTECTED = (ANN_REQUESTED_BY, ANN_REQUESTED_BY_TEAMS, ANN_CHECKED_KINDS, ANN_DECISIONS, ANN_SEAL)
 # Requests a person writes (consumed by the webhook: it removes them and records a decision).
 REQUESTS = (ANN_APPROVE, ANN_REJECT)
 
@@ -56,19 +59,30 @@ MAX_COMMENT = 256
 # ---- the approval records ------------------------------------------------------------------------
 
 
-def seal(key: bytes, body: dict, requester: str | None, decisions_text: str | None) -> str:
-    """The webhook's seal over what it records: which Restore (namespace, name, spec) and the records."""
+def seal(key: bytes, body: dict, requester: str | None, decisions_text: str | None,
+         checked_kinds: str | None = None) -> str:
+    """The webhook's seal over what it records: which Restore (namespace, name, spec) and the records.
+
+    ``checked_kinds``: an objects Restore's :data:`ANN_CHECKED_KINDS` (the kinds its requester was
+    checked for, ``""`` for none); sealed only when recorded, so a Restore without it keeps its seal,
+    and removing or adding the record breaks the seal (a list of six items is never one of five).
+    """
     meta = body.get("metadata") or {}
-    payload = json.dumps([meta.get("namespace", ""), meta.get("name", ""), body.get("spec") or {},
-                          requester or "", decisions_text or ""], sort_keys=True, separators=(",", ":"))
+    fields = [meta.get("namespace", ""), meta.get("name", ""), body.get("spec") or {}, requester or "",
+              decisions_text or ""]
+    if checked_kinds is not None:
+        fields.append(str(checked_kinds))
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
 
-def seal_holds(key: bytes | None, body: dict, requester: str | None, records_text: str | None, given) -> bool:
-    """Is ``given`` the webhook's seal (:func:`seal`) over ``body``, ``requester`` and ``records_text``?"""
+def seal_holds(key: bytes | None, body: dict, requester: str | None, records_text: str | None, given,
+               checked_kinds: str | None = None) -> bool:
+    """Is ``given`` the webhook's seal (:func:`seal`) over ``body``, ``requester``, ``records_text`` and
+    ``checked_kinds``?"""
     if key is None or not isinstance(given, str):
         return False
-    return hmac.compare_digest(given, seal(key, body, requester, records_text))
+    return hmac.compare_digest(given, seal(key, body, requester, records_text, checked_kinds))
 
 
 def requester_teams(annotations: dict | None) -> tuple[str, ...]:
@@ -85,10 +99,11 @@ def sealed_requester(annotations: dict | None) -> str | None:
 
 
 def sealed(body: dict, key: bytes | None) -> bool:
-    """Were the requester and the decisions on ``body`` written by the webhook holding ``key``?"""
+    """Were the requester, the kinds checked (an objects Restore) and the decisions on ``body`` written by
+    the webhook holding ``key``?"""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     return seal_holds(key, body, sealed_requester(annotations), annotations.get(ANN_DECISIONS),
-                      annotations.get(ANN_SEAL))
+                      annotations.get(ANN_SEAL), annotations.get(ANN_CHECKED_KINDS))
 
 
 def changed(old: dict | None, new: dict | None, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -231,7 +246,8 @@ def plan(body: dict, job: JobFacts | None, now: str, *, switched: bool = False,
     old = dict(body.get("status") or {})
     generation = meta.get("generation")
     annotations = meta.get("annotations") or {}
-    has_records = bool(annotations.get(ANN_REQUESTED_BY) or annotations.get(ANN_DECISIONS))
+    has_records = bool(annotations.get(ANN_REQUESTED_BY) or annotations.get(ANN_DECISIONS)) \
+        or annotations.get(ANN_CHECKED_KINDS) is not None
     unsealed = has_records and not records_sealed
     requester = None if unsealed else annotations.get(ANN_REQUESTED_BY) or old.get("requestedBy")
     records = [] if unsealed else decisions(annotations)

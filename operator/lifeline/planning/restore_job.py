@@ -8,10 +8,10 @@ complete Job manifest:
 
 - ``point`` is the RecoveryPoint object (a dict as the API serves it). Its
   ``spec.copies`` says which destinations hold it; :func:`choose_copy` picks the
-  ``destination`` asked for, else the first copy in an S3 destination (readable from any
-  namespace), else the first copy at all.
+  ``destination`` asked for, else the first copy in an object store destination (S3, Azure,
+  GCS: readable from any namespace), else the first copy at all.
 - ``policy_body`` is the BackupPolicy that made the point: the encryption ``keyRef``,
-  the destinations (repository URL, S3 endpoint/region, the credentials Secret, the PVC of
+  the destinations (repository URL, endpoint/region, the credentials Secret, the PVC of
   a filesystem destination) and the pod options (runAsUser, resources, node selector...).
   The Secrets and PVCs it names are mounted *by name in the Job's namespace*: a Job in
   another namespace (a drill's sandbox) needs copies of those Secrets there, see
@@ -48,10 +48,11 @@ from dataclasses import dataclass, field
 from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.messages import RestorePlan, RestoreTargetPlan
 from lifeline.sources import room_of
+from lifeline.sources.resources import reader_name
 
 from . import backup, restore_pitr as pitr
 from .backup import Facts, PlanError
-from .pod_security import add_key_volumes, apply_placement
+from .pod_security import add_credentials_volume, add_key_volumes, apply_placement, credentials_env
 
 RESTORE_COMMAND = ("python", "-m", "lifeline.agent.restore_task")
 TARGET_MOUNT = "/target"
@@ -76,13 +77,17 @@ KUBECONFIG_MOUNT = "/kubeconfig"
 class ObjectsTarget:
     """An objects restore: the point's namespace -> the target's, what to do with what exists, who writes
     (``writer``: a ServiceAccount of this cluster; ``kubeconfig``: (Secret, key) of another cluster's),
-    and the Jobs, as JSON, that give the claims restored here their data."""
+    and the Jobs, as JSON, that give the claims restored here their data. Into a drill's sandbox
+    (``sandbox``): the kinds never put back there (``leave_out``: ``Kind`` or ``Kind.group``), Services
+    kept inside the cluster and CronJobs suspended (:mod:`lifeline.planning.drill_application`)."""
 
     namespace_map: tuple[tuple[str, str], ...]
     existing: str = "skip"
     writer: str | None = None
     kubeconfig: tuple[str, str] | None = None
     data_jobs: tuple[str, ...] = ()
+    leave_out: tuple[str, ...] = ()
+    sandbox: bool = False
 
     def __post_init__(self):
         if bool(self.writer) == bool(self.kubeconfig):
@@ -123,7 +128,7 @@ class Options:
 
 
 def choose_copy(point: dict, policy: BackupPolicySpec, destination: str | None = None) -> dict:
-    """The copy to read: the one asked for, else the first in S3, else the first."""
+    """The copy to read: the one asked for, else the first in an object store (S3, Azure, GCS), else the first."""
     copies = (point.get("spec") or {}).get("copies") or []
     known = {d.name: d for d in policy.destinations}
     usable = [c for c in copies if c.get("destination") in known]
@@ -139,19 +144,20 @@ def choose_copy(point: dict, policy: BackupPolicySpec, destination: str | None =
         raise PlanError("Ready", "NoReadableCopy",
                         f"recovery point {name}: none of its copies ({listed}) is in a destination the policy "
                         "still names; restore it by hand with `lifeline agent restore`")
-    s3 = [c for c in usable if known[c["destination"]].s3 is not None]
-    return (s3 or usable)[0]
+    stores = [c for c in usable if known[c["destination"]].credentials_secret is not None]  # s3, azure, gcs
+    return (stores or usable)[0]
 
 
 def secrets_needed(policy: BackupPolicySpec, copy: dict) -> list[str]:
-    """Secrets the Job mounts or reads by name: the key (secret://) and the copy's S3 credentials."""
+    """Secrets the Job mounts or reads by name: the key (secret://) and the copy's object store credentials
+    (S3 or Azure variables, a GCS key file)."""
     out = []
     _, key_secret, _ = backup.parse_key_ref(policy.encryption.key_ref)
     if key_secret:
         out.append(key_secret)
     dest = next(d for d in policy.destinations if d.name == copy["destination"])
-    if dest.s3 is not None:
-        out.append(dest.s3.credentials_secret)
+    if dest.credentials_secret is not None:
+        out.append(dest.credentials_secret)
     return sorted(set(out))
 
 
@@ -184,7 +190,8 @@ def restore_plan(point: dict, policy_namespace: str, policy_name: str, spec: Bac
         o = target.objects
         where = RestoreTargetPlan(kind="objects", path=f"{OBJECTS_MOUNT}/tree", namespace_map=dict(o.namespace_map),
                                   existing=o.existing, kubeconfig=f"{KUBECONFIG_MOUNT}/config" if o.kubeconfig else None,
-                                  data_jobs=[json.loads(j) for j in o.data_jobs] or None)
+                                  data_jobs=[json.loads(j) for j in o.data_jobs] or None,
+                                  leave_out=list(o.leave_out) or None, sandbox=True if o.sandbox else None)
     else:
         where = RestoreTargetPlan(kind="command", path=FIFO, exit_code=EXIT_CODE, errors=LOAD_ERRORS)
     return RestorePlan(
@@ -206,12 +213,10 @@ def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: Rest
         env += [{"name": k, "value": v} for k, v in facts.vault_env]
     index = next(i for i, d in enumerate(spec.destinations) if d.name == copy["destination"])
     dest = spec.destinations[index]
-    if dest.s3 is not None:
-        for var, key in (("ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")):
-            env.append({"name": backup.s3_env_prefix(index) + var,
-                        "valueFrom": {"secretKeyRef": {"name": dest.s3.credentials_secret, "key": key}}})
+    env += credentials_env(index, dest)
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    add_credentials_volume(index, dest, mounts, volumes)
     if dest.filesystem is not None:
         mounts.append({"name": "repository", "mountPath": f"{backup.DESTINATIONS_MOUNT}/{dest.name}",
                        "readOnly": True})
@@ -269,6 +274,10 @@ def pod_spec(plan: RestorePlan, spec: BackupPolicySpec, copy: dict, target: Rest
     if target.objects is not None and target.objects.writer:
         # the writer's token: the API server judges every write by it (a vault key logs in with it too)
         pod["serviceAccountName"], pod["automountServiceAccountToken"] = target.objects.writer, True
+    elif target.objects is not None and key_scheme.startswith("vault"):
+        # another cluster's writes go through the kubeconfig; the token here only logs in to Vault, as the
+        # policy's backups do: as its reader
+        pod["serviceAccountName"] = reader_name(plan.policy)
     return pod
 
 

@@ -12,12 +12,16 @@ through an API server (:mod:`lifeline.agent.objects_put_back` in the Job). This 
   target namespace. The agent makes such a Job only for a claim it has just created (never over a
   claim that was there), after the claims and before any workload, and waits for it, so the
   application starts on its data. The Jobs are rendered here (the agent plans nothing).
+
+A drill of a resources policy (:mod:`.drill_application`) uses the same data (:func:`claim_points`,
+:func:`claim_jobs`) into its sandbox.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 
+from lifeline.api.backuppolicy import BackupPolicySpec
 from lifeline.clock import parse_time
 from lifeline.labels import LABEL_RESTORE
 from lifeline.sources import room_of
@@ -45,14 +49,12 @@ def newest_point(points: list[dict], policy: str, until: str | None) -> dict | N
     return max(usable, key=lambda p: parse_time(p["spec"]["completionTime"]), default=None)
 
 
-def data_jobs(body: dict, objects_point: dict, policies: list[dict], points: list[dict],
-              facts: backup.Facts) -> list[dict]:
-    """The restore Job of every pvc policy's claim, into the target namespace (not yet made: the agent
-    makes those whose claim it created)."""
-    meta = body["metadata"]
-    namespace, restore = restore_run.target_namespace(body), meta["name"]
+def claim_points(objects_point: dict, policies: list[dict],
+                 points: list[dict]) -> list[tuple[dict, BackupPolicySpec, dict]]:
+    """``(policy, spec, point)`` of every pvc policy that has a usable point finished at or before the
+    objects point did, by policy name: the data a restore of ``objects_point`` gives its claims."""
     until = (objects_point.get("spec") or {}).get("completionTime")
-    jobs = []
+    out = []
     for policy in sorted(policies, key=lambda p: p["metadata"]["name"]):
         try:
             spec = backup.parse_spec(policy)
@@ -61,23 +63,43 @@ def data_jobs(body: dict, objects_point: dict, policies: list[dict], points: lis
         if room_of(spec).kind != "pvc":
             continue
         point = newest_point(points, policy["metadata"]["name"], until)
-        if point is None:
-            continue
+        if point is not None:
+            out.append((policy, spec, point))
+    return out
+
+
+def claim_jobs(objects_point: dict, policies: list[dict], points: list[dict], facts: backup.Facts, *,
+               namespace: str, name, labels: dict, annotations: dict, ttl: int | None = DATA_JOB_TTL,
+               deadline: int | None = None) -> list[dict]:
+    """The restore Job of every pvc policy's claim (:func:`claim_points`) into ``namespace``, named
+    ``name(claim)``, with ``labels`` instead of the policy's (a restore Job is no backup Job of it)."""
+    jobs = []
+    for policy, spec, point in claim_points(objects_point, policies, points):
         claim = spec.source.pvc.claim_name
         try:
             job = restore_job.restore_job(
                 point, policy, restore_job.RestoreTarget(claim_name=claim), namespace=namespace,
-                name=data_job_name(restore, claim), facts=facts,
-                options=restore_job.Options(annotations={LABEL_RESTORE: f"{meta.get('namespace', '')}/{restore}"},
-                                            ttl_seconds_after_finished=DATA_JOB_TTL))
+                name=name(claim), facts=facts,
+                options=restore_job.Options(annotations=dict(annotations), ttl_seconds_after_finished=ttl,
+                                            deadline_seconds=deadline))
         except backup.PlanError:  # no readable copy: the claim comes back without data, as status says
             continue
-        own = restore_run.labels(restore)
         for m in (job["metadata"], job["spec"]["template"]["metadata"]):
-            m["labels"] = {k: v for k, v in m["labels"].items() if k != backup.LABEL_POLICY} | own
+            m["labels"] = {k: v for k, v in m["labels"].items() if k != backup.LABEL_POLICY} | labels
         job["metadata"]["annotations"].pop(backup.ANN_POLICY, None)
         jobs.append(job)
     return jobs
+
+
+def data_jobs(body: dict, objects_point: dict, policies: list[dict], points: list[dict],
+              facts: backup.Facts) -> list[dict]:
+    """The restore Job of every pvc policy's claim, into the target namespace (not yet made: the agent
+    makes those whose claim it created)."""
+    meta = body["metadata"]
+    restore = meta["name"]
+    return claim_jobs(objects_point, policies, points, facts, namespace=restore_run.target_namespace(body),
+                      name=lambda claim: data_job_name(restore, claim), labels=restore_run.labels(restore),
+                      annotations={LABEL_RESTORE: f"{meta.get('namespace', '')}/{restore}"})
 
 
 def target(body: dict, objects_point: dict, policies: list[dict], points: list[dict],

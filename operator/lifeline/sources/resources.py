@@ -92,7 +92,7 @@ class ResourcesRoom(SourceRoom):
         if problem is not None:
             raise PlanError("SourceAvailable", problem.reason, problem.message)
         plan = ResourcesPlan(namespace=namespace, selector=src.selector.as_query() if src.selector else None,
-                             status=src.include_status or None,
+                             status=src.include_status or None, cluster_dependencies=src.cluster_dependencies or None,
                              resources=[ResourcePlan(api_version=r.api_version, plural=r.plural, kind=r.kind,
                                                      owned=(r.group, r.plural) in OWNED_BY_CONTROLLERS or None)
                                         for r in chosen])

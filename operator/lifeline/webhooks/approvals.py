@@ -10,6 +10,15 @@ same person, removes the request annotation and appends the decision to
 ``dr.lifeline.io/approvals``. Both records are the webhook's alone: any request that
 changes them directly is refused, whoever sends it.
 
+On CREATE of an objects Restore into this cluster it also records the kinds the point's policy
+selects then (``dr.lifeline.io/checked-kinds``; none when the point or policy cannot be found): the
+validating webhook, which the API server calls after this one, checks the requester for exactly
+those (:mod:`.restore_authors`), and the controller gives the writer no kind outside them
+(:func:`lifeline.planning.objects_writer.writable`). The seal covers that record with the
+requester's. A decision carries the record forward under the new seal only when the stored seal
+holds: a record written past the webhook (or under a rotated key) becomes "none checked", so a kind
+list nobody checked is never sealed.
+
 Refused attempts are audited here (the controller audits recorded decisions when it
 copies them into ``status.approvals``); dry runs are checked but not audited. Only a caller
 that proved to be the API server (a client certificate the server verified:
@@ -26,8 +35,9 @@ from lifeline.api import RESTORE as INFO
 from lifeline.clock import rfc3339
 from lifeline.kube import KubeError
 from lifeline.observability import audit
-from lifeline.planning import approval_policy, restore as rules
+from lifeline.planning import approval_policy, objects_writer, restore as rules
 
+from .restore_authors import checks_kinds, selected
 from .seal_key import seal_key
 
 log = logging.getLogger(__name__)
@@ -84,6 +94,18 @@ class Approvals:
                 return False
         return True
 
+    async def _selected(self, body: dict, user: str):
+        """The kinds the Restore's point's policy selects now (:func:`.restore_authors.selected`)."""
+        meta = body.get("metadata") or {}
+        try:
+            return await selected(self.ctx.kube, meta.get("namespace", ""),
+                                  (body.get("spec") or {}).get("recoveryPoint") or "")
+        except KubeError as exc:
+            log.warning("reading the selection of Restore %s/%s failed: %s", meta.get("namespace", ""),
+                        meta.get("name", ""), exc)
+            raise kopf.AdmissionError(f"could not read what the point's policy selects, to check {user} for it "
+                                      f"({exc}); try again", code=503) from None
+
     async def review(self, body: dict, old: dict | None, operation: str, userinfo: dict, patch, dryrun: bool,
                      verified: bool = False) -> None:
         """``verified``: the caller showed a client certificate the server checked (the API server)."""
@@ -104,8 +126,11 @@ class Approvals:
             teams = sorted(self.team_groups.intersection(userinfo.get("groups") or ()))
             if teams:  # what the API server said of the requester, for policies that keep teams apart
                 annotations[rules.ANN_REQUESTED_BY_TEAMS] = ",".join(teams)
+            if checks_kinds(body):  # what the validating webhook checks, and all the writer may ever get
+                annotations[rules.ANN_CHECKED_KINDS] = objects_writer.record(await self._selected(body, user))
             annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body,
-                                                     rules.sealed_requester(annotations), None)
+                                                     rules.sealed_requester(annotations), None,
+                                                     annotations.get(rules.ANN_CHECKED_KINDS))
             return
         if not request.decision:
             return
@@ -117,7 +142,10 @@ class Approvals:
                     dryrun=dryrun, verified=verified, action=action)
         records = rules.decisions(new_ann)
         try:
-            target = ((body.get("spec") or {}).get("target") or {}).get("namespace")
+            target_spec = (body.get("spec") or {}).get("target") or {}
+            # a namespace of another cluster (objects through a kubeconfig) is not this cluster's to ask about
+            elsewhere = bool((target_spec.get("objects") or {}).get("kubeconfigSecret"))
+            target = None if elsewhere else target_spec.get("namespace")
             allowed = await self.may_decide(userinfo, meta.get("namespace", ""), meta.get("name", ""), target)
         except KubeError as exc:
             log.warning("SubjectAccessReview for %s failed: %s", user, exc)
@@ -136,8 +164,12 @@ class Approvals:
             record["groups"] = groups  # sealed with the rest: what the API server said, not the user
         annotations = _annotations(patch)
         annotations[rules.ANN_DECISIONS] = rules.encode(records + [record])
-        annotations[rules.ANN_SEAL] = rules.seal(seal_key(self.ctx.options), body, rules.sealed_requester(new_ann),
-                                                 annotations[rules.ANN_DECISIONS])
+        sealing = seal_key(self.ctx.options)
+        kinds = new_ann.get(rules.ANN_CHECKED_KINDS)
+        if kinds and not rules.sealed(old or {}, sealing):  # not a record this webhook sealed: nothing was checked
+            kinds = annotations[rules.ANN_CHECKED_KINDS] = ""
+        annotations[rules.ANN_SEAL] = rules.seal(sealing, body, rules.sealed_requester(new_ann),
+                                                 annotations[rules.ANN_DECISIONS], kinds)
         for key in rules.REQUESTS:
             if key in new_ann:
                 annotations[key] = None  # consumed: the next `kubectl annotate` needs no --overwrite

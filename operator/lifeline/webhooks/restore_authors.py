@@ -13,6 +13,14 @@ roles and clusterroles when roles or rolebindings are selected, ``create`` of jo
 that cluster's RBAC; what is asked here is only whether the requester may ``get`` that Secret
 themselves: someone who cannot read the kubeconfig must not make Lifeline use it.
 
+Which kinds: those the mutating webhook recorded on this very request
+(:mod:`lifeline.webhooks.approvals`, which the API server calls before any validating webhook): the
+policy's selection as :func:`selected` read it, in ``dr.lifeline.io/checked-kinds`` under the
+approvals' seal. The check reads that record rather than the policy again, so what is checked is
+exactly what the controller later gives the writer at most
+(:func:`lifeline.planning.objects_writer.writable`), however the policy changes in between. A point
+or policy that cannot be found is recorded as no kinds, and admitted: that Restore cannot start.
+
 A refusal (403) names the first permissions missing, kind and verb. The reviews run a few at a
 time (:data:`IN_FLIGHT`) and stop at the first batch that finds one missing, so a request costs at
 most one review per permission of the selection and a refusal usually far fewer.
@@ -28,7 +36,9 @@ from pydantic import ValidationError
 from lifeline.api import BACKUP_POLICY, RECOVERY_POINT
 from lifeline.api.backuppolicy import ResourcesSource
 from lifeline.kube import KubeError
-from lifeline.sources.resources import selection
+from lifeline.labels import ANN_CHECKED_KINDS
+from lifeline.planning import objects_writer
+from lifeline.sources.resources import Served, selection
 
 RBAC = "rbac.authorization.k8s.io"
 IN_FLIGHT = 8  # reviews asked at once: the API client runs each call in a thread of a small shared pool
@@ -52,7 +62,8 @@ class Need:
 
 def needs(spec: dict, namespace: str, chosen) -> list[Need]:
     """What the writer account would be given (or, for another cluster, the kubeconfig Secret's read),
-    in the order a refusal names it: kind by kind, then what the Job needs besides."""
+    in the order a refusal names it: kind by kind, then what the Job needs besides. ``chosen``: kinds
+    with ``group`` and ``plural`` (:class:`~lifeline.planning.objects_writer.Kind`, ``Served``)."""
     target = spec.get("target") or {}
     objects = target.get("objects") or {}
     secret = objects.get("kubeconfigSecret")
@@ -68,6 +79,39 @@ def needs(spec: dict, namespace: str, chosen) -> list[Need]:
         out += [Need("create", "batch", "jobs", where), Need("get", "batch", "jobs", where),
                 Need("list", "", "pods", where)]
     return out
+
+
+def checks_kinds(body: dict) -> bool:
+    """Is ``body`` an objects Restore into this cluster, whose requester is checked kind by kind?"""
+    objects = ((body.get("spec") or {}).get("target") or {}).get("objects")
+    return body.get("kind") == "Restore" and isinstance(objects, dict) \
+        and not isinstance(objects.get("kubeconfigSecret"), dict)
+
+
+async def selected(kube, namespace: str, point_name: str) -> list[Served]:
+    """The kinds the point's policy selects now (discovery), or none when there is nothing to select from.
+
+    Called by the mutating webhook at CREATE, which records the answer for the check here and for the
+    controller. A point or policy that cannot be found selects nothing: such a Restore is admitted and
+    cannot start (the controller sets it Failed, RecoveryPointNotFound, PolicyNotFound, or with both
+    there by then KindsNotChecked, and makes no writer); refusing here would only trade that status,
+    which says what to do, for a webhook error. The same for a point whose policy is not a resources
+    one (the controller refuses the target) or no longer valid (it reports the policy invalid).
+    """
+    point = await kube.get(RECOVERY_POINT, namespace, point_name, missing_ok=True) if point_name else None
+    policy_name = ((point or {}).get("spec") or {}).get("policyName")
+    if not policy_name:
+        return []
+    policy = await kube.get(BACKUP_POLICY, namespace, policy_name, missing_ok=True)
+    resources = (((policy or {}).get("spec") or {}).get("source") or {}).get("resources")
+    if not isinstance(resources, dict):
+        return []
+    try:
+        src = ResourcesSource.model_validate(resources)
+    except ValidationError:
+        return []
+    chosen, _ = selection(src, await kube.discover())
+    return chosen
 
 
 class RestoreAuthors:
@@ -86,9 +130,17 @@ class RestoreAuthors:
             if isinstance(target["objects"].get("kubeconfigSecret"), dict):
                 wanted = needs(spec, namespace, ())
             else:
-                chosen = await self._selection(namespace, spec.get("recoveryPoint") or "")
-                if chosen is None:
-                    return
+                annotations = (body.get("metadata") or {}).get("annotations") or {}
+                if annotations.get(ANN_CHECKED_KINDS) is None:
+                    # the mutating webhook records them on every objects Restore it admits: without it
+                    # nothing here would say what the writer may later be given
+                    raise kopf.AdmissionError(
+                        f"this Restore carries no record of the kinds its requester is checked for "
+                        f"({ANN_CHECKED_KINDS}): Lifeline's mutating admission webhook (restore-approvals) did "
+                        "not run on this request; is it registered?", code=403)
+                chosen = objects_writer.recorded(annotations[ANN_CHECKED_KINDS])
+                if not chosen:
+                    return  # no point or policy to select any (or none selected): it cannot start
                 wanted = needs(spec, namespace, chosen)
             missing, more = await self._first_missing(wanted, user, groups, userinfo)
         except KubeError as exc:
@@ -106,27 +158,6 @@ class RestoreAuthors:
             f"{user} may not {named} in {where}: an objects restore writes as an account that may do no more "
             "than its requester; ask someone who may do that there to request it, or restore a point of a "
             "policy that selects fewer kinds", code=403)
-
-    async def _selection(self, namespace: str, point_name: str):
-        """The kinds the point's policy selects, or None when there is nothing to judge here."""
-        # A point or policy that cannot be found is admitted: without them the Restore cannot run (the
-        # controller sets it Failed, RecoveryPointNotFound or PolicyNotFound, and makes no writer), and
-        # refusing here would only trade that status, which says what to do, for a webhook error. The
-        # same for a point whose policy is not a resources one: the controller refuses the target.
-        point = await self.kube.get(RECOVERY_POINT, namespace, point_name, missing_ok=True) if point_name else None
-        policy_name = ((point or {}).get("spec") or {}).get("policyName")
-        if not policy_name:
-            return None
-        policy = await self.kube.get(BACKUP_POLICY, namespace, policy_name, missing_ok=True)
-        resources = (((policy or {}).get("spec") or {}).get("source") or {}).get("resources")
-        if not isinstance(resources, dict):
-            return None
-        try:
-            src = ResourcesSource.model_validate(resources)
-        except ValidationError:
-            return None  # stored before a rule existed: the controller reports the policy invalid
-        chosen, _ = selection(src, await self.kube.discover())
-        return chosen
 
     async def _first_missing(self, wanted: list[Need], user: str, groups: list[str],
                              userinfo: dict) -> tuple[list[Need], bool]:

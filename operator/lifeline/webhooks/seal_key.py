@@ -4,7 +4,9 @@ Only the operator holds it, and every replica the same one, so it is derived fro
 webhook's TLS private key, which every replica mounts and nothing else needs to read. Without a
 certificate directory (kopf makes a throwaway certificate in that process) the key is a random one
 of this process: the records it sealed count only until it stops, like its certificate. When the
-webhook's key is rotated, approvals still pending must be given again (the Restore says so).
+webhook's key is rotated, approvals still pending must be given again (the Restore says so); an
+objects Restore pending then must be created again (the kinds its requester was checked for cannot
+be told from a forged record any more: it fails to start, ``KindsNotChecked``).
 """
 from __future__ import annotations
 
