@@ -3,11 +3,11 @@ scripts/install-tools.py), serving Blob Storage on 127.0.0.1 for the azure:// ba
 from __future__ import annotations
 
 import socket
-import tempfile
 from pathlib import Path
 
 from lifeline.devstack.children import ChildServer, free_port, wait_for
 
+from .scratch_server import ScratchServer
 from .tools import repo_root
 
 ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key
@@ -19,11 +19,8 @@ def binary() -> Path | None:
     return found if found.exists() else None
 
 
-class Azurite:
-    def __init__(self):
-        self.port = 0
-        self._child: ChildServer | None = None
-        self._dir = None
+class Azurite(ScratchServer):
+    prefix = "azurite-"
 
     @property
     def endpoint(self) -> str:
@@ -47,17 +44,10 @@ class Azurite:
             return True
 
     def __enter__(self) -> "Azurite":
-        self._dir = tempfile.TemporaryDirectory(prefix="azurite-")
-        where = Path(self._dir.name)
+        where = self._scratch()
         self.port = free_port()
         self._child = ChildServer([str(binary()), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
                                    "--location", str(where), "--skipApiVersionCheck", "--silent"],
                                   log_path=where / "azurite.log", scratch=where)
         wait_for(self._answers, 30, "Azurite", interval=0.1, abort=self._child.exited, detail=self._child.log_tail)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._child is not None:
-            self._child.stop()
-        if self._dir is not None:
-            self._dir.cleanup()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from lifeline.devstack.children import ChildServer, start_on_free_port
 
+from .scratch_server import ScratchServer
 from .tools import repo_root
 
 PROJECT = "lifeline-test"
@@ -68,21 +68,12 @@ def self_signed_jwt(private_pem: bytes) -> str:
     return f"{head}.{body}.{_b64(sig)}"
 
 
-class FakeGCS:
+class FakeGCS(ScratchServer):
+    prefix = "fake-gcs-"
+
     def __init__(self, *, authenticate: bool = False):
-        self.port = 0
+        super().__init__()
         self.private_key = new_private_key() if authenticate else None
-        self._child: ChildServer | None = None
-        self._dir: tempfile.TemporaryDirectory | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def where(self) -> Path:
-        assert self._dir is not None, "FakeGCS is not started"
-        return Path(self._dir.name)
 
     def key_file(self, name: str = "service-account.json", *, private_key: bytes | None = None) -> Path:
         """A service-account key file pointing at this server (``gcs_base_url``). Without a private
@@ -144,12 +135,6 @@ class FakeGCS:
         return child, f"fake-gcs-server on {self.endpoint}"
 
     def __enter__(self) -> "FakeGCS":
-        self._dir = tempfile.TemporaryDirectory(prefix="fake-gcs-")
+        self._scratch()
         self._child = start_on_free_port(self._launch, self._answers, 30)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._child is not None:
-            self._child.stop()
-        if self._dir is not None:
-            self._dir.cleanup()

@@ -10,12 +10,12 @@ only ones, and under COMPLIANCE retention even they cannot delete or shorten any
 """
 from __future__ import annotations
 
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from lifeline.devstack.children import ChildServer, free_port, start_on_free_port
 
+from .scratch_server import ScratchServer
 from .tools import repo_root
 
 
@@ -24,19 +24,12 @@ def binary() -> Path | None:
     return found if found.is_file() else None
 
 
-class MinIO:
+class MinIO(ScratchServer):
+    prefix = "minio-"
     region = "us-east-1"
     access_key = "lifeline-minio-root"
     secret_key = "lifeline-minio-secret"
 
-    def __init__(self) -> None:
-        self.port = 0
-        self._child: ChildServer | None = None
-        self._dir: tempfile.TemporaryDirectory | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
@@ -60,8 +53,7 @@ class MinIO:
 
     def _launch(self, port: int) -> tuple[ChildServer, str]:
         self.port = port
-        assert self._dir is not None
-        where = Path(self._dir.name)
+        where = self.where
         argv = [str(binary()), "server", str(where / "data"), "--quiet", "--address", f"127.0.0.1:{port}",
                 "--console-address", f"127.0.0.1:{free_port()}"]
         env = {"MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key,
@@ -70,13 +62,6 @@ class MinIO:
         return child, f"MinIO on {self.endpoint}"
 
     def __enter__(self) -> "MinIO":
-        self._dir = tempfile.TemporaryDirectory(prefix="minio-")
-        (Path(self._dir.name) / "data").mkdir()
+        (self._scratch() / "data").mkdir()
         self._child = start_on_free_port(self._launch, self._answers, 60)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._child is not None:
-            self._child.stop()
-        if self._dir is not None:
-            self._dir.cleanup()

@@ -97,17 +97,29 @@ def _finished(obj: dict, job: str) -> dict | None:
     return None
 
 
+def _request_value() -> str:
+    """A new value for a request annotation: the time, and a little randomness for two in one second."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+async def _ask(kube, namespace: str, name: str, annotations: dict, command: str) -> int | None:
+    """Put a request on the policy (as ``kubectl annotate`` would); the exit code when that failed."""
+    try:
+        await kube.patch(POLICY, namespace, name, {"metadata": {"annotations": annotations}})
+    except KubeError as exc:
+        print(f"lifeline backup {command}: {exc}", file=sys.stderr)
+        return 1 if exc.status != 404 else 2
+    return None
+
+
 async def _now(args) -> int:
     namespace = _namespace(args)
-    value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    value = _request_value()
     annotations = {backup.ANN_BACKUP_NOW: value, backup.ANN_BACKUP_NOW_TYPE: args.type}
     kube = _kube(args)
     try:
-        try:
-            await kube.patch(POLICY, namespace, args.name, {"metadata": {"annotations": annotations}})
-        except KubeError as exc:
-            print(f"lifeline backup now: {exc}", file=sys.stderr)
-            return 1 if exc.status != 404 else 2
+        if (refused := await _ask(kube, namespace, args.name, annotations, "now")) is not None:
+            return refused
         job = backup.on_demand_name(args.name, value)
         print(f"asked for a {args.type} backup of {namespace}/{args.name} ({backup.ANN_BACKUP_NOW}={value}); "
               f"its Job will be {job}")
@@ -145,14 +157,11 @@ def run_adopt(args) -> int:
 
 async def _adopt(args) -> int:
     namespace = _namespace(args)
-    value = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    value = _request_value()
     kube = _kube(args)
     try:
-        try:
-            await kube.patch(POLICY, namespace, args.name, {"metadata": {"annotations": {ANN_ADOPT_POINTS: value}}})
-        except KubeError as exc:
-            print(f"lifeline backup adopt: {exc}", file=sys.stderr)
-            return 1 if exc.status != 404 else 2
+        if (refused := await _ask(kube, namespace, args.name, {ANN_ADOPT_POINTS: value}, "adopt")) is not None:
+            return refused
         job = catalogue.job_name(args.name, value)
         print(f"asked to adopt the points of {namespace}/{args.name} ({ANN_ADOPT_POINTS}={value}); its Job will be {job}")
         if not args.wait:
