@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lifeline.commands.restore import _describe as describe
 from lifeline.devstack import live
 from lifeline.devstack.children import wait_for
 from tests.backup.conftest import fast_timers, key_text, points, seeded, volumes  # noqa: F401 - fixtures
@@ -90,3 +91,8 @@ async def test_what_the_target_refuses_is_named_with_the_servers_words_and_nothi
     assert kube.stored("v1/configmaps", target, "his-settings") is None
     frozen = kube.stored("v1/configmaps", target, "his-frozen")
     assert frozen["data"] == {"beds": "8"} and frozen["metadata"]["resourceVersion"] == there["metadata"]["resourceVersion"]
+    # and the CLI says the same, object by object (`lifeline restore status his-back`)
+    said = describe({**stored(kube, "his-back")})
+    assert "objects:        2 failed, 1 would create" in said
+    assert f"    {'Bed':<9}  {target}/bed-12: not served: the cluster does not serve {group}/v1" in said
+    assert f"    ConfigMap  {target}/his-frozen: " in said

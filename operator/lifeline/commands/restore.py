@@ -134,4 +134,21 @@ def _describe(body: dict) -> str:
         lines.append(f"    {a.get('decision'):<9} {a.get('user')} at {a.get('time')}{comment}")
     if status.get("message"):
         lines.append(f"  {status.get('reason', '')}: {status['message']}")
+    lines += _objects_lines(status.get("objects"))
     return "\n".join(lines)
+
+
+def _objects_lines(objects: dict | None) -> list[str]:
+    """An objects restore's outcome: counts, the claims given their data, each failed object and why."""
+    if not objects:
+        return []
+    counts = ", ".join(f"{n} {what}" for what, n in sorted((objects.get("counts") or {}).items())) or "none"
+    lines = [f"  objects:        {counts}"]
+    if objects.get("claimsWithData"):
+        lines.append(f"  claims with their data: {', '.join(objects['claimsWithData'])}")
+    failures = objects.get("failures") or []
+    if failures:
+        width = max(len(f.get("kind", "")) for f in failures)
+        lines.append("  failed (the restore Job's log lists every object):")
+        lines += [f"    {f.get('kind', ''):<{width}}  {f.get('name', '')}: {f.get('message', '')}" for f in failures]
+    return lines
