@@ -4,6 +4,8 @@ server's dry run names both, with its own words, in the Restore's status; nothin
 nothing that was there changes."""
 from __future__ import annotations
 
+import urllib.error
+
 import pytest
 
 from lifeline.commands.restore import _describe as describe
@@ -20,6 +22,14 @@ from .test_objects_restore import standby_namespace  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 CRD_BASE = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def gone(kube, path: str) -> bool:
+    try:
+        kube.request("GET", path)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 404
+    return False
 
 
 def beds_crd(kube) -> str:
@@ -70,8 +80,8 @@ async def test_what_the_target_refuses_is_named_with_the_servers_words_and_nothi
                             target={"namespace": target, "objects": {"existing": "Update", "withData": False}})
         kube.create(body, user="carol")  # checked while the kind is still served
         kube.request("DELETE", f"{CRD_BASE}/beds.{group}")  # and then the kind goes
-        await kube.wait_for(lambda: not any(g["name"] == group for g in kube.request("GET", "/apis")["groups"]),
-                            timeout=30)
+        await kube.wait_for(lambda: not any(g["name"] == group for g in kube.request("GET", "/apis")["groups"])
+                            and gone(kube, f"/apis/{group}/v1"), timeout=30)
         name = body["metadata"]["name"]
         await kube.wait_for(lambda: phase(kube, name) == "PendingApproval")
         for person in APPROVERS:
