@@ -5,6 +5,7 @@ Pods that come back, read on whichever cluster runs them."""
 from __future__ import annotations
 
 import base64
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -105,6 +106,15 @@ def restorer_kubeconfig(cluster, namespace: str, account: str, kinds: list[tuple
     return f"system:serviceaccount:{namespace}:{account}", config
 
 
+def gone(kube, path: str) -> bool:
+    """Whether the API server answers 404 for ``path`` (an object, or a group version no longer served)."""
+    try:
+        kube.request("GET", path)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 404
+    return False
+
+
 def ready_pods(cluster, namespace: str) -> list[dict]:
     """HIS's Pods in ``namespace`` of ``cluster`` that are Ready."""
     query = urllib.parse.quote("app=his")
@@ -120,5 +130,5 @@ def pod_log(cluster, namespace: str, pod: str, container: str = "web") -> str:
         return answer.read().decode()
 
 
-__all__ = ["APP", "BINDINGS", "CHART", "KINDS", "PAIR", "RBAC", "RESOURCES", "application", "backed_up", "pod_log",
+__all__ = ["APP", "BINDINGS", "CHART", "KINDS", "PAIR", "RBAC", "RESOURCES", "application", "backed_up", "gone", "pod_log",
            "ready_pods", "restorer_kubeconfig", "site_provides"]

@@ -6,8 +6,6 @@ points again from the destinations, and one Restore, requested by carol and appr
 brings all of it back: the claim with its data before the Deployment, whose Pod reads the chart."""
 from __future__ import annotations
 
-import urllib.error
-
 import pytest
 
 from lifeline.devstack import install
@@ -18,7 +16,7 @@ from tests.backup.test_objects import objects_policy, wards_crd
 
 from .conftest import restore_body
 from .helpers import claim_dir, phase, request_and_approve, stored
-from .objects_helpers import APP, CHART, KINDS, RBAC, RESOURCES, application, backed_up, pod_log, ready_pods
+from .objects_helpers import APP, CHART, KINDS, RBAC, RESOURCES, application, backed_up, gone, pod_log, ready_pods
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
@@ -31,14 +29,6 @@ def his_admins(kube) -> None:
     kube.request("POST", f"{rbac}/rolebindings", {
         "metadata": {"name": "his-admin"}, "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "his-admin"},
         "subjects": [{"apiGroup": RBAC, "kind": "Group", "name": "hospital-dba"}]})
-
-
-def gone(kube, path: str) -> bool:
-    try:
-        kube.request("GET", path)
-    except urllib.error.HTTPError as exc:
-        return exc.code == 404
-    return False
 
 
 def rebuild_namespace(kube, volumes, key_text) -> None:

@@ -4,8 +4,6 @@ server's dry run names both, with its own words, in the Restore's status; nothin
 nothing that was there changes."""
 from __future__ import annotations
 
-import urllib.error
-
 import pytest
 
 from lifeline.commands.restore import _describe as describe
@@ -17,19 +15,11 @@ from tests.backup.test_objects import objects_policy
 from .conftest import restore_body
 from .conftest import APPROVERS
 from .helpers import decide, phase, stored
-from .objects_helpers import PAIR, RBAC
+from .objects_helpers import PAIR, RBAC, gone
 from .test_objects_restore import standby_namespace  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 CRD_BASE = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-
-
-def gone(kube, path: str) -> bool:
-    try:
-        kube.request("GET", path)
-    except urllib.error.HTTPError as exc:
-        return exc.code == 404
-    return False
 
 
 def beds_crd(kube) -> str:
