@@ -49,6 +49,12 @@ ANN_SPEC_HASH = "dr.lifeline.io/spec-hash"  # a CronJob or Deployment Lifeline m
 ANN_ADOPT_POINTS = "dr.lifeline.io/adopt-points"  # a BackupPolicy: a request to adopt its destinations' points
 ANN_BACKUP_NOW = "dr.lifeline.io/backup-now"  # a BackupPolicy: a request for a backup now (a new value, a new Job)
 ANN_BACKUP_NOW_TYPE = "dr.lifeline.io/backup-now-type"  # ... and the type of that backup
+# a resources BackupPolicy: the author the kinds in ANN_CHECKED_KINDS were checked for (the webhook's alone)
+ANN_CHECKED_FOR = "dr.lifeline.io/checked-for"
+# ... and the seal over that record, the policy's namespace, name and spec (the webhook's alone)
+ANN_CHECKED_SEAL = "dr.lifeline.io/checked-kinds-seal"
+# a resources BackupPolicy: a request to check the kinds again, for whoever writes it (consumed by the webhook)
+ANN_CHECK_KINDS = "dr.lifeline.io/check-kinds"
 ANN_RECORDED = "dr.lifeline.io/recorded"  # a finished Job: its outcome is recorded (the point it made, or the outcome)
 ANN_RESULT = "dr.lifeline.io/result"  # a finished Job: the recorded outcome (JSON)
 ANN_JOB = "dr.lifeline.io/job"  # a RecoveryPoint: the Job that made it
@@ -65,7 +71,8 @@ ANN_REQUESTED_BY_TEAMS = "dr.lifeline.io/requested-by-teams"
 ANN_APPROVALS = "dr.lifeline.io/approvals"  # a Restore: the approval decisions (the webhook's alone)
 ANN_APPROVALS_SEAL = "dr.lifeline.io/approvals-seal"  # a Restore: the seal over those records (the webhook's alone)
 # an objects Restore: the kinds its requester was checked for at creation, "configmaps,deployments.apps"
-# ("" when none were: no point or policy then); under the seal above (the webhook's alone)
+# ("" when none were: no point or policy then); under the seal above (the webhook's alone). A resources
+# BackupPolicy: the kinds its author was checked for when its spec was written, under ANN_CHECKED_SEAL
 ANN_CHECKED_KINDS = "dr.lifeline.io/checked-kinds"
 ANN_RESTORED_FROM = "dr.lifeline.io/restored-from"  # a restored claim: the RecoveryPoint it holds
 # drills

@@ -79,19 +79,22 @@ def refusal(exc: urllib.error.HTTPError) -> str:
 
 
 def seed_unvalidated(kube, *bodies: dict, timeout: float = 30) -> list[dict]:
-    """Create ``bodies`` past the chart's validating webhook, as if stored before its rules existed.
+    """Create ``bodies`` past the chart's admission webhooks, as if stored before their rules existed.
 
-    The webhook gets ``failurePolicy: Ignore`` (a value the chart offers) for the moment, which lets
-    a spec in only while no operator serves the webhook; then the policy it had (``Fail``) again, and
-    this waits until the API server applies it (a dry-run create is refused by the webhook), so no
-    later request meets the open door.
+    The webhooks (validating, and the mutating ones that record and seal) get ``failurePolicy: Ignore``
+    (a value the chart offers) for the moment, which lets a spec in only while no operator serves them;
+    then the policies they had (``Fail``) again, and this waits until the API server applies them (a
+    dry-run create is refused by the webhook), so no later request meets the open door.
     """
-    path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{kube.release.name}-validate"
-    before = [w.get("failurePolicy", "Fail") for w in kube.request("GET", path)["webhooks"]]
+    base = "/apis/admissionregistration.k8s.io/v1"
+    paths = [f"{base}/validatingwebhookconfigurations/{kube.release.name}-validate",
+             f"{base}/mutatingwebhookconfigurations/{kube.release.name}-restore-approvals"]
+    before = {path: [w.get("failurePolicy", "Fail") for w in kube.request("GET", path)["webhooks"]] for path in paths}
 
-    def policy(values: list[str]) -> None:
-        kube.request("PATCH", path, [{"op": "replace", "path": f"/webhooks/{i}/failurePolicy", "value": value}
-                                     for i, value in enumerate(values)], content_type="application/json-patch+json")
+    def policy(values: dict[str, list[str]]) -> None:
+        for path, each in values.items():
+            kube.request("PATCH", path, [{"op": "replace", "path": f"/webhooks/{i}/failurePolicy", "value": value}
+                                         for i, value in enumerate(each)], content_type="application/json-patch+json")
 
     def create(body: dict, dry_run: bool = False):
         """The stored object; None when the webhook refused (or failed) it; raises on any other refusal."""
@@ -114,13 +117,13 @@ def seed_unvalidated(kube, *bodies: dict, timeout: float = 30) -> list[dict]:
             time.sleep(0.1)  # the API server applies a webhook configuration change within moments
         return value
 
-    policy(["Ignore"] * len(before))
+    policy({path: ["Ignore"] * len(each) for path, each in before.items()})
     try:
         stored = [until(lambda b=body: create(b), f"{body['metadata']['name']} to get past the webhook")
                   for body in bodies]
     finally:
         policy(before)
-        if set(before) == {"Fail"}:
+        if set(before[paths[0]]) == {"Fail"}:
             probe = {**bodies[0], "metadata": {"name": f"{bodies[0]['metadata']['name']}-probe"}}
             until(lambda: create(probe, dry_run=True) is None, "the webhook to refuse again")
     return stored

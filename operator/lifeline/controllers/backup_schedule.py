@@ -64,8 +64,10 @@ class BackupSchedule:
     def parsed(self, body: dict):
         """``(desired CronJobs | PlanError | ValidationError, spec or None, problems)``, once per generation."""
         meta = body["metadata"]
-        # a resources policy's plan follows what the API server serves, too
-        served = self.ctl.facts.served if backs_up_objects(body) else None
+        # a resources policy's plan follows what the API server serves, too, as the policy may read it (its
+        # record of the kinds its author was checked for, which an annotation changes without a generation)
+        facts = self.ctl.objects.facts(body)
+        served = facts.served if backs_up_objects(body) else None
         key = (meta.get("uid"), meta.get("generation"), meta["name"], meta.get("namespace"), served)
         if key not in self._children:
             _, problems = problems_in_spec(POLICY, body.get("spec"))
@@ -74,7 +76,7 @@ class BackupSchedule:
                 # Only what tells a CronJob apart is kept; the manifests are rendered again to write one.
                 desired = [{"name": m["metadata"]["name"], "hash": m["metadata"]["annotations"][backup.ANN_HASH],
                             "spec": {k: m["spec"].get(k) for k in CRONJOB_FIELDS}}
-                           for m in backup.plan(body, self.ctl.facts)]
+                           for m in backup.plan(body, facts)]
             except (ValidationError, backup.PlanError) as exc:
                 desired = exc
             self._children[key] = (desired, spec, problems)
@@ -125,7 +127,7 @@ class BackupSchedule:
         for want, current in writes:
             name, digest = want["name"], want["hash"]
             if not rendered:
-                rendered = {m["metadata"]["name"]: m for m in backup.plan(body, self.ctl.facts)}
+                rendered = {m["metadata"]["name"]: m for m in backup.plan(body, self.ctl.objects.facts(body))}
             manifest = rendered[name]
             written, replaced = await write_owned(self.kube, CRONJOBS, namespace, manifest, current, uid, errors)
             if written:
@@ -165,7 +167,7 @@ class BackupSchedule:
             return request
         now = rfc3339(self.ctl.ctx.clock.now())
         try:
-            job = backup.on_demand_job(body, self.ctl.facts, request,
+            job = backup.on_demand_job(body, self.ctl.objects.facts(body), request,
                                        annotations.get(backup.ANN_BACKUP_NOW_TYPE) or "incremental")
             await self.kube.create(JOBS, namespace, job)
         except backup.PlanError as exc:

@@ -173,7 +173,9 @@ class BackupController:
             waiting = key in self._applied and getattr(self._applied[key][2], "reason", None) in ADMIN_GRANTS
             if children or key not in self._applied or waiting:  # (a grant makes no event here: asked each tick)
                 plan_error = desired if isinstance(desired, backup.PlanError) else None
-                reader_error = await self.objects.apply(body) if plan_error is None else None
+                # (with no kind checked for its author, the reader is planned too: it is given none)
+                reader_error = await self.objects.apply(body) \
+                    if plan_error is None or plan_error.reason == "KindsNotChecked" else None
                 if reader_error:  # no Job runs until its account is this policy's alone, as planned
                     plan_error = backup.PlanError("SourceAvailable", "ReaderNotReady", reader_error)
                 elif plan_error is None and (reader_error := await self.objects.cluster_refused(body)):
@@ -194,7 +196,7 @@ class BackupController:
             inputs.jobs = self.stores.of_policy("backup_jobs", key)
             inputs.points = self.stores.of_policy("backup_points", key)
             inputs.key_check = await self.key_check(spec.encryption.key_ref)
-            inputs.served = self.facts.served
+            inputs.served = self.objects.facts(body).served  # a resources policy's own view
             if room_of(spec).ships_segments and not spec.suspend:
                 inputs.shipped = await self.shipping.shipped(body)
         plan = backup_status.plan_status(body, inputs)

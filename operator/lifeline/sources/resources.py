@@ -2,10 +2,11 @@
 
 Which kinds: every kind the namespace can list (what the API server's discovery serves, passed in
 as :class:`Served`), less those the cluster rebuilds itself and Lifeline's own records, narrowed by
-``includeKinds``/``excludeKinds``. The backup Job reads them as a ServiceAccount of its own,
-``<policy>-objects``, which the operator binds to a Role granting ``get`` and ``list`` on exactly
-that selection in this namespace and nothing else (:mod:`lifeline.planning.objects_reader`); a
-policy can name no other namespace. The agent writes each object, without what the server sets, to
+``includeKinds``/``excludeKinds``, and in a policy's own view of discovery only the kinds its author
+was checked for (:attr:`Served.unchecked`, :func:`withheld`). The backup Job reads them as a
+ServiceAccount of its own, ``<policy>-objects``, which the operator binds to a Role granting ``get``
+and ``list`` on exactly that selection in this namespace and nothing else
+(:mod:`lifeline.planning.objects_reader`); a policy can name no other namespace. The agent writes each object, without what the server sets, to
 ``/objects/<resource>.<group>/<name>.json`` in an emptyDir and backs that tree up like a volume
 (:mod:`lifeline.agent.objects`): encrypted and deduplicated like all data, Secrets included.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lifeline.api.backuppolicy import ResourcesSource
+from lifeline.labels import ANN_CHECK_KINDS, ANN_CHECKED_KINDS
 from lifeline.messages import ResourcePlan, ResourcesPlan, SourcePlan
 
 from .base import Availability, BackupPod, PlanError, Seen, SourceRoom
@@ -40,6 +42,9 @@ class Served:
     kind: str
     namespaced: bool
     verbs: frozenset[str]
+    # In a policy's view of discovery (:func:`lifeline.planning.objects_reader.view`): not among the kinds
+    # its author was checked for when the spec was written, so never selected (read) for that policy.
+    unchecked: bool = False
 
     @property
     def api_version(self) -> str:
@@ -62,14 +67,33 @@ def listable(served: tuple[Served, ...]) -> list[Served]:
             and (r.group, r.plural) not in REBUILT and r.group not in REBUILT_GROUPS]
 
 
-def selection(src: ResourcesSource, served: tuple[Served, ...]) -> tuple[list[Served], list[str]]:
-    """The resources the policy selects, sorted, and the ``includeKinds`` names nothing served answers to."""
+def _matching(src: ResourcesSource, served: tuple[Served, ...]) -> tuple[list[Served], list[str]]:
     candidates = listable(served)
     unknown = [n for n in src.include_kinds if not any(r.called(n) for r in candidates)]
     chosen = [r for r in candidates
               if (not src.include_kinds or any(r.called(n) for n in src.include_kinds))
               and not any(r.called(n) for n in src.exclude_kinds)]
     return sorted(chosen, key=lambda r: (r.group, r.plural)), unknown
+
+
+def selection(src: ResourcesSource, served: tuple[Served, ...]) -> tuple[list[Served], list[str]]:
+    """The resources the policy selects, sorted, and the ``includeKinds`` names nothing served answers to.
+
+    In a policy's view of discovery, a kind its author was not checked for is served but never selected:
+    it is not unknown, and it is left out (:func:`withheld` names it)."""
+    chosen, unknown = _matching(src, served)
+    return [r for r in chosen if not r.unchecked], unknown
+
+
+def withheld(src: ResourcesSource, served: tuple[Served, ...]) -> list[Served]:
+    """The kinds the policy would select that its author was not checked for (in a policy's view), sorted."""
+    return [r for r in _matching(src, served)[0] if r.unchecked]
+
+
+def named(kinds: list[Served], at_most: int = 8) -> str:
+    """``configmaps, deployments.apps and 3 more``."""
+    return ", ".join(r.name for r in kinds[:at_most]) + (f" and {len(kinds) - at_most} more"
+                                                         if len(kinds) > at_most else "")
 
 
 READER_SUFFIX = "-objects"
@@ -113,10 +137,25 @@ class ResourcesRoom(SourceRoom):
         chosen, problem = _selected(src, seen.served, seen.policy)
         if problem is not None:
             return problem
-        names = ", ".join(r.name for r in chosen[:8]) + (f" and {len(chosen) - 8} more" if len(chosen) > 8 else "")
-        return Availability(True, "KindsSelected",
-                            f"{len(chosen)} kinds ({names}); the backup Job reads them as ServiceAccount "
-                            f"{reader_name(seen.policy)}, which may only get and list those in {seen.namespace}")
+        message = (f"{len(chosen)} kinds ({named(chosen)}); the backup Job reads them as ServiceAccount "
+                   f"{reader_name(seen.policy)}, which may only get and list those in {seen.namespace}")
+        left_out = withheld(src, seen.served)
+        if left_out:
+            message += "; " + not_checked_message(left_out, seen.policy)
+        return Availability(True, "KindsSelected", message)
+
+
+def again(policy: str) -> str:
+    """How to have the kinds checked again: apply the policy, as someone who may read them."""
+    return (f"someone who may read them applies the policy again (a change to its spec, or `kubectl annotate "
+            f"backuppolicy {policy} {ANN_CHECK_KINDS}=now`)")
+
+
+def not_checked_message(left_out: list[Served], policy: str) -> str:
+    """The kinds selected now that were not checked against the policy's author, and what to do."""
+    count = f"{len(left_out)} kind{'s' if len(left_out) != 1 else ''}"
+    return (f"{count} served since the policy was written {'is' if len(left_out) == 1 else 'are'} not backed up "
+            f"until {again(policy)}: {named(left_out)}")
 
 
 def _selected(src: ResourcesSource, served: tuple[Served, ...], policy: str) -> tuple[list[Served], Availability | None]:
@@ -132,6 +171,15 @@ def _selected(src: ResourcesSource, served: tuple[Served, ...], policy: str) -> 
         return chosen, Availability(False, "KindNotServed",
                                     f"includeKinds names {', '.join(unknown)}, which this namespace cannot list "
                                     "(kubectl api-resources --namespaced shows what can be)")
+    left_out = withheld(src, served)
+    if not chosen and left_out:
+        return chosen, Availability(False, "KindsNotChecked", (
+            f"none of the {len(left_out)} kind{'s' if len(left_out) != 1 else ''} the policy selects "
+            f"({named(left_out)}) was checked against its "
+            f"author: it has no record of the kinds checked under Lifeline's seal ({ANN_CHECKED_KINDS}: written "
+            "before Lifeline kept one, edited past the admission webhook, or sealed with a webhook key since "
+            "rotated), or they were all served after it was written. Nothing is backed up until "
+            f"{again(policy)}"))
     if not chosen:
         return chosen, Availability(False, "NothingSelected", "includeKinds and excludeKinds leave no kind to back up")
     return chosen, None

@@ -1,4 +1,6 @@
-"""The key that seals a Restore's approval records (:func:`lifeline.planning.restore.seal`).
+"""The key that seals a Restore's approval records (:func:`lifeline.planning.restore.seal`), a point's shred
+records, and a resources BackupPolicy's record of the kinds its author was checked for
+(:func:`lifeline.planning.objects_reader.seal`).
 
 Only the operator holds it, and every replica the same one, so it is derived from the admission
 webhook's TLS private key, which every replica mounts and nothing else needs to read. Without a
@@ -6,7 +8,10 @@ certificate directory (kopf makes a throwaway certificate in that process) the k
 of this process: the records it sealed count only until it stops, like its certificate. When the
 webhook's key is rotated, approvals still pending must be given again (the Restore says so); an
 objects Restore pending then must be created again (the kinds its requester was checked for cannot
-be told from a forged record any more: it fails to start, ``KindsNotChecked``).
+be told from a forged record any more: it fails to start, ``KindsNotChecked``), and every resources
+BackupPolicy backs up nothing (``KindsNotChecked``) until it is applied again. So renewals keep the
+private key (the chart's cert-manager Certificate says ``rotationPolicy: Never``; the Helm-made one is
+reused): the key changes only when someone rotates it on purpose.
 """
 from __future__ import annotations
 
