@@ -32,12 +32,14 @@ from lifeline.keys.choice import provider_for
 from lifeline.keys.shred import add_target_arguments as add_shred_arguments, shred
 from lifeline.messages import RetentionPlan
 from lifeline.observability.audit import default_actor
-from lifeline.repository.backend import S3Options, open_backend
+from lifeline.rates import parse_rate
+from lifeline.repository.backend import Limits, S3Options, open_backend
 from lifeline.repository.config import check_cipher_name
 from lifeline.repository.crypto import cipher_problem
 from lifeline.repository.errors import CipherUnavailable
 from lifeline.repository.immutability import settings as immutability_settings
 from lifeline.repository.repo import Repository, parse_rfc3339
+from lifeline.repository.throttle import report as throttle_report
 
 from . import objects_restore
 from .backup import dir_source, run_backup, stream_source
@@ -75,6 +77,14 @@ def _percent(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> int:
+    """An argparse type: bytes per second (50MiB, 800KiB, 12MB), or a usage error that says what is wrong."""
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers) -> None:
     agent = subparsers.add_parser(
         "agent", help="back up, restore, verify, check, prune and repack a repository (the data plane)",
@@ -106,6 +116,13 @@ def register(subparsers) -> None:
                     help="secret key (env AWS_SECRET_ACCESS_KEY; prefer the variable: arguments show in ps)")
     s3.add_argument("--s3-allow-http", action="store_true", default=None,
                     help="allow plain http to a non-loopback endpoint")
+    bw = common.add_argument_group("bandwidth (docs/storage.md, \"Bandwidth\")")
+    bw.add_argument("--limit-upload", type=_rate, default=os.environ.get("LIFELINE_LIMIT_UPLOAD"),
+                    metavar="RATE", help="at most RATE bytes per second to the repository, averaged, shared by every "
+                                         "worker: 50MiB, 800KiB, 12MB (env LIFELINE_LIMIT_UPLOAD)")
+    bw.add_argument("--limit-download", type=_rate, default=os.environ.get("LIFELINE_LIMIT_DOWNLOAD"),
+                    metavar="RATE", help="at most RATE bytes per second from the repository (env "
+                                         "LIFELINE_LIMIT_DOWNLOAD)")
 
     p = sub.add_parser("init", parents=[common], help="create a repository")
     p.add_argument("--create-key", action="store_true",
@@ -272,8 +289,18 @@ def _s3(args) -> S3Options:
                      secret_access_key=args.s3_secret_access_key, allow_http=args.s3_allow_http)
 
 
+def _limits(args) -> Limits:
+    return Limits(args.limit_upload, args.limit_download)
+
+
 def _open(args) -> Repository:
-    return Repository.open(open_backend(args.repo, _s3(args)))
+    return Repository.open(open_backend(args.repo, _s3(args), limits=_limits(args)))
+
+
+def _with_bandwidth(summary: dict, repo: Repository) -> dict:
+    """The summary, with what the bandwidth limits counted and made wait (when there were any)."""
+    counted = throttle_report(repo.backend)
+    return {**summary, "bandwidth": counted} if counted else summary
 
 
 def _provider(args, repo: Repository):
@@ -339,7 +366,7 @@ def cmd_init(args) -> int:
         create_key_file(provider.path)
         created = True
     provider.new_data_key()  # proves the provider works before anything is written
-    backend = open_backend(args.repo, _s3(args), create=True)
+    backend = open_backend(args.repo, _s3(args), create=True, limits=_limits(args))
     repo = Repository.init(backend, provider, compression_level=args.compression_level, cipher=args.cipher,
                            immutable=immutable)
     msg = (f"created repository {repo.url} (format v{repo.config['version']}, id {repo.config['id']}, "
@@ -378,7 +405,7 @@ def cmd_backup(args) -> int:
     human = (f"point {summary['point_id']} ({summary['type']}) saved: {summary['files']} files, "
              f"{human_bytes(summary['size_bytes'])} read, {human_bytes(summary['stored_bytes'])} stored, "
              f"{summary['chunks_new']}/{summary['chunks_total']} new chunks in {summary['duration_seconds']} s")
-    _emit(args, summary, human)
+    _emit(args, _with_bandwidth(summary, repo), human)
     if summary["skipped"]:
         for s in summary["skipped"]:
             print(printable(f"lifeline agent backup: warning: skipped {s['path']!r}: {s['error']}"), file=sys.stderr)
@@ -429,7 +456,7 @@ def cmd_restore(args) -> int:
     human = "" if args.target == "-" else (
         f"restored point {summary['point_id']}: {summary['files']} files, {summary['bytes']} bytes "
         f"to {summary['target']} in {summary['duration_seconds']} s")
-    _emit(args, summary, human, stream=out)
+    _emit(args, _with_bandwidth(summary, repo), human, stream=out)
     for line in _skipped_lines(summary.get("skipped") or []):
         print(printable(f"lifeline agent restore: note: {line}"), file=sys.stderr)
     if summary["damaged"]:
@@ -538,7 +565,7 @@ def cmd_prune(args) -> int:
         lines.append(f"immutable: {report['retained_objects']} unused object(s) stay until their retention ends; "
                      f"retention extended on {report['retention_extended']} of the {report['retention_checked']} "
                      "objects the points need")
-    _emit(args, report, "\n".join(lines))
+    _emit(args, _with_bandwidth(report, repo), "\n".join(lines))
     return 0
 
 
@@ -558,7 +585,7 @@ def cmd_repack(args) -> int:
              f"{r['stale_locks_deleted']} stale locks",
              f"packs and index: {human_bytes(r['bytes_before'])} -> {'about ' if dry else ''}"
              f"{human_bytes(r['bytes_after'])} ({r['packs_before']} -> {r['packs_after']} packs)"]
-    _emit(args, r, "\n".join(lines))
+    _emit(args, _with_bandwidth(r, repo), "\n".join(lines))
     if r["damaged"]:
         print(printable(_damage_lines(r["damaged"])), file=sys.stderr)
         print(f"lifeline agent repack: {len(r['damaged'])} damaged pack(s) were left as they are; "

@@ -11,6 +11,12 @@ to record the RecoveryPoint. A failure at one destination does not hide success
 at another: the Job succeeds when at least one destination took the backup, and
 the summary lists each failure with its reason.
 
+A destination's ``immutable`` (docs/immutability.md): ``init`` creates the repository so, and a
+backup to an existing one that is less immutable than asked fails there, saying why
+(:func:`immutability_problem`). Its ``bandwidth`` (docs/storage.md, "Bandwidth"): every agent
+run for it gets ``--limit-upload`` / ``--limit-download``, and what this process opens itself
+(:func:`open_destination`) is throttled the same way.
+
 Dump sources: the dump container writes the command's stdout into a FIFO and its
 exit status into a file (``/dump/exit-code``). Here the FIFO is read once and
 teed into one ``agent backup --stdin`` per destination; when the stream ends, the
@@ -50,8 +56,9 @@ from lifeline.messages import (CATALOGUE_LINE, DEFAULT_TERMINATION_LOG, EXIT_BAD
                                MaintenancePlan, MaintenanceSummary, PrunePlan, PruneReport, Repacked,
                                UnreadableMessage, read_plan, termination)
 from lifeline.messages.destination import destination_env, stderr_tail
-from lifeline.repository.backend import S3Options, open_backend
+from lifeline.repository.backend import Limits, S3Options, open_backend
 from lifeline.repository.layout import CONFIG
+from lifeline.repository.repo import Repository
 
 from . import objects
 from .progress import PREFIX as PROGRESS_PREFIX, format_line
@@ -193,12 +200,25 @@ _STORE_ENV = ("AZURE_", "GOOGLE_", "GCE_")
 _ENV_LOCK = threading.Lock()
 
 
+def limits_of(dest: DestinationPlan) -> Limits | None:
+    """The destination's bandwidth limits (docs/storage.md, "Bandwidth"), None when it has none."""
+    b = dest.bandwidth
+    return Limits.parse(b.upload, b.download) if b is not None else None
+
+
+def limit_args(dest: DestinationPlan) -> list[str]:
+    """``--limit-upload`` / ``--limit-download`` for the destination's agent, when it has limits."""
+    return dest.bandwidth.agent_args() if dest.bandwidth is not None else []
+
+
 def open_destination(dest: DestinationPlan, env: dict, *, create: bool = False):
-    """The destination's backend, made with its own agent environment (:func:`destination_env`): S3
-    settings are passed as options; Azure and GCS read theirs from the process environment when the
-    backend is made, so it holds the destination's own for that moment (one destination at a time)."""
+    """The destination's backend, made with its own agent environment (:func:`destination_env`) and under
+    its bandwidth limits: S3 settings are passed as options; Azure and GCS read theirs from the process
+    environment when the backend is made, so it holds the destination's own for that moment (one
+    destination at a time)."""
+    limits = limits_of(dest)
     if dest.scheme not in ("azure", "gs"):
-        return open_backend(dest.repository, s3_options(env), create=create)
+        return open_backend(dest.repository, s3_options(env), create=create, limits=limits)
     with _ENV_LOCK:
         saved = {k: v for k, v in os.environ.items() if k.startswith(_STORE_ENV)}
         try:
@@ -206,7 +226,7 @@ def open_destination(dest: DestinationPlan, env: dict, *, create: bool = False):
                 if k not in env:
                     del os.environ[k]
             os.environ.update({k: v for k, v in env.items() if k.startswith(_STORE_ENV)})
-            return open_backend(dest.repository, create=create)
+            return open_backend(dest.repository, create=create, limits=limits)
         finally:
             for k in [k for k in os.environ if k.startswith(_STORE_ENV)]:
                 if k not in saved:
@@ -221,20 +241,53 @@ def _repository_exists(dest: DestinationPlan, env: dict) -> bool:
         return False
 
 
+def immutability_problem(dest: DestinationPlan, env: dict) -> str | None:
+    """Why the existing repository at ``dest`` is not as immutable as the plan asks (docs/immutability.md):
+    mutable, locked for fewer days, or in governance mode where compliance is asked. None when it is,
+    when nothing is asked, or when its config cannot be read here (the backup then says why)."""
+    want = dest.immutable
+    if want is None:
+        return None
+    try:
+        have = Repository.open(open_destination(dest, env)).immutability
+    except Exception:  # noqa: BLE001 - unreachable, missing, damaged: the agent's own words come from the backup
+        return None
+    asked = f"{want.mode} mode, {want.days} day{'s' if want.days != 1 else ''}"
+    if have is None:
+        why = "is mutable"
+    elif have.days < want.days:
+        why = f"is immutable for fewer days ({have.describe()})"
+    elif want.mode == "compliance" and have.mode != "compliance":
+        why = f"is immutable in {have.mode} mode ({have.describe()})"
+    else:
+        return None
+    return (f"the repository {why}, and the policy asks for {asked}; nothing was backed up there. A repository "
+            "keeps what it was created with: point the destination at a new prefix on a bucket with S3 Object Lock "
+            "(docs/immutability.md)")
+
+
 def _ensure_repository(task: Task, outcome: Outcome, env: dict) -> bool:
-    """Create the destination's repository on first use; False (and the outcome says why) when that fails."""
+    """Create the destination's repository on first use (immutable when the plan says so); False (and the
+    outcome says why) when that fails, or when an existing one is less immutable than the plan asks."""
     dest = outcome.destination
-    if _repository_exists(dest, env):
-        return True
-    cipher = getattr(task.plan, "key", None) and task.plan.key.cipher
-    proc = subprocess.run(_agent_argv("init", "--repo", dest.repository, "--key", task.key_ref, "--json",
-                                      *(["--cipher", cipher] if cipher else [])),
-                          env=env, capture_output=True, text=True)
-    if proc.returncode == 0 or "already exists" in proc.stderr:
-        return True
-    outcome.rc = proc.returncode
-    outcome.error = stderr_tail(proc.stderr) or f"agent init exited with status {proc.returncode}"
-    return False
+    if not _repository_exists(dest, env):
+        cipher = getattr(task.plan, "key", None) and task.plan.key.cipher
+        immutable = ["--immutable-days", str(dest.immutable.days), "--immutable-mode", dest.immutable.mode] \
+            if dest.immutable is not None else []
+        proc = subprocess.run(_agent_argv("init", "--repo", dest.repository, "--key", task.key_ref, "--json",
+                                          *(["--cipher", cipher] if cipher else []), *immutable),
+                              env=env, capture_output=True, text=True)
+        if proc.returncode == 0:
+            return True
+        if "already exists" not in proc.stderr:
+            outcome.rc = proc.returncode
+            outcome.error = stderr_tail(proc.stderr) or f"agent init exited with status {proc.returncode}"
+            return False
+    problem = immutability_problem(dest, env)
+    if problem is not None:
+        outcome.rc, outcome.error = 1, problem
+        return False
+    return True
 
 
 # ---- backup ----------------------------------------------------------------------------------
@@ -243,7 +296,8 @@ def _ensure_repository(task: Task, outcome: Outcome, env: dict) -> bool:
 def _backup_args(task: Task, dest: DestinationPlan, source_args: list[str]) -> list[str]:
     plan = task.plan
     args = ["backup", *source_args, "--type", plan.type, "--repo", dest.repository,
-            "--key", task.key_ref, "--json", "--no-progress", "--progress-lines", "--source-name", plan.source.name]
+            "--key", task.key_ref, "--json", "--no-progress", "--progress-lines", "--source-name", plan.source.name,
+            *limit_args(dest)]
     for tag in [*plan.tags, f"run={task.run}"]:  # run: one Job's copies, told apart from another's
         args += ["--tag", tag]
     if os.environ.get("LIFELINE_BACKUP_TIME"):  # the devstack's job runner pins times to its clock
@@ -428,7 +482,7 @@ def run_prune(task: Task) -> tuple[int, PruneReport]:
             outcome.rc, outcome.skipped, outcome.summary = 0, True, {"forget": [], "keep": []}
             return
         args = ["prune", "--repo", outcome.destination.repository, "--key", task.key_ref, "--json",
-                "--lock-wait", "600"]
+                "--lock-wait", "600", *limit_args(outcome.destination)]
         for rule in ("last", "daily", "weekly", "monthly", "yearly"):
             args += [f"--keep-{rule}", str(getattr(keep, rule))]
         _finish(_run(_agent_argv(*args), env), outcome)
@@ -483,7 +537,7 @@ def run_maintenance(task: Task) -> tuple[int, MaintenanceSummary]:
             return
         _finish(_run(_agent_argv("repack", "--repo", outcome.destination.repository, "--key", task.key_ref,
                                  "--json", "--no-progress", "--max-unused", str(plan.max_unused),
-                                 "--lock-wait", str(plan.lock_wait)), env), outcome)
+                                 "--lock-wait", str(plan.lock_wait), *limit_args(outcome.destination)), env), outcome)
         if outcome.rc == 3 and outcome.summary is not None and outcome.summary.get("damaged"):
             outcome.rc = 0
             outcome.error = (f"{len(outcome.summary['damaged'])} damaged pack(s) left as they are; run "
@@ -523,7 +577,7 @@ def run_catalogue(task: Task) -> tuple[int, CatalogueSummary]:
             log(f"{o.destination.name}: no repository yet")
             continue
         _finish(_run(_agent_argv("points", "--repo", o.destination.repository, "--key", task.key_ref, "--json",
-                                 "--authenticate", "--tag", plan.tag), env), o)
+                                 "--authenticate", "--tag", plan.tag, *limit_args(o.destination)), env), o)
         rows = (o.summary or {}).get("points") or []
         if o.rc == 3 and o.summary is not None:  # some points unreadable: the readable ones still count
             bad = o.summary.get("unreadable") or {}

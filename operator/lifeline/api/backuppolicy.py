@@ -5,10 +5,12 @@ from datetime import datetime
 from zoneinfo import available_timezones
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from lifeline.rates import PATTERN as RATE_PATTERN, parse_rate
 
 from .common import (Cron, DNSLabel, DNSName, Duration, KeyRef, Model, Objectives, OneOf, SecretKeyRef, StatusBase,
-                     Tier, TierObjectives)
+                     Tier, TierObjectives, one_of_rule)
 
 # ---- source: exactly one kind ------------------------------------------------
 
@@ -247,10 +249,60 @@ class GCSDestination(Model):
                                  description="Key of the JSON key file in that Secret.")
 
 
+class Immutability(Model):
+    """An immutable repository: every object written once and locked by the storage for ``days``
+    (S3 Object Lock), so that whoever holds the credentials cannot delete or change a backup
+    (docs/immutability.md)."""
+
+    mode: Literal["Compliance", "Governance"] = Field(
+        "Compliance", description="Compliance: nobody, the bucket's owner included, can shorten or remove a lock. "
+                                  "Governance: whoever may bypass governance retention can (for a trial only).")
+    days: int = Field(ge=1, le=36500, description="How long each object stays locked; prune keeps extending the "
+                                                  "locks of what kept points need. After an attack there are at "
+                                                  "least this many days, less the time since the last prune, to "
+                                                  "restore.")
+
+
+class Bandwidth(Model):
+    """Bandwidth limits of every Job's agent at this destination, in bytes per second, averaged
+    (docs/storage.md, "Bandwidth")."""
+
+    upload: str | None = Field(None, max_length=32, pattern=RATE_PATTERN, description="At most this many bytes per second to the "
+                                                                       "destination: 50MiB, 800KiB, 12MB.")
+    download: str | None = Field(None, max_length=32, pattern=RATE_PATTERN, description="At most this many bytes per second from "
+                                                                         "it (restores, prune, maintenance).")
+
+    @field_validator("upload", "download")
+    @classmethod
+    def _a_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # the pattern's form, and at least 1KiB per second
+        return value
+
+
+IMMUTABLE_KINDS = ("s3",)
+# Why another kind cannot be immutable (yet): what the policy's validation says.
+NOT_IMMUTABLE = {
+    "filesystem": "a directory on a PVC has no lock that whoever can write the volume cannot lift",
+    "azure": "lifeline locks objects through S3 Object Lock only so far; Azure's immutable storage is not wired "
+             "in yet (docs/immutability.md, 'Azure and Google Cloud Storage')",
+    "gcs": "lifeline locks objects through S3 Object Lock only so far; Google Cloud Storage's object retention is "
+           "not wired in yet (docs/immutability.md, 'Azure and Google Cloud Storage')",
+}
+
+
+def _destination_schema(schema: dict, cls) -> None:
+    schema.setdefault("x-kubernetes-validations", []).extend([
+        one_of_rule(cls.one_of, cls.choice),
+        {"rule": "!has(self.immutable) || has(self.s3)",
+         "message": "immutable needs an s3 destination on a bucket with S3 Object Lock (docs/immutability.md)"}])
+
+
 class Destination(OneOf):
     """One repository a backup goes to; every destination receives every backup."""
 
     one_of, choice = DESTINATION_KINDS, "destination kind"
+    model_config = ConfigDict(json_schema_extra=_destination_schema)
 
     name: DNSLabel = Field(description="Short name used in status, metrics and RecoveryPoints.")
     off_site: bool = Field(False, description="True when this copy lives outside the protected site.")
@@ -258,6 +310,21 @@ class Destination(OneOf):
     filesystem: FilesystemDestination | None = None
     azure: AzureDestination | None = Field(None, description="Azure Blob Storage: docs/storage.md.")
     gcs: GCSDestination | None = Field(None, description="Google Cloud Storage: docs/storage.md.")
+    immutable: Immutability | None = Field(
+        None, description="Make the repository immutable (s3 only, on a bucket with S3 Object Lock): the first "
+                          "backup creates it so, and a backup to an existing repository that is mutable, locks for "
+                          "fewer days or in governance mode where compliance is asked fails (docs/immutability.md).")
+    bandwidth: Bandwidth | None = Field(None, description="Bandwidth limits of the Jobs' transfers to and from this "
+                                                          "destination (docs/storage.md).")
+
+    @model_validator(mode="after")
+    def _immutable_on_s3_only(self):
+        if self.immutable is not None:
+            kind = next((k for k in DESTINATION_KINDS if getattr(self, k) is not None), None)
+            if kind is not None and kind not in IMMUTABLE_KINDS:
+                raise ValueError(f"destination {self.name}: immutable needs an s3 destination (a bucket with S3 "
+                                 f"Object Lock); {kind}: {NOT_IMMUTABLE[kind]}")
+        return self
 
     @property
     def credentials_secret(self) -> str | None:
@@ -372,11 +439,22 @@ class Maintenance(Model):
 # ---- the kind ------------------------------------------------------------------
 
 
+class BackupObjectives(Objectives):
+    """The tier's RPO and RTO overridden, and what else the policy must hold to be well protected."""
+
+    require_immutable_off_site: bool = Field(
+        False, description="An off-site copy counts only on an immutable destination: the OffSiteCopy condition is "
+                           "False unless the newest point has a copy on an offSite destination with immutable set "
+                           "(ransomware with the backup credentials cannot delete it).")
+
+
 class BackupPolicySpec(Model, TierObjectives):
     """What to protect, when, where to, how long, with which key."""
 
     tier: Tier = Field(description="Recovery tier: A life-critical, B diagnosis and treatment, C management.")
-    objectives: Objectives = Field(default_factory=Objectives, description="Overrides of the tier's RPO and RTO.")
+    objectives: BackupObjectives = Field(default_factory=BackupObjectives,
+                                         description="Overrides of the tier's RPO and RTO, and whether only an immutable "
+                                                     "off-site copy counts.")
     source: Source
     schedule: Schedule
     destinations: list[Destination] = Field(min_length=1, max_length=MAX_DESTINATIONS,
@@ -417,6 +495,10 @@ class BackupPolicySpec(Model, TierObjectives):
             if other:
                 raise ValueError(f"a continuous source ships its segments to s3 and filesystem destinations only; "
                                  f"{', '.join(other)} is azure or gcs (not yet: docs/storage.md)")
+            locked = [d.name for d in self.destinations if d.immutable is not None]
+            if locked:
+                raise ValueError(f"a continuous source's shipper creates its repositories mutable, so {', '.join(locked)} "
+                                 "cannot be immutable with it yet (docs/immutability.md)")
         return self
 
     @model_validator(mode="after")
@@ -473,6 +555,8 @@ class DestinationStatus(Model):
 
     name: DNSLabel
     off_site: bool = False
+    immutable: str | None = Field(None, description="What the policy asks of the repository, for example "
+                                                    "'Compliance, 30 days'; left out for a mutable one.")
     last_outcome: Literal["Succeeded", "Failed"] | None = None
     last_attempt_time: datetime | None = None
     last_success_time: datetime | None = None

@@ -11,8 +11,8 @@ plan (exit :data:`EXIT_BAD_PLAN`), the operator turns a bad summary into a sente
 Not under :mod:`lifeline.api`: an agent imports this, and the API's models pull in the CRD
 machinery a Job does not need. docs/operator.md ("What the agent tells the operator") has the shapes.
 """
-from .plans import (EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, CataloguePlan, DestinationPlan, FingerprintPlan, JobPlan, KeyPlan,
-                    MaintenancePlan, PrunePlan, RestorePlan, RestoreTargetPlan, RetentionPlan, ResourcePlan, ResourcesPlan, ShredCopyPlan, ShredPlan,
+from .plans import (EXIT_BAD_PLAN, PLAN_ENV, BackupPlan, BandwidthPlan, CataloguePlan, DestinationPlan, FingerprintPlan, ImmutablePlan, JobPlan,
+                    KeyPlan, MaintenancePlan, PrunePlan, RestorePlan, RestoreTargetPlan, RetentionPlan, ResourcePlan, ResourcesPlan, ShredCopyPlan, ShredPlan,
                     SourcePlan, StreamPlan, read_plan)
 from .summaries import (CATALOGUE_LINE, BackupSummary, CatalogueSummary, CopyShredded, CopyStored, DestinationFailed, FingerprintResult, PruneReport,
                         MaintenanceSummary, Repacked, RestoreSummary, ShredSummary, Summary, VerifyReport)
@@ -21,7 +21,7 @@ from .wire import VERSION, UnreadableMessage
 
 __all__ = [
     "CATALOGUE_LINE", "CataloguePlan", "CatalogueSummary", "MaintenancePlan", "MaintenanceSummary", "Repacked",
-    "BackupPlan", "BackupSummary", "CopyShredded", "CopyStored", "DEFAULT_TERMINATION_LOG", "DestinationFailed",
+    "BackupPlan", "BackupSummary", "BandwidthPlan", "ImmutablePlan", "CopyShredded", "CopyStored", "DEFAULT_TERMINATION_LOG", "DestinationFailed",
     "DestinationPlan", "EXIT_BAD_PLAN", "FingerprintPlan", "FingerprintResult", "JobPlan", "KeyPlan", "MAX_MESSAGE",
     "PLAN_ENV", "PruneReport", "PrunePlan", "Reading", "ResourcePlan", "ResourcesPlan", "RestorePlan",
     "RestoreSummary", "RestoreTargetPlan", "RetentionPlan", "ShredCopyPlan", "ShredPlan", "ShredSummary",

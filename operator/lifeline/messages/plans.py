@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, model_serializer, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
+
+from lifeline.rates import parse_rate
 
 from .wire import VERSION, UnreadableMessage, Wire, check_version, decode_object, describe
 
@@ -30,13 +32,42 @@ class KeyPlan(Wire):
     cipher: str | None = None  # of a repository the Job creates; None: the agent's default (aes-256-gcm)
 
 
+class ImmutablePlan(Wire):
+    """An immutable repository (docs/immutability.md): what the first ``init`` creates, and the least
+    that an existing repository must be for a backup to go there."""
+
+    mode: Literal["compliance", "governance"]
+    days: int = Field(ge=1, le=36500)
+
+
+class BandwidthPlan(Wire):
+    """The destination's bandwidth limits, as the policy wrote them (``50MiB``): ``--limit-upload``,
+    ``--limit-download`` (docs/storage.md, "Bandwidth")."""
+
+    upload: str | None = None
+    download: str | None = None
+
+    @field_validator("upload", "download")
+    @classmethod
+    def _a_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # its ValueError says what is wrong
+        return value
+
+    def agent_args(self) -> list[str]:
+        """The agent's arguments that set these limits."""
+        return [*(["--limit-upload", self.upload] if self.upload else []),
+                *(["--limit-download", self.download] if self.download else [])]
+
+
 class DestinationPlan(Wire):
     """One repository, with how to reach it (:func:`lifeline.messages.destination.destination_env`).
 
     ``credentialsEnv``: the prefix of the variables its credentials are in (S3: ``<prefix>ACCESS_KEY_ID``
     and ``<prefix>SECRET_ACCESS_KEY``; Azure: ``<prefix>ACCOUNT_KEY``, ``<prefix>SAS_TOKEN``, ...);
     ``credentialsFile``: a Google service account's key file, mounted from its Secret; ``account``: an
-    Azure storage account; ``endpoint``: the store's URL (S3, Azure or GCS, by the repository's scheme)."""
+    Azure storage account; ``endpoint``: the store's URL (S3, Azure or GCS, by the repository's scheme);
+    ``immutable``: the repository is (or is made) immutable; ``bandwidth``: its transfers' limits."""
 
     name: str
     repository: str
@@ -46,6 +77,8 @@ class DestinationPlan(Wire):
     credentials_env: str | None = Field(None, alias="credentialsEnv")
     credentials_file: str | None = Field(None, alias="credentialsFile")
     account: str | None = None
+    immutable: ImmutablePlan | None = None
+    bandwidth: BandwidthPlan | None = None
 
     @property
     def scheme(self) -> str:

@@ -40,8 +40,8 @@ from lifeline.labels import (ANN_BACKUP_NOW, ANN_BACKUP_NOW_TYPE, ANN_POLICY, AN
                              LABEL_APP_COMPONENT, LABEL_APP_INSTANCE, LABEL_APP_MANAGED_BY, LABEL_APP_NAME,
                              LABEL_APP_PART_OF, LABEL_POLICY, LABEL_TRIGGER)
 from lifeline.labels import ANN_SPEC_HASH as ANN_HASH, LABEL_BACKUP_TYPE as LABEL_TYPE
-from lifeline.messages import (BackupPlan, CataloguePlan, DestinationPlan, FingerprintPlan, KeyPlan, MaintenancePlan,
-                               PrunePlan, RetentionPlan)
+from lifeline.messages import (BackupPlan, BandwidthPlan, CataloguePlan, DestinationPlan, FingerprintPlan,
+                               ImmutablePlan, KeyPlan, MaintenancePlan, PrunePlan, RetentionPlan)
 from lifeline.sources import BackupPod, PlanError, room_of
 from lifeline.sources.resources import Served
 from lifeline.sources.base import (AGENT, JOB_COMMAND, RUN_AS, SOURCE_MOUNT, TERMINATION_LOG, container_security,
@@ -157,8 +157,13 @@ def _url(scheme: str, where: str, prefix: str) -> str:
 
 def destination_plan(index: int, dest: Destination) -> DestinationPlan:
     """One destination as the agent reaches it: its repository URL and where its credentials are
-    (variables under a prefix of its own, or a mounted key file; never the secrets themselves)."""
+    (variables under a prefix of its own, or a mounted key file; never the secrets themselves), whether
+    its repository is immutable, and its bandwidth limits."""
     common = {"name": dest.name, "off_site": dest.off_site}
+    if dest.immutable is not None:
+        common["immutable"] = ImmutablePlan(mode=dest.immutable.mode.lower(), days=dest.immutable.days)
+    if dest.bandwidth is not None and (dest.bandwidth.upload or dest.bandwidth.download):
+        common["bandwidth"] = BandwidthPlan(upload=dest.bandwidth.upload, download=dest.bandwidth.download)
     if dest.filesystem is not None:
         path = inside(f"{DESTINATIONS_MOUNT}/{dest.name}", dest.filesystem.path,
                        f"destination {dest.name}: filesystem.path")

@@ -17,7 +17,10 @@ One writer per status: this planner folds the spec-validity ``Ready`` of
 - ``SourceAvailable``, ``DestinationsReachable``, ``KeysAvailable`` — what the
   referenced PVCs and Secrets and the latest backups say; a Vault key is not
   checked by the operator yet (``Unknown`` until a backup used it);
-- ``OffSiteCopy`` — whether the newest recovery point has a copy off site.
+- ``OffSiteCopy`` — whether the newest recovery point has a copy off site (naming the immutable
+  ones; with ``spec.objectives.requireImmutableOffSite``, only a copy on an immutable off-site
+  destination counts). ``status.destinations[].immutable`` says what each destination's
+  ``immutable`` asks.
 
 The planner returns the merge patch to write (``None`` when nothing changed) and
 the Events that go with the changes: Warnings on every condition turning False,
@@ -309,21 +312,43 @@ def _keys(spec: BackupPolicySpec, ns: str, x: Inputs, last_backup: dict | None,
                            "the first backup shows whether the key can be used", None)
 
 
+def immutable_text(dest) -> str | None:
+    """What a destination's ``immutable`` asks, in a few words ("Compliance, 30 days"); None: mutable."""
+    imm = dest.immutable
+    return f"{imm.mode}, {imm.days} day{'s' if imm.days != 1 else ''}" if imm is not None else None
+
+
 def _off_site(spec: BackupPolicySpec, newest: dict | None, dest_status: list[dict]) -> dict:
     off = [d.name for d in spec.destinations if d.off_site]
+    locked = {d.name: immutable_text(d) for d in spec.destinations if d.off_site and d.immutable is not None}
+    required = spec.objectives.require_immutable_off_site
     if not off:
         return conditions.make("OffSiteCopy", False, "NoOffSiteDestination",
                                "no destination is marked offSite: losing this site loses every copy; add a "
                                "destination in another site with offSite: true", None)
+    if required and not locked:
+        return conditions.make("OffSiteCopy", False, "NoImmutableOffSiteDestination",
+                               f"spec.objectives.requireImmutableOffSite: no offSite destination is immutable "
+                               f"({', '.join(off)} can be deleted by whoever holds their credentials): make an s3 one "
+                               "immutable (immutable: {mode: Compliance, days: 30}), on a new prefix of a bucket with "
+                               "S3 Object Lock (docs/immutability.md)", None)
     if newest is None:
         return conditions.make("OffSiteCopy", None, "NoBackupYet", "no recovery point yet", None)
     held = [d for d, _ in newest["copies"] if d in off]
-    if held:
+    counted = [d for d in held if d in locked] if required else held
+    if counted:
         return conditions.make("OffSiteCopy", True, "OffSiteCopyStored",
                                f"the newest recovery point {newest['name']} has an off-site copy at "
-                               f"{', '.join(held)}", None)
+                               + ", ".join(f"{d} (immutable: {locked[d]})" if d in locked else d for d in counted),
+                               None)
+    wanted = locked if required else off
     why = "; ".join(f"{d['name']}: {d.get('message')}" for d in dest_status
-                    if d["name"] in off and d.get("lastOutcome") == "Failed")
+                    if d["name"] in wanted and d.get("lastOutcome") == "Failed")
+    if held:  # required, and only mutable copies off site
+        return conditions.make("OffSiteCopy", False, "NoImmutableOffSiteCopy",
+                               f"the newest recovery point {newest['name']} has an off-site copy at {', '.join(held)}, "
+                               f"none on an immutable destination ({', '.join(locked)}), as "
+                               "spec.objectives.requireImmutableOffSite asks" + (f" ({why})" if why else ""), None)
     return conditions.make("OffSiteCopy", False, "NoOffSiteCopy",
                            f"the newest recovery point {newest['name']} has no off-site copy"
                            + (f" ({why})" if why else ""), None)
@@ -425,8 +450,10 @@ def _destination_status(spec: BackupPolicySpec, stored: list[dict], jobs: list[d
                 entry.update(lastOutcome="Failed", lastAttemptTime=t, message=error or "no reason given")
     out = []
     for d in spec.destinations:
-        entry = {k: v for k, v in by_name.get(d.name, {}).items() if k != "offSite"}
-        out.append({"name": d.name, "offSite": d.off_site, **{k: v for k, v in entry.items() if k != "name"}})
+        entry = {k: v for k, v in by_name.get(d.name, {}).items() if k not in ("offSite", "immutable")}
+        locked = {"immutable": immutable_text(d)} if d.immutable is not None else {}
+        out.append({"name": d.name, "offSite": d.off_site, **locked,
+                    **{k: v for k, v in entry.items() if k != "name"}})
     return out
 
 

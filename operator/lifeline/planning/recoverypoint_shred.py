@@ -7,7 +7,8 @@
   a point is shredded only once every other live point of its epoch is being deleted too,
   otherwise destroying its key would silently destroy theirs;
 * :func:`shred_job` — the Job that runs ``python -m lifeline.keys.shred_job`` (the same
-  ``lifeline keys shred`` a person runs) with the destinations' credentials;
+  ``lifeline keys shred`` a person runs) with the destinations' credentials, and the key when a
+  destination is immutable (its shred is a tombstone sealed with the epoch's key: docs/immutability.md);
 * :func:`outcome` — whether a finished Job's summary (a :class:`~lifeline.messages.ShredSummary`)
   lets the finalizer go.
 """
@@ -170,22 +171,28 @@ def shred_job(point: dict, facts: ShredFacts, attempt: int) -> dict:
     bfacts = backup.Facts(facts.agent_image, vault_env=facts.vault_env)
     pod = backup.pod_spec(namespace, policy, spec, "prune", None, bfacts)
     base = backup.job_plan(namespace, policy, spec, "prune", None)
+    sealed = any(d.immutable is not None for d in spec.destinations)  # docs/immutability.md: shred needs the key
     account = spec.pod.service_account_name or "default"
     plan = ShredPlan(
         namespace=namespace, policy=policy, recovery_point=name,
         copies=[ShredCopyPlan(destination=c["destination"], snapshot_id=c["snapshotId"])
                 for c in (point.get("spec") or {}).get("copies") or []],
-        destinations=base.destinations, key=KeyPlan(ref=base.key.ref),
+        # an immutable destination's shred is a tombstone sealed with the epoch's key: the key's file, then
+        destinations=base.destinations, key=KeyPlan(ref=base.key.ref, file=base.key.file if sealed else None),
         # who shreds: the Job's own Kubernetes identity, on the policy's behalf
         actor=f"system:serviceaccount:{namespace}:{account}",
         reason=f"RecoveryPoint {namespace}/{name} deleted under deletionPolicy Shred of BackupPolicy {policy}")
     agent = pod["containers"][0]
     agent["command"], agent["args"] = list(JOB_COMMAND), []
     agent["env"] = [plan.to_env(), *(e for e in agent["env"] if e["name"] != PLAN_ENV)]
-    # the shred needs no key file: drop the key Secret (it may be gone already)
-    agent["volumeMounts"] = [m for m in agent["volumeMounts"] if m["name"] != "key"]
-    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "key"]
-    pod["automountServiceAccountToken"] = False  # nor Vault: a wrapped key is deleted without unwrapping it
+    if not sealed:
+        # the shred needs no key file: drop the key Secret (it may be gone already)
+        agent["volumeMounts"] = [m for m in agent["volumeMounts"] if m["name"] != "key"]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "key"]
+        pod["automountServiceAccountToken"] = False  # nor Vault: a wrapped key is deleted without unwrapping it
+    for v in pod["volumes"]:
+        if v["name"] == "key":  # a Secret gone already: the pod starts, and the shred says it needs the key
+            v["secret"]["optional"] = True
     labels = {
         LABEL_APP_NAME: "lifeline", LABEL_APP_INSTANCE: backup.label_value(name),
         LABEL_APP_COMPONENT: COMPONENT, LABEL_APP_MANAGED_BY: "lifeline",

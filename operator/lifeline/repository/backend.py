@@ -10,13 +10,20 @@ from .backend_base import Backend, ObjectInfo, S3Options
 from .backend_file import FileBackend
 from .backend_gcs import GCSBackend
 from .backend_s3 import S3Backend
+from .throttle import Limits, throttled
 
-__all__ = ["Backend", "ObjectInfo", "S3Options", "open_backend"]
+__all__ = ["Backend", "Limits", "ObjectInfo", "S3Options", "open_backend"]
 
 
-def open_backend(url: str, s3: S3Options | None = None, *, create: bool = False) -> Backend:
+def open_backend(url: str, s3: S3Options | None = None, *, create: bool = False,
+                 limits: Limits | None = None) -> Backend:
     """Backend for a repository URL: ``file:///path``, a plain path, ``s3://bucket/prefix``,
-    ``azure://container/prefix`` or ``gs://bucket/prefix``."""
+    ``azure://container/prefix`` or ``gs://bucket/prefix``; under bandwidth ``limits`` when given
+    (:mod:`.throttle`)."""
+    return throttled(_backend(url, s3, create=create), limits)
+
+
+def _backend(url: str, s3: S3Options | None = None, *, create: bool = False) -> Backend:
     if not url:
         raise UsageError("no repository given: pass --repo URL or set LIFELINE_REPOSITORY "
                          "(file:///path or s3://bucket/prefix)")
