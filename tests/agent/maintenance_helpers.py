@@ -22,11 +22,22 @@ FILES = 6
 SLOW_AGENT = Path(__file__).with_name("slow_agent.py")
 
 
-def backend_of(r: Repo):
+def backend_of(r: Repo, *, create: bool = False):
+    """The repository's storage, opened in this process with the repository's environment (the azure:// and
+    gs:// backends read their credentials from the environment while they are built)."""
     env = r.env
-    return open_backend(r.url, S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
-                                         access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-                                         secret_access_key=env.get("AWS_SECRET_ACCESS_KEY")))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return open_backend(r.url, S3Options(endpoint=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
+                                             access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                                             secret_access_key=env.get("AWS_SECRET_ACCESS_KEY")), create=create)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def open_repo(r: Repo, backend=None) -> tuple[Repository, object]:
@@ -94,9 +105,10 @@ def clean_env(r: Repo) -> dict:
     return env
 
 
-def slow_run(r: Repo, *args, delay: float = 0.1) -> subprocess.Popen:
-    """Start `lifeline agent ARGS` on storage whose every write and delete takes ``delay`` more seconds."""
-    env = {**clean_env(r), "LIFELINE_TEST_WRITE_DELAY": str(delay)}
+def slow_run(r: Repo, *args, delay: float = 0.1, env: dict | None = None) -> subprocess.Popen:
+    """Start `lifeline agent ARGS` on storage whose every write and delete takes ``delay`` more seconds
+    (``env``: more of slow_agent.py's knobs)."""
+    env = {**clean_env(r), "LIFELINE_TEST_WRITE_DELAY": str(delay), **{k: str(v) for k, v in (env or {}).items()}}
     return subprocess.Popen([sys.executable, str(SLOW_AGENT), *args, "--repo", r.url, "--key", r.key],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 

@@ -1,21 +1,18 @@
 """The gs:// backend against fake-gcs-server (a Google Cloud Storage emulator, built from its Go module,
-checking a service account's self-signed tokens): backup, an incremental, restore, verify with the data
-read back, prune; kill -9 in the middle of a backup and two backups at once; what a person sees when the
-bucket or the credentials are wrong. Nothing but the repository's objects lands in the bucket, under the
-prefix, and no key reaches the summaries, the output or the errors."""
+checking a service account's self-signed tokens): what a person sees when the bucket or the credentials
+are wrong, which credentials are refused before any request, exclusive and multipart puts, and that no
+key reaches the errors. Backup, restore, verify, prune, repack, rebuild-index, kill -9 and two backups at
+once run here as on every backend: test_every_backend.py."""
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 import uuid
 
 import pytest
 
-from .helpers import AGENT, Repo, assert_same_tree, make_key, write_random
-from .test_roundtrip import MiB, backup_change_restore
+from .helpers import Repo, make_key
+from .test_roundtrip import MiB
 
 pytestmark = pytest.mark.slow
 
@@ -34,25 +31,6 @@ def assert_no_secret(private_key: bytes, *texts) -> None:
         text = text if isinstance(text, str) else repr(text)
         leaked = [line for line in secret_lines(private_key) if line in text]
         assert not leaked and "PRIVATE KEY" not in text, f"a private key line reached {text[:300]!r}"
-
-
-def test_round_trip_gcs(fake_gcs, tmp_path):
-    name = bucket(fake_gcs)
-    repo = Repo(f"gs://{name}/team/repo", make_key(tmp_path / "key"), env=fake_gcs.env())
-    init = repo.ok("init", "--json")
-    assert init.json["repository"] == f"gs://{name}/team/repo"
-    s1, s2 = backup_change_restore(repo, tmp_path / "src", tmp_path / "out", big=24 * MiB, sparse=8 * MiB)
-    assert s1["repository"] == f"gs://{name}/team/repo"
-    repo.ok("prune", "--keep-last", "1")
-    points = repo.ok("points", "--json")
-    assert [p["point_id"] for p in points.json["points"]] == [s2["point_id"]]
-    verify = repo.ok("verify", "--read-data")
-    assert_no_secret(fake_gcs.private_key, s1, s2, init.text, init.err, points.text, points.err,
-                     verify.text, verify.err)
-
-    names = fake_gcs.objects(name)
-    assert names and all(n.startswith("team/repo/") for n in names), names
-    assert any(n.startswith("team/repo/data/") for n in names) and not any("/locks/" in n for n in names)
 
 
 def test_gcs_errors_say_what_to_do(fake_gcs, tmp_path):
@@ -190,56 +168,3 @@ def test_gcs_errors_never_carry_the_key(fake_gcs, monkeypatch):
     assert isinstance(err, BackendError) and line not in str(err) and "[secret]" in str(err), str(err)
 
 
-def _wait_for(cond, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)  # polling the bucket for the packs a running backup stores
-    raise AssertionError("condition not met in time")
-
-
-def test_kill_9_and_concurrency_on_gcs(fake_gcs, tmp_path):
-    """As test_safety's S3 case: a stream backup killed after it stored packs publishes nothing and
-    leaves what check reports and prune removes; two backups at once both land and restore."""
-    name = bucket(fake_gcs)
-    repo = Repo(f"gs://{name}/r", make_key(tmp_path / "key"), env=fake_gcs.env())
-    repo.ok("init")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LIFELINE_"))}
-    env.update(fake_gcs.env())
-
-    proc = subprocess.Popen([*AGENT, "backup", "--stdin", "--repo", repo.url, "--key", repo.key],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    for _ in range(14):  # 112 MiB: two 32 MiB packs stored (the rest is in flight or buffered)
-        proc.stdin.write(os.urandom(8 * MiB))
-    proc.stdin.flush()
-    _wait_for(lambda: len(fake_gcs.objects(name, "r/data/")) >= 2, timeout=90)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    try:
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    assert repo.ok("points", "--json").json["points"] == []
-    left = repo.ok("check", "--json").json["leftovers"]
-    assert left.get("unindexed_packs") and left.get("stale_locks"), left
-
-    srcs = []
-    for n in range(2):
-        s = tmp_path / f"src{n}"
-        s.mkdir()
-        for i in range(3):
-            write_random(s / f"f{i}", 2 * MiB)
-        srcs.append(s)
-    procs = [subprocess.Popen([*AGENT, "backup", str(s), "--json", "--repo", repo.url, "--key", repo.key],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for s in srcs]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
-    repo.ok("prune")
-    r = repo.ok("check", "--read-data", "--json")
-    assert r.json["ok"] and r.json["leftovers"] == {}
-    for (out, _err), s in zip(outs, srcs):
-        target = tmp_path / f"out-{s.name}"
-        repo.ok("restore", json.loads(out)["point_id"], "--to", target)
-        assert_same_tree(s, target)
-    assert not any("/locks/" in n for n in fake_gcs.objects(name))

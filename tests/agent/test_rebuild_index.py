@@ -1,8 +1,8 @@
-"""rebuild-index: the index recreated from the packs' own sealed directories."""
+"""rebuild-index: the index recreated from the packs' own sealed directories (after deleting every index
+object on every backend: test_every_backend.py)."""
 from __future__ import annotations
 
 import shutil
-import uuid
 
 import pytest
 
@@ -71,14 +71,6 @@ def _scenario(r: Repo, tmp_path) -> None:
 
 def test_rebuild_index_after_deleting_every_index_object(repo: Repo, tmp_path):
     _scenario(repo, tmp_path)
-
-
-@pytest.mark.slow
-def test_rebuild_index_s3(s3_server, tmp_path):
-    bucket = s3_server.make_bucket(f"ri-{uuid.uuid4().hex[:12]}")
-    r = Repo(f"s3://{bucket}/r", make_key(tmp_path / "key"), env=s3_server.env())
-    r.ok("init")
-    _scenario(r, tmp_path)
 
 
 def _newest_pack(r: Repo) -> str:

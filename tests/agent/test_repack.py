@@ -1,15 +1,14 @@
 """repack: packs that are mostly garbage after prune are rewritten; crash-safe, exclusive, damage-tolerant.
 
 The sizes asserted here are measured: a pruned history's packs and index against a fresh repository
-holding the same trees (docs/maintenance.md quotes them)."""
+holding the same trees (docs/maintenance.md quotes them). Repack after prune and kill -9 of a real repack
+on every backend: test_every_backend.py."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from lifeline.repository.layout import pack_name
 
 from .helpers import AGENT, Repo, make_key, repo_root, write_random
 from .maintenance_helpers import (MiB, Crash, CrashingBackend, assert_restores, backend_of, clean_env, drop_locks,
-                                  fill_history, fresh_size, kill_after, open_repo, slow_run, stored_bytes, timed)
+                                  fill_history, fresh_size, open_repo, slow_run, stored_bytes)
 
 WITHIN = 1.15  # the brief: after repack, within 15 % of a fresh backup of the kept points
 STEPS_FORGOTTEN = 4  # fill_history's pruned points, each leaving one partly used pack
@@ -105,14 +104,6 @@ def test_repack_after_prune(repo: Repo, tmp_path):
     _scenario(repo, tmp_path)
 
 
-@pytest.mark.slow
-def test_repack_after_prune_s3(s3_server, tmp_path):
-    bucket = s3_server.make_bucket(f"rp-{uuid.uuid4().hex[:12]}")
-    r = Repo(f"s3://{bucket}/r", make_key(tmp_path / "key"), env=s3_server.env())
-    r.ok("init")
-    _scenario(r, tmp_path)
-
-
 # --- crashes -------------------------------------------------------------------------------
 def _template(tmp_path: Path) -> tuple[Repo, dict[str, Path]]:
     r = Repo((tmp_path / "template").as_uri(), make_key(tmp_path / "key"))
@@ -156,54 +147,6 @@ def test_repack_crash_at_every_write(tmp_path):
         check = run_check(repo, provider, read_data=True)
         assert not check.damaged and check.leftovers == {}, (at, check.damaged, check.leftovers)
         shutil.rmtree(repo_root(r))
-
-
-@pytest.mark.slow
-def test_repack_kill_9_at_random_moments(tmp_path):
-    """Real kill -9 of `lifeline agent repack` at random moments (storage slowed so that the moments
-    fall among its writes and deletes); nothing is lost and a second run completes."""
-    template, kept = _template(tmp_path)
-    fresh = fresh_size(kept, tmp_path)
-    start = time.monotonic()
-    full = timed(slow_run(_copy(template, tmp_path / "timing"), "repack"), start)
-    seed = int(os.environ.get("LIFELINE_TEST_SEED", time.time_ns() % 10**9))
-    rng = random.Random(seed)
-    n = 5
-    moments = [full * (0.1 + 0.9 * (i + rng.random()) / n) for i in range(n)]  # one in each fifth
-    for i, at in enumerate(moments):
-        r = _copy(template, tmp_path / f"kill{i}")
-        killed = kill_after(slow_run(r, "repack"), at)
-        root = repo_root(r)
-        state = (f"seed {seed}, kill {i} at {at:.2f}s of {full:.2f}s (killed={killed}): "
-                 f"{len([p for p in (root / 'data').rglob('*') if p.is_file()])} packs, "
-                 f"{len(list((root / 'index').iterdir()))} index segments")
-        v = r.run("verify", "--read-data", "--json")
-        assert v.rc == 0 and v.json["ok"], (state, v.err, v.text[:2000])
-        assert_restores(r, kept, tmp_path, f"kill{i}")
-        second = r.ok("repack", "--json").json
-        check = r.ok("check", "--read-data", "--json").json
-        assert check["ok"] and check["leftovers"] == {}, (state, check)
-        size = stored_bytes(r)
-        assert size["data"] + size["index"] <= WITHIN * (fresh["data"] + fresh["index"]), (state, second)
-        print(state)
-
-
-@pytest.mark.slow
-def test_repack_kill_9_on_s3(s3_server, tmp_path):
-    bucket = s3_server.make_bucket(f"rk-{uuid.uuid4().hex[:12]}")
-    r = Repo(f"s3://{bucket}/r", make_key(tmp_path / "key"), env=s3_server.env())
-    r.ok("init")
-    kept = fill_history(r, tmp_path)
-    killed = []
-    for at in (0.6, 0.9):  # killed twice, the second time in what the first one left
-        killed.append(kill_after(slow_run(r, "repack"), at))
-        v = r.run("verify", "--read-data", "--json")
-        assert v.rc == 0 and v.json["ok"], (at, v.err, v.text[:2000])
-    assert any(killed)
-    r.ok("repack")
-    check = r.ok("check", "--read-data", "--json").json
-    assert check["ok"] and check["leftovers"] == {}
-    assert_restores(r, kept, tmp_path, "s3")
 
 
 # --- locks ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from lifeline.devstack.children import ChildServer
 
 class ScratchServer:
     prefix = "server-"  # the scratch directory's name starts so (its server's name)
+    stop_timeout = 10.0  # seconds a stopping server has before SIGKILL
 
     def __init__(self) -> None:
         self.port = 0
@@ -31,6 +32,6 @@ class ScratchServer:
 
     def __exit__(self, *exc) -> None:
         if self._child is not None:
-            self._child.stop()
+            self._child.stop(self.stop_timeout)
         if self._dir is not None:
             self._dir.cleanup()
