@@ -26,6 +26,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections import OrderedDict, deque
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from lifeline.errors import LifelineError, UsageError
@@ -33,10 +35,11 @@ from lifeline.repository import catalogue
 from lifeline.repository.blob_saver import BlobSaver
 from lifeline.repository.chunker import Chunker
 from lifeline.repository.crypto import EpochKeys
-from lifeline.repository.index import Index
+from lifeline.repository.index import IdSet
 from lifeline.repository.layout import key_name
 from lifeline.repository.manifest import POINT_VERSION
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, rfc3339
+from lifeline.repository.tree import Tree, TreeWriter
 
 from .progress import Progress
 
@@ -195,42 +198,132 @@ def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> di
     return e
 
 
-def scan_tree(root: str, warn) -> list[dict]:
-    """All entries under root, parents first, names sorted (root itself is path "").
+SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
 
-    A regular file with more than one link is recorded once, at the first name met; each further
-    name of the same inode (within the tree) is a ``hardlink`` entry naming that first one."""
+
+def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
+    """(entry, linked) for every entry under root, parents first, names sorted (root itself is path ""),
+    as the walk meets them: a directory is listed when the walk gets to it, not the tree beforehand.
+
+    A regular file with more than one link is recorded once, at the first name met (``linked`` is
+    true for it); each further name of the same inode (within the tree) is a ``hardlink`` entry naming
+    that first one."""
     attrs = Attributes(warn)
-    out = [_entry_for("", os.lstat(root), root, attrs)]
+    yield _entry_for("", os.lstat(root), root, attrs), False
     first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
 
-    def walk(dirpath: str, rel: str) -> None:
+    def walk(dirpath: str, rel: str):
         try:
             with os.scandir(dirpath) as it:
                 items = sorted(it, key=lambda d: d.name)
         except OSError as exc:
             warn(rel or ".", f"cannot list directory: {exc.strerror}")
             return
-        for d in items:
-            r = f"{rel}/{d.name}" if rel else d.name
-            try:
-                st = d.stat(follow_symlinks=False)
-                linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
-                if linked and (first := first_name.get((st.st_dev, st.st_ino))) is not None:
-                    out.append({"path": r, "type": "hardlink", "target": first})
-                    continue
-                e = _entry_for(r, st, d.path, attrs)
-                if linked:
-                    first_name[(st.st_dev, st.st_ino)] = r
-            except OSError as exc:
-                warn(r, f"cannot stat: {exc.strerror}")
-                continue
-            out.append(e)
-            if e["type"] == "dir":
-                walk(d.path, r)
+        # A batch of a directory's entries is looked at (stat, attributes) before any is handed on:
+        # the caller reads files between, and its hashing threads then do not slow every stat down.
+        for start in range(0, len(items), SCAN_BATCH):
+            batch = []
+            for d in items[start:start + SCAN_BATCH]:
+                r = f"{rel}/{d.name}" if rel else d.name
+                try:
+                    st = d.stat(follow_symlinks=False)
+                    linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
+                    known = linked and (st.st_dev, st.st_ino) in first_name  # (a link to a file met before)
+                    batch.append((d, r, linked and (st.st_dev, st.st_ino),
+                                  None if known else _entry_for(r, st, d.path, attrs)))
+                except OSError as exc:
+                    warn(r, f"cannot stat: {exc.strerror}")
+            for d, r, inode, e in batch:
+                if inode:  # the first name met, in the walk's order, is the file; the others link to it
+                    if (first := first_name.get(inode)) is not None:
+                        yield {"path": r, "type": "hardlink", "target": first}, False
+                        continue
+                    first_name[inode] = r
+                yield e, bool(inode)
+                if e["type"] == "dir":
+                    yield from walk(d.path, r)
 
-    walk(root, "")
-    return out
+    yield from walk(root, "")
+
+
+def scan_tree(root: str, warn) -> list[dict]:
+    """All entries under root (:func:`walk_tree`), as a list."""
+    return [e for e, _linked in walk_tree(root, warn)]
+
+
+def count_tree(root: str) -> tuple[int, int]:
+    """The files under root and their bytes, as a backup will count them (a hard-linked file once):
+    a quick walk for the progress totals, which holds nothing but the directories still to visit."""
+    files = size = 0
+    seen: set[tuple[int, int]] = set()
+    todo = [root]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for d in it:
+                    try:
+                        if d.is_dir(follow_symlinks=False):
+                            todo.append(d.path)
+                        elif d.is_file(follow_symlinks=False):
+                            st = d.stat(follow_symlinks=False)
+                            if st.st_nlink > 1:
+                                if (st.st_dev, st.st_ino) in seen:
+                                    continue
+                                seen.add((st.st_dev, st.st_ino))
+                            files += 1
+                            size += st.st_size
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    return files, size
+
+
+class ParentCursor:
+    """The parent point's file entries, found by path in the order a walk meets the paths.
+
+    A walk and a point's tree list paths in the same order (a directory, then its entries by name,
+    depth first: path components compared in turn), so one pass over the parent's tree alongside
+    the walk finds each file's old entry, and the parent's tree is never held whole. A path the
+    parent lists as a hard link to a name that is gone (the group's first name was deleted) gets the
+    entry of that name if it was among the last :data:`GONE_MAX` files the cursor passed (matched by
+    inode; :func:`_same_file` checks the rest); else the file is read again (its chunks are stored
+    already: nothing new is written). A parent tree in another order only finds fewer entries."""
+
+    GONE_MAX = 4096
+
+    def __init__(self, entries: Iterable[dict]):
+        self._it = iter(entries)
+        self._cur: dict | None = None
+        self._key: list[str] | None = None
+        self._gone: OrderedDict[int, dict] = OrderedDict()  # inode -> a passed file entry of the parent
+        self._next()
+
+    def _next(self) -> None:
+        for e in self._it:
+            if isinstance(e, dict) and isinstance(e.get("path"), str):
+                self._cur, self._key = e, e["path"].split("/")
+                return
+        self._cur = self._key = None
+
+    def find(self, path: str, ino) -> dict | None:
+        key = path.split("/")
+        while self._key is not None and self._key < key:
+            e = self._cur
+            if e.get("type") == "file" and type(e.get("ino")) is int:
+                self._gone[e["ino"]] = e
+                if len(self._gone) > self.GONE_MAX:
+                    self._gone.popitem(last=False)
+            self._next()
+        if self._key is None or self._key != key:
+            return None
+        e = self._cur
+        self._next()
+        if e.get("type") == "file":
+            return e
+        if e.get("type") == "hardlink":
+            return self._gone.get(ino)
+        return None
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -273,8 +366,8 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
                        "taking a full backup")
                 kind = "full"
 
-        parent_entries: dict[str, dict] = {}
-        known: set | Index | dict
+        parent_tree: Tree | None = None
+        known: Container[bytes]
         if parent is not None and not repo.backend.exists(key_name(parent.header["epoch"])):
             notice(f"the key epoch of parent point {parent.id} was destroyed: taking a full backup")
             kind, parent = "full", None
@@ -287,26 +380,31 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         if kind == "full":
             _check_provider(repo, provider, points)
             keys = repo.new_epoch(provider)
-            known = set()
+            known = frozenset()
         else:
-            _h, entries, keys = repo.load_point(parent.id, provider)
-            index = repo.load_index(provider, epochs={keys.epoch_id})  # chunk ids are keyed per epoch
-            parent_entries = {e["path"]: e for e in entries if e.get("type") == "file"}
-            for e in entries:  # another name of a file: its data may be there under the first name
-                if e.get("type") == "hardlink" and e.get("target") in parent_entries:
-                    parent_entries.setdefault(e["path"], parent_entries[e["target"]])
-            if kind == "differential":
-                known = {bytes.fromhex(c) for e in entries for c in e.get("chunks", ())}
-                known &= index.chunks.keys()  # only what is really stored
+            _h, parent_tree, keys = repo.open_point(parent.id, provider)
+            # chunk ids are keyed per epoch; only lookups are needed, not the packs' entries
+            index = repo.load_index(provider, epochs={keys.epoch_id}, pack_entries=False)
+            if kind == "differential":  # what the full has (and is really stored) counts as stored
+                known = IdSet()
+                for e in parent_tree:
+                    for c in e.get("chunks", ()) if isinstance(e, dict) else ():
+                        cid = bytes.fromhex(c)
+                        if cid in index:
+                            known.add(cid)
+                del index
             else:
-                known = index.chunks
+                known = index
         chunker = Chunker(keys.cdc_seed, **repo.chunk_params)
         stats = Stats()
+        tree = TreeWriter()
         with repo.blob_saver(keys, known, workers=workers) as store:
             if source.kind == "dir":
-                entries = _backup_tree(source, chunker, store, stats, parent_entries, known, progress)
+                _backup_tree(source, chunker, store, stats, parent_tree, known, progress, tree)
             else:
-                entries = _backup_stream(source, chunker, store, stats, progress)
+                for e in _backup_stream(source, chunker, store, stats, progress):
+                    tree.add(e)
+        del known, parent_tree  # (the index and the parent's tree: not needed to publish)
         stats.chunks_total += store.chunks_total
         stats.chunks_new += store.chunks_new
         stats.stored_bytes += store.stored_bytes
@@ -333,7 +431,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             "skipped": len(stats.skipped),
         }
         _confirm_key(repo, provider, keys)
-        checksum = catalogue.publish(repo, provider, keys, header, entries, lock_wait=lock_wait)
+        checksum = catalogue.publish(repo, provider, keys, header, tree, lock_wait=lock_wait)
     finally:
         lock.release()
     summary = {
@@ -395,14 +493,16 @@ def _same_file(old: dict | None, new: dict) -> bool:
             and old.get("ino") == new["ino"] and old.get("ctime_ns") == new["ctime_ns"])
 
 
-def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,
-                 parent_entries: dict, known, progress: Progress) -> list[dict]:
+def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats, parent: Tree | None,
+                 known, progress: Progress, out: TreeWriter) -> None:
+    """Walk the source, read what changed, and add every entry to ``out`` in the walk's order, each
+    once its chunk ids are known. Nothing scales with the tree but ``out`` (compressed): entries wait
+    only while their chunks are in the saver's window; the parent's are read alongside the walk."""
     def warn(path, why):
         stats.skipped.append({"path": path, "error": why})
 
-    entries = scan_tree(source.path, warn)
-    progress.files_total = sum(1 for e in entries if e["type"] == "file")
-    progress.bytes_total = sum(e.get("size", 0) for e in entries if e["type"] == "file")
+    if progress.enabled or progress.lines is not None:  # the totals, for the bar and its ETA
+        progress.files_total, progress.bytes_total = count_tree(source.path)
     # A file no bigger than the minimum chunk size is exactly one chunk: read it whole.
     small_max = chunker.min_size
 
@@ -410,10 +510,20 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
         with open(path, "rb", buffering=0) as f:
             return f.readall()
 
-    kept: list[dict] = []
-    lost: set[str] = set()  # files that could not be read: their other names are left out too
-    reused: set[str] = set()  # files whose chunks the parent point had
-    for e in entries:
+    cursor = ParentCursor(parent) if parent is not None else None
+    lost: set[str] = set()  # linked files that could not be read: their other names are left out too
+    reused: set[str] = set()  # linked files whose chunks the parent point had
+    pending: deque[tuple[dict, int]] = deque()  # (entry, chunk ids it waits for), in the walk's order
+
+    def emit() -> None:
+        while pending:
+            e, n = pending[0]
+            if n and len(e["chunks"]) < n:
+                return
+            out.add(e)
+            pending.popleft()
+
+    for e, linked in walk_tree(source.path, warn):
         if e["type"] != "file":
             if e["type"] == "hardlink":  # another name of a file above: counted, not read again
                 if e["target"] in lost:
@@ -421,14 +531,17 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
                     continue
                 stats.files += 1
                 stats.files_reused += e["target"] in reused
-            kept.append(e)
+            pending.append((e, 0))
+            emit()
             continue
-        old = parent_entries.get(e["path"])
+        old = cursor.find(e["path"], e["ino"]) if cursor is not None else None
+        waits = 0
         if _same_file(old, e) and all(bytes.fromhex(c) in known for c in old.get("chunks", ())):
             e["chunks"] = list(old["chunks"])
             stats.chunks_total += len(e["chunks"])
             stats.files_reused += 1
-            reused.add(e["path"])
+            if linked:
+                reused.add(e["path"])
         else:
             full = os.path.join(source.path, e["path"])
             chunks: list = []
@@ -447,6 +560,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
                         if len(piece):
                             size += len(piece)
                             store.save(piece, chunks)
+                            waits += 1
                             progress.bytes_done += len(piece)
                 finally:
                     if e["size"] > small_max:
@@ -454,17 +568,20 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             except OSError as exc:
                 store.drain()  # chunks already submitted must land before we drop the entry
                 warn(e["path"], f"cannot read: {exc.strerror or exc}")
-                lost.add(e["path"])
+                if linked:
+                    lost.add(e["path"])
                 progress.files_done += 1
+                emit()
                 continue
             if size != e["size"]:
                 e["size"] = size  # changed while reading: record what was read
         stats.files += 1
         stats.size_bytes += e["size"]
         progress.files_done += 1
-        kept.append(e)
+        pending.append((e, waits))
+        emit()
     store.drain()
-    return kept
+    emit()
 
 
 def _backup_stream(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,

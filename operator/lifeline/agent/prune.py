@@ -26,6 +26,7 @@ from lifeline.errors import LifelineError
 from lifeline.messages import RetentionPlan
 from lifeline.repository import catalogue
 from lifeline.repository.errors import DamagedData, TamperedData
+from lifeline.repository.index import IdSet
 from lifeline.repository.layout import key_name, pack_name, point_name
 from lifeline.repository.locks import list_locks
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_rfc3339
@@ -124,11 +125,11 @@ def _prune(repo: Repository, provider, policy: RetentionPlan, dry_run: bool, acc
     if index.damaged:
         raise PruneRefused("prune stopped: damaged index segments (" + ", ".join(index.damaged)
                            + "); nothing was deleted")
-    live: set[bytes] = set()
+    live = IdSet()  # (32 bytes a chunk; the trees are read entry by entry)
     kept: list[tuple[dict, object]] = []  # authenticated headers and keys of the kept points
     for p in keep:
         try:
-            header, entries, keys = repo.load_point(p.id, provider)
+            header, entries, keys = repo.open_point(p.id, provider)
             kept.append((header, keys))
         except ShreddedEpoch:
             raise PruneRefused(f"prune stopped: point {p.id} belongs to epoch {p.header.get('epoch')} whose "
@@ -136,13 +137,16 @@ def _prune(repo: Repository, provider, policy: RetentionPlan, dry_run: bool, acc
                                "loss with `lifeline agent shred --epoch ...`; nothing was deleted") from None
         except DamagedData as exc:
             raise PruneRefused(f"prune stopped: point {p.id} cannot be read ({exc}); nothing was deleted") from None
-        for e in entries:
-            for c in e.get("chunks", ()):
-                cid = bytes.fromhex(c)
-                if cid not in index:
-                    raise PruneRefused(f"prune stopped: point {p.id} file {e['path']!r} references chunk "
-                                       f"{c} which no index names; run `lifeline agent check`; nothing was deleted")
-                live.add(cid)
+        try:
+            for e in entries:
+                for c in e.get("chunks", ()):
+                    cid = bytes.fromhex(c)
+                    if cid not in index:
+                        raise PruneRefused(f"prune stopped: point {p.id} file {e['path']!r} references chunk {c} "
+                                           "which no index names; run `lifeline agent check`; nothing was deleted")
+                    live.add(cid)
+        except DamagedData as exc:  # (the tree is decoded as it is read)
+            raise PruneRefused(f"prune stopped: point {p.id} cannot be read ({exc}); nothing was deleted") from None
     stored = repo.list_packs()
     keep_packs = {pid: info for pid, info in index.packs.items()
                   if pid in stored and any(en[0] in live for en in info.entries)}

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from lifeline.errors import LifelineError
 from lifeline.repository.errors import DamagedData, KeyMismatch, RetentionActive, ShreddedEpoch
 from lifeline.repository.immutability import delete_expired
-from lifeline.repository.index import Index, PackInfo
+from lifeline.repository.index import IdSet, Index, PackInfo
 from lifeline.repository.layout import DATA_DIR, INDEX_DIR, pack_name
 from lifeline.repository.locks import delete_lock, list_locks
 from lifeline.repository.maintenance import PackWriter, read_pack_info, write_index
@@ -74,12 +74,12 @@ class PackProgress(Progress):
 
 
 # --- what is live --------------------------------------------------------------------------
-def live_chunks(repo: Repository, provider, points: list[PointRef], index: Index, verb: str) -> set[bytes]:
+def live_chunks(repo: Repository, provider, points: list[PointRef], index: Index, verb: str) -> IdSet:
     """Every chunk id the points use; refuses (nothing deleted yet) when one cannot be seen."""
-    live: set[bytes] = set()
+    live = IdSet()  # (32 bytes a chunk; the trees are read entry by entry)
     for p in points:
         try:
-            _header, entries, _keys = repo.load_point(p.id, provider)
+            _header, entries, _keys = repo.open_point(p.id, provider)
         except ShreddedEpoch as exc:
             if repo.immutability is not None and exc.tombstone is not None:
                 continue  # shredded; its objects stay until their retention ends, then prune deletes them
@@ -89,15 +89,19 @@ def live_chunks(repo: Repository, provider, points: list[PointRef], index: Index
         except DamagedData as exc:
             raise MaintenanceRefused(f"{verb} stopped: point {p.id} cannot be read ({exc}); "
                                      "nothing was deleted") from None
-        for e in entries:
-            for c in e.get("chunks", ()):
-                cid = bytes.fromhex(c)
-                if cid not in index:
-                    raise MaintenanceRefused(
-                        f"{verb} stopped: point {p.id} file {e.get('path')!r} references chunk {c} which no index "
-                        "names; run `lifeline agent check` (a lost index: `lifeline agent rebuild-index`); "
-                        "nothing was deleted")
-                live.add(cid)
+        try:
+            for e in entries:
+                for c in e.get("chunks", ()):
+                    cid = bytes.fromhex(c)
+                    if cid not in index:
+                        raise MaintenanceRefused(
+                            f"{verb} stopped: point {p.id} file {e.get('path')!r} references chunk {c} which no "
+                            "index names; run `lifeline agent check` (a lost index: `lifeline agent "
+                            "rebuild-index`); nothing was deleted")
+                    live.add(cid)
+        except DamagedData as exc:  # (the tree is decoded as it is read)
+            raise MaintenanceRefused(f"{verb} stopped: point {p.id} cannot be read ({exc}); "
+                                     "nothing was deleted") from None
     return live
 
 

@@ -20,6 +20,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lifeline.errors import LifelineError, UsageError
@@ -52,9 +53,10 @@ class ChunkFetcher:
         self.cached = 0
         self.inflight: dict[str, Future] = {}
 
-    def _load(self, cid_hex: str) -> bytes:
+    def _load(self, cid_hex: str, ref=None) -> bytes:
+        """The chunk's bytes (``ref``: its index entry, if the caller looked it up already)."""
         cid = bytes.fromhex(cid_hex)
-        ref = self.index.get(cid)
+        ref = ref or self.index.get(cid)
         if ref is None:
             raise DamagedData("chunk is missing from the repository index", chunk=cid_hex)
         try:
@@ -110,46 +112,94 @@ ROOT_ONLY_XATTRS = ("trusted.", "security.")  # restored only as root
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a keyed BLAKE3 digest, as backup writes it
 
 
-def check_manifest(entries: list[dict], point_id: str = "?") -> None:
+def check_manifest(entries: Iterable[dict], point_id: str = "?", visit=None) -> None:
     """Refuse, before anything is written, a tree that no backup makes (a forged or damaged
     manifest): a path that is absolute, empty (but for the root directory), or has an empty,
     ``.`` or ``..`` component; a path listed twice; an entry below a symlink or any other entry
-    that is not a directory (a restore would have to write through it)."""
+    that is not a directory (a restore would have to write through it).
+
+    ``entries``: a list or a :class:`~lifeline.repository.tree.Tree` (iterated once more for a tree
+    with hard links, or one not in the order backups write). ``visit(entry)`` is called for each
+    entry that passed its own checks, in order; the whole tree is checked before this returns.
+
+    What it holds is small: a backup lists paths in order (a directory, then its entries by name,
+    depth first), so a path listed twice shows as two paths out of order, and an entry below a
+    file comes right after that file. A tree in any other order is checked with every path in
+    memory, as it always was."""
     def bad(why: str) -> DamagedData:
         return DamagedData(f"point {point_id}: the manifest holds {why}; nothing was restored "
                            "(a backup never records this: the manifest was forged or damaged)")
 
+    ordered = True
+    prev_key = prev_path = prev_kind = None
+    links: list[tuple[int, str, str]] = []  # (position, path, target) of each hard link
+    for pos, e in enumerate(entries):
+        _check_entry(e, bad)
+        path, kind = e["path"], e["type"]
+        if ordered:
+            key = path.split("/")
+            if prev_key is not None and key <= prev_key:
+                ordered = False  # (or listed twice): the exact checks below, with every path at hand
+            elif prev_kind not in (None, "dir") and path.startswith(prev_path + "/"):
+                raise bad(f"{path!r} below {prev_path!r}, which is a {prev_kind}, not a directory")
+            prev_key, prev_path, prev_kind = key, path, kind
+        if kind == "hardlink":
+            links.append((pos, path, e["target"]))
+        if visit is not None:
+            visit(e)
+    if not ordered:
+        _check_whole(entries, bad)
+    elif links:
+        targets = {t for _pos, _path, t in links}
+        found: dict[str, tuple[int, str]] = {}
+        for pos, e in enumerate(entries):
+            if e["path"] in targets:
+                found.setdefault(e["path"], (pos, e["type"]))
+        for pos, path, target in links:
+            at, kind = found.get(target, (None, None))
+            if kind != "file" or at > pos:
+                raise bad(f"a hard link {path!r} whose target is not a file listed before it")
+
+
+def _check_entry(e, bad) -> None:
+    """The checks of one entry on its own."""
+    if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not isinstance(e.get("type"), str):
+        raise bad("an entry without a path or a type")
+    path, kind = e["path"], e["type"]
+    if path == "":
+        if kind != "dir":
+            raise bad(f"a {kind} with an empty path (only the root directory has one)")
+    elif (path.startswith("/") or "\0" in path
+          or any(p in ("", ".", "..") for p in path.split("/"))):
+        raise bad(f"an unsafe path {path!r} (absolute, or with an empty, '.' or '..' component)")
+    get = e.get
+    if not (type(get("mode", 0)) is type(get("uid", 0)) is type(get("gid", 0)) is type(get("mtime_ns", 0))
+            is type(get("atime_ns", 0)) is type(get("size", 0)) is type(get("rdev", 0)) is int):
+        raise bad(f"{path!r} with a mode, owner, time, size or device number that is not an integer")
+    if kind == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
+        raise bad(f"a symlink {path!r} without a usable target")
+    if kind == "hardlink" and not isinstance(e.get("target"), str):
+        raise bad(f"a hard link {path!r} whose target is not a file listed before it")
+    if not all(isinstance(n, str) and n and "\0" not in n for n in (get("user", "-"), get("group", "-"))):
+        raise bad(f"{path!r} with an owner or group name that is not a name")
+    if "xattrs" in e and not _good_xattrs(e["xattrs"]):
+        raise bad(f"{path!r} with extended attributes that are not names and base64 values")
+    chunks = e.get("chunks", [])
+    if kind == "file" and (not isinstance(chunks, list)
+                           or not all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)):
+        raise bad(f"a file {path!r} whose chunk list is not chunk ids (64 hex digits each)")
+
+
+def _check_whole(entries: Iterable[dict], bad) -> None:
+    """The checks that need every path: for a tree not in a backup's order."""
     kinds: dict[str, str] = {}
     for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not isinstance(e.get("type"), str):
-            raise bad("an entry without a path or a type")
         path, kind = e["path"], e["type"]
-        if path == "":
-            if kind != "dir":
-                raise bad(f"a {kind} with an empty path (only the root directory has one)")
-        elif (path.startswith("/") or "\0" in path
-              or any(p in ("", ".", "..") for p in path.split("/"))):
-            raise bad(f"an unsafe path {path!r} (absolute, or with an empty, '.' or '..' component)")
         if path in kinds:
             raise bad(f"{path!r} twice (a {kinds[path]} and a {kind})")
         kinds[path] = kind
-        get = e.get
-        if not (type(get("mode", 0)) is type(get("uid", 0)) is type(get("gid", 0)) is type(get("mtime_ns", 0))
-                is type(get("atime_ns", 0)) is type(get("size", 0)) is type(get("rdev", 0)) is int):
-            raise bad(f"{path!r} with a mode, owner, time, size or device number that is not an integer")
-        if kind == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
-            raise bad(f"a symlink {path!r} without a usable target")
-        if kind == "hardlink" and (not isinstance(e.get("target"), str)
-                                   or kinds.get(e["target"]) != "file"):  # (kinds: the entries before)
+        if kind == "hardlink" and kinds.get(e["target"]) != "file":  # (kinds: the entries before)
             raise bad(f"a hard link {path!r} whose target is not a file listed before it")
-        if not all(isinstance(n, str) and n and "\0" not in n for n in (get("user", "-"), get("group", "-"))):
-            raise bad(f"{path!r} with an owner or group name that is not a name")
-        if "xattrs" in e and not _good_xattrs(e["xattrs"]):
-            raise bad(f"{path!r} with extended attributes that are not names and base64 values")
-        chunks = e.get("chunks", [])
-        if kind == "file" and (not isinstance(chunks, list)
-                               or not all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)):
-            raise bad(f"a file {path!r} whose chunk list is not chunk ids (64 hex digits each)")
     beneath_dirs: set[str] = {""}  # paths known to be directories of the manifest, or absent from it
     for path in kinds:
         head = path.rpartition("/")[0]
@@ -182,18 +232,69 @@ def _times(e: dict) -> tuple[int, int]:
     return e.get("atime_ns", m), m
 
 
-def _selected(entries: list[dict], includes: list[str] | None) -> list[dict]:
+def _selector(includes: list[str] | None):
+    """Whether an entry's path is restored with ``--path includes`` (None: all are)."""
     if not includes:
-        return entries
+        return None
     inc = [i.strip("/") for i in includes]
-    wanted = []
-    for e in entries:
-        p = e["path"]
-        if any(p == i or p.startswith(i + "/") or i.startswith(p + "/") or p == "" for i in inc):
-            wanted.append(e)
-    if len(wanted) <= 1:
-        raise UsageError(f"none of {', '.join(includes)} is in this recovery point")
-    return wanted
+    return lambda p: any(p == i or p.startswith(i + "/") or i.startswith(p + "/") or p == "" for i in inc)
+
+
+class _Plan:
+    """What a restore to a directory learns in its first pass over the tree (while checking it):
+    the directories and special entries it makes, the names of hard-linked files, the totals. The
+    files themselves are restored in a second pass, as the tree is read again."""
+
+    SPECIALS_MAX = 4096  # special entries kept from the first pass; more are read again
+
+    def __init__(self, includes: list[str] | None):
+        self.selected = _selector(includes)
+        self.wanted = 0  # entries restored
+        self.dirs: list[dict] = []
+        self.specials: list[dict] = []
+        self.more_specials = False
+        self.files = 0
+        self.bytes = 0
+        self.linked: list[tuple[str, str]] = []  # (hard link, its target), restored ones
+
+    def visit(self, e: dict) -> None:
+        if self.selected is not None and not self.selected(e["path"]):
+            return
+        self.wanted += 1
+        t = e["type"]
+        if t == "file":
+            self.files += 1
+            self.bytes += e.get("size", 0)
+        elif t == "dir":
+            self.dirs.append(e)
+        elif t == "hardlink":
+            self.linked.append((e["path"], e["target"]))
+        elif len(self.specials) < self.SPECIALS_MAX:
+            self.specials.append(e)
+        else:
+            self.more_specials = True
+
+    def links(self, entries: Iterable[dict]) -> tuple[dict[str, list[str]], dict[str, dict]]:
+        """The other names of each file restored (path -> hard link paths), and the stand-ins: a hard
+        link whose first name is not restored (``--path``) stands in for it (path -> the entry it
+        restores: the first name's, at the link's path); the others link to the stand-in."""
+        links: dict[str, list[str]] = {}
+        stand_in: dict[str, str] = {}  # first name not restored -> the link that stands in for it
+        for path, first in self.linked:
+            if self.selected is not None and not self.selected(first):
+                if first not in stand_in:
+                    stand_in[first] = path
+                    continue
+                first = stand_in[first]
+            links.setdefault(first, []).append(path)
+        stand_ins: dict[str, dict] = {}
+        if stand_in:  # the first names' entries, read again: they came before their links
+            for e in entries:
+                if e["type"] == "file" and e["path"] in stand_in:
+                    stand_ins[stand_in[e["path"]]] = {**e, "path": stand_in[e["path"]]}
+                    self.files += 1
+                    self.bytes += e.get("size", 0)
+        return links, stand_ins
 
 
 class Restorer:
@@ -201,7 +302,8 @@ class Restorer:
                  progress: Progress | None = None, workers: int | None = None):
         self.repo = repo
         self.point_id = point_id
-        self.header, self.entries, self.keys = repo.load_point(point_id, provider)
+        # the tree is kept compressed and read entry by entry (twice for a directory: see _Plan)
+        self.header, self.entries, self.keys = repo.open_point(point_id, provider)
         self.skip_damaged = skip_damaged
         self.progress = progress or Progress("restore", enabled=False)
         self.workers = workers or max(4, min(16, 4 * (os.cpu_count() or 2)))
@@ -265,8 +367,10 @@ class Restorer:
         fatal); access and modification times to the nanosecond; the names of a hard-linked file as
         links to one inode; directories' own attributes last, after their contents."""
         start = time.time()
-        check_manifest(self.entries, self.point_id)
-        entries = _selected(self.entries, includes)
+        plan = _Plan(includes)
+        check_manifest(self.entries, self.point_id, plan.visit)
+        if includes and plan.wanted <= 1:
+            raise UsageError(f"none of {', '.join(includes)} is in this recovery point")
         self.overwrite, self.devices, self.numeric_owner = overwrite, devices, numeric_owner
         self._owners: dict[tuple, tuple[int, int]] = {}
         self._root_only: dict[str, int] = {}  # trusted.*/security.* names left out (not root) -> entries
@@ -279,8 +383,9 @@ class Restorer:
         try:
             if not overwrite:
                 _refuse_non_empty(root, target)
-            self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id})  # opened by load_point
-            done = self._to_directory(Beneath(root), entries)
+            # (epoch keys opened by open_point; only lookups are needed, not the packs' entries)
+            self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id}, pack_entries=False)
+            done = self._to_directory(Beneath(root), plan)
         finally:
             os.close(root)
         if self._root_only:  # one note, not one per file: an SELinux host labels every file
@@ -299,12 +404,12 @@ class Restorer:
             "duration_seconds": round(time.time() - start, 3),
         }
 
-    def _to_directory(self, b: Beneath, entries: list[dict]) -> dict:
+    def _to_directory(self, b: Beneath, plan: _Plan) -> dict:
         index = self.repo_index
-        files, links = self._files_and_links(entries)
-        self.progress.files_total = len(files)
-        self.progress.bytes_total = sum(e.get("size", 0) for e in files)
-        dirs = [e for e in entries if e["type"] == "dir"]
+        links, stand_ins = plan.links(self.entries)
+        self.progress.files_total = plan.files
+        self.progress.bytes_total = plan.bytes
+        dirs = plan.dirs
         for d in sorted((d for d in dirs if d["path"]), key=lambda d: d["path"].count("/")):
             try:
                 b.mkdir(d["path"], replace=self.overwrite)
@@ -364,14 +469,13 @@ class Restorer:
             try:
                 if job.fd is None:
                     job.fd = self._create_file(b, job.rel)
-                for cid in chunks:
+                for cid, ref in chunks:
                     if stop.is_set() or job.failed:
                         break
-                    ref = index.get(bytes.fromhex(cid))
                     n = ref.raw_len if ref is not None else 0
                     if cid not in zero_ids:
                         try:
-                            data = fetcher._load(cid)
+                            data = fetcher._load(cid, ref)
                         except DamagedData as exc:
                             job.failed, job.error = True, exc
                             if not self.skip_damaged:
@@ -405,10 +509,20 @@ class Restorer:
                 finally:
                     slots.release()
 
+        def files():
+            """The files to write, in the tree's order (read again), stand-ins at their links' places."""
+            for e in self.entries:
+                t = e["type"]
+                if t == "file":
+                    if plan.selected is None or plan.selected(e["path"]):
+                        yield e
+                elif t == "hardlink" and e["path"] in stand_ins:
+                    yield stand_ins[e["path"]]
+
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         futures = []
         try:
-            for e in files:
+            for e in files():
                 if stop.is_set():
                     break
                 chunks = e.get("chunks", [])
@@ -418,10 +532,10 @@ class Restorer:
                     job.fd = self._create_file(b, job.rel)
                 pos = 0
                 for seg in segs:
+                    seg = [(cid, index.get(bytes.fromhex(cid))) for cid in seg]  # (looked up once)
                     slots.acquire()
                     futures.append(pool.submit(run, job, seg, pos))
-                    for cid in seg:
-                        ref = index.get(bytes.fromhex(cid))
+                    for _cid, ref in seg:
                         pos += ref.raw_len if ref is not None else 0
                 if len(futures) > 4096:
                     futures = [f for f in futures if not f.done() or f.exception()]
@@ -433,37 +547,15 @@ class Restorer:
         if first_error:
             raise first_error[0]
 
-        for e in entries:
-            if e["type"] not in ("file", "dir", "hardlink"):  # (hard links were made with their file)
-                self._make_special(b, e)
+        specials = plan.specials
+        if plan.more_specials:  # too many to keep from the first pass: read again
+            specials = (e for e in self.entries if e["type"] not in ("file", "dir", "hardlink")
+                        and (plan.selected is None or plan.selected(e["path"])))
+        for e in specials:  # (hard links were made with their file)
+            self._make_special(b, e)
         for d in sorted(dirs, key=lambda d: d["path"].count("/") if d["path"] else -1, reverse=True):
             self._dir_meta(b, d)
         return done
-
-    def _files_and_links(self, entries: list[dict]) -> tuple[list[dict], dict[str, list[str]]]:
-        """The files to write, and the other names of each (path -> hard link paths). A hard link
-        whose first name is not restored (``--path``) stands in for it: the first such name gets the
-        file's data and attributes, the others link to it."""
-        files: list[dict] = []
-        links: dict[str, list[str]] = {}
-        selected = {e["path"] for e in entries if e["type"] == "file"}
-        stand_in: dict[str, str] = {}
-        by_path = None
-        for e in entries:
-            if e["type"] == "file":
-                files.append(e)
-            elif e["type"] == "hardlink":
-                first = e["target"]
-                if first not in selected:
-                    if first not in stand_in:
-                        if by_path is None:
-                            by_path = {x["path"]: x for x in self.entries if x["type"] == "file"}
-                        stand_in[first] = e["path"]
-                        files.append({**by_path[first], "path": e["path"]})
-                        continue
-                    first = stand_in[first]
-                links.setdefault(first, []).append(e["path"])
-        return files, links
 
     def _link(self, b: Beneath, fd: int, e: dict, rel: str) -> None:
         """Make ``rel`` another name of the file open as ``fd`` (restored for ``e``): a hard link to
@@ -514,17 +606,24 @@ class Restorer:
     # --- to a byte stream ---------------------------------------------------------
     def to_stream(self, out, path: str | None = None) -> dict:
         start = time.time()
-        self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id})  # opened by load_point
-        files = [e for e in self.entries if e["type"] == "file"]
+        self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id}, pack_entries=False)
+        files: list[dict] = []
         if path is not None:
             want = path.strip("/")
             want = next((e["target"] for e in self.entries if e["type"] == "hardlink" and e["path"] == want), want)
-            files = [e for e in files if e["path"] == want]
+            files = [e for e in self.entries if e["type"] == "file" and e["path"] == want]
             if not files:
                 raise UsageError(f"{path!r} is not a file in point {self.point_id}")
-        elif len(files) != 1:
-            raise UsageError(f"point {self.point_id} holds {len(files)} files; restoring to stdout needs "
-                             "one: pick it with --path")
+        else:
+            count = 0
+            for e in self.entries:
+                if e["type"] == "file":
+                    count += 1
+                    if not files:
+                        files.append(e)
+            if count != 1:
+                raise UsageError(f"point {self.point_id} holds {count} files; restoring to stdout needs "
+                                 "one: pick it with --path")
         self.progress.files_total = 1
         self.progress.bytes_total = files[0].get("size", 0)
         n = 0

@@ -8,7 +8,8 @@ publishes its point: a crash leaves garbage for ``prune``, never a dangling refe
 
 Work runs on a pool of threads (hashing, zstd and the AEAD release the GIL): :meth:`save` returns
 at once and ids land in submission order, at most ``workers * 3`` chunks in flight, one pack
-uploading while the next fills.
+uploading while the next fills. What it keeps per chunk saved is small: the id (32 bytes, in an
+:class:`~.index.IdSet`) and the pack's 48-byte index entry.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .crypto import EpochKeys
-from .index import PackInfo
+from .index import IdSet, PackInfo
 from .pack import PackBuilder
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class BlobSaver:
         self.uploads = ThreadPoolExecutor(2, thread_name_prefix="upload")
         self.window: deque[tuple[Future, list]] = deque()
         self.max_window = workers * 3
-        self.claimed: set[bytes] = set()
+        self.claimed = IdSet()  # ids saved in this run (32 bytes each, not a set of bytes objects)
         self.claim_lock = threading.Lock()
         self.pack = PackBuilder(keys)
         self.pending_uploads: deque[Future] = deque()
@@ -60,9 +61,8 @@ class BlobSaver:
     def _work(self, data: bytes):
         cid = self.keys.chunk_id(data)
         with self.claim_lock:
-            if cid in self.claimed or cid in self.known:
+            if cid in self.known or not self.claimed.add(cid):  # (add: False when it was there)
                 return cid, None, len(data)
-            self.claimed.add(cid)
         return cid, self.keys.seal_chunk(cid, data), len(data)
 
     def save(self, data: bytes, chunk_list: list) -> None:
@@ -117,3 +117,5 @@ class BlobSaver:
             fut.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.uploads.shutdown(wait=True, cancel_futures=True)
+        self.known = self.claimed = ()  # (the index, this run's ids and its packs' entries: not needed
+        self.packs = []  # once the index segment is stored)

@@ -9,6 +9,7 @@ import base64
 import json
 import secrets
 import time
+from collections import deque
 from collections.abc import Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from .blob_saver import BlobSaver
 from .crypto import CIPHERS, DEFAULT_CIPHER, EpochKeys, MacKeys, cipher_problem
 from .errors import (BackendError, CipherUnavailable, DamagedData, FormatError, ObjectNotFound, PointNotFound,
                      RepositoryExists, RepositoryNotFound, RetentionActive, ShreddedEpoch)
-from .index import Index, PackInfo, decode_segment, encode_segment, segment_epoch
+from .index import Index, PackInfo, encode_segment, segment_epoch, segment_packs
 from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, INDEX_DIR, KEYS_DIR, PACK_TARGET,
                      POINTS_DIR, SHREDDED_DIR, index_name, key_epoch, key_name, pack_name, parse_rfc3339, point_name,
                      rewrapped_key_name, rfc3339, tombstone_name)
 from .locks import REPOSITORY, Lock
-from .manifest import decode_header, decode_tree, encode_point
+from .manifest import decode_header, encode_point
 from .pack import PackBuilder
+from .tree import Tree, TreeWriter, open_tree, seal_tree
 
 
 @dataclass
@@ -323,12 +325,16 @@ class Repository:
         return out
 
     # --- index ------------------------------------------------------------------------
-    def load_index(self, provider=None, *, epochs: set[str] | None = None, strict: bool = False) -> Index:
+    def load_index(self, provider=None, *, epochs: set[str] | None = None, strict: bool = False,
+                   pack_entries: bool = True) -> Index:
         """Every index segment (or those of ``epochs``), each authenticated under its epoch's key.
 
         A segment of a crypto-shredded epoch is set aside (its packs are garbage); one whose epoch
-        key is gone without a tombstone, or that fails its MAC, is damaged (raised when strict)."""
-        idx = Index()
+        key is gone without a tombstone, or that fails its MAC, is damaged (raised when strict).
+        ``pack_entries=False``: for readers that only look chunks up (see :class:`~.index.Index`).
+        Segments are fetched a few at a time and each is dropped once merged, so loading holds one
+        segment's bytes beside the index, not every segment's."""
+        idx = Index(pack_entries=pack_entries)
         names = [o.name for o in self.backend.list(INDEX_DIR)]
 
         def fetch(name):
@@ -344,9 +350,16 @@ class Repository:
                 raise exc
             idx.damaged[name] = str(exc)
 
-        with ThreadPoolExecutor(8) as ex:
-            fetched = list(ex.map(fetch, names))
-        for name, data, err in fetched:
+        def fetched():
+            with ThreadPoolExecutor(8) as ex:
+                window = deque(ex.submit(fetch, n) for n in names[:8])
+                for n in names[8:] + [None] * len(window):
+                    fut = window.popleft()
+                    if n is not None:
+                        window.append(ex.submit(fetch, n))
+                    yield fut.result()
+
+        for name, data, err in fetched():
             if err is not None:
                 raise err
             if data is None:
@@ -369,11 +382,13 @@ class Repository:
                                               "gone, and no shred recorded it", obj=name))
                 continue
             try:
-                _epoch, packs = decode_segment(name, data, keys)
+                packs = segment_packs(name, data, keys)
             except DamagedData as exc:
                 damaged(name, exc)
                 continue
+            del data
             idx.add_segment(name, epoch, packs)
+            del packs
         return idx
 
     def write_index_segment(self, keys: EpochKeys, packs: list[PackInfo]) -> int:
@@ -464,6 +479,13 @@ class Repository:
         raise UsageError(f"recovery point prefix {spec!r} is ambiguous ({len(matches)} match); give more characters")
 
     def load_point(self, point_id: str, provider) -> tuple[dict, list[dict], EpochKeys]:
+        """The point's header, its whole tree as a list, and its epoch's keys (see :meth:`open_point`)."""
+        header, tree, keys = self.open_point(point_id, provider)
+        return header, list(tree), keys
+
+    def open_point(self, point_id: str, provider) -> tuple[dict, Tree, EpochKeys]:
+        """The point's header, its tree (authenticated; entries decoded as they are iterated: see
+        :mod:`.tree`) and its epoch's keys."""
         name = point_name(point_id)
         try:
             data = self.backend.get(name)
@@ -471,16 +493,22 @@ class Repository:
             raise PointNotFound(f"recovery point {point_id} not found in {self.url}") from None
         header = decode_header(name, data)
         keys = self.epoch_keys(header["epoch"], provider)
-        header, entries = decode_tree(keys, name, data)
-        return header, entries, keys
+        header, tree = open_tree(keys, name, data)
+        return header, tree, keys
 
     def point_checksum(self, point_id: str) -> str:
         return "blake3:" + blake3.blake3(self.backend.get(point_name(point_id))).hexdigest()
 
-    def write_point(self, keys: EpochKeys, header: dict, entries: list[dict]) -> str:
-        data = encode_point(keys, header, entries)
+    def write_point(self, keys: EpochKeys, header: dict, entries: list[dict] | TreeWriter) -> str:
+        """Store the point (``entries``: a list, or a :class:`~.tree.TreeWriter` they were added to);
+        returns its checksum."""
+        if isinstance(entries, TreeWriter):
+            data, checksum = seal_tree(keys, header, entries.finish())
+        else:
+            data = encode_point(keys, header, entries)
+            checksum = "blake3:" + blake3.blake3(data).hexdigest()
         self.backend.put(point_name(header["id"]), data)
-        return "blake3:" + blake3.blake3(data).hexdigest()
+        return checksum
 
     def delete_point(self, point_id: str) -> None:
         self.backend.delete(point_name(point_id))

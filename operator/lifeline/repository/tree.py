@@ -1,0 +1,227 @@
+"""A recovery point's tree, written and read entry by entry (the format is :mod:`.manifest`'s, unchanged).
+
+A point's tree is ``zstd(JSON {"entries": [...]})`` sealed under the epoch's key. Held whole, as a
+list of dicts, it costs ~1 KiB a file (a million files: a gigabyte); compressed it is ~60 bytes a
+file. So a backup encodes each entry as it is done into a streaming zstd frame (:class:`TreeWriter`),
+and restore and the next backup's change detection read entries one at a time from the compressed
+tree (:class:`Tree`, which may be iterated again: a restore checks the whole tree before it writes).
+
+The bytes are those :func:`.manifest.encode_point` writes: the same compact JSON, one zstd frame with
+its content size in the header (readers that decompress in one call need it; a streaming compressor
+does not know it in advance, so :func:`_with_content_size` puts it into the frame header at the
+end, as RFC 8878 defines the field). A tree that is not in that compact shape (none that lifeline
+writes) is parsed whole, as before.
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import struct
+
+import blake3
+import zstandard
+
+from .crypto import DEFAULT_CIPHER, NONCE, TAG, EpochKeys
+from .errors import DamagedData
+from .layout import POINT_MAGIC
+from .manifest import POINT_VERSION, _read_v2, _split
+
+_OPEN = '{"entries":['
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)  # json.dumps(..., these) per entry
+_FLUSH = 1 << 20  # JSON bytes gathered before they go to the compressor
+_READ = 1 << 20  # decompressed bytes read at a time
+
+
+class TreeWriter:
+    """Entries in, one compressed tree out; holds the compressed bytes and ~1 MiB of JSON."""
+
+    def __init__(self, level: int = 3):
+        self._z = zstandard.ZstdCompressor(level=level).compressobj()
+        self._out: list[bytes] = []
+        self._pending: list[str] = [_OPEN]
+        self._pending_len = len(_OPEN)
+        self.count = 0
+        self.json_bytes = 0
+        self._done: bytearray | None = None
+
+    def add(self, entry: dict) -> None:
+        s = _ENCODER.encode(entry)
+        if self.count:
+            s = "," + s
+        self.count += 1
+        self._pending.append(s)
+        self._pending_len += len(s)
+        if self._pending_len >= _FLUSH:
+            self._compress()
+
+    def _compress(self) -> None:
+        data = "".join(self._pending).encode("ascii")
+        self._pending, self._pending_len = [], 0
+        self.json_bytes += len(data)
+        out = self._z.compress(data)
+        if out:
+            self._out.append(out)
+
+    def finish(self) -> bytearray:
+        """The compressed tree (one zstd frame, content size in its header); the writer is spent."""
+        if self._done is None:
+            self._pending.append("]}")
+            self._compress()
+            self._out.append(self._z.flush())
+            self._done = _with_content_size(self._out, self.json_bytes)
+        return self._done
+
+
+def _with_content_size(parts: list, size: int) -> bytearray:
+    """One zstd frame from a streaming compressor's output, with ``size`` as its Frame_Content_Size.
+    ``parts`` is emptied as it is copied (the frame is never held twice).
+
+    The header is magic (4) | descriptor (1) | window descriptor (1, absent in single-segment
+    frames) | dictionary id (0-4) | content size (0-8). A streaming frame has no content size field;
+    this sets the descriptor's size flag to 3 (8 bytes) and inserts the field. Decoders check the
+    decoded size against it."""
+    head = parts[0]
+    desc = head[4]
+    fcs_flag, single, dict_flag = desc >> 6, (desc >> 5) & 1, desc & 3
+    if fcs_flag or single:  # (the size is there already)
+        at, extra = 0, b""
+    else:
+        at = 4 + 1 + 1 + (0, 1, 2, 4)[dict_flag]
+        extra = struct.pack("<Q", size)
+    out = bytearray(sum(len(p) for p in parts) + len(extra))
+    out[:at] = head[:at]
+    if extra:
+        out[4] = desc | 0xC0
+    out[at:at + len(extra)] = extra
+    pos = at + len(extra)
+    for i, p in enumerate(parts):
+        p = memoryview(p)[at:] if i == 0 else p
+        out[pos:pos + len(p)] = p
+        pos += len(p)
+        parts[i] = None
+    parts.clear()
+    return out
+
+
+def seal_tree(keys: EpochKeys, header: dict, tree) -> tuple[list, str]:
+    """The point object (as a list of buffers: prefix, sealed tree) and its checksum, as
+    :func:`.manifest.encode_point` would make it from the entries ``tree`` compresses; the sealed
+    tree is written into one buffer, with no copy of the tree beside it."""
+    hdr = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    prefix = POINT_MAGIC + struct.pack("<I", len(hdr)) + hdr
+    nonce = os.urandom(NONCE)
+    sealed = bytearray(NONCE + len(tree) + TAG)
+    sealed[:NONCE] = nonce
+    keys.aead.encrypt_into(nonce, tree, keys._label + prefix, memoryview(sealed)[NONCE:])
+    h = blake3.blake3(prefix)
+    h.update(sealed)
+    return [prefix, sealed], "blake3:" + h.hexdigest()
+
+
+def open_tree(keys: EpochKeys, name: str, data) -> tuple[dict, Tree]:
+    """Authenticate a point object and return its header and tree (not yet decoded): as
+    :func:`.manifest.decode_tree`, without a copy of the object or the whole tree decoded."""
+    n = len(POINT_MAGIC)
+    if len(data) < n + 4 or data[:n] != POINT_MAGIC:
+        raise DamagedData(f"point {name}: bad header magic", obj=name)
+    (hlen,) = struct.unpack_from("<I", data, n)
+    end = n + 4 + hlen
+    if end > len(data):
+        raise DamagedData(f"point {name}: truncated header", obj=name)
+    prefix, header, _rest = _split(name, bytes(data[:end]))
+    claimed = header.get("cipher", DEFAULT_CIPHER)  # points written before SM4: AES
+    if claimed != keys.cipher:
+        raise DamagedData(f"point {name} says it is encrypted with {claimed!r}, but this repository encrypts "
+                          f"with {keys.cipher} (a repository never mixes ciphers): it was changed or put here "
+                          "from another repository", obj=name)
+    plain = keys.open_object(memoryview(data)[end:], prefix, f"point {name}")
+    return header, Tree(name, plain, header.get("version", 0))
+
+
+class Tree:
+    """A point's entries (dicts, in the order stored), decoded while iterated; iterable again."""
+
+    def __init__(self, name: str, compressed: bytes, version=POINT_VERSION):
+        self.name = name
+        self.compressed = compressed
+        self.version = version
+
+    def __iter__(self):
+        v2 = isinstance(self.version, int) and self.version < POINT_VERSION
+        for e in self._entries():
+            if v2:
+                _read_v2(self.name, self.version, [e])
+            yield e
+
+    def _damaged(self, why) -> DamagedData:
+        return DamagedData(f"point {self.name}: tree cannot be decoded: {why}", obj=self.name)
+
+    def _whole(self) -> list:
+        try:
+            tree = json.loads(zstandard.ZstdDecompressor().decompress(self.compressed))
+            entries = tree["entries"]
+        except (ValueError, zstandard.ZstdError, TypeError, KeyError) as exc:
+            raise self._damaged(exc) from None
+        if not isinstance(entries, list):
+            raise self._damaged("its entries are not a list")
+        return entries
+
+    def _entries(self):
+        reader = zstandard.ZstdDecompressor().stream_reader(self.compressed)
+        text = codecs.getincrementaldecoder("utf-8")()
+        scan = json.decoder.JSONDecoder().scan_once
+        eof = False
+
+        def more() -> str:
+            nonlocal eof
+            try:
+                raw = reader.read(_READ)
+                eof = not raw
+                return text.decode(raw, final=eof)
+            except (zstandard.ZstdError, UnicodeDecodeError) as exc:
+                raise self._damaged(exc) from None
+
+        buf = more()
+        while not eof and len(buf) < len(_OPEN):
+            buf += more()
+        if not buf.startswith(_OPEN):  # not lifeline's compact shape: parse it whole, as before
+            yield from self._whole()
+            return
+        pos = len(_OPEN)
+        first = True
+        while True:
+            # at pos: (a first entry or "]") or ("," and an entry, or "]")
+            while len(buf) - pos < 2 and not eof:
+                buf = buf[pos:] + more()
+                pos = 0
+            if buf.startswith("]", pos):
+                break
+            if not first:
+                if not buf.startswith(",", pos):
+                    raise self._damaged("expected ',' or ']' after an entry")
+                pos += 1
+            while True:
+                try:
+                    e, end = scan(buf, pos)
+                except (StopIteration, json.JSONDecodeError) as exc:
+                    if eof:
+                        raise self._damaged(exc if isinstance(exc, json.JSONDecodeError)
+                                            else "it ends, or holds no JSON value, where an entry should be") from None
+                    buf = buf[pos:] + more()
+                    pos = 0
+                    continue
+                if end == len(buf) and not eof and not isinstance(e, (dict, list, str)):
+                    buf = buf[pos:] + more()  # a number or literal may go on in the next piece
+                    pos = 0
+                    continue
+                break
+            yield e
+            first = False
+            pos = end
+        pos += 1
+        rest = buf[pos:]
+        while not eof:
+            rest += more()
+        if rest.strip() != "}":
+            raise self._damaged("unexpected bytes after the entries")

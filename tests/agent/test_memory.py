@@ -1,0 +1,184 @@
+"""Memory bounded as the repository grows (issue #19): the compact index, trees written and read entry
+by entry, the parent's entries found alongside the walk, the manifest checked without every path.
+
+The figures are bench/memory.py's (docs/performance.md, "Memory"); these tests hold the parts to the
+behaviour of what they replace: same bytes on storage, same lookups, same refusals."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+
+import pytest
+import zstandard
+
+from lifeline.agent.backup import ParentCursor, walk_tree
+from lifeline.agent.restore import check_manifest
+from lifeline.repository.crypto import EpochKeys
+from lifeline.repository.errors import DamagedData
+from lifeline.repository.index import ChunkTable, IdSet, Index, PackInfo, decode_segment, encode_segment
+from lifeline.repository.manifest import decode_tree, encode_point
+from lifeline.repository.tree import Tree, TreeWriter, open_tree, seal_tree
+
+
+def _keys() -> EpochKeys:
+    return EpochKeys(os.urandom(16).hex(), os.urandom(32))
+
+
+# --- the index ----------------------------------------------------------------------------------
+def test_index_finds_every_chunk_first_segment_wins_and_packs_keep_their_entries():
+    keys = _keys()
+    rng = random.Random(5)
+    packs = [PackInfo(os.urandom(16).hex(), keys.epoch_id, 1 << 20,
+                      [(rng.randbytes(32), 24 + 100 * j, 90 + j, 200 + j) for j in range(n)]) for n in (0, 1, 700, 3000)]
+    dup = packs[2].entries[5]
+    again = PackInfo(os.urandom(16).hex(), keys.epoch_id, 999, [(dup[0], 1, 2, 3)])  # a later copy of a chunk
+    idx = Index()
+    _epoch, decoded = decode_segment("index/a", encode_segment(keys, packs), keys)
+    assert decoded == packs  # (entries kept packed, decoded when asked for)
+    idx.add_segment("index/a", keys.epoch_id, decoded)
+    idx.add_segment("index/b", keys.epoch_id, [again])
+    assert len(idx) == 3701 and idx.segments["index/b"] == [again.pack_id]
+    for p in packs:
+        for cid, off, length, raw in p.entries:
+            ref = idx.get(cid)
+            assert (ref.pack_id, ref.offset, ref.length, ref.raw_len) == (p.pack_id, off, length, raw)
+            assert cid in idx
+    assert idx.get(dup[0]).pack_id == packs[2].pack_id  # the first segment's
+    assert idx.packs[again.pack_id].entries == again.entries
+    assert idx.get(os.urandom(32)) is None and os.urandom(32) not in idx and b"short" not in idx
+    assert sorted(idx.chunk_ids()) == sorted({e[0] for p in packs + [again] for e in p.entries})
+
+    lookups = Index(pack_entries=False)
+    lookups.add_segment("index/a", keys.epoch_id, decoded)
+    assert lookups.get(dup[0]) == idx.get(dup[0]) and lookups.packs[packs[3].pack_id].size == 1 << 20
+    with pytest.raises(RuntimeError):
+        lookups.packs[packs[3].pack_id].entries
+
+
+def test_chunk_table_never_matches_across_records():
+    t = ChunkTable(40)
+    a, b = b"\0" * 4 + os.urandom(28), b"\0" * 4 + os.urandom(28)  # one bucket
+    t.add(a, b"\0" * 8)
+    t.add(b, b"\0" * 8)
+    across = b"\0" * 8 + b[:24]  # a's value and b's head: in the bucket's bytes, not at a record
+    assert across in bytes(t._buckets[0]) and across not in t and t.locate(across) is None
+    assert t.add(across, b"\1" * 8) and t.locate(across) is not None and b in t
+
+
+def test_chunk_table_grows_and_keeps_the_first_record():
+    t = ChunkTable(40)
+    ids = [bytes([i % 251]) * 32 for i in range(251)] + [os.urandom(32) for _ in range(20_000)]
+    for i, cid in enumerate(ids):
+        assert t.add(cid, i.to_bytes(8, "little"))
+    assert not t.add(ids[3], b"\0" * 8) and len(t) == len(ids) and t._bits > 8
+    for i, cid in enumerate(ids):
+        b, at = t.locate(cid)
+        assert int.from_bytes(b[at:at + 8], "little") == i
+    s = IdSet(ids[:100])
+    assert all(c in s for c in ids[:100]) and ids[100] not in s and len(s) == 100
+
+
+# --- trees --------------------------------------------------------------------------------------
+def _entries(n: int, rng: random.Random) -> list[dict]:
+    out = [{"path": "", "type": "dir", "mode": 0o755}]
+    for i in range(n):
+        e = {"path": f"d{i // 100:03d}/f{i:06d}" + ("\udcff" if i % 97 == 0 else ""), "type": "file", "mode": 0o644,
+             "size": rng.randint(0, 1 << 20), "mtime_ns": rng.getrandbits(62), "chunks": [os.urandom(32).hex()]}
+        if i % 500 == 0:
+            e["xattrs"] = {"user.big": "QUJD" * rng.randint(1, 200_000)}  # entries that span reads
+        out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("n", [0, 1, 30_000])
+def test_a_tree_written_entry_by_entry_is_the_tree_encode_point_writes(n):
+    keys, entries = _keys(), _entries(n, random.Random(n))
+    header = {"version": 4, "id": "ab" * 16, "epoch": keys.epoch_id, "cipher": keys.cipher}
+    w = TreeWriter()
+    for e in entries:
+        w.add(e)
+    tree = w.finish()
+    plain = json.dumps({"entries": entries}, separators=(",", ":"), ensure_ascii=True).encode()
+    assert zstandard.frame_content_size(tree) == len(plain)  # one-call readers need the size
+    assert zstandard.ZstdDecompressor().decompress(tree) == plain
+    assert subprocess.run(["zstd", "-d", "-c"], input=tree, capture_output=True).stdout == plain
+    parts, checksum = seal_tree(keys, header, tree)
+    data = b"".join(parts)
+    assert decode_tree(keys, "points/p", data) == (header, entries)  # what every reader before reads
+    got_header, t = open_tree(keys, "points/p", data)
+    assert got_header == header and list(t) == entries and list(t) == entries  # and again
+    assert open_tree(keys, "points/p", encode_point(keys, header, entries))[1].compressed == \
+        zstandard.ZstdCompressor(level=3).compress(plain)
+
+
+def test_trees_of_another_shape_are_read_whole_and_broken_ones_refused():
+    z = zstandard.ZstdCompressor().compress
+    assert list(Tree("p", z(b'{ "entries": [{"path": ""}] }'))) == [{"path": ""}]
+    assert list(Tree("p", z(b'{"entries":[1,"x",[2]]}'))) == [1, "x", [2]]
+    for bad in (b'{"entries":[{"path":""}]}x', b'{"entries":[{"path":""}{"path":"a"}]}',
+                b'{"entries":[{"path":""},', b'{"entries":[{"path":"', b'{"other":1}'):
+        with pytest.raises(DamagedData):
+            list(Tree("p", z(bad)))
+
+
+def test_a_version_2_tree_with_version_4_entries_is_refused_while_read():
+    bad = zstandard.ZstdCompressor().compress(b'{"entries":[{"path":"","type":"dir"},{"path":"a","type":"hardlink"}]}')
+    with pytest.raises(DamagedData, match="only version 4 writes"):
+        list(Tree("p", bad, version=2))
+
+
+# --- change detection alongside the walk ----------------------------------------------------------
+def test_parent_cursor_finds_files_in_walk_order_and_a_moved_first_name_by_inode():
+    parent = [{"path": "", "type": "dir"}, {"path": "a", "type": "dir"},
+              {"path": "a/first", "type": "file", "ino": 7, "size": 3},
+              {"path": "a-b", "type": "file", "ino": 8}, {"path": "b", "type": "dir"},
+              {"path": "b/second", "type": "hardlink", "target": "a/first"},
+              {"path": "b/x", "type": "symlink"}, {"path": "c", "type": "file", "ino": 9}]
+    cur = ParentCursor(iter(parent))
+    assert cur.find("a-b", 8)["ino"] == 8  # ("a/first" passed: "a" < "a-b" component-wise)
+    assert cur.find("b/second", 7)["path"] == "a/first"  # its first name is gone: found by inode
+    assert cur.find("b/x", 0) is None and cur.find("b/y", 0) is None
+    assert cur.find("c", 9)["ino"] == 9 and cur.find("d", 0) is None
+
+
+def test_walk_names_the_first_name_in_walk_order_across_batches(tmp_path, monkeypatch):
+    from lifeline.agent import backup
+    monkeypatch.setattr(backup, "SCAN_BATCH", 2)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "c").write_bytes(b"data")
+    for name in ("b", "d", "e"):
+        os.link(tmp_path / "a" / "c", tmp_path / name)
+    (tmp_path / "f").write_bytes(b"other")
+    walked = [(e["path"], e["type"], e.get("target"), linked) for e, linked in walk_tree(str(tmp_path), print)]
+    assert walked == [("", "dir", None, False), ("a", "dir", None, False), ("a/c", "file", None, True),
+                      ("b", "hardlink", "a/c", False), ("d", "hardlink", "a/c", False),
+                      ("e", "hardlink", "a/c", False), ("f", "file", None, False)]
+
+
+# --- the manifest check -----------------------------------------------------------------------
+def _tree(*paths: tuple[str, str]) -> list[dict]:
+    return [{"path": p, "type": t, **({"target": "a"} if t in ("hardlink", "symlink") else {})} for p, t in paths]
+
+
+@pytest.mark.parametrize("entries, why", [
+    (_tree(("", "dir"), ("a", "file"), ("a/b", "file")), "below 'a', which is a file"),
+    (_tree(("", "dir"), ("a", "symlink"), ("a/x/y", "file")), "below 'a', which is a symlink"),
+    (_tree(("", "dir"), ("a", "file"), ("a", "file")), "'a' twice"),
+    (_tree(("", "dir"), ("b", "file"), ("a", "file"), ("b", "dir")), "'b' twice"),
+    (_tree(("", "dir"), ("b/c", "file"), ("b", "file")), "below 'b', which is a file"),  # (out of order)
+    (_tree(("", "dir"), ("h", "hardlink"), ("a", "file")), "a hard link 'h' whose target"),
+    (_tree(("", "dir"), ("a", "dir"), ("h", "hardlink")), "a hard link 'h' whose target"),
+])
+def test_manifest_refusals_in_and_out_of_order(entries, why):
+    with pytest.raises(DamagedData, match=why):
+        check_manifest(entries)
+
+
+def test_manifest_in_any_order_that_is_sound_passes_and_is_visited_once():
+    ok = _tree(("", "dir"), ("a", "file"), ("a-b", "dir"), ("a-b/c", "file"), ("h", "hardlink"), ("z/y", "file"))
+    seen = []
+    check_manifest(ok, visit=seen.append)
+    assert seen == ok
+    check_manifest(ok[:1] + ok[2:4] + ok[1:2] + ok[4:])  # ("a-b" before "a": checked with every path)
