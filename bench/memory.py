@@ -144,6 +144,9 @@ def run_rows(tool, tree: Path, target: Path, args, change: Change | None) -> lis
     if change is not None and isinstance(tool, Agent):  # the point of the unchanged tree
         points = json.loads(run(tool.py + ["points", "--json"], tool.env()).out)["points"]
         argv[argv.index("latest")] = sorted(points, key=lambda p: p["start_time"])[-2]["point_id"]
+    elif change is not None and isinstance(tool, Restic):  # likewise: restic's snapshot before the change
+        snaps = json.loads(run([tool.bin, "snapshots", "--json"], tool.env()).out)
+        argv[argv.index("latest")] = sorted(snaps, key=lambda s: s["time"])[-2]["id"]
     r = run(argv, tool.env())
     extra = {}
     if not args.no_diff:

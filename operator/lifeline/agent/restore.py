@@ -41,6 +41,61 @@ def _is_zero(data: bytes) -> bool:
     return n > 0 and data[0] == 0 and data[-1] == 0 and n <= len(_ZERO) and data == _ZERO[:n]
 
 
+class Span:
+    """Small files whose chunks lie close together in one pack, restored as one task: the stretch of
+    the pack that holds them is read with one ranged get, not one get a chunk (a tree of small files
+    is mostly per-file overhead, and an object store's requests are its most expensive part).
+
+    A backup writes a directory's small files into a pack one after the other, so a restore, which
+    goes through the tree in the same order, meets their chunks in runs. A file joins the span when
+    its chunks are all in the span's pack, the span stays under :attr:`MAX_BYTES`, and at least half
+    of what is read is wanted (chunks shared with other points may lie between)."""
+
+    MAX_BYTES = 4 << 20
+    MAX_FILES = 512
+
+    def __init__(self):
+        self.pack: str | None = None
+        self.lo = self.hi = self.wanted = 0
+        self.items: list = []  # (job, chunks, pos), as the file tasks take them
+        self.data: bytes | None = None
+
+    def takes(self, refs: list) -> bool:
+        """Whether a file with chunks at ``refs`` (index entries) fits; if so it is counted in."""
+        if len(self.items) >= self.MAX_FILES or any(r is None for r in refs):
+            return False
+        if not refs:  # an empty file: nothing to read
+            return True
+        pack = refs[0].pack_id
+        if any(r.pack_id != pack for r in refs) or (self.pack is not None and pack != self.pack):
+            return False
+        lo = min(r.offset for r in refs)
+        hi = max(r.offset + r.length for r in refs)
+        if self.pack is not None:
+            lo, hi = min(lo, self.lo), max(hi, self.hi)
+        wanted = self.wanted + sum(r.length for r in refs)
+        if hi - lo > self.MAX_BYTES or (self.pack is not None and 2 * wanted < hi - lo):
+            return False
+        self.pack, self.lo, self.hi, self.wanted = pack, lo, hi, wanted
+        return True
+
+    def read(self, repo: Repository) -> None:
+        """Read the stretch; on any error the chunks are read one by one, which names the damage."""
+        if self.pack is None:
+            return
+        try:
+            data = repo.read_blob(self.pack, self.lo, self.hi - self.lo)
+        except LifelineError:
+            return
+        if len(data) == self.hi - self.lo:
+            self.data = data
+
+    def blob(self, ref) -> bytes | None:
+        if self.data is None or ref.pack_id != self.pack or not self.lo <= ref.offset <= self.hi - ref.length:
+            return None
+        return self.data[ref.offset - self.lo:ref.offset - self.lo + ref.length]
+
+
 class ChunkFetcher:
     """Fetches and opens chunks on a thread pool with a small cache for repeats."""
 
@@ -53,16 +108,19 @@ class ChunkFetcher:
         self.cached = 0
         self.inflight: dict[str, Future] = {}
 
-    def _load(self, cid_hex: str, ref=None) -> bytes:
-        """The chunk's bytes (``ref``: its index entry, if the caller looked it up already)."""
+    def _load(self, cid_hex: str, ref=None, span: "Span | None" = None) -> bytes:
+        """The chunk's bytes (``ref``: its index entry, if the caller looked it up already; ``span``:
+        a stretch of its pack read already that holds it)."""
         cid = bytes.fromhex(cid_hex)
         ref = ref or self.index.get(cid)
         if ref is None:
             raise DamagedData("chunk is missing from the repository index", chunk=cid_hex)
-        try:
-            blob = self.repo.read_blob(ref.pack_id, ref.offset, ref.length)
-        except LifelineError as exc:
-            raise DamagedData(f"cannot read pack {ref.pack_id}: {exc}", chunk=cid_hex) from None
+        blob = span.blob(ref) if span is not None else None
+        if blob is None:
+            try:
+                blob = self.repo.read_blob(ref.pack_id, ref.offset, ref.length)
+            except LifelineError as exc:
+                raise DamagedData(f"cannot read pack {ref.pack_id}: {exc}", chunk=cid_hex) from None
         if len(blob) != ref.length:
             raise DamagedData(f"pack {ref.pack_id} is truncated", chunk=cid_hex)
         return self.keys.open_chunk(cid, blob, ref.raw_len)
@@ -465,7 +523,7 @@ class Restorer:
                 done["bytes"] += e.get("size", 0)
             self.progress.files_done += 1
 
-        def run(job: FileJob, chunks: list, pos: int) -> None:
+        def run(job: FileJob, chunks: list, pos: int, span: Span | None = None) -> None:
             try:
                 if job.fd is None:
                     job.fd = self._create_file(b, job.rel)
@@ -475,7 +533,7 @@ class Restorer:
                     n = ref.raw_len if ref is not None else 0
                     if cid not in zero_ids:
                         try:
-                            data = fetcher._load(cid, ref)
+                            data = fetcher._load(cid, ref, span)
                         except DamagedData as exc:
                             job.failed, job.error = True, exc
                             if not self.skip_damaged:
@@ -503,11 +561,22 @@ class Restorer:
                 with lock:
                     job.remaining -= 1
                     last = job.remaining == 0
-                try:
-                    if last:
-                        finalize(job)
-                finally:
-                    slots.release()
+                if last:
+                    finalize(job)
+
+        def task(job: FileJob, chunks: list, pos: int) -> None:
+            try:
+                run(job, chunks, pos)
+            finally:
+                slots.release()
+
+        def span_task(span: Span) -> None:
+            try:
+                span.read(self.repo)
+                for job, chunks, pos in span.items:
+                    run(job, chunks, pos, span)
+            finally:
+                slots.release()
 
         def files():
             """The files to write, in the tree's order (read again), stand-ins at their links' places."""
@@ -521,6 +590,12 @@ class Restorer:
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         futures = []
+        span = Span()
+
+        def submit(fn, *args) -> None:
+            slots.acquire()
+            futures.append(pool.submit(fn, *args))
+
         try:
             for e in files():
                 if stop.is_set():
@@ -528,17 +603,29 @@ class Restorer:
                 chunks = e.get("chunks", [])
                 segs = [chunks[i:i + SEGMENT] for i in range(0, len(chunks), SEGMENT)] or [[]]
                 job = FileJob(e, len(segs))
-                if len(segs) > 1:
-                    job.fd = self._create_file(b, job.rel)
+                if len(segs) == 1:  # a small file: with its neighbours in the pack if it can
+                    seg = [(cid, index.get(bytes.fromhex(cid))) for cid in segs[0]]
+                    refs = [ref for _cid, ref in seg]
+                    if not span.takes(refs):
+                        if span.items:
+                            submit(span_task, span)
+                            span = Span()
+                        if not span.takes(refs):  # (a chunk missing, or spread too wide: on its own)
+                            submit(task, job, seg, 0)
+                            continue
+                    span.items.append((job, seg, 0))
+                    continue
+                job.fd = self._create_file(b, job.rel)
                 pos = 0
                 for seg in segs:
                     seg = [(cid, index.get(bytes.fromhex(cid))) for cid in seg]  # (looked up once)
-                    slots.acquire()
-                    futures.append(pool.submit(run, job, seg, pos))
+                    submit(task, job, seg, pos)
                     for _cid, ref in seg:
                         pos += ref.raw_len if ref is not None else 0
                 if len(futures) > 4096:
                     futures = [f for f in futures if not f.done() or f.exception()]
+            if span.items and not stop.is_set():
+                submit(span_task, span)
         finally:
             pool.shutdown(wait=True)
         for f in futures:

@@ -1,0 +1,78 @@
+"""Small files are restored from stretches of their pack read at once (restore.Span), and damage in a
+stretch still costs only the file it hits."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lifeline.agent.restore import Restorer, Span
+from lifeline.keys import provider_from_ref
+from lifeline.repository import Repository, open_backend
+
+from .helpers import Repo
+from .test_integrity import _flip, _locate
+
+
+def _small_tree(root: Path, n: int = 300) -> dict[str, bytes]:
+    files = {}
+    for i in range(n):
+        rel = f"d{i % 3}/f{i:04d}"
+        files[rel] = b"" if i % 50 == 7 else os.urandom(1000 + 7 * i)  # a few empty files among them
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(files[rel])
+    return files
+
+
+def _restore(repo: Repo, point_id: str, out: Path, **kw) -> tuple[dict, list[int]]:
+    """Restore in this process, counting the ranged reads and their sizes."""
+    r = Repository.open(open_backend(repo.url))
+    reads = []
+    plain = r.read_blob
+
+    def counted(pack_id, offset, length):
+        reads.append(length)
+        return plain(pack_id, offset, length)
+
+    r.read_blob = counted
+    return Restorer(r, provider_from_ref(repo.key), point_id, **kw).to_directory(str(out)), reads
+
+
+def test_small_files_come_from_a_few_ranged_reads(repo: Repo, tmp_path):
+    src = tmp_path / "src"
+    files = _small_tree(src)
+    pid = repo.backup(src)["point_id"]
+    summary, reads = _restore(repo, pid, tmp_path / "out")
+    assert summary["files"] == len(files) and not summary["damaged"]
+    for rel, data in files.items():
+        assert (tmp_path / "out" / rel).read_bytes() == data
+    # 294 non-empty files in one pack: read as a handful of stretches of at most Span.MAX_BYTES
+    assert 1 <= len(reads) <= 10 and max(reads) <= Span.MAX_BYTES
+
+
+def test_a_flipped_byte_in_a_stretch_costs_only_its_file(repo: Repo, tmp_path):
+    src = tmp_path / "src"
+    files = _small_tree(src)
+    pid = repo.backup(src)["point_id"]
+    pack, ref = _locate(repo, pid, "d1/f0100")
+    _flip(pack, ref.offset + ref.length // 2)
+    summary, _reads = _restore(repo, pid, tmp_path / "out", skip_damaged=True)
+    assert [d["path"] for d in summary["damaged"]] == ["d1/f0100"]
+    assert not (tmp_path / "out" / "d1/f0100").exists()
+    for rel, data in files.items():
+        if rel != "d1/f0100":
+            assert (tmp_path / "out" / rel).read_bytes() == data
+
+
+def test_a_truncated_pack_names_every_file_it_held(repo: Repo, tmp_path):
+    src = tmp_path / "src"
+    files = _small_tree(src, 60)
+    pid = repo.backup(src)["point_id"]
+    pack, ref = _locate(repo, pid, "d0/f0030")
+    os.truncate(pack, ref.offset)  # this file's chunk and every one after it are gone
+    summary, _reads = _restore(repo, pid, tmp_path / "out", skip_damaged=True)
+    damaged = {d["path"] for d in summary["damaged"]}
+    assert "d0/f0030" in damaged
+    for rel, data in files.items():
+        got = tmp_path / "out" / rel
+        assert (rel in damaged) != (got.exists() and got.read_bytes() == data), rel
+
