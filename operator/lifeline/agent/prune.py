@@ -32,6 +32,7 @@ from lifeline.repository.locks import list_locks
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_rfc3339
 
 from . import prune_immutable, wal_retention  # wal_retention: log segments a kept base backup needs
+from .live_chunks import add_live_chunks
 
 
 class PruneRefused(LifelineError):
@@ -137,16 +138,7 @@ def _prune(repo: Repository, provider, policy: RetentionPlan, dry_run: bool, acc
                                "loss with `lifeline agent shred --epoch ...`; nothing was deleted") from None
         except DamagedData as exc:
             raise PruneRefused(f"prune stopped: point {p.id} cannot be read ({exc}); nothing was deleted") from None
-        try:
-            for e in entries:
-                for c in e.get("chunks", ()):
-                    cid = bytes.fromhex(c)
-                    if cid not in index:
-                        raise PruneRefused(f"prune stopped: point {p.id} file {e['path']!r} references chunk {c} "
-                                           "which no index names; run `lifeline agent check`; nothing was deleted")
-                    live.add(cid)
-        except DamagedData as exc:  # (the tree is decoded as it is read)
-            raise PruneRefused(f"prune stopped: point {p.id} cannot be read ({exc}); nothing was deleted") from None
+        add_live_chunks(p.id, entries, index, live, PruneRefused)
     stored = repo.list_packs()
     keep_packs = {pid: info for pid, info in index.packs.items()
                   if pid in stored and any(en[0] in live for en in info.entries)}

@@ -25,6 +25,7 @@ import time
 
 from lifeline.repository import catalogue
 from lifeline.repository.errors import DamagedData, RetentionActive
+from lifeline.repository.index import IdSet
 from lifeline.repository.immutability import LOCK_RETENTION, delete_expired, floor, secure
 from lifeline.repository.layout import (CONFIG, DATA_DIR, HEADS_DIR, INDEX_DIR, KEYS_DIR, POINTS_DIR, key_epoch,
                                         pack_name, point_name, rfc3339)
@@ -33,6 +34,7 @@ from lifeline.repository.maintenance import write_index
 from lifeline.repository.repo import Repository, ShreddedEpoch
 
 from . import wal_retention
+from .live_chunks import add_live_chunks
 
 
 def retained_until(backend, imm, info, now: float) -> float | None:
@@ -92,15 +94,9 @@ def prune(repo: Repository, provider, points, keep, forget, reasons, head, distr
     index = repo.load_index(provider)
     if index.damaged:
         raise refused("prune stopped: damaged index segments (" + ", ".join(index.damaged) + "); nothing was deleted")
-    live: set[bytes] = set()
+    live = IdSet()  # (32 bytes a chunk)
     for p, _h, entries, _k in kept:
-        for e in entries:
-            for c in e.get("chunks", ()):
-                cid = bytes.fromhex(c)
-                if cid not in index:
-                    raise refused(f"prune stopped: point {p.id} file {e['path']!r} references chunk {c} which no "
-                                  "index names; run `lifeline agent check`; nothing was deleted")
-                live.add(cid)
+        add_live_chunks(p.id, entries, index, live, refused)
     stored = {o.name.rsplit("/", 1)[-1]: o for o in backend.list(DATA_DIR)}
     live_packs = {pid for pid, info in index.packs.items()
                   if pid in stored and any(en[0] in live for en in info.entries)}
