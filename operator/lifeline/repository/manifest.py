@@ -80,13 +80,18 @@ def decode_header(name: str, data: bytes) -> dict:
     return _split(name, data)[1]
 
 
-def decode_tree(keys: EpochKeys, name: str, data: bytes) -> tuple[dict, list[dict]]:
-    prefix, header, sealed = _split(name, data)
+def check_cipher(keys: EpochKeys, name: str, header: dict) -> None:
+    """Refuse a point whose header names another cipher than the repository's (it never mixes them)."""
     claimed = header.get("cipher", DEFAULT_CIPHER)  # points written before SM4: AES
     if claimed != keys.cipher:
         raise DamagedData(f"point {name} says it is encrypted with {claimed!r}, but this repository encrypts "
                           f"with {keys.cipher} (a repository never mixes ciphers): it was changed or put here "
                           "from another repository", obj=name)
+
+
+def decode_tree(keys: EpochKeys, name: str, data: bytes) -> tuple[dict, list[dict]]:
+    prefix, header, sealed = _split(name, data)
+    check_cipher(keys, name, header)
     plain = keys.open_object(sealed, prefix, f"point {name}")
     try:
         tree = json.loads(zstandard.ZstdDecompressor().decompress(plain))

@@ -22,10 +22,10 @@ import struct
 import blake3
 import zstandard
 
-from .crypto import DEFAULT_CIPHER, NONCE, TAG, EpochKeys
+from .crypto import NONCE, TAG, EpochKeys
 from .errors import DamagedData
 from .layout import POINT_MAGIC
-from .manifest import POINT_VERSION, _read_v2, _split
+from .manifest import POINT_VERSION, _read_v2, _split, check_cipher
 
 _OPEN = '{"entries":['
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)  # json.dumps(..., these) per entry
@@ -130,11 +130,7 @@ def open_tree(keys: EpochKeys, name: str, data) -> tuple[dict, Tree]:
     if end > len(data):
         raise DamagedData(f"point {name}: truncated header", obj=name)
     prefix, header, _rest = _split(name, bytes(data[:end]))
-    claimed = header.get("cipher", DEFAULT_CIPHER)  # points written before SM4: AES
-    if claimed != keys.cipher:
-        raise DamagedData(f"point {name} says it is encrypted with {claimed!r}, but this repository encrypts "
-                          f"with {keys.cipher} (a repository never mixes ciphers): it was changed or put here "
-                          "from another repository", obj=name)
+    check_cipher(keys, name, header)
     plain = keys.open_object(memoryview(data)[end:], prefix, f"point {name}")
     return header, Tree(name, plain, header.get("version", 0))
 
