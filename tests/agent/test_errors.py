@@ -80,11 +80,11 @@ def test_unreadable_source(repo: Repo, tmp_path):
 
 
 def test_unreadable_file_inside_tree(repo: Repo, tmp_path, monkeypatch, capsys):
-    """A file that cannot be read: the point is published without it, exit 7, the file named.
+    """Files that cannot be read: the point is published without them, exit 7, each named; the files
+    around them (small ones read in the same batch, a large one chunked after) are all there.
 
-    Runs in-process with open() failing for that one file (root reads every file, so a
+    Runs in-process with the opening of those files failing (root reads every file, so a
     chmod 000 would not do here)."""
-    import builtins
     import json
 
     from lifeline.agent import backup as backup_mod
@@ -92,25 +92,34 @@ def test_unreadable_file_inside_tree(repo: Repo, tmp_path, monkeypatch, capsys):
 
     src = tmp_path / "src"
     src.mkdir()
-    (src / "ok").write_text("ok")
+    for i in range(10):
+        (src / f"ok{i}").write_text(f"ok {i}")
     (src / "locked").write_text("no")
+    (src / "locked-big").write_bytes(os.urandom(600 * 1024))  # (above the minimum chunk: chunked, not batched)
+    (src / "zz-big").write_bytes(os.urandom(700 * 1024))
+    real_open = backup_mod._open_source
 
-    def fake_open(path, *a, **kw):
-        if str(path).endswith("/locked"):
+    def refusing_open(path):
+        if os.path.basename(path).startswith("locked"):
             raise PermissionError(13, "Permission denied", str(path))
-        return builtins.open(path, *a, **kw)
+        return real_open(path)
 
-    monkeypatch.setattr(backup_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(backup_mod, "_open_source", refusing_open)
     rc = main(["backup", str(src), "--json", "--repo", repo.url, "--key", repo.key])
     cap = capsys.readouterr()
     assert rc == 7, cap.err
-    assert "skipped 'locked'" in cap.err and "Permission denied" in cap.err
+    assert "skipped 'locked'" in cap.err and "skipped 'locked-big'" in cap.err and "Permission denied" in cap.err
     summary = json.loads(cap.out)
-    assert summary["skipped"] == [{"path": "locked", "error": "cannot read: Permission denied"}]
+    assert sorted(summary["skipped"], key=lambda s: s["path"]) == [
+        {"path": "locked", "error": "cannot read: Permission denied"},
+        {"path": "locked-big", "error": "cannot read: Permission denied"}]
+    assert summary["files"] == 11
     monkeypatch.undo()
     out = tmp_path / "out"
     repo.ok("restore", summary["point_id"], "--to", out)
-    assert (out / "ok").read_text() == "ok" and not (out / "locked").exists()
+    assert sorted(p.name for p in out.iterdir()) == [f"ok{i}" for i in range(10)] + ["zz-big"]
+    assert all((out / f"ok{i}").read_text() == f"ok {i}" for i in range(10))
+    assert (out / "zz-big").read_bytes() == (src / "zz-big").read_bytes()
 
 
 def test_usage_errors(repo: Repo):

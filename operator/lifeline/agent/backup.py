@@ -98,6 +98,24 @@ def stream_source(kind: str, *, command: str | None = None, name: str | None = N
     return Source("stdin", name or "stdin", stream_name=stream_name or "stdin")
 
 
+def _open_source(path: str) -> int:
+    """A file of the source, opened for reading (the one place a backup opens one)."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def read_small(path: str, size: int) -> bytes:
+    """A small file whole, in one read if it still has the ``size`` the walk saw (asking for a byte
+    more tells it is at the end); more reads if it grew meanwhile."""
+    fd = _open_source(path)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) == size + 1:
+            data += b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+        return data
+    finally:
+        os.close(fd)
+
+
 # --- scanning ----------------------------------------------------------------------------
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
 
@@ -199,6 +217,11 @@ def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> di
 
 
 SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
+SMALL_BATCH_FILES = 64  # small files a backup worker reads and saves as one piece of work ...
+SMALL_BATCH_BYTES = 1 << 20  # ... or fewer, when they hold this many bytes
+PENDING_MAX = 2048  # entries waiting for chunks before the backup waits for them (bounds memory in
+                    # an incremental, where a batch of changed files spans many unchanged ones)
+SMALL_WAIT = 1 << 62  # (an entry waiting for its batch: more chunks than any file has)
 
 
 def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
@@ -503,25 +526,58 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
 
     if progress.enabled or progress.lines is not None:  # the totals, for the bar and its ETA
         progress.files_total, progress.bytes_total = count_tree(source.path)
-    # A file no bigger than the minimum chunk size is exactly one chunk: read it whole.
+    # A file no bigger than the minimum chunk size is exactly one chunk: read it whole, in a worker,
+    # with others of its batch (the saver's save_small); a file with other names is read here, so
+    # that its other names know at once whether it could be read.
     small_max = chunker.min_size
-
-    def read_small(path: str) -> bytes:
-        with open(path, "rb", buffering=0) as f:
-            return f.readall()
+    batch: list[tuple[list, str]] = []  # ([entry, waits], path) of small files to read
+    batch_bytes = 0
 
     cursor = ParentCursor(parent) if parent is not None else None
     lost: set[str] = set()  # linked files that could not be read: their other names are left out too
     reused: set[str] = set()  # linked files whose chunks the parent point had
-    pending: deque[tuple[dict, int]] = deque()  # (entry, chunk ids it waits for), in the walk's order
+    pending: deque[list] = deque()  # [entry or None (left out), chunk ids it waits for], in the walk's order
 
     def emit() -> None:
         while pending:
             e, n = pending[0]
-            if n and len(e["chunks"]) < n:
-                return
-            out.add(e)
+            if e is not None:
+                if n and len(e["chunks"]) < n:
+                    if len(pending) > PENDING_MAX:
+                        flush_small()
+                        store.drain()
+                        continue
+                    return
+                out.add(e)
             pending.popleft()
+
+    def read_job(job: tuple[list, str]) -> bytes:
+        return read_small(job[1], job[0][0]["size"])
+
+    def small_done(job: tuple[list, str], cid: str | None, size: int, grown: bytes | None,
+                   error: OSError | None) -> None:
+        item = job[0]
+        e = item[0]
+        progress.files_done += 1
+        if error is not None:
+            warn(e["path"], f"cannot read: {error.strerror or error}")
+            item[0] = None
+            return
+        if grown is not None:  # (it grew past the minimum while we looked: chunked here, rare)
+            e["chunks"] = [store.save_now(c) for c in chunker.chunk_stream(io.BytesIO(grown).readinto)]
+        else:
+            e["chunks"] = [cid] if cid is not None else []
+        e["size"] = size  # (what was read, if it changed meanwhile)
+        stats.files += 1
+        stats.size_bytes += size
+        progress.bytes_done += size
+        item[1] = 0
+
+    def flush_small() -> None:
+        nonlocal batch, batch_bytes
+        if batch:
+            store.save_small(batch, read_job, small_max, small_done)
+            batch, batch_bytes = [], 0
 
     for e, linked in walk_tree(source.path, warn):
         if e["type"] != "file":
@@ -531,7 +587,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
                     continue
                 stats.files += 1
                 stats.files_reused += e["target"] in reused
-            pending.append((e, 0))
+            pending.append([e, 0])
             emit()
             continue
         old = cursor.find(e["path"], e["ino"]) if cursor is not None else None
@@ -542,29 +598,29 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             stats.files_reused += 1
             if linked:
                 reused.add(e["path"])
+        elif e["size"] <= small_max and not linked:
+            e["chunks"] = []
+            item = [e, SMALL_WAIT]
+            pending.append(item)
+            batch.append((item, os.path.join(source.path, e["path"])))
+            batch_bytes += e["size"]
+            if len(batch) >= SMALL_BATCH_FILES or batch_bytes >= SMALL_BATCH_BYTES:
+                flush_small()
+            emit()
+            continue
         else:
             full = os.path.join(source.path, e["path"])
             chunks: list = []
             e["chunks"] = chunks
             size = 0
             try:
-                if e["size"] <= small_max:
-                    data = read_small(full)
-                    # (a file that grew past the minimum while we looked is chunked normally)
-                    pieces = [data] if len(data) <= small_max else chunker.chunk_stream(io.BytesIO(data).readinto)
-                else:
-                    f = open(full, "rb", buffering=0)
-                    pieces = chunker.chunk_file(f, size_hint=e["size"])
-                try:
-                    for piece in pieces:
+                with open(_open_source(full), "rb", buffering=0) as f:
+                    for piece in chunker.chunk_file(f, size_hint=e["size"]):
                         if len(piece):
                             size += len(piece)
                             store.save(piece, chunks)
                             waits += 1
                             progress.bytes_done += len(piece)
-                finally:
-                    if e["size"] > small_max:
-                        f.close()
             except OSError as exc:
                 store.drain()  # chunks already submitted must land before we drop the entry
                 warn(e["path"], f"cannot read: {exc.strerror or exc}")
@@ -578,8 +634,9 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
         stats.files += 1
         stats.size_bytes += e["size"]
         progress.files_done += 1
-        pending.append((e, waits))
+        pending.append([e, waits])
         emit()
+    flush_small()
     store.drain()
     emit()
 

@@ -1,0 +1,99 @@
+"""Small files are read and saved by the batch, in workers: the point still lists every file in the
+walk's order with its own chunk, duplicates are stored once, and an entry never waits unbounded.
+
+In-process (``lifeline.agent.__main__.main``) so the batch and waiting limits can be made tiny:
+a few dozen files then cross many batch boundaries and the waiting limit."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from lifeline.agent import backup as backup_mod
+from lifeline.agent.__main__ import main
+
+from .helpers import Repo, assert_same_tree
+
+
+@pytest.fixture
+def tiny_batches(monkeypatch):
+    monkeypatch.setattr(backup_mod, "SMALL_BATCH_FILES", 3)
+    monkeypatch.setattr(backup_mod, "PENDING_MAX", 5)
+
+
+def _backup(repo: Repo, src, capsys) -> dict:
+    rc = main(["backup", str(src), "--json", "--repo", repo.url, "--key", repo.key])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    return json.loads(cap.out)
+
+
+def _tree(src, n: int) -> None:
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+    for i in range(n):
+        if i % 7 == 0:
+            data = b""  # empty: no chunk at all
+        elif i % 5 == 0:
+            data = b"the same bytes in several files"
+        else:
+            data = os.urandom(100 + i)
+        (src / f"d{i % 3}" / f"f{i:03d}").write_bytes(data)
+    (src / "d1" / "big").write_bytes(os.urandom(600 * 1024))  # chunked in between the batches
+
+
+def test_small_files_by_the_batch_restore_identical_and_dedup(repo: Repo, tmp_path, tiny_batches, capsys):
+    src = tmp_path / "src"
+    _tree(src, 60)
+    s = _backup(repo, src, capsys)
+    unique = {(src / f"d{i % 3}" / f"f{i:03d}").read_bytes() for i in range(60)} - {b""}
+    big_chunks = s["chunks_total"] - sum(1 for i in range(60) if i % 7)
+    assert s["files"] == 61 and s["chunks_new"] == len(unique) + big_chunks
+    listed = repo.ok("ls", s["point_id"], "--json").text.splitlines()
+    paths = [json.loads(line)["path"] for line in listed]
+    assert len(paths) == 1 + 3 + 61
+    assert paths == sorted(paths, key=lambda p: p.split("/"))  # the walk's order, whatever the batches did
+    out = tmp_path / "out"
+    repo.ok("restore", s["point_id"], "--to", out)
+    assert_same_tree(src, out)
+
+
+def test_sparse_changes_among_unchanged_files(repo: Repo, tmp_path, tiny_batches, capsys):
+    """An incremental where a few changed files sit among many unchanged ones: the entries between
+    them wait for the batch at most PENDING_MAX long, and every change lands."""
+    src = tmp_path / "src"
+    _tree(src, 60)
+    _backup(repo, src, capsys)
+    changed = [src / f"d{i % 3}" / f"f{i:03d}" for i in (1, 22, 38, 59)]
+    for p in changed:
+        p.write_bytes(os.urandom(333))
+    s = _backup(repo, src, capsys)
+    assert s["type"] == "incremental" and s["chunks_new"] == 4 and s["files_unchanged"] == 61 - 4
+    out = tmp_path / "out"
+    repo.ok("restore", s["point_id"], "--to", out)
+    assert_same_tree(src, out)
+
+
+def test_a_small_file_that_grows_while_read_is_chunked_whole(repo: Repo, tmp_path, monkeypatch, capsys):
+    """The walk saw 10 bytes; by the time a worker opens the file it holds 700 KiB: what was read is
+    what is recorded, chunked as a large file would be."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"before")
+    grows = src / "grows"
+    grows.write_bytes(b"0123456789")
+    grown = os.urandom(700 * 1024)
+    real_open = backup_mod._open_source
+
+    def open_after_growth(path):
+        if path.endswith("/grows"):
+            grows.write_bytes(grown)
+        return real_open(path)
+
+    monkeypatch.setattr(backup_mod, "_open_source", open_after_growth)
+    s = _backup(repo, src, capsys)
+    assert s["size_bytes"] == len(grown) + len(b"before") and s["chunks_total"] >= 2
+    out = tmp_path / "out"
+    repo.ok("restore", s["point_id"], "--to", out)
+    assert (out / "grows").read_bytes() == grown and (out / "a").read_bytes() == b"before"
