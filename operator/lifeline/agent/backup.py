@@ -218,7 +218,7 @@ def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> di
 
 SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
 SMALL_BATCH_FILES = 64  # small files a backup worker reads and saves as one piece of work ...
-SMALL_BATCH_BYTES = 1 << 20  # ... or fewer, when they hold this many bytes
+SMALL_BATCH_BYTES = 256 << 10  # ... or fewer, when they hold this many bytes
 PENDING_MAX = 2048  # entries waiting for chunks before the backup waits for them (bounds memory in
                     # an incremental, where a batch of changed files spans many unchanged ones)
 SMALL_WAIT = 1 << 62  # (an entry waiting for its batch: more chunks than any file has)

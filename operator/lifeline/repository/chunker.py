@@ -13,7 +13,7 @@ import pyfastcdc
 
 from .layout import CHUNK_AVG, CHUNK_MAX, CHUNK_MIN
 
-READ_BLOCK = 8 * 1024 * 1024
+READ_BLOCK = 4 * 1024 * 1024
 
 
 class Chunker:

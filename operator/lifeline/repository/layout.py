@@ -36,7 +36,7 @@ CHUNK_MIN = 256 * 1024
 CHUNK_AVG = 1024 * 1024
 CHUNK_MAX = 4 * 1024 * 1024
 
-PACK_TARGET = 32 * 1024 * 1024
+PACK_TARGET = 16 * 1024 * 1024  # as restic's default; one filling and one uploading bound a backup's memory
 
 PACK_MAGIC = b"LLPACK01"
 PACK_END_MAGIC = b"LLPEND01"

@@ -16,7 +16,7 @@ pass time without waiting).
 (its size is known), a ``get_range`` before it reads (its length), a ``get`` after it read (the size
 is known only then: the next transfer waits for it). Listings, stats, deletes and retention calls
 are not counted. An object goes at the link's speed, the waits between objects keep the average:
-a 32 MiB pack under a 1MiB limit goes up at once and the next waits about 32 seconds.
+a 16 MiB pack under a 1MiB limit goes up at once and the next waits about 16 seconds.
 """
 from __future__ import annotations
 
