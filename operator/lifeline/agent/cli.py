@@ -30,7 +30,6 @@ from lifeline.hidden_text import BIDI_MARKS
 from lifeline.keys import LocalKeyFileProvider, create_key_file, provider_from_ref
 from lifeline.keys.choice import provider_for
 from lifeline.keys.shred import add_target_arguments as add_shred_arguments, shred
-from lifeline.messages import RetentionPlan
 from lifeline.observability.audit import default_actor
 from lifeline.rates import parse_rate
 from lifeline.repository.backend import Limits, S3Options, open_backend
@@ -539,6 +538,8 @@ def cmd_check(args) -> int:
 
 @_guard
 def cmd_prune(args) -> int:
+    from lifeline.messages import RetentionPlan  # (here: pydantic costs every other command 0.1 s to load)
+
     policy = RetentionPlan(last=args.keep_last, daily=args.keep_daily, weekly=args.keep_weekly,
                            monthly=args.keep_monthly, yearly=args.keep_yearly)
     if any(v < 0 for v in (policy.last, policy.daily, policy.weekly, policy.monthly, policy.yearly)):

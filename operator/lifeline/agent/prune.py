@@ -21,9 +21,9 @@ accepted (``accept_missing``), which writes a head of the points that are there.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from lifeline.errors import LifelineError
-from lifeline.messages import RetentionPlan
 from lifeline.repository import catalogue
 from lifeline.repository.errors import DamagedData, TamperedData
 from lifeline.repository.index import IdSet
@@ -33,6 +33,9 @@ from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, parse_
 
 from . import prune_immutable, wal_retention  # wal_retention: log segments a kept base backup needs
 from .live_chunks import add_live_chunks
+
+if TYPE_CHECKING:  # (the models load pydantic: a tenth of a second every agent command would pay)
+    from lifeline.messages import RetentionPlan
 
 
 class PruneRefused(LifelineError):
