@@ -1,9 +1,13 @@
 """Content-defined chunking of byte streams (FastCDC via pyfastcdc).
 
 ``chunk_stream`` reads a stream in large blocks and yields chunks as ``bytes``.
-The result is exactly what FastCDC gives on the whole stream at once: a cut is
-only accepted when the chunker could see ``max_size`` bytes after the chunk's
-start (or at end of stream), so block boundaries never move cut points.
+The result is exactly what FastCDC gives on the whole stream at once, so block boundaries never
+move cut points: a cut is accepted when the chunker could see ``max_size`` bytes after the chunk's
+start, at end of stream, or when it was found before the end of the data seen. FastCDC scans a
+chunk's bytes in order and stops at the first match, with the strict mask up to ``avg_size`` and the
+loose one after; with fewer bytes than that it scans them all with the strict one, as it would with
+more. So only a cut forced by the end of the data can move. Accepting found cuts keeps the uncut
+tail, which each round copies into the next buffer, about one chunk long rather than ``max_size``.
 """
 from __future__ import annotations
 
@@ -53,8 +57,8 @@ class Chunker:
             pos = 0
             if n:
                 for c in self._cdc.cut_buf(data):
-                    if not eof and c.offset + self.max_size > n:
-                        break  # not enough look-ahead: keep for the next round
+                    if not eof and c.offset + c.length >= n and c.offset + self.max_size > n:
+                        break  # cut by the end of the data, not found: keep it for the next round
                     yield data[c.offset:c.offset + c.length]
                     pos = c.offset + c.length
             tail = data[pos:n]
