@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
@@ -74,3 +75,30 @@ def test_full_opens_a_new_epoch(repo: Repo):
     assert b["stored_bytes"] >= 2 * MiB  # a full is independent of earlier data (own key epoch)
     c = repo.backup("--stdin", input=data)
     assert c["epoch"] == b["epoch"] and c["stored_bytes"] == 0
+
+
+def test_an_unchanged_file_keeps_its_entry_and_a_metadata_change_is_recorded(repo: Repo, tmp_path):
+    """An incremental copies an unchanged file's entry from the parent as it is, but not when only its
+    access time moved (the first backup's read moves it, with no change of ctime); a change of
+    mode or owner is recorded too."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("same", "mode", "owner", "read"):
+        (src / name).write_bytes(name.encode() * 100)
+    st = os.stat(src / "read")
+    os.utime(src / "read", ns=(st.st_mtime_ns - 3600 * 10**9, st.st_mtime_ns))  # atime < mtime: a read moves it
+    repo.backup(src)
+    os.chmod(src / "mode", 0o640)
+    if os.geteuid() == 0:
+        os.chown(src / "owner", 4321, 4321)
+    before = {name: os.stat(src / name) for name in ("same", "read")}
+    second = repo.backup(src)
+    assert second["type"] == "incremental" and second["chunks_new"] == 0
+    out = tmp_path / "out"
+    repo.ok("restore", second["point_id"], "--to", out)
+    assert stat.S_IMODE(os.stat(out / "mode").st_mode) == 0o640
+    if os.geteuid() == 0:
+        assert os.stat(out / "owner").st_uid == 4321
+    for name, st in before.items():  # (on a relatime mount the first backup moved "read"'s atime)
+        assert (os.stat(out / name).st_atime_ns, os.stat(out / name).st_mtime_ns) == (st.st_atime_ns, st.st_mtime_ns)
+    assert (out / "same").read_bytes() == b"same" * 100

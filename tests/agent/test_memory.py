@@ -136,11 +136,13 @@ def test_parent_cursor_finds_files_in_walk_order_and_a_moved_first_name_by_inode
               {"path": "a-b", "type": "file", "ino": 8}, {"path": "b", "type": "dir"},
               {"path": "b/second", "type": "hardlink", "target": "a/first"},
               {"path": "b/x", "type": "symlink"}, {"path": "c", "type": "file", "ino": 9}]
-    cur = ParentCursor(iter(parent))
+    cur = ParentCursor((e, f"text of {e['path']}") for e in parent)
     assert cur.find("a-b", 8)["ino"] == 8  # ("a/first" passed: "a" < "a-b" component-wise)
+    assert cur.text == "text of a-b"  # (what an unchanged file's new entry copies)
     assert cur.find("b/second", 7)["path"] == "a/first"  # its first name is gone: found by inode
+    assert cur.text is None  # (that text names another path)
     assert cur.find("b/x", 0) is None and cur.find("b/y", 0) is None
-    assert cur.find("c", 9)["ino"] == 9 and cur.find("d", 0) is None
+    assert cur.find("c", 9)["ino"] == 9 and cur.find("d", 0) is None and cur.text is None
 
 
 def test_walk_names_the_first_name_in_walk_order_across_batches(tmp_path, monkeypatch):

@@ -315,19 +315,21 @@ class ParentCursor:
 
     GONE_MAX = 4096
 
-    def __init__(self, entries: Iterable[dict]):
+    def __init__(self, entries: Iterable[tuple[dict, str | None]]):
         self._it = iter(entries)
         self._cur: dict | None = None
+        self._text: str | None = None
         self._key: list[str] | None = None
         self._gone: OrderedDict[int, dict] = OrderedDict()  # inode -> a passed file entry of the parent
+        self.text: str | None = None  # the JSON text of the entry find returned last, if known
         self._next()
 
     def _next(self) -> None:
-        for e in self._it:
+        for e, text in self._it:
             if isinstance(e, dict) and isinstance(e.get("path"), str):
-                self._cur, self._key = e, e["path"].split("/")
+                self._cur, self._text, self._key = e, text, e["path"].split("/")
                 return
-        self._cur = self._key = None
+        self._cur = self._key = self._text = None
 
     def find(self, path: str, ino) -> dict | None:
         key = path.split("/")
@@ -338,11 +340,13 @@ class ParentCursor:
                 if len(self._gone) > self.GONE_MAX:
                     self._gone.popitem(last=False)
             self._next()
+        self.text = None
         if self._key is None or self._key != key:
             return None
-        e = self._cur
+        e, text = self._cur, self._text
         self._next()
         if e.get("type") == "file":
+            self.text = text
             return e
         if e.get("type") == "hardlink":
             return self._gone.get(ino)
@@ -533,7 +537,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
     batch: list[tuple[list, str]] = []  # ([entry, waits], path) of small files to read
     batch_bytes = 0
 
-    cursor = ParentCursor(parent) if parent is not None else None
+    cursor = ParentCursor(parent.with_text()) if parent is not None else None
     lost: set[str] = set()  # linked files that could not be read: their other names are left out too
     reused: set[str] = set()  # linked files whose chunks the parent point had
     pending: deque[list] = deque()  # [entry or None (left out), chunk ids it waits for], in the walk's order
@@ -541,7 +545,9 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
     def emit() -> None:
         while pending:
             e, n = pending[0]
-            if e is not None:
+            if type(e) is str:  # an unchanged file's entry as the parent has it
+                out.add_text(e)
+            elif e is not None:
                 if n and len(e["chunks"]) < n:
                     if len(pending) > PENDING_MAX:
                         flush_small()
@@ -598,6 +604,13 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             stats.files_reused += 1
             if linked:
                 reused.add(e["path"])
+            if cursor.text is not None and e == old:  # (nothing changed, atime included: copy its text)
+                stats.files += 1
+                stats.size_bytes += e["size"]
+                progress.files_done += 1
+                pending.append([cursor.text, 0])
+                emit()
+                continue
         elif e["size"] <= small_max and not linked:
             e["chunks"] = []
             item = [e, SMALL_WAIT]

@@ -46,7 +46,10 @@ class TreeWriter:
         self._done: bytearray | None = None
 
     def add(self, entry: dict) -> None:
-        s = _ENCODER.encode(entry)
+        self.add_text(_ENCODER.encode(entry))
+
+    def add_text(self, s: str) -> None:
+        """Add an entry already encoded (compact ASCII JSON, as :meth:`add` writes it)."""
         if self.count:
             s = "," + s
         self.count += 1
@@ -136,7 +139,8 @@ def open_tree(keys: EpochKeys, name: str, data) -> tuple[dict, Tree]:
 
 
 class Tree:
-    """A point's entries (dicts, in the order stored), decoded while iterated; iterable again."""
+    """A point's entries (dicts, in the order stored), decoded while iterated; iterable again.
+    :meth:`with_text` also gives each entry's JSON text, which a backup copies for an unchanged file."""
 
     def __init__(self, name: str, compressed: bytes, version=POINT_VERSION):
         self.name = name
@@ -145,10 +149,20 @@ class Tree:
 
     def __iter__(self):
         v2 = isinstance(self.version, int) and self.version < POINT_VERSION
-        for e in self._entries():
+        for e, _text in self._entries():
             if v2:
                 _read_v2(self.name, self.version, [e])
             yield e
+
+    def with_text(self):
+        """(entry, its JSON text) for each entry; the text is None where it is not in this version's
+        compact ASCII form (an older point's entries are upgraded as read, so their text is not theirs)."""
+        if isinstance(self.version, int) and self.version < POINT_VERSION:
+            for e in self:
+                yield e, None
+            return
+        for e, text in self._entries():
+            yield e, text if text is not None and text.isascii() else None
 
     def _damaged(self, why) -> DamagedData:
         return DamagedData(f"point {self.name}: tree cannot be decoded: {why}", obj=self.name)
@@ -182,7 +196,8 @@ class Tree:
         while not eof and len(buf) < len(_OPEN):
             buf += more()
         if not buf.startswith(_OPEN):  # not lifeline's compact shape: parse it whole, as before
-            yield from self._whole()
+            for e in self._whole():
+                yield e, None
             return
         pos = len(_OPEN)
         first = True
@@ -212,7 +227,7 @@ class Tree:
                     pos = 0
                     continue
                 break
-            yield e
+            yield e, buf[pos:end]
             first = False
             pos = end
         pos += 1
