@@ -149,7 +149,7 @@ class Tree:
 
     def __iter__(self):
         v2 = isinstance(self.version, int) and self.version < POINT_VERSION
-        for e, _text in self._entries():
+        for e, _text in self._entries(with_text=False):
             if v2:
                 _read_v2(self.name, self.version, [e])
             yield e
@@ -161,7 +161,7 @@ class Tree:
             for e in self:
                 yield e, None
             return
-        for e, text in self._entries():
+        for e, text in self._entries(with_text=True):
             yield e, text if text is not None and text.isascii() else None
 
     def _damaged(self, why) -> DamagedData:
@@ -177,7 +177,7 @@ class Tree:
             raise self._damaged("its entries are not a list")
         return entries
 
-    def _entries(self):
+    def _entries(self, with_text: bool):
         reader = zstandard.ZstdDecompressor().stream_reader(self.compressed)
         text = codecs.getincrementaldecoder("utf-8")()
         scan = json.decoder.JSONDecoder().scan_once
@@ -227,7 +227,7 @@ class Tree:
                     pos = 0
                     continue
                 break
-            yield e, buf[pos:end]
+            yield e, buf[pos:end] if with_text else None
             first = False
             pos = end
         pos += 1
