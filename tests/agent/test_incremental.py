@@ -102,3 +102,12 @@ def test_an_unchanged_file_keeps_its_entry_and_a_metadata_change_is_recorded(rep
     for name, st in before.items():  # (on a relatime mount the first backup moved "read"'s atime)
         assert (os.stat(out / name).st_atime_ns, os.stat(out / name).st_mtime_ns) == (st.st_atime_ns, st.st_mtime_ns)
     assert (out / "same").read_bytes() == b"same" * 100
+    # Nothing moved since: every entry of the third point is the second's text, and restores as such.
+    third = repo.backup(src)
+    assert third["files_unchanged"] == 4 and third["chunks_new"] == 0
+    out3 = tmp_path / "out3"
+    repo.ok("restore", third["point_id"], "--to", out3)
+    for name in ("same", "mode", "owner", "read"):
+        a, b = os.stat(src / name), os.stat(out3 / name)
+        assert (b.st_mode, b.st_uid, b.st_atime_ns, b.st_mtime_ns) == (a.st_mode, a.st_uid, a.st_atime_ns, a.st_mtime_ns)
+        assert (out3 / name).read_bytes() == (src / name).read_bytes()

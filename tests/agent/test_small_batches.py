@@ -97,3 +97,40 @@ def test_a_small_file_that_grows_while_read_is_chunked_whole(repo: Repo, tmp_pat
     out = tmp_path / "out"
     repo.ok("restore", s["point_id"], "--to", out)
     assert (out / "grows").read_bytes() == grown and (out / "a").read_bytes() == b"before"
+
+
+def test_a_file_swapped_for_a_link_or_a_fifo_after_the_walk_is_refused(repo: Repo, tmp_path, monkeypatch, capsys):
+    """The attack: someone who can write to the source swaps a file the walk saw for a symbolic link
+    to a file outside the source (a token, a key) before the agent reads it, or for a FIFO that would
+    hold the reader forever. Neither is followed or waited on; both are named as not backed up."""
+    secret = tmp_path / "outside-secret"
+    secret.write_bytes(b"the Job's token")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok").write_bytes(b"fine")
+    (src / "small").write_bytes(b"x" * 10)
+    (src / "large").write_bytes(os.urandom(600 * 1024))
+    (src / "pipe").write_bytes(b"y" * 10)
+    real_open = backup_mod._open_source
+
+    def swap_then_open(path):
+        name = os.path.basename(path)
+        if name in ("small", "large"):
+            os.unlink(path)
+            os.symlink(secret, path)
+        elif name == "pipe":
+            os.unlink(path)
+            os.mkfifo(path)
+        return real_open(path)
+
+    monkeypatch.setattr(backup_mod, "_open_source", swap_then_open)
+    rc = main(["backup", str(src), "--json", "--repo", repo.url, "--key", repo.key])
+    cap = capsys.readouterr()
+    assert rc == 7, cap.err
+    summary = json.loads(cap.out)
+    assert sorted(s["path"] for s in summary["skipped"]) == ["large", "pipe", "small"]
+    assert summary["files"] == 1
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    repo.ok("restore", summary["point_id"], "--to", out)
+    assert sorted(p.name for p in out.iterdir()) == ["ok"]

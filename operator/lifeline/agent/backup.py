@@ -99,17 +99,26 @@ def stream_source(kind: str, *, command: str | None = None, name: str | None = N
 
 
 def _open_source(path: str) -> int:
-    """A file of the source, opened for reading (the one place a backup opens one)."""
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    """A file of the source, opened for reading (the one place a backup opens one). The walk saw a
+    regular file; if a link or a FIFO took its place since, it is refused, not followed or waited
+    on: someone who can write to the source must not make the agent store a file from outside it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "it is no longer a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_small(path: str, size: int) -> bytes:
-    """A small file whole, in one read if it still has the ``size`` the walk saw (asking for a byte
-    more tells it is at the end); more reads if it grew meanwhile."""
+    """A small file whole: one read if it still has the ``size`` the walk saw (asking for a byte
+    more tells it is at the end); reads to the end of file if it grew, shrank or a read came short."""
     fd = _open_source(path)
     try:
         data = os.read(fd, size + 1)
-        if len(data) == size + 1:
+        if len(data) != size:
             data += b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
         return data
     finally:
@@ -652,6 +661,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
     flush_small()
     store.drain()
     emit()
+    assert not pending, "an entry was left waiting for chunks"  # (a miscount would drop it silently)
 
 
 def _backup_stream(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,
