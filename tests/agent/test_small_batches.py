@@ -134,3 +134,15 @@ def test_a_file_swapped_for_a_link_or_a_fifo_after_the_walk_is_refused(repo: Rep
     out = tmp_path / "out"
     repo.ok("restore", summary["point_id"], "--to", out)
     assert sorted(p.name for p in out.iterdir()) == ["ok"]
+
+
+def test_reading_a_small_file_stops_past_the_limit(tmp_path):
+    """A file the walk saw small but that is large when read is not read whole by a worker: at most
+    a byte past the limit (the backup then streams it through the chunker)."""
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(3 << 20))
+    assert len(backup_mod.read_small(str(p), 10, 4096)) == 4097
+    p.write_bytes(b"short")
+    assert backup_mod.read_small(str(p), 10, 4096) == b"short"  # (it shrank: what is there)
+    p.write_bytes(b"x" * 10)
+    assert backup_mod.read_small(str(p), 10, 4096) == b"x" * 10

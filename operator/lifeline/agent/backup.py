@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import errno
 import grp
-import io
 import os
 import pwd
 import secrets
@@ -112,14 +111,20 @@ def _open_source(path: str) -> int:
     return fd
 
 
-def read_small(path: str, size: int) -> bytes:
+def read_small(path: str, size: int, limit: int) -> bytes:
     """A small file whole: one read if it still has the ``size`` the walk saw (asking for a byte
-    more tells it is at the end); reads to the end of file if it grew, shrank or a read came short."""
+    more tells it is at the end); reads on to the end of file if it grew, shrank or a read came short,
+    but never past ``limit + 1`` bytes (a file that grew past the limit is for the caller to stream)."""
     fd = _open_source(path)
     try:
         data = os.read(fd, size + 1)
         if len(data) != size:
-            data += b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            parts = [data]
+            got = len(data)
+            while got <= limit and (more := os.read(fd, limit + 1 - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
         return data
     finally:
         os.close(fd)
@@ -567,7 +572,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             pending.popleft()
 
     def read_job(job: tuple[list, str]) -> bytes:
-        return read_small(job[1], job[0][0]["size"])
+        return read_small(job[1], job[0][0]["size"], small_max)
 
     def small_done(job: tuple[list, str], cid: str | None, size: int, grown: bytes | None,
                    error: OSError | None) -> None:
@@ -578,8 +583,18 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             warn(e["path"], f"cannot read: {error.strerror or error}")
             item[0] = None
             return
-        if grown is not None:  # (it grew past the minimum while we looked: chunked here, rare)
-            e["chunks"] = [store.save_now(c) for c in chunker.chunk_stream(io.BytesIO(grown).readinto)]
+        if grown is not None:  # (it grew past the minimum while we looked: read again and chunked here, rare)
+            chunks, size = [], 0
+            try:
+                with open(_open_source(job[1]), "rb", buffering=0) as f:
+                    for piece in chunker.chunk_file(f):
+                        chunks.append(store.save_now(piece))
+                        size += len(piece)
+            except OSError as exc:
+                warn(e["path"], f"cannot read: {exc.strerror or exc}")
+                item[0] = None
+                return
+            e["chunks"] = chunks
         else:
             e["chunks"] = [cid] if cid is not None else []
         e["size"] = size  # (what was read, if it changed meanwhile)
