@@ -147,8 +147,13 @@ class Tree:
         self.compressed = compressed
         self.version = version
 
+    @property
+    def _older(self) -> bool:
+        """A point written by an older version (its entries are read by that version's rules)."""
+        return isinstance(self.version, int) and self.version < POINT_VERSION
+
     def __iter__(self):
-        v2 = isinstance(self.version, int) and self.version < POINT_VERSION
+        v2 = self._older
         for e, _text in self._entries(with_text=False):
             if v2:
                 _read_v2(self.name, self.version, [e])
@@ -156,8 +161,9 @@ class Tree:
 
     def with_text(self):
         """(entry, its JSON text) for each entry; the text is None where it is not in this version's
-        compact ASCII form (an older point's entries are upgraded as read, so their text is not theirs)."""
-        if isinstance(self.version, int) and self.version < POINT_VERSION:
+        compact ASCII form (an older point's entries are checked by the older version's rules, so
+        their text is not copied into a point of this version)."""
+        if self._older:
             for e in self:
                 yield e, None
             return
