@@ -34,6 +34,7 @@ from .progress import Progress
 
 _ZERO = bytes(16 * 1024 * 1024)
 SEGMENT = 8  # chunks per restore task (~8 MiB): large files are written by several threads
+SPANS_AHEAD = 3  # spans of small files (up to 4 MiB each) read ahead of the one being written
 
 
 def _is_zero(data: bytes) -> bool:
@@ -570,13 +571,13 @@ class Restorer:
             finally:
                 slots.release()
 
-        def span_task(span: Span) -> None:
+        def span_task(span: Span, read: Future) -> None:
             try:
-                span.read(self.repo)
+                read.result()
                 for job, chunks, pos in span.items:
                     run(job, chunks, pos, span)
             finally:
-                slots.release()
+                span_slots.release()
 
         def files():
             """The files to write, in the tree's order (read again), stand-ins at their links' places."""
@@ -588,13 +589,24 @@ class Restorer:
                 elif t == "hardlink" and e["path"] in stand_ins:
                     yield stand_ins[e["path"]]
 
+        # Large files' segments are written by `workers` threads. Small files are written by one
+        # thread, span after span, while spans ahead are read: a small file is mostly system calls,
+        # each of which gives up the GIL, and threads taking turns at it wait longer than they write
+        # (200,000 files: 8 threads 18 s, one 9.7 s, one with its reads ahead 9.3 s).
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        readers = ThreadPoolExecutor(SPANS_AHEAD, thread_name_prefix="restore-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="restore-small")
+        span_slots = threading.BoundedSemaphore(SPANS_AHEAD + 1)  # spans read or being written
         futures = []
         span = Span()
 
         def submit(fn, *args) -> None:
             slots.acquire()
             futures.append(pool.submit(fn, *args))
+
+        def submit_span(span: Span) -> None:
+            span_slots.acquire()
+            futures.append(writer.submit(span_task, span, readers.submit(span.read, self.repo)))
 
         try:
             for e in files():
@@ -608,7 +620,7 @@ class Restorer:
                     refs = [ref for _cid, ref in seg]
                     if not span.takes(refs):
                         if span.items:
-                            submit(span_task, span)
+                            submit_span(span)
                             span = Span()
                         if not span.takes(refs):  # (a chunk missing, or spread too wide: on its own)
                             submit(task, job, seg, 0)
@@ -625,9 +637,11 @@ class Restorer:
                 if len(futures) > 4096:
                     futures = [f for f in futures if not f.done() or f.exception()]
             if span.items and not stop.is_set():
-                submit(span_task, span)
+                submit_span(span)
         finally:
             pool.shutdown(wait=True)
+            writer.shutdown(wait=True)
+            readers.shutdown(wait=True)
         for f in futures:
             if f.exception() is not None:
                 raise f.exception()
