@@ -1,2 +1,2 @@
 """Agent test fixtures (defined in helpers.py so they also load with -p tests.agent.helpers)."""
-from .helpers import repo  # noqa: F401
+from .helpers import repo, small_file_writers  # noqa: F401

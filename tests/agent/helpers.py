@@ -75,6 +75,15 @@ def repo(tmp_path) -> Repo:
     return r
 
 
+@pytest.fixture(params=["thread", "writer-processes"])
+def small_file_writers(request, repo: Repo) -> str:
+    """A test taking this runs twice: its restores write small files in a thread of the agent, then
+    in the agent's writer processes (forced: a restore picks them from thousands of small files)."""
+    if request.param == "writer-processes":
+        repo.env["LIFELINE_RESTORE_WRITERS"] = "2"
+    return request.param
+
+
 # --- trees ------------------------------------------------------------------------------
 def write_random(path: Path, size: int, *, block: int = 1 << 20) -> None:
     with open(path, "wb") as f:

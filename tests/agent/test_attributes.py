@@ -198,7 +198,7 @@ def report_refused(fs: dict) -> None:
 
 
 # --- the tests ------------------------------------------------------------------------------------
-def test_attributes_round_trip(repo: Repo, tmp_path, fs):
+def test_attributes_round_trip(repo: Repo, tmp_path, fs, small_file_writers):
     """Back up, restore with --keep-special-bits: every attribute of every entry comes back."""
     report_refused(fs)
     src = tmp_path / "src"
@@ -218,6 +218,7 @@ def test_attributes_round_trip(repo: Repo, tmp_path, fs):
     out = tmp_path / "out"
     r = restore(repo, s["point_id"], out, "--keep-special-bits")
     assert r["skipped"] == [] and r["damaged"] == []
+    assert r["small_file_writers"] == (2 if small_file_writers == "writer-processes" else 0)
     assert r["files"] == s["files"] and r["bytes"] == s["size_bytes"]
     after, groups_after = attributes(out)
     assert_same(before, after)
@@ -285,7 +286,7 @@ def test_owner_by_name_else_id_or_numeric(repo: Repo, tmp_path, fs):
     assert os.stat(out / "no-name").st_uid == 1234
 
 
-def test_hard_links_incremental_and_partial(repo: Repo, tmp_path):
+def test_hard_links_incremental_and_partial(repo: Repo, tmp_path, small_file_writers):
     """An incremental backup reads none of a hard-linked file's names again; a restore of one name
     alone makes it the file; restored to stdout by any name."""
     src = tmp_path / "src"
@@ -325,7 +326,7 @@ def _in_process_restore(repo: Repo, point: str, out: Path, **kw) -> dict:
     return Restorer(r, provider_from_ref(repo.key), point).to_directory(str(out), **kw)
 
 
-def test_refusals_are_reported_not_fatal(repo: Repo, tmp_path, fs, monkeypatch):
+def test_refusals_are_reported_not_fatal(repo: Repo, tmp_path, fs, monkeypatch, small_file_writers):
     """A target filesystem without ACLs or extended attributes, or without hard links: the restore
     goes on, lists what it could not set, and a refused hard link becomes a copy."""
     if fs["user_xattr"] is not None:
@@ -366,7 +367,7 @@ def test_refusals_are_reported_not_fatal(repo: Repo, tmp_path, fs, monkeypatch):
 
 
 @pytest.mark.skipif(not ROOT, reason="setting trusted.* extended attributes needs root")
-def test_root_only_attributes_as_another_user(repo: Repo, tmp_path, fs):
+def test_root_only_attributes_as_another_user(repo: Repo, tmp_path, fs, small_file_writers):
     """Restored by a user that is not root, trusted.*/security.* attributes are left out: one note
     for the whole restore, naming them; user.* ones and the rest come back."""
     if fs["trusted_xattr"] is not None or fs["user_xattr"] is not None:

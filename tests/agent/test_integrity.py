@@ -36,7 +36,7 @@ def _locate(repo: Repo, point_id: str, file: str, which: int = 0):
     return Path(repo.url[len("file://"):]) / pack_name(ref.pack_id), ref
 
 
-def test_flipped_byte_in_chunk(repo: Repo, tmp_path):
+def test_flipped_byte_in_chunk(repo: Repo, tmp_path, small_file_writers):
     src = tmp_path / "src"
     _tree(src)
     pid = repo.backup(src)["point_id"]

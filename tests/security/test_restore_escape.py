@@ -47,10 +47,14 @@ def state(path: Path):
             snapshot(path))
 
 
-@pytest.fixture(params=["openat2", "walk"])
+@pytest.fixture(params=["openat2", "walk", "openat2-writers", "walk-writers"])
 def restore(request, repo: Repo, monkeypatch, capsys, tmp_path):
-    """``restore(point, target, *flags) -> Result``: the agent's restore, with either resolver."""
-    if request.param == "openat2":
+    """``restore(point, target, *flags) -> Result``: the agent's restore, with either resolver, its
+    small files written by a thread of the agent or by its writer processes (forced here)."""
+    if request.param.endswith("-writers"):
+        repo.env["LIFELINE_RESTORE_WRITERS"] = "2"
+        monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "2")
+    if request.param.startswith("openat2"):
         try:
             from lifeline.agent import beneath
         except ImportError:  # the code before the fix: attack it as it is

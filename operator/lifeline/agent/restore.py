@@ -16,7 +16,9 @@ import grp
 import os
 import pwd
 import re
+import queue
 import stat
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -31,10 +33,25 @@ from lifeline.repository.repo import Repository
 
 from .beneath import NOT_BENEATH, O_CLOEXEC, O_PATH, Beneath, chmod_node, remove_at, split
 from .progress import Progress
+from .restore_writers import WriterProcess
 
 _ZERO = bytes(16 * 1024 * 1024)
 SEGMENT = 8  # chunks per restore task (~8 MiB): large files are written by several threads
-SPANS_AHEAD = 3  # spans of small files (up to 4 MiB each) read ahead of the one being written
+SPANS_AHEAD = 3  # spans of small files (up to 4 MiB each) read ahead of the ones being written
+WRITERS_FROM = 5000  # small files from which they are written by writer processes (restore_writers)
+
+
+def _writer_count(small_files: int) -> int:
+    """How many writer processes write the small files (0: a thread of this process does).
+    ``LIFELINE_RESTORE_WRITERS`` sets it; else one a core (at most 4) from WRITERS_FROM small files."""
+    given = os.environ.get("LIFELINE_RESTORE_WRITERS", "").strip()
+    if given:
+        if not given.isdigit() or int(given) > 64:
+            raise UsageError(f"LIFELINE_RESTORE_WRITERS={given!r}: give a number of processes, 0 to 64")
+        return int(given)
+    if small_files < WRITERS_FROM or not sys.executable:
+        return 0
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _is_zero(data: bytes) -> bool:
@@ -58,7 +75,7 @@ class Span:
     def __init__(self):
         self.pack: str | None = None
         self.lo = self.hi = self.wanted = 0
-        self.items: list = []  # (job, chunks, pos), as the file tasks take them
+        self.items: list = []  # (entry, [(chunk id, index entry)])
         self.data: bytes | None = None
 
     def takes(self, refs: list) -> bool:
@@ -96,6 +113,27 @@ class Span:
             return None
         return self.data[ref.offset - self.lo:ref.offset - self.lo + ref.length]
 
+    def sealed(self, repo: Repository) -> dict[str, bytes | str]:
+        """Each chunk's sealed bytes by id, or why they could not be read: the stretch in one get,
+        or, when it cannot be read, one get a chunk (which names the damage)."""
+        self.read(repo)
+        out: dict[str, bytes | str] = {}
+        for _entry, chunks in self.items:
+            for cid, ref in chunks:
+                if cid in out:
+                    continue
+                blob = self.blob(ref)
+                if blob is None:
+                    try:
+                        blob = repo.read_blob(ref.pack_id, ref.offset, ref.length)
+                    except LifelineError as exc:
+                        blob = f"cannot read pack {ref.pack_id}: {exc}"
+                if not isinstance(blob, str) and len(blob) != ref.length:
+                    blob = f"pack {ref.pack_id} is truncated"
+                out[cid] = blob
+        self.data = None
+        return out
+
 
 class ChunkFetcher:
     """Fetches and opens chunks on a thread pool with a small cache for repeats."""
@@ -109,19 +147,16 @@ class ChunkFetcher:
         self.cached = 0
         self.inflight: dict[str, Future] = {}
 
-    def _load(self, cid_hex: str, ref=None, span: "Span | None" = None) -> bytes:
-        """The chunk's bytes (``ref``: its index entry, if the caller looked it up already; ``span``:
-        a stretch of its pack read already that holds it)."""
+    def _load(self, cid_hex: str, ref=None) -> bytes:
+        """The chunk's bytes (``ref``: its index entry, if the caller looked it up already)."""
         cid = bytes.fromhex(cid_hex)
         ref = ref or self.index.get(cid)
         if ref is None:
             raise DamagedData("chunk is missing from the repository index", chunk=cid_hex)
-        blob = span.blob(ref) if span is not None else None
-        if blob is None:
-            try:
-                blob = self.repo.read_blob(ref.pack_id, ref.offset, ref.length)
-            except LifelineError as exc:
-                raise DamagedData(f"cannot read pack {ref.pack_id}: {exc}", chunk=cid_hex) from None
+        try:
+            blob = self.repo.read_blob(ref.pack_id, ref.offset, ref.length)
+        except LifelineError as exc:
+            raise DamagedData(f"cannot read pack {ref.pack_id}: {exc}", chunk=cid_hex) from None
         if len(blob) != ref.length:
             raise DamagedData(f"pack {ref.pack_id} is truncated", chunk=cid_hex)
         return self.keys.open_chunk(cid, blob, ref.raw_len)
@@ -313,6 +348,7 @@ class _Plan:
         self.specials: list[dict] = []
         self.more_specials = False
         self.files = 0
+        self.small = 0  # files of at most SEGMENT chunks: written whole, span by span
         self.bytes = 0
         self.linked: list[tuple[str, str]] = []  # (hard link, its target), restored ones
 
@@ -323,6 +359,7 @@ class _Plan:
         t = e["type"]
         if t == "file":
             self.files += 1
+            self.small += len(e.get("chunks", ())) <= SEGMENT
             self.bytes += e.get("size", 0)
         elif t == "dir":
             self.dirs.append(e)
@@ -369,6 +406,88 @@ class Restorer:
         self.damaged: list[dict] = []
         self.is_root = os.geteuid() == 0
         self.euid, self.egid = os.geteuid(), os.getegid()
+
+    # --- small files, here or in a writer process (restore_writers) ---------------------
+    def _writer_settings(self) -> dict:
+        return {"keys": self.keys.handover(), "point_id": self.point_id, "skip_damaged": self.skip_damaged,
+                "overwrite": self.overwrite, "devices": self.devices, "numeric_owner": self.numeric_owner,
+                "mode_mask": self.mode_mask, "target": self._target}
+
+    @classmethod
+    def writer(cls, keys: EpochKeys, settings: dict) -> "Restorer":
+        """A restorer that only writes small files (in a writer process): no storage, no tree."""
+        r = cls.__new__(cls)
+        r.keys, r.point_id, r.skip_damaged = keys, settings["point_id"], settings["skip_damaged"]
+        r.overwrite, r.devices, r.numeric_owner = settings["overwrite"], settings["devices"], settings["numeric_owner"]
+        r.mode_mask, r._target = settings["mode_mask"], settings["target"]
+        r.is_root = os.geteuid() == 0
+        r.euid, r.egid = os.geteuid(), os.getegid()
+        r._owners, r._lock = {}, threading.Lock()
+        r.damaged, r.skipped, r._root_only = [], [], {}
+        return r
+
+    def take_records(self) -> dict:
+        """What was found damaged or left out since the last call (a writer's, for the main process)."""
+        records = {"damaged": self.damaged, "skipped": self.skipped, "root_only": self._root_only}
+        self.damaged, self.skipped, self._root_only = [], [], {}
+        return records
+
+    def write_small(self, b: Beneath, files: list, sealed: dict, zero_ids: set) -> dict:
+        """Write ``files`` ((entry, its hard links, [(chunk id, length)])) whole, each with its
+        attributes, from ``sealed`` (chunk id -> sealed bytes, or why they could not be read).
+
+        A damaged file is removed; with ``skip_damaged`` it is listed and the others go on, else
+        nothing more is written and ``stop`` says why (message, chunk)."""
+        done = nbytes = 0
+        for e, links, chunks in files:
+            exc = self._write_small_file(b, e, links, chunks, sealed, zero_ids)
+            if exc is None:
+                done += 1 + len(links)
+                nbytes += e.get("size", 0)
+                continue
+            if not self.skip_damaged:
+                return {"files": done, "bytes": nbytes, "stop": (
+                    f"point {self.point_id}, file {e['path']!r}: chunk {exc.chunk} is damaged ({exc}); restore "
+                    "stopped. Re-run with --skip-damaged to restore every undamaged file", exc.chunk)}
+            with self._lock:
+                self.damaged.append({"point": self.point_id, "path": e["path"], "chunk": exc.chunk, "error": str(exc)})
+                self.damaged.extend({"point": self.point_id, "path": rel, "chunk": exc.chunk,
+                                     "error": f"a hard link to {e['path']!r}, which is damaged"} for rel in links)
+        return {"files": done, "bytes": nbytes, "stop": None}
+
+    def _write_small_file(self, b: Beneath, e: dict, links, chunks, sealed: dict, zero_ids: set):
+        """One file of :meth:`write_small`; the DamagedData that kept it from being written, or None."""
+        rel = e["path"]
+        fd = self._create_file(b, rel)
+        try:
+            pos = end = 0
+            for cid, raw_len in chunks:
+                if cid not in zero_ids:
+                    blob = sealed.get(cid, "chunk was not read")
+                    if isinstance(blob, str):
+                        raise DamagedData(blob, chunk=cid)
+                    data = self.keys.open_chunk(bytes.fromhex(cid), blob, raw_len)
+                    if _is_zero(data):
+                        zero_ids.add(cid)
+                    else:
+                        end = _write_sparse(fd, data, pos)
+                pos += raw_len
+            if end != e.get("size", 0):  # trailing hole (or a file that was longer)
+                os.ftruncate(fd, e.get("size", 0))
+            for other in links:  # from the written data, before the owner and mode are set
+                self._link(b, fd, e, other)
+            self._apply_fd_meta(fd, e, 0o644)
+        except BaseException as exc:
+            os.close(fd)
+            try:  # only what this restore created is removed
+                b.unlink(rel)
+            except OSError:
+                pass
+            if isinstance(exc, DamagedData):
+                return exc
+            raise
+        os.close(fd)
+        return None
 
     def _damage(self, path: str, exc: DamagedData) -> None:
         rec = {"point": self.point_id, "path": path, "chunk": exc.chunk, "error": str(exc)}
@@ -460,6 +579,7 @@ class Restorer:
             "bytes": done["bytes"],
             "damaged": self.damaged,
             "skipped": self.skipped,
+            "small_file_writers": done["writers"],  # processes that wrote the small files (0: a thread)
             "duration_seconds": round(time.time() - start, 3),
         }
 
@@ -480,7 +600,7 @@ class Restorer:
         zero_ids: set[str] = set()
         stop = threading.Event()
         lock = self._lock
-        done = {"files": 0, "bytes": 0}
+        done = {"files": 0, "bytes": 0, "writers": 0}
         first_error: list[DamagedData] = []
         slots = threading.BoundedSemaphore(self.workers * 4)
 
@@ -524,7 +644,7 @@ class Restorer:
                 done["bytes"] += e.get("size", 0)
             self.progress.files_done += 1
 
-        def run(job: FileJob, chunks: list, pos: int, span: Span | None = None) -> None:
+        def run(job: FileJob, chunks: list, pos: int) -> None:
             try:
                 if job.fd is None:
                     job.fd = self._create_file(b, job.rel)
@@ -534,7 +654,7 @@ class Restorer:
                     n = ref.raw_len if ref is not None else 0
                     if cid not in zero_ids:
                         try:
-                            data = fetcher._load(cid, ref, span)
+                            data = fetcher._load(cid, ref)
                         except DamagedData as exc:
                             job.failed, job.error = True, exc
                             if not self.skip_damaged:
@@ -573,9 +693,37 @@ class Restorer:
 
         def span_task(span: Span, read: Future) -> None:
             try:
-                read.result()
-                for job, chunks, pos in span.items:
-                    run(job, chunks, pos, span)
+                sealed = read.result()
+                if stop.is_set():
+                    return
+                files = [(e, links.get(e["path"], ()), [(cid, ref.raw_len) for cid, ref in chunks])
+                         for e, chunks in span.items]
+                proc = idle.get()
+                try:
+                    if proc is None:
+                        answer = self.write_small(b, files, sealed, zero_ids)
+                    else:
+                        answer = proc.call((files, sealed))
+                finally:
+                    idle.put(proc)
+                with lock:
+                    done["files"] += answer["files"]
+                    done["bytes"] += answer["bytes"]
+                    self.damaged.extend(answer.get("damaged", ()))
+                    self.skipped.extend(answer.get("skipped", ()))
+                    for name, n in answer.get("root_only", {}).items():
+                        self._root_only[name] = self._root_only.get(name, 0) + n
+                self.progress.files_done += len(files)
+                self.progress.bytes_done += answer["bytes"]
+                if "raise" in answer:
+                    raise answer["raise"]
+                if answer["stop"] is not None:
+                    with lock:
+                        first_error.append(DamagedData(answer["stop"][0], chunk=answer["stop"][1]))
+                    stop.set()
+            except BaseException:
+                stop.set()
+                raise
             finally:
                 span_slots.release()
 
@@ -589,14 +737,23 @@ class Restorer:
                 elif t == "hardlink" and e["path"] in stand_ins:
                     yield stand_ins[e["path"]]
 
-        # Large files' segments are written by `workers` threads. Small files are written by one
-        # thread, span after span, while spans ahead are read: a small file is mostly system calls,
-        # each of which gives up the GIL, and threads taking turns at it wait longer than they write
-        # (200,000 files: 8 threads 18 s, one 9.7 s, one with its reads ahead 9.3 s).
+        # Large files' segments are written by `workers` threads. Small files are written span by
+        # span while the next spans are read: by writer processes when there are many
+        # (restore_writers says why), else by one thread (threads taking turns at the GIL, which
+        # each system call gives up, wait longer than they write: 200,000 files, 8 threads 18 s,
+        # one 10.6 s).
+        nwriters = done["writers"] = _writer_count(plan.small)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         readers = ThreadPoolExecutor(SPANS_AHEAD, thread_name_prefix="restore-read")
-        writer = ThreadPoolExecutor(1, thread_name_prefix="restore-small")
-        span_slots = threading.BoundedSemaphore(SPANS_AHEAD + 1)  # spans read or being written
+        writer = ThreadPoolExecutor(max(1, nwriters), thread_name_prefix="restore-small")
+        span_slots = threading.BoundedSemaphore(SPANS_AHEAD + max(1, nwriters))  # read or being written
+        idle: queue.SimpleQueue = queue.SimpleQueue()
+        procs = []
+        if nwriters:
+            settings = {**self._writer_settings(), "openat2": b.openat2}  # (the same resolver)
+            procs = [WriterProcess(b.root, settings) for _ in range(nwriters)]
+        for proc in procs or [None]:
+            idle.put(proc)
         futures = []
         span = Span()
 
@@ -606,7 +763,7 @@ class Restorer:
 
         def submit_span(span: Span) -> None:
             span_slots.acquire()
-            futures.append(writer.submit(span_task, span, readers.submit(span.read, self.repo)))
+            futures.append(writer.submit(span_task, span, readers.submit(span.sealed, self.repo)))
 
         try:
             for e in files():
@@ -625,7 +782,7 @@ class Restorer:
                         if not span.takes(refs):  # (a chunk missing, or spread too wide: on its own)
                             submit(task, job, seg, 0)
                             continue
-                    span.items.append((job, seg, 0))
+                    span.items.append((e, seg))
                     continue
                 job.fd = self._create_file(b, job.rel)
                 pos = 0
@@ -642,6 +799,8 @@ class Restorer:
             pool.shutdown(wait=True)
             writer.shutdown(wait=True)
             readers.shutdown(wait=True)
+            for proc in procs:
+                proc.close()
         for f in futures:
             if f.exception() is not None:
                 raise f.exception()

@@ -216,6 +216,17 @@ class EpochKeys:
         self.macs = MacKeys(dek)
         self.zstd_level = zstd_level
         self._tls = threading.local()
+        self._handover = (epoch_id, bytes(dek), zstd_level, spec.name)
+
+    def handover(self) -> tuple:
+        """What rebuilds these keys (:meth:`from_handover`) in a helper process of this command (a
+        restore's writers): sent over its pipe, never written anywhere."""
+        return self._handover
+
+    @classmethod
+    def from_handover(cls, state: tuple) -> "EpochKeys":
+        epoch_id, dek, zstd_level, cipher = state
+        return cls(epoch_id, dek, zstd_level=zstd_level, cipher=cipher)
 
     # --- chunk ids ---------------------------------------------------------------
     def chunk_id(self, data) -> bytes:

@@ -1,0 +1,96 @@
+"""Writer processes of a restore: many small files are written by them, and a restore that loses one
+stops with an error instead of hanging or reporting success."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from lifeline.errors import LifelineError, UsageError
+from lifeline.repository.crypto import EpochKeys
+
+from lifeline.agent import restore as restore_mod
+from lifeline.agent.restore_writers import WriterProcess
+
+from .helpers import Repo
+
+
+def _settings(target) -> dict:
+    keys = EpochKeys("ab" * 16, bytes(32))
+    return {"keys": keys.handover(), "point_id": "p", "skip_damaged": False, "overwrite": False, "devices": False,
+            "numeric_owner": False, "mode_mask": 0o777, "target": str(target), "openat2": False}
+
+
+def test_a_writer_that_dies_is_an_error_not_a_hang(tmp_path):
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        w = WriterProcess(root, _settings(tmp_path))
+        empty = {"path": "empty", "type": "file", "mode": 0o640, "size": 0, "mtime_ns": 10**18}
+        answer = w.call(([(empty, (), [])], {}))
+        assert answer["files"] == 1 and answer["stop"] is None and "raise" not in answer
+        assert (tmp_path / "empty").stat().st_mtime_ns == 10**18
+        os.kill(w.proc.pid, signal.SIGKILL)
+        w.proc.wait()
+        with pytest.raises(LifelineError, match="writer process stopped"):
+            w.call(([({**empty, "path": "second"}, (), [])], {}))
+        w.close()
+        assert not (tmp_path / "second").exists()
+    finally:
+        os.close(root)
+
+
+def test_writers_come_from_many_small_files_or_the_setting(monkeypatch):
+    monkeypatch.delenv("LIFELINE_RESTORE_WRITERS", raising=False)
+    assert restore_mod._writer_count(restore_mod.WRITERS_FROM - 1) == 0
+    assert restore_mod._writer_count(restore_mod.WRITERS_FROM) == max(1, min(4, os.cpu_count() or 1))
+    monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "3")
+    assert restore_mod._writer_count(0) == 3
+    monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "many")
+    with pytest.raises(UsageError, match="LIFELINE_RESTORE_WRITERS"):
+        restore_mod._writer_count(0)
+
+
+def test_small_files_by_writers_come_back_byte_for_byte(repo: Repo, tmp_path):
+    """More files than fit one span, some empty, some zeros, some sharing content, through 2 writers."""
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(700):
+            data = b"" if i % 50 == 0 else bytes(3000) if i % 7 == 0 else os.urandom(1 + i * 3)
+            (src / f"d{d}" / f"f{i:04d}").write_bytes(data if i % 11 else b"shared content")
+    pid = repo.backup(src)["point_id"]
+    out = tmp_path / "out"
+    r = repo.ok("restore", pid, "--to", out, "--json", env={"LIFELINE_RESTORE_WRITERS": "2"}).json
+    assert r["small_file_writers"] == 2 and r["files"] == 2100 and r["damaged"] == [] and r["skipped"] == []
+    for d in range(3):
+        for i in range(700):
+            a, b = src / f"d{d}" / f"f{i:04d}", out / f"d{d}" / f"f{i:04d}"
+            assert b.read_bytes() == a.read_bytes()
+            assert b.stat().st_mtime_ns == a.stat().st_mtime_ns and b.stat().st_mode == a.stat().st_mode
+
+
+def test_a_damaged_small_file_stops_the_restore_or_is_left_out_when_asked(repo: Repo, tmp_path):
+    from .test_integrity import _flip, _locate
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i:03d}").write_bytes(os.urandom(2000 + i))
+    pid = repo.backup(src)["point_id"]
+    pack, ref = _locate(repo, pid, "f150")
+    _flip(pack, ref.offset + ref.length // 2)
+    env = {"LIFELINE_RESTORE_WRITERS": "2"}
+
+    r = repo.run("restore", pid, "--to", tmp_path / "out1", env=env)
+    assert r.rc == 3 and "'f150'" in r.err and "--skip-damaged" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "out1" / "f150").exists()
+
+    out = tmp_path / "out2"
+    r = repo.run("restore", pid, "--to", out, "--skip-damaged", "--json", env=env)
+    assert r.rc == 3 and [d["path"] for d in r.json["damaged"]] == ["f150"]
+    assert r.json["small_file_writers"] == 2 and r.json["files"] == 299
+    assert not (out / "f150").exists()
+    for i in range(300):
+        if i != 150:
+            assert (out / f"f{i:03d}").read_bytes() == (src / f"f{i:03d}").read_bytes()
