@@ -40,15 +40,17 @@ def test_a_writer_that_dies_is_an_error_not_a_hang(tmp_path):
         os.close(root)
 
 
-def test_writers_come_from_many_small_files_or_the_setting(monkeypatch):
+def test_writers_come_from_many_tiny_files_or_the_setting(monkeypatch):
     monkeypatch.delenv("LIFELINE_RESTORE_WRITERS", raising=False)
-    assert restore_mod._writer_count(restore_mod.WRITERS_FROM - 1) == 0
-    assert restore_mod._writer_count(restore_mod.WRITERS_FROM) == max(1, min(4, os.cpu_count() or 1))
+    many, tiny = restore_mod.WRITERS_FROM, restore_mod.WRITERS_AVERAGE
+    assert restore_mod._writer_count(many - 1, (many - 1) * 100) == 0
+    assert restore_mod._writer_count(many, many * tiny + 1) == 0  # larger files: the data is the time
+    assert restore_mod._writer_count(many, many * tiny) == max(1, min(4, os.cpu_count() or 1))
     monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "3")
-    assert restore_mod._writer_count(0) == 3
+    assert restore_mod._writer_count(0, 0) == 3
     monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "many")
     with pytest.raises(UsageError, match="LIFELINE_RESTORE_WRITERS"):
-        restore_mod._writer_count(0)
+        restore_mod._writer_count(0, 0)
 
 
 def test_small_files_by_writers_come_back_byte_for_byte(repo: Repo, tmp_path):
