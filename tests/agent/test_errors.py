@@ -99,10 +99,10 @@ def test_unreadable_file_inside_tree(repo: Repo, tmp_path, monkeypatch, capsys):
     (src / "zz-big").write_bytes(os.urandom(700 * 1024))
     real_open = backup_mod._open_source
 
-    def refusing_open(path):
-        if os.path.basename(path).startswith("locked"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path)
+    def refusing_open(files, rel):
+        if rel.startswith("locked"):
+            raise PermissionError(13, "Permission denied", rel)
+        return real_open(files, rel)
 
     monkeypatch.setattr(backup_mod, "_open_source", refusing_open)
     rc = main(["backup", str(src), "--json", "--repo", repo.url, "--key", repo.key])

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from lifeline.agent import backup as backup_mod
+from lifeline.agent.beneath import Beneath
 from lifeline.agent.__main__ import main
 
 from .helpers import Repo, assert_same_tree
@@ -86,10 +87,10 @@ def test_a_small_file_that_grows_while_read_is_chunked_whole(repo: Repo, tmp_pat
     grown = os.urandom(700 * 1024)
     real_open = backup_mod._open_source
 
-    def open_after_growth(path):
-        if path.endswith("/grows"):
+    def open_after_growth(files, rel):
+        if rel == "grows":
             grows.write_bytes(grown)
-        return real_open(path)
+        return real_open(files, rel)
 
     monkeypatch.setattr(backup_mod, "_open_source", open_after_growth)
     s = _backup(repo, src, capsys)
@@ -101,39 +102,52 @@ def test_a_small_file_that_grows_while_read_is_chunked_whole(repo: Repo, tmp_pat
 
 def test_a_file_swapped_for_a_link_or_a_fifo_after_the_walk_is_refused(repo: Repo, tmp_path, monkeypatch, capsys):
     """The attack: someone who can write to the source swaps a file the walk saw for a symbolic link
-    to a file outside the source (a token, a key) before the agent reads it, or for a FIFO that would
-    hold the reader forever. Neither is followed or waited on; both are named as not backed up."""
+    to a file outside the source (a token, a key) before the agent reads it, or a directory on its
+    path for a link to a directory outside, or the file for a FIFO that would hold the reader
+    forever. None is followed or waited on; each is named as not backed up."""
     secret = tmp_path / "outside-secret"
     secret.write_bytes(b"the Job's token")
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    for name in ("inner-small", "inner-large"):
+        (outside / name).write_bytes(b"another tenant's data " * (40000 if name.endswith("large") else 1))
     src = tmp_path / "src"
     src.mkdir()
     (src / "ok").write_bytes(b"fine")
     (src / "small").write_bytes(b"x" * 10)
     (src / "large").write_bytes(os.urandom(600 * 1024))
     (src / "pipe").write_bytes(b"y" * 10)
+    (src / "sub").mkdir()
+    (src / "sub" / "inner-small").write_bytes(b"z" * 10)
+    (src / "sub" / "inner-large").write_bytes(os.urandom(600 * 1024))
     real_open = backup_mod._open_source
 
-    def swap_then_open(path):
-        name = os.path.basename(path)
-        if name in ("small", "large"):
+    def swap_then_open(files, rel):
+        path = src / rel
+        if rel in ("small", "large"):
             os.unlink(path)
             os.symlink(secret, path)
-        elif name == "pipe":
+        elif rel == "pipe":
             os.unlink(path)
             os.mkfifo(path)
-        return real_open(path)
+        elif rel.startswith("sub/") and not (src / "sub").is_symlink():
+            (src / "sub").rename(tmp_path / "moved-sub")
+            os.symlink(outside, src / "sub")
+        return real_open(files, rel)
 
     monkeypatch.setattr(backup_mod, "_open_source", swap_then_open)
     rc = main(["backup", str(src), "--json", "--repo", repo.url, "--key", repo.key])
     cap = capsys.readouterr()
     assert rc == 7, cap.err
     summary = json.loads(cap.out)
-    assert sorted(s["path"] for s in summary["skipped"]) == ["large", "pipe", "small"]
+    assert sorted(s["path"] for s in summary["skipped"]) == ["large", "pipe", "small", "sub/inner-large",
+                                                           "sub/inner-small"]
+    assert "replaced by a link" in cap.err
     assert summary["files"] == 1
     monkeypatch.undo()
     out = tmp_path / "out"
     repo.ok("restore", summary["point_id"], "--to", out)
-    assert sorted(p.name for p in out.iterdir()) == ["ok"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["ok", "sub"]
 
 
 def test_reading_a_small_file_stops_past_the_limit(tmp_path):
@@ -141,8 +155,13 @@ def test_reading_a_small_file_stops_past_the_limit(tmp_path):
     a byte past the limit (the backup then streams it through the chunker)."""
     p = tmp_path / "f"
     p.write_bytes(os.urandom(3 << 20))
-    assert len(backup_mod.read_small(str(p), 10, 4096)) == 4097
-    p.write_bytes(b"short")
-    assert backup_mod.read_small(str(p), 10, 4096) == b"short"  # (it shrank: what is there)
-    p.write_bytes(b"x" * 10)
-    assert backup_mod.read_small(str(p), 10, 4096) == b"x" * 10
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        files = Beneath(root)
+        assert len(backup_mod.read_small(files, "f", 10, 4096)) == 4097
+        p.write_bytes(b"short")
+        assert backup_mod.read_small(files, "f", 10, 4096) == b"short"  # (it shrank: what is there)
+        p.write_bytes(b"x" * 10)
+        assert backup_mod.read_small(files, "f", 10, 4096) == b"x" * 10
+    finally:
+        os.close(root)

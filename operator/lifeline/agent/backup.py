@@ -40,6 +40,7 @@ from lifeline.repository.manifest import POINT_VERSION
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, rfc3339
 from lifeline.repository.tree import Tree, TreeWriter
 
+from .beneath import NOT_BENEATH, Beneath
 from .progress import Progress
 
 TYPES = ("full", "incremental", "differential")
@@ -97,11 +98,19 @@ def stream_source(kind: str, *, command: str | None = None, name: str | None = N
     return Source("stdin", name or "stdin", stream_name=stream_name or "stdin")
 
 
-def _open_source(path: str) -> int:
-    """A file of the source, opened for reading (the one place a backup opens one). The walk saw a
-    regular file; if a link or a FIFO took its place since, it is refused, not followed or waited
-    on: someone who can write to the source must not make the agent store a file from outside it."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+def _open_source(files: Beneath, rel: str) -> int:
+    """A file of the source, opened for reading (the one place a backup opens one), ``rel`` resolved
+    beneath the source's descriptor with no symbolic link on the way. The walk saw a regular file;
+    if a link or a FIFO took its place since, or one of its directories became a link (to the Job's
+    token, to another tenant's volume), it is refused, not followed or waited on: someone who can
+    write to the source must not make the agent store a file from outside it."""
+    try:
+        fd = files.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in NOT_BENEATH:
+            raise OSError(exc.errno, "it or a directory on its path was replaced by a link (or a file) since "
+                          "the walk; not followed") from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "it is no longer a regular file")
@@ -111,11 +120,11 @@ def _open_source(path: str) -> int:
     return fd
 
 
-def read_small(path: str, size: int, limit: int) -> bytes:
+def read_small(files: Beneath, rel: str, size: int, limit: int) -> bytes:
     """A small file whole: one read if it still has the ``size`` the walk saw (asking for a byte
     more tells it is at the end); reads on to the end of file if it grew, shrank or a read came short,
     but never past ``limit + 1`` bytes (a file that grew past the limit is for the caller to stream)."""
-    fd = _open_source(path)
+    fd = _open_source(files, rel)
     try:
         data = os.read(fd, size + 1)
         if len(data) != size:
@@ -536,6 +545,16 @@ def _same_file(old: dict | None, new: dict) -> bool:
 
 def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats, parent: Tree | None,
                  known, progress: Progress, out: TreeWriter) -> None:
+    """:func:`_backup_files`, with every file read beneath a descriptor of the source directory."""
+    root = os.open(source.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _backup_files(Beneath(root), source, chunker, store, stats, parent, known, progress, out)
+    finally:
+        os.close(root)
+
+
+def _backup_files(files: Beneath, source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,
+                  parent: Tree | None, known, progress: Progress, out: TreeWriter) -> None:
     """Walk the source, read what changed, and add every entry to ``out`` in the walk's order, each
     once its chunk ids are known. Nothing scales with the tree but ``out`` (compressed): entries wait
     only while their chunks are in the saver's window; the parent's are read alongside the walk."""
@@ -572,7 +591,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             pending.popleft()
 
     def read_job(job: tuple[list, str]) -> bytes:
-        return read_small(job[1], job[0][0]["size"], small_max)
+        return read_small(files, job[1], job[0][0]["size"], small_max)
 
     def small_done(job: tuple[list, str], cid: str | None, size: int, grown: bytes | None,
                    error: OSError | None) -> None:
@@ -586,7 +605,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
         if grown is not None:  # (it grew past the minimum while we looked: read again and chunked here, rare)
             chunks, size = [], 0
             try:
-                with open(_open_source(job[1]), "rb", buffering=0) as f:
+                with open(_open_source(files, job[1]), "rb", buffering=0) as f:
                     for piece in chunker.chunk_file(f):
                         chunks.append(store.save_now(piece))
                         size += len(piece)
@@ -639,19 +658,18 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
             e["chunks"] = []
             item = [e, SMALL_WAIT]
             pending.append(item)
-            batch.append((item, os.path.join(source.path, e["path"])))
+            batch.append((item, e["path"]))
             batch_bytes += e["size"]
             if len(batch) >= SMALL_BATCH_FILES or batch_bytes >= SMALL_BATCH_BYTES:
                 flush_small()
             emit()
             continue
         else:
-            full = os.path.join(source.path, e["path"])
             chunks: list = []
             e["chunks"] = chunks
             size = 0
             try:
-                with open(_open_source(full), "rb", buffering=0) as f:
+                with open(_open_source(files, e["path"]), "rb", buffering=0) as f:
                     for piece in chunker.chunk_file(f, size_hint=e["size"]):
                         if len(piece):
                             size += len(piece)
