@@ -150,6 +150,38 @@ def test_a_file_swapped_for_a_link_or_a_fifo_after_the_walk_is_refused(repo: Rep
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["ok", "sub"]
 
 
+def test_a_directory_swapped_for_a_link_during_the_walk_is_not_followed(repo: Repo, tmp_path, monkeypatch, capsys):
+    """The walk lists a directory, then opens it to go in: swapped between the two for a link to a
+    directory outside, it is named as not listed, and nothing of the outside is recorded (names,
+    sizes, attributes) or read."""
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    (outside / "another-tenants-file").write_bytes(b"theirs")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "mine").write_bytes(b"mine")
+    (src / "z").write_bytes(b"after")
+    real_entry = backup_mod._entry_for
+
+    def swap_after_listing(rel, st, full, attrs):
+        e = real_entry(rel, st, full, attrs)
+        if rel == "sub":
+            (src / "sub").rename(tmp_path / "moved-sub")
+            os.symlink(outside, src / "sub")
+        return e
+
+    monkeypatch.setattr(backup_mod, "_entry_for", swap_after_listing)
+    rc = main(["backup", str(src), "--json", "--repo", repo.url, "--key", repo.key])
+    cap = capsys.readouterr()
+    assert rc == 7, cap.err
+    summary = json.loads(cap.out)
+    assert [s["path"] for s in summary["skipped"]] == ["sub"]
+    assert "replaced by a link" in summary["skipped"][0]["error"]
+    monkeypatch.undo()
+    listed = repo.ok("ls", summary["point_id"]).text.split()
+    assert "another-tenants-file" not in " ".join(listed) and "sub/mine" not in listed and "z" in listed
+
+
 def test_reading_a_small_file_stops_past_the_limit(tmp_path):
     """A file the walk saw small but that is large when read is not read whole by a worker: at most
     a byte past the limit (the backup then streams it through the chunker)."""

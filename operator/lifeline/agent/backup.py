@@ -253,18 +253,24 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
 
     A regular file with more than one link is recorded once, at the first name met (``linked`` is
     true for it); each further name of the same inode (within the tree) is a ``hardlink`` entry naming
-    that first one."""
+    that first one.
+
+    Directories are opened one component at a time from a descriptor of root, never through a link,
+    and listed, stat-ed and read (link targets, extended attributes) through their descriptors: a
+    directory swapped for a link while the walk is in it is named, not followed out of the source."""
     attrs = Attributes(warn)
     yield _entry_for("", os.lstat(root), root, attrs), False
     first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
+    by_fd = os.path.isdir("/proc/self/fd")  # (a name in a directory's descriptor, for listxattr/readlink)
 
-    def walk(dirpath: str, rel: str):
+    def walk(dfd: int, dirpath: str, rel: str):
         try:
-            with os.scandir(dirpath) as it:
+            with os.scandir(dfd) as it:
                 items = sorted(it, key=lambda d: d.name)
         except OSError as exc:
             warn(rel or ".", f"cannot list directory: {exc.strerror}")
             return
+        at = f"/proc/self/fd/{dfd}/" if by_fd else dirpath + "/"
         # A batch of a directory's entries is looked at (stat, attributes) before any is handed on:
         # the caller reads files between, and its hashing threads then do not slow every stat down.
         for start in range(0, len(items), SCAN_BATCH):
@@ -276,7 +282,7 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
                     linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
                     known = linked and (st.st_dev, st.st_ino) in first_name  # (a link to a file met before)
                     batch.append((d, r, linked and (st.st_dev, st.st_ino),
-                                  None if known else _entry_for(r, st, d.path, attrs)))
+                                  None if known else _entry_for(r, st, at + d.name, attrs)))
                 except OSError as exc:
                     warn(r, f"cannot stat: {exc.strerror}")
             for d, r, inode, e in batch:
@@ -287,9 +293,23 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
                     first_name[inode] = r
                 yield e, bool(inode)
                 if e["type"] == "dir":
-                    yield from walk(d.path, r)
+                    try:
+                        sub = os.open(d.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                    except OSError as exc:
+                        why = ("it was replaced by a link or a file since it was listed; not followed"
+                               if exc.errno in NOT_BENEATH else exc.strerror)
+                        warn(r, f"cannot list directory: {why}")
+                        continue
+                    try:
+                        yield from walk(sub, os.path.join(dirpath, d.name), r)
+                    finally:
+                        os.close(sub)
 
-    yield from walk(root, "")
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield from walk(top, root, "")
+    finally:
+        os.close(top)
 
 
 def scan_tree(root: str, warn) -> list[dict]:
