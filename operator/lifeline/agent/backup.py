@@ -42,6 +42,7 @@ from lifeline.repository.tree import Tree, TreeWriter
 
 from .beneath import NOT_BENEATH, Beneath
 from .progress import Progress
+from .read_ahead import ReadAhead
 
 TYPES = ("full", "incremental", "differential")
 
@@ -567,14 +568,16 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
                  known, progress: Progress, out: TreeWriter) -> None:
     """:func:`_backup_files`, with every file read beneath a descriptor of the source directory."""
     root = os.open(source.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    ahead = ReadAhead(root, chunker.min_size + 1)
     try:
-        _backup_files(Beneath(root), source, chunker, store, stats, parent, known, progress, out)
+        _backup_files(Beneath(root), ahead, source, chunker, store, stats, parent, known, progress, out)
     finally:
+        ahead.close()
         os.close(root)
 
 
-def _backup_files(files: Beneath, source: Source, chunker: Chunker, store: BlobSaver, stats: Stats,
-                  parent: Tree | None, known, progress: Progress, out: TreeWriter) -> None:
+def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chunker, store: BlobSaver,
+                  stats: Stats, parent: Tree | None, known, progress: Progress, out: TreeWriter) -> None:
     """Walk the source, read what changed, and add every entry to ``out`` in the walk's order, each
     once its chunk ids are known. Nothing scales with the tree but ``out`` (compressed): entries wait
     only while their chunks are in the saver's window; the parent's are read alongside the walk."""
@@ -645,6 +648,7 @@ def _backup_files(files: Beneath, source: Source, chunker: Chunker, store: BlobS
     def flush_small() -> None:
         nonlocal batch, batch_bytes
         if batch:
+            ahead.flush()
             store.save_small(batch, read_job, small_max, small_done)
             batch, batch_bytes = [], 0
 
@@ -679,6 +683,7 @@ def _backup_files(files: Beneath, source: Source, chunker: Chunker, store: BlobS
             item = [e, SMALL_WAIT]
             pending.append(item)
             batch.append((item, e["path"]))
+            ahead.want(e["path"])  # (many small files to read: a helper reads ahead of the workers)
             batch_bytes += e["size"]
             if len(batch) >= SMALL_BATCH_FILES or batch_bytes >= SMALL_BATCH_BYTES:
                 flush_small()

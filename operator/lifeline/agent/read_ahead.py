@@ -1,0 +1,153 @@
+"""Read-ahead for a backup of many small files: a helper process reads the files the backup is
+about to read, many at a time, so that the backup's own reads find them in the page cache.
+
+Why: a cold small file costs one random read of the disk (~180 us here), and the backup's reader
+threads share one GIL with its main thread, so few reads are in flight. 200,000 files of 2 KiB,
+cold: one at a time 18 s, this helper's 4 threads 8.7 s (8 threads: 10 s, as they wait for their
+own GIL); the backup 21 s without it, 12.7 s with it.
+
+It is a hint and nothing more: names are sent when the pipe takes them and dropped when it does not,
+what the helper reads is thrown away, and a helper that fails changes nothing but the speed. It
+opens only regular files beneath the source's descriptor (inherited), through no link, without
+blocking, and reads at most ``limit`` bytes of each. At the end of its input it reports what it
+read as one line, ``<files> <bytes>``.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import subprocess
+import sys
+import threading
+
+THREADS = 4  # reads in flight (the disk's queue, not the CPU, is what they share)
+START_AFTER = 256  # small files a backup reads before it starts the helper (an incremental often reads fewer)
+PIPE_MAX = 1 << 20  # bytes of names waiting for the pipe; more are dropped
+
+
+class ReadAhead:
+    """The backup's side: :meth:`want` a file's path relative to the source, :meth:`flush` after a
+    batch, :meth:`close` at the end (the helper's report, or None). The helper starts at the
+    START_AFTER-th file wanted; never with ``LIFELINE_READ_AHEAD=0`` or where it cannot start."""
+
+    def __init__(self, root_fd: int, limit: int):
+        self.root_fd, self.limit = root_fd, limit
+        self.wanted = 0
+        self.enabled = os.environ.get("LIFELINE_READ_AHEAD", "").strip() != "0" and bool(sys.executable)
+        self.proc: subprocess.Popen | None = None
+        self._out = bytearray()
+
+    def _start(self) -> None:
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lifeline.agent.read_ahead", str(self.root_fd), str(self.limit)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self.root_fd,), env=env)
+        except OSError:
+            self.enabled = False
+            return
+        os.set_blocking(self.proc.stdin.fileno(), False)
+
+    def want(self, rel: str) -> None:
+        self.wanted += 1
+        if self.proc is None:
+            if not self.enabled or self.wanted < START_AFTER:
+                return
+            self._start()
+            if self.proc is None:
+                return
+        if len(self._out) < PIPE_MAX:
+            self._out += os.fsencode(rel) + b"\0"
+
+    def flush(self) -> None:
+        """Send what the pipe takes now; never wait for the helper."""
+        if self.proc is None:
+            return
+        try:
+            while self._out:
+                n = os.write(self.proc.stdin.fileno(), self._out)
+                del self._out[:n]
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    def close(self, report: bool = False) -> tuple[int, int] | None:
+        """Stop the helper: at once (what it has not read, the backup has); with ``report``, once it has
+        read what it was sent, with what it read (killed after 10 s)."""
+        if self.proc is None:
+            return None
+        self._out.clear()
+        if not report:
+            self.proc.kill()
+            self.proc.communicate()
+            return None
+        try:
+            report, _ = self.proc.communicate(timeout=10)  # (closes its input: the end of the names)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return None
+        try:
+            files, nbytes = map(int, report.split())
+        except ValueError:
+            return None
+        return files, nbytes
+
+
+def _serve(root_fd: int, limit: int) -> int:
+    from .beneath import Beneath
+
+    files = Beneath(root_fd)
+    todo: queue.Queue = queue.Queue(maxsize=4 * THREADS)
+    counts = [0, 0]
+    lock = threading.Lock()
+
+    def read(rel: str, buf: bytearray) -> int | None:
+        """Bytes read of ``rel`` (at most ``limit``), None if it is not a regular file one can open."""
+        try:
+            fd = files.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+        except (OSError, ValueError):
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            n = 0
+            while n < limit and (got := os.readv(fd, [buf])):
+                n += got
+            return n
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def reader() -> None:
+        buf = bytearray(min(limit, 1 << 16))  # (read into, not allocated a read: a large read() costs page faults)
+        while (names := todo.get()) is not None:
+            for rel in names:
+                n = read(rel, buf)
+                if n is not None:
+                    with lock:
+                        counts[0] += 1
+                        counts[1] += n
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    rest = b""
+    inp = sys.stdin.buffer
+    while block := inp.read1(1 << 16):
+        *names, rest = (rest + block).split(b"\0")
+        for i in range(0, len(names), 32):  # (handed on 32 at a time: a queue operation a name costs more)
+            todo.put([os.fsdecode(n) for n in names[i:i + 32] if n])
+    for _ in threads:
+        todo.put(None)
+    for t in threads:
+        t.join()
+    sys.stdout.write(f"{counts[0]} {counts[1]}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(int(sys.argv[1]), int(sys.argv[2])))
