@@ -13,7 +13,8 @@ storage nor the key provider; it never opens a path outside the target.
 
 The protocol on the writer's stdin and stdout: frames of an 8-byte length and a pickle. First the
 settings, then a task per frame, each answered by one frame; end of input ends the writer. The
-pickles come only from the two processes of one command, never from storage.
+pickles come only from the two processes of one command, never from storage. The writer's side is
+:mod:`.restore_writer_main` (it imports the restorer, which imports this module).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class WriterProcess:
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen([sys.executable, "-m", "lifeline.agent.restore_writers", str(root_fd)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "lifeline.agent.restore_writer_main", str(root_fd)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(root_fd,), env=env)
         send(self.proc.stdin, settings)
 
@@ -82,42 +83,3 @@ class WriterProcess:
             self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()
-
-
-def _serve(root_fd: int) -> int:
-    from lifeline.repository.crypto import EpochKeys
-
-    from .beneath import Beneath
-    from .restore import Restorer
-
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but frames on the pipe
-    settings = receive(inp)
-    if settings is None:
-        return 0
-    keys = EpochKeys.from_handover(settings.pop("keys"))
-    restorer = Restorer.writer(keys, settings)
-    b = Beneath(root_fd, use_openat2=settings.pop("openat2"))
-    zero_ids: set[str] = set()
-    while (task := receive(inp)) is not None:
-        files, sealed = task
-        try:
-            answer = restorer.write_small(b, files, sealed, zero_ids)
-        except Exception as exc:  # noqa: BLE001 - handed to the main process, which raises it
-            answer = {"files": 0, "bytes": 0, "stop": None,
-                      "raise": exc if _picklable(exc) else LifelineError(f"{type(exc).__name__}: {exc}")}
-        answer.update(restorer.take_records())
-        send(out, answer)
-    return 0
-
-
-def _picklable(exc: BaseException) -> bool:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-if __name__ == "__main__":
-    sys.exit(_serve(int(sys.argv[1])))

@@ -1,0 +1,47 @@
+"""The entry point of a restore's writer process (``python -m lifeline.agent.restore_writer_main
+<target descriptor>``): what :mod:`.restore_writers` says, on the writer's side."""
+from __future__ import annotations
+
+import pickle
+import sys
+
+from lifeline.errors import LifelineError
+from lifeline.repository.crypto import EpochKeys
+
+from .beneath import Beneath
+from .restore import Restorer
+from .restore_writers import receive, send
+
+
+def _serve(root_fd: int) -> int:
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames on the pipe
+    settings = receive(inp)
+    if settings is None:
+        return 0
+    keys = EpochKeys.from_handover(settings.pop("keys"))
+    restorer = Restorer.writer(keys, settings)
+    b = Beneath(root_fd, use_openat2=settings.pop("openat2"))
+    zero_ids: set[str] = set()
+    while (task := receive(inp)) is not None:
+        files, sealed = task
+        try:
+            answer = restorer.write_small(b, files, sealed, zero_ids)
+        except Exception as exc:  # noqa: BLE001 - handed to the main process, which raises it
+            answer = {"files": 0, "bytes": 0, "stop": None,
+                      "raise": exc if _picklable(exc) else LifelineError(f"{type(exc).__name__}: {exc}")}
+        answer.update(restorer.take_records())
+        send(out, answer)
+    return 0
+
+
+def _picklable(exc: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(int(sys.argv[1])))
