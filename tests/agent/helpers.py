@@ -76,11 +76,14 @@ def repo(tmp_path) -> Repo:
 
 
 @pytest.fixture(params=["thread", "writer-processes"])
-def small_file_writers(request, repo: Repo) -> str:
-    """A test taking this runs twice: its restores write small files in a thread of the agent, then
-    in the agent's writer processes (forced: a restore picks them from thousands of small files)."""
+def small_file_writers(request, repo: Repo, monkeypatch) -> str:
+    """A test taking this runs twice: its restores (the agent's, or a Restorer in this process)
+    write small files in a thread, then in writer processes (forced: a restore picks them from
+    thousands of small files). A test that patches this process's functions cannot see them in a
+    writer: it does not take this fixture."""
     if request.param == "writer-processes":
         repo.env["LIFELINE_RESTORE_WRITERS"] = "2"
+        monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "2")
     return request.param
 
 

@@ -326,7 +326,7 @@ def _in_process_restore(repo: Repo, point: str, out: Path, **kw) -> dict:
     return Restorer(r, provider_from_ref(repo.key), point).to_directory(str(out), **kw)
 
 
-def test_refusals_are_reported_not_fatal(repo: Repo, tmp_path, fs, monkeypatch, small_file_writers):
+def test_refusals_are_reported_not_fatal(repo: Repo, tmp_path, fs, monkeypatch):
     """A target filesystem without ACLs or extended attributes, or without hard links: the restore
     goes on, lists what it could not set, and a refused hard link becomes a copy."""
     if fs["user_xattr"] is not None:

@@ -19,7 +19,8 @@ from .helpers import Repo
 def _settings(target) -> dict:
     keys = EpochKeys("ab" * 16, bytes(32))
     return {"keys": keys.handover(), "point_id": "p", "skip_damaged": False, "overwrite": False, "devices": False,
-            "numeric_owner": False, "mode_mask": 0o777, "target": str(target), "openat2": False}
+            "numeric_owner": False, "mode_mask": 0o777, "target": str(target), "openat2": False,
+            "is_root": os.geteuid() == 0}
 
 
 def test_a_writer_that_dies_is_an_error_not_a_hang(tmp_path):
@@ -45,12 +46,49 @@ def test_writers_come_from_many_tiny_files_or_the_setting(monkeypatch):
     many, tiny = restore_mod.WRITERS_FROM, restore_mod.WRITERS_AVERAGE
     assert restore_mod._writer_count(many - 1, (many - 1) * 100) == 0
     assert restore_mod._writer_count(many, many * tiny + 1) == 0  # larger files: the data is the time
-    assert restore_mod._writer_count(many, many * tiny) == max(1, min(4, os.cpu_count() or 1))
+    assert restore_mod._writer_count(many, many * tiny) == max(1, min(4, len(os.sched_getaffinity(0))))
     monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "3")
     assert restore_mod._writer_count(0, 0) == 3
-    monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "many")
-    with pytest.raises(UsageError, match="LIFELINE_RESTORE_WRITERS"):
-        restore_mod._writer_count(0, 0)
+    for bad in ("many", "\u00b2", "65"):
+        monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", bad)
+        with pytest.raises(UsageError, match="LIFELINE_RESTORE_WRITERS"):
+            restore_mod._writer_count(0, 0)
+
+
+def test_writers_that_cannot_start_leave_the_writing_to_a_thread(repo: Repo, tmp_path, monkeypatch):
+    """A pod's process limit reached: the restore goes on with one writer thread, nothing lost."""
+    from lifeline.agent import helper_process
+
+    def no_more_processes(*_a, **_kw):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(50):
+        (src / f"f{i}").write_bytes(os.urandom(100 + i))
+    pid = repo.backup(src)["point_id"]
+    monkeypatch.setattr(helper_process, "start", no_more_processes)
+    monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "2")
+    from lifeline.agent.restore import Restorer
+    from lifeline.keys import provider_from_ref
+    from lifeline.repository.backend import open_backend
+    from lifeline.repository.repo import Repository
+
+    out = tmp_path / "out"
+    r = Restorer(Repository.open(open_backend(repo.url)), provider_from_ref(repo.key), pid).to_directory(str(out))
+    assert r["small_file_writers"] == 0 and r["files"] == 50
+    for i in range(50):
+        assert (out / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
+
+
+def test_a_bad_setting_is_refused_before_anything_is_made(repo: Repo, tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"x")
+    pid = repo.backup(src)["point_id"]
+    r = repo.run("restore", pid, "--to", tmp_path / "out", env={"LIFELINE_RESTORE_WRITERS": "lots"})
+    assert r.rc != 0 and "LIFELINE_RESTORE_WRITERS" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "out" / "d").exists()
 
 
 def test_small_files_by_writers_come_back_byte_for_byte(repo: Repo, tmp_path):
@@ -96,3 +134,31 @@ def test_a_damaged_small_file_stops_the_restore_or_is_left_out_when_asked(repo: 
     for i in range(300):
         if i != 150:
             assert (out / f"f{i:03d}").read_bytes() == (src / f"f{i:03d}").read_bytes()
+
+
+def test_helpers_run_nothing_planted_where_the_agent_runs_and_get_no_credentials(tmp_path, monkeypatch):
+    """The attack: a tenant's source (or a restore target) is the agent's working directory and holds
+    a ``lifeline/`` package of its own. ``python -m`` would search it first; a helper must not."""
+    from lifeline.agent import helper_process
+
+    planted = tmp_path / "lifeline"
+    (planted / "agent").mkdir(parents=True)
+    (planted / "__init__.py").write_text("import pathlib; pathlib.Path('ran').write_text('planted')\n")
+    (planted / "agent" / "__init__.py").write_text("")
+    (planted / "agent" / "probe.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "storage-secret")
+    monkeypatch.setenv("VAULT_TOKEN", "vault-secret")
+    proc = helper_process.start("lifeline.agent.read_ahead", "0", "10")  # (fd 0: names from its stdin)
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    assert not (tmp_path / "ran").exists() and not (tmp_path.parent / "ran").exists()
+    env_probe = helper_process.start("lifeline.agent.read_ahead", "0", "10")
+    try:
+        environ = open(f"/proc/{env_probe.pid}/environ", "rb").read().split(b"\0")
+    finally:
+        env_probe.stdin.close()
+        env_probe.wait(timeout=30)
+        env_probe.stdout.close()
+    assert not any(v.startswith((b"AWS_", b"VAULT_", b"LIFELINE_")) for v in environ)

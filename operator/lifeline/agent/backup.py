@@ -320,29 +320,45 @@ def scan_tree(root: str, warn) -> list[dict]:
 
 def count_tree(root: str) -> tuple[int, int]:
     """The files under root and their bytes, as a backup will count them (a hard-linked file once):
-    a quick walk for the progress totals, which holds nothing but the directories still to visit."""
+    a quick walk for the progress totals. Like :func:`walk_tree`, it opens each directory from its
+    parent's descriptor through no link: a directory swapped for a link is not counted into."""
     files = size = 0
     seen: set[tuple[int, int]] = set()
-    todo = [root]
-    while todo:
+
+    def visit(dfd: int) -> None:
+        nonlocal files, size
         try:
-            with os.scandir(todo.pop()) as it:
-                for d in it:
-                    try:
-                        if d.is_dir(follow_symlinks=False):
-                            todo.append(d.path)
-                        elif d.is_file(follow_symlinks=False):
-                            st = d.stat(follow_symlinks=False)
-                            if st.st_nlink > 1:
-                                if (st.st_dev, st.st_ino) in seen:
-                                    continue
-                                seen.add((st.st_dev, st.st_ino))
-                            files += 1
-                            size += st.st_size
-                    except OSError:
-                        pass
+            with os.scandir(dfd) as it:
+                entries = list(it)
         except OSError:
-            pass
+            return
+        for d in entries:
+            try:
+                if d.is_dir(follow_symlinks=False):
+                    sub = os.open(d.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                    try:
+                        visit(sub)
+                    finally:
+                        os.close(sub)
+                elif d.is_file(follow_symlinks=False):
+                    st = d.stat(follow_symlinks=False)
+                    if st.st_nlink > 1:
+                        if (st.st_dev, st.st_ino) in seen:
+                            continue
+                        seen.add((st.st_dev, st.st_ino))
+                    files += 1
+                    size += st.st_size
+            except OSError:
+                pass
+
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return 0, 0
+    try:
+        visit(top)
+    finally:
+        os.close(top)
     return files, size
 
 

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 
+from . import helper_process
+
 THREADS = 4  # reads in flight (the disk's queue, not the CPU, is what they share)
 START_AFTER = 256  # small files a backup reads before it starts the helper (an incremental often reads fewer)
 PIPE_MAX = 1 << 20  # bytes of names waiting for the pipe; more are dropped
@@ -39,13 +41,9 @@ class ReadAhead:
         self._out = bytearray()
 
     def _start(self) -> None:
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lifeline.agent.read_ahead", str(self.root_fd), str(self.limit)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self.root_fd,), env=env)
+            self.proc = helper_process.start("lifeline.agent.read_ahead", str(self.root_fd), str(self.limit),
+                                             pass_fds=(self.root_fd,))
         except OSError:
             self.enabled = False
             return
@@ -99,6 +97,7 @@ class ReadAhead:
 def _serve(root_fd: int, limit: int) -> int:
     from .beneath import Beneath
 
+    helper_process.quiet_child()
     files = Beneath(root_fd)
     todo: queue.Queue = queue.Queue(maxsize=4 * THREADS)
     counts = [0, 0]

@@ -49,12 +49,12 @@ def _writer_count(small_files: int, small_bytes: int) -> int:
     a 1 GiB tree, no faster; 200,000 files of 2 KiB, 10.6 -> 8.5 s)."""
     given = os.environ.get("LIFELINE_RESTORE_WRITERS", "").strip()
     if given:
-        if not given.isdigit() or int(given) > 64:
+        if not (given.isascii() and given.isdigit()) or int(given) > 64:
             raise UsageError(f"LIFELINE_RESTORE_WRITERS={given!r}: give a number of processes, 0 to 64")
         return int(given)
     if small_files < WRITERS_FROM or small_bytes > small_files * WRITERS_AVERAGE or not sys.executable:
         return 0
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, len(os.sched_getaffinity(0))))  # (the cores this process may run on)
 
 
 def _is_zero(data: bytes) -> bool:
@@ -416,7 +416,7 @@ class Restorer:
     def _writer_settings(self) -> dict:
         return {"keys": self.keys.handover(), "point_id": self.point_id, "skip_damaged": self.skip_damaged,
                 "overwrite": self.overwrite, "devices": self.devices, "numeric_owner": self.numeric_owner,
-                "mode_mask": self.mode_mask, "target": self._target}
+                "mode_mask": self.mode_mask, "target": self._target, "is_root": self.is_root}
 
     @classmethod
     def writer(cls, keys: EpochKeys, settings: dict) -> "Restorer":
@@ -425,7 +425,7 @@ class Restorer:
         r.keys, r.point_id, r.skip_damaged = keys, settings["point_id"], settings["skip_damaged"]
         r.overwrite, r.devices, r.numeric_owner = settings["overwrite"], settings["devices"], settings["numeric_owner"]
         r.mode_mask, r._target = settings["mode_mask"], settings["target"]
-        r.is_root = os.geteuid() == 0
+        r.is_root = settings["is_root"]  # (what the main process decided: root, or told not to act as root)
         r.euid, r.egid = os.geteuid(), os.getegid()
         r._owners, r._lock = {}, threading.Lock()
         r.damaged, r.skipped, r._root_only = [], [], {}
@@ -443,27 +443,25 @@ class Restorer:
 
         A damaged file is removed; with ``skip_damaged`` it is listed and the others go on, else
         nothing more is written and ``stop`` says why (message, chunk)."""
-        done = nbytes = 0
+        done = written = nbytes = 0  # (done: names, links included; written: files)
         for e, links, chunks in files:
             exc = self._write_small_file(b, e, links, chunks, sealed, zero_ids)
             if exc is None:
+                written += 1
                 done += 1 + len(links)
                 nbytes += e.get("size", 0)
                 continue
             if not self.skip_damaged:
-                return {"files": done, "bytes": nbytes, "stop": (
-                    f"point {self.point_id}, file {e['path']!r}: chunk {exc.chunk} is damaged ({exc}); restore "
-                    "stopped. Re-run with --skip-damaged to restore every undamaged file", exc.chunk)}
-            with self._lock:
-                self.damaged.append({"point": self.point_id, "path": e["path"], "chunk": exc.chunk, "error": str(exc)})
-                self.damaged.extend({"point": self.point_id, "path": rel, "chunk": exc.chunk,
-                                     "error": f"a hard link to {e['path']!r}, which is damaged"} for rel in links)
-        return {"files": done, "bytes": nbytes, "stop": None}
+                stop = self._stopped(e["path"], exc)
+                return {"files": done, "written": written, "bytes": nbytes, "stop": (str(stop), exc.chunk)}
+            self._record_damage(e["path"], links, exc)
+        return {"files": done, "written": written, "bytes": nbytes, "stop": None}
 
     def _write_small_file(self, b: Beneath, e: dict, links, chunks, sealed: dict, zero_ids: set):
         """One file of :meth:`write_small`; the DamagedData that kept it from being written, or None."""
         rel = e["path"]
         fd = self._create_file(b, rel)
+        made: list[str] = []  # its hard links, once made
         try:
             pos = end = 0
             for cid, raw_len in chunks:
@@ -481,26 +479,38 @@ class Restorer:
                 os.ftruncate(fd, e.get("size", 0))
             for other in links:  # from the written data, before the owner and mode are set
                 self._link(b, fd, e, other)
+                made.append(other)
             self._apply_fd_meta(fd, e, 0o644)
         except BaseException as exc:
             os.close(fd)
-            try:  # only what this restore created is removed
-                b.unlink(rel)
-            except OSError:
-                pass
+            for gone in (rel, *made):  # only what this restore created is removed
+                try:
+                    b.unlink(gone)
+                except OSError:
+                    pass
             if isinstance(exc, DamagedData):
                 return exc
             raise
         os.close(fd)
         return None
 
+    def _stopped(self, path: str, exc: DamagedData) -> DamagedData:
+        """The error that stops a restore (without ``skip_damaged``) at a damaged chunk of ``path``."""
+        return DamagedData(f"point {self.point_id}, file {path!r}: chunk {exc.chunk or '?'} is damaged ({exc}); "
+                           "restore stopped. Re-run with --skip-damaged to restore every undamaged file",
+                           chunk=exc.chunk)
+
+    def _record_damage(self, path: str, links, exc: DamagedData) -> None:
+        """List a damaged file, and its hard links, which share its data (``skip_damaged``)."""
+        with self._lock:
+            self.damaged.append({"point": self.point_id, "path": path, "chunk": exc.chunk, "error": str(exc)})
+            self.damaged.extend({"point": self.point_id, "path": rel, "chunk": exc.chunk,
+                                 "error": f"a hard link to {path!r}, which is damaged"} for rel in links)
+
     def _damage(self, path: str, exc: DamagedData) -> None:
-        rec = {"point": self.point_id, "path": path, "chunk": exc.chunk, "error": str(exc)}
         if not self.skip_damaged:
-            raise DamagedData(f"point {self.point_id}, file {path!r}: chunk {exc.chunk or '?'} is damaged "
-                              f"({exc}); restore stopped. Re-run with --skip-damaged to restore every "
-                              "undamaged file", chunk=exc.chunk)
-        self.damaged.append(rec)
+            raise self._stopped(path, exc)
+        self._record_damage(path, (), exc)
 
     # --- the chunk stream shared by both modes -------------------------------------------
     def _stream(self, files: list[dict]):
@@ -588,7 +598,22 @@ class Restorer:
             "duration_seconds": round(time.time() - start, 3),
         }
 
+    def _start_writers(self, b: Beneath, n: int) -> list[WriterProcess]:
+        """``n`` writer processes, or none where they cannot start (a pod's process limit, no
+        memory): then one thread of this process writes the small files (the summary says 0)."""
+        procs: list[WriterProcess] = []
+        settings = {**self._writer_settings(), "openat2": b.openat2}  # (the same resolver)
+        try:
+            for _ in range(n):
+                procs.append(WriterProcess(b.root, settings))
+        except OSError:
+            for proc in procs:
+                proc.close()
+            return []
+        return procs
+
     def _to_directory(self, b: Beneath, plan: _Plan) -> dict:
+        nwriters = _writer_count(plan.small, plan.small_bytes)  # (a bad setting: before anything is made)
         index = self.repo_index
         links, stand_ins = plan.links(self.entries)
         self.progress.files_total = plan.files
@@ -628,12 +653,7 @@ class Restorer:
                     except OSError:
                         pass
                 if job.error is not None:
-                    with lock:
-                        self.damaged.append({"point": self.point_id, "path": e["path"],
-                                             "chunk": job.error.chunk, "error": str(job.error)})
-                        self.damaged.extend({"point": self.point_id, "path": rel, "chunk": job.error.chunk,
-                                             "error": f"a hard link to {e['path']!r}, which is damaged"}
-                                            for rel in job.links)
+                    self._record_damage(e["path"], job.links, job.error)
                 return
             fd = job.fd
             try:
@@ -664,10 +684,7 @@ class Restorer:
                             job.failed, job.error = True, exc
                             if not self.skip_damaged:
                                 with lock:
-                                    first_error.append(DamagedData(
-                                        f"point {self.point_id}, file {job.entry['path']!r}: chunk {cid} is "
-                                        f"damaged ({exc}); restore stopped. Re-run with --skip-damaged to "
-                                        "restore every undamaged file", chunk=cid))
+                                    first_error.append(self._stopped(job.entry["path"], DamagedData(str(exc), chunk=cid)))
                                 stop.set()
                             break
                         if _is_zero(data):
@@ -718,7 +735,7 @@ class Restorer:
                     self.skipped.extend(answer.get("skipped", ()))
                     for name, n in answer.get("root_only", {}).items():
                         self._root_only[name] = self._root_only.get(name, 0) + n
-                self.progress.files_done += len(files)
+                self.progress.files_done += answer["written"]
                 self.progress.bytes_done += answer["bytes"]
                 if "raise" in answer:
                     raise answer["raise"]
@@ -747,16 +764,13 @@ class Restorer:
         # (restore_writers says why), else by one thread (threads taking turns at the GIL, which
         # each system call gives up, wait longer than they write: 200,000 files, 8 threads 18 s,
         # one 10.6 s).
-        nwriters = done["writers"] = _writer_count(plan.small, plan.small_bytes)
+        procs = self._start_writers(b, nwriters)
+        done["writers"] = len(procs)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         readers = ThreadPoolExecutor(SPANS_AHEAD, thread_name_prefix="restore-read")
-        writer = ThreadPoolExecutor(max(1, nwriters), thread_name_prefix="restore-small")
-        span_slots = threading.BoundedSemaphore(SPANS_AHEAD + max(1, nwriters))  # read or being written
+        writer = ThreadPoolExecutor(max(1, len(procs)), thread_name_prefix="restore-small")
+        span_slots = threading.BoundedSemaphore(SPANS_AHEAD + max(1, len(procs)))  # read or being written
         idle: queue.SimpleQueue = queue.SimpleQueue()
-        procs = []
-        if nwriters:
-            settings = {**self._writer_settings(), "openat2": b.openat2}  # (the same resolver)
-            procs = [WriterProcess(b.root, settings) for _ in range(nwriters)]
         for proc in procs or [None]:
             idle.put(proc)
         futures = []
@@ -800,6 +814,9 @@ class Restorer:
                     futures = [f for f in futures if not f.done() or f.exception()]
             if span.items and not stop.is_set():
                 submit_span(span)
+        except BaseException:
+            stop.set()  # (what is queued is not written: the error, or Ctrl-C, stops the restore)
+            raise
         finally:
             pool.shutdown(wait=True)
             writer.shutdown(wait=True)

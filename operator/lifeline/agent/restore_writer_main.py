@@ -9,11 +9,13 @@ from lifeline.errors import LifelineError
 from lifeline.repository.crypto import EpochKeys
 
 from .beneath import Beneath
+from .helper_process import quiet_child
 from .restore import Restorer
 from .restore_writers import receive, send
 
 
 def _serve(root_fd: int) -> int:
+    quiet_child()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the pipe
     settings = receive(inp)
@@ -28,7 +30,7 @@ def _serve(root_fd: int) -> int:
         try:
             answer = restorer.write_small(b, files, sealed, zero_ids)
         except Exception as exc:  # noqa: BLE001 - handed to the main process, which raises it
-            answer = {"files": 0, "bytes": 0, "stop": None,
+            answer = {"files": 0, "written": 0, "bytes": 0, "stop": None,
                       "raise": exc if _picklable(exc) else LifelineError(f"{type(exc).__name__}: {exc}")}
         answer.update(restorer.take_records())
         send(out, answer)

@@ -6,7 +6,9 @@ which gives up the GIL, so threads of one process take turns rather than overlap
 one thread 10.6 s, eight 18 s). A writer has its own interpreter and shares nothing with the main
 process but a pipe and the target directory's descriptor.
 
-What a writer is given and may do: the epoch's keys (over its pipe, to open chunks), the target's
+A writer is started as :mod:`.helper_process` says: from ``/``, with no working directory on its
+module path and no credentials in its environment. What it is given and may do: the epoch's
+chunk keys (over its pipe, to open chunks; not the data key), the target's
 descriptor (inherited: it resolves every path beneath it, as the main process does) and, per task,
 the files' entries with their chunks' sealed bytes, read by the main process. It never reads the
 storage nor the key provider; it never opens a path outside the target.
@@ -18,13 +20,13 @@ pickles come only from the two processes of one command, never from storage. The
 """
 from __future__ import annotations
 
-import os
 import pickle
 import struct
 import subprocess
-import sys
 
 from lifeline.errors import LifelineError
+
+from . import helper_process
 
 _LEN = struct.Struct("<Q")
 
@@ -52,12 +54,12 @@ class WriterProcess:
     """One writer process, driven by one thread of the main process at a time."""
 
     def __init__(self, root_fd: int, settings: dict):
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen([sys.executable, "-m", "lifeline.agent.restore_writer_main", str(root_fd)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(root_fd,), env=env)
-        send(self.proc.stdin, settings)
+        self.proc = helper_process.start("lifeline.agent.restore_writer_main", str(root_fd), pass_fds=(root_fd,))
+        try:
+            send(self.proc.stdin, settings)
+        except OSError:
+            self.close()
+            raise
 
     def call(self, task) -> dict:
         """Send a task, wait for its answer: a dict, with ``raise`` holding what the writer raised."""

@@ -201,32 +201,40 @@ class EpochKeys:
         if len(dek) != 32:
             raise ValueError("data keys are 32 bytes")
         spec = require_cipher(cipher)
+        self._open_with(spec, epoch_id, blake3.blake3(dek, derive_key_context=_CTX + "chunk id").digest(),
+                        blake3.blake3(dek, derive_key_context=_CTX + spec.key_context).digest(spec.key_len),
+                        zstd_level)
+        seed = blake3.blake3(dek, derive_key_context=_CTX + "cdc seed").digest(8)
+        # pyfastcdc shifts the seed left by one bit in a 64-bit C integer: keep it below 2**63.
+        self.cdc_seed = (int.from_bytes(seed, "little") & 0x7FFFFFFFFFFFFFFF) | 1
+        self.macs = MacKeys(dek)
+
+    def _open_with(self, spec, epoch_id: str, id_key: bytes, aead_key: bytes, zstd_level: int) -> None:
         self.cipher = spec.name
         self._spec = spec
         self._label = spec.label
         self._hdr = spec.id << 4  # high nibble of every blob's header byte
         self.epoch_id = epoch_id
         self.epoch_raw = bytes.fromhex(epoch_id)
-        self.id_key = blake3.blake3(dek, derive_key_context=_CTX + "chunk id").digest()
-        self.aead_key = blake3.blake3(dek, derive_key_context=_CTX + spec.key_context).digest(spec.key_len)
-        seed = blake3.blake3(dek, derive_key_context=_CTX + "cdc seed").digest(8)
-        # pyfastcdc shifts the seed left by one bit in a 64-bit C integer: keep it below 2**63.
-        self.cdc_seed = (int.from_bytes(seed, "little") & 0x7FFFFFFFFFFFFFFF) | 1
-        self.aead = AESGCM(self.aead_key) if spec.name == AES_256_GCM else SM4GCM(self.aead_key)
-        self.macs = MacKeys(dek)
+        self.id_key, self.aead_key = id_key, aead_key
+        self.aead = AESGCM(aead_key) if spec.name == AES_256_GCM else SM4GCM(aead_key)
         self.zstd_level = zstd_level
         self._tls = threading.local()
-        self._handover = (epoch_id, bytes(dek), zstd_level, spec.name)
 
     def handover(self) -> tuple:
-        """What rebuilds these keys (:meth:`from_handover`) in a helper process of this command (a
-        restore's writers): sent over its pipe, never written anywhere."""
-        return self._handover
+        """What opens this epoch's chunks (the chunk-id and cipher keys, not the data key, from which
+        the repository's MAC keys also come), for a helper process of this command (a restore's
+        writers): sent over its pipe, never written anywhere. :meth:`from_handover` takes it."""
+        return self.epoch_id, self.cipher, self.id_key, self.aead_key, self.zstd_level
 
     @classmethod
     def from_handover(cls, state: tuple) -> "EpochKeys":
-        epoch_id, dek, zstd_level, cipher = state
-        return cls(epoch_id, dek, zstd_level=zstd_level, cipher=cipher)
+        """Keys that open and seal chunks only (no MAC keys, no chunker seed)."""
+        epoch_id, cipher, id_key, aead_key, zstd_level = state
+        keys = cls.__new__(cls)
+        keys._open_with(require_cipher(cipher), epoch_id, id_key, aead_key, zstd_level)
+        keys.cdc_seed = keys.macs = None
+        return keys
 
     # --- chunk ids ---------------------------------------------------------------
     def chunk_id(self, data) -> bytes:
