@@ -248,6 +248,14 @@ PENDING_MAX = 2048  # entries waiting for chunks before the backup waits for the
 SMALL_WAIT = 1 << 62  # (an entry waiting for its batch: more chunks than any file has)
 
 
+def _open_dir(name: str, dir_fd: int | None = None) -> int:
+    """A directory of the source, to list and to open beneath: the source itself by its path (which the
+    user chose, links and all), or ``name`` in the directory ``dir_fd``, never through a link."""
+    if dir_fd is None:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
 def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
     """(entry, linked) for every entry under root, parents first, names sorted (root itself is path ""),
     as the walk meets them: a directory is listed when the walk gets to it, not the tree beforehand.
@@ -295,7 +303,7 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
                 yield e, bool(inode)
                 if e["type"] == "dir":
                     try:
-                        sub = os.open(d.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                        sub = _open_dir(d.name, dfd)
                     except OSError as exc:
                         why = ("it was replaced by a link or a file since it was listed; not followed"
                                if exc.errno in NOT_BENEATH else exc.strerror)
@@ -306,7 +314,7 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
                     finally:
                         os.close(sub)
 
-    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    top = _open_dir(root)
     try:
         yield from walk(top, root, "")
     finally:
@@ -335,7 +343,7 @@ def count_tree(root: str) -> tuple[int, int]:
         for d in entries:
             try:
                 if d.is_dir(follow_symlinks=False):
-                    sub = os.open(d.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                    sub = _open_dir(d.name, dfd)
                     try:
                         visit(sub)
                     finally:
@@ -352,7 +360,7 @@ def count_tree(root: str) -> tuple[int, int]:
                 pass
 
     try:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        top = _open_dir(root)
     except OSError:
         return 0, 0
     try:
@@ -583,7 +591,7 @@ def _same_file(old: dict | None, new: dict) -> bool:
 def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats, parent: Tree | None,
                  known, progress: Progress, out: TreeWriter) -> None:
     """:func:`_backup_files`, with every file read beneath a descriptor of the source directory."""
-    root = os.open(source.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    root = _open_dir(source.path)
     ahead = ReadAhead(root, chunker.min_size + 1)
     try:
         _backup_files(Beneath(root), ahead, source, chunker, store, stats, parent, known, progress, out)

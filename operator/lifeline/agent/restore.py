@@ -413,10 +413,12 @@ class Restorer:
         self.euid, self.egid = os.geteuid(), os.getegid()
 
     # --- small files, here or in a writer process (restore_writers) ---------------------
-    def _writer_settings(self) -> dict:
+    def _writer_settings(self, b: Beneath) -> dict:
+        """What a writer needs to write as this restore does (``b``: its resolver, the same as ours)."""
         return {"keys": self.keys.handover(), "point_id": self.point_id, "skip_damaged": self.skip_damaged,
                 "overwrite": self.overwrite, "devices": self.devices, "numeric_owner": self.numeric_owner,
-                "mode_mask": self.mode_mask, "target": self._target, "is_root": self.is_root}
+                "mode_mask": self.mode_mask, "target": self._target, "is_root": self.is_root,
+                "openat2": b.openat2}
 
     @classmethod
     def writer(cls, keys: EpochKeys, settings: dict) -> "Restorer":
@@ -442,7 +444,7 @@ class Restorer:
         attributes, from ``sealed`` (chunk id -> sealed bytes, or why they could not be read).
 
         A damaged file is removed; with ``skip_damaged`` it is listed and the others go on, else
-        nothing more is written and ``stop`` says why (message, chunk)."""
+        nothing more is written and ``stop`` is the error that ends the restore."""
         done = written = nbytes = 0  # (done: names, links included; written: files)
         for e, links, chunks in files:
             exc = self._write_small_file(b, e, links, chunks, sealed, zero_ids)
@@ -452,8 +454,7 @@ class Restorer:
                 nbytes += e.get("size", 0)
                 continue
             if not self.skip_damaged:
-                stop = self._stopped(e["path"], exc)
-                return {"files": done, "written": written, "bytes": nbytes, "stop": (str(stop), exc.chunk)}
+                return {"files": done, "written": written, "bytes": nbytes, "stop": self._stopped(e["path"], exc)}
             self._record_damage(e["path"], links, exc)
         return {"files": done, "written": written, "bytes": nbytes, "stop": None}
 
@@ -602,7 +603,7 @@ class Restorer:
         """``n`` writer processes, or none where they cannot start (a pod's process limit, no
         memory): then one thread of this process writes the small files (the summary says 0)."""
         procs: list[WriterProcess] = []
-        settings = {**self._writer_settings(), "openat2": b.openat2}  # (the same resolver)
+        settings = self._writer_settings(b)
         try:
             for _ in range(n):
                 procs.append(WriterProcess(b.root, settings))
@@ -684,7 +685,7 @@ class Restorer:
                             job.failed, job.error = True, exc
                             if not self.skip_damaged:
                                 with lock:
-                                    first_error.append(self._stopped(job.entry["path"], DamagedData(str(exc), chunk=cid)))
+                                    first_error.append(self._stopped(job.entry["path"], exc))
                                 stop.set()
                             break
                         if _is_zero(data):
@@ -741,7 +742,7 @@ class Restorer:
                     raise answer["raise"]
                 if answer["stop"] is not None:
                     with lock:
-                        first_error.append(DamagedData(answer["stop"][0], chunk=answer["stop"][1]))
+                        first_error.append(answer["stop"])
                     stop.set()
             except BaseException:
                 stop.set()

@@ -66,7 +66,7 @@ class WriterProcess:
         try:
             send(self.proc.stdin, task)
             answer = receive(self.proc.stdout)
-        except (BrokenPipeError, OSError):
+        except OSError:  # (a broken pipe among them: the writer is gone)
             answer = None
         if answer is None:
             code = self.proc.poll()
