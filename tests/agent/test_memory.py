@@ -13,7 +13,8 @@ import subprocess
 import pytest
 import zstandard
 
-from lifeline.agent.backup import ParentCursor, walk_tree
+from lifeline.agent.backup import walk_tree
+from lifeline.agent.parent_cursor import ParentCursor
 from lifeline.agent.restore import check_manifest
 from lifeline.repository.crypto import EpochKeys
 from lifeline.repository.errors import DamagedData

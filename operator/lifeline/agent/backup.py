@@ -25,8 +25,8 @@ import stat
 import subprocess
 import sys
 import time
-from collections import OrderedDict, deque
-from collections.abc import Container, Iterable, Iterator
+from collections import deque
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 
 from lifeline.errors import LifelineError, UsageError
@@ -38,9 +38,10 @@ from lifeline.repository.index import IdSet
 from lifeline.repository.layout import key_name
 from lifeline.repository.manifest import POINT_VERSION
 from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, rfc3339
-from lifeline.repository.tree import Tree, TreeWriter
+from lifeline.repository.tree import Tree, TreeWriter, entry_text
 
 from .beneath import NOT_BENEATH, Beneath
+from .parent_cursor import ParentCursor, reused_chunks
 from .progress import Progress
 from .read_ahead import ReadAhead
 
@@ -157,6 +158,7 @@ class Attributes:
         self.warn = warn
         self.users: dict[int, str | None] = {}
         self.groups: dict[int, str | None] = {}
+        self.owners: dict[tuple[int, int], str] = {}
         self.no_xattrs: set[int] = set()  # st_dev of filesystems that refused llistxattr
 
     def user(self, uid: int) -> str | None:
@@ -182,6 +184,18 @@ class Attributes:
             name = None
         self.groups[gid] = name
         return name
+
+    def owner_text(self, uid: int, gid: int) -> str:
+        """The owner names as an entry's text holds them, after ``atime_ns`` (see :func:`_entry_for`)."""
+        try:
+            return self.owners[uid, gid]
+        except KeyError:
+            pass
+        user, group = self.user(uid), self.group(gid)
+        text = ((f',"user":{entry_text(user)}' if user is not None else "")
+                + (f',"group":{entry_text(group)}' if group is not None else ""))
+        self.owners[uid, gid] = text
+        return text
 
     def xattrs(self, rel: str, full: str, dev: int) -> dict | None:
         if dev in self.no_xattrs:
@@ -240,6 +254,32 @@ def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> di
     return e
 
 
+class FileStat:
+    """A regular file as the walk saw it, its entry not made yet: an incremental backup compares
+    :meth:`text_head` with the parent's entry first, and makes the entry (extended attributes read,
+    a dict built) only for a file that changed. ``full`` names it for the system calls that need a
+    path, while the walk is in its directory."""
+
+    __slots__ = ("rel", "st", "full", "attrs")
+
+    def __init__(self, rel: str, st: os.stat_result, full: str, attrs: Attributes):
+        self.rel, self.st, self.full, self.attrs = rel, st, full, attrs
+
+    def entry(self) -> dict:
+        return _entry_for(self.rel, self.st, self.full, self.attrs)
+
+    def text_head(self) -> str:
+        """The text :meth:`entry` would begin with, up to its change time (then its attributes and
+        chunks): what :func:`_entry_for` writes first, in its order, as :func:`entry_text` writes it."""
+        rel, st = self.rel, self.st
+        path = f'"{rel}"' if rel.isascii() and rel.isprintable() and '"' not in rel and "\\" not in rel \
+            else entry_text(rel)
+        return (f'{{"path":{path},"mode":{st.st_mode & 0o7777},"uid":{st.st_uid},"gid":{st.st_gid},'
+                f'"mtime_ns":{st.st_mtime_ns},"atime_ns":{st.st_atime_ns}'
+                f'{self.attrs.owner_text(st.st_uid, st.st_gid)},"type":"file","size":{st.st_size},'
+                f'"ino":{st.st_ino},"ctime_ns":{st.st_ctime_ns},')
+
+
 SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
 SMALL_BATCH_FILES = 64  # small files a backup worker reads and saves as one piece of work ...
 SMALL_BATCH_BYTES = 256 << 10  # ... or fewer, when they hold this many bytes
@@ -256,7 +296,7 @@ def _open_dir(name: str, dir_fd: int | None = None) -> int:
     return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
-def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
+def walk_tree(root: str, warn, files_as_stat: bool = False) -> Iterator[tuple[dict | FileStat, bool]]:
     """(entry, linked) for every entry under root, parents first, names sorted (root itself is path ""),
     as the walk meets them: a directory is listed when the walk gets to it, not the tree beforehand.
 
@@ -266,7 +306,10 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
 
     Directories are opened one component at a time from a descriptor of root, never through a link,
     and listed, stat-ed and read (link targets, extended attributes) through their descriptors: a
-    directory swapped for a link while the walk is in it is named, not followed out of the source."""
+    directory swapped for a link while the walk is in it is named, not followed out of the source.
+
+    With ``files_as_stat``, a regular file with one link comes as a :class:`FileStat`, its entry
+    not made yet (valid until the walk goes on)."""
     attrs = Attributes(warn)
     yield _entry_for("", os.lstat(root), root, attrs), False
     first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
@@ -289,6 +332,9 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
                 try:
                     st = d.stat(follow_symlinks=False)
                     linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
+                    if files_as_stat and not linked and stat.S_ISREG(st.st_mode):
+                        batch.append((d, r, False, FileStat(r, st, at + d.name, attrs)))
+                        continue
                     known = linked and (st.st_dev, st.st_ino) in first_name  # (a link to a file met before)
                     batch.append((d, r, linked and (st.st_dev, st.st_ino),
                                   None if known else _entry_for(r, st, at + d.name, attrs)))
@@ -301,7 +347,7 @@ def walk_tree(root: str, warn) -> Iterator[tuple[dict, bool]]:
                         continue
                     first_name[inode] = r
                 yield e, bool(inode)
-                if e["type"] == "dir":
+                if e.__class__ is dict and e["type"] == "dir":
                     try:
                         sub = _open_dir(d.name, dfd)
                     except OSError as exc:
@@ -368,57 +414,6 @@ def count_tree(root: str) -> tuple[int, int]:
     finally:
         os.close(top)
     return files, size
-
-
-class ParentCursor:
-    """The parent point's file entries, found by path in the order a walk meets the paths.
-
-    A walk and a point's tree list paths in the same order (a directory, then its entries by name,
-    depth first: path components compared in turn), so one pass over the parent's tree alongside
-    the walk finds each file's old entry, and the parent's tree is never held whole. A path the
-    parent lists as a hard link to a name that is gone (the group's first name was deleted) gets the
-    entry of that name if it was among the last :data:`GONE_MAX` files the cursor passed (matched by
-    inode; :func:`_same_file` checks the rest); else the file is read again (its chunks are stored
-    already: nothing new is written). A parent tree in another order only finds fewer entries."""
-
-    GONE_MAX = 4096
-
-    def __init__(self, entries: Iterable[tuple[dict, str | None]]):
-        self._it = iter(entries)
-        self._cur: dict | None = None
-        self._text: str | None = None
-        self._key: list[str] | None = None
-        self._gone: OrderedDict[int, dict] = OrderedDict()  # inode -> a passed file entry of the parent
-        self.text: str | None = None  # the JSON text of the entry find returned last, if known
-        self._next()
-
-    def _next(self) -> None:
-        for e, text in self._it:
-            if isinstance(e, dict) and isinstance(e.get("path"), str):
-                self._cur, self._text, self._key = e, text, e["path"].split("/")
-                return
-        self._cur = self._key = self._text = None
-
-    def find(self, path: str, ino) -> dict | None:
-        key = path.split("/")
-        while self._key is not None and self._key < key:
-            e = self._cur
-            if e.get("type") == "file" and type(e.get("ino")) is int:
-                self._gone[e["ino"]] = e
-                if len(self._gone) > self.GONE_MAX:
-                    self._gone.popitem(last=False)
-            self._next()
-        self.text = None
-        if self._key is None or self._key != key:
-            return None
-        e, text = self._cur, self._text
-        self._next()
-        if e.get("type") == "file":
-            self.text = text
-            return e
-        if e.get("type") == "hardlink":
-            return self._gone.get(ino)
-        return None
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -617,7 +612,8 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
     batch: list[tuple[list, str]] = []  # ([entry, waits], path) of small files to read
     batch_bytes = 0
 
-    cursor = ParentCursor(parent.with_text()) if parent is not None else None
+    cursor = ParentCursor(parent.entry_reader() or parent.with_text()) if parent is not None else None
+    has_all = getattr(known, "has_all", None) or (lambda ids: all(ids[i:i + 32] in known for i in range(0, len(ids), 32)))
     lost: set[str] = set()  # linked files that could not be read: their other names are left out too
     reused: set[str] = set()  # linked files whose chunks the parent point had
     pending: deque[list] = deque()  # [entry or None (left out), chunk ids it waits for], in the walk's order
@@ -676,7 +672,24 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
             store.save_small(batch, read_job, small_max, small_done)
             batch, batch_bytes = [], 0
 
-    for e, linked in walk_tree(source.path, warn):
+    for e, linked in walk_tree(source.path, warn, files_as_stat=cursor is not None):
+        if e.__class__ is FileStat:  # (a file with one link, in an incremental)
+            head = e.text_head()
+            text = cursor.same_text(e.rel, head)
+            if text is not None and (ids := reused_chunks(text, head)) is not None and has_all(ids):
+                stats.files += 1
+                stats.files_reused += 1
+                stats.size_bytes += e.st.st_size
+                stats.chunks_total += len(ids) // 32
+                progress.files_done += 1
+                if pending:
+                    pending.append([text, 0])
+                else:
+                    out.add_text(text)
+                continue
+            # (changed, or its entry not in the shape copied: the parent's entry, if passed, is not
+            # found again, and the file is read; its chunks that are stored are not sent again)
+            e = e.entry()
         if e["type"] != "file":
             if e["type"] == "hardlink":  # another name of a file above: counted, not read again
                 if e["target"] in lost:

@@ -186,6 +186,19 @@ class ChunkTable:
             i = b.find(cid, i + 1)
         return i >= 0
 
+    def has_all(self, ids) -> bool:
+        """Whether every id of ``ids`` (32 bytes each, one after another) is here: ``in`` for many."""
+        buckets, shift, rec = self._buckets, self._shift, self.rec
+        for at in range(0, len(ids), _ID):
+            cid = ids[at:at + _ID]
+            b = buckets[int.from_bytes(cid[:4], "big") >> shift]
+            i = b.find(cid)
+            while i > 0 and i % rec:
+                i = b.find(cid, i + 1)
+            if i < 0:
+                return False
+        return len(ids) % _ID == 0
+
     def locate(self, cid) -> tuple[bytearray, int] | None:
         """(bucket, offset of the record's value in it), or None."""
         if len(cid) != _ID:
@@ -310,6 +323,9 @@ class Index:
 
     def __contains__(self, chunk_id: bytes) -> bool:
         return chunk_id in self._table
+
+    def has_all(self, ids) -> bool:
+        return self._table.has_all(ids)
 
     def __len__(self) -> int:
         return len(self._table)

@@ -33,11 +33,17 @@ _FLUSH = 1 << 20  # JSON bytes gathered before they go to the compressor
 _READ = 1 << 20  # decompressed bytes read at a time
 
 
+def entry_text(value) -> str:
+    """``value`` as a tree's text holds it (an entry, or a string in one): compact ASCII JSON."""
+    return _ENCODER.encode(value)
+
+
 class TreeWriter:
     """Entries in, one compressed tree out; holds the compressed bytes and ~1 MiB of JSON."""
 
     def __init__(self, level: int = 3):
-        self._z = zstandard.ZstdCompressor(level=level).compressobj()
+        # (one libzstd thread compresses, without the GIL, while the backup goes on walking)
+        self._z = zstandard.ZstdCompressor(level=level, threads=1).compressobj()
         self._out: list[bytes] = []
         self._pending: list[str] = [_OPEN]
         self._pending_len = len(_OPEN)
@@ -46,7 +52,7 @@ class TreeWriter:
         self._done: bytearray | None = None
 
     def add(self, entry: dict) -> None:
-        self.add_text(_ENCODER.encode(entry))
+        self.add_text(entry_text(entry))
 
     def add_text(self, s: str) -> None:
         """Add an entry already encoded (compact ASCII JSON, as :meth:`add` writes it)."""
@@ -184,61 +190,122 @@ class Tree:
         return entries
 
     def _entries(self, with_text: bool):
-        reader = zstandard.ZstdDecompressor().stream_reader(self.compressed)
-        text = codecs.getincrementaldecoder("utf-8")()
-        scan = json.decoder.JSONDecoder().scan_once
-        eof = False
-
-        def more() -> str:
-            nonlocal eof
-            try:
-                raw = reader.read(_READ)
-                eof = not raw
-                return text.decode(raw, final=eof)
-            except (zstandard.ZstdError, UnicodeDecodeError) as exc:
-                raise self._damaged(exc) from None
-
-        buf = more()
-        while not eof and len(buf) < len(_OPEN):
-            buf += more()
-        if not buf.startswith(_OPEN):  # not lifeline's compact shape: parse it whole, as before
+        reader = _EntryReader(self, with_text)
+        if not reader.compact:  # not lifeline's compact shape: parse it whole, as before
             for e in self._whole():
                 yield e, None
             return
-        pos = len(_OPEN)
-        first = True
+        yield from reader
+
+    def entry_reader(self) -> _EntryReader | None:
+        """This version's compact tree as an :class:`_EntryReader` (entries decoded with their text, or
+        only their text); None for an older point or a tree in another shape."""
+        if self._older:
+            return None
+        reader = _EntryReader(self, True)
+        return reader if reader.compact else None
+
+
+_NEXT = ',{"path":"'  # what begins every entry but the first (a quote in a string is escaped: only here)
+
+
+class _EntryReader:
+    """(entry, its text) for each entry of a compact tree, decoded from ~1 MiB of text at a time; or,
+    with :meth:`next_text`, only each entry's text: a backup decodes the parent's entries it needs."""
+
+    def __init__(self, tree: Tree, with_text: bool):
+        self._tree = tree
+        self._with_text = with_text
+        self._reader = zstandard.ZstdDecompressor().stream_reader(tree.compressed)
+        self._text = codecs.getincrementaldecoder("utf-8")()
+        self._scan = json.decoder.JSONDecoder().scan_once
+        self._eof = False
+        self._buf = self._more()
+        while not self._eof and len(self._buf) < len(_OPEN):
+            self._buf += self._more()
+        self.compact = self._buf.startswith(_OPEN)
+        self._pos = len(_OPEN)
+        self._first = True
+        self._done = False
+
+    def _more(self) -> str:
+        try:
+            raw = self._reader.read(_READ)
+            self._eof = not raw
+            return self._text.decode(raw, final=self._eof)
+        except (zstandard.ZstdError, UnicodeDecodeError) as exc:
+            raise self._tree._damaged(exc) from None
+
+    def _extend(self) -> None:
+        """More text after what is left from the position on."""
+        self._buf = self._buf[self._pos:] + self._more()
+        self._pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple:
+        if self._done:
+            raise StopIteration
+        # at pos: (a first entry or "]") or ("," and an entry, or "]")
+        while len(self._buf) - self._pos < 2 and not self._eof:
+            self._extend()
+        if self._buf.startswith("]", self._pos):
+            self._finish()
+            raise StopIteration
+        if not self._first:
+            if not self._buf.startswith(",", self._pos):
+                raise self._tree._damaged("expected ',' or ']' after an entry")
+            self._pos += 1
         while True:
-            # at pos: (a first entry or "]") or ("," and an entry, or "]")
-            while len(buf) - pos < 2 and not eof:
-                buf = buf[pos:] + more()
-                pos = 0
-            if buf.startswith("]", pos):
-                break
-            if not first:
-                if not buf.startswith(",", pos):
-                    raise self._damaged("expected ',' or ']' after an entry")
-                pos += 1
-            while True:
-                try:
-                    e, end = scan(buf, pos)
-                except (StopIteration, json.JSONDecodeError) as exc:
-                    if eof:
-                        raise self._damaged(exc if isinstance(exc, json.JSONDecodeError)
-                                            else "it ends, or holds no JSON value, where an entry should be") from None
-                    buf = buf[pos:] + more()
-                    pos = 0
-                    continue
-                if end == len(buf) and not eof and not isinstance(e, (dict, list, str)):
-                    buf = buf[pos:] + more()  # a number or literal may go on in the next piece
-                    pos = 0
-                    continue
-                break
-            yield e, buf[pos:end] if with_text else None
-            first = False
-            pos = end
-        pos += 1
-        rest = buf[pos:]
-        while not eof:
-            rest += more()
+            try:
+                e, end = self._scan(self._buf, self._pos)
+            except (StopIteration, json.JSONDecodeError) as exc:
+                if self._eof:
+                    raise self._tree._damaged(exc if isinstance(exc, json.JSONDecodeError)
+                                              else "it ends, or holds no JSON value, where an entry should be") from None
+                self._extend()
+                continue
+            if end == len(self._buf) and not self._eof and not isinstance(e, (dict, list, str)):
+                self._extend()  # a number or literal may go on in the next piece
+                continue
+            break
+        text = self._buf[self._pos:end] if self._with_text else None
+        self._first = False
+        self._pos = end
+        return e, text
+
+    def _finish(self) -> None:
+        self._done = True
+        rest = self._buf[self._pos + 1:]
+        while not self._eof:
+            rest += self._more()
         if rest.strip() != "}":
-            raise self._damaged("unexpected bytes after the entries")
+            raise self._tree._damaged("unexpected bytes after the entries")
+
+    def next_text(self) -> str | None:
+        """The next entry's text, not decoded; None after the last. Entries are told apart by how the
+        next one begins (``,{"path":"``: a string cannot hold that, its quotes are escaped), so a tree
+        not written by lifeline may be cut elsewhere: a reader checks what it uses."""
+        if self._done:
+            return None
+        while len(self._buf) - self._pos < 2 and not self._eof:
+            self._extend()
+        if self._buf.startswith("]", self._pos):
+            self._finish()
+            return None
+        start = self._pos
+        if not self._first:
+            if not self._buf.startswith(",", start):
+                raise self._tree._damaged("expected ',' or ']' after an entry")
+            start += 1
+        while (end := self._buf.find(_NEXT, start + 1)) < 0 and not self._eof:
+            start -= self._pos
+            self._extend()
+        if end < 0:  # the last entry: it ends where the list does
+            end = self._buf.rfind("]")
+            if end <= start:
+                raise self._tree._damaged("it ends where an entry should be")
+        self._first = False
+        self._pos = end
+        return self._buf[start:end]
