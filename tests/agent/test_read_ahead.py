@@ -36,7 +36,20 @@ def test_it_reads_regular_files_beneath_the_source_and_nothing_else(source, monk
         ahead.want(rel)
     ahead.flush()
     # a, d/b and big (up to the limit: 4097 of its 100,000 bytes); not the links, the FIFO, the directory
-    assert ahead.close(report=True) == (3, 1000 + 3000 + 4097)
+    assert ahead.close(report=True) == (3, 1000 + 3000 + 4097, 0)
+
+
+def test_for_an_incremental_it_walks_the_source_at_once_through_no_link(source, monkeypatch):
+    """It meets every entry beneath the source (7), and nothing behind the link to a directory."""
+    monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
+    ahead = ReadAhead(source, limit=4097, walk=True)
+    assert ahead.proc is not None  # (started before any file is wanted)
+    ahead.want("a")
+    ahead.flush()
+    assert ahead.close(report=True) == (1, 1000, 7)
+    assert ahead.close(report=True) is None and ahead.close() is None  # (closed once)
+    monkeypatch.setenv("LIFELINE_READ_AHEAD", "0")
+    assert ReadAhead(source, limit=4097, walk=True).proc is None
 
 
 def test_it_starts_only_for_many_files_and_not_when_turned_off(source, monkeypatch):

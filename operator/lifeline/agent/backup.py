@@ -445,6 +445,8 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
     start = time.time()
     start_time = at if at is not None else start
     progress = progress or Progress("backup", enabled=False)
+    # An incremental's time is its walk: the read-ahead helper starts on the source's inodes at once.
+    ahead = _walk_ahead(source, repo) if kind != "full" else None
     lock = repo.lock(exclusive=False, command=f"backup {source.kind}:{source.name}", wait=lock_wait)
     try:
         points, _bad = repo.list_points()
@@ -490,7 +492,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         tree = TreeWriter()
         with repo.blob_saver(keys, known, workers=workers) as store:
             if source.kind == "dir":
-                _backup_tree(source, chunker, store, stats, parent_tree, known, progress, tree)
+                _backup_tree(source, chunker, store, stats, parent_tree, known, progress, tree, ahead)
             else:
                 for e in _backup_stream(source, chunker, store, stats, progress):
                     tree.add(e)
@@ -524,6 +526,8 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         checksum = catalogue.publish(repo, provider, keys, header, tree, lock_wait=lock_wait)
     finally:
         lock.release()
+        if ahead is not None:
+            ahead.close()
     summary = {
         "point_id": point_id,
         "type": kind,
@@ -583,11 +587,26 @@ def _same_file(old: dict | None, new: dict) -> bool:
             and old.get("ino") == new["ino"] and old.get("ctime_ns") == new["ctime_ns"])
 
 
+def _walk_ahead(source: Source, repo: Repository) -> ReadAhead | None:
+    """A read-ahead helper for a directory source, walking it from now on (see :mod:`.read_ahead`)."""
+    if source.kind != "dir":
+        return None
+    try:
+        root = _open_dir(source.path)
+    except OSError:
+        return None  # (the backup says why when it opens it)
+    try:
+        return ReadAhead(root, repo.chunk_params["min_size"] + 1, walk=True)
+    finally:
+        os.close(root)
+
+
 def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stats, parent: Tree | None,
-                 known, progress: Progress, out: TreeWriter) -> None:
-    """:func:`_backup_files`, with every file read beneath a descriptor of the source directory."""
+                 known, progress: Progress, out: TreeWriter, ahead: ReadAhead | None = None) -> None:
+    """:func:`_backup_files`, with every file read beneath a descriptor of the source directory
+    (``ahead``: a read-ahead helper started already, on the same directory)."""
     root = _open_dir(source.path)
-    ahead = ReadAhead(root, chunker.min_size + 1)
+    ahead = ahead if ahead is not None and ahead.limit == chunker.min_size + 1 else ReadAhead(root, chunker.min_size + 1)
     try:
         _backup_files(Beneath(root), ahead, source, chunker, store, stats, parent, known, progress, out)
     finally:
