@@ -88,7 +88,8 @@ def test_only_an_entry_in_the_shape_lifeline_writes_is_reused():
            '"xattrs":{"user.a":"b},"chunks":[]}',  # a string left open
            '"xattrs":{"user.é":"QUJD"},"chunks":[]}',  # not ASCII
            '"xattrs":{"user.a":"\\q"},"chunks":[]}',  # not an escape JSON has
-           '"chunks":["' + "AB" * 32 + '"]}', '"chunks":[]']
+           '"chunks":["' + "AB" * 32 + '"]}', '"chunks":["' + "ab" * 31 + 'a "]}', '"chunks":["' + "g" * 64 + '"]}',
+           '"chunks":[]']
     assert [reused_chunks(head + t, head) for t in bad] == [None] * len(bad)
 
 

@@ -158,7 +158,7 @@ class Attributes:
         self.warn = warn
         self.users: dict[int, str | None] = {}
         self.groups: dict[int, str | None] = {}
-        self.owners: dict[tuple[int, int], str] = {}
+        self.heads: dict[tuple[int, int, int], tuple[str, str]] = {}
         self.no_xattrs: set[int] = set()  # st_dev of filesystems that refused llistxattr
 
     def user(self, uid: int) -> str | None:
@@ -185,17 +185,19 @@ class Attributes:
         self.groups[gid] = name
         return name
 
-    def owner_text(self, uid: int, gid: int) -> str:
-        """The owner names as an entry's text holds them, after ``atime_ns`` (see :func:`_entry_for`)."""
+    def head_parts(self, mode: int, uid: int, gid: int) -> tuple[str, str]:
+        """What a file's entry text holds from after its path to ``"mtime_ns":``, and from after its
+        atime to ``"size":`` (see :func:`_entry_for`): the same for most files of a tree."""
         try:
-            return self.owners[uid, gid]
+            return self.heads[mode, uid, gid]
         except KeyError:
             pass
         user, group = self.user(uid), self.group(gid)
-        text = ((f',"user":{entry_text(user)}' if user is not None else "")
-                + (f',"group":{entry_text(group)}' if group is not None else ""))
-        self.owners[uid, gid] = text
-        return text
+        owners = ((f',"user":{entry_text(user)}' if user is not None else "")
+                  + (f',"group":{entry_text(group)}' if group is not None else ""))
+        parts = (f',"mode":{mode},"uid":{uid},"gid":{gid},"mtime_ns":', f'{owners},"type":"file","size":')
+        self.heads[mode, uid, gid] = parts
+        return parts
 
     def xattrs(self, rel: str, full: str, dev: int) -> dict | None:
         if dev in self.no_xattrs:
@@ -274,9 +276,8 @@ class FileStat:
         rel, st = self.rel, self.st
         path = f'"{rel}"' if rel.isascii() and rel.isprintable() and '"' not in rel and "\\" not in rel \
             else entry_text(rel)
-        return (f'{{"path":{path},"mode":{st.st_mode & 0o7777},"uid":{st.st_uid},"gid":{st.st_gid},'
-                f'"mtime_ns":{st.st_mtime_ns},"atime_ns":{st.st_atime_ns}'
-                f'{self.attrs.owner_text(st.st_uid, st.st_gid)},"type":"file","size":{st.st_size},'
+        before, after = self.attrs.head_parts(st.st_mode & 0o7777, st.st_uid, st.st_gid)
+        return (f'{{"path":{path}{before}{st.st_mtime_ns},"atime_ns":{st.st_atime_ns}{after}{st.st_size},'
                 f'"ino":{st.st_ino},"ctime_ns":{st.st_ctime_ns},')
 
 

@@ -26,10 +26,18 @@ _FILE_TAIL = re.compile(rf'(?:"xattrs":\{{{_STRING}:{_BASE64}(?:,{_STRING}:{_BAS
 _LAZY = object()  # (a key not worked out yet)
 
 
+_ONE_CHUNK = len('"chunks":[""]}') + 64
+_HEX64 = re.compile("[0-9a-f]{64}")
+
+
 def reused_chunks(text: str, head: str) -> bytes | None:
     """The chunk ids (32 bytes each, one after another) of a parent's file entry ``text`` that begins
     with ``head``, if the rest of it is in the shape lifeline writes; else None."""
-    m = _FILE_TAIL.fullmatch(text, len(head))
+    at = len(head)
+    if len(text) - at == _ONE_CHUNK and text.startswith('"chunks":["', at) and text.endswith('"]}'):
+        # (most files: one chunk, no extended attributes)
+        return bytes.fromhex(text[at + 11:at + 75]) if _HEX64.fullmatch(text, at + 11, at + 75) else None
+    m = _FILE_TAIL.fullmatch(text, at)
     if m is None:
         return None
     return bytes.fromhex(m.group(1).replace('"', "").replace(",", ""))

@@ -188,6 +188,8 @@ class ChunkTable:
 
     def has_all(self, ids) -> bool:
         """Whether every id of ``ids`` (32 bytes each, one after another) is here: ``in`` for many."""
+        if len(ids) == _ID:  # (most files: one chunk)
+            return ids in self
         buckets, shift, rec = self._buckets, self._shift, self.rec
         for at in range(0, len(ids), _ID):
             cid = ids[at:at + _ID]
