@@ -446,8 +446,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
     start = time.time()
     start_time = at if at is not None else start
     progress = progress or Progress("backup", enabled=False)
-    # An incremental's time is its walk: the read-ahead helper starts on the source's inodes at once.
-    ahead = _walk_ahead(source, repo) if kind != "full" else None
+    ahead = None
     lock = repo.lock(exclusive=False, command=f"backup {source.kind}:{source.name}", wait=lock_wait)
     try:
         points, _bad = repo.list_points()
@@ -470,6 +469,8 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             except ShreddedEpoch:
                 notice(f"the key epoch of parent point {parent.id} was crypto-shredded: taking a full backup")
                 kind, parent = "full", None
+        if parent is not None:  # an incremental's time is its walk: a helper starts on the inodes now
+            ahead = _walk_ahead(source, repo)
         if kind == "full":
             _check_provider(repo, provider, points)
             keys = repo.new_epoch(provider)
@@ -607,7 +608,7 @@ def _backup_tree(source: Source, chunker: Chunker, store: BlobSaver, stats: Stat
     """:func:`_backup_files`, with every file read beneath a descriptor of the source directory
     (``ahead``: a read-ahead helper started already, on the same directory)."""
     root = _open_dir(source.path)
-    ahead = ahead if ahead is not None and ahead.limit == chunker.min_size + 1 else ReadAhead(root, chunker.min_size + 1)
+    ahead = ahead or ReadAhead(root, chunker.min_size + 1)
     try:
         _backup_files(Beneath(root), ahead, source, chunker, store, stats, parent, known, progress, out)
     finally:

@@ -6,7 +6,7 @@ threads share one GIL with its main thread, so few reads are in flight. 200,000 
 cold: one at a time 18 s, this helper's 4 threads 8.7 s (8 threads: 10 s, as they wait for their
 own GIL); the backup 21 s without it, 12.7 s with it.
 
-For an incremental backup, the same helper first walks the source (``walk``), in the backup's
+For an incremental backup (a parent point found), the same helper first walks the source (``walk``), in the backup's
 order (directories by name, depth first), and stats every entry, so that the walk's own ``stat``
 calls find the inodes in memory: there the walk is the backup's time, and on a cold cache each
 ``stat`` waits for the disk and for the kernel to build the inode (200,000 small files: ~1 s of a
