@@ -246,19 +246,26 @@ class _EntryReader:
     def __iter__(self):
         return self
 
-    def __next__(self) -> tuple:
+    def _to_entry(self) -> bool:
+        """Move to where the next entry begins; False after the last (the rest of the tree checked)."""
         if self._done:
-            raise StopIteration
+            return False
         # at pos: (a first entry or "]") or ("," and an entry, or "]")
         while len(self._buf) - self._pos < 2 and not self._eof:
             self._extend()
         if self._buf.startswith("]", self._pos):
             self._finish()
-            raise StopIteration
+            return False
         if not self._first:
             if not self._buf.startswith(",", self._pos):
                 raise self._tree._damaged("expected ',' or ']' after an entry")
             self._pos += 1
+        self._first = False
+        return True
+
+    def __next__(self) -> tuple:
+        if not self._to_entry():
+            raise StopIteration
         while True:
             try:
                 e, end = self._scan(self._buf, self._pos)
@@ -273,7 +280,6 @@ class _EntryReader:
                 continue
             break
         text = self._buf[self._pos:end] if self._with_text else None
-        self._first = False
         self._pos = end
         return e, text
 
@@ -289,25 +295,13 @@ class _EntryReader:
         """The next entry's text, not decoded; None after the last. Entries are told apart by how the
         next one begins (``,{"path":"``: a string cannot hold that, its quotes are escaped), so a tree
         not written by lifeline may be cut elsewhere: a reader checks what it uses."""
-        if self._done:
+        if not self._to_entry():
             return None
-        while len(self._buf) - self._pos < 2 and not self._eof:
-            self._extend()
-        if self._buf.startswith("]", self._pos):
-            self._finish()
-            return None
-        start = self._pos
-        if not self._first:
-            if not self._buf.startswith(",", start):
-                raise self._tree._damaged("expected ',' or ']' after an entry")
-            start += 1
-        while (end := self._buf.find(_NEXT, start + 1)) < 0 and not self._eof:
-            start -= self._pos
+        while (end := self._buf.find(_NEXT, self._pos + 1)) < 0 and not self._eof:
             self._extend()
         if end < 0:  # the last entry: it ends where the list does
             end = self._buf.rfind("]")
-            if end <= start:
+            if end <= self._pos:
                 raise self._tree._damaged("it ends where an entry should be")
-        self._first = False
-        self._pos = end
-        return self._buf[start:end]
+        text, self._pos = self._buf[self._pos:end], end
+        return text
