@@ -107,19 +107,12 @@ def _open_source(files: Beneath, rel: str) -> int:
     token, to another tenant's volume), it is refused, not followed or waited on: someone who can
     write to the source must not make the agent store a file from outside it."""
     try:
-        fd = files.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+        return files.open_file(rel)
     except OSError as exc:
         if exc.errno in NOT_BENEATH:
             raise OSError(exc.errno, "it or a directory on its path was replaced by a link (or a file) since "
                           "the walk; not followed") from None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "it is no longer a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def read_small(files: Beneath, rel: str, size: int, limit: int) -> bytes:

@@ -134,6 +134,18 @@ class Beneath:
             if pfd != self.root:
                 os.close(pfd)
 
+    def open_file(self, rel: str) -> int:
+        """A regular file beneath the root, opened for reading without blocking (a FIFO that took
+        its place is refused, not waited on): OSError ``EINVAL`` if it is not a regular file."""
+        fd = self.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "it is no longer a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def open_dir(self, rel: str, flags: int = O_PATH) -> int:
         """A new descriptor of the directory ``rel`` (``""``: the root itself)."""
         if not rel:

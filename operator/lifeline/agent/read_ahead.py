@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import queue
-import stat
 import subprocess
 import sys
 import threading
@@ -153,12 +152,10 @@ def _serve(root_fd: int, limit: int, walk: bool = False) -> int:
     def read(rel: str, buf: bytearray) -> int | None:
         """Bytes read of ``rel`` (at most ``limit``), None if it is not a regular file one can open."""
         try:
-            fd = files.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+            fd = files.open_file(rel)
         except (OSError, ValueError):
             return None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
             n = 0
             while n < limit and (got := os.readv(fd, [buf])):
                 n += got
