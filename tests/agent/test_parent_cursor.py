@@ -2,6 +2,7 @@
 and only when nothing that the entry records can have changed; else it looks at the file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -10,7 +11,7 @@ import stat
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lifeline.agent.backup import Attributes, FileStat
+from lifeline.agent.backup import Attributes, FileStat, dir_source, run_backup
 from lifeline.agent.parent_cursor import ParentCursor, reused_chunks
 from lifeline.repository.tree import Tree, TreeWriter, entry_text
 
@@ -46,6 +47,25 @@ def test_the_head_a_walk_renders_is_how_the_files_entry_begins(tmp_path, name):
     assert text.startswith(fs.text_head()) and text.isascii()
     assert reused_chunks(text, fs.text_head()) == bytes.fromhex("ab" * 32)
     os.unlink(p)
+
+
+def test_an_entry_whose_attributes_could_not_all_be_read_is_never_copied(tmp_path, monkeypatch):
+    """Its extended attributes are read again next time, not copied from an entry that lacks some."""
+    p = tmp_path / "f"
+    p.write_bytes(b"x")
+
+    def refuse(*_a, **_k):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "listxattr", refuse)
+    warned = []
+    fs = FileStat("f", os.lstat(p), str(p), Attributes(lambda *a: warned.append(a)))
+    e = fs.entry()
+    assert e["xattrs_incomplete"] is True and warned
+    text = entry_text(e | {"chunks": ["ab" * 32]})
+    assert text.startswith(fs.text_head()) and reused_chunks(text, fs.text_head()) is None
+    monkeypatch.undo()
+    assert "xattrs_incomplete" not in FileStat("f", os.lstat(p), str(p), Attributes(print)).entry()
 
 
 def _tree_of(entries: list[dict]) -> Tree:
@@ -114,7 +134,7 @@ def _tree_text(r: Repo, point_id: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_an_incremental_copies_what_did_not_change_and_sees_every_change(repo: Repo, tmp_path):
+def test_an_incremental_copies_what_did_not_change_and_sees_every_change(repo: Repo, tmp_path, monkeypatch):
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     for i in range(40):
@@ -136,6 +156,16 @@ def test_an_incremental_copies_what_did_not_change_and_sees_every_change(repo: R
     out = tmp_path / "out"
     repo.ok("restore", third["point_id"], "--to", out)
     assert (out / "d" / "f01").read_bytes() == p.read_bytes()
+    # and the files that did not change are copied without making their entries (in this process)
+    made = []
+    entry = FileStat.entry
+    monkeypatch.setattr(FileStat, "entry", lambda self: made.append(self.rel) or entry(self))
+    (src / "d" / "f04").write_bytes(os.urandom(104))
+    r, provider = open_repo(repo)
+    fourth = run_backup(r, provider, dir_source(str(src)))
+    # (the files the third backup read may have new access times: their entries are made anew)
+    assert "d/f04" in made and set(made) <= {"d/f01", "d/f02", "d/f03", "d/f04"}
+    assert fourth["files_unchanged"] == 39 and fourth["chunks_new"] == 1
     assert os.getxattr(out / "d" / "f02", "user.note") == b"added"
     assert stat.S_IMODE(os.stat(out / "d" / "f03").st_mode) == 0o600
     assert first["files"] == third["files"] == 40

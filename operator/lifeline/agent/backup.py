@@ -153,6 +153,7 @@ class Attributes:
         self.groups: dict[int, str | None] = {}
         self.heads: dict[tuple[int, int, int], tuple[str, str]] = {}
         self.no_xattrs: set[int] = set()  # st_dev of filesystems that refused llistxattr
+        self.incomplete = False  # the last xattrs() could not read them all
 
     def user(self, uid: int) -> str | None:
         try:
@@ -202,6 +203,7 @@ class Attributes:
                 self.no_xattrs.add(dev)
             elif exc.errno != errno.ENOENT:
                 self.warn(rel, f"cannot list extended attributes ({exc.strerror}); backed up without them")
+                self.incomplete = True
             return None
         if not names:
             return None
@@ -212,6 +214,7 @@ class Attributes:
             except OSError as exc:
                 if exc.errno not in (errno.ENODATA, errno.ENOENT):  # (removed meanwhile)
                     self.warn(rel, f"cannot read extended attribute {name} ({exc.strerror}); backed up without it")
+                    self.incomplete = True
                 continue
             out[name] = base64.b64encode(value).decode("ascii")
         return out or None
@@ -246,6 +249,9 @@ def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> di
     xattrs = attrs.xattrs(rel, full, st.st_dev)
     if xattrs:
         e["xattrs"] = xattrs
+    if attrs.incomplete:  # (not copied as text by the next backup, which reads them again)
+        attrs.incomplete = False
+        e["xattrs_incomplete"] = True
     return e
 
 
@@ -520,9 +526,11 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         _confirm_key(repo, provider, keys)
         checksum = catalogue.publish(repo, provider, keys, header, tree, lock_wait=lock_wait)
     finally:
-        lock.release()
-        if ahead is not None:
-            ahead.close()
+        try:
+            lock.release()
+        finally:
+            if ahead is not None:
+                ahead.close()
     summary = {
         "point_id": point_id,
         "type": kind,
@@ -698,6 +706,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                 progress.files_done += 1
                 if pending:
                     pending.append([text, 0])
+                    emit()  # (which bounds what waits behind a changed file's batch)
                 else:
                     out.add_text(text)
                 continue

@@ -137,7 +137,7 @@ class Beneath:
     def open_file(self, rel: str) -> int:
         """A regular file beneath the root, opened for reading without blocking (a FIFO that took
         its place is refused, not waited on): OSError ``EINVAL`` if it is not a regular file."""
-        fd = self.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+        fd = self.open(rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, "it is no longer a regular file")

@@ -52,9 +52,10 @@ class ReadAhead:
             self._start(walk=True)
 
     def _start(self, walk: bool = False) -> None:
+        root_fd, self.root_fd = self.root_fd, None  # (the caller may close it once the helper has it)
         try:
-            self.proc = helper_process.start("lifeline.agent.read_ahead", str(self.root_fd), str(self.limit),
-                                             *(["walk"] if walk else []), pass_fds=(self.root_fd,))
+            self.proc = helper_process.start("lifeline.agent.read_ahead", str(root_fd), str(self.limit),
+                                             *(["walk"] if walk else []), pass_fds=(root_fd,))
         except OSError:
             self.enabled = False
             return
@@ -63,7 +64,7 @@ class ReadAhead:
     def want(self, rel: str) -> None:
         self.wanted += 1
         if self.proc is None:
-            if not self.enabled or self.wanted < START_AFTER:
+            if not self.enabled or self.wanted < START_AFTER or self.root_fd is None:
                 return
             self._start()
             if self.proc is None:

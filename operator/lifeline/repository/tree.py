@@ -44,8 +44,11 @@ class TreeWriter:
     def __init__(self, level: int = 3):
         # (one libzstd thread compresses, without the GIL, while the backup walks on; in 1 MiB jobs,
         # as the default 8 MiB jobs cost ~30 MiB of peak memory)
-        self._z = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters.from_level(
-            level, threads=1, job_size=1 << 20)).compressobj()
+        try:
+            self._z = zstandard.ZstdCompressor(compression_params=zstandard.ZstdCompressionParameters.from_level(
+                level, threads=1, job_size=1 << 20)).compressobj()
+        except (zstandard.ZstdError, ValueError):  # (a libzstd built without threads)
+            self._z = zstandard.ZstdCompressor(level=level).compressobj()
         self._out: list[bytes] = []
         self._pending: list[str] = [_OPEN]
         self._pending_len = len(_OPEN)
@@ -80,6 +83,7 @@ class TreeWriter:
             self._pending.append("]}")
             self._compress()
             self._out.append(self._z.flush())
+            self._z = None  # (its thread and buffers)
             self._done = _with_content_size(self._out, self.json_bytes)
         return self._done
 
@@ -297,7 +301,9 @@ class _EntryReader:
         not written by lifeline may be cut elsewhere: a reader checks what it uses."""
         if not self._to_entry():
             return None
-        while (end := self._buf.find(_NEXT, self._pos + 1)) < 0 and not self._eof:
+        search = self._pos + 1
+        while (end := self._buf.find(_NEXT, search)) < 0 and not self._eof:
+            search = max(len(self._buf) - len(_NEXT) + 1, self._pos + 1) - self._pos  # (where _extend puts it)
             self._extend()
         if end < 0:  # the last entry: it ends where the list does
             end = self._buf.rfind("]")
