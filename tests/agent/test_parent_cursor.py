@@ -11,7 +11,9 @@ import stat
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from lifeline.agent import backup
 from lifeline.agent.backup import Attributes, FileStat, dir_source, run_backup
+from lifeline.repository.blob_saver import BlobSaver
 from lifeline.agent.parent_cursor import ParentCursor, reused_chunks
 from lifeline.repository.tree import Tree, TreeWriter, entry_text
 
@@ -193,3 +195,30 @@ def test_an_unchanged_file_whose_chunks_the_index_lost_is_read_again(repo: Repo,
     out = tmp_path / "out"
     repo.ok("restore", third["point_id"], "--to", out)
     assert (out / "old").read_bytes() == (src / "old").read_bytes()
+
+
+@pytest.mark.slow
+def test_unchanged_files_copied_behind_a_changed_small_file_wait_no_longer_than_the_bound(repo: Repo, tmp_path,
+                                                                                        monkeypatch):
+    """Entries wait for a changed small file's batch at most PENDING_MAX long, copied ones too: past
+    it, the batch is saved and waited for (else a flat directory of unchanged files would all wait)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(os.urandom(100))
+    r, provider = open_repo(repo)
+    run_backup(r, provider, dir_source(str(src)))
+    run_backup(r, provider, dir_source(str(src)))  # (access times settled by the first one's reads)
+    (src / "f00").write_bytes(os.urandom(100))  # the first in the walk: the rest wait behind it
+    copied, drains = [], []  # (at each wait for the saver: how many files were copied by then)
+    same_text = ParentCursor.same_text
+    monkeypatch.setattr(ParentCursor, "same_text", lambda self, *a: copied.append(1) or same_text(self, *a))
+    drain = BlobSaver.drain
+    monkeypatch.setattr(BlobSaver, "drain", lambda self: drains.append(len(copied)) or drain(self))
+    monkeypatch.setattr(backup, "PENDING_MAX", 4)
+    made = []
+    entry = FileStat.entry
+    monkeypatch.setattr(FileStat, "entry", lambda self: made.append(self.rel) or entry(self))
+    third = run_backup(r, provider, dir_source(str(src)))
+    assert made == ["f00"] and third["files_unchanged"] == 39 and third["chunks_new"] == 1
+    assert drains and min(drains) <= 6  # (waited for while the walk went on, not only at its end)

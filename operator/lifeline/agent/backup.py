@@ -706,7 +706,8 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                 progress.files_done += 1
                 if pending:
                     pending.append([text, 0])
-                    emit()  # (which bounds what waits behind a changed file's batch)
+                    if len(pending) > PENDING_MAX:
+                        emit()  # (which bounds what waits behind a changed file's batch)
                 else:
                     out.add_text(text)
                 continue
