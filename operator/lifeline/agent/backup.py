@@ -153,7 +153,6 @@ class Attributes:
         self.groups: dict[int, str | None] = {}
         self.heads: dict[tuple[int, int, int], tuple[str, str]] = {}
         self.no_xattrs: set[int] = set()  # st_dev of filesystems that refused llistxattr
-        self.incomplete = False  # the last xattrs() could not read them all
 
     def user(self, uid: int) -> str | None:
         try:
@@ -193,9 +192,10 @@ class Attributes:
         self.heads[mode, uid, gid] = parts
         return parts
 
-    def xattrs(self, rel: str, full: str, dev: int) -> dict | None:
+    def xattrs(self, rel: str, full: str, dev: int) -> tuple[dict | None, bool]:
+        """(the extended attributes by name, base64 values; whether all of them could be read)."""
         if dev in self.no_xattrs:
-            return None
+            return None, True
         try:
             names = os.listxattr(full, follow_symlinks=False)
         except OSError as exc:
@@ -203,21 +203,21 @@ class Attributes:
                 self.no_xattrs.add(dev)
             elif exc.errno != errno.ENOENT:
                 self.warn(rel, f"cannot list extended attributes ({exc.strerror}); backed up without them")
-                self.incomplete = True
-            return None
+                return None, False
+            return None, True
         if not names:
-            return None
-        out = {}
+            return None, True
+        out, complete = {}, True
         for name in sorted(names):
             try:
                 value = os.getxattr(full, name, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in (errno.ENODATA, errno.ENOENT):  # (removed meanwhile)
                     self.warn(rel, f"cannot read extended attribute {name} ({exc.strerror}); backed up without it")
-                    self.incomplete = True
+                    complete = False
                 continue
             out[name] = base64.b64encode(value).decode("ascii")
-        return out or None
+        return out or None, complete
 
 
 def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> dict:
@@ -246,11 +246,10 @@ def _entry_for(rel: str, st: os.stat_result, full: str, attrs: Attributes) -> di
         e["type"] = "socket"
     else:
         e["type"] = "unknown"
-    xattrs = attrs.xattrs(rel, full, st.st_dev)
+    xattrs, complete = attrs.xattrs(rel, full, st.st_dev)
     if xattrs:
         e["xattrs"] = xattrs
-    if attrs.incomplete:  # (not copied as text by the next backup, which reads them again)
-        attrs.incomplete = False
+    if not complete:  # (not copied as text by the next backup, which reads them again)
         e["xattrs_incomplete"] = True
     return e
 
@@ -635,7 +634,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
     batch_bytes = 0
 
     cursor = ParentCursor(parent.entry_reader() or parent.with_text()) if parent is not None else None
-    has_all = getattr(known, "has_all", None) or (lambda ids: all(ids[i:i + 32] in known for i in range(0, len(ids), 32)))
+    has_all = known.has_all if cursor is not None else None  # (every chunk id of a parent's entry stored?)
     lost: set[str] = set()  # linked files that could not be read: their other names are left out too
     reused: set[str] = set()  # linked files whose chunks the parent point had
     pending: deque[list] = deque()  # [entry or None (left out), chunk ids it waits for], in the walk's order
@@ -726,8 +725,9 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
             continue
         old = cursor.find(e["path"], e["ino"]) if cursor is not None else None
         waits = 0
-        if _same_file(old, e) and all(bytes.fromhex(c) in known for c in old.get("chunks", ())):
-            e["chunks"] = list(old["chunks"])
+        if _same_file(old, e) and type(old_chunks := old.get("chunks", [])) is list \
+                and has_all(bytes.fromhex("".join(old_chunks))):
+            e["chunks"] = list(old_chunks)
             stats.chunks_total += len(e["chunks"])
             stats.files_reused += 1
             if linked:

@@ -190,14 +190,10 @@ class ChunkTable:
         """Whether every id of ``ids`` (32 bytes each, one after another) is here: ``in`` for many."""
         if len(ids) == _ID:  # (most files: one chunk)
             return ids in self
-        buckets, shift, rec = self._buckets, self._shift, self.rec
+        buckets, shift = self._buckets, self._shift
         for at in range(0, len(ids), _ID):
             cid = ids[at:at + _ID]
-            b = buckets[int.from_bytes(cid[:4], "big") >> shift]
-            i = b.find(cid)
-            while i > 0 and i % rec:
-                i = b.find(cid, i + 1)
-            if i < 0:
+            if self._find(buckets[int.from_bytes(cid[:4], "big") >> shift], cid) < 0:
                 return False
         return len(ids) % _ID == 0
 
