@@ -8,6 +8,7 @@ from pathlib import Path
 from lifeline.agent.restore import Restorer, Span
 from lifeline.keys import provider_from_ref
 from lifeline.repository import Repository, open_backend
+from lifeline.repository.pack import BlobRef
 
 from .helpers import Repo
 from .test_integrity import _flip, _locate
@@ -47,6 +48,42 @@ def test_small_files_come_from_a_few_ranged_reads(repo: Repo, tmp_path):
         assert (tmp_path / "out" / rel).read_bytes() == data
     # 294 non-empty files in one pack: read as a handful of stretches of at most Span.MAX_BYTES
     assert 1 <= len(reads) <= 10 and max(reads) <= Span.MAX_BYTES
+
+
+def test_an_incremental_s_changed_files_do_not_cut_the_spans(repo: Repo, tmp_path):
+    """The changed files lie in a pack of their own, one in ten among the others: a span reads a
+    stretch of each pack, so the whole tree still comes from a read or two a pack."""
+    src = tmp_path / "src"
+    files = _small_tree(src)
+    repo.backup(str(src))
+    for i, rel in enumerate(sorted(files)):
+        if i % 10 == 3:
+            files[rel] = os.urandom(900 + i)
+            (src / rel).write_bytes(files[rel])
+    pid = repo.backup(str(src))["point_id"]
+    summary, reads = _restore(repo, pid, tmp_path / "out")
+    assert summary["files"] == len(files) and not summary["damaged"]
+    for rel, data in files.items():
+        assert (tmp_path / "out" / rel).read_bytes() == data
+    assert 2 <= len(reads) <= 4, reads  # (a span a pack switch: 60 reads)
+
+
+def _ref(pack: str, offset: int, length: int) -> BlobRef:
+    return BlobRef(pack, offset, length, length)
+
+
+def test_a_span_reads_from_a_few_packs_each_mostly_wanted():
+    span = Span()
+    assert span.takes([_ref("a", 0, 100)]) and span.takes([_ref("b", 0, 100)])
+    assert span.takes([_ref("a", 100, 100), _ref("b", 100, 50)])  # both stretches grow
+    assert span.stretches == {"a": (0, 200, 200), "b": (0, 150, 150)} and span.read_bytes == 350
+    assert not span.takes([_ref("a", 1000, 10)])  # "a" would be read mostly for what nobody wants
+    assert not span.takes([_ref("c", 0, 10), _ref("a", 1000, 10)])  # refused whole: "c" not taken
+    assert span.takes([_ref("c", 0, 10)]) and span.takes([_ref("d", 0, 10)])
+    assert not span.takes([_ref("e", 0, 10)])  # a fifth pack
+    assert not span.takes([_ref("a", 200, Span.MAX_BYTES)])  # more than a span reads
+    assert not span.takes([None]) and span.takes([])  # a chunk not in the index; an empty file
+    assert set(span.stretches) == {"a", "b", "c", "d"} and span.read_bytes == 370
 
 
 def test_a_flipped_byte_in_a_stretch_costs_only_its_file(repo: Repo, tmp_path):
