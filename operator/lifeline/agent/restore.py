@@ -223,6 +223,7 @@ ROOT_ONLY_XATTRS = ("trusted.", "security.")  # restored only as root
 
 
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a keyed BLAKE3 digest, as backup writes it
+_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # absolute, or an empty, "." or ".." component
 
 
 def check_manifest(entries: Iterable[dict], point_id: str = "?", visit=None) -> None:
@@ -250,7 +251,7 @@ def check_manifest(entries: Iterable[dict], point_id: str = "?", visit=None) -> 
         _check_entry(e, bad)
         path, kind = e["path"], e["type"]
         if ordered:
-            key = path.split("/")
+            key = path.replace("/", "\0")  # (no NUL in a path: the order of the components' lists)
             if prev_key is not None and key <= prev_key:
                 ordered = False  # (or listed twice): the exact checks below, with every path at hand
             elif prev_kind not in (None, "dir") and path.startswith(prev_path + "/"):
@@ -282,8 +283,7 @@ def _check_entry(e, bad) -> None:
     if path == "":
         if kind != "dir":
             raise bad(f"a {kind} with an empty path (only the root directory has one)")
-    elif (path.startswith("/") or "\0" in path
-          or any(p in ("", ".", "..") for p in path.split("/"))):
+    elif "\0" in path or _UNSAFE_PATH.search(path):
         raise bad(f"an unsafe path {path!r} (absolute, or with an empty, '.' or '..' component)")
     get = e.get
     if not (type(get("mode", 0)) is type(get("uid", 0)) is type(get("gid", 0)) is type(get("mtime_ns", 0))
@@ -293,14 +293,20 @@ def _check_entry(e, bad) -> None:
         raise bad(f"a symlink {path!r} without a usable target")
     if kind == "hardlink" and not isinstance(e.get("target"), str):
         raise bad(f"a hard link {path!r} whose target is not a file listed before it")
-    if not all(isinstance(n, str) and n and "\0" not in n for n in (get("user", "-"), get("group", "-"))):
+    user, group = get("user", "-"), get("group", "-")
+    if not (isinstance(user, str) and user and "\0" not in user and isinstance(group, str) and group
+            and "\0" not in group):
         raise bad(f"{path!r} with an owner or group name that is not a name")
     if "xattrs" in e and not _good_xattrs(e["xattrs"]):
         raise bad(f"{path!r} with extended attributes that are not names and base64 values")
-    chunks = e.get("chunks", [])
-    if kind == "file" and (not isinstance(chunks, list)
-                           or not all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)):
-        raise bad(f"a file {path!r} whose chunk list is not chunk ids (64 hex digits each)")
+    if kind == "file":
+        chunks = get("chunks", [])
+        if type(chunks) is list and len(chunks) == 1:  # (most files)
+            good = isinstance(chunks[0], str) and _CHUNK_ID.fullmatch(chunks[0])
+        else:
+            good = isinstance(chunks, list) and all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)
+        if not good:
+            raise bad(f"a file {path!r} whose chunk list is not chunk ids (64 hex digits each)")
 
 
 def _check_whole(entries: Iterable[dict], bad) -> None:
