@@ -75,6 +75,9 @@ try:
 except (OSError, AttributeError):  # pragma: no cover - no libc symbol table
     _syscall = None
 
+_NR_ARG = ctypes.c_long(_NR or 0)
+_HOWS: dict[tuple[int, int, int], object] = {}  # (flags, mode, resolve) -> a reference to its open_how
+
 # Tests set this to False to exercise the component walk on a kernel that has openat2.
 OPENAT2: bool | None = None
 
@@ -83,9 +86,12 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RES
     """openat2(2) with ``resolve``; raises OSError (ENOSYS where there is none)."""
     if _syscall is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), path)
-    how = _OpenHow(flags | O_CLOEXEC, mode if flags & os.O_CREAT else 0, resolve)
+    key = (flags, mode if flags & os.O_CREAT else 0, resolve)
+    how = _HOWS.get(key)
+    if how is None:  # (one a kind: a restore opens 200,000 files with the same three)
+        how = _HOWS[key] = ctypes.byref(_OpenHow(flags | O_CLOEXEC, key[1], resolve))
     for _attempt in range(64):
-        fd = _syscall(ctypes.c_long(_NR), ctypes.c_int(dirfd), os.fsencode(path), ctypes.byref(how), _SIZE)
+        fd = _syscall(_NR_ARG, ctypes.c_int(dirfd), os.fsencode(path), how, _SIZE)
         if fd >= 0:
             return fd
         err = ctypes.get_errno()
