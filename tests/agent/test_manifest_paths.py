@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lifeline.agent.restore import check_manifest
+from lifeline.agent.manifest_check import check_manifest
 from lifeline.repository.errors import DamagedData
 
 _PATHS = st.text(alphabet="a.-/ \x00", min_size=1, max_size=12)

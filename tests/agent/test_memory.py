@@ -15,7 +15,7 @@ import zstandard
 
 from lifeline.agent.backup import walk_tree
 from lifeline.agent.parent_cursor import ParentCursor
-from lifeline.agent.restore import check_manifest
+from lifeline.agent.manifest_check import check_manifest
 from lifeline.repository.crypto import EpochKeys
 from lifeline.repository.errors import DamagedData
 from lifeline.repository.index import ChunkTable, IdSet, Index, PackInfo, decode_segment, encode_segment

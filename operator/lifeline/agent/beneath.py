@@ -17,7 +17,7 @@ descriptor of the object (``fchmod``, ``fchown``, ``futimens``) or the ``*at`` c
 ``AT_SYMLINK_NOFOLLOW``.
 
 Paths given here must already be checked (relative, no empty, ``.`` or ``..`` component): see
-:func:`lifeline.agent.restore.check_manifest`. The checks here are the second line: a target
+:func:`lifeline.agent.manifest_check.check_manifest`. The checks here are the second line: a target
 changed under the restore, or a link planted in it.
 """
 from __future__ import annotations

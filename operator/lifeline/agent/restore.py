@@ -5,24 +5,21 @@ Every chunk is authenticated (AES-GCM tag with the chunk id as AAD) and re-hashe
 
 A restore to a directory touches nothing outside it, whatever the manifest says (a key holder
 can forge one) or the target holds (links planted there): the manifest is checked before anything
-is written (:func:`check_manifest`) and every file operation goes through :mod:`.beneath`.
+is written (:mod:`.manifest_check`) and every file operation goes through :mod:`.beneath`.
 """
 from __future__ import annotations
 
 import base64
-import binascii
 import errno
 import grp
 import os
 import pwd
-import re
 import queue
 import stat
 import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lifeline.errors import LifelineError, UsageError
@@ -31,12 +28,12 @@ from lifeline.repository.errors import DamagedData
 from lifeline.repository.index import Index
 from lifeline.repository.repo import Repository
 
+from .manifest_check import SEGMENT, Plan, checked_plan
 from .beneath import NOT_BENEATH, O_CLOEXEC, O_PATH, Beneath, chmod_node, remove_at, split
 from .progress import Progress
 from .restore_writers import WriterProcess
 
 _ZERO = bytes(16 * 1024 * 1024)
-SEGMENT = 8  # chunks per restore task (~8 MiB): large files are written by several threads
 SPANS_AHEAD = 3  # spans of small files (up to 4 MiB each) read ahead of the ones being written
 WRITERS_FROM = 20_000  # small files from which they may be written by writer processes (restore_writers)
 WRITERS_AVERAGE = 64 << 10  # ... when they average at most this: per-file work, not data, is the time
@@ -222,202 +219,10 @@ ACLS = ("system.posix_acl_access", "system.posix_acl_default")  # POSIX ACLs, as
 ROOT_ONLY_XATTRS = ("trusted.", "security.")  # restored only as root
 
 
-_CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a keyed BLAKE3 digest, as backup writes it
-_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # absolute, or an empty, "." or ".." component
-
-
-def check_manifest(entries: Iterable[dict], point_id: str = "?", visit=None) -> None:
-    """Refuse, before anything is written, a tree that no backup makes (a forged or damaged
-    manifest): a path that is absolute, empty (but for the root directory), or has an empty,
-    ``.`` or ``..`` component; a path listed twice; an entry below a symlink or any other entry
-    that is not a directory (a restore would have to write through it).
-
-    ``entries``: a list or a :class:`~lifeline.repository.tree.Tree` (iterated once more for a tree
-    with hard links, or one not in the order backups write). ``visit(entry)`` is called for each
-    entry that passed its own checks, in order; the whole tree is checked before this returns.
-
-    What it holds is small: a backup lists paths in order (a directory, then its entries by name,
-    depth first), so a path listed twice shows as two paths out of order, and an entry below a
-    file comes right after that file. A tree in any other order is checked with every path in
-    memory, as it always was."""
-    def bad(why: str) -> DamagedData:
-        return DamagedData(f"point {point_id}: the manifest holds {why}; nothing was restored "
-                           "(a backup never records this: the manifest was forged or damaged)")
-
-    ordered = True
-    prev_key = prev_path = prev_kind = None
-    links: list[tuple[int, str, str]] = []  # (position, path, target) of each hard link
-    for pos, e in enumerate(entries):
-        _check_entry(e, bad)
-        path, kind = e["path"], e["type"]
-        if ordered:
-            key = path.replace("/", "\0")  # (no NUL in a path: the order of the components' lists)
-            if prev_key is not None and key <= prev_key:
-                ordered = False  # (or listed twice): the exact checks below, with every path at hand
-            elif prev_kind not in (None, "dir") and path.startswith(prev_path + "/"):
-                raise bad(f"{path!r} below {prev_path!r}, which is a {prev_kind}, not a directory")
-            prev_key, prev_path, prev_kind = key, path, kind
-        if kind == "hardlink":
-            links.append((pos, path, e["target"]))
-        if visit is not None:
-            visit(e)
-    if not ordered:
-        _check_whole(entries, bad)
-    elif links:
-        targets = {t for _pos, _path, t in links}
-        found: dict[str, tuple[int, str]] = {}
-        for pos, e in enumerate(entries):
-            if e["path"] in targets:
-                found.setdefault(e["path"], (pos, e["type"]))
-        for pos, path, target in links:
-            at, kind = found.get(target, (None, None))
-            if kind != "file" or at > pos:
-                raise bad(f"a hard link {path!r} whose target is not a file listed before it")
-
-
-def _check_entry(e, bad) -> None:
-    """The checks of one entry on its own."""
-    if not isinstance(e, dict) or not isinstance(e.get("path"), str) or not isinstance(e.get("type"), str):
-        raise bad("an entry without a path or a type")
-    path, kind = e["path"], e["type"]
-    if path == "":
-        if kind != "dir":
-            raise bad(f"a {kind} with an empty path (only the root directory has one)")
-    elif "\0" in path or _UNSAFE_PATH.search(path):
-        raise bad(f"an unsafe path {path!r} (absolute, or with an empty, '.' or '..' component)")
-    get = e.get
-    if not (type(get("mode", 0)) is type(get("uid", 0)) is type(get("gid", 0)) is type(get("mtime_ns", 0))
-            is type(get("atime_ns", 0)) is type(get("size", 0)) is type(get("rdev", 0)) is int):
-        raise bad(f"{path!r} with a mode, owner, time, size or device number that is not an integer")
-    if kind == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
-        raise bad(f"a symlink {path!r} without a usable target")
-    if kind == "hardlink" and not isinstance(e.get("target"), str):
-        raise bad(f"a hard link {path!r} whose target is not a file listed before it")
-    user, group = get("user", "-"), get("group", "-")
-    if not (isinstance(user, str) and user and "\0" not in user and isinstance(group, str) and group
-            and "\0" not in group):
-        raise bad(f"{path!r} with an owner or group name that is not a name")
-    if "xattrs" in e and not _good_xattrs(e["xattrs"]):
-        raise bad(f"{path!r} with extended attributes that are not names and base64 values")
-    if kind == "file":
-        chunks = get("chunks", [])
-        if type(chunks) is list and len(chunks) == 1:  # (most files)
-            good = isinstance(chunks[0], str) and _CHUNK_ID.fullmatch(chunks[0])
-        else:
-            good = isinstance(chunks, list) and all(isinstance(c, str) and _CHUNK_ID.fullmatch(c) for c in chunks)
-        if not good:
-            raise bad(f"a file {path!r} whose chunk list is not chunk ids (64 hex digits each)")
-
-
-def _check_whole(entries: Iterable[dict], bad) -> None:
-    """The checks that need every path: for a tree not in a backup's order."""
-    kinds: dict[str, str] = {}
-    for e in entries:
-        path, kind = e["path"], e["type"]
-        if path in kinds:
-            raise bad(f"{path!r} twice (a {kinds[path]} and a {kind})")
-        kinds[path] = kind
-        if kind == "hardlink" and kinds.get(e["target"]) != "file":  # (kinds: the entries before)
-            raise bad(f"a hard link {path!r} whose target is not a file listed before it")
-    beneath_dirs: set[str] = {""}  # paths known to be directories of the manifest, or absent from it
-    for path in kinds:
-        head = path.rpartition("/")[0]
-        walked = []
-        while head not in beneath_dirs:
-            kind = kinds.get(head)
-            if kind is not None and kind != "dir":
-                raise bad(f"{path!r} below {head!r}, which is a {kind}, not a directory")
-            walked.append(head)
-            head = head.rpartition("/")[0]
-        beneath_dirs.update(walked)
-
-
-def _good_xattrs(xattrs) -> bool:
-    if not isinstance(xattrs, dict):
-        return False
-    for name, value in xattrs.items():
-        if not (isinstance(name, str) and name and "\0" not in name and isinstance(value, str)):
-            return False
-        try:
-            base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            return False
-    return True
-
-
 def _times(e: dict) -> tuple[int, int]:
     """(atime, mtime) in ns; a version 2 entry has no atime: the mtime stands for it."""
     m = e["mtime_ns"]
     return e.get("atime_ns", m), m
-
-
-def _selector(includes: list[str] | None):
-    """Whether an entry's path is restored with ``--path includes`` (None: all are)."""
-    if not includes:
-        return None
-    inc = [i.strip("/") for i in includes]
-    return lambda p: any(p == i or p.startswith(i + "/") or i.startswith(p + "/") or p == "" for i in inc)
-
-
-class _Plan:
-    """What a restore to a directory learns in its first pass over the tree (while checking it):
-    the directories and special entries it makes, the names of hard-linked files, the totals. The
-    files themselves are restored in a second pass, as the tree is read again."""
-
-    SPECIALS_MAX = 4096  # special entries kept from the first pass; more are read again
-
-    def __init__(self, includes: list[str] | None):
-        self.selected = _selector(includes)
-        self.wanted = 0  # entries restored
-        self.dirs: list[dict] = []
-        self.specials: list[dict] = []
-        self.more_specials = False
-        self.files = 0
-        self.small = self.small_bytes = 0  # files of at most SEGMENT chunks: written whole, span by span
-        self.bytes = 0
-        self.linked: list[tuple[str, str]] = []  # (hard link, its target), restored ones
-
-    def visit(self, e: dict) -> None:
-        if self.selected is not None and not self.selected(e["path"]):
-            return
-        self.wanted += 1
-        t = e["type"]
-        if t == "file":
-            self.files += 1
-            if len(e.get("chunks", ())) <= SEGMENT:
-                self.small += 1
-                self.small_bytes += e.get("size", 0)
-            self.bytes += e.get("size", 0)
-        elif t == "dir":
-            self.dirs.append(e)
-        elif t == "hardlink":
-            self.linked.append((e["path"], e["target"]))
-        elif len(self.specials) < self.SPECIALS_MAX:
-            self.specials.append(e)
-        else:
-            self.more_specials = True
-
-    def links(self, entries: Iterable[dict]) -> tuple[dict[str, list[str]], dict[str, dict]]:
-        """The other names of each file restored (path -> hard link paths), and the stand-ins: a hard
-        link whose first name is not restored (``--path``) stands in for it (path -> the entry it
-        restores: the first name's, at the link's path); the others link to the stand-in."""
-        links: dict[str, list[str]] = {}
-        stand_in: dict[str, str] = {}  # first name not restored -> the link that stands in for it
-        for path, first in self.linked:
-            if self.selected is not None and not self.selected(first):
-                if first not in stand_in:
-                    stand_in[first] = path
-                    continue
-                first = stand_in[first]
-            links.setdefault(first, []).append(path)
-        stand_ins: dict[str, dict] = {}
-        if stand_in:  # the first names' entries, read again: they came before their links
-            for e in entries:
-                if e["type"] == "file" and e["path"] in stand_in:
-                    stand_ins[stand_in[e["path"]]] = {**e, "path": stand_in[e["path"]]}
-                    self.files += 1
-                    self.bytes += e.get("size", 0)
-        return links, stand_ins
 
 
 class Restorer:
@@ -425,7 +230,7 @@ class Restorer:
                  progress: Progress | None = None, workers: int | None = None):
         self.repo = repo
         self.point_id = point_id
-        # the tree is kept compressed and read entry by entry (twice for a directory: see _Plan)
+        # the tree is kept compressed and read entry by entry (twice for a directory: see Plan)
         self.header, self.entries, self.keys = repo.open_point(point_id, provider)
         self.skip_damaged = skip_damaged
         self.progress = progress or Progress("restore", enabled=False)
@@ -433,6 +238,11 @@ class Restorer:
         self.damaged: list[dict] = []
         self.is_root = os.geteuid() == 0
         self.euid, self.egid = os.geteuid(), os.getegid()
+
+    def _index(self) -> Index:
+        """The point's epoch's index (epoch keys opened by open_point; only lookups are needed, not
+        the packs' entries)."""
+        return self.repo.load_index(epochs={self.keys.epoch_id}, pack_entries=False)
 
     # --- small files, here or in a writer process (restore_writers) ---------------------
     def _writer_settings(self, b: Beneath) -> dict:
@@ -583,8 +393,8 @@ class Restorer:
         fatal); access and modification times to the nanosecond; the names of a hard-linked file as
         links to one inode; directories' own attributes last, after their contents."""
         start = time.time()
-        plan = _Plan(includes)
-        check_manifest(self.entries, self.point_id, plan.visit)
+        index: list[Index] = []  # (loaded while the helper checks the tree's second half, if one does)
+        plan = checked_plan(self.entries, self.point_id, includes, meanwhile=lambda: index.append(self._index()))
         if includes and plan.wanted <= 1:
             raise UsageError(f"none of {', '.join(includes)} is in this recovery point")
         self.overwrite, self.devices, self.numeric_owner = overwrite, devices, numeric_owner
@@ -599,8 +409,7 @@ class Restorer:
         try:
             if not overwrite:
                 _refuse_non_empty(root, target)
-            # (epoch keys opened by open_point; only lookups are needed, not the packs' entries)
-            self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id}, pack_entries=False)
+            self.repo_index = index[0] if index else self._index()
             done = self._to_directory(Beneath(root), plan)
         finally:
             os.close(root)
@@ -635,7 +444,7 @@ class Restorer:
             return []
         return procs
 
-    def _to_directory(self, b: Beneath, plan: _Plan) -> dict:
+    def _to_directory(self, b: Beneath, plan: Plan) -> dict:
         nwriters = _writer_count(plan.small, plan.small_bytes)  # (a bad setting: before anything is made)
         index = self.repo_index
         links, stand_ins = plan.links(self.entries)
@@ -911,7 +720,7 @@ class Restorer:
     # --- to a byte stream ---------------------------------------------------------
     def to_stream(self, out, path: str | None = None) -> dict:
         start = time.time()
-        self.repo_index = self.repo.load_index(epochs={self.keys.epoch_id}, pack_entries=False)
+        self.repo_index = self._index()
         files: list[dict] = []
         if path is not None:
             want = path.strip("/")

@@ -203,12 +203,30 @@ class Tree:
             return
         yield from reader
 
-    def entry_reader(self) -> _EntryReader | None:
-        """This version's compact tree as an :class:`_EntryReader` (entries decoded with their text, or
-        only their text); None for an older point or a tree in another shape."""
+    def halfway(self) -> int | None:
+        """The byte offset of an entry's start near the middle of this version's compact tree (the
+        ``,`` before it), to check the two halves apart; None for an older point, a tree in another
+        shape or without its size in the frame header, or text before it that is not ASCII."""
+        size = zstandard.frame_content_size(self.compressed)
+        reader = None if self._older or size <= 0 else _EntryReader(self, False)
+        if reader is None or not reader.compact:
+            return None
+        return reader._seek(size // 2, exact=False)
+
+    def entries_from(self, at: int):
+        """The entries from byte offset ``at`` on (a :meth:`halfway` offset), decoded; None when no
+        entry begins there."""
+        reader = None if self._older else _EntryReader(self, False)
+        if reader is None or not reader.compact or reader._seek(at, exact=True) is None:
+            return None
+        return (e for e, _text in reader)
+
+    def entry_reader(self, *, with_text: bool = True) -> _EntryReader | None:
+        """This version's compact tree as an :class:`_EntryReader` (entries decoded, with their text
+        or not, or only their text); None for an older point or a tree in another shape."""
         if self._older:
             return None
-        reader = _EntryReader(self, True)
+        reader = _EntryReader(self, with_text)
         return reader if reader.compact else None
 
 
@@ -226,6 +244,8 @@ class _EntryReader:
         self._text = codecs.getincrementaldecoder("utf-8")()
         self._scan = json.decoder.JSONDecoder().scan_once
         self._eof = False
+        self._base = 0  # characters read before the buffer
+        self._ascii = True  # so far: then a character's offset is its byte's
         self._buf = self._more()
         while not self._eof and len(self._buf) < len(_OPEN):
             self._buf += self._more()
@@ -238,14 +258,38 @@ class _EntryReader:
         try:
             raw = self._reader.read(_READ)
             self._eof = not raw
+            self._ascii = self._ascii and raw.isascii()
             return self._text.decode(raw, final=self._eof)
         except (zstandard.ZstdError, UnicodeDecodeError) as exc:
             raise self._tree._damaged(exc) from None
 
     def _extend(self) -> None:
         """More text after what is left from the position on."""
+        self._base += self._pos
         self._buf = self._buf[self._pos:] + self._more()
         self._pos = 0
+
+    @property
+    def offset(self) -> int | None:
+        """The byte offset in the tree's JSON where the next entry (or the list's end) begins: its
+        ``,`` after the first; None once a byte that is not ASCII was read (bytes and characters
+        part)."""
+        return self._base + self._pos if self._ascii else None
+
+    def _seek(self, at: int, *, exact: bool) -> int | None:
+        """Move to the first ``,{"path":"`` at byte ``at`` or after (``exact``: at ``at`` itself),
+        dropping what is before; its offset, or None where there is none (or a byte before it is not
+        ASCII). A reader moved there reads the entries from there on."""
+        while True:
+            found = self._buf.find(_NEXT, max(self._pos, at - self._base))
+            if found >= 0 and (not exact or found == at - self._base):
+                break
+            if self._eof or (exact and at - self._base + len(_NEXT) <= len(self._buf)):
+                return None
+            self._pos = max(self._pos, min(at - self._base, len(self._buf) - len(_NEXT) + 1))
+            self._extend()
+        self._pos, self._first = found, False
+        return self.offset
 
     def __iter__(self):
         return self
