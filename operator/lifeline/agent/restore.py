@@ -21,17 +21,20 @@ import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from lifeline.errors import LifelineError, UsageError
 from lifeline.repository.crypto import EpochKeys
 from lifeline.repository.errors import DamagedData
-from lifeline.repository.index import Index
-from lifeline.repository.repo import Repository
 
 from .manifest_check import SEGMENT, Plan, checked_plan
 from .beneath import NOT_BENEATH, O_CLOEXEC, O_PATH, Beneath, chmod_node, remove_at, split
 from .progress import Progress
 from .restore_writers import WriterProcess
+
+if TYPE_CHECKING:  # (a writer process imports this module, and needs neither)
+    from lifeline.repository.index import Index
+    from lifeline.repository.repo import Repository
 
 _ZERO = bytes(16 * 1024 * 1024)
 SPANS_AHEAD = 3  # spans of small files (up to 4 MiB each) read ahead of the ones being written
