@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lifeline.agent import manifest_check
@@ -12,6 +13,7 @@ from lifeline.agent.manifest_check import Plan, check_manifest, check_second_hal
 from lifeline.repository.errors import DamagedData
 from lifeline.repository.manifest import POINT_VERSION
 from lifeline.repository.tree import Tree, TreeWriter
+
 
 
 def _tree(entries: list[dict]) -> Tree:
@@ -118,9 +120,68 @@ def test_a_large_tree_is_checked_by_a_helper_process_for_its_second_half(monkeyp
 @pytest.mark.parametrize("bad_at", [3500, 1000])
 def test_a_forged_entry_in_either_half_refuses_the_restore(monkeypatch, bad_at):
     monkeypatch.setattr(manifest_check, "SPLIT_FROM", 0)
+    answers = []
+    in_halves = manifest_check._in_halves
+
+    def counted(tree, at, point_id, includes, second, meanwhile=None):
+        return in_halves(tree, at, point_id, includes, lambda: answers.append(second()) or answers[-1], meanwhile)
+    monkeypatch.setattr(manifest_check, "_in_halves", counted)
     tree = _tree(_big(4000, bad_at))
     with pytest.raises(DamagedData, match="an unsafe path .*escape.*nothing was restored"):
         checked_plan(tree, "p", None)
+    if bad_at > 2000:  # (the helper's half: it is the one that refused)
+        assert len(answers) == 1 and "escape" in str(answers[0]["raise"])
+    else:  # (this process's half: refused before the helper's answer is read)
+        assert answers == []
+
+
+def _raw_tree(text: str) -> Tree:
+    return Tree("p", zstandard.ZstdCompressor().compress(text.encode()), POINT_VERSION)
+
+
+def test_a_seam_before_any_entry_is_not_used():
+    """A second half that would begin right after the list's "[" (with a "," no tree has there)."""
+    tree = _raw_tree('{"entries":[,{"path":"","type":"dir"},{"path":"a","type":"dir"}]}')
+    at = len('{"entries":[')
+    assert tree.entries_from(at) is None and check_second_half(tree, at, "p", None) == {"split": False}
+    with pytest.raises(DamagedData, match="where an entry should be"):  # (the first half reads one first)
+        manifest_check._in_halves(tree, at, "p", None, lambda: {"split": False})
+    with pytest.raises(DamagedData, match="where an entry should be"):
+        check_manifest(tree)
+
+
+def test_a_marker_inside_an_entry_is_not_taken_for_a_seam():
+    """A key holder can put ',{"path":"' inside an entry (in a list of objects): the first half then
+    runs past it, and the tree is checked in one pass."""
+    text = ('{"entries":[{"path":"","type":"dir"},{"path":"a","type":"dir","x":[1,{"path":"../../etc"}]},'
+            '{"path":"b","type":"dir"}]}')
+    tree = _raw_tree(text)
+    at = text.index(',{"path":"../')
+    with pytest.raises(manifest_check._NotThere):
+        manifest_check._in_halves(tree, at, "p", None, lambda: check_second_half(tree, at, "p", None))
+
+
+def test_a_restore_of_a_tree_checked_in_halves(repo, tmp_path, monkeypatch):
+    from lifeline.agent.restore import Restorer
+    from lifeline.keys import provider_from_ref
+    from lifeline.repository import Repository, open_backend
+
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"%d/%d\n" % (d, i))
+    pid = repo.backup(str(src))["point_id"]
+    monkeypatch.setattr(manifest_check, "SPLIT_FROM", 0)
+    started = []
+    start = manifest_check._start_helper
+    monkeypatch.setattr(manifest_check, "_start_helper", lambda *a: started.append(1) or start(*a))
+    r = Repository.open(open_backend(repo.url))
+    summary = Restorer(r, provider_from_ref(repo.key), pid).to_directory(str(tmp_path / "out"))
+    assert started and summary["files"] == 120 and not summary["damaged"]
+    for d in range(3):
+        for i in range(40):
+            assert (tmp_path / "out" / f"d{d}" / f"f{i}").read_bytes() == b"%d/%d\n" % (d, i)
 
 
 def test_a_helper_that_cannot_start_leaves_the_check_to_one_process(monkeypatch):

@@ -1,6 +1,8 @@
-"""The manifest check's path rules, written the fast way in restore.py (one regular expression, one
+"""The manifest check's path rules, written the fast way in manifest_check.py (one regular expression, one
 string key), hold to their plain statement for any path."""
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -8,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from lifeline.agent.manifest_check import check_manifest
 from lifeline.repository.errors import DamagedData
 
-_PATHS = st.text(alphabet="a.-/ \x00", min_size=1, max_size=12)
+_PATHS = st.text(alphabet="a.-/ \n\x00", min_size=1, max_size=12)
 
 
 def _unsafe(path: str) -> bool:
@@ -45,7 +47,7 @@ def test_an_entry_below_a_file_is_refused_in_any_order(paths, data):
     entries = [{"path": p, "type": "file" if p == file else "dir"} for p in paths if not p.startswith(file + "/")]
     entries.append({"path": file + "/x", "type": "file"})
     entries = data.draw(st.permutations(entries))  # (in a backup's order too, or in a string sort's)
-    with pytest.raises(DamagedData, match=f"below '{file}'"):
+    with pytest.raises(DamagedData, match=f"below {re.escape(repr(file))}"):
         check_manifest([{"path": "", "type": "dir"}] + entries)
 
 
@@ -57,3 +59,10 @@ def test_a_name_that_sorts_before_the_slash_does_not_hide_an_entry_below_a_file(
                {"path": "a/x", "type": "file"}]
     with pytest.raises(DamagedData, match="below 'a'"):
         check_manifest(entries)
+
+
+def test_names_ending_in_a_newline_are_names():
+    """A "$" in the pattern would match before a last newline and refuse these genuine names."""
+    entries = [{"path": "", "type": "dir"}, {"path": "\n", "type": "file"}, {"path": "d", "type": "dir"},
+               {"path": "d/.\n", "type": "file"}, {"path": "d/..\n", "type": "file"}]
+    check_manifest(entries)

@@ -15,7 +15,8 @@ SEGMENT = 8  # chunks per restore task (~8 MiB): large files are written by seve
 # of at most this many is a small one (written whole, with its neighbours)
 
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # a keyed BLAKE3 digest, as backup writes it
-_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # absolute, or an empty, "." or ".." component
+_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|\Z)")  # absolute, or an empty, "." or ".." component
+# (\Z, not $: "$" also matches before a last newline, and a file may be named "\n")
 
 
 def check_manifest(entries: Iterable[dict], point_id: str = "?", visit=None) -> None:
@@ -273,7 +274,7 @@ def checked_plan(tree, point_id: str, includes: list[str] | None, *, meanwhile=N
     if at is not None:
         try:
             helper = _start_helper(tree, at, point_id, includes)
-        except OSError:  # (a pod's process limit, no memory: one core does it)
+        except Exception:  # noqa: BLE001 - a pod's process limit, no memory...: one core does it
             helper = None
     if helper is not None:
         try:
@@ -311,17 +312,23 @@ class _NotThere(Exception):
 
 
 def _until(tree, at: int):
+    """The entries before byte ``at``, which must end there: at least one (the second half's first
+    begins with a ``,``), else _NotThere."""
     reader = tree.entry_reader(with_text=False)
+    if reader is None:
+        raise _NotThere
+    first = True
     while True:
-        offset = reader.offset if reader is not None else None
+        offset = reader.offset
         if offset is None or offset > at:
             raise _NotThere
-        if offset == at:
+        if offset == at and not first:
             return
         try:
             e, _text = next(reader)
         except StopIteration:
             raise _NotThere from None
+        first = False
         yield e
 
 

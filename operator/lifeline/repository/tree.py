@@ -207,7 +207,10 @@ class Tree:
         """The byte offset of an entry's start near the middle of this version's compact tree (the
         ``,`` before it), to check the two halves apart; None for an older point, a tree in another
         shape or without its size in the frame header, or text before it that is not ASCII."""
-        size = zstandard.frame_content_size(self.compressed)
+        try:
+            size = zstandard.frame_content_size(self.compressed)
+        except zstandard.ZstdError:  # (not a frame: reading it whole says so, as DamagedData)
+            return None
         reader = None if self._older or size <= 0 else _EntryReader(self, False)
         if reader is None or not reader.compact:
             return None
@@ -216,7 +219,7 @@ class Tree:
     def entries_from(self, at: int):
         """The entries from byte offset ``at`` on (a :meth:`halfway` offset), decoded; None when no
         entry begins there."""
-        reader = None if self._older else _EntryReader(self, False)
+        reader = None if self._older or at <= len(_OPEN) else _EntryReader(self, False)
         if reader is None or not reader.compact or reader._seek(at, exact=True) is None:
             return None
         return (e for e, _text in reader)
