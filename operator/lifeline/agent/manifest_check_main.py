@@ -5,15 +5,13 @@ half begins), answers with one frame (that half's run and plan, or its refusal),
 given no key, no storage and no target: only the tree's text, which the restore decrypted."""
 from __future__ import annotations
 
-import pickle
 import sys
 
-from lifeline.errors import LifelineError
 from lifeline.repository.tree import Tree
 
 from .helper_process import quiet_child
 from .manifest_check import check_second_half
-from .restore_writers import receive, send
+from .restore_writers import picklable, receive, send
 
 
 def _serve() -> int:
@@ -29,10 +27,7 @@ def _serve() -> int:
     except Exception as exc:  # noqa: BLE001 - the tree cannot be read: the restore reads it whole
         answer = {"split": False, "why": f"{type(exc).__name__}: {exc}"}
     if "raise" in answer:
-        try:
-            pickle.dumps(answer["raise"])
-        except Exception:  # noqa: BLE001
-            answer["raise"] = LifelineError(str(answer["raise"]))
+        answer["raise"] = picklable(answer["raise"])
     send(out, answer)
     return 0
 

@@ -2,16 +2,14 @@
 <target descriptor>``): what :mod:`.restore_writers` says, on the writer's side."""
 from __future__ import annotations
 
-import pickle
 import sys
 
-from lifeline.errors import LifelineError
 from lifeline.repository.crypto import EpochKeys
 
 from .beneath import Beneath
 from .helper_process import quiet_child
 from .restore import Restorer
-from .restore_writers import receive, send
+from .restore_writers import picklable, receive, send
 
 
 def _serve(root_fd: int) -> int:
@@ -30,19 +28,10 @@ def _serve(root_fd: int) -> int:
         try:
             answer = restorer.write_small(b, files, sealed, zero_ids)
         except Exception as exc:  # noqa: BLE001 - handed to the main process, which raises it
-            answer = {"files": 0, "written": 0, "bytes": 0, "stop": None,
-                      "raise": exc if _picklable(exc) else LifelineError(f"{type(exc).__name__}: {exc}")}
+            answer = {"files": 0, "written": 0, "bytes": 0, "stop": None, "raise": picklable(exc)}
         answer.update(restorer.take_records())
         send(out, answer)
     return 0
-
-
-def _picklable(exc: BaseException) -> bool:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return True
-    except Exception:  # noqa: BLE001
-        return False
 
 
 if __name__ == "__main__":

@@ -38,6 +38,15 @@ def send(stream, obj) -> None:
     stream.flush()
 
 
+def picklable(exc: BaseException) -> BaseException:
+    """``exc``, or a LifelineError with its words when it does not survive a frame (both ways)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return LifelineError(f"{type(exc).__name__}: {exc}")
+
+
 def receive(stream):
     """The next frame's object, or None at the end of the stream."""
     head = stream.read(_LEN.size)

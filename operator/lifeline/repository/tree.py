@@ -211,16 +211,14 @@ class Tree:
             size = zstandard.frame_content_size(self.compressed)
         except zstandard.ZstdError:  # (not a frame: reading it whole says so, as DamagedData)
             return None
-        reader = None if self._older or size <= 0 else _EntryReader(self, False)
-        if reader is None or not reader.compact:
-            return None
-        return reader._seek(size // 2, exact=False)
+        reader = self.entry_reader(with_text=False) if size > 0 else None
+        return reader._seek(size // 2, exact=False) if reader is not None else None
 
     def entries_from(self, at: int):
         """The entries from byte offset ``at`` on (a :meth:`halfway` offset), decoded; None when no
         entry begins there."""
-        reader = None if self._older or at <= len(_OPEN) else _EntryReader(self, False)
-        if reader is None or not reader.compact or reader._seek(at, exact=True) is None:
+        reader = self.entry_reader(with_text=False) if at > len(_OPEN) else None
+        if reader is None or reader._seek(at, exact=True) is None:
             return None
         return (e for e, _text in reader)
 
