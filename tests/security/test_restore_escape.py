@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
 
-from tests.agent.helpers import Repo, Result, assert_same_tree, repo, snapshot  # noqa: F401 (repo: fixture)
+from tests.agent.helpers import Repo, Result, assert_same_tree, make_key, snapshot
 
 SENTINEL = b"keep me: outside the restore target"
 
@@ -95,13 +96,32 @@ def forge(repo: Repo, point: str, edit) -> None:
     r.write_point(keys, header, edit({e["path"]: e for e in entries}))
 
 
-@pytest.fixture
-def base_point(repo: Repo, tmp_path) -> str:
-    """A genuine point with a file ``x`` whose chunks the forged manifests reuse."""
-    src = tmp_path / "base-src"
+@pytest.fixture(scope="module")
+def _genuine(tmp_path_factory) -> tuple[Path, str]:
+    """A repository made once for the module (init and a backup are two agent runs, ~1 s): its
+    directory, holding a key file and the repository with one genuine point, and that point's id."""
+    made = tmp_path_factory.mktemp("genuine")
+    r = Repo("file://" + str(made / "repo"), make_key(made / "key"))
+    r.ok("init")
+    src = made / "base-src"
     (src / "a").mkdir(parents=True)
     (src / "x").write_bytes(b"attacker-chosen bytes\n" * 100)
-    return repo.backup(src)["point_id"]
+    return made, r.backup(src)["point_id"]
+
+
+@pytest.fixture
+def repo(_genuine, tmp_path) -> Repo:
+    """A test's own copy of the module's repository (a forged manifest stays in its test)."""
+    made, _point = _genuine
+    shutil.copytree(made / "repo", tmp_path / "repo")
+    shutil.copy2(made / "key", tmp_path / "key")
+    return Repo("file://" + str(tmp_path / "repo"), "file://" + str(tmp_path / "key"))
+
+
+@pytest.fixture
+def base_point(_genuine, repo: Repo) -> str:
+    """A genuine point with a file ``x`` whose chunks the forged manifests reuse."""
+    return _genuine[1]
 
 
 def link(path: str, to: str, like: dict) -> dict:
@@ -231,6 +251,8 @@ FORGED_ENTRY = {
 UNSAFE = ["", "../x", "../outside/sentinel", "a/../../x", "./x", "a//x", "x/", "/ABS/x"]
 
 
+# (the manifest is refused before a writer process starts: the modes with writers add nothing here)
+@pytest.mark.parametrize("restore", ["openat2", "walk"], indirect=True)
 @pytest.mark.parametrize("kind", ["file", "symlink", "fifo"])
 @pytest.mark.parametrize("bad", UNSAFE)
 def test_unsafe_manifest_paths_are_refused_before_anything_is_written(bad, kind, repo, base_point, restore,
