@@ -40,6 +40,32 @@ def test_validate_says_when_a_file_is_not_yaml(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_each_area_registers_exactly_the_commands_it_is_named_for():
+    """The command -> area map (which lets a command import only its own area) is what the
+    areas register: a command added to an area and not to the map would be unreachable."""
+    import argparse
+    import importlib
+
+    from lifeline.cli import _AREAS
+
+    for area in set(_AREAS.values()):
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(area).register(sub)
+        assert sorted(sub.choices) == sorted(c for c, a in _AREAS.items() if a == area), area
+
+
+def test_a_command_imports_only_its_own_area():
+    """`lifeline agent ...` and `lifeline keys ...` start without kopf, the operator's handlers
+    or the Kubernetes client; `lifeline --help` still lists everything (above)."""
+    probe = ("import sys; from lifeline.cli import build_parser; "
+             "build_parser(sys.argv[1:]).parse_args(sys.argv[1:]); "
+             "print(sorted(m for m in ('kopf', 'kubernetes', 'lifeline.commands.operator') if m in sys.modules))")
+    for argv in (["agent", "init", "--repo", "file:///x"], ["keys", "rotate", "--repo", "file:///x"]):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=ROOT,
+                             env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0 and out.stdout.strip() == "[]", (argv, out.stdout, out.stderr)
+
+
 def test_an_unknown_command_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_:
         main(["frobnicate"])
