@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lifeline.agent.restore import Restorer, Span
 from lifeline.keys import provider_from_ref
 from lifeline.repository import Repository, open_backend
@@ -84,6 +87,19 @@ def test_a_span_reads_from_a_few_packs_each_mostly_wanted():
     assert not span.takes([_ref("a", 200, Span.MAX_BYTES)])  # more than a span reads
     assert not span.takes([None]) and span.takes([])  # a chunk not in the index; an empty file
     assert set(span.stretches) == {"a", "b", "c", "d"} and span.read_bytes == 370
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 6 << 20), st.integers(1, 3 << 20)),
+                max_size=40))
+def test_one_chunk_takes_the_same_rules_as_many(calls):
+    """A file of one chunk (most small files) goes through a shorter path: it must decide as the
+    general one does, and leave the span as it would."""
+    short, general = Span(), Span()
+    for pack, offset, length in calls:
+        ref = _ref(pack, offset, length)
+        assert short.takes([ref]) == general._takes_many([ref]), (pack, offset, length)
+        assert (short.stretches, short.read_bytes) == (general.stretches, general.read_bytes)
 
 
 def test_a_flipped_byte_in_a_stretch_costs_only_its_file(repo: Repo, tmp_path):

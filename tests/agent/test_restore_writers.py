@@ -81,6 +81,78 @@ def test_writers_that_cannot_start_leave_the_writing_to_a_thread(repo: Repo, tmp
         assert (out / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
 
 
+def _restore_in_process(repo: Repo, pid: str, out) -> dict:
+    from lifeline.agent.restore import Restorer
+    from lifeline.keys import provider_from_ref
+    from lifeline.repository.backend import open_backend
+    from lifeline.repository.repo import Repository
+
+    return Restorer(Repository.open(open_backend(repo.url)), provider_from_ref(repo.key), pid).to_directory(str(out))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_writers_read_sealed_bytes_from_shared_memory_or_else_the_pipe(shared, repo: Repo, tmp_path, monkeypatch):
+    """With shared memory (Linux's memfd) a task names where each chunk lies in it, and carries no
+    sealed bytes; where there is none, the bytes go in the task. Every slot taken is given back."""
+    from lifeline.agent import restore_writers
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(1500):
+        (src / f"f{i:04d}").write_bytes(os.urandom(200 + i))
+    pid = repo.backup(src)["point_id"]
+    monkeypatch.setenv("LIFELINE_RESTORE_WRITERS", "2")
+    if not shared:
+        monkeypatch.setattr(restore_writers.SharedStretches, "make", classmethod(lambda cls, slots: None))
+    carried: list[type] = []
+    slots: list[int] = []
+    call, take, give = WriterProcess.call, restore_writers.SharedStretches.take, restore_writers.SharedStretches.give
+
+    def spying_call(self, task):
+        carried.extend({type(v) for v in task[1].values()})
+        return call(self, task)
+
+    def spying_take(self):
+        slots.append(1)
+        return take(self)
+
+    def spying_give(self, slot):
+        slots.append(-1)
+        give(self, slot)
+    monkeypatch.setattr(WriterProcess, "call", spying_call)
+    monkeypatch.setattr(restore_writers.SharedStretches, "take", spying_take)
+    monkeypatch.setattr(restore_writers.SharedStretches, "give", spying_give)
+    out = tmp_path / "out"
+    r = _restore_in_process(repo, pid, out)
+    assert r["small_file_writers"] == 2 and r["files"] == 1500 and not r["damaged"]
+    assert set(carried) == ({tuple} if shared else {bytes})
+    assert (sum(s > 0 for s in slots) >= 2 and sum(slots) == 0) if shared else slots == []
+    for i in range(1500):
+        assert (out / f"f{i:04d}").read_bytes() == (src / f"f{i:04d}").read_bytes()
+
+
+def test_shared_stretches_keep_to_their_slots_and_writers_only_read_them():
+    from lifeline.agent.restore_writers import SharedStretches, map_shared
+
+    shared = SharedStretches.make(2)
+    if shared is None:
+        pytest.skip("no memfd_create here (the pipe carries the bytes: tested above)")
+    try:
+        slot = shared.take()
+        at = shared.put(slot, 10, b"sealed")
+        assert at == slot * SharedStretches.SLOT + 10
+        for outside, size in ((SharedStretches.SLOT - 3, 4), (-1, 1)):  # past its slot's end, before its start
+            with pytest.raises(ValueError):
+                shared.put(slot, outside, bytes(size))
+        seen = map_shared(shared.fd)
+        assert bytes(seen[at:at + 6]) == b"sealed"
+        with pytest.raises(TypeError):  # (mapped read-only: a writer cannot change what another reads)
+            seen[at:at + 1] = b"x"
+        seen.release()
+    finally:
+        shared.close()
+
+
 def test_a_bad_setting_is_refused_before_anything_is_made(repo: Repo, tmp_path):
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)

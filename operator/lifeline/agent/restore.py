@@ -30,7 +30,7 @@ from lifeline.repository.errors import DamagedData
 from .manifest_check import SEGMENT, Plan, checked_plan
 from .beneath import NOT_BENEATH, O_CLOEXEC, O_PATH, Beneath, chmod_node, remove_at, split
 from .progress import Progress
-from .restore_writers import WriterProcess
+from .restore_writers import SharedStretches, WriterProcess
 
 if TYPE_CHECKING:  # (a writer process imports this module, and needs neither)
     from lifeline.repository.index import Index
@@ -76,7 +76,7 @@ class Span:
     the span reads at most :attr:`MAX_BYTES` in all, and at least half of what it reads from each
     pack is wanted (chunks shared with other points may lie between)."""
 
-    MAX_BYTES = 4 << 20
+    MAX_BYTES = SharedStretches.SLOT  # (4 MiB: a span's stretches fit one slot of them)
     MAX_FILES = 512
     MAX_PACKS = 4
 
@@ -85,11 +85,17 @@ class Span:
         self.read_bytes = 0  # over the stretches
         self.items: list = []  # (entry, [(chunk id, index entry)])
         self.data: dict[str, bytes] = {}  # pack id -> its stretch, once read
+        self.slot: int | None = None  # its slot of the shared stretches, while it has one
 
     def takes(self, refs: list) -> bool:
         """Whether a file with chunks at ``refs`` (index entries) fits; if so it is counted in."""
         if len(self.items) >= self.MAX_FILES or None in refs:
             return False
+        if len(refs) == 1:  # (most small files: the same rules, for one chunk, without the dicts)
+            return self._takes_one(refs[0])
+        return self._takes_many(refs)
+
+    def _takes_many(self, refs: list) -> bool:
         stretches, grown = self.stretches, {}
         total = self.read_bytes
         for r in refs:
@@ -109,6 +115,24 @@ class Span:
         if stretches and any(2 * wanted < hi - lo for lo, hi, wanted in grown.values()):
             return False
         stretches.update(grown)
+        self.read_bytes = total
+        return True
+
+    def _takes_one(self, r) -> bool:
+        s = self.stretches.get(r.pack_id)
+        end = r.offset + r.length
+        if s is None:
+            if len(self.stretches) >= self.MAX_PACKS or self.read_bytes + r.length > self.MAX_BYTES:
+                return False
+            self.stretches[r.pack_id] = (r.offset, end, r.length)
+            self.read_bytes += r.length
+            return True
+        lo, hi, wanted = s
+        new_lo, new_hi, wanted = min(lo, r.offset), max(hi, end), wanted + r.length
+        total = self.read_bytes - (hi - lo) + (new_hi - new_lo)
+        if total > self.MAX_BYTES or 2 * wanted < new_hi - new_lo:
+            return False
+        self.stretches[r.pack_id] = (new_lo, new_hi, wanted)
         self.read_bytes = total
         return True
 
@@ -132,14 +156,27 @@ class Span:
             return None
         return data[ref.offset - lo:ref.offset - lo + ref.length]
 
-    def sealed(self, repo: Repository) -> dict[str, bytes | str]:
+    def sealed(self, repo: Repository, shared: SharedStretches | None = None) -> dict[str, bytes | str | tuple]:
         """Each chunk's sealed bytes by id, or why they could not be read: each stretch in one get,
-        or, when it cannot be read, one get a chunk (which names the damage)."""
+        or, when it cannot be read, one get a chunk (which names the damage). With ``shared``, the
+        stretches are copied into a slot of it (kept in :attr:`slot` until given back), and a
+        chunk in them is named by (start, length) there, not copied."""
         self.read(repo)
-        out: dict[str, bytes | str] = {}
+        out: dict[str, bytes | str | tuple] = {}
+        starts: dict[str, int] = {}  # pack id -> where its stretch starts in the shared memory
+        if shared is not None and self.data:
+            self.slot = shared.take()
+            at = 0
+            for pack, data in self.data.items():
+                starts[pack] = shared.put(self.slot, at, data) - self.stretches[pack][0]
+                at += len(data)
         for _entry, chunks in self.items:
             for cid, ref in chunks:
                 if cid in out:
+                    continue
+                start = starts.get(ref.pack_id)
+                if start is not None and self.blob(ref) is not None:  # (in its stretch: see blob)
+                    out[cid] = (start + ref.offset, ref.length)
                     continue
                 blob = self.blob(ref)
                 if blob is None:
@@ -241,6 +278,7 @@ class Restorer:
         self.damaged: list[dict] = []
         self.is_root = os.geteuid() == 0
         self.euid, self.egid = os.geteuid(), os.getegid()
+        self.shared: memoryview | None = None  # the shared stretches, while small files are written
 
     def _index(self) -> Index:
         """The point's epoch's index (epoch keys opened by open_point; only lookups are needed, not
@@ -266,6 +304,7 @@ class Restorer:
         r.euid, r.egid = os.geteuid(), os.getegid()
         r._owners, r._lock = {}, threading.Lock()
         r.damaged, r.skipped, r._root_only = [], [], {}
+        r.shared = None
         return r
 
     def take_records(self) -> dict:
@@ -303,7 +342,9 @@ class Restorer:
             for cid, raw_len in chunks:
                 if cid not in zero_ids:
                     blob = sealed.get(cid, "chunk was not read")
-                    if isinstance(blob, str):
+                    if blob.__class__ is tuple:  # (where it lies in the shared stretches)
+                        blob = self.shared[blob[0]:blob[0] + blob[1]]
+                    elif isinstance(blob, str):
                         raise DamagedData(blob, chunk=cid)
                     data = self.keys.open_chunk(bytes.fromhex(cid), blob, raw_len)
                     if _is_zero(data):
@@ -433,14 +474,14 @@ class Restorer:
             "duration_seconds": round(time.time() - start, 3),
         }
 
-    def _start_writers(self, b: Beneath, n: int) -> list[WriterProcess]:
+    def _start_writers(self, b: Beneath, n: int, shared: SharedStretches | None) -> list[WriterProcess]:
         """``n`` writer processes, or none where they cannot start (a pod's process limit, no
         memory): then one thread of this process writes the small files (the summary says 0)."""
         procs: list[WriterProcess] = []
         settings = self._writer_settings(b)
         try:
             for _ in range(n):
-                procs.append(WriterProcess(b.root, settings))
+                procs.append(WriterProcess(b.root, settings, shared.fd if shared is not None else None))
         except OSError:
             for proc in procs:
                 proc.close()
@@ -582,6 +623,9 @@ class Restorer:
                 stop.set()
                 raise
             finally:
+                if span.slot is not None:  # (its writer answered, or never will)
+                    shared.give(span.slot)
+                    span.slot = None
                 span_slots.release()
 
         def files():
@@ -599,7 +643,11 @@ class Restorer:
         # (restore_writers says why), else by one thread (threads taking turns at the GIL, which
         # each system call gives up, wait longer than they write: 200,000 files, 8 threads 18 s,
         # one 10.6 s).
-        procs = self._start_writers(b, nwriters)
+        shared = SharedStretches.make(SPANS_AHEAD + nwriters) if nwriters else None
+        procs = self._start_writers(b, nwriters, shared)
+        if not procs and shared is not None:  # (one thread of ours writes them: nothing to share)
+            shared.close()
+            shared = None
         done["writers"] = len(procs)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         readers = ThreadPoolExecutor(SPANS_AHEAD, thread_name_prefix="restore-read")
@@ -617,16 +665,20 @@ class Restorer:
 
         def submit_span(span: Span) -> None:
             span_slots.acquire()
-            futures.append(writer.submit(span_task, span, readers.submit(span.sealed, self.repo)))
+            futures.append(writer.submit(span_task, span, readers.submit(span.sealed, self.repo, shared)))
 
         try:
             for e in files():
                 if stop.is_set():
                     break
                 chunks = e.get("chunks", [])
-                if len(chunks) <= SEGMENT:  # a small file: with its neighbours in the packs if it can
+                if len(chunks) == 1:  # (most small files)
+                    ref = index.get(bytes.fromhex(chunks[0]))
+                    seg, refs = [(chunks[0], ref)], [ref]
+                elif len(chunks) <= SEGMENT:
                     seg = [(cid, index.get(bytes.fromhex(cid))) for cid in chunks]
                     refs = [ref for _cid, ref in seg]
+                if len(chunks) <= SEGMENT:  # a small file: with its neighbours in the packs if it can
                     if not span.takes(refs):
                         if span.items:
                             submit_span(span)
@@ -658,6 +710,8 @@ class Restorer:
             readers.shutdown(wait=True)
             for proc in procs:
                 proc.close()
+            if shared is not None:
+                shared.close()
         for f in futures:
             if f.exception() is not None:
                 raise f.exception()

@@ -1,5 +1,6 @@
 """The entry point of a restore's writer process (``python -m lifeline.agent.restore_writer_main
-<target descriptor>``): what :mod:`.restore_writers` says, on the writer's side."""
+<target descriptor> [<shared stretches descriptor>]``): what :mod:`.restore_writers` says, on the
+writer's side."""
 from __future__ import annotations
 
 import sys
@@ -9,10 +10,10 @@ from lifeline.repository.crypto import EpochKeys
 from .beneath import Beneath
 from .helper_process import quiet_child
 from .restore import Restorer
-from .restore_writers import picklable, receive, send
+from .restore_writers import map_shared, picklable, receive, send
 
 
-def _serve(root_fd: int) -> int:
+def _serve(root_fd: int, shared_fd: int | None = None) -> int:
     quiet_child()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the pipe
@@ -21,6 +22,8 @@ def _serve(root_fd: int) -> int:
         return 0
     keys = EpochKeys.from_handover(settings.pop("keys"))
     restorer = Restorer.writer(keys, settings)
+    if shared_fd is not None:
+        restorer.shared = map_shared(shared_fd)
     b = Beneath(root_fd, use_openat2=settings.pop("openat2"))
     zero_ids: set[str] = set()
     while (task := receive(inp)) is not None:
@@ -35,4 +38,4 @@ def _serve(root_fd: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve(int(sys.argv[1])))
+    sys.exit(_serve(*map(int, sys.argv[1:3])))

@@ -17,10 +17,20 @@ The protocol on the writer's stdin and stdout: frames of an 8-byte length and a 
 settings, then a task per frame, each answered by one frame; end of input ends the writer. The
 pickles come only from the two processes of one command, never from storage. The writer's side is
 :mod:`.restore_writer_main` (it imports the restorer, which imports this module).
+
+The sealed bytes of a task's chunks do not go through the pipe: the main process reads a span's
+stretches of the packs into a slot of :class:`SharedStretches`, memory it shares with the writers
+(inherited, mapped read-only there), and a task names where each chunk lies in it. A pipe costs a
+copy on each side and a pickle of each blob: ~1.2 s of CPU for the 350 MB of a 200,000-file
+restore, on two cores that are both busy. The memory holds what storage holds (sealed bytes:
+nothing a writer could not read from the packs), and a slot is reused only after its writer answered.
 """
 from __future__ import annotations
 
+import mmap
+import os
 import pickle
+import queue
 import struct
 import subprocess
 
@@ -59,11 +69,65 @@ def receive(stream):
     return pickle.loads(data)
 
 
+class SharedStretches:
+    """``slots`` slots of :attr:`SLOT` bytes of memory that writer processes map too: a span's
+    stretches are read into a slot (:meth:`take`, :meth:`put`) and read there by the writer that
+    writes the span; the slot is given back (:meth:`give`) once it answered."""
+
+    SLOT = 4 << 20  # what a span reads at most (restore.Span.MAX_BYTES)
+
+    def __init__(self, slots: int):
+        self.fd = os.memfd_create("lifeline-restore-stretches", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, slots * self.SLOT)
+            self.map = mmap.mmap(self.fd, slots * self.SLOT)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.view = memoryview(self.map)
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for slot in range(slots):
+            self._free.put(slot)
+
+    @classmethod
+    def make(cls, slots: int) -> "SharedStretches | None":
+        """Shared slots, or None where memory cannot be shared so (then the bytes go through the pipe)."""
+        try:
+            return cls(slots)
+        except (AttributeError, OSError, ValueError):  # (no memfd_create: not Linux, or too old)
+            return None
+
+    def take(self) -> int:
+        return self._free.get()
+
+    def give(self, slot: int) -> None:
+        self._free.put(slot)
+
+    def put(self, slot: int, at: int, data) -> int:
+        """Copy ``data`` to ``at`` bytes into ``slot``; where it starts in the whole memory."""
+        start = slot * self.SLOT + at
+        if at < 0 or at + len(data) > self.SLOT:
+            raise ValueError("a stretch does not fit in its slot")
+        self.view[start:start + len(data)] = data
+        return start
+
+    def close(self) -> None:
+        self.view.release()
+        self.map.close()
+        os.close(self.fd)
+
+
+def map_shared(fd: int) -> memoryview:
+    """In a writer: the shared stretches (:class:`SharedStretches`), read-only."""
+    return memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
+
+
 class WriterProcess:
     """One writer process, driven by one thread of the main process at a time."""
 
-    def __init__(self, root_fd: int, settings: dict):
-        self.proc = helper_process.start("lifeline.agent.restore_writer_main", str(root_fd), pass_fds=(root_fd,))
+    def __init__(self, root_fd: int, settings: dict, shared_fd: int | None = None):
+        fds = (root_fd,) if shared_fd is None else (root_fd, shared_fd)
+        self.proc = helper_process.start("lifeline.agent.restore_writer_main", *map(str, fds), pass_fds=fds)
         try:
             send(self.proc.stdin, settings)
         except OSError:
