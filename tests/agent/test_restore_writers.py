@@ -153,6 +153,31 @@ def test_shared_stretches_keep_to_their_slots_and_writers_only_read_them():
         shared.close()
 
 
+def test_writers_give_each_file_its_recorded_mode_whatever_the_agent_s_umask(repo: Repo, tmp_path):
+    """A writer creates a small file with its mode at once (no fchmod after): under a umask that
+    would take bits away, every mode still comes back exact; special bits only when asked."""
+    src = tmp_path / "src"
+    src.mkdir()
+    modes = [0o777, 0o640, 0o000, 0o604, 0o4755, 0o1777, 0o2750]
+    for i in range(300):
+        f = src / f"f{i:03d}"
+        f.write_bytes(os.urandom(10 + i))
+        os.chmod(f, modes[i % len(modes)])
+    pid = repo.backup(src)["point_id"]
+    env = {"LIFELINE_RESTORE_WRITERS": "2"}
+    old = os.umask(0o077)
+    try:
+        plain = repo.ok("restore", pid, "--to", tmp_path / "plain", "--json", env=env).json
+        special = repo.ok("restore", pid, "--to", tmp_path / "special", "--special-bits", "--json", env=env).json
+    finally:
+        os.umask(old)
+    assert plain["small_file_writers"] == special["small_file_writers"] == 2
+    for i in range(300):
+        recorded = modes[i % len(modes)]
+        assert (tmp_path / "plain" / f"f{i:03d}").stat().st_mode & 0o7777 == recorded & 0o777, oct(recorded)
+        assert (tmp_path / "special" / f"f{i:03d}").stat().st_mode & 0o7777 == recorded, oct(recorded)
+
+
 def test_a_bad_setting_is_refused_before_anything_is_made(repo: Repo, tmp_path):
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
