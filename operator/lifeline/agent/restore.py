@@ -147,14 +147,18 @@ class Span:
             if len(data) == hi - lo:
                 self.data[pack] = data
 
-    def blob(self, ref) -> bytes | None:
-        data = self.data.get(ref.pack_id)
-        if data is None:
-            return None
+    def _within(self, ref) -> bool:
+        """Whether ``ref`` lies in its pack's stretch, read."""
+        if ref.pack_id not in self.data:
+            return False
         lo, hi, _wanted = self.stretches[ref.pack_id]
-        if not lo <= ref.offset <= hi - ref.length:
+        return lo <= ref.offset <= hi - ref.length
+
+    def blob(self, ref) -> bytes | None:
+        if not self._within(ref):
             return None
-        return data[ref.offset - lo:ref.offset - lo + ref.length]
+        lo = self.stretches[ref.pack_id][0]
+        return self.data[ref.pack_id][ref.offset - lo:ref.offset - lo + ref.length]
 
     def sealed(self, repo: Repository, shared: SharedStretches | None = None) -> dict[str, bytes | str | tuple]:
         """Each chunk's sealed bytes by id, or why they could not be read: each stretch in one get,
@@ -175,7 +179,7 @@ class Span:
                 if cid in out:
                     continue
                 start = starts.get(ref.pack_id)
-                if start is not None and self.blob(ref) is not None:  # (in its stretch: see blob)
+                if start is not None and self._within(ref):
                     out[cid] = (start + ref.offset, ref.length)
                     continue
                 blob = self.blob(ref)
