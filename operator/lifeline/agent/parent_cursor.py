@@ -27,7 +27,6 @@ _LAZY = object()  # (a key not worked out yet)
 
 
 _ONE_CHUNK = len('"chunks":[""]}') + 64
-_HEX64 = re.compile("[0-9a-f]{64}")
 
 
 def reused_chunks(text: str, head: str) -> bytes | None:
@@ -35,8 +34,14 @@ def reused_chunks(text: str, head: str) -> bytes | None:
     with ``head``, if the rest of it is in the shape lifeline writes; else None."""
     at = len(head)
     if len(text) - at == _ONE_CHUNK and text.startswith('"chunks":["', at) and text.endswith('"]}'):
-        # (most files: one chunk, no extended attributes)
-        return bytes.fromhex(text[at + 11:at + 75]) if _HEX64.fullmatch(text, at + 11, at + 75) else None
+        # (most files: one chunk, no extended attributes; 64 hex digits in lower case, as the
+        # pattern says, checked without it: fromhex takes upper case and skips spaces)
+        digits = text[at + 11:at + 75]
+        try:
+            ids = bytes.fromhex(digits)
+        except ValueError:
+            return None
+        return ids if len(ids) == 32 and ids.hex() == digits else None
     m = _FILE_TAIL.fullmatch(text, at)
     if m is None:
         return None

@@ -188,9 +188,13 @@ class ChunkTable:
 
     def has_all(self, ids) -> bool:
         """Whether every id of ``ids`` (32 bytes each, one after another) is here: ``in`` for many."""
-        if len(ids) == _ID:  # (most files: one chunk)
-            return ids in self
         buckets, shift = self._buckets, self._shift
+        if len(ids) == _ID:  # (most files: one chunk; __contains__ written out, it is called per file)
+            b = buckets[int.from_bytes(ids[:4], "big") >> shift]
+            i = b.find(ids)
+            while i > 0 and i % self.rec:
+                i = b.find(ids, i + 1)
+            return i >= 0
         for at in range(0, len(ids), _ID):
             cid = ids[at:at + _ID]
             if self._find(buckets[int.from_bytes(cid[:4], "big") >> shift], cid) < 0:
@@ -292,6 +296,7 @@ class Index:
         # segments not loaded: of an epoch the reader did not ask for, or of a crypto-shredded one
         self.other: dict[str, str] = {}  # segment name -> epoch
         self._table = ChunkTable(_ENTRY.size + 4)  # segment entry | pack number (u32)
+        self.has_all = self._table.has_all  # (called per file by an incremental backup: one call less)
         self._pack_ids: list[str] = []
         self._pack_no: dict[str, bytes] = {}
 
@@ -321,9 +326,6 @@ class Index:
 
     def __contains__(self, chunk_id: bytes) -> bool:
         return chunk_id in self._table
-
-    def has_all(self, ids) -> bool:
-        return self._table.has_all(ids)
 
     def __len__(self) -> int:
         return len(self._table)
