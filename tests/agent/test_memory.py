@@ -81,6 +81,26 @@ def test_chunk_table_grows_and_keeps_the_first_record():
     assert all(c in s for c in ids[:100]) and ids[100] not in s and len(s) == 100
 
 
+def test_chunk_table_adds_many_records_as_it_adds_one():
+    """add_records (an index's load) keeps the same rules as add while the table grows under it:
+    the first record of an id wins, an id met again changes nothing, a cut record at the end is
+    not one."""
+    width = 40
+    ids = [os.urandom(32) for _ in range(12_000)]
+    ids += ids[5:3000:7]  # met again, later in the same call
+    raw = b"".join(cid + i.to_bytes(8, "little") for i, cid in enumerate(ids)) + os.urandom(width - 1)
+    one, many = ChunkTable(width + 4), ChunkTable(width + 4)
+    for i, cid in enumerate(ids):
+        one.add(cid, i.to_bytes(8, "little") + b"SUFX")
+    many.add_records(raw[:width * 100], width, b"SUFX")  # two calls: the second grows the table
+    many.add_records(raw[width * 100:], width, b"SUFX")
+    assert len(many) == len(one) == 12_000 and many._bits == one._bits > 8
+    for cid in ids:
+        (b1, at1), (b2, at2) = one.locate(cid), many.locate(cid)
+        assert b1[at1:at1 + 12] == b2[at2:at2 + 12]
+    assert sorted(many.ids()) == sorted(set(ids))
+
+
 # --- trees --------------------------------------------------------------------------------------
 def _entries(n: int, rng: random.Random) -> list[dict]:
     out = [{"path": "", "type": "dir", "mode": 0o755}]

@@ -224,12 +224,15 @@ class ChunkTable:
 
     def add_records(self, raw, width: int, suffix: bytes = b"") -> None:
         """Add each ``width``-byte record of ``raw`` (an id, then ``width - 32`` bytes) followed by
-        ``suffix`` (together ``rec`` bytes): :meth:`add` for many, faster."""
+        ``suffix`` (together ``rec`` bytes): :meth:`add` for many, faster (an index's load is this
+        loop, once for every chunk of the repository: its steps are written out)."""
         mv = memoryview(raw)
-        rec = self.rec
-        for i in range(0, len(mv) - width + 1, width):
+        rec, buckets, shift = self.rec, self._buckets, self._shift
+        n, limit = self._n, self.GROW_AT << self._bits
+        prefixes = struct.Struct(f">I{width - 4}x").iter_unpack(mv[:len(mv) - len(mv) % width])
+        for i, (prefix,) in zip(range(0, len(mv), width), prefixes):
             cid = mv[i:i + _ID]
-            b = self._buckets[int.from_bytes(cid[:4], "big") >> self._shift]
+            b = buckets[prefix >> shift]
             j = b.find(cid)
             while j > 0 and j % rec:
                 j = b.find(cid, j + 1)
@@ -238,9 +241,12 @@ class ChunkTable:
             b += mv[i:i + width]
             if suffix:
                 b += suffix
-            self._n += 1
-            if self._n > self.GROW_AT << self._bits:
+            n += 1
+            if n > limit:
+                self._n = n
                 self._grow()
+                buckets, shift, limit = self._buckets, self._shift, self.GROW_AT << self._bits
+        self._n = n
 
     def reserve(self, n: int) -> None:
         """Make room for ``n`` records in all (buckets of ~8), so that adding them never regroups."""
