@@ -149,6 +149,18 @@ def test_shared_stretches_keep_to_their_slots_and_writers_only_read_them():
         with pytest.raises(TypeError):  # (mapped read-only: a writer cannot change what another reads)
             seen[at:at + 1] = b"x"
         seen.release()
+        # ... nor through its descriptor, reopened or not; nor resize it under the main process
+        again = os.open(f"/proc/self/fd/{shared.fd}", os.O_RDWR)
+        try:
+            for fd in (shared.fd, again):
+                with pytest.raises(PermissionError):
+                    os.pwrite(fd, b"x", at)
+                with pytest.raises(PermissionError):
+                    os.ftruncate(fd, 0)
+        finally:
+            os.close(again)
+        shared.put(slot, 10, b"SEALED")  # (the main process still writes through its mapping)
+        assert bytes(map_shared(shared.fd)[at:at + 6]) == b"SEALED"
     finally:
         shared.close()
 

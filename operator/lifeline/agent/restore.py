@@ -648,7 +648,12 @@ class Restorer:
         # each system call gives up, wait longer than they write: 200,000 files, 8 threads 18 s,
         # one 10.6 s).
         shared = SharedStretches.make(SPANS_AHEAD + nwriters) if nwriters else None
-        procs = self._start_writers(b, nwriters, shared)
+        try:
+            procs = self._start_writers(b, nwriters, shared)
+        except BaseException:  # (Ctrl-C while they start, among others)
+            if shared is not None:
+                shared.close()
+            raise
         if not procs and shared is not None:  # (one thread of ours writes them: nothing to share)
             shared.close()
             shared = None

@@ -39,6 +39,7 @@ from lifeline.errors import LifelineError
 from . import helper_process
 
 _LEN = struct.Struct("<Q")
+_F_SEAL_FUTURE_WRITE = 0x0010
 
 
 def send(stream, obj) -> None:
@@ -72,15 +73,17 @@ def receive(stream):
 class SharedStretches:
     """``slots`` slots of :attr:`SLOT` bytes of memory that writer processes map too: a span's
     stretches are read into a slot (:meth:`take`, :meth:`put`) and read there by the writer that
-    writes the span; the slot is given back (:meth:`give`) once it answered."""
+    writes the span; the slot is given back (:meth:`give`) once it answered. Only this process
+    writes to it (the memory is sealed against the writers' writes, see :meth:`_seal`)."""
 
     SLOT = 4 << 20  # what a span reads at most (restore.Span.MAX_BYTES)
 
     def __init__(self, slots: int):
-        self.fd = os.memfd_create("lifeline-restore-stretches", os.MFD_CLOEXEC)
+        self.fd = os.memfd_create("lifeline-restore-stretches", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(self.fd, slots * self.SLOT)
             self.map = mmap.mmap(self.fd, slots * self.SLOT)
+            self._seal()
         except BaseException:
             os.close(self.fd)
             raise
@@ -88,6 +91,17 @@ class SharedStretches:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for slot in range(slots):
             self._free.put(slot)
+
+    def _seal(self) -> None:
+        """Once this process has it mapped for writing: nobody (a writer reopening the descriptor
+        through /proc among them) may resize it, write to it or map it for writing again."""
+        import fcntl
+
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        try:  # (Linux 5.1 and later; Python has no name for it)
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, _F_SEAL_FUTURE_WRITE)
+        except OSError:
+            pass
 
     @classmethod
     def make(cls, slots: int) -> "SharedStretches | None":
