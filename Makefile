@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --durations=25
 
 .PHONY: all test demo deps system-packages tools kube crds check-crds lint clean bench kind-up test-any-cluster
 

@@ -69,8 +69,8 @@ def test_validate_still_says_valid_for_a_good_manifest(tmp_path):
 
 # ---- the agent's half: a forged manifest and bad options end with a message, not a traceback -----
 
-from tests.agent.helpers import repo  # noqa: E402,F401 - fixture
-from tests.security.test_restore_escape import base_point, empty_or_missing, forge, outside, restore  # noqa: E402,F401
+from tests.security.test_restore_escape import (_genuine, base_point, empty_or_missing, forge, outside,  # noqa: E402,F401
+                                                repo, restore)
 
 
 @pytest.mark.parametrize("chunks", [["zz" * 32], ["ab"], "not-a-list", [None]])
