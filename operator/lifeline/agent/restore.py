@@ -478,19 +478,27 @@ class Restorer:
             "duration_seconds": round(time.time() - start, 3),
         }
 
-    def _start_writers(self, b: Beneath, n: int, shared: SharedStretches | None) -> list[WriterProcess]:
-        """``n`` writer processes, or none where they cannot start (a pod's process limit, no
-        memory): then one thread of this process writes the small files (the summary says 0)."""
+    def _start_writers(self, b: Beneath, n: int) -> tuple[list[WriterProcess], SharedStretches | None]:
+        """``n`` writer processes and the memory they share with us (None where there is none to
+        share), or no writers where they cannot start (a pod's process limit, no memory): then one
+        thread of this process writes the small files (the summary says 0) and nothing is shared."""
+        if not n:
+            return [], None
         procs: list[WriterProcess] = []
+        shared = SharedStretches.make(SPANS_AHEAD + n)
         settings = self._writer_settings(b)
         try:
             for _ in range(n):
                 procs.append(WriterProcess(b.root, settings, shared.fd if shared is not None else None))
-        except OSError:
+        except BaseException as exc:  # (Ctrl-C while they start, among others: raised once all is closed)
             for proc in procs:
                 proc.close()
-            return []
-        return procs
+            if shared is not None:
+                shared.close()
+            if isinstance(exc, OSError):
+                return [], None
+            raise
+        return procs, shared
 
     def _to_directory(self, b: Beneath, plan: Plan) -> dict:
         nwriters = _writer_count(plan.small, plan.small_bytes)  # (a bad setting: before anything is made)
@@ -647,16 +655,7 @@ class Restorer:
         # (restore_writers says why), else by one thread (threads taking turns at the GIL, which
         # each system call gives up, wait longer than they write: 200,000 files, 8 threads 18 s,
         # one 10.6 s).
-        shared = SharedStretches.make(SPANS_AHEAD + nwriters) if nwriters else None
-        try:
-            procs = self._start_writers(b, nwriters, shared)
-        except BaseException:  # (Ctrl-C while they start, among others)
-            if shared is not None:
-                shared.close()
-            raise
-        if not procs and shared is not None:  # (one thread of ours writes them: nothing to share)
-            shared.close()
-            shared = None
+        procs, shared = self._start_writers(b, nwriters)
         done["writers"] = len(procs)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         readers = ThreadPoolExecutor(SPANS_AHEAD, thread_name_prefix="restore-read")
@@ -681,13 +680,9 @@ class Restorer:
                 if stop.is_set():
                     break
                 chunks = e.get("chunks", [])
-                if len(chunks) == 1:  # (most small files)
-                    ref = index.get(bytes.fromhex(chunks[0]))
-                    seg, refs = [(chunks[0], ref)], [ref]
-                elif len(chunks) <= SEGMENT:
+                if len(chunks) <= SEGMENT:  # a small file: with its neighbours in the packs if it can
                     seg = [(cid, index.get(bytes.fromhex(cid))) for cid in chunks]
                     refs = [ref for _cid, ref in seg]
-                if len(chunks) <= SEGMENT:  # a small file: with its neighbours in the packs if it can
                     if not span.takes(refs):
                         if span.items:
                             submit_span(span)

@@ -189,12 +189,8 @@ class ChunkTable:
     def has_all(self, ids) -> bool:
         """Whether every id of ``ids`` (32 bytes each, one after another) is here: ``in`` for many."""
         buckets, shift = self._buckets, self._shift
-        if len(ids) == _ID:  # (most files: one chunk; __contains__ written out, it is called per file)
-            b = buckets[int.from_bytes(ids[:4], "big") >> shift]
-            i = b.find(ids)
-            while i > 0 and i % self.rec:
-                i = b.find(ids, i + 1)
-            return i >= 0
+        if len(ids) == _ID:  # (most files: one chunk; called per file, so one call deep)
+            return self._find(buckets[int.from_bytes(ids[:4], "big") >> shift], ids) >= 0
         for at in range(0, len(ids), _ID):
             cid = ids[at:at + _ID]
             if self._find(buckets[int.from_bytes(cid[:4], "big") >> shift], cid) < 0:
