@@ -26,11 +26,8 @@ def _tree(entries: list[dict]) -> Tree:
 def _seams(tree: Tree) -> list[int]:
     """The byte offset of every entry's start but the first's (where a second half may begin)."""
     reader = tree.entry_reader(with_text=False)
-    seams = []
-    for _ in reader:
-        if reader.offset is not None and reader._buf.startswith(",", reader._pos):
-            seams.append(reader.offset)
-    return seams
+    after = [reader.offset for _ in reader]  # (where each entry ends: the next one's ",", or the list's "]")
+    return [at for at in after[:-1] if at is not None]
 
 
 def _one_pass(tree: Tree, includes=None):
