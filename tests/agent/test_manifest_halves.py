@@ -170,12 +170,13 @@ def test_a_restore_of_a_tree_checked_in_halves(repo, tmp_path, monkeypatch):
             (src / f"d{d}" / f"f{i}").write_bytes(b"%d/%d\n" % (d, i))
     pid = repo.backup(str(src))["point_id"]
     monkeypatch.setattr(manifest_check, "SPLIT_FROM", 0)
-    started = []
-    start = manifest_check._start_helper
-    monkeypatch.setattr(manifest_check, "_start_helper", lambda *a: started.append(1) or start(*a))
+    answers = []
+    answer = manifest_check._Helper.answer
+    monkeypatch.setattr(manifest_check._Helper, "answer", lambda self: answers.append(answer(self)) or answers[-1])
     r = Repository.open(open_backend(repo.url))
     summary = Restorer(r, provider_from_ref(repo.key), pid).to_directory(str(tmp_path / "out"))
-    assert started and summary["files"] == 120 and not summary["damaged"]
+    assert summary["files"] == 120 and not summary["damaged"]
+    assert len(answers) == 1 and "run" in answers[0]  # (the helper checked the second half, it did not die)
     for d in range(3):
         for i in range(40):
             assert (tmp_path / "out" / f"d{d}" / f"f{i}").read_bytes() == b"%d/%d\n" % (d, i)
@@ -196,8 +197,10 @@ def test_a_hard_link_in_the_second_half_to_a_file_in_the_first():
     entries += [{"path": "h", "type": "hardlink", "target": "f4"}, {"path": "i", "type": "hardlink", "target": "j"},
                 {"path": "j", "type": "file", "chunks": []}]
     tree = _tree(entries)
+    assert len(_seams(tree)) == len(entries) - 1
     for at in _seams(tree):  # "h" is fine; "i" links to a file listed after it, wherever the seam
         assert _halves(tree, at)[0] == "refused"
     tree = _tree(entries[:8])
+    assert len(_seams(tree)) == 7
     for at in _seams(tree):
         assert _halves(tree, at) == _one_pass(tree) and _one_pass(tree)[0] == "ok"

@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from lifeline.agent import manifest_check
 from lifeline.agent.manifest_check import check_manifest
 from lifeline.repository.errors import DamagedData
 
@@ -33,11 +34,18 @@ def test_paths_in_component_order_pass_the_ordered_check_and_others_the_whole_on
     """A backup's order is the order of the paths' component lists; any other order is checked with
     every path at hand (the same verdict, in more memory): files that no path lies below pass both."""
     paths = [p for p in paths if not any(q.startswith(p + "/") for q in paths)]
+    whole = manifest_check._check_whole
     for order in (sorted(paths, key=lambda p: p.split("/")), sorted(paths), sorted(paths, reverse=True)):
-        seen = []
-        check_manifest([{"path": "", "type": "dir"}] + [{"path": p, "type": "file"} for p in order],
-                       visit=lambda e: seen.append(e["path"]))
+        seen, wholes = [], []
+        manifest_check._check_whole = lambda entries, bad: (wholes.append(1), whole(entries, bad))
+        try:
+            check_manifest([{"path": "", "type": "dir"}] + [{"path": p, "type": "file"} for p in order],
+                           visit=lambda e: seen.append(e["path"]))
+        finally:
+            manifest_check._check_whole = whole
         assert seen == [""] + order
+        in_component_order = order == sorted(paths, key=lambda p: p.split("/"))
+        assert wholes == ([] if in_component_order else [1]), order  # (the ordered check took it, or not)
 
 
 @settings(max_examples=300)

@@ -275,7 +275,7 @@ def checked_plan(tree, point_id: str, includes: list[str] | None, *, meanwhile=N
         try:
             helper = _start_helper(tree, at, point_id, includes)
         except Exception:  # noqa: BLE001 - a pod's process limit, no memory...: one core does it
-            helper = None
+            pass
     if helper is not None:
         try:
             return _in_halves(tree, at, point_id, includes, helper.answer, meanwhile)
