@@ -150,6 +150,62 @@ def test_a_version_2_tree_with_version_4_entries_is_refused_while_read():
         list(Tree("p", bad, version=2))
 
 
+# --- listing the points -------------------------------------------------------------------------
+def test_listing_points_reads_their_headers_not_their_trees(repo, tmp_path, monkeypatch):
+    """A point's tree is megabytes for a large source; every command that picks a point lists them
+    all (a backup its parent, a restore "latest"): that costs a header's bytes a point, not a tree's."""
+    from lifeline.repository import repo as repo_module
+    from lifeline.repository.backend import open_backend
+    from lifeline.repository.layout import POINTS_DIR
+    from lifeline.repository.manifest import decode_header, header_end
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(1500):  # (names that do not compress: a tree bigger than the first read)
+        (src / f"{os.urandom(12).hex()}-{i}").write_bytes(b"x")
+    repo.backup(src)
+    (src / "another").write_bytes(b"y")
+    repo.backup(src)
+
+    backend = open_backend(repo.url)
+    objects = backend.list(POINTS_DIR)
+    whole = {o.name: decode_header(o.name, backend.get(o.name)) for o in objects}
+    assert len(whole) == 2 and all(o.size > repo_module.POINT_HEAD_READ for o in objects)
+
+    r = repo_module.Repository.open(backend)
+    read: dict[str, list[int]] = {}
+    real_range = backend.get_range
+
+    def get_range(name, offset, length):
+        data = real_range(name, offset, length)
+        read.setdefault(name, []).append(len(data))
+        return data
+
+    def get(name):
+        raise AssertionError(f"{name} read whole")
+    monkeypatch.setattr(backend, "get_range", get_range)
+    monkeypatch.setattr(backend, "get", get)
+
+    points, bad = r.list_points()
+    assert {p.name: p.header for p in points} == whole and not bad
+    assert read == {name: [repo_module.POINT_HEAD_READ] for name in whole}
+
+    # a header longer than the first read: read again, up to its end and no further
+    read.clear()
+    monkeypatch.setattr(repo_module, "POINT_HEAD_READ", 40)
+    points, bad = r.list_points()
+    assert {p.name: p.header for p in points} == whole and not bad
+    assert read == {name: [40, header_end(real_range(name, 0, 40))] for name in whole}
+
+    # a point cut short inside its header is named as unreadable, not listed, nor read past its end
+    name = next(iter(whole))
+    backend.put(POINTS_DIR + "cut", real_range(name, 0, 60))
+    read.clear()
+    points, bad = r.list_points()
+    assert {p.name for p in points} == set(whole) and "truncated header" in bad[POINTS_DIR + "cut"]
+    assert read[POINTS_DIR + "cut"] == [40]
+
+
 # --- change detection alongside the walk ----------------------------------------------------------
 def test_parent_cursor_finds_files_in_walk_order_and_a_moved_first_name_by_inode():
     parent = [{"path": "", "type": "dir"}, {"path": "a", "type": "dir"},

@@ -80,6 +80,15 @@ def decode_header(name: str, data: bytes) -> dict:
     return _split(name, data)[1]
 
 
+def header_end(data: bytes) -> int | None:
+    """How many bytes from its start a point needs to hold its whole header, going by its first
+    bytes (``data``); None if they are too few to say, or not a point's (decode_header says why)."""
+    start = len(POINT_MAGIC) + 4
+    if len(data) < start or data[:len(POINT_MAGIC)] != POINT_MAGIC:
+        return None
+    return start + struct.unpack_from("<I", data, len(POINT_MAGIC))[0]
+
+
 def check_cipher(keys: EpochKeys, name: str, header: dict) -> None:
     """Refuse a point whose header names another cipher than the repository's (it never mixes them)."""
     claimed = header.get("cipher", DEFAULT_CIPHER)  # points written before SM4: AES

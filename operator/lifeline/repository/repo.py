@@ -31,9 +31,11 @@ from .layout import (CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CONFIG, DATA_DIR, INDEX_DI
                      POINTS_DIR, SHREDDED_DIR, index_name, key_epoch, key_name, pack_name, parse_rfc3339, point_name,
                      rewrapped_key_name, rfc3339, tombstone_name)
 from .locks import REPOSITORY, Lock
-from .manifest import decode_header, encode_point
+from .manifest import decode_header, encode_point, header_end
 from .pack import PackBuilder
 from .tree import Tree, TreeWriter, open_tree, seal_tree
+
+POINT_HEAD_READ = 16 << 10  # bytes of a point read to list it: its header (~1 KiB), little of its tree
 
 
 @dataclass
@@ -433,19 +435,20 @@ class Repository:
     # --- points -----------------------------------------------------------------------
     def list_points(self) -> tuple[list[PointRef], dict[str, str]]:
         """All points (sorted by start time) and the names of unreadable ones with reasons."""
-        names = [o.name for o in self.backend.list(POINTS_DIR)]
+        objects = self.backend.list(POINTS_DIR)
         points, bad = [], {}
 
-        def fetch(name):
+        def fetch(obj):
+            name = obj.name
             try:
-                return name, self.backend.get(name), None
+                return name, self._point_head(name, obj.size), None
             except ObjectNotFound:
                 return name, None, None
             except LifelineError as exc:
                 return name, None, exc
 
         with ThreadPoolExecutor(8) as ex:
-            for name, data, err in ex.map(fetch, names):
+            for name, data, err in ex.map(fetch, objects):
                 if err is not None:
                     bad[name] = str(err)
                     continue
@@ -457,6 +460,15 @@ class Repository:
                     bad[name] = str(exc)
         points.sort(key=lambda p: (p.header.get("start_time", ""), p.id))
         return points, bad
+
+    def _point_head(self, name: str, size: int) -> bytes:
+        """The first bytes of a point, as many as its header needs (more only if it says so): a
+        point's tree is megabytes for a large source, and listing the points needs none of it."""
+        data = self.backend.get_range(name, 0, min(size, POINT_HEAD_READ))
+        end = header_end(data)
+        if end is not None and len(data) < end <= size:
+            data = self.backend.get_range(name, 0, end)
+        return data
 
     def resolve_point(self, spec: str, points: list[PointRef] | None = None) -> PointRef:
         if points is None:
