@@ -222,3 +222,28 @@ def test_unchanged_files_copied_behind_a_changed_small_file_wait_no_longer_than_
     third = run_backup(r, provider, dir_source(str(src)))
     assert made == ["f00"] and third["files_unchanged"] == 39 and third["chunks_new"] == 1
     assert drains and min(drains) <= 6  # (waited for while the walk went on, not only at its end)
+
+
+def test_a_changed_small_files_batch_is_sent_to_be_read_before_it_is_full(repo: Repo, tmp_path, monkeypatch):
+    """1 % of small files changed fill a batch only every few thousand entries: the batch is sent once
+    a quarter of PENDING_MAX waits behind it, so its files are read while the walk goes on, not when
+    the bound is reached (where the walk would wait for the reads)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(os.urandom(100))
+    r, provider = open_repo(repo)
+    run_backup(r, provider, dir_source(str(src)))
+    run_backup(r, provider, dir_source(str(src)))  # (access times settled by the first one's reads)
+    (src / "f00").write_bytes(os.urandom(100))
+    copied, events = [], []
+    same_text = ParentCursor.same_text
+    monkeypatch.setattr(ParentCursor, "same_text", lambda self, *a: copied.append(1) or same_text(self, *a))
+    for name in ("save_small", "drain"):
+        real = getattr(BlobSaver, name)
+        monkeypatch.setattr(BlobSaver, name, lambda self, *a, _n=name, _r=real: (
+            events.append((_n, len(copied))), _r(self, *a))[1])
+    monkeypatch.setattr(backup, "PENDING_MAX", 16)
+    third = run_backup(r, provider, dir_source(str(src)))
+    assert third["files_unchanged"] == 39 and third["chunks_new"] == 1
+    assert events[0] == ("save_small", 1 + 16 // 4)  # (f00 itself, then a quarter of the bound behind it)

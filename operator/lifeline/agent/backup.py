@@ -282,8 +282,10 @@ class FileStat:
 SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
 SMALL_BATCH_FILES = 64  # small files a backup worker reads and saves as one piece of work ...
 SMALL_BATCH_BYTES = 256 << 10  # ... or fewer, when they hold this many bytes
-PENDING_MAX = 2048  # entries waiting for chunks before the backup waits for them (bounds memory in
-                    # an incremental, where a batch of changed files spans many unchanged ones)
+PENDING_MAX = 8192  # entries waiting for chunks before the backup waits for them (bounds memory in
+                    # an incremental, where a batch of changed files spans many unchanged ones; a
+                    # batch is sent to be read once a quarter of this waits behind it, not held back
+                    # until full: 1 % of small files changed fill a batch every ~6,400 entries)
 SMALL_WAIT = 1 << 62  # (an entry waiting for its batch: more chunks than any file has)
 
 
@@ -707,6 +709,8 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                     pending.append([text, 0])
                     if len(pending) > PENDING_MAX:
                         emit()  # (which bounds what waits behind a changed file's batch)
+                    elif batch and len(pending) > PENDING_MAX >> 2:
+                        flush_small()  # (read while the walk goes on: waited for only past the bound)
                 else:
                     out.add_text(text)
                 continue
