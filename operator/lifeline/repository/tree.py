@@ -26,16 +26,11 @@ from .crypto import NONCE, TAG, EpochKeys
 from .errors import DamagedData
 from .layout import POINT_MAGIC
 from .manifest import POINT_VERSION, _read_v2, _split, check_cipher
+from .tree_text import entry_text
 
 _OPEN = '{"entries":['
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)  # json.dumps(..., these) per entry
 _FLUSH = 1 << 20  # JSON bytes gathered before they go to the compressor
 _READ = 1 << 20  # decompressed bytes read at a time
-
-
-def entry_text(value) -> str:
-    """``value`` as a tree's text holds it (an entry, or a string in one): compact ASCII JSON."""
-    return _ENCODER.encode(value)
 
 
 class TreeWriter:
