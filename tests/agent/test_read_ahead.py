@@ -69,3 +69,127 @@ def test_it_starts_only_for_many_files_and_not_when_turned_off(source, monkeypat
         off.want("a")
     off.flush()
     assert off.proc is None and off.close() is None
+
+
+# --- listings: what the walking helper hands an incremental backup ---------------------------------
+def _odd_tree(src) -> None:
+    """Everything a walk meets: files (one of them non-UTF-8, quoted, with a newline), a hard-linked
+    pair, links, a FIFO, nested and empty directories, a file with an extended attribute."""
+    (src / "d" / "e").mkdir(parents=True)
+    (src / "empty").mkdir()
+    for rel in ("a", "d/b", "d/e/c", 'q"uote', "back\\slash", "new\nline", "ünï"):
+        (src / rel).write_bytes(rel.encode() * 10)
+    (src / os.fsdecode(b"raw-\xff")).write_bytes(b"not utf-8")
+    os.link(src / "a", src / "d" / "a-again")
+    os.symlink("a", src / "link")
+    os.mkfifo(src / "fifo")
+    os.setxattr(src / "d" / "b", "user.note", b"kept")
+
+
+def _walked(root, listed=None) -> list:
+    from lifeline.agent.backup import FileStat, walk_tree
+
+    out = []
+    for e, linked in walk_tree(str(root), lambda rel, why: out.append(("warn", rel, why)), files_as_stat=True,
+                               listed=listed):
+        if isinstance(e, FileStat):
+            out.append((type(e).__name__, e.text_head(), e.size, e.entry(), linked))
+        else:
+            out.append(("entry", e, linked))
+    return out
+
+
+def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch):
+    """The same entries, heads and sizes whether the helper listed the directories or the backup did;
+    only that the files with one link came as ListedFile (no system call of the backup's)."""
+    monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
+    src = tmp_path / "src"
+    _odd_tree(src)
+    _walked(src)  # (listing a new directory moves its access time, once)
+    own = _walked(src)
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    ahead = ReadAhead(fd, limit=4097, walk=True)
+    os.close(fd)
+    try:
+        listed = _walked(src, ahead.listing)
+    finally:
+        ahead.close()
+    assert [x for x in listed if x[0] == "ListedFile"]  # (the helper's listings were used)
+    assert [x[1:] for x in listed] == [x[1:] for x in own]
+    assert {x[0] for x in own} == {"entry", "FileStat"}
+    assert [x[1]["path"] for x in own if x[0] == "entry" and x[1].get("type") == "hardlink"] == ["d/a-again"]
+
+
+def test_a_helper_that_stops_mid_walk_leaves_the_rest_to_the_backup(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
+    src = tmp_path / "src"
+    _odd_tree(src)
+    _walked(src)  # (listing a new directory moves its access time, once)
+    own = _walked(src)
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    ahead = ReadAhead(fd, limit=4097, walk=True)
+    os.close(fd)
+    asked = []
+
+    def listing(rel):
+        got = ahead.listing(rel)
+        asked.append((rel, got is not None))
+        if rel == "d":  # (gone: what it wrote before it went, if anything, ends mid-frame)
+            ahead.proc.kill()
+            ahead.proc.wait()
+            ahead._take = lambda n: None
+        return got
+    try:
+        listed = _walked(src, listing)
+    finally:
+        ahead.close()
+    assert [x[1:] for x in listed] == [x[1:] for x in own]
+    assert asked[:2] == [("", True), ("d", True)] and not ahead.walking
+
+
+class _Frames(ReadAhead):
+    """A ReadAhead that reads scripted frames, not a helper's."""
+
+    def __init__(self, frames):
+        self.walking, self._next, self._frames = True, None, list(frames)
+
+    def _frame(self):
+        return self._frames.pop(0) if self._frames else None
+
+
+def test_listings_are_matched_to_the_walk_by_path_in_walk_order():
+    one = (["x"], [""], read_ahead.array("q", [0] * read_ahead.FIELDS))
+    frames = _Frames([("", one), ("a", None), ("a/x", one), ("c", one), ("c/d", one)])
+    assert frames.listing("") == one
+    assert frames.listing("a") is None  # (the helper could not list it: the backup lists it itself)
+    assert frames.listing("b") is None  # (a/x passed over: the backup did not walk into a/x; c kept for later)
+    assert frames.listing("c") == one and frames.walking
+    assert frames.listing("c/e") is None and frames.listing("f") is None  # (c/d passed over; then the end)
+    assert not frames.walking and frames.listing("g") is None
+
+
+@pytest.mark.parametrize("names", [["a", "../escape"], ["a", ".."], ["."], ["a", ""], ["a/b"]])
+def test_a_listing_naming_what_is_not_an_entry_of_the_directory_is_never_used(names, tmp_path):
+    """The backup stats and opens what a listing names relative to the directory: a name with a
+    slash, ``.``, ``..`` or nothing would take it out of it. The helper never sends one; if a listing
+    held one, the backup lists every directory from there on itself."""
+    r, w = os.pipe()
+    data = "\0".join(names).encode()
+    heads = "\0".join([""] * len(names)).encode()
+    os.write(w, read_ahead.FRAME.pack(len(names), 1, len(data), len(heads)) + b"d" + data + heads
+             + bytes(8 * read_ahead.FIELDS * len(names)))
+    os.close(w)
+
+    class Pipe:
+        returncode = None
+
+        class stdout:
+            @staticmethod
+            def fileno():
+                return r
+    ahead = _Frames([])
+    ahead.proc, ahead._in = Pipe, bytearray()
+    try:
+        assert ReadAhead._frame(ahead) is None
+    finally:
+        os.close(r)

@@ -41,7 +41,7 @@ from .attributes import Attributes, file_head
 from .beneath import NOT_BENEATH, Beneath
 from .parent_cursor import ParentCursor, reused_chunks
 from .progress import Progress
-from .read_ahead import ReadAhead
+from .read_ahead import FIELDS, ReadAhead, listed_stat
 
 TYPES = ("full", "incremental", "differential")
 
@@ -178,11 +178,37 @@ class FileStat:
     def __init__(self, rel: str, st: os.stat_result, full: str, attrs: Attributes):
         self.rel, self.st, self.full, self.attrs = rel, st, full, attrs
 
+    @property
+    def size(self) -> int:
+        return self.st.st_size
+
     def entry(self) -> dict:
         return _entry_for(self.rel, self.st, self.full, self.attrs)
 
     def text_head(self) -> str:
         return file_head(self.rel, self.st, self.attrs)
+
+
+class ListedFile(FileStat):
+    """A regular file as the read-ahead helper listed it (:meth:`.ReadAhead.listing`): its stat and
+    its head from the helper, so that an unchanged file costs the backup no system call; its entry,
+    if it changed, is made from that stat as :class:`FileStat`'s from the walk's own."""
+
+    __slots__ = ("head", "fields", "k")
+
+    def __init__(self, rel: str, head: str, fields, k: int, full: str, attrs: Attributes):
+        self.rel, self.head, self.fields, self.k, self.full, self.attrs = rel, head, fields, k, full, attrs
+
+    @property
+    def st(self) -> os.stat_result:
+        return listed_stat(self.fields, self.k)
+
+    @property
+    def size(self) -> int:
+        return self.fields[self.k * FIELDS + 6]
+
+    def text_head(self) -> str:
+        return self.head
 
 
 SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
@@ -203,7 +229,8 @@ def _open_dir(name: str, dir_fd: int | None = None) -> int:
     return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
 
 
-def walk_tree(root: str, warn, files_as_stat: bool = False) -> Iterator[tuple[dict | FileStat, bool]]:
+def walk_tree(root: str, warn, files_as_stat: bool = False,
+              listed=None) -> Iterator[tuple[dict | FileStat, bool]]:
     """(entry, linked) for every entry under root, parents first, names sorted (root itself is path ""),
     as the walk meets them: a directory is listed when the walk gets to it, not the tree beforehand.
 
@@ -216,38 +243,55 @@ def walk_tree(root: str, warn, files_as_stat: bool = False) -> Iterator[tuple[di
     directory swapped for a link while the walk is in it is named, not followed out of the source.
 
     With ``files_as_stat``, a regular file with one link comes as a :class:`FileStat`, its entry
-    not made yet (valid until the walk goes on)."""
+    not made yet (valid until the walk goes on); and with ``listed`` (:meth:`.ReadAhead.listing`),
+    a directory the read-ahead helper listed (opening it beneath root through no link, too) is taken
+    as it listed it, its files that have a head there as :class:`ListedFile`."""
     attrs = Attributes(warn)
     yield _entry_for("", os.lstat(root), root, attrs), False
     first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
     by_fd = os.path.isdir("/proc/self/fd")  # (a name in a directory's descriptor, for listxattr/readlink)
 
     def walk(dfd: int, dirpath: str, rel: str):
-        try:
-            with os.scandir(dfd) as it:
-                items = sorted(it, key=lambda d: d.name)
-        except OSError as exc:
-            warn(rel or ".", f"cannot list directory: {exc.strerror}")
-            return
+        got = listed(rel) if listed is not None else None
+        if got is not None:  # (names, heads, fields) from the helper
+            items, heads, fields = got
+        else:
+            try:
+                with os.scandir(dfd) as it:
+                    items = sorted(it, key=lambda d: d.name)
+            except OSError as exc:
+                warn(rel or ".", f"cannot list directory: {exc.strerror}")
+                return
+            heads = None
         at = f"/proc/self/fd/{dfd}/" if by_fd else dirpath + "/"
         # A batch of a directory's entries is looked at (stat, attributes) before any is handed on:
         # the caller reads files between, and its hashing threads then do not slow every stat down.
         for start in range(0, len(items), SCAN_BATCH):
             batch = []
-            for d in items[start:start + SCAN_BATCH]:
-                r = f"{rel}/{d.name}" if rel else d.name
+            for k in range(start, min(start + SCAN_BATCH, len(items))):
+                if heads is None:
+                    d = items[k]
+                    name = d.name
+                else:
+                    name = items[k]
+                    if files_as_stat and (head := heads[k]):
+                        r = f"{rel}/{name}" if rel else name
+                        batch.append((name, r, False, ListedFile(r, head, fields, k, at + name, attrs)))
+                        continue
+                r = f"{rel}/{name}" if rel else name
                 try:
-                    st = d.stat(follow_symlinks=False)
+                    st = d.stat(follow_symlinks=False) if heads is None else \
+                        os.stat(name, dir_fd=dfd, follow_symlinks=False)
                     linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
                     if files_as_stat and not linked and stat.S_ISREG(st.st_mode):
-                        batch.append((d, r, False, FileStat(r, st, at + d.name, attrs)))
+                        batch.append((name, r, False, FileStat(r, st, at + name, attrs)))
                         continue
                     known = linked and (st.st_dev, st.st_ino) in first_name  # (a link to a file met before)
-                    batch.append((d, r, linked and (st.st_dev, st.st_ino),
-                                  None if known else _entry_for(r, st, at + d.name, attrs)))
+                    batch.append((name, r, linked and (st.st_dev, st.st_ino),
+                                  None if known else _entry_for(r, st, at + name, attrs)))
                 except OSError as exc:
                     warn(r, f"cannot stat: {exc.strerror}")
-            for d, r, inode, e in batch:
+            for name, r, inode, e in batch:
                 if inode:  # the first name met, in the walk's order, is the file; the others link to it
                     if (first := first_name.get(inode)) is not None:
                         yield {"path": r, "type": "hardlink", "target": first}, False
@@ -256,14 +300,14 @@ def walk_tree(root: str, warn, files_as_stat: bool = False) -> Iterator[tuple[di
                 yield e, bool(inode)
                 if e.__class__ is dict and e["type"] == "dir":
                     try:
-                        sub = _open_dir(d.name, dfd)
+                        sub = _open_dir(name, dfd)
                     except OSError as exc:
                         why = ("it was replaced by a link or a file since it was listed; not followed"
                                if exc.errno in NOT_BENEATH else exc.strerror)
                         warn(r, f"cannot list directory: {why}")
                         continue
                     try:
-                        yield from walk(sub, os.path.join(dirpath, d.name), r)
+                        yield from walk(sub, os.path.join(dirpath, name), r)
                     finally:
                         os.close(sub)
 
@@ -601,14 +645,15 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
             store.save_small(batch, read_job, small_max, small_done)
             batch, batch_bytes = [], 0
 
-    for e, linked in walk_tree(source.path, warn, files_as_stat=cursor is not None):
-        if e.__class__ is FileStat:  # (a file with one link, in an incremental)
+    listed = ahead.listing if cursor is not None and ahead.walking else None
+    for e, linked in walk_tree(source.path, warn, files_as_stat=cursor is not None, listed=listed):
+        if (c := e.__class__) is ListedFile or c is FileStat:  # (a file with one link, in an incremental)
             head = e.text_head()
             text = cursor.same_text(e.rel, head)
             if text is not None and (ids := reused_chunks(text, head)) is not None and has_all(ids):
                 stats.files += 1
                 stats.files_reused += 1
-                stats.size_bytes += e.st.st_size
+                stats.size_bytes += e.size
                 stats.chunks_total += len(ids) // 32
                 progress.files_done += 1
                 if pending:
