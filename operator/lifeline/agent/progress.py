@@ -6,8 +6,9 @@ In a Job (``--progress-lines``; the restore Job's task always) the agent writes 
     lifeline-progress {"bytes":1048576,"done":false,"elapsed":2.0,"eta":6,"files":3,"files_total":12,
                        "phase":"backup","rate":524288,"total":4194304}
 
-``total`` (bytes) is known for a directory (the agent scans the tree first) and for a restore (the
-point's manifest), not for a dump's stream; ``eta`` (seconds) only when it is. ``lifeline backup now
+``total`` (bytes) is known for a directory (a full backup scans the tree first; an incremental takes
+its parent point's figures as an estimate, shown as no less than what is done) and for a restore
+(the point's manifest), not for a dump's stream; ``eta`` (seconds) only when it is. ``lifeline backup now
 --wait``, ``drill run`` and ``restore status --wait`` follow the Job's log and draw a bar from these
 lines (:func:`bar_text`, :func:`plain_text`). The worker only adds to counters; the lines are written
 by a thread, by time, so the hot path never waits on them.
@@ -53,6 +54,7 @@ class Progress:
         self.bytes_total: int | None = None
         self.files_done = 0
         self.files_total: int | None = None
+        self.estimated = False  # (the totals are an estimate: shown as no less than what is done)
         self.start = time.monotonic()
         self._stop = threading.Event()
         self._thread = None
@@ -73,15 +75,24 @@ class Progress:
             if self.lines is not None:
                 self._emit(done=True)
 
+    def _totals(self, done: bool = False) -> tuple[int | None, int | None]:
+        """(files, bytes) to show as the totals: an estimate grows with what is done past it, and
+        is what was done at the end."""
+        files, size = self.files_total or None, self.bytes_total or None
+        if self.estimated:
+            files = (self.files_done if done else max(files or 0, self.files_done)) or None
+            size = (self.bytes_done if done else max(size or 0, self.bytes_done)) or None
+        return files, size
+
     def record(self, done: bool = False) -> dict:
         """The figures now, as a structured line carries them."""
         el = max(time.monotonic() - self.start, 1e-6)
         rate = self.bytes_done / el
-        total = self.bytes_total or None
+        files_total, total = self._totals(done)
         eta = None
         if total:
             eta = 0 if done or self.bytes_done >= total else round((total - self.bytes_done) / rate) if rate else None
-        return {"phase": self.verb, "files": self.files_done, "files_total": self.files_total or None,
+        return {"phase": self.verb, "files": self.files_done, "files_total": files_total,
                 "bytes": self.bytes_done, "total": total, "rate": round(rate), "eta": eta,
                 "elapsed": round(el, 1), "done": done}
 
@@ -95,14 +106,15 @@ class Progress:
     def line(self) -> str:
         el = max(time.monotonic() - self.start, 1e-6)
         rate = self.bytes_done / el
+        files_total, total = self._totals()
         parts = [f"{self.verb} {human_bytes(self.bytes_done)}"]
-        if self.bytes_total:
-            parts[0] += f" / {human_bytes(self.bytes_total)}"
-        files = f"{self.files_done}" + (f"/{self.files_total}" if self.files_total else "")
+        if total:
+            parts[0] += f" / {human_bytes(total)}"
+        files = f"{self.files_done}" + (f"/{files_total}" if files_total else "")
         parts.append(f"{files} files")
         parts.append(f"{human_bytes(rate)}/s")
-        if self.bytes_total and rate > 0 and self.bytes_done < self.bytes_total:
-            parts.append(f"ETA {_hms((self.bytes_total - self.bytes_done) / rate)}")
+        if total and rate > 0 and self.bytes_done < total:
+            parts.append(f"ETA {_hms((total - self.bytes_done) / rate)}")
         parts.append(_hms(el))
         return "  ".join(parts)
 
