@@ -246,4 +246,30 @@ def test_a_changed_small_files_batch_is_sent_to_be_read_before_it_is_full(repo: 
     monkeypatch.setattr(backup, "PENDING_MAX", 16)
     third = run_backup(r, provider, dir_source(str(src)))
     assert third["files_unchanged"] == 39 and third["chunks_new"] == 1
-    assert events[0] == ("save_small", 1 + 16 // 4)  # (f00 itself, then a quarter of the bound behind it)
+    assert events[0] == ("save_small", 1 + 16 // 4 + 1)  # (f00 itself, then past a quarter of the bound behind it)
+
+
+def test_a_batch_is_sent_early_after_a_quarter_behind_itself_not_behind_an_earlier_one(repo: Repo, tmp_path,
+                                                                                     monkeypatch):
+    """While an earlier batch is in flight, a new changed small file starts a batch that waits for
+    its own quarter of the bound behind it: counted from the front of what waits, every changed file
+    would go alone (one read per hand-off, and the walk waiting on the few in flight)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(os.urandom(100))
+    r, provider = open_repo(repo)
+    run_backup(r, provider, dir_source(str(src)))
+    run_backup(r, provider, dir_source(str(src)))
+    for name in ("f00", "f07", "f08"):
+        (src / name).write_bytes(os.urandom(100))
+    copied, sent = [], []
+    same_text = ParentCursor.same_text
+    monkeypatch.setattr(ParentCursor, "same_text", lambda self, *a: copied.append(1) or same_text(self, *a))
+    real = BlobSaver.save_small
+    monkeypatch.setattr(BlobSaver, "save_small", lambda self, jobs, *a: (
+        sent.append((len(copied), [j[1] for j in jobs])), real(self, jobs, *a))[1])
+    monkeypatch.setattr(backup, "PENDING_MAX", 16)
+    third = run_backup(r, provider, dir_source(str(src)))
+    assert third["files_unchanged"] == 37 and third["chunks_new"] == 3
+    assert sent[:2] == [(6, ["f00"]), (9 + 5, ["f07", "f08"])]  # (f07's batch: after five behind it)

@@ -84,6 +84,7 @@ def _odd_tree(src) -> None:
     os.symlink("a", src / "link")
     os.mkfifo(src / "fifo")
     os.setxattr(src / "d" / "b", "user.note", b"kept")
+    os.utime(src / "d" / "e" / "c", ns=(9_460_000_000_000_000_000, 9_460_000_000_000_000_000))  # (2269)
 
 
 def _walked(root, listed=None) -> list:
@@ -114,8 +115,10 @@ def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch
         listed = _walked(src, ahead.listing)
     finally:
         ahead.close()
-    assert [x for x in listed if x[0] == "ListedFile"]  # (the helper's listings were used)
     assert [x[1:] for x in listed] == [x[1:] for x in own]
+    # every file with one link came from a listing but the one whose times do not fit in its fields
+    assert sum(x[0] == "ListedFile" for x in listed) == sum(x[0] == "FileStat" for x in own) - 1
+    assert [x[3]["path"] for x in listed if x[0] == "FileStat"] == ["d/e/c"]
     assert {x[0] for x in own} == {"entry", "FileStat"}
     assert [x[1]["path"] for x in own if x[0] == "entry" and x[1].get("type") == "hardlink"] == ["d/a-again"]
 
@@ -131,8 +134,8 @@ def test_a_helper_that_stops_mid_walk_leaves_the_rest_to_the_backup(tmp_path, mo
     os.close(fd)
     asked = []
 
-    def listing(rel):
-        got = ahead.listing(rel)
+    def listing(rel, dir_fd):
+        got = ahead.listing(rel, dir_fd)
         asked.append((rel, got is not None))
         if rel == "d":  # (gone: what it wrote before it went, if anything, ends mid-frame)
             ahead.proc.kill()
@@ -157,15 +160,64 @@ class _Frames(ReadAhead):
         return self._frames.pop(0) if self._frames else None
 
 
-def test_listings_are_matched_to_the_walk_by_path_in_walk_order():
-    one = (["x"], [""], read_ahead.array("q", [0] * read_ahead.FIELDS))
-    frames = _Frames([("", one), ("a", None), ("a/x", one), ("c", one), ("c/d", one)])
-    assert frames.listing("") == one
-    assert frames.listing("a") is None  # (the helper could not list it: the backup lists it itself)
-    assert frames.listing("b") is None  # (a/x passed over: the backup did not walk into a/x; c kept for later)
-    assert frames.listing("c") == one and frames.walking
-    assert frames.listing("c/e") is None and frames.listing("f") is None  # (c/d passed over; then the end)
-    assert not frames.walking and frames.listing("g") is None
+def test_listings_are_matched_to_the_walk_by_path_in_walk_order_and_by_the_directory_itself(tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)
+    st = os.fstat(fd)
+    fields = read_ahead.array("q", [0] * read_ahead.FIELDS)
+    one = (["x"], [""], fields, (st.st_dev, st.st_ino))
+    elsewhere = (["x"], [""], fields, (st.st_dev, st.st_ino + 1))  # (the same path, another directory)
+    frames = _Frames([("", one), ("a", None), ("a/x", one), ("c", one), ("c/d", one), ("e", elsewhere), ("f", one)])
+    try:
+        assert frames.listing("", fd) == one[:3]
+        assert frames.listing("a", fd) is None  # (the helper could not list it: the backup lists it itself)
+        assert frames.listing("b", fd) is None  # (a/x passed over: the backup did not walk into a/x; c kept)
+        assert frames.listing("c", fd) == one[:3] and frames.walking
+        assert frames.listing("c/e", fd) is None  # (c/d passed over)
+        assert frames.listing("e", fd) is None and frames.walking  # (not this directory: the backup lists it)
+        assert frames.listing("f", fd) == one[:3]
+        assert frames.listing("g", fd) is None and not frames.walking  # (the end)
+    finally:
+        os.close(fd)
+
+
+def test_a_source_path_that_names_another_directory_by_the_walk_is_listed_by_the_backup(tmp_path, monkeypatch):
+    """The helper opens the source when the parent is found, the backup's walk later: a path pointed
+    elsewhere meanwhile (a link flipped, a volume mounted over it) must not get the first one's names."""
+    monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
+    first, then = tmp_path / "first", tmp_path / "then"
+    for root, name in ((first, "only-first"), (then, "only-then")):
+        (root / "sub").mkdir(parents=True)
+        (root / name).write_bytes(b"x")
+        (root / "sub" / name).write_bytes(b"y")
+    _walked(then)
+    own = _walked(then)
+    fd = os.open(first, os.O_RDONLY | os.O_DIRECTORY)
+    ahead = ReadAhead(fd, limit=4097, walk=True)
+    os.close(fd)
+    try:
+        listed = _walked(then, ahead.listing)
+    finally:
+        ahead.close()
+    assert [x[1:] for x in listed] == [x[1:] for x in own] and not any(x[0] == "ListedFile" for x in listed)
+
+
+def test_a_directory_too_large_to_list_is_left_to_the_backup(tmp_path, monkeypatch):
+    from lifeline.agent.beneath import Beneath
+
+    src = tmp_path / "src"
+    (src / "big").mkdir(parents=True)
+    for name in ("a", "big/1", "big/2", "big/3"):
+        (src / name).write_bytes(b"x")
+    monkeypatch.setattr(read_ahead, "LISTING_MAX", 2)
+    sent = []
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        read_ahead._walk(Beneath(fd), [0], lambda rel, listing: sent.append((rel, listing is None)))
+    finally:
+        os.close(fd)
+    assert sent == [("", False), ("big", True), ("", False)]  # (then the walk's end)
 
 
 @pytest.mark.parametrize("names", [["a", "../escape"], ["a", ".."], ["."], ["a", ""], ["a/b"]])
@@ -173,11 +225,23 @@ def test_a_listing_naming_what_is_not_an_entry_of_the_directory_is_never_used(na
     """The backup stats and opens what a listing names relative to the directory: a name with a
     slash, ``.``, ``..`` or nothing would take it out of it. The helper never sends one; if a listing
     held one, the backup lists every directory from there on itself."""
-    r, w = os.pipe()
     data = "\0".join(names).encode()
     heads = "\0".join([""] * len(names)).encode()
-    os.write(w, read_ahead.FRAME.pack(len(names), 1, len(data), len(heads)) + b"d" + data + heads
-             + bytes(8 * read_ahead.FIELDS * len(names)))
+    assert _read_frame(read_ahead.FRAME.pack(len(names), 1, len(data), len(heads), 0, 0) + b"d" + data + heads
+                       + bytes(8 * read_ahead.FIELDS * len(names))) is None
+
+
+def test_a_frame_cut_short_ends_the_listings():
+    whole = read_ahead.FRAME.pack(1, 1, 1, 0, 0, 0) + b"d" + b"x" + bytes(8 * read_ahead.FIELDS)
+    assert _read_frame(whole) == ("d", (["x"], [""], read_ahead.array("q", [0] * read_ahead.FIELDS), (0, 0)))
+    for cut in (len(whole) - 1, read_ahead.FRAME.size - 1, read_ahead.FRAME.size + 1):
+        assert _read_frame(whole[:cut]) is None
+
+
+def _read_frame(data: bytes):
+    """What ReadAhead._frame makes of ``data`` sent by a helper that then ended."""
+    r, w = os.pipe()
+    os.write(w, data)
     os.close(w)
 
     class Pipe:
@@ -190,6 +254,6 @@ def test_a_listing_naming_what_is_not_an_entry_of_the_directory_is_never_used(na
     ahead = _Frames([])
     ahead.proc, ahead._in = Pipe, bytearray()
     try:
-        assert ReadAhead._frame(ahead) is None
+        return ReadAhead._frame(ahead)
     finally:
         os.close(r)

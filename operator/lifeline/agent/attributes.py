@@ -57,7 +57,7 @@ class Attributes:
 
     def head_parts(self, mode: int, uid: int, gid: int) -> tuple[str, str]:
         """What a file's entry text holds from after its path to ``"mtime_ns":``, and from after its
-        atime to ``"size":`` (see :func:`_entry_for`): the same for most files of a tree."""
+        atime to ``"size":`` (see :func:`.backup._entry_for`): the same for most files of a tree."""
         try:
             return self.heads[mode, uid, gid]
         except KeyError:

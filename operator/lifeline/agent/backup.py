@@ -252,7 +252,7 @@ def walk_tree(root: str, warn, files_as_stat: bool = False,
     by_fd = os.path.isdir("/proc/self/fd")  # (a name in a directory's descriptor, for listxattr/readlink)
 
     def walk(dfd: int, dirpath: str, rel: str):
-        got = listed(rel) if listed is not None else None
+        got = listed(rel, dfd) if listed is not None else None
         if got is not None:  # (names, heads, fields) from the helper
             items, heads, fields = got
         else:
@@ -603,6 +603,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
     small_max = chunker.min_size
     batch: list[tuple[list, str]] = []  # ([entry, waits], path) of small files to read
     batch_bytes = 0
+    behind = 0  # copied entries waiting behind the batch's first file
 
     cursor = ParentCursor(parent.entry_reader() or parent.with_text()) if parent is not None else None
     has_all = known.has_all if cursor is not None else None  # (every chunk id of a parent's entry stored?)
@@ -658,11 +659,11 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
         item[1] = 0
 
     def flush_small() -> None:
-        nonlocal batch, batch_bytes
+        nonlocal batch, batch_bytes, behind
         if batch:
             ahead.flush()
             store.save_small(batch, read_job, small_max, small_done)
-            batch, batch_bytes = [], 0
+            batch, batch_bytes, behind = [], 0, 0
 
     listed = ahead.listing if cursor is not None and ahead.walking else None
     for e, linked in walk_tree(source.path, warn, files_as_stat=cursor is not None, listed=listed):
@@ -681,8 +682,10 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                     pending.append([text, 0])
                     if len(pending) > PENDING_MAX:
                         emit()  # (which bounds what waits behind a changed file's batch)
-                    elif batch and len(pending) > PENDING_MAX >> 2:
-                        flush_small()  # (read while the walk goes on: waited for only past the bound)
+                    elif batch:
+                        behind += 1
+                        if behind > PENDING_MAX >> 2:
+                            flush_small()  # (read while the walk goes on: waited for only past the bound)
                 else:
                     out.add_text(text)
                 continue

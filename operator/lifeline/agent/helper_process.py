@@ -12,7 +12,10 @@ import os
 import subprocess
 import sys
 
-_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONUTF8", "TMPDIR")
+_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONUTF8", "TMPDIR",
+         # how names of users and groups are found (nss_wrapper, as images that run under any uid
+         # use): the read-ahead helper renders owners' names the backup compares with the parent's
+         "LD_PRELOAD", "NSS_WRAPPER_PASSWD", "NSS_WRAPPER_GROUP")
 
 
 def start(module: str, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:

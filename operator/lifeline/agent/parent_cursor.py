@@ -1,7 +1,7 @@
 """The parent point's entries, read alongside a backup's walk: how an incremental finds what it can reuse.
 
 An unchanged file is most of an incremental backup, so it costs no decoding: the walk renders the
-beginning its entry would have (:meth:`lifeline.agent.backup.FileStat.text_head`: path, mode, owner,
+beginning its entry would have (:func:`lifeline.agent.attributes.file_head`: path, mode, owner,
 times, size, inode, change time), and if the parent's entry begins with exactly that, its text is
 copied into the new point as it is. The change time moves with any change of a file's data, mode,
 owner or extended attributes (the kernel sets it; no one can set it back), so an equal one says the

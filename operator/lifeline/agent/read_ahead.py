@@ -6,34 +6,38 @@ threads share one GIL with its main thread, so few reads are in flight. 200,000 
 cold: one at a time 18 s, this helper's 4 threads 8.7 s (8 threads: 10 s, as they wait for their
 own GIL); the backup 21 s without it, 12.7 s with it.
 
-For an incremental backup (a parent point found), the same helper first walks the source (``walk``), in the backup's
-order (directories by name, depth first), and stats every entry, so that the walk's own ``stat``
-calls find the inodes in memory: there the walk is the backup's time, and on a cold cache each
-``stat`` waits for the disk and for the kernel to build the inode (200,000 small files: ~1 s of a
-3.4 s incremental). The helper's walk does nothing else, so it keeps ahead from the start (it
-starts while the backup loads its index); one thread of it: four took 1.7 s where one takes 1.0 s,
-waiting on each other in the kernel. (A thread of the backup's own instead made it slower: 3.4 s,
-as it waits for the GIL; a helper of its own would cost another ~13 MiB.)
+For an incremental backup (a parent point found), the same helper first walks the source
+(``walk``), in the backup's order (directories by name, depth first), lists and stats every
+directory, and hands the backup each listing (:meth:`ReadAhead.listing`): the names, and for each
+regular file with one link its stat fields and the beginning its entry would have
+(:func:`lifeline.agent.attributes.file_head`). For an unchanged file the backup's one thread then
+compares that text with the parent's and makes no system call of its own (the ``stat`` was a quarter
+of its time, the rendering another tenth); everything else (directories, links, devices, files with
+other names, what the helper could not stat) the backup stats itself. The helper starts while the
+backup loads its index, and on a cold cache its walk is the incremental's time: the kernel reading
+200,000 inodes is ~0.9 s of one thread (two or four threads took as long or longer; a second thread
+of the helper stat-ing ahead of its lister made it 2.5 times slower, the two taking turns on the GIL).
 
-The walk also hands the backup what it learnt (:meth:`ReadAhead.listing`): each directory's names,
-in the backup's order, and for each regular file with one link its stat fields and the beginning
-its entry would have (:func:`lifeline.agent.attributes.file_head`), so that for an unchanged file the
-backup's one thread compares that text with the parent's and makes no system call of its own (the
-``stat`` was a quarter of its time, the rendering another tenth). Everything else (directories,
-links, devices, files with other names, what the helper could not stat) the backup stats itself.
+Trust: the helper is the agent's own code, started from ``/`` with ``python -P``, without
+credentials (:mod:`.helper_process`), and what a listing says of a file (its stat) is what the
+backup records, as it would its own stat. A listing is used only for the very directory the backup
+is in (the same path, device and inode: a directory swapped, or the source's path pointed elsewhere
+between the two opens, is listed by the backup), only if it names entries of that directory and
+nothing else (no slash, ``.``, ``..``), and only while the helper keeps up (:data:`LISTING_WAIT`);
+a directory of more than :data:`LISTING_MAX` entries is not listed (memory). Otherwise the backup
+lists by itself: a helper that fails or stops changes nothing but the speed.
 
-It is a hint and nothing more: names are sent when the pipe takes them and dropped when it does not,
-what the helper reads is thrown away, a listing that does not fit the backup's walk is not used
-(the backup lists that directory itself), and a helper that fails changes nothing but the speed. It
-opens only regular files and directories beneath the source's descriptor (inherited), through no
-link, without blocking, and reads at most ``limit`` bytes of each file. At the end of its input it
-reports what it read: files, bytes, entries walked.
+The reading is a hint: names are sent when the pipe takes them and dropped when it does not, and
+what the helper reads is thrown away. It opens only regular files and directories beneath the
+source's descriptor (inherited), through no link, without blocking, and reads at most ``limit``
+bytes of each file. At the end of its input it reports what it read: files, bytes, entries walked.
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import queue
+import select
 import stat
 import struct
 import subprocess
@@ -47,15 +51,18 @@ THREADS = 4  # reads in flight (the disk's queue, not the CPU, is what they shar
 START_AFTER = 256  # small files a backup reads before it starts the helper (an incremental often reads fewer)
 PIPE_MAX = 1 << 20  # bytes of names waiting for the pipe; more are dropped
 LISTING_PIPE = 1 << 20  # bytes of listings the helper may send ahead (Linux's limit for anyone, by default)
+LISTING_WAIT = 60.0  # seconds the backup waits for a listing before it lists the rest by itself
+LISTING_MAX = 1 << 16  # entries of a directory the helper lists for the backup (more: the backup lists it)
 
 # The helper's frames: a directory's listing, the end of its walk, or its report: entries (NOT_LISTED:
 # the directory could not be listed; WALKED: the walk's end; REPORT: the report), then the byte lengths of its path (or the
 # report's text), of its names (joined by NUL) and of its files' heads (ASCII, joined by NUL: empty
 # for an entry the backup stats itself); these three, then FIELDS int64 numbers for every entry.
-FRAME = struct.Struct("<iIII")
+FRAME = struct.Struct("<iIIIqq")  # (then the directory's device and inode, as int64: see listing)
 NOT_LISTED, WALKED, REPORT = -1, -2, -3
 FIELDS = 10  # mode, inode, device, links, uid, gid, size, atime_ns, mtime_ns, ctime_ns (a file's; else 0)
 _NONE = (0,) * FIELDS
+_RECORD = struct.Struct(f"={FIELDS}q")  # (an entry's fields as the array holds them: native order)
 _U64 = (1 << 64) - 1
 
 
@@ -115,12 +122,12 @@ class ReadAhead:
         except (BlockingIOError, BrokenPipeError):
             pass
 
-    def listing(self, rel: str) -> tuple[list[str], list[str], array] | None:
-        """The directory ``rel`` (``""``: the source) as the walking helper listed it: its names in
-        the walk's order, each regular file's head (``""`` for the others) and FIELDS numbers for each
-        entry (:func:`listed_stat`); None if the helper did not list it or is gone: list it yourself.
-        Asked for in the walk's order; the listings of directories the backup did not walk into are
-        passed over."""
+    def listing(self, rel: str, dir_fd: int) -> tuple[list[str], list[str], array] | None:
+        """The directory ``rel`` (``""``: the source), open as ``dir_fd``, as the walking helper listed
+        it: its names in the walk's order, each regular file's head (``""`` for the others) and
+        FIELDS numbers for each entry (:func:`listed_stat`); None if the helper did not list that
+        directory (another at that path: see the module's doc) or is gone: list it yourself. Asked
+        for in the walk's order; listings of directories the backup did not walk into are passed over."""
         if not self.walking:
             return None
         key = rel.split("/")
@@ -131,7 +138,10 @@ class ReadAhead:
                 return None
             other = got[0].split("/")
             if other == key:
-                return got[1]
+                if got[1] is None:
+                    return None
+                st = os.fstat(dir_fd)
+                return got[1][:3] if got[1][3] == (_signed(st.st_dev), _signed(st.st_ino)) else None
             if other > key:  # (a directory the helper did not list, or not yet: the backup lists it)
                 self._next = got
                 return None
@@ -141,7 +151,7 @@ class ReadAhead:
         head = self._take(FRAME.size)
         if head is None:
             return None
-        count, n_rel, n_names, n_heads = FRAME.unpack(head)
+        count, n_rel, n_names, n_heads, dev, ino = FRAME.unpack(head)
         if count < NOT_LISTED:  # (the walk's end: nothing more to list)
             return None
         raw = self._take(n_rel + n_names + n_heads + max(count, 0) * FIELDS * 8)
@@ -157,14 +167,17 @@ class ReadAhead:
         if len(names) != count or len(heads) != count or "" in names or "." in names or ".." in names \
                 or any("/" in n for n in names):
             return None  # (names the backup would follow out of the directory: never from this helper)
-        return rel, (names, heads, fields)
+        return rel, (names, heads, fields, (dev, ino))
 
     def _take(self, n: int) -> bytes | None:
-        """``n`` bytes of what the helper sends (waiting for them), or None at its end."""
+        """``n`` bytes of what the helper sends, or None at its end, or when it sent nothing for
+        :data:`LISTING_WAIT` seconds (stuck: on a directory the backup may well list faster itself,
+        or stopped)."""
         buf, fd = self._in, self.proc.stdout.fileno()
         while len(buf) < n:
             try:
-                got = os.read(fd, max(1 << 20, n - len(buf)))
+                ready, _, _ = select.select([fd], [], [], LISTING_WAIT)
+                got = os.read(fd, 1 << 20) if ready else b""
             except OSError:
                 got = b""
             if not got:
@@ -195,7 +208,7 @@ class ReadAhead:
         data, self._in = self._in + rest, bytearray()
         at = 0
         while at + FRAME.size <= len(data):  # (listings not asked for, then the report)
-            count, n_rel, n_names, n_heads = FRAME.unpack_from(data, at)
+            count, n_rel, n_names, n_heads, _dev, _ino = FRAME.unpack_from(data, at)
             at += FRAME.size
             if count == REPORT:
                 try:
@@ -225,6 +238,8 @@ def _walk(files, met: list, send) -> None:
     for a listing until it comes); ``met[0]`` counts the entries."""
     try:
         _list_all(files, met, send)
+    except Exception:  # noqa: BLE001 - (a hint: the backup lists what is left by itself; not on its log)
+        pass
     finally:
         send("", WALKED)
 
@@ -244,6 +259,7 @@ def _list_all(files, met: list, send) -> None:
         try:
             with os.scandir(fd) as it:
                 items = sorted(it, key=lambda d: d.name)  # (the backup's order)
+            here = os.fstat(fd)
             listing = _listing(rel, items, attrs)  # (each entry stat-ed through fd: closed after)
         except OSError:
             send(rel, None)
@@ -251,7 +267,8 @@ def _list_all(files, met: list, send) -> None:
         finally:
             os.close(fd)
         met[0] += len(items)
-        send(rel, listing[:3])
+        big = len(items) > LISTING_MAX  # (the backup lists it: its listing would be ~2x the memory)
+        send(rel, None if big else listing[:3] + ((_signed(here.st_dev), _signed(here.st_ino)),))
         todo.extend(reversed(listing[3]))
 
 
@@ -270,9 +287,15 @@ def _listing(rel: str, items: list, attrs) -> tuple[list[str], list[str], array,
             fields.extend(_NONE)
             continue
         if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            try:  # (packed whole first: extend would add the numbers before one that does not fit)
+                fields.frombytes(_RECORD.pack(st.st_mode, _signed(st.st_ino), _signed(st.st_dev), st.st_nlink,
+                                              st.st_uid, st.st_gid, st.st_size, st.st_atime_ns, st.st_mtime_ns,
+                                              st.st_ctime_ns))
+            except struct.error:  # (a time past 2262 in nanoseconds: the backup stats it itself)
+                heads.append("")
+                fields.extend(_NONE)
+                continue
             heads.append(file_head(r, st, attrs))
-            fields.extend((st.st_mode, _signed(st.st_ino), _signed(st.st_dev), st.st_nlink, st.st_uid,
-                           st.st_gid, st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
             continue
         heads.append("")
         fields.extend(_NONE)
@@ -289,12 +312,12 @@ def _sender(out_fd: int):
     def send(rel: str, listing) -> None:
         r = os.fsencode(rel)
         if listing is None or type(listing) is int:  # (not listed; the walk's end; the report)
-            parts = [FRAME.pack(NOT_LISTED if listing is None else listing, len(r), 0, 0), r]
+            parts = [FRAME.pack(NOT_LISTED if listing is None else listing, len(r), 0, 0, 0, 0), r]
         else:
-            names, heads, fields = listing
+            names, heads, fields, (dev, ino) = listing
             n = os.fsencode("\0".join(names))
             h = "\0".join(heads).encode("ascii")
-            parts = [FRAME.pack(len(names), len(r), len(n), len(h)), r, n, h, fields.tobytes()]
+            parts = [FRAME.pack(len(names), len(r), len(n), len(h), dev, ino), r, n, h, fields.tobytes()]
         data = memoryview(b"".join(parts))
         with lock:
             while data:
