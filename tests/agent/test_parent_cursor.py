@@ -197,18 +197,25 @@ def test_an_unchanged_file_whose_chunks_the_index_lost_is_read_again(repo: Repo,
     assert (out / "old").read_bytes() == (src / "old").read_bytes()
 
 
-@pytest.mark.slow
-def test_unchanged_files_copied_behind_a_changed_small_file_wait_no_longer_than_the_bound(repo: Repo, tmp_path,
-                                                                                        monkeypatch):
-    """Entries wait for a changed small file's batch at most PENDING_MAX long, copied ones too: past
-    it, the batch is saved and waited for (else a flat directory of unchanged files would all wait)."""
+def _forty_small_files_backed_up(repo: Repo, tmp_path) -> tuple:
+    """(a directory of 40 small files, the repository, its key provider), backed up twice (the
+    access times settled by the first one's reads)."""
     src = tmp_path / "src"
     src.mkdir()
     for i in range(40):
         (src / f"f{i:02d}").write_bytes(os.urandom(100))
     r, provider = open_repo(repo)
     run_backup(r, provider, dir_source(str(src)))
-    run_backup(r, provider, dir_source(str(src)))  # (access times settled by the first one's reads)
+    run_backup(r, provider, dir_source(str(src)))
+    return src, r, provider
+
+
+@pytest.mark.slow
+def test_unchanged_files_copied_behind_a_changed_small_file_wait_no_longer_than_the_bound(repo: Repo, tmp_path,
+                                                                                        monkeypatch):
+    """Entries wait for a changed small file's batch at most PENDING_MAX long, copied ones too: past
+    it, the batch is saved and waited for (else a flat directory of unchanged files would all wait)."""
+    src, r, provider = _forty_small_files_backed_up(repo, tmp_path)
     (src / "f00").write_bytes(os.urandom(100))  # the first in the walk: the rest wait behind it
     copied, drains = [], []  # (at each wait for the saver: how many files were copied by then)
     same_text = ParentCursor.same_text
@@ -228,13 +235,7 @@ def test_a_changed_small_files_batch_is_sent_to_be_read_before_it_is_full(repo: 
     """1 % of small files changed fill a batch only every few thousand entries: the batch is sent once
     a quarter of PENDING_MAX waits behind it, so its files are read while the walk goes on, not when
     the bound is reached (where the walk would wait for the reads)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(40):
-        (src / f"f{i:02d}").write_bytes(os.urandom(100))
-    r, provider = open_repo(repo)
-    run_backup(r, provider, dir_source(str(src)))
-    run_backup(r, provider, dir_source(str(src)))  # (access times settled by the first one's reads)
+    src, r, provider = _forty_small_files_backed_up(repo, tmp_path)
     (src / "f00").write_bytes(os.urandom(100))
     copied, events = [], []
     same_text = ParentCursor.same_text
@@ -254,13 +255,7 @@ def test_a_batch_is_sent_early_after_a_quarter_behind_itself_not_behind_an_earli
     """While an earlier batch is in flight, a new changed small file starts a batch that waits for
     its own quarter of the bound behind it: counted from the front of what waits, every changed file
     would go alone (one read per hand-off, and the walk waiting on the few in flight)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(40):
-        (src / f"f{i:02d}").write_bytes(os.urandom(100))
-    r, provider = open_repo(repo)
-    run_backup(r, provider, dir_source(str(src)))
-    run_backup(r, provider, dir_source(str(src)))
+    src, r, provider = _forty_small_files_backed_up(repo, tmp_path)
     for name in ("f00", "f07", "f08"):
         (src / name).write_bytes(os.urandom(100))
     copied, sent = [], []

@@ -100,17 +100,24 @@ def _walked(root, listed=None) -> list:
     return out
 
 
-def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch):
-    """The same entries, heads and sizes whether the helper listed the directories or the backup did;
-    only that the files with one link came as ListedFile (no system call of the backup's)."""
+def _odd_tree_and_helper(tmp_path, monkeypatch) -> tuple:
+    """(an odd tree, the backup's own walk of it, a walking helper started on it)."""
     monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
     src = tmp_path / "src"
     _odd_tree(src)
     _walked(src)  # (listing a new directory moves its access time, once)
     own = _walked(src)
     fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
-    ahead = ReadAhead(fd, limit=4097, walk=True)
-    os.close(fd)
+    try:
+        return src, own, ReadAhead(fd, limit=4097, walk=True)
+    finally:
+        os.close(fd)
+
+
+def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch):
+    """The same entries, heads and sizes whether the helper listed the directories or the backup did;
+    only that the files with one link came as ListedFile (no system call of the backup's)."""
+    src, own, ahead = _odd_tree_and_helper(tmp_path, monkeypatch)
     try:
         listed = _walked(src, ahead.listing)
     finally:
@@ -124,14 +131,7 @@ def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch
 
 
 def test_a_helper_that_stops_mid_walk_leaves_the_rest_to_the_backup(tmp_path, monkeypatch):
-    monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
-    src = tmp_path / "src"
-    _odd_tree(src)
-    _walked(src)  # (listing a new directory moves its access time, once)
-    own = _walked(src)
-    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
-    ahead = ReadAhead(fd, limit=4097, walk=True)
-    os.close(fd)
+    src, own, ahead = _odd_tree_and_helper(tmp_path, monkeypatch)
     asked = []
 
     def listing(rel, dir_fd):
