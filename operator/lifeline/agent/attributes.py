@@ -35,25 +35,13 @@ class Attributes:
         try:
             return self.users[uid]
         except KeyError:
-            pass
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError):
-            name = None
-        self.users[uid] = name
-        return name
+            return _look_up(self.users, uid, lambda i: pwd.getpwuid(i).pw_name)
 
     def group(self, gid: int) -> str | None:
         try:
             return self.groups[gid]
         except KeyError:
-            pass
-        try:
-            name = grp.getgrgid(gid).gr_name
-        except (KeyError, OverflowError):
-            name = None
-        self.groups[gid] = name
-        return name
+            return _look_up(self.groups, gid, lambda i: grp.getgrgid(i).gr_name)
 
     def head_parts(self, mode: int, uid: int, gid: int) -> tuple[str, str]:
         """What a file's entry text holds from after its path to ``"mtime_ns":``, and from after its
@@ -95,6 +83,16 @@ class Attributes:
                 continue
             out[name] = base64.b64encode(value).decode("ascii")
         return out or None, complete
+
+
+def _look_up(names: dict[int, str | None], number: int, name_of) -> str | None:
+    """The name of a user or group ``number`` (None if it has none), remembered in ``names``."""
+    try:
+        name = name_of(number)
+    except (KeyError, OverflowError):
+        name = None
+    names[number] = name
+    return name
 
 
 def file_head(rel: str, st: os.stat_result, attrs: Attributes) -> str:

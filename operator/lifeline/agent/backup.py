@@ -269,18 +269,13 @@ def walk_tree(root: str, warn, files_as_stat: bool = False,
         for start in range(0, len(items), SCAN_BATCH):
             batch = []
             for k in range(start, min(start + SCAN_BATCH, len(items))):
-                if heads is None:
-                    d = items[k]
-                    name = d.name
-                else:
-                    name = items[k]
-                    if files_as_stat and (head := heads[k]):
-                        r = f"{rel}/{name}" if rel else name
-                        batch.append((name, r, False, ListedFile(r, head, fields, k, at + name, attrs)))
-                        continue
+                name = items[k].name if heads is None else items[k]
                 r = f"{rel}/{name}" if rel else name
+                if heads is not None and files_as_stat and (head := heads[k]):
+                    batch.append((name, r, False, ListedFile(r, head, fields, k, at + name, attrs)))
+                    continue
                 try:
-                    st = d.stat(follow_symlinks=False) if heads is None else \
+                    st = items[k].stat(follow_symlinks=False) if heads is None else \
                         os.stat(name, dir_fd=dfd, follow_symlinks=False)
                     linked = st.st_nlink > 1 and stat.S_ISREG(st.st_mode)
                     if files_as_stat and not linked and stat.S_ISREG(st.st_mode):

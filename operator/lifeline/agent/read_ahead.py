@@ -46,6 +46,7 @@ import threading
 from array import array
 
 from . import helper_process
+from .attributes import Attributes, file_head
 
 THREADS = 4  # reads in flight (the disk's queue, not the CPU, is what they share)
 START_AFTER = 256  # small files a backup reads before it starts the helper (an incremental often reads fewer)
@@ -61,8 +62,8 @@ LISTING_MAX = 1 << 16  # entries of a directory the helper lists for the backup 
 FRAME = struct.Struct("<iIIIqq")  # (then the directory's device and inode, as int64: see listing)
 NOT_LISTED, WALKED, REPORT = -1, -2, -3
 FIELDS = 10  # mode, inode, device, links, uid, gid, size, atime_ns, mtime_ns, ctime_ns (a file's; else 0)
-_NONE = (0,) * FIELDS
 _RECORD = struct.Struct(f"={FIELDS}q")  # (an entry's fields as the array holds them: native order)
+_NO_RECORD = bytes(_RECORD.size)  # (an entry the backup stats itself)
 _U64 = (1 << 64) - 1
 
 
@@ -154,7 +155,7 @@ class ReadAhead:
         count, n_rel, n_names, n_heads, dev, ino = FRAME.unpack(head)
         if count < NOT_LISTED:  # (the walk's end: nothing more to list)
             return None
-        raw = self._take(n_rel + n_names + n_heads + max(count, 0) * FIELDS * 8)
+        raw = self._take(_body_size(count, n_rel, n_names, n_heads))
         if raw is None:
             return None
         rel = os.fsdecode(raw[:n_rel])
@@ -216,8 +217,13 @@ class ReadAhead:
                 except ValueError:
                     return None
                 return files, nbytes, walked
-            at += n_rel + n_names + n_heads + max(count, 0) * FIELDS * 8
+            at += _body_size(count, n_rel, n_names, n_heads)
         return None
+
+
+def _body_size(count: int, n_rel: int, n_names: int, n_heads: int) -> int:
+    """The bytes that follow a frame's header (:data:`FRAME`)."""
+    return n_rel + n_names + n_heads + max(count, 0) * FIELDS * 8
 
 
 def listed_stat(fields: array, k: int) -> os.stat_result:
@@ -245,8 +251,6 @@ def _walk(files, met: list, send) -> None:
 
 
 def _list_all(files, met: list, send) -> None:
-    from .attributes import Attributes  # (here only: the helper that only reads needs none of it)
-
     attrs = Attributes(lambda rel, why: None)  # (the backup reports what goes wrong, itself)
     todo: list[str] = [""]  # directories to list, the next one in the walk's order last
     while todo:
@@ -274,33 +278,23 @@ def _list_all(files, met: list, send) -> None:
 
 def _listing(rel: str, items: list, attrs) -> tuple[list[str], list[str], array, list[str]]:
     """(names, heads, fields, subdirectories) of the directory ``rel``'s entries ``items``."""
-    from .attributes import file_head
-
     names, heads, fields, subdirs = [], [], array("q"), []
     for d in items:
         names.append(d.name)
         r = f"{rel}/{d.name}" if rel else d.name
+        head, record = "", _NO_RECORD  # (the backup stats it itself)
         try:
             st = d.stat(follow_symlinks=False)
-        except OSError:
-            heads.append("")
-            fields.extend(_NONE)
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-            try:  # (packed whole first: extend would add the numbers before one that does not fit)
-                fields.frombytes(_RECORD.pack(st.st_mode, _signed(st.st_ino), _signed(st.st_dev), st.st_nlink,
-                                              st.st_uid, st.st_gid, st.st_size, st.st_atime_ns, st.st_mtime_ns,
-                                              st.st_ctime_ns))
-            except struct.error:  # (a time past 2262 in nanoseconds: the backup stats it itself)
-                heads.append("")
-                fields.extend(_NONE)
-                continue
-            heads.append(file_head(r, st, attrs))
-            continue
-        heads.append("")
-        fields.extend(_NONE)
-        if stat.S_ISDIR(st.st_mode):
-            subdirs.append(r)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                record = _RECORD.pack(st.st_mode, _signed(st.st_ino), _signed(st.st_dev), st.st_nlink, st.st_uid,
+                                      st.st_gid, st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+                head = file_head(r, st, attrs)
+            elif stat.S_ISDIR(st.st_mode):
+                subdirs.append(r)
+        except (OSError, struct.error):  # (gone, or a time past 2262 in nanoseconds: left to the backup)
+            pass
+        heads.append(head)
+        fields.frombytes(record)
     return names, heads, fields, subdirs
 
 

@@ -57,10 +57,9 @@ def encode_point(keys: EpochKeys, header: dict, entries: list[dict]) -> bytes:
 
 
 def _split(name: str, data: bytes) -> tuple[bytes, dict, bytes]:
-    if len(data) < len(POINT_MAGIC) + 4 or data[:len(POINT_MAGIC)] != POINT_MAGIC:
+    end = header_end(data)
+    if end is None:
         raise DamagedData(f"point {name}: bad header magic", obj=name)
-    (hlen,) = struct.unpack_from("<I", data, len(POINT_MAGIC))
-    end = len(POINT_MAGIC) + 4 + hlen
     if end > len(data):
         raise DamagedData(f"point {name}: truncated header", obj=name)
     try:
