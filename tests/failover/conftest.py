@@ -27,13 +27,13 @@ import pytest
 from lifeline.api import BY_KIND
 from lifeline.clock import FrozenClock
 from lifeline.devstack import live
-from lifeline.devstack.children import free_port
+from lifeline.devstack.children import reserved_port
 from lifeline.devstack.cluster import MISSING, Cluster, kube_binary
 from lifeline.devstack.monitoring import prometheus
 from lifeline.devstack.operator_thread import until
 from tests.realparts.fixtures import missing
 
-from .sites import HANG, RESUME, container_pid, ready_replicas, remote_identity, signal_pod, wait_ready, \
+from .sites import RESUME, container_pid, ready_replicas, remote_identity, signal_pod, stop_pod, wait_ready, \
     workload_path
 
 PLANS = BY_KIND["FailoverPlan"]
@@ -157,8 +157,8 @@ class World:
     def hang(self, namespace: str | None = None, pod: str = "prometheus-a-0", cluster=None) -> None:
         """The Prometheus process stops answering (SIGSTOP); connections queue, probes time out."""
         pid = container_pid(cluster or self.site, namespace or self.primary_ns, pod)
-        signal_pod(pid, HANG)
         self.hung.append(pid)
+        stop_pod(pid)
 
     def resume(self) -> None:
         """Every hung process answers again (SIGCONT)."""
@@ -241,8 +241,10 @@ def grafana(name: str, namespace: str, replicas: int, site: str) -> tuple[str, d
 
 
 def two_ports() -> tuple[int, int]:
-    a = free_port()
-    while (b := free_port()) == a:
+    """Ports for the two Prometheus servers, below the ephemeral range: site B's is bound only when a
+    failover starts it, and until then any outgoing connection could take a port from that range."""
+    a = reserved_port()
+    while (b := reserved_port()) == a:
         pass
     return a, b
 

@@ -63,13 +63,30 @@ def container_pid(cluster, namespace: str, pod: str) -> int:
     return int(running[0]["containerID"].removeprefix("process://"))
 
 
+HANG, RESUME = signal.SIGSTOP, signal.SIGCONT
+
+
 def signal_pod(pid: int, sig: int) -> None:
     """Signal a container's process group (the process kubelet starts each container in its own)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
 
 
-HANG, RESUME = signal.SIGSTOP, signal.SIGCONT
+def stop_pod(pid: int, timeout: float = 10) -> None:
+    """SIGSTOP a container's process group and wait until its process is stopped (state ``T``).
+
+    kill() returns before the target stops; a hang that silently missed (the process gone, its
+    Pod's status not yet telling) would let a probe pass where the test means it to time out.
+    """
+    os.killpg(pid, HANG)  # ProcessLookupError: the container is not the one the test meant to hang
+    wait_for(lambda: process_state(pid) == "T", timeout, f"process {pid} to stop", interval=0.01)
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state in /proc/PID/stat (R, S, D, T, Z...); after the command's name, which may hold spaces."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
 
 
 def refusal(exc: urllib.error.HTTPError) -> str:
