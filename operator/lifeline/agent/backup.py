@@ -38,7 +38,7 @@ from lifeline.repository.repo import PointRef, Repository, ShreddedEpoch, rfc333
 from lifeline.repository.tree import Tree, TreeWriter
 
 from .attributes import Attributes, file_head
-from .beneath import NOT_BENEATH, Beneath
+from .beneath import NOT_BENEATH, Beneath, without_atime
 from .parent_cursor import ParentCursor, reused_chunks
 from .progress import Progress
 from .read_ahead import FIELDS, ReadAhead, listed_stat
@@ -223,10 +223,12 @@ SMALL_WAIT = 1 << 62  # (an entry waiting for its batch: more chunks than any fi
 
 def _open_dir(name: str, dir_fd: int | None = None) -> int:
     """A directory of the source, to list and to open beneath: the source itself by its path (which the
-    user chose, links and all), or ``name`` in the directory ``dir_fd``, never through a link."""
+    user chose, links and all), or ``name`` in the directory ``dir_fd``, never through a link; listed
+    without moving its access time."""
     if dir_fd is None:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        return without_atime(lambda quiet: os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | quiet))
+    return without_atime(lambda quiet: os.open(
+        name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | quiet, dir_fd=dir_fd))
 
 
 def walk_tree(root: str, warn, files_as_stat: bool = False,

@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import stat
+from collections.abc import Callable
 from contextlib import contextmanager
 
 O_PATH = getattr(os, "O_PATH", os.O_RDONLY)
@@ -35,6 +36,7 @@ O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NOFOLLOW = os.O_NOFOLLOW
 O_DIRECTORY = os.O_DIRECTORY
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC
+O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
@@ -100,6 +102,19 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RES
     raise OSError(err, os.strerror(err), path)
 
 
+def without_atime(opener: Callable[[int], int]) -> int:
+    """``opener(O_NOATIME)``: a backup reads a file or lists a directory without moving its access
+    time (which the next backup would take for a change, and which the owner may rely on); the
+    kernel allows that flag only to the owner or a holder of CAP_FOWNER, so where it answers EPERM
+    the same open is made without it."""
+    try:
+        return opener(O_NOATIME)
+    except PermissionError as exc:
+        if exc.errno != errno.EPERM or not O_NOATIME:
+            raise
+    return opener(0)
+
+
 def split(rel: str) -> tuple[str, str]:
     """``"a/b/c"`` -> ``("a/b", "c")``; ``"c"`` -> ``("", "c")``."""
     head, _, name = rel.rpartition("/")
@@ -143,7 +158,7 @@ class Beneath:
     def open_file(self, rel: str) -> int:
         """A regular file beneath the root, opened for reading without blocking (a FIFO that took
         its place is refused, not waited on): OSError ``EINVAL`` if it is not a regular file."""
-        fd = self.open(rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = without_atime(lambda quiet: self.open(rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | quiet))
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, "it is no longer a regular file")

@@ -47,6 +47,7 @@ from array import array
 
 from . import helper_process
 from .attributes import Attributes, file_head
+from .beneath import without_atime
 
 THREADS = 4  # reads in flight (the disk's queue, not the CPU, is what they share)
 START_AFTER = 256  # small files a backup reads before it starts the helper (an incremental often reads fewer)
@@ -256,7 +257,7 @@ def _list_all(files, met: list, send) -> None:
     while todo:
         rel = todo.pop()
         try:
-            fd = files.open_dir(rel, os.O_RDONLY)
+            fd = without_atime(lambda quiet: files.open_dir(rel, os.O_RDONLY | quiet))
         except (OSError, ValueError):
             send(rel, None)
             continue
