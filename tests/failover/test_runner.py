@@ -65,7 +65,7 @@ class FakeKube:
 
 def make(body: dict):
     kube = FakeKube(body)
-    ctx = types.SimpleNamespace(kube=kube, clock=FrozenClock(START), metrics=OperatorMetrics())
+    ctx = types.SimpleNamespace(kube=kube, clock=FrozenClock(START), metrics=OperatorMetrics(), notifier=None)
     live = {"body": kube._stored()}
     r = PlanRunner(ctx, NS, "icu", body_source=lambda: live["body"])
     return r, kube, live
@@ -100,5 +100,46 @@ async def test_a_conflicting_write_rereads_and_starts_over_and_nothing_is_acted_
         live["body"] = kube._stored()
         with pytest.raises(Gone):
             await r.cycle()
+    finally:
+        await r.session.close()
+
+
+async def test_a_watch_two_writes_behind_never_hands_back_the_one_in_between():
+    """The watch still shows the body before our first write when we write a second time; when it
+    brings back the first write, that one is older than what we wrote last: not news to act on."""
+    r, kube, live = make(plan())
+    r.session = runner_module.probes.new_session()
+    try:
+        await r.cycle()  # the first write (Monitoring): resourceVersion 10 -> 11
+        first = kube._stored()
+        r.ctx.clock.advance(10)
+        await r.cycle()  # a round probed (nothing listens: it fails), written over our first: 11 -> 12
+        assert [c for c in kube.calls if c.startswith("patch")] == ["patch@10", "patch@11"]
+        assert kube.body["status"]["phase"] == "Degraded"
+        live["body"] = first  # the watch brings back the first write, one behind ours
+        assert r.current()["metadata"]["resourceVersion"] == "12"
+        assert r.current()["status"]["phase"] == "Degraded"
+        live["body"] = kube._stored()  # then our second: from here on the watch is what counts
+        assert r.current() == kube._stored() and r.written is None
+    finally:
+        await r.session.close()
+
+
+async def test_a_round_whose_write_meets_a_conflict_is_decided_on_in_the_retry():
+    r, kube, live = make(plan())
+    r.session = runner_module.probes.new_session()
+    rounds = r.ctx.metrics.failover_rounds.labels(NS, "icu")
+    try:
+        await r.cycle()
+        live["body"] = kube._stored()
+        r.ctx.clock.advance(10)
+        kube.conflicts = 1
+        with pytest.raises(Conflict):
+            await r.cycle()  # probed (a failure), then the write met someone else's
+        assert rounds._value.get() == 0
+        await r.cycle()  # no probe is due again so soon: the carried round is what it writes
+        check = next(c for c in kube.body["status"]["checks"] if c["site"] == "site-a")
+        assert check["healthy"] is False and check["consecutiveFailures"] == 1
+        assert kube.body["status"]["phase"] == "Degraded" and rounds._value.get() == 1
     finally:
         await r.session.close()

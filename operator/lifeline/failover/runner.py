@@ -95,7 +95,8 @@ class PlanRunner:
         self.next_observe: datetime | None = None
         self.generation_seen: int | None = None
         self.written: dict | None = None  # our last write's answer ...
-        self.written_over: str | None = None  # ... and the resourceVersion the live body had then
+        self.superseded: set[str] = set()  # ... and every resourceVersion known to be older than it
+        self.carried: list = []  # probe results of a round whose write met a conflict: for the retry
         self.fast_delay = FAST_FIRST
         self.fast_step: tuple | None = None
         self.error_delay = ERROR_FIRST
@@ -179,9 +180,9 @@ class PlanRunner:
     def current(self) -> dict:
         live = copy.deepcopy(dict(self.body_source()))
         rv = (live.get("metadata") or {}).get("resourceVersion")
-        if self.written is not None and rv == self.written_over:
+        if self.written is not None and rv in self.superseded:
             return copy.deepcopy(self.written)  # the watch has not brought our own write back yet
-        self.written = self.written_over = None
+        self.written, self.superseded = None, set()
         return live
 
     async def cycle(self) -> float | None:
@@ -194,6 +195,7 @@ class PlanRunner:
             self.next_due.clear()
             self.next_observe = None
             self.generation_seen = None
+            self.carried = []
             await self.commit(body, planner.plan(INFO, body, now))
             return None
         settings = Settings.from_spec(spec)
@@ -208,12 +210,17 @@ class PlanRunner:
             self.next_observe = now + timedelta(seconds=max(self.shortest_interval(spec), OBSERVE_EVERY))
         elif state.switchover is not None and state.switchover.step == AWAIT_READY:
             await self.observe_one(spec, state.switchover.target)
-        results = await self.probe(spec, state, now)
+        results = [*self.carried, *await self.probe(spec, state, now)]
+        self.carried = []
         inputs = Inputs(now=now, results=tuple(results), sites=dict(self.sites),
                         request=parse_request(meta.get("annotations")),
                         failback_generation=generation if spec.failback_requested else None)
         decision = machine.step(state, settings, inputs)
-        body = await self.commit(body, self.plan(body, spec, decision, now), decision)
+        try:
+            body = await self.commit(body, self.plan(body, spec, decision, now), decision)
+        except Conflict:
+            self.carried = results  # (the round was probed: the retry decides on it, it is not lost)
+            raise
         decision, body = await self.act(spec, settings, decision, body)
         if results:
             self.ctx.metrics.failover_rounds.labels(self.namespace, self.name).inc()
@@ -347,12 +354,11 @@ class PlanRunner:
                     raise Gone() from None
                 if exc.status == 409:
                     m.reconciles.labels(INFO.kind, "conflict").inc()
-                    await self.refetch()
+                    await self.refetch(rv)
                     raise Conflict() from None
                 raise
             m.reconciles.labels(INFO.kind, "written").inc()
-            live_rv = (self.body_source().get("metadata") or {}).get("resourceVersion")
-            self.written, self.written_over = copy.deepcopy(stored), live_rv
+            self.hold(copy.deepcopy(stored), over=rv)
         if decision is not None:
             self.record_metrics(decision)
         if plan.events:
@@ -380,15 +386,25 @@ class PlanRunner:
             for ev in events:
                 self.ctx.notifier.tell(body, ev.reason, ev.message, now)
 
-    async def refetch(self) -> None:
+    async def refetch(self, over: str | None) -> None:
         try:
             fresh = await self.ctx.kube.get(INFO, self.namespace, self.name)
         except KubeError as exc:
             if exc.status == 404:
                 raise Gone() from None
             raise
-        live_rv = (self.body_source().get("metadata") or {}).get("resourceVersion")
-        self.written, self.written_over = fresh, live_rv
+        self.hold(fresh, over)
+
+    def hold(self, newest: dict, over: str | None) -> None:
+        """Serve ``newest`` (our write's answer, or a fresh read after a conflict) until the watch
+        brings a body not known to be older than it: the one it replaced (``over``) and, while the
+        watch lags, every earlier one served this way. A watch two writes behind brings back the one
+        in between: older too, never taken for news. (What the watch shows at the moment is not
+        added: it may already be a newer write of someone else's.)"""
+        older = set()
+        if self.written is not None:
+            older = self.superseded | {(self.written.get("metadata") or {}).get("resourceVersion")}
+        self.written, self.superseded = newest, {v for v in (*older, over) if v is not None}
 
     def record_metrics(self, decision: Decision) -> None:
         m, state = self.ctx.metrics, decision.state
