@@ -1,4 +1,5 @@
-"""A backup reads files and lists directories without moving their access times (``O_NOATIME``):
+"""A backup reads files and lists directories without moving their access times (``O_NOATIME``;
+a symbolic link's own moves when it is read, whatever the flags, and none is in these trees):
 an access time is an attribute the next backup records, and one its reads had moved would make that
 backup take every file read for a changed one; it may also be what the owner's own tools go by."""
 from __future__ import annotations
