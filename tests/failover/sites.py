@@ -88,7 +88,6 @@ def process_state(pid: int) -> str:
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
-
 def refusal(exc: urllib.error.HTTPError) -> str:
     """What the API server said when it refused a request (LiveKube puts it in the message, a
     bare ``Cluster.request`` leaves it in the body)."""

@@ -225,10 +225,8 @@ def _open_dir(name: str, dir_fd: int | None = None) -> int:
     """A directory of the source, to list and to open beneath: the source itself by its path (which the
     user chose, links and all), or ``name`` in the directory ``dir_fd``, never through a link; listed
     without moving its access time."""
-    if dir_fd is None:
-        return without_atime(lambda quiet: os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | quiet))
-    return without_atime(lambda quiet: os.open(
-        name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | quiet, dir_fd=dir_fd))
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if dir_fd is None else os.O_NOFOLLOW)
+    return without_atime(lambda quiet: os.open(name, flags | quiet, dir_fd=dir_fd))
 
 
 def walk_tree(root: str, warn, files_as_stat: bool = False,

@@ -39,8 +39,7 @@ if TYPE_CHECKING:  # (a writer process imports this module, and needs neither)
 _ZERO = bytes(16 * 1024 * 1024)
 SPANS_AHEAD = 3  # spans of small files (up to 4 MiB each) read ahead of the ones being written
 WRITERS_FROM = 20_000  # small files from which they may be written by writer processes (restore_writers)
-WRITERS_AVERAGE = 512 << 10  # ... when they average at most this (DICOM-sized files: 40,000 of 50-500
-                             # KiB, 38 -> 26 s with two writers; larger files: the data is the time)
+WRITERS_AVERAGE = 512 << 10  # ... when they average at most this (DICOM-sized files; see _writer_count)
 
 
 def _writer_count(small_files: int, small_bytes: int) -> int:
