@@ -7,6 +7,7 @@ import json
 import os
 import random
 import stat
+from collections import deque
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -211,24 +212,43 @@ def _forty_small_files_backed_up(repo: Repo, tmp_path) -> tuple:
 
 
 @pytest.mark.slow
+def _watch_waiting(monkeypatch) -> dict:
+    """Watch the backup's queue of entries waiting for chunks: ``added`` counts the entries put in
+    so far (how far the walk got behind a changed file), ``longest`` the most that waited at once."""
+    seen = {"added": 0, "longest": 0}
+
+    class Waiting(deque):
+        def append(self, x):
+            super().append(x)
+            seen["added"] += 1
+            seen["longest"] = max(seen["longest"], len(self))
+
+        def extend(self, xs):
+            for x in xs:
+                self.append(x)
+
+    monkeypatch.setattr(backup, "deque", Waiting)
+    return seen
+
+
 def test_unchanged_files_copied_behind_a_changed_small_file_wait_no_longer_than_the_bound(repo: Repo, tmp_path,
                                                                                         monkeypatch):
     """Entries wait for a changed small file's batch at most PENDING_MAX long, copied ones too: past
     it, the batch is saved and waited for (else a flat directory of unchanged files would all wait)."""
     src, r, provider = _forty_small_files_backed_up(repo, tmp_path)
     (src / "f00").write_bytes(os.urandom(100))  # the first in the walk: the rest wait behind it
-    copied, drains = [], []  # (at each wait for the saver: how many files were copied by then)
-    same_text = ParentCursor.same_text
-    monkeypatch.setattr(ParentCursor, "same_text", lambda self, *a: copied.append(1) or same_text(self, *a))
+    seen, drains = _watch_waiting(monkeypatch), []  # (at each wait for the saver: entries queued by then)
     drain = BlobSaver.drain
-    monkeypatch.setattr(BlobSaver, "drain", lambda self: drains.append(len(copied)) or drain(self))
+    monkeypatch.setattr(BlobSaver, "drain", lambda self: drains.append(seen["added"]) or drain(self))
     monkeypatch.setattr(backup, "PENDING_MAX", 4)
     made = []
     entry = FileStat.entry
     monkeypatch.setattr(FileStat, "entry", lambda self: made.append(self.rel) or entry(self))
     third = run_backup(r, provider, dir_source(str(src)))
     assert made == ["f00"] and third["files_unchanged"] == 39 and third["chunks_new"] == 1
-    assert drains and min(drains) <= 6  # (waited for while the walk went on, not only at its end)
+    # (waited for while the walk went on, not only at its end: the root, f00, then past the bound)
+    assert drains and min(drains) <= 1 + 1 + 4 + 1
+    assert seen["longest"] == 4 + 1
 
 
 def test_a_changed_small_files_batch_is_sent_to_be_read_before_it_is_full(repo: Repo, tmp_path, monkeypatch):
@@ -237,17 +257,16 @@ def test_a_changed_small_files_batch_is_sent_to_be_read_before_it_is_full(repo: 
     the bound is reached (where the walk would wait for the reads)."""
     src, r, provider = _forty_small_files_backed_up(repo, tmp_path)
     (src / "f00").write_bytes(os.urandom(100))
-    copied, events = [], []
-    same_text = ParentCursor.same_text
-    monkeypatch.setattr(ParentCursor, "same_text", lambda self, *a: copied.append(1) or same_text(self, *a))
+    seen, events = _watch_waiting(monkeypatch), []
     for name in ("save_small", "drain"):
         real = getattr(BlobSaver, name)
         monkeypatch.setattr(BlobSaver, name, lambda self, *a, _n=name, _r=real: (
-            events.append((_n, len(copied))), _r(self, *a))[1])
+            events.append((_n, seen["added"])), _r(self, *a))[1])
     monkeypatch.setattr(backup, "PENDING_MAX", 16)
     third = run_backup(r, provider, dir_source(str(src)))
     assert third["files_unchanged"] == 39 and third["chunks_new"] == 1
-    assert events[0] == ("save_small", 1 + 16 // 4 + 1)  # (f00 itself, then past a quarter of the bound behind it)
+    # (the root, f00 itself, then past a quarter of the bound behind it)
+    assert events[0] == ("save_small", 1 + 1 + 16 // 4 + 1)
 
 
 def test_a_batch_is_sent_early_after_a_quarter_behind_itself_not_behind_an_earlier_one(repo: Repo, tmp_path,
@@ -258,13 +277,12 @@ def test_a_batch_is_sent_early_after_a_quarter_behind_itself_not_behind_an_earli
     src, r, provider = _forty_small_files_backed_up(repo, tmp_path)
     for name in ("f00", "f07", "f08"):
         (src / name).write_bytes(os.urandom(100))
-    copied, sent = [], []
-    same_text = ParentCursor.same_text
-    monkeypatch.setattr(ParentCursor, "same_text", lambda self, *a: copied.append(1) or same_text(self, *a))
+    seen, sent = _watch_waiting(monkeypatch), []
     real = BlobSaver.save_small
     monkeypatch.setattr(BlobSaver, "save_small", lambda self, jobs, *a: (
-        sent.append((len(copied), [j[1] for j in jobs])), real(self, jobs, *a))[1])
+        sent.append((seen["added"], [j[1] for j in jobs])), real(self, jobs, *a))[1])
     monkeypatch.setattr(backup, "PENDING_MAX", 16)
     third = run_backup(r, provider, dir_source(str(src)))
     assert third["files_unchanged"] == 37 and third["chunks_new"] == 3
-    assert sent[:2] == [(6, ["f00"]), (9 + 5, ["f07", "f08"])]  # (f07's batch: after five behind it)
+    # (the root, then f00 and five behind it; f07's batch: after five behind it)
+    assert sent[:2] == [(1 + 6, ["f00"]), (1 + 9 + 5, ["f07", "f08"])]

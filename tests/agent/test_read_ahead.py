@@ -88,12 +88,14 @@ def _odd_tree(src) -> None:
 
 
 def _walked(root, listed=None) -> list:
-    from lifeline.agent.backup import FileStat, walk_tree
+    from lifeline.agent.backup import FileStat, ListedRun, walk_tree
 
     out = []
     for e, linked in walk_tree(str(root), lambda rel, why: out.append(("warn", rel, why)), files_as_stat=True,
                                listed=listed):
-        if isinstance(e, FileStat):
+        if isinstance(e, ListedRun):
+            out.extend((type(f).__name__, f.text_head(), f.size, f.entry(), linked) for f in e)
+        elif isinstance(e, FileStat):
             out.append((type(e).__name__, e.text_head(), e.size, e.entry(), linked))
         else:
             out.append(("entry", e, linked))

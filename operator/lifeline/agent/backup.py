@@ -211,6 +211,27 @@ class ListedFile(FileStat):
         return self.head
 
 
+class ListedRun:
+    """Regular files, one after another in a directory the read-ahead helper listed, each with its
+    head there: an incremental matches a run against the parent's entries in one tight loop, with no
+    object made for a file that did not change (most of them). Iterated, it gives a
+    :class:`ListedFile` for each."""
+
+    __slots__ = ("prefix", "names", "heads", "fields", "start", "stop", "at", "attrs")
+
+    def __init__(self, prefix: str, names: list[str], heads: list[str], fields, start: int, stop: int,
+                 at: str, attrs: Attributes):
+        self.prefix, self.names, self.heads, self.fields = prefix, names, heads, fields
+        self.start, self.stop, self.at, self.attrs = start, stop, at, attrs
+
+    def file(self, k: int) -> ListedFile:
+        name = self.names[k]
+        return ListedFile(self.prefix + name, self.heads[k], self.fields, k, self.at + name, self.attrs)
+
+    def __iter__(self) -> Iterator[ListedFile]:
+        return map(self.file, range(self.start, self.stop))
+
+
 SCAN_BATCH = 1024  # entries of a directory looked at together (see walk_tree)
 SMALL_BATCH_FILES = 64  # small files a backup worker reads and saves as one piece of work ...
 SMALL_BATCH_BYTES = 256 << 10  # ... or fewer, when they hold this many bytes
@@ -245,7 +266,7 @@ def walk_tree(root: str, warn, files_as_stat: bool = False,
     With ``files_as_stat``, a regular file with one link comes as a :class:`FileStat`, its entry
     not made yet (valid until the walk goes on); and with ``listed`` (:meth:`.ReadAhead.listing`),
     a directory the read-ahead helper listed (opening it beneath root through no link, too) is taken
-    as it listed it, its files that have a head there as :class:`ListedFile`."""
+    as it listed it, its files that have a head there in :class:`ListedRun`\ s."""
     attrs = Attributes(warn)
     yield _entry_for("", os.lstat(root), root, attrs), False
     first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
@@ -264,16 +285,25 @@ def walk_tree(root: str, warn, files_as_stat: bool = False,
                 return
             heads = None
         at = f"/proc/self/fd/{dfd}/" if by_fd else dirpath + "/"
+        prefix = rel + "/" if rel else ""
+        runs = heads is not None and files_as_stat
         # A batch of a directory's entries is looked at (stat, attributes) before any is handed on:
         # the caller reads files between, and its hashing threads then do not slow every stat down.
         for start in range(0, len(items), SCAN_BATCH):
             batch = []
-            for k in range(start, min(start + SCAN_BATCH, len(items))):
+            run_at = None  # (where the run of listed files being gathered began)
+            stop = min(start + SCAN_BATCH, len(items))
+            for k in range(start, stop):
+                if runs:
+                    if heads[k]:
+                        if run_at is None:
+                            run_at = k
+                        continue
+                    if run_at is not None:
+                        batch.append((None, None, False, ListedRun(prefix, items, heads, fields, run_at, k, at, attrs)))
+                        run_at = None
                 name = items[k].name if heads is None else items[k]
-                r = f"{rel}/{name}" if rel else name
-                if heads is not None and files_as_stat and (head := heads[k]):
-                    batch.append((name, r, False, ListedFile(r, head, fields, k, at + name, attrs)))
-                    continue
+                r = prefix + name
                 try:
                     st = items[k].stat(follow_symlinks=False) if heads is None else \
                         os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -286,6 +316,8 @@ def walk_tree(root: str, warn, files_as_stat: bool = False,
                                   None if known else _entry_for(r, st, at + name, attrs)))
                 except OSError as exc:
                     warn(r, f"cannot stat: {exc.strerror}")
+            if run_at is not None:
+                batch.append((None, None, False, ListedRun(prefix, items, heads, fields, run_at, stop, at, attrs)))
             for name, r, inode, e in batch:
                 if inode:  # the first name met, in the walk's order, is the file; the others link to it
                     if (first := first_name.get(inode)) is not None:
@@ -660,43 +692,78 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
             store.save_small(batch, read_job, small_max, small_done)
             batch, batch_bytes, behind = [], 0, 0
 
-    listed = ahead.listing if cursor is not None and ahead.walking else None
-    for e, linked in walk_tree(source.path, warn, files_as_stat=cursor is not None, listed=listed):
-        if (c := e.__class__) is ListedFile or c is FileStat:  # (a file with one link, in an incremental)
-            head = e.text_head()
-            text = cursor.same_text(e.rel, head)
+    def copied(texts: list[str], size: int, ids_len: int) -> None:
+        """Unchanged files' entries, as the parent has them, in the walk's order (``size``: their
+        bytes; ``ids_len``: their chunk ids' bytes)."""
+        nonlocal behind
+        n = len(texts)
+        stats.files += n
+        stats.files_reused += n
+        stats.size_bytes += size
+        stats.chunks_total += ids_len // 32
+        progress.files_done += n
+        progress.bytes_done += size  # (done with: a bar of an incremental moves with its walk)
+        i = 0
+        while i < n:
+            if not pending:
+                out.add_texts(texts[i:] if i else texts)
+                return
+            # (behind a changed file: as many at once as reach neither bound, then one by one)
+            room = PENDING_MAX - len(pending)
+            if batch:
+                room = min(room, (PENDING_MAX >> 2) - behind)
+            if room > 1:
+                take = texts[i:i + room]
+                pending.extend([t, 0] for t in take)
+                i += len(take)
+                if batch:
+                    behind += len(take)
+                continue
+            pending.append([texts[i], 0])
+            i += 1
+            if len(pending) > PENDING_MAX:
+                emit()  # (which bounds what waits behind a changed file's batch)
+            elif batch:
+                behind += 1
+                if behind > PENDING_MAX >> 2:
+                    flush_small()  # (read while the walk goes on: waited for only past the bound)
+
+    def backed_up_run(run: ListedRun) -> None:
+        """A run of listed files: the unchanged ones copied from the parent, a run at a time; each
+        other one backed up on its own."""
+        names, heads, fields, prefix = run.names, run.heads, run.fields, run.prefix
+        texts: list[str] = []
+        size = ids_len = 0
+        for k in range(run.start, run.stop):
+            head = heads[k]
+            text = same_text(prefix + names[k], head)
             if text is not None and (ids := reused_chunks(text, head)) is not None and has_all(ids):
-                size = e.size
-                stats.files += 1
-                stats.files_reused += 1
-                stats.size_bytes += size
-                stats.chunks_total += len(ids) // 32
-                progress.files_done += 1
-                progress.bytes_done += size  # (done with: a bar of an incremental moves with its walk)
-                if pending:
-                    pending.append([text, 0])
-                    if len(pending) > PENDING_MAX:
-                        emit()  # (which bounds what waits behind a changed file's batch)
-                    elif batch:
-                        behind += 1
-                        if behind > PENDING_MAX >> 2:
-                            flush_small()  # (read while the walk goes on: waited for only past the bound)
-                else:
-                    out.add_text(text)
+                texts.append(text)
+                size += fields[k * FIELDS + 6]
+                ids_len += len(ids)
                 continue
             # (changed, or its entry not in the shape copied: the parent's entry, if passed, is not
             # found again, and the file is read; its chunks that are stored are not sent again)
-            e = e.entry()
+            if texts:
+                copied(texts, size, ids_len)
+                texts, size, ids_len = [], 0, 0
+            backed_up(run.file(k).entry(), False)
+        if texts:
+            copied(texts, size, ids_len)
+
+    def backed_up(e: dict, linked: bool) -> None:
+        """One entry of the walk (a file read unless the parent has it) added in its turn."""
+        nonlocal batch_bytes
         if e["type"] != "file":
             if e["type"] == "hardlink":  # another name of a file above: counted, not read again
                 if e["target"] in lost:
                     warn(e["path"], f"not backed up: it is a hard link to {e['target']!r}, which could not be read")
-                    continue
+                    return
                 stats.files += 1
                 stats.files_reused += e["target"] in reused
             pending.append([e, 0])
             emit()
-            continue
+            return
         old = cursor.find(e["path"], e["ino"]) if cursor is not None else None
         waits = 0
         if _same_file(old, e) and type(old_chunks := old.get("chunks", [])) is list \
@@ -713,7 +780,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                 progress.files_done += 1
                 pending.append([cursor.text, 0])
                 emit()
-                continue
+                return
         elif e["size"] <= small_max and not linked:
             e["chunks"] = []
             item = [e, SMALL_WAIT]
@@ -724,7 +791,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
             if len(batch) >= SMALL_BATCH_FILES or batch_bytes >= SMALL_BATCH_BYTES:
                 flush_small()
             emit()
-            continue
+            return
         else:
             chunks: list = []
             e["chunks"] = chunks
@@ -744,7 +811,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                     lost.add(e["path"])
                 progress.files_done += 1
                 emit()
-                continue
+                return
             if size != e["size"]:
                 e["size"] = size  # changed while reading: record what was read
         stats.files += 1
@@ -752,6 +819,21 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
         progress.files_done += 1
         pending.append([e, waits])
         emit()
+
+    same_text = cursor.same_text if cursor is not None else None
+    listed = ahead.listing if cursor is not None and ahead.walking else None
+    for e, linked in walk_tree(source.path, warn, files_as_stat=cursor is not None, listed=listed):
+        if (c := e.__class__) is ListedRun:  # (files the helper listed, in an incremental)
+            backed_up_run(e)
+            continue
+        if c is FileStat:  # (a file with one link, in an incremental, listed by the walk itself)
+            head = e.text_head()
+            text = same_text(e.rel, head)
+            if text is not None and (ids := reused_chunks(text, head)) is not None and has_all(ids):
+                copied([text], e.size, len(ids))
+                continue
+            e = e.entry()
+        backed_up(e, linked)
     flush_small()
     store.drain()
     emit()

@@ -64,6 +64,19 @@ class TreeWriter:
         if self._pending_len >= _FLUSH:
             self._compress()
 
+    def add_texts(self, texts: list[str]) -> None:
+        """Add entries already encoded, in their order: :meth:`add_text` for a run at once."""
+        if not texts:
+            return
+        s = ",".join(texts)
+        if self.count:
+            s = "," + s
+        self.count += len(texts)
+        self._pending.append(s)
+        self._pending_len += len(s)
+        if self._pending_len >= _FLUSH:
+            self._compress()
+
     def _compress(self) -> None:
         data = "".join(self._pending).encode("ascii")
         self._pending, self._pending_len = [], 0
