@@ -636,14 +636,19 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
     has_all = known.has_all if cursor is not None else None  # (every chunk id of a parent's entry stored?)
     lost: set[str] = set()  # linked files that could not be read: their other names are left out too
     reused: set[str] = set()  # linked files whose chunks the parent point had
-    pending: deque[list] = deque()  # [entry or None (left out), chunk ids it waits for], in the walk's order
+    # in the walk's order: an unchanged file's entry as the parent has it (text), or [entry or None
+    # (left out), chunk ids it waits for]
+    pending: deque[str | list] = deque()
 
     def emit() -> None:
         while pending:
-            e, n = pending[0]
-            if type(e) is str:  # an unchanged file's entry as the parent has it
-                out.add_text(e)
-            elif e is not None:
+            item = pending[0]
+            if type(item) is str:
+                out.add_text(item)
+                pending.popleft()
+                continue
+            e, n = item
+            if e is not None:
                 if n and len(e["chunks"]) < n:
                     if len(pending) > PENDING_MAX:
                         flush_small()
@@ -714,12 +719,12 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                 room = min(room, (PENDING_MAX >> 2) - behind)
             if room > 1:
                 take = texts[i:i + room]
-                pending.extend([t, 0] for t in take)
+                pending.extend(take)
                 i += len(take)
                 if batch:
                     behind += len(take)
                 continue
-            pending.append([texts[i], 0])
+            pending.append(texts[i])
             i += 1
             if len(pending) > PENDING_MAX:
                 emit()  # (which bounds what waits behind a changed file's batch)
@@ -778,7 +783,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
                 stats.files += 1
                 stats.size_bytes += e["size"]
                 progress.files_done += 1
-                pending.append([cursor.text, 0])
+                pending.append(cursor.text)
                 emit()
                 return
         elif e["size"] <= small_max and not linked:

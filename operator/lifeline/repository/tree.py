@@ -262,6 +262,7 @@ class _EntryReader:
         self._pos = len(_OPEN)
         self._first = True
         self._done = False
+        self._ready: list[str] = []  # (whole entries' texts cut by next_text, last first)
 
     def _more(self) -> str:
         try:
@@ -321,6 +322,15 @@ class _EntryReader:
         return True
 
     def __next__(self) -> tuple:
+        if self._ready:  # (cut by next_text already)
+            text = self._ready.pop()
+            try:
+                e, end = self._scan(text, 0)
+            except (StopIteration, json.JSONDecodeError) as exc:
+                raise self._tree._damaged(f"an entry that is no JSON value: {exc}") from None
+            if end != len(text):
+                raise self._tree._damaged("an entry with more after its JSON value")
+            return e, (text if self._with_text else None)
         if not self._to_entry():
             raise StopIteration
         while True:
@@ -351,9 +361,19 @@ class _EntryReader:
     def next_text(self) -> str | None:
         """The next entry's text, not decoded; None after the last. Entries are told apart by how the
         next one begins (``,{"path":"``: a string cannot hold that, its quotes are escaped), so a tree
-        not written by lifeline may be cut elsewhere: a reader checks what it uses."""
+        not written by lifeline may be cut elsewhere: a reader checks what it uses. The entries
+        complete in the text read so far are cut apart at once (one split, not a search each); a
+        reader read by this is read by nothing else."""
+        if self._ready:
+            return self._ready.pop()
         if not self._to_entry():
             return None
+        last = self._buf.rfind(_NEXT)  # (every entry before the last one begun here is whole)
+        if last > self._pos:
+            first, *rest = self._buf[self._pos:last].split(_NEXT)
+            self._pos = last
+            self._ready = [_NEXT[1:] + t for t in reversed(rest)]
+            return first
         search = self._pos + 1
         while (end := self._buf.find(_NEXT, search)) < 0 and not self._eof:
             search = max(len(self._buf) - len(_NEXT) + 1, self._pos + 1) - self._pos  # (where _extend puts it)
