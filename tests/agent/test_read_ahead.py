@@ -132,6 +132,62 @@ def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch
     assert [x[1]["path"] for x in own if x[0] == "entry" and x[1].get("type") == "hardlink"] == ["d/a-again"]
 
 
+def _twelve_directories(tmp_path, monkeypatch):
+    """(a source of 12 directories of 3 files, the backup's own walk of it), two walkers wanted."""
+    monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
+    monkeypatch.setattr(read_ahead, "WALKERS", 2)
+    monkeypatch.setattr(read_ahead.os, "cpu_count", lambda: 2)
+    src = tmp_path / "src"
+    for i in range(12):
+        for j in range(3):
+            (src / f"d{i:02d}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i:02d}" / f"f{j}").write_bytes(b"x" * (i + j))
+    _walked(src)  # (listing a new directory moves its access time, once)
+    return src, _walked(src)
+
+
+def _walk_shared(src):
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return ReadAhead(fd, limit=4097, walk=True)
+    finally:
+        os.close(fd)
+
+
+def test_a_walk_is_shared_by_two_helpers_each_listing_its_part(tmp_path, monkeypatch):
+    """Each directory is listed by the helper whose part it is; together they list them all, and the
+    walk is the one the backup makes itself."""
+    src, own = _twelve_directories(tmp_path, monkeypatch)
+    parts = {read_ahead.walk_part(f"d{i:02d}", 2) for i in range(12)}
+    assert parts == {0, 1}  # (both helpers have directories of this tree to list)
+    ahead = _walk_shared(src)
+    assert len(ahead.others) == 1
+    try:
+        listed = _walked(src, ahead.listing)
+    finally:
+        report = ahead.close(report=True)
+    assert [x[1:] for x in listed] == [x[1:] for x in own]
+    assert [x[0] for x in listed if x[0] != "entry"] == ["ListedFile"] * 36
+    assert report == (0, 0, 12 + 36)  # (the entries both walks met: each directory's once)
+
+
+def test_the_part_of_a_helper_that_stopped_is_listed_by_the_backup(tmp_path, monkeypatch):
+    src, own = _twelve_directories(tmp_path, monkeypatch)
+    ahead = _walk_shared(src)
+    gone = ahead.others[0]
+    gone.proc.kill()
+    gone.proc.wait()
+    gone._take = lambda n: None  # (what it wrote before it went, if anything, ends mid-frame)
+    try:
+        listed = _walked(src, ahead.listing)
+    finally:
+        ahead.close()
+    assert [x[1:] for x in listed] == [x[1:] for x in own]
+    by_whom = {(x[3]["path"].split("/")[0], x[0]) for x in listed if x[0] != "entry"}
+    assert by_whom == {(f"d{i:02d}", "ListedFile" if read_ahead.walk_part(f"d{i:02d}", 2) == 0 else "FileStat")
+                       for i in range(12)}
+
+
 def test_a_helper_that_stops_mid_walk_leaves_the_rest_to_the_backup(tmp_path, monkeypatch):
     src, own, ahead = _odd_tree_and_helper(tmp_path, monkeypatch)
     asked = []
@@ -156,7 +212,7 @@ class _Frames(ReadAhead):
     """A ReadAhead that reads scripted frames, not a helper's."""
 
     def __init__(self, frames):
-        self.walking, self._next, self._frames = True, None, list(frames)
+        self.walking, self._next, self._frames, self.others = True, None, list(frames), []
 
     def _frame(self):
         return self._frames.pop(0) if self._frames else None
