@@ -57,6 +57,19 @@ def test_index_finds_every_chunk_first_segment_wins_and_packs_keep_their_entries
     with pytest.raises(RuntimeError):
         lookups.packs[packs[3].pack_id].entries
 
+    # a backup's index: whether each chunk is stored, in 32 bytes a chunk and no location
+    ids = Index(pack_entries=False, ids_only=True)
+    ids.add_segment("index/a", keys.epoch_id, decoded)
+    ids.add_segment("index/b", keys.epoch_id, [again])
+    assert len(ids) == 3701 and sorted(ids.chunk_ids()) == sorted(idx.chunk_ids())
+    stored = b"".join(e[0] for e in packs[3].entries[:40])
+    assert ids.has_all(stored) and not ids.has_all(stored + os.urandom(32)) and os.urandom(32) not in ids
+    assert sum(map(len, ids._table._buckets)) == 32 * 3701
+    with pytest.raises(TypeError):
+        ids.get(dup[0])
+    with pytest.raises(ValueError):
+        Index(ids_only=True)  # (an index that keeps pack entries keeps where chunks are)
+
 
 def test_chunk_table_never_matches_across_records():
     t = ChunkTable(40)

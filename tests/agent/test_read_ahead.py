@@ -164,6 +164,7 @@ def test_a_walk_is_shared_by_two_helpers_each_listing_its_part(tmp_path, monkeyp
     assert len(ahead.others) == 1
     try:
         listed = _walked(src, ahead.listing)
+        assert ahead.others[0].proc.wait(timeout=10) == 0  # (a walker only: it left once its walk was sent)
     finally:
         report = ahead.close(report=True)
     assert [x[1:] for x in listed] == [x[1:] for x in own]

@@ -456,17 +456,15 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
         else:
             parent_header, parent_tree, keys = repo.open_point(parent.id, provider)
             # chunk ids are keyed per epoch; only lookups are needed, not the packs' entries
-            index = repo.load_index(provider, epochs={keys.epoch_id}, pack_entries=False)
+            known = repo.load_index(provider, epochs={keys.epoch_id}, pack_entries=False, ids_only=True)
             if kind == "differential":  # what the full has (and is really stored) counts as stored
-                known = IdSet()
+                index, known = known, IdSet()
                 for e in parent_tree:
                     for c in e.get("chunks", ()) if isinstance(e, dict) else ():
                         cid = bytes.fromhex(c)
                         if cid in index:
                             known.add(cid)
                 del index
-            else:
-                known = index
         chunker = Chunker(keys.cdc_seed, **repo.chunk_params)
         stats = Stats()
         tree = TreeWriter()

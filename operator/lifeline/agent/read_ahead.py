@@ -87,6 +87,7 @@ class ReadAhead:
     def __init__(self, root_fd: int, limit: int, *, walk: bool = False, part: tuple[int, int] | None = None):
         self.root_fd, self.limit = root_fd, limit
         self.others: list[ReadAhead] = []  # (the other walkers, parts 1 and on)
+        self._closed = False
         self.wanted = 0
         self.enabled = os.environ.get("LIFELINE_READ_AHEAD", "").strip() != "0" and bool(sys.executable)
         self.proc: subprocess.Popen | None = None
@@ -100,6 +101,9 @@ class ReadAhead:
                 self.others = [ReadAhead(root_fd, limit, walk=True, part=(k, parts[1])) for k in range(1, parts[1])]
             self._start(walk=True, part=parts)
             self.walking = self.proc is not None
+            if self.walking and parts[0]:  # (sent no names to read: it leaves once its walk is sent)
+                self.proc.stdin.close()
+                self.proc.stdin = None  # (as Popen has it for no pipe: communicate leaves it be)
 
     def _start(self, walk: bool = False, part: tuple[int, int] = (0, 1)) -> None:
         root_fd, self.root_fd = self.root_fd, None  # (the caller may close it once the helper has it)
@@ -217,7 +221,11 @@ class ReadAhead:
 
     def _close_own(self, report: bool) -> tuple[int, int, int] | None:
         proc, self.enabled, self.walking = self.proc, False, False  # (never started again)
-        if proc is None or proc.returncode is not None:
+        if proc is None or self._closed:
+            return None
+        self._closed = True
+        if proc.returncode is not None and not report:  # (a walker that left once its walk was sent)
+            proc.communicate()
             return None
         self._out.clear()
         if not report:
@@ -411,7 +419,8 @@ def _serve(root_fd: int, limit: int, walk: tuple[int, int] | None = None) -> int
                         counts[0] += 1
                         counts[1] += n
 
-    threads = [threading.Thread(target=reader, daemon=True) for _ in range(THREADS)]
+    # (the other walkers of a shared walk are sent no names: they only list)
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(THREADS if not walk or not walk[0] else 0)]
     for t in threads:
         t.start()
     rest = b""

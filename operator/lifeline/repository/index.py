@@ -19,7 +19,8 @@ byte buckets chosen by the id's first bytes (chunk ids are keyed hashes, so they
 found with ``bytes.find``. A pack's own entry list is kept as its 48-byte segment entries and
 decoded only when asked for (:attr:`PackInfo.entries`), and not at all by readers that only look
 chunks up (``Index(pack_entries=False)``: backup, restore). About 52 bytes a chunk (100 with the
-packs' entries) where a dict of tuples took ~400.
+packs' entries) where a dict of tuples took ~400; 32 (the id alone) for a backup, which asks only
+whether a chunk is stored (``ids_only``).
 """
 from __future__ import annotations
 
@@ -220,10 +221,12 @@ class ChunkTable:
 
     def add_records(self, raw, width: int, suffix: bytes = b"") -> None:
         """Add each ``width``-byte record of ``raw`` (an id, then ``width - 32`` bytes) followed by
-        ``suffix`` (together ``rec`` bytes): :meth:`add` for many, faster (an index's load is this
-        loop, once for every chunk of the repository: its steps are written out)."""
+        ``suffix`` (together ``rec`` bytes), or its id alone in a table of ids (``rec`` 32): :meth:`add`
+        for many, faster (an index's load is this loop, once for every chunk of the repository: its
+        steps are written out)."""
         mv = memoryview(raw)
         rec, buckets, shift = self.rec, self._buckets, self._shift
+        keep = min(width, rec)
         n, limit = self._n, self.GROW_AT << self._bits
         prefixes = struct.Struct(f">I{width - 4}x").iter_unpack(mv[:len(mv) - len(mv) % width])
         for i, (prefix,) in zip(range(0, len(mv), width), prefixes):
@@ -234,7 +237,7 @@ class ChunkTable:
                 j = b.find(cid, j + 1)
             if j >= 0:
                 continue
-            b += mv[i:i + width]
+            b += mv[i:i + keep]
             if suffix:
                 b += suffix
             n += 1
@@ -245,9 +248,10 @@ class ChunkTable:
         self._n = n
 
     def reserve(self, n: int) -> None:
-        """Make room for ``n`` records in all (buckets of ~8), so that adding them never regroups."""
-        bits = self._bits
-        while n > (self.GROW_AT // 4) << bits:
+        """Make room for ``n`` records in all (buckets of ~512 bytes: 9 records of a location, 16 ids;
+        a bucket is a 57-byte object besides), so that adding them never regroups."""
+        bits, per = self._bits, max(1, 512 // self.rec)
+        while n > per << bits:
             bits += 1
         if bits > self._bits:
             self._grow(bits)
@@ -288,16 +292,19 @@ class Index:
     """The union of all index segments, in memory (compact: see the module's doc).
 
     ``pack_entries=False`` keeps only what looks chunks up (:meth:`get`, ``in``): the packs are
-    listed (:attr:`packs`, for their epoch and size) without their entries."""
+    listed (:attr:`packs`, for their epoch and size) without their entries. ``ids_only`` (with it)
+    keeps only what tells whether a chunk is stored (``in``, :meth:`has_all`; not :meth:`get`)."""
 
-    def __init__(self, *, pack_entries: bool = True):
-        self.pack_entries = pack_entries
+    def __init__(self, *, pack_entries: bool = True, ids_only: bool = False):
+        if ids_only and pack_entries:
+            raise ValueError("an index of chunk ids alone keeps no pack entries")
+        self.pack_entries, self.ids_only = pack_entries, ids_only
         self.packs: dict[str, PackInfo] = {}
         self.segments: dict[str, list[str]] = {}  # segment name -> pack ids
         self.damaged: dict[str, str] = {}  # segment name -> reason
         # segments not loaded: of an epoch the reader did not ask for, or of a crypto-shredded one
         self.other: dict[str, str] = {}  # segment name -> epoch
-        self._table = ChunkTable(_ENTRY.size + 4)  # segment entry | pack number (u32)
+        self._table = ChunkTable(_ID if ids_only else _ENTRY.size + 4)  # segment entry | pack number (u32)
         self.has_all = self._table.has_all  # (called per file by an incremental backup: one call less)
         self._pack_ids: list[str] = []
         self._pack_no: dict[str, bytes] = {}
@@ -317,9 +324,11 @@ class Index:
                 no = self._pack_no[pid] = struct.pack("<I", len(self._pack_ids))
                 self._pack_ids.append(pid)
             if raw is not None:
-                table.add_records(raw, width, no)
+                table.add_records(raw, width, b"" if self.ids_only else no)
 
     def get(self, chunk_id: bytes) -> BlobRef | None:
+        if self.ids_only:
+            raise TypeError("an index of chunk ids alone does not locate chunks")
         at = self._table.locate(chunk_id)
         if at is None:
             return None

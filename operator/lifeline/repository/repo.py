@@ -328,15 +328,16 @@ class Repository:
 
     # --- index ------------------------------------------------------------------------
     def load_index(self, provider=None, *, epochs: set[str] | None = None, strict: bool = False,
-                   pack_entries: bool = True) -> Index:
+                   pack_entries: bool = True, ids_only: bool = False) -> Index:
         """Every index segment (or those of ``epochs``), each authenticated under its epoch's key.
 
         A segment of a crypto-shredded epoch is set aside (its packs are garbage); one whose epoch
         key is gone without a tombstone, or that fails its MAC, is damaged (raised when strict).
-        ``pack_entries=False``: for readers that only look chunks up (see :class:`~.index.Index`).
+        ``pack_entries=False``: for readers that only look chunks up; ``ids_only``: for a backup, which
+        only asks whether a chunk is stored (see :class:`~.index.Index`).
         Segments are fetched a few at a time and each is dropped once merged, so loading holds one
         segment's bytes beside the index, not every segment's."""
-        idx = Index(pack_entries=pack_entries)
+        idx = Index(pack_entries=pack_entries, ids_only=ids_only)
         names = [o.name for o in self.backend.list(INDEX_DIR)]
 
         def fetch(name):
