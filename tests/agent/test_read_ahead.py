@@ -74,9 +74,16 @@ def test_it_starts_only_for_many_files_and_not_when_turned_off(source, monkeypat
 # --- listings: what the walking helper hands an incremental backup ---------------------------------
 def _odd_tree(src) -> None:
     """Everything a walk meets: files (one of them non-UTF-8, quoted, with a newline), a hard-linked
-    pair, links, a FIFO, nested and empty directories, a file with an extended attribute."""
+    pair, links, a FIFO, nested and empty directories, a file with an extended attribute; most of it
+    again in ``odd``, which the second of two walking helpers lists (the others are the first's)."""
     (src / "d" / "e").mkdir(parents=True)
     (src / "empty").mkdir()
+    (src / "odd").mkdir()
+    for rel in ('odd/q"uote', "odd/new\nline", "odd/ünï"):
+        (src / rel).write_bytes(rel.encode() * 3)
+    (src / "odd" / os.fsdecode(b"raw-\xfe")).write_bytes(b"not utf-8 either")
+    os.symlink("../d", src / "odd" / "dirlink")
+    os.mkfifo(src / "odd" / "fifo")
     for rel in ("a", "d/b", "d/e/c", 'q"uote', "back\\slash", "new\nline", "ünï"):
         (src / rel).write_bytes(rel.encode() * 10)
     (src / os.fsdecode(b"raw-\xff")).write_bytes(b"not utf-8")
@@ -84,6 +91,8 @@ def _odd_tree(src) -> None:
     os.symlink("a", src / "link")
     os.mkfifo(src / "fifo")
     os.setxattr(src / "d" / "b", "user.note", b"kept")
+    os.link(src / "a", src / "odd" / "a-third")
+    os.setxattr(src / "odd" / "ünï", "user.note", b"kept too")
     os.utime(src / "d" / "e" / "c", ns=(9_460_000_000_000_000_000, 9_460_000_000_000_000_000))  # (2269)
 
 
@@ -105,6 +114,7 @@ def _walked(root, listed=None) -> list:
 def _odd_tree_and_helper(tmp_path, monkeypatch) -> tuple:
     """(an odd tree, the backup's own walk of it, a walking helper started on it)."""
     monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
+    monkeypatch.setattr(read_ahead, "usable_cores", lambda: 2)  # (two walkers, wherever it runs)
     src = tmp_path / "src"
     _odd_tree(src)
     _walked(src)  # (listing a new directory moves its access time, once)
@@ -129,14 +139,42 @@ def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch
     assert sum(x[0] == "ListedFile" for x in listed) == sum(x[0] == "FileStat" for x in own) - 1
     assert [x[3]["path"] for x in listed if x[0] == "FileStat"] == ["d/e/c"]
     assert {x[0] for x in own} == {"entry", "FileStat"}
-    assert [x[1]["path"] for x in own if x[0] == "entry" and x[1].get("type") == "hardlink"] == ["d/a-again"]
+    assert [x[1]["path"] for x in own if x[0] == "entry" and x[1].get("type") == "hardlink"] == \
+        ["d/a-again", "odd/a-third"]
+    assert {read_ahead.walk_part(rel, 2) for rel in ("", "d", "d/e", "empty", "odd")} == {0, 1}
+
+
+def test_runs_of_listed_files_are_cut_wherever_a_batch_ends(tmp_path, monkeypatch):
+    """A directory is looked at SCAN_BATCH entries at a time: runs of listed files end with a batch."""
+    from lifeline.agent import backup
+
+    monkeypatch.setattr(backup, "SCAN_BATCH", 2)
+    src, own, ahead = _odd_tree_and_helper(tmp_path, monkeypatch)
+    try:
+        listed = _walked(src, ahead.listing)
+    finally:
+        ahead.close()
+    assert [x[1:] for x in listed] == [x[1:] for x in own]
+    assert sum(x[0] == "ListedFile" for x in listed) == sum(x[0] == "FileStat" for x in own) - 1
+
+
+def test_one_core_gets_one_walker(tmp_path, monkeypatch):
+    src, own = _twelve_directories(tmp_path, monkeypatch)
+    monkeypatch.setattr(read_ahead, "usable_cores", lambda: 1)
+    ahead = _walk_shared(src)
+    try:
+        assert ahead.others == []
+        listed = _walked(src, ahead.listing)
+    finally:
+        report = ahead.close(report=True)
+    assert [x[1:] for x in listed] == [x[1:] for x in own] and report == (0, 0, 12 + 36)
 
 
 def _twelve_directories(tmp_path, monkeypatch):
     """(a source of 12 directories of 3 files, the backup's own walk of it), two walkers wanted."""
     monkeypatch.delenv("LIFELINE_READ_AHEAD", raising=False)
     monkeypatch.setattr(read_ahead, "WALKERS", 2)
-    monkeypatch.setattr(read_ahead.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(read_ahead, "usable_cores", lambda: 2)
     src = tmp_path / "src"
     for i in range(12):
         for j in range(3):

@@ -17,10 +17,12 @@ other names, what the helper could not stat) the backup stats itself. The helper
 backup loads its index, and on a cold cache its walk is the incremental's time: the kernel reading
 200,000 inodes is ~0.9 s of one thread (two or four threads took as long or longer; a second thread
 of the helper stat-ing ahead of its lister made it 2.5 times slower, the two taking turns on the GIL).
-Two helper *processes* do halve it (200,000 small files, cold: 1.37 s alone, 0.83 s each with half
-the directories; the incremental 2.15 s to 1.9 s): so a walk is shared by :data:`WALKERS` helpers,
-each stat-ing the files of its part of the directories (:func:`walk_part`) and finding the others'
-subdirectories from the listing's entry types alone.
+Two helper *processes* do not take turns (200,000 small files, cold: 1.37 s alone, 0.83 s each with
+half of the directories; the bench's incremental of them 2.12 s to 1.83 s): so a walk is shared by
+:data:`WALKERS` helpers where the agent may use two cores (:mod:`.cores`), each stat-ing the files of
+its part of the directories (:func:`walk_part`) and finding the others' subdirectories from the
+listing's entry types alone. Only the first reads ahead; the others leave once their walk is sent
+(and read: a pipe holds the last 1 MiB of it).
 
 Trust: the helper is the agent's own code, started from ``/`` with ``python -P``, without
 credentials (:mod:`.helper_process`), and what a listing says of a file (its stat) is what the
@@ -51,6 +53,7 @@ import zlib
 from array import array
 
 from . import helper_process
+from .cores import usable_cores
 from .attributes import Attributes, file_head
 from .beneath import without_atime
 
@@ -60,7 +63,7 @@ PIPE_MAX = 1 << 20  # bytes of names waiting for the pipe; more are dropped
 LISTING_PIPE = 1 << 20  # bytes of listings the helper may send ahead (Linux's limit for anyone, by default)
 LISTING_WAIT = 60.0  # seconds the backup waits for a listing before it lists the rest by itself
 LISTING_MAX = 1 << 16  # entries of a directory the helper lists for the backup (more: the backup lists it)
-WALKERS = 2  # walking helpers on a machine of two cores or more (see walk_part)
+WALKERS = 2  # walking helpers where the agent may use two cores or more (see walk_part)
 
 # The helper's frames: a directory's listing, the end of its walk, or its report: entries (NOT_LISTED:
 # the directory could not be listed; WALKED: the walk's end; REPORT: the report), then the byte lengths of its path (or the
@@ -96,11 +99,15 @@ class ReadAhead:
         self._in = bytearray()  # what the helper sent, not taken yet
         self._next: tuple | None = None  # a listing read for a directory the backup has not reached
         if walk and self.enabled:
-            parts = part or (0, WALKERS if (os.cpu_count() or 1) > 1 else 1)
+            parts = part or (0, WALKERS if usable_cores() > 1 else 1)
             if part is None:  # (started before this one's own: they share the disk's queue and the cores)
                 self.others = [ReadAhead(root_fd, limit, walk=True, part=(k, parts[1])) for k in range(1, parts[1])]
             self._start(walk=True, part=parts)
             self.walking = self.proc is not None
+            if not self.walking:  # (the others' listings would never be asked for)
+                for other in self.others:
+                    other._close_own(False)
+                self.others = []
             if self.walking and parts[0]:  # (sent no names to read: it leaves once its walk is sent)
                 self.proc.stdin.close()
                 self.proc.stdin = None  # (as Popen has it for no pipe: communicate leaves it be)
@@ -212,7 +219,7 @@ class ReadAhead:
     def close(self, report: bool = False) -> tuple[int, int, int] | None:
         """Stop the helpers: at once (what they have not read, the backup has); with ``report``, once
         they have read what they were sent and ended their walk: (files read, their bytes, entries the
-        walk met); killed after 10 s."""
+        walks met); each killed after 10 s."""
         got = self._close_own(report)
         for other in self.others:
             theirs = other._close_own(report)
@@ -224,7 +231,7 @@ class ReadAhead:
         if proc is None or self._closed:
             return None
         self._closed = True
-        if proc.returncode is not None and not report:  # (a walker that left once its walk was sent)
+        if proc.poll() is not None and not report:  # (a walker that left once its walk was sent)
             proc.communicate()
             return None
         self._out.clear()

@@ -362,8 +362,9 @@ class _EntryReader:
         """The next entry's text, not decoded; None after the last. Entries are told apart by how the
         next one begins (``,{"path":"``: a string cannot hold that, its quotes are escaped), so a tree
         not written by lifeline may be cut elsewhere: a reader checks what it uses. The entries
-        complete in the text read so far are cut apart at once (one split, not a search each); a
-        reader read by this is read by nothing else."""
+        complete in the text read so far are cut apart at once (one split, not a search each);
+        ``__next__`` takes those first, but :attr:`offset` and :meth:`_seek` do not count them (a
+        reader that seeks is not read by this)."""
         if self._ready:
             return self._ready.pop()
         if not self._to_entry():
