@@ -147,6 +147,43 @@ def test_a_tree_written_entry_by_entry_is_the_tree_encode_point_writes(n):
         zstandard.ZstdCompressor(level=3).compress(plain)
 
 
+@pytest.mark.parametrize("cipher", ["aes-256-gcm", "sm4-gcm"])
+def test_a_tree_opened_in_pieces_is_read_once_and_let_go_piece_by_piece(cipher):
+    """An incremental reads its parent's tree once: decrypted in pieces, every piece authenticated
+    before any is returned, and each let go as the reader passes it."""
+    from lifeline.repository import crypto
+
+    if crypto.cipher_problem(cipher):
+        pytest.skip(crypto.cipher_problem(cipher))
+    keys = EpochKeys(os.urandom(16).hex(), os.urandom(32), cipher=cipher)
+    entries = _entries(3000, random.Random(7))
+    header = {"version": 4, "id": "ab" * 16, "epoch": keys.epoch_id, "cipher": keys.cipher}
+    w = TreeWriter()
+    for e in entries:
+        w.add(e)
+    data = b"".join(seal_tree(keys, header, w.finish())[0])
+    whole = open_tree(keys, "points/p", data)[1]
+    n = len(open_tree(keys, "points/p", data)[1].compressed)
+    assert keys.open_object_pieces(data[-(n + 28):], data[:-(n + 28)], "p", piece=1000) == \
+        [whole.compressed[i:i + 1000] for i in range(0, n, 1000)]
+    texts = list(iter(whole.entry_reader().next_text, None))
+
+    got_header, t = open_tree(keys, "points/p", data, pieces=True)
+    t.compressed = [b for p in t.compressed for b in (p[i:i + 1000] for i in range(0, len(p), 1000))]
+    assert got_header == header and len(t.compressed) > 10 and list(t) == entries  # (read whole: kept)
+    reader = t.entry_reader(consume=True)
+    first = [reader.next_text() for _ in range(10)]
+    assert first == texts[:10] and t.compressed[0] is None and t.compressed[-1] is not None
+    assert first + list(iter(reader.next_text, None)) == texts and set(t.compressed) == {None}
+    with pytest.raises(RuntimeError):
+        list(t)  # (read once, as opened to be)
+
+    tampered = bytearray(data)
+    tampered[-100] ^= 1
+    with pytest.raises(DamagedData):
+        open_tree(keys, "points/p", bytes(tampered), pieces=True)
+
+
 def test_trees_of_another_shape_are_read_whole_and_broken_ones_refused():
     z = zstandard.ZstdCompressor().compress
     assert list(Tree("p", z(b'{ "entries": [{"path": ""}] }'))) == [{"path": ""}]

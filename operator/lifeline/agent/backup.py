@@ -454,7 +454,8 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             keys = repo.new_epoch(provider)
             known = frozenset()
         else:
-            parent_header, parent_tree, keys = repo.open_point(parent.id, provider)
+            # (an incremental reads the parent's tree once, alongside its walk: in pieces it lets go)
+            parent_header, parent_tree, keys = repo.open_point(parent.id, provider, pieces=kind == "incremental")
             # chunk ids are keyed per epoch; only lookups are needed, not the packs' entries
             known = repo.load_index(provider, epochs={keys.epoch_id}, pack_entries=False, ids_only=True)
             if kind == "differential":  # what the full has (and is really stored) counts as stored
@@ -630,7 +631,7 @@ def _backup_files(files: Beneath, ahead: ReadAhead, source: Source, chunker: Chu
     batch_bytes = 0
     behind = 0  # copied entries waiting behind the batch's first file
 
-    cursor = ParentCursor(parent.entry_reader() or parent.with_text()) if parent is not None else None
+    cursor = ParentCursor(parent.entry_reader(consume=True) or parent.with_text()) if parent is not None else None
     has_all = known.has_all if cursor is not None else None  # (every chunk id of a parent's entry stored?)
     lost: set[str] = set()  # linked files that could not be read: their other names are left out too
     reused: set[str] = set()  # linked files whose chunks the parent point had

@@ -322,6 +322,24 @@ class EpochKeys:
         nonce = os.urandom(NONCE)
         return nonce + self.aead.encrypt(nonce, plaintext, self._label + aad)
 
+    def open_object_pieces(self, sealed, aad: bytes, what: str, piece: int = 1 << 20) -> list[bytes]:
+        """:meth:`open_object`, its plaintext in pieces of ``piece`` bytes, every one authenticated
+        (the tag checked) before any is returned: a reader that takes them in order may let each go
+        as it passes it, where one plaintext would be held whole to the end."""
+        if len(sealed) < NONCE + TAG:
+            raise DamagedData(f"{what}: truncated", obj=what)
+        sealed = memoryview(sealed)
+        algorithm = algorithms.AES(self.aead_key) if self.cipher == AES_256_GCM else algorithms.SM4(self.aead_key)
+        d = Cipher(algorithm, modes.GCM(bytes(sealed[:NONCE]), bytes(sealed[-TAG:]))).decryptor()
+        d.authenticate_additional_data(self._label + aad)
+        body = sealed[NONCE:-TAG]
+        pieces = [d.update(body[i:i + piece]) for i in range(0, len(body), piece)]
+        try:
+            d.finalize()
+        except InvalidTag:
+            raise DamagedData(f"{what}: authentication failed (bytes changed)", obj=what) from None
+        return pieces
+
     def open_object(self, sealed: bytes, aad: bytes, what: str) -> bytes:
         if len(sealed) < NONCE + TAG:
             raise DamagedData(f"{what}: truncated", obj=what)

@@ -497,9 +497,9 @@ class Repository:
         header, tree, keys = self.open_point(point_id, provider)
         return header, list(tree), keys
 
-    def open_point(self, point_id: str, provider) -> tuple[dict, Tree, EpochKeys]:
+    def open_point(self, point_id: str, provider, *, pieces: bool = False) -> tuple[dict, Tree, EpochKeys]:
         """The point's header, its tree (authenticated; entries decoded as they are iterated: see
-        :mod:`.tree`) and its epoch's keys."""
+        :mod:`.tree`; in pieces a single pass may let go of, with ``pieces``) and its epoch's keys."""
         name = point_name(point_id)
         try:
             data = self.backend.get(name)
@@ -507,7 +507,7 @@ class Repository:
             raise PointNotFound(f"recovery point {point_id} not found in {self.url}") from None
         header = decode_header(name, data)
         keys = self.epoch_keys(header["epoch"], provider)
-        header, tree = open_tree(keys, name, data)
+        header, tree = open_tree(keys, name, data, pieces=pieces)
         return header, tree, keys
 
     def point_checksum(self, point_id: str) -> str:

@@ -142,9 +142,10 @@ def seal_tree(keys: EpochKeys, header: dict, tree) -> tuple[list, str]:
     return [prefix, sealed], "blake3:" + h.hexdigest()
 
 
-def open_tree(keys: EpochKeys, name: str, data) -> tuple[dict, Tree]:
+def open_tree(keys: EpochKeys, name: str, data, *, pieces: bool = False) -> tuple[dict, Tree]:
     """Authenticate a point object and return its header and tree (not yet decoded): as
-    :func:`.manifest.decode_tree`, without a copy of the object or the whole tree decoded."""
+    :func:`.manifest.decode_tree`, without a copy of the object or the whole tree decoded; with
+    ``pieces``, the tree in pieces (see :class:`Tree`)."""
     n = len(POINT_MAGIC)
     if len(data) < n + 4 or data[:n] != POINT_MAGIC:
         raise DamagedData(f"point {name}: bad header magic", obj=name)
@@ -154,18 +155,55 @@ def open_tree(keys: EpochKeys, name: str, data) -> tuple[dict, Tree]:
         raise DamagedData(f"point {name}: truncated header", obj=name)
     prefix, header, _rest = _split(name, bytes(data[:end]))
     check_cipher(keys, name, header)
-    plain = keys.open_object(memoryview(data)[end:], prefix, f"point {name}")
+    opened = keys.open_object_pieces if pieces else keys.open_object
+    plain = opened(memoryview(data)[end:], prefix, f"point {name}")
     return header, Tree(name, plain, header.get("version", 0))
+
+
+class _Pieces:
+    """A reader (``read``) of bytes held in pieces; with ``consume``, each piece is let go (its slot
+    in the list set to None) once read past: one pass that holds less and less."""
+
+    def __init__(self, pieces: list, consume: bool):
+        self._pieces, self._consume, self._i, self._at = pieces, consume, 0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        out, pieces = [], self._pieces
+        while n != 0 and self._i < len(pieces):
+            p = pieces[self._i]
+            take = len(p) - self._at if n < 0 else min(n, len(p) - self._at)
+            out.append(p[self._at:self._at + take])
+            self._at += take
+            n -= take if n > 0 else 0
+            if self._at == len(p):
+                if self._consume:
+                    pieces[self._i] = None
+                self._i, self._at = self._i + 1, 0
+        return b"".join(out)
 
 
 class Tree:
     """A point's entries (dicts, in the order stored), decoded while iterated; iterable again.
-    :meth:`with_text` also gives each entry's JSON text, which a backup copies for an unchanged file."""
+    :meth:`with_text` also gives each entry's JSON text, which a backup copies for an unchanged file.
 
-    def __init__(self, name: str, compressed: bytes, version=POINT_VERSION):
+    ``compressed`` is the compressed tree, or a list of its pieces (:func:`open_tree` with
+    ``pieces``): then a reader of :meth:`entry_reader` with ``consume`` lets each piece go as it
+    passes it, and the tree is read no more."""
+
+    def __init__(self, name: str, compressed: bytes | list[bytes], version=POINT_VERSION):
         self.name = name
         self.compressed = compressed
         self.version = version
+        self._spent = False
+
+    def _source(self, consume: bool = False):
+        """What a decompressor reads: the bytes, or a reader of the pieces."""
+        if self._spent:
+            raise RuntimeError(f"point {self.name}: its tree was read once, as it was opened to be")
+        if isinstance(self.compressed, list):
+            self._spent = consume
+            return _Pieces(self.compressed, consume)
+        return self.compressed
 
     @property
     def _older(self) -> bool:
@@ -195,7 +233,9 @@ class Tree:
 
     def _whole(self) -> list:
         try:
-            tree = json.loads(zstandard.ZstdDecompressor().decompress(self.compressed))
+            tree = json.loads(zstandard.ZstdDecompressor().decompress(self._source().read()
+                                                                      if isinstance(self.compressed, list)
+                                                                      else self._source()))
             entries = tree["entries"]
         except (ValueError, zstandard.ZstdError, TypeError, KeyError) as exc:
             raise self._damaged(exc) from None
@@ -216,7 +256,8 @@ class Tree:
         ``,`` before it), to check the two halves apart; None for an older point, a tree in another
         shape or without its size in the frame header, or text before it that is not ASCII."""
         try:
-            size = zstandard.frame_content_size(self.compressed)
+            size = zstandard.frame_content_size(self.compressed[0] if isinstance(self.compressed, list)
+                                                else self.compressed)
         except zstandard.ZstdError:  # (not a frame: reading it whole says so, as DamagedData)
             return None
         reader = self.entry_reader(with_text=False) if size > 0 else None
@@ -230,12 +271,17 @@ class Tree:
             return None
         return (e for e, _text in reader)
 
-    def entry_reader(self, *, with_text: bool = True) -> _EntryReader | None:
+    def entry_reader(self, *, with_text: bool = True, consume: bool = False) -> _EntryReader | None:
         """This version's compact tree as an :class:`_EntryReader` (entries decoded, with their text
-        or not, or only their text); None for an older point or a tree in another shape."""
+        or not, or only their text); None for an older point or a tree in another shape. With
+        ``consume``, a tree in pieces lets each go as the reader passes it (see the class's doc)."""
         if self._older:
             return None
-        reader = _EntryReader(self, with_text)
+        if consume and isinstance(self.compressed, list):  # (in the shape read in one pass? Looked at first)
+            head = zstandard.ZstdDecompressor().stream_reader(self._source()).read(len(_OPEN))
+            if head != _OPEN.encode():
+                return None
+        reader = _EntryReader(self, with_text, consume)
         return reader if reader.compact else None
 
 
@@ -246,10 +292,10 @@ class _EntryReader:
     """(entry, its text) for each entry of a compact tree, decoded from ~1 MiB of text at a time; or,
     with :meth:`next_text`, only each entry's text: a backup decodes the parent's entries it needs."""
 
-    def __init__(self, tree: Tree, with_text: bool):
+    def __init__(self, tree: Tree, with_text: bool, consume: bool = False):
         self._tree = tree
         self._with_text = with_text
-        self._reader = zstandard.ZstdDecompressor().stream_reader(tree.compressed)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(tree._source(consume))
         self._text = codecs.getincrementaldecoder("utf-8")()
         self._scan = json.decoder.JSONDecoder().scan_once
         self._eof = False
