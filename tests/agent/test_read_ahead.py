@@ -126,9 +126,15 @@ def _odd_tree_and_helper(tmp_path, monkeypatch) -> tuple:
         os.close(fd)
 
 
-def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scan_batch", [None, 2])
+def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch, scan_batch):
     """The same entries, heads and sizes whether the helper listed the directories or the backup did;
-    only that the files with one link came as ListedFile (no system call of the backup's)."""
+    only that the files with one link came as ListedFile (no system call of the backup's). A directory
+    is looked at SCAN_BATCH entries at a time: with 2, runs of listed files end with every batch."""
+    if scan_batch:
+        from lifeline.agent import backup
+
+        monkeypatch.setattr(backup, "SCAN_BATCH", scan_batch)
     src, own, ahead = _odd_tree_and_helper(tmp_path, monkeypatch)
     try:
         listed = _walked(src, ahead.listing)
@@ -142,20 +148,6 @@ def test_a_listed_walk_is_the_walk_the_backup_makes_itself(tmp_path, monkeypatch
     assert [x[1]["path"] for x in own if x[0] == "entry" and x[1].get("type") == "hardlink"] == \
         ["d/a-again", "odd/a-third"]
     assert {read_ahead.walk_part(rel, 2) for rel in ("", "d", "d/e", "empty", "odd")} == {0, 1}
-
-
-def test_runs_of_listed_files_are_cut_wherever_a_batch_ends(tmp_path, monkeypatch):
-    """A directory is looked at SCAN_BATCH entries at a time: runs of listed files end with a batch."""
-    from lifeline.agent import backup
-
-    monkeypatch.setattr(backup, "SCAN_BATCH", 2)
-    src, own, ahead = _odd_tree_and_helper(tmp_path, monkeypatch)
-    try:
-        listed = _walked(src, ahead.listing)
-    finally:
-        ahead.close()
-    assert [x[1:] for x in listed] == [x[1:] for x in own]
-    assert sum(x[0] == "ListedFile" for x in listed) == sum(x[0] == "FileStat" for x in own) - 1
 
 
 def test_one_core_gets_one_walker(tmp_path, monkeypatch):
