@@ -231,12 +231,9 @@ class ReadAhead:
         if proc is None or self._closed:
             return None
         self._closed = True
-        if proc.poll() is not None and not report:  # (a walker that left once its walk was sent)
-            proc.communicate()
-            return None
         self._out.clear()
         if not report:
-            proc.kill()
+            proc.kill()  # (nothing, for a walker that left once its walk was sent: Popen polls first)
             proc.communicate()
             return None
         try:
