@@ -39,6 +39,7 @@ from lifeline.repository.tree import Tree, TreeWriter
 
 from .attributes import Attributes, file_head
 from .beneath import NOT_BENEATH, Beneath, without_atime
+from .cores import usable_cores
 from .parent_cursor import ParentCursor, reused_chunks
 from .progress import Progress
 from .read_ahead import FIELDS, ReadAhead, listed_stat
@@ -266,7 +267,7 @@ def walk_tree(root: str, warn, files_as_stat: bool = False,
     With ``files_as_stat``, a regular file with one link comes as a :class:`FileStat`, its entry
     not made yet (valid until the walk goes on); and with ``listed`` (:meth:`.ReadAhead.listing`),
     a directory the read-ahead helper listed (opening it beneath root through no link, too) is taken
-    as it listed it, its files that have a head there in :class:`ListedRun`\ s."""
+    as it listed it, its files that have a head there in runs (:class:`ListedRun`)."""
     attrs = Attributes(warn)
     yield _entry_for("", os.lstat(root), root, attrs), False
     first_name: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> first path, for st_nlink > 1
@@ -419,7 +420,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
     notice = notice or (lambda msg: None)
     if kind not in TYPES:
         raise UsageError(f"unknown backup type {kind!r} (use one of {', '.join(TYPES)})")
-    workers = workers or max(2, min(4, os.cpu_count() or 2))
+    workers = workers or max(2, min(4, usable_cores()))  # savers: compress and encrypt, and wait on storage
     start = time.time()
     start_time = at if at is not None else start
     progress = progress or Progress("backup", enabled=False)

@@ -29,6 +29,7 @@ from lifeline.repository.errors import DamagedData
 
 from .manifest_check import SEGMENT, Plan, checked_plan
 from .beneath import NOT_BENEATH, O_CLOEXEC, O_PATH, Beneath, chmod_node, remove_at, split
+from .cores import usable_cores
 from .progress import Progress
 from .restore_writers import SharedStretches, WriterProcess
 
@@ -55,7 +56,7 @@ def _writer_count(small_files: int, small_bytes: int) -> int:
         return int(given)
     if small_files < WRITERS_FROM or small_bytes > small_files * WRITERS_AVERAGE or not sys.executable:
         return 0
-    return max(1, min(4, len(os.sched_getaffinity(0))))  # (the cores this process may run on)
+    return max(1, min(4, usable_cores()))
 
 
 def _is_zero(data: bytes) -> bool:
@@ -279,7 +280,7 @@ class Restorer:
         self.header, self.entries, self.keys = repo.open_point(point_id, provider)
         self.skip_damaged = skip_damaged
         self.progress = progress or Progress("restore", enabled=False)
-        self.workers = workers or max(4, min(16, 4 * (os.cpu_count() or 2)))
+        self.workers = workers or max(4, min(16, 4 * usable_cores()))  # fetchers: they wait on storage
         self.damaged: list[dict] = []
         self.is_root = os.geteuid() == 0
         self.euid, self.egid = os.geteuid(), os.getegid()
