@@ -18,6 +18,10 @@ Trees (each built once per run, under the work directory):
 * ``dicom``  (``--scale``) -- 1,000,000 DICOM-like files of 50-500 KiB, one directory per study and a
   sub-directory per series: a DICOM preamble and a header with per-file UIDs, then 12-bit pixel noise
   in 16-bit words (~3/4 entropy). ~262 GiB: needs ~3x that free (the tree, one repository, a restore; 4x with kopia, whose cache grows).
+  ``--dicom-shrink N`` divides every file's size by N (N=50: 1-10 KiB, ~5 GiB for a million files): the
+  files, directories and names stay, so what a tool keeps per file and per chunk (its index, its trees)
+  is measured at full count on a disk that cannot hold the full bytes. Every file is then one chunk; at
+  full size the files above 256 KiB may be two.
 * ``large``  (``--scale``) -- 20 files of 1 GiB, alternately log text and random.
 
 Rows, for every tool, one tool after the other (the order rotates between repeats): the first backup
@@ -118,8 +122,9 @@ def _dicom_file(rng: random.Random, study: str, series: int, inst: int, size: in
     return hdr + pix
 
 
-def build_dicom(root: Path, nfiles: int) -> int:
-    """nfiles DICOM-like files of 50-500 KiB: root/<study UID>/<series>/IM<n>.dcm, ~200 images a study."""
+def build_dicom(root: Path, nfiles: int, shrink: int = 1) -> int:
+    """nfiles DICOM-like files of 50-500 KiB (each divided by shrink): root/<study UID>/<series>/IM<n>.dcm,
+    ~200 images a study."""
     rng = random.Random(13)
     total = i = 0
     while i < nfiles:
@@ -130,7 +135,7 @@ def build_dicom(root: Path, nfiles: int) -> int:
             for inst in range(1, rng.randint(20, 120) + 1):
                 if i >= nfiles:
                     break
-                size = rng.randint(50 * 1024, 500 * 1024)
+                size = rng.randint(50 * 1024, 500 * 1024) // shrink
                 (d / f"IM{inst:05d}.dcm").write_bytes(_dicom_file(rng, study, series, inst, size))
                 total += size
                 i += 1
@@ -674,6 +679,8 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=1024, help="the mixed tree's size (default 1024)")
     ap.add_argument("--small-files", type=int, default=200_000)
     ap.add_argument("--dicom-files", type=int, default=1_000_000)
+    ap.add_argument("--dicom-shrink", type=int, default=1, metavar="N",
+                    help="divide each DICOM-like file's size by N: the full count of files on a smaller disk")
     ap.add_argument("--large-gib", type=int, default=20, help="the large tree: this many 1 GiB files")
     ap.add_argument("--repeat", type=int, default=3, help="runs; each row reports the best (default 3)")
     ap.add_argument("--drop-caches", action="store_true", help="sync and drop the page cache before every timed step")
@@ -692,6 +699,8 @@ def main() -> int:
         args.size_mib, args.small_files, args.dicom_files, args.repeat = 32, 2000, 300, 1
         large_files, large_size = 4, 64 * MiB
         trees = ["mixed", "small", "dicom", "large"]
+    if args.dicom_shrink < 1:
+        ap.error("--dicom-shrink must be 1 or more")
     for t in trees:
         if t not in ("mixed", "small", "dicom", "large"):
             ap.error(f"unknown tree {t} (mixed, small, dicom, large)")
@@ -736,7 +745,7 @@ def main() -> int:
         for label in trees:
             tree = work / f"tree-{label}"
             expect = {"mixed": args.size_mib * MiB, "small": args.small_files * 1792,
-                      "dicom": args.dicom_files * 275 * 1024, "large": large_files * large_size}[label]
+                      "dicom": args.dicom_files * 275 * 1024 // args.dicom_shrink, "large": large_files * large_size}[label]
             # the tree, one repository, one restore; kopia stores it uncompressed and its cache grows
             # by what a restore reads (a 16 GiB tree filled 61 GiB): one tree more when kopia runs
             need = (4 if any(t.name == "kopia" for t in tools) else 3) * expect + GiB
@@ -753,11 +762,12 @@ def main() -> int:
             elif label == "small":
                 build_small(tree, args.small_files)
             elif label == "dicom":
-                build_dicom(tree, args.dicom_files)
+                build_dicom(tree, args.dicom_files, args.dicom_shrink)
             else:
                 build_large(tree, large_files, large_size)
             nfiles, size = tree_stats(tree)
-            name = f"{label} ({size / MiB:,.0f} MiB, {nfiles:,} files)"
+            shrunk = f", sizes 1/{args.dicom_shrink}" if label == "dicom" and args.dicom_shrink > 1 else ""
+            name = f"{label} ({size / MiB:,.0f} MiB, {nfiles:,} files{shrunk})"
             say(f"== {name}: built in {time.perf_counter() - t0:.1f} s")
             res = bench_tree(name, tree, size, nfiles, tools, args, work)
             shutil.rmtree(tree, ignore_errors=True)
