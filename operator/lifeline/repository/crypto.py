@@ -20,6 +20,7 @@ import hmac
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import blake3
@@ -66,13 +67,8 @@ class CipherSpec:
     key_len: int
     label: bytes
     what: str
-
-
-CIPHERS: dict[str, CipherSpec] = {
-    AES_256_GCM: CipherSpec(AES_256_GCM, 0, "aead", 32, b"", "AES-256 in GCM mode"),
-    SM4_GCM: CipherSpec(SM4_GCM, 1, "sm4-gcm aead", 16, b"LLSM4GCM", "SM4, GB/T 32907, in GCM mode"),
-}
-_BY_ID = {c.id: c for c in CIPHERS.values()}
+    aead: Callable[[bytes], object]  # key -> a one-shot AEAD with AESGCM's encrypt/decrypt
+    stream: Callable[[bytes], object]  # key -> the block cipher for cryptography's streaming GCM
 
 
 class SM4GCM:
@@ -115,6 +111,15 @@ class SM4GCM:
         d.authenticate_additional_data(aad)
         plain = d.update(mv[:len(mv) - TAG])
         return plain + d.finalize()  # raises InvalidTag: the plaintext is dropped
+
+
+CIPHERS: dict[str, CipherSpec] = {
+    AES_256_GCM: CipherSpec(AES_256_GCM, 0, "aead", 32, b"", "AES-256 in GCM mode", AESGCM, algorithms.AES),
+    # (algorithms.SM4 looked up when used: a build without it fails in cipher_problem, not on import)
+    SM4_GCM: CipherSpec(SM4_GCM, 1, "sm4-gcm aead", 16, b"LLSM4GCM", "SM4, GB/T 32907, in GCM mode", SM4GCM,
+                        lambda key: algorithms.SM4(key)),
+}
+_BY_ID = {c.id: c for c in CIPHERS.values()}
 
 
 # RFC 8998, appendix A.1 (SM4-GCM): the build's SM4-GCM must reproduce it before a repository uses it.
@@ -217,7 +222,7 @@ class EpochKeys:
         self.epoch_id = epoch_id
         self.epoch_raw = bytes.fromhex(epoch_id)
         self.id_key, self.aead_key = id_key, aead_key
-        self.aead = AESGCM(aead_key) if spec.name == AES_256_GCM else SM4GCM(aead_key)
+        self.aead = spec.aead(aead_key)
         self.zstd_level = zstd_level
         self._tls = threading.local()
 
@@ -329,8 +334,7 @@ class EpochKeys:
         if len(sealed) < NONCE + TAG:
             raise DamagedData(f"{what}: truncated", obj=what)
         sealed = memoryview(sealed)
-        algorithm = algorithms.AES(self.aead_key) if self.cipher == AES_256_GCM else algorithms.SM4(self.aead_key)
-        d = Cipher(algorithm, modes.GCM(bytes(sealed[:NONCE]), bytes(sealed[-TAG:]))).decryptor()
+        d = Cipher(self._spec.stream(self.aead_key), modes.GCM(bytes(sealed[:NONCE]), bytes(sealed[-TAG:]))).decryptor()
         d.authenticate_additional_data(self._label + aad)
         body = sealed[NONCE:-TAG]
         pieces = [d.update(body[i:i + piece]) for i in range(0, len(body), piece)]
