@@ -56,22 +56,18 @@ class TreeWriter:
 
     def add_text(self, s: str) -> None:
         """Add an entry already encoded (compact ASCII JSON, as :meth:`add` writes it)."""
-        if self.count:
-            s = "," + s
-        self.count += 1
-        self._pending.append(s)
-        self._pending_len += len(s)
-        if self._pending_len >= _FLUSH:
-            self._compress()
+        self._append(s, 1)
 
     def add_texts(self, texts: list[str]) -> None:
         """Add entries already encoded, in their order: :meth:`add_text` for a run at once."""
-        if not texts:
-            return
-        s = ",".join(texts)
+        if texts:
+            self._append(",".join(texts), len(texts))
+
+    def _append(self, s: str, entries: int) -> None:
+        """``entries`` entries' text, joined by commas (one is added before them unless they are first)."""
         if self.count:
             s = "," + s
-        self.count += len(texts)
+        self.count += entries
         self._pending.append(s)
         self._pending_len += len(s)
         if self._pending_len >= _FLUSH:
