@@ -40,7 +40,9 @@ AES256-GCM-HMAC-SHA256; rustic as restic) and each keeps its compression default
 incompressibility probe; restic zstd "auto", its fastest level; rustic zstd level 3, and it decrypts and
 decompresses each blob again before writing it; kopia **none** -- ``--kopia-compression zstd`` sets a
 global policy to compare like with like). Repositories, caches and restores are on the work directory's
-disk. Caches: by default warm for all (the floor read precedes each tool's first backup, so every tool
+disk. kopia's local cache is a second copy of what it reads (its limits are soft: a restore of a 16 GiB
+tree grew it past 13 GiB); ``--kopia-cache-limit-mib N`` gives its content and metadata caches a hard
+limit of N MiB each, for a tree that would not fit otherwise. Caches: by default warm for all (the floor read precedes each tool's first backup, so every tool
 starts from the same page cache); ``--drop-caches`` syncs and drops the page cache before every timed
 step, floors included (root; this slows everyone else on a shared machine).
 
@@ -465,6 +467,7 @@ class ResticDebian(Restic):
 class Kopia(Tool):
     name = "kopia"
     compression = ""
+    cache_limit_mib = 0  # 0: kopia's own (soft) cache sizes
 
     def __init__(self, work: Path):
         super().__init__(work)
@@ -489,7 +492,9 @@ class Kopia(Tool):
         shutil.rmtree(self.work / "kopia-logs", ignore_errors=True)
 
     def init(self) -> None:
-        self.run([self.bin, "repository", "create", "filesystem", f"--path={self.repo}"])
+        limits = [f"--content-cache-size-limit-mb={self.cache_limit_mib}",
+                  f"--metadata-cache-size-limit-mb={self.cache_limit_mib}"] if self.cache_limit_mib else []
+        self.run([self.bin, "repository", "create", "filesystem", f"--path={self.repo}", *limits])
         if self.compression:
             self.run([self.bin, "policy", "set", "--global", f"--compression={self.compression}"])
 
@@ -685,6 +690,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs; each row reports the best (default 3)")
     ap.add_argument("--drop-caches", action="store_true", help="sync and drop the page cache before every timed step")
     ap.add_argument("--kopia-compression", default="", help="e.g. zstd: a global kopia policy (default: kopia's none)")
+    ap.add_argument("--kopia-cache-limit-mib", type=int, default=0, metavar="N",
+                    help="a hard limit for kopia's content and metadata caches, N MiB each (default: its soft sizes)")
     ap.add_argument("--dir", help="work directory (default: a new one under the system temp dir); "
                                   "repositories, caches and restores go there, on its disk")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -719,6 +726,7 @@ def main() -> int:
             say(f"== building the peers (only what changed): scripts/build-peers.sh {' '.join(peers)}")
             subprocess.run(["bash", str(ROOT / "scripts" / "build-peers.sh"), *peers], check=True)
     Kopia.compression = args.kopia_compression
+    Kopia.cache_limit_mib = args.kopia_cache_limit_mib
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="lifeline-bench-peers-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -739,6 +747,7 @@ def main() -> int:
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions,
                "cores": os.cpu_count(), "load_average_start": load, "drop_caches": args.drop_caches,
                "repeat": args.repeat, "smoke": args.smoke, "kopia_compression": args.kopia_compression or "none",
+               "kopia_cache_limit_mib": args.kopia_cache_limit_mib,
                "work_dir": str(work), "trees": [], "rows": []}
     ok = True
     try:
@@ -747,8 +756,11 @@ def main() -> int:
             expect = {"mixed": args.size_mib * MiB, "small": args.small_files * 1792,
                       "dicom": args.dicom_files * 275 * 1024 // args.dicom_shrink, "large": large_files * large_size}[label]
             # the tree, one repository, one restore; kopia stores it uncompressed and its cache grows
-            # by what a restore reads (a 16 GiB tree filled 61 GiB): one tree more when kopia runs
-            need = (4 if any(t.name == "kopia" for t in tools) else 3) * expect + GiB
+            # by what a restore reads (a 16 GiB tree filled 61 GiB): one tree more when kopia runs,
+            # or its two caches' hard limits
+            need = 3 * expect + GiB
+            if any(t.name == "kopia" for t in tools):
+                need += 2 * args.kopia_cache_limit_mib * MiB if args.kopia_cache_limit_mib else expect
             free = shutil.disk_usage(work).free
             if need > free:
                 say(f"== {label}: skipped, needs ~{need / GiB:.0f} GiB free (tree, one repository, one restore, kopia's cache), "
@@ -794,7 +806,9 @@ def main() -> int:
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; {os.cpu_count()} cores; load average {load[0]:.1f} at the start, {load_end[0]:.1f} at the end; "
         f"best of {args.repeat}; caches {'dropped before every timed step' if args.drop_caches else 'warm for all'}; "
-        f"kopia compression {args.kopia_compression or 'none (its default)'}.\n\n"
+        f"kopia compression {args.kopia_compression or 'none (its default)'}"
+        + (f"; kopia's caches limited to {args.kopia_cache_limit_mib} MiB each" if args.kopia_cache_limit_mib else "")
+        + ".\n\n"
         + table_markdown(results["rows"]) + "\n")
     say(f"\nJSON: {out}\nmarkdown: {out.with_suffix('.md')}")
     if not ok:
