@@ -188,6 +188,8 @@ def test_trees_of_another_shape_are_read_whole_and_broken_ones_refused():
     z = zstandard.ZstdCompressor().compress
     assert list(Tree("p", z(b'{ "entries": [{"path": ""}] }'))) == [{"path": ""}]
     assert list(Tree("p", z(b'{"entries":[1,"x",[2]]}'))) == [1, "x", [2]]
+    spaced = z(b'{ "entries": [{"path": ""}, {"path": "a"}] }')
+    assert list(Tree("p", [spaced[:7], spaced[7:]])) == [{"path": ""}, {"path": "a"}]  # (in pieces)
     for bad in (b'{"entries":[{"path":""}]}x', b'{"entries":[{"path":""}{"path":"a"}]}',
                 b'{"entries":[{"path":""},', b'{"entries":[{"path":"', b'{"other":1}'):
         with pytest.raises(DamagedData):

@@ -227,12 +227,16 @@ class Tree:
     def _damaged(self, why) -> DamagedData:
         return DamagedData(f"point {self.name}: tree cannot be decoded: {why}", obj=self.name)
 
+    @property
+    def _first_piece(self) -> bytes:
+        """The compressed tree, or its first piece (where the frame's header is)."""
+        return self.compressed[0] if isinstance(self.compressed, list) else self.compressed
+
     def _whole(self) -> list:
+        source = self._source()
         try:
-            tree = json.loads(zstandard.ZstdDecompressor().decompress(self._source().read()
-                                                                      if isinstance(self.compressed, list)
-                                                                      else self._source()))
-            entries = tree["entries"]
+            compressed = source.read() if isinstance(source, _Pieces) else source
+            entries = json.loads(zstandard.ZstdDecompressor().decompress(compressed))["entries"]
         except (ValueError, zstandard.ZstdError, TypeError, KeyError) as exc:
             raise self._damaged(exc) from None
         if not isinstance(entries, list):
@@ -252,8 +256,7 @@ class Tree:
         ``,`` before it), to check the two halves apart; None for an older point, a tree in another
         shape or without its size in the frame header, or text before it that is not ASCII."""
         try:
-            size = zstandard.frame_content_size(self.compressed[0] if isinstance(self.compressed, list)
-                                                else self.compressed)
+            size = zstandard.frame_content_size(self._first_piece)
         except zstandard.ZstdError:  # (not a frame: reading it whole says so, as DamagedData)
             return None
         reader = self.entry_reader(with_text=False) if size > 0 else None
