@@ -58,7 +58,7 @@ def test_index_finds_every_chunk_first_segment_wins_and_packs_keep_their_entries
         lookups.packs[packs[3].pack_id].entries
 
     # a backup's index: whether each chunk is stored, in 32 bytes a chunk and no location
-    ids = Index(pack_entries=False, ids_only=True)
+    ids = Index(ids_only=True)
     ids.add_segment("index/a", keys.epoch_id, decoded)
     ids.add_segment("index/b", keys.epoch_id, [again])
     assert len(ids) == 3701 and sorted(ids.chunk_ids()) == sorted(idx.chunk_ids())
@@ -67,8 +67,8 @@ def test_index_finds_every_chunk_first_segment_wins_and_packs_keep_their_entries
     assert sum(map(len, ids._table._buckets)) == 32 * 3701
     with pytest.raises(TypeError):
         ids.get(dup[0])
-    with pytest.raises(ValueError):
-        Index(ids_only=True)  # (an index that keeps pack entries keeps where chunks are)
+    with pytest.raises(RuntimeError):
+        ids.packs[packs[3].pack_id].entries  # (ids alone: no pack entries either)
 
 
 def test_chunk_table_never_matches_across_records():

@@ -458,7 +458,7 @@ def run_backup(repo: Repository, provider, source: Source, *, kind: str = "incre
             # (an incremental reads the parent's tree once, alongside its walk: in pieces it lets go)
             parent_header, parent_tree, keys = repo.open_point(parent.id, provider, pieces=kind == "incremental")
             # chunk ids are keyed per epoch; only lookups are needed, not the packs' entries
-            known = repo.load_index(provider, epochs={keys.epoch_id}, pack_entries=False, ids_only=True)
+            known = repo.load_index(provider, epochs={keys.epoch_id}, ids_only=True)
             if kind == "differential":  # what the full has (and is really stored) counts as stored
                 index, known = known, IdSet()
                 for e in parent_tree:

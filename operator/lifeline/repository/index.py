@@ -292,13 +292,12 @@ class Index:
     """The union of all index segments, in memory (compact: see the module's doc).
 
     ``pack_entries=False`` keeps only what looks chunks up (:meth:`get`, ``in``): the packs are
-    listed (:attr:`packs`, for their epoch and size) without their entries. ``ids_only`` (with it)
-    keeps only what tells whether a chunk is stored (``in``, :meth:`has_all`; not :meth:`get`)."""
+    listed (:attr:`packs`, for their epoch and size) without their entries. ``ids_only`` keeps only
+    what tells whether a chunk is stored (``in``, :meth:`has_all`; not :meth:`get`), and so no pack
+    entries either."""
 
     def __init__(self, *, pack_entries: bool = True, ids_only: bool = False):
-        if ids_only and pack_entries:
-            raise ValueError("an index of chunk ids alone keeps no pack entries")
-        self.pack_entries, self.ids_only = pack_entries, ids_only
+        self.pack_entries, self.ids_only = pack_entries and not ids_only, ids_only
         self.packs: dict[str, PackInfo] = {}
         self.segments: dict[str, list[str]] = {}  # segment name -> pack ids
         self.damaged: dict[str, str] = {}  # segment name -> reason
