@@ -21,7 +21,8 @@ Trees (each built once per run, under the work directory):
   ``--dicom-shrink N`` divides every file's size by N (N=50: 1-10 KiB, ~5 GiB for a million files): the
   files, directories and names stay, so what a tool keeps per file and per chunk (its index, its trees)
   is measured at full count on a disk that cannot hold the full bytes. Every file is then one chunk; at
-  full size the files above 256 KiB may be two.
+  full size the files above 256 KiB may be two. A file keeps its header (~0.6 KiB) whatever N: past
+  N=80 the smallest files stop shrinking.
 * ``large``  (``--scale``) -- 20 files of 1 GiB, alternately log text and random.
 
 Rows, for every tool, one tool after the other (the order rotates between repeats): the first backup
@@ -42,8 +43,8 @@ decompresses each blob again before writing it; kopia **none** -- ``--kopia-comp
 global policy to compare like with like). Repositories, caches and restores are on the work directory's
 disk. kopia's local cache is a second copy of what it reads (its limits are soft: a restore of a 16 GiB
 tree grew it past 13 GiB); ``--kopia-cache-limit-mib N`` gives its content and metadata caches a hard
-limit of N MiB each, for a tree that would not fit otherwise. Caches: by default warm for all (the floor read precedes each tool's first backup, so every tool
-starts from the same page cache); ``--drop-caches`` syncs and drops the page cache before every timed
+limit of N MiB each, for a tree that would not fit otherwise. Caches: by default warm for all (the
+floor read precedes each tool's first backup, so every tool starts from the same page cache); ``--drop-caches`` syncs and drops the page cache before every timed
 step, floors included (root; this slows everyone else on a shared machine).
 
 Results: one table (text, and markdown), and bench/results/peers-<UTC time>.json and .md.
@@ -138,8 +139,7 @@ def build_dicom(root: Path, nfiles: int, shrink: int = 1) -> int:
                 if i >= nfiles:
                     break
                 size = rng.randint(50 * 1024, 500 * 1024) // shrink
-                (d / f"IM{inst:05d}.dcm").write_bytes(_dicom_file(rng, study, series, inst, size))
-                total += size
+                total += (d / f"IM{inst:05d}.dcm").write_bytes(_dicom_file(rng, study, series, inst, size))
                 i += 1
                 if nfiles >= 20_000 and i % 20_000 == 0:
                     say(f"    dicom: {i:,} / {nfiles:,} files, {total / GiB:.1f} GiB")
@@ -708,6 +708,8 @@ def main() -> int:
         trees = ["mixed", "small", "dicom", "large"]
     if args.dicom_shrink < 1:
         ap.error("--dicom-shrink must be 1 or more")
+    if args.kopia_cache_limit_mib < 0:
+        ap.error("--kopia-cache-limit-mib must be 0 (kopia's own sizes) or more")
     for t in trees:
         if t not in ("mixed", "small", "dicom", "large"):
             ap.error(f"unknown tree {t} (mixed, small, dicom, large)")
@@ -747,14 +749,16 @@ def main() -> int:
     results = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions,
                "cores": os.cpu_count(), "load_average_start": load, "drop_caches": args.drop_caches,
                "repeat": args.repeat, "smoke": args.smoke, "kopia_compression": args.kopia_compression or "none",
-               "kopia_cache_limit_mib": args.kopia_cache_limit_mib,
+               "kopia_cache_limit_mib": args.kopia_cache_limit_mib, "dicom_shrink": args.dicom_shrink,
                "work_dir": str(work), "trees": [], "rows": []}
     ok = True
     try:
         for label in trees:
             tree = work / f"tree-{label}"
-            expect = {"mixed": args.size_mib * MiB, "small": args.small_files * 1792,
-                      "dicom": args.dicom_files * 275 * 1024 // args.dicom_shrink, "large": large_files * large_size}[label]
+            # (a small file takes whole 4 KiB blocks: on average half a block more than its bytes)
+            expect = {"mixed": args.size_mib * MiB, "small": args.small_files * 4096,
+                      "dicom": args.dicom_files * (275 * 1024 // args.dicom_shrink + 2048),
+                      "large": large_files * large_size}[label]
             # the tree, one repository, one restore; kopia stores it uncompressed and its cache grows
             # by what a restore reads (a 16 GiB tree filled 61 GiB): one tree more when kopia runs,
             # or its two caches' hard limits

@@ -18,9 +18,9 @@ chunk: a chunk is one 52-byte record (its 48-byte segment entry and a pack numbe
 byte buckets chosen by the id's first bytes (chunk ids are keyed hashes, so they spread evenly),
 found with ``bytes.find``. A pack's own entry list is kept as its 48-byte segment entries and
 decoded only when asked for (:attr:`PackInfo.entries`), and not at all by readers that only look
-chunks up (``Index(pack_entries=False)``: backup, restore). About 52 bytes a chunk (100 with the
-packs' entries) where a dict of tuples took ~400; 32 (the id alone) for a backup, which asks only
-whether a chunk is stored (``ids_only``).
+chunks up (``Index(pack_entries=False)``: restore). About 52 bytes a chunk (100 with the packs'
+entries) where a dict of tuples took ~400; 32 (the id alone) for a backup, which asks only whether a
+chunk is stored (``ids_only``).
 """
 from __future__ import annotations
 
